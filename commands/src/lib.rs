@@ -1,0 +1,14 @@
+//! The application layer of AIForge: it turns requests into commands on domain aggregates and
+//! owns everything the domain must not touch: the event store on SQLite or PostgreSQL with its
+//! global log (`store`), idempotent command execution (`framework`), the clock, password hashing
+//! (`accounts`) and the event bus (`bus`). HTTP stays in `api/`; read models in `projections/`.
+
+pub mod accounts;
+pub mod bus;
+pub mod clock;
+pub mod framework;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use framework::{CommandError, CommandMeta, Executor, Outcome};
+pub use store::{Database, LogPosition, RecordedEvent, StoreError};

@@ -1,0 +1,193 @@
+//! The global event log: every event of every aggregate, in one total order that all readers
+//! agree on and that never changes once read.
+//!
+//! - SQLite: order = `global_position`. Appends hold the single write lock from position
+//!   assignment to COMMIT, so positions become visible in order.
+//! - PostgreSQL: order = `(tx_id, global_position)`, read only below the xmin of the reader's
+//!   snapshot. Identity values commit out of order, so reading by position alone could skip an
+//!   event that commits late; every transaction with an id below xmin has finished, and every
+//!   future writer gets a larger id, so nothing can appear behind a reader. The price: one
+//!   long-running writing transaction holds the log back (lag, never loss).
+//!
+//! A reader's checkpoint is a [`LogPosition`]; `tx` is 0 on SQLite.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Database, Engine, StoreError};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogPosition {
+    /// PostgreSQL transaction id of the append (0 on SQLite). Compared first.
+    pub tx: i64,
+    /// The event's unique global position.
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { tx: 0, position: 0 };
+}
+
+/// One event as read from the global log. `payload` and `metadata` are the stored JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub tx: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+    /// RFC 3339, UTC.
+    pub recorded_at: String,
+}
+
+impl RecordedEvent {
+    pub fn log_position(&self) -> LogPosition {
+        LogPosition {
+            tx: self.tx,
+            position: self.position,
+        }
+    }
+}
+
+const PG_SELECT: &str = "SELECT global_position, tx_id::text AS tx, aggregate_type, aggregate_id, \
+     sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata, \
+     to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at \
+     FROM events";
+const SQLITE_SELECT: &str = "SELECT global_position, '0' AS tx, aggregate_type, aggregate_id, \
+     sequence, event_type, event_version, payload, metadata, recorded_at FROM events";
+
+fn decode<R: Row>(row: &R) -> Result<RecordedEvent, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let tx: String = row.try_get("tx")?;
+    Ok(RecordedEvent {
+        position: row.try_get("global_position")?,
+        tx: tx
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("transaction id '{tx}'")))?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+impl Database {
+    /// Up to `limit` events strictly after `after`, in global order, none of which can ever be
+    /// preceded by an event not yet visible.
+    pub async fn read_log_after(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self.engine() {
+            Engine::Sqlite(pool) => {
+                let sql = format!(
+                    "{SQLITE_SELECT} WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode).collect()
+            }
+            Engine::Postgres(pool) => {
+                let sql = format!(
+                    "{PG_SELECT} WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+                     AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY tx_id, global_position LIMIT $3"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(after.tx.to_string())
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode).collect()
+            }
+        }
+    }
+
+    /// The position of the last event a reader can safely see now (`START` if none).
+    pub async fn log_head(&self) -> Result<LogPosition, StoreError> {
+        match self.engine() {
+            Engine::Sqlite(pool) => {
+                let position: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(global_position) FROM events")
+                        .fetch_one(pool)
+                        .await?;
+                Ok(LogPosition {
+                    tx: 0,
+                    position: position.unwrap_or(0),
+                })
+            }
+            Engine::Postgres(pool) => {
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT tx_id::text, global_position FROM events \
+                     WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?;
+                match row {
+                    None => Ok(LogPosition::START),
+                    Some((tx, position)) => Ok(LogPosition {
+                        tx: tx
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt(format!("transaction id '{tx}'")))?,
+                        position,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The log position of the event with this global position, to start a range read just
+    /// before or after it (`aiforge events export --from/--to`).
+    pub async fn log_position_of(&self, position: i64) -> Result<Option<LogPosition>, StoreError> {
+        match self.engine() {
+            Engine::Sqlite(pool) => {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT global_position FROM events WHERE global_position = $1")
+                        .bind(position)
+                        .fetch_optional(pool)
+                        .await?;
+                Ok(found.map(|position| LogPosition { tx: 0, position }))
+            }
+            Engine::Postgres(pool) => {
+                let tx: Option<String> =
+                    sqlx::query_scalar("SELECT tx_id::text FROM events WHERE global_position = $1")
+                        .bind(position)
+                        .fetch_optional(pool)
+                        .await?;
+                tx.map(|tx| {
+                    tx.parse()
+                        .map(|tx| LogPosition { tx, position })
+                        .map_err(|_| StoreError::Corrupt(format!("transaction id '{tx}'")))
+                })
+                .transpose()
+            }
+        }
+    }
+
+    /// How many events the store holds.
+    pub async fn count_events(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COUNT(*) FROM events";
+        Ok(match self.engine() {
+            Engine::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Engine::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+        })
+    }
+}

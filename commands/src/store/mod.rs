@@ -1,0 +1,217 @@
+//! The event store on its two engines. SQLite (a file in the data dir) is the embedded default;
+//! PostgreSQL is used when the database URL says so. Both hold the same tables (see
+//! `migrations/`), are written by one repository (`repository`) and read in global order by one
+//! log reader (`log`). Everything engine-specific is a `match` on [`Database`] in this module
+//! tree, so the two engines keep one behaviour.
+
+pub mod log;
+pub mod repository;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::watch;
+
+pub use log::{LogPosition, RecordedEvent};
+pub use repository::{AiforgeRepository, Claim, ClaimTaken};
+
+/// A connection attempt gives up after this long, so a down database is an error, not a hang.
+pub const DB_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// SQLite waits this long for the single write lock before reporting "busy".
+pub const SQLITE_BUSY_TIMEOUT_SECS: u64 = 30;
+pub const PG_POOL_CONNECTIONS_MAX: u32 = 32;
+pub const SQLITE_POOL_CONNECTIONS_MAX: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url (expected sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+/// A handle on the one database that holds events, claims, checkpoints and views.
+#[derive(Clone)]
+pub struct Database {
+    engine: Engine,
+    /// Bumped after every local commit of events, so local readers of the log wake at once
+    /// instead of waiting for their next poll (writers in other processes are found by polling).
+    appended: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Clone)]
+pub enum Engine {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// Connects to `url`: `sqlite:PATH` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let engine = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(PG_POOL_CONNECTIONS_MAX)
+                .acquire_timeout(Duration::from_secs(DB_CONNECT_TIMEOUT_SECS))
+                .connect_with(options)
+                .await?;
+            Engine::Postgres(pool)
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            let options = SqliteConnectOptions::new()
+                .filename(path.trim_start_matches("//"))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a committed event survives power loss, not only a process crash.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(SQLITE_POOL_CONNECTIONS_MAX)
+                .acquire_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
+                .connect_with(options)
+                .await?;
+            Engine::Sqlite(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let (appended, _) = watch::channel(0);
+        Ok(Self {
+            engine,
+            appended: Arc::new(appended),
+        })
+    }
+
+    /// The embedded default: `events.db` in the data dir.
+    pub async fn open_sqlite_file(path: &Path) -> Result<Self, StoreError> {
+        Self::connect(&format!("sqlite:{}", path.display())).await
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the numbered migrations of this engine (`migrations/<engine>/`). Concurrent
+    /// migrators are serialised by sqlx (an advisory lock on PostgreSQL).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Engine::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A receiver that changes whenever this process commits events.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    pub(crate) fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Checks the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Engine::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match &self.engine {
+            Engine::Sqlite(pool) => pool.close().await,
+            Engine::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The owner of a uniqueness claim, e.g. the account id that holds an email.
+    pub async fn claim_owner(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT owner_id FROM claims WHERE namespace = $1 AND key = $2";
+        let owner = match &self.engine {
+            Engine::Sqlite(pool) => {
+                sqlx::query_scalar(sql).bind(namespace).bind(key).fetch_optional(pool).await?
+            }
+            Engine::Postgres(pool) => {
+                sqlx::query_scalar(sql).bind(namespace).bind(key).fetch_optional(pool).await?
+            }
+        };
+        Ok(owner)
+    }
+
+    /// The outcome recorded for a command id, if a command with that id appended events.
+    pub async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        let sql = "SELECT request_hash, aggregate_type, aggregate_id, last_tx, last_position \
+                   FROM command_log WHERE command_id = $1";
+        let row: Option<(String, String, String, i64, i64)> = match &self.engine {
+            Engine::Sqlite(pool) => sqlx::query_as(sql).bind(command_id).fetch_optional(pool).await?,
+            Engine::Postgres(pool) => sqlx::query_as(sql).bind(command_id).fetch_optional(pool).await?,
+        };
+        Ok(row.map(
+            |(request_hash, aggregate_type, aggregate_id, tx, position)| CommandRecord {
+                request_hash,
+                aggregate_type,
+                aggregate_id,
+                last: LogPosition { tx, position },
+            },
+        ))
+    }
+}
+
+/// What the store remembers of a command that appended events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub request_hash: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// Where the command's last event stands in the global log.
+    pub last: LogPosition,
+}
+
+impl Database {
+    /// Where the named log reader stands (`START` if it never ran).
+    pub async fn load_checkpoint(&self, name: &str) -> Result<LogPosition, StoreError> {
+        let sql = "SELECT last_tx, last_position FROM checkpoints WHERE name = $1";
+        let row: Option<(i64, i64)> = match &self.engine {
+            Engine::Sqlite(pool) => sqlx::query_as(sql).bind(name).fetch_optional(pool).await?,
+            Engine::Postgres(pool) => sqlx::query_as(sql).bind(name).fetch_optional(pool).await?,
+        };
+        Ok(row.map_or(LogPosition::START, |(tx, position)| LogPosition { tx, position }))
+    }
+
+    /// Records where a reader stands, for readers with no view of their own (the bus publisher).
+    pub async fn save_checkpoint(&self, name: &str, at: LogPosition) -> Result<(), StoreError> {
+        let sql = "INSERT INTO checkpoints (name, last_tx, last_position) VALUES ($1, $2, $3) \
+                   ON CONFLICT (name) DO UPDATE SET last_tx = excluded.last_tx, \
+                   last_position = excluded.last_position";
+        match &self.engine {
+            Engine::Sqlite(pool) => {
+                sqlx::query(sql).bind(name).bind(at.tx).bind(at.position).execute(pool).await?;
+            }
+            Engine::Postgres(pool) => {
+                sqlx::query(sql).bind(name).bind(at.tx).bind(at.position).execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+}

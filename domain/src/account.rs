@@ -1,0 +1,304 @@
+//! The `Account` aggregate: a person's identity on the platform (email sign-up now; wallets join
+//! it later). It decides whether a registration is well-formed and keeps the password hash that
+//! sign-in checks. Uniqueness of email and username across accounts is not decidable inside one
+//! aggregate: the application layer reserves both in the same transaction as the events
+//! (see `commands::store` claims), and this aggregate only guards its own history.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub const EMAIL_BYTES_MAX: usize = 254;
+pub const USERNAME_CHARS_MIN: usize = 3;
+pub const USERNAME_CHARS_MAX: usize = 32;
+pub const PASSWORD_CHARS_MIN: usize = 8;
+/// argon2 work grows with input; a cap keeps a login from being a CPU denial of service.
+pub const PASSWORD_CHARS_MAX: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("email is not a valid address")]
+    InvalidEmail,
+    #[error("username must be {USERNAME_CHARS_MIN}-{USERNAME_CHARS_MAX} characters of letters, digits, '_' or '-'")]
+    InvalidUsername,
+    #[error("password must be {PASSWORD_CHARS_MIN}-{PASSWORD_CHARS_MAX} characters")]
+    InvalidPassword,
+    #[error("this account is already registered")]
+    AlreadyRegistered,
+}
+
+impl AccountError {
+    /// The request field a validation error is about, for a 422 that names it.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            AccountError::InvalidEmail => Some("email"),
+            AccountError::InvalidUsername => Some("username"),
+            AccountError::InvalidPassword => Some("password"),
+            AccountError::AlreadyRegistered => None,
+        }
+    }
+}
+
+/// Emails are compared case-insensitively and without surrounding space.
+pub fn normalize_email(email: &str) -> Result<String, AccountError> {
+    let email = email.trim().to_ascii_lowercase();
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(AccountError::InvalidEmail);
+    };
+    let valid = email.len() <= EMAIL_BYTES_MAX
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@');
+    if valid {
+        Ok(email)
+    } else {
+        Err(AccountError::InvalidEmail)
+    }
+}
+
+pub fn validate_username(username: &str) -> Result<(), AccountError> {
+    let count = username.chars().count();
+    let charset_ok = username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if (USERNAME_CHARS_MIN..=USERNAME_CHARS_MAX).contains(&count) && charset_ok {
+        Ok(())
+    } else {
+        Err(AccountError::InvalidUsername)
+    }
+}
+
+/// Usernames are unique case-insensitively ("Alice" and "alice" are one name).
+pub fn username_key(username: &str) -> String {
+    username.to_ascii_lowercase()
+}
+
+pub fn validate_password(password: &str) -> Result<(), AccountError> {
+    let count = password.chars().count();
+    if (PASSWORD_CHARS_MIN..=PASSWORD_CHARS_MAX).contains(&count) {
+        Ok(())
+    } else {
+        Err(AccountError::InvalidPassword)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountCommand {
+    /// `password_hash` is an argon2id PHC string made by the application layer; `at` comes from
+    /// its clock.
+    Register {
+        email: String,
+        username: String,
+        password_hash: String,
+        at: OffsetDateTime,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    UserRegistered {
+        user_id: String,
+        email: String,
+        username: String,
+        #[serde(with = "time::serde::rfc3339")]
+        registered_at: OffsetDateTime,
+    },
+    /// Kept apart from `UserRegistered` so that exports and the event bus can withhold exactly
+    /// this event's payload: a password hash is a secret even at rest.
+    PasswordSet {
+        password_hash: String,
+        #[serde(with = "time::serde::rfc3339")]
+        set_at: OffsetDateTime,
+    },
+}
+
+/// Event types whose payload must not leave the store (exports and the bus redact them).
+pub const SECRET_EVENT_TYPES: &[&str] = &["PasswordSet"];
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> String {
+        match self {
+            AccountEvent::UserRegistered { .. } => "UserRegistered".to_string(),
+            AccountEvent::PasswordSet { .. } => "PasswordSet".to_string(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub user_id: Option<String>,
+    pub email: String,
+    pub username: String,
+    pub password_hash: Option<String>,
+}
+
+impl Account {
+    pub fn is_registered(&self) -> bool {
+        self.user_id.is_some()
+    }
+}
+
+/// The aggregate id is the account's UUIDv7, made by the application layer; it travels in the
+/// command so the first event can carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountId(pub String);
+
+pub struct AccountServices;
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Command = (AccountId, AccountCommand);
+    type Event = AccountEvent;
+    type Error = AccountError;
+    type Services = AccountServices;
+
+    async fn handle(
+        &mut self,
+        (id, command): Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            AccountCommand::Register {
+                email,
+                username,
+                password_hash,
+                at,
+            } => {
+                if self.is_registered() {
+                    return Err(AccountError::AlreadyRegistered);
+                }
+                let email = normalize_email(&email)?;
+                validate_username(&username)?;
+                sink.write(
+                    AccountEvent::UserRegistered {
+                        user_id: id.0,
+                        email,
+                        username,
+                        registered_at: at,
+                    },
+                    self,
+                )
+                .await;
+                sink.write(
+                    AccountEvent::PasswordSet {
+                        password_hash,
+                        set_at: at,
+                    },
+                    self,
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            AccountEvent::UserRegistered {
+                user_id,
+                email,
+                username,
+                ..
+            } => {
+                self.user_id = Some(user_id);
+                self.email = email;
+                self.username = username;
+            }
+            AccountEvent::PasswordSet { password_hash, .. } => {
+                self.password_hash = Some(password_hash);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+    use time::macros::datetime;
+
+    type AccountTest = TestFramework<Account>;
+
+    fn register(email: &str, username: &str) -> (AccountId, AccountCommand) {
+        (
+            AccountId("u1".into()),
+            AccountCommand::Register {
+                email: email.into(),
+                username: username.into(),
+                password_hash: "$argon2id$stub".into(),
+                at: datetime!(2026-11-21 10:00 UTC),
+            },
+        )
+    }
+
+    fn registered_events() -> Vec<AccountEvent> {
+        vec![
+            AccountEvent::UserRegistered {
+                user_id: "u1".into(),
+                email: "alice@example.com".into(),
+                username: "alice".into(),
+                registered_at: datetime!(2026-11-21 10:00 UTC),
+            },
+            AccountEvent::PasswordSet {
+                password_hash: "$argon2id$stub".into(),
+                set_at: datetime!(2026-11-21 10:00 UTC),
+            },
+        ]
+    }
+
+    #[test]
+    fn registering_records_the_normalized_email_and_the_password_hash() {
+        AccountTest::with(AccountServices)
+            .given_no_previous_events()
+            .when(register("  Alice@Example.COM ", "alice"))
+            .then_expect_events(registered_events());
+    }
+
+    #[test]
+    fn registering_twice_is_rejected() {
+        AccountTest::with(AccountServices)
+            .given(registered_events())
+            .when(register("alice@example.com", "alice"))
+            .then_expect_error(AccountError::AlreadyRegistered);
+    }
+
+    #[test]
+    fn a_malformed_email_is_rejected_and_names_the_field() {
+        for bad in ["", "no-at-sign", "a@b", "@example.com", "a b@example.com", "a@.com"] {
+            AccountTest::with(AccountServices)
+                .given_no_previous_events()
+                .when(register(bad, "alice"))
+                .then_expect_error(AccountError::InvalidEmail);
+        }
+        assert_eq!(AccountError::InvalidEmail.field(), Some("email"));
+    }
+
+    #[test]
+    fn a_malformed_username_is_rejected() {
+        for bad in ["ab", "has space", "emoji🙂", &"x".repeat(33)] {
+            AccountTest::with(AccountServices)
+                .given_no_previous_events()
+                .when(register("alice@example.com", bad))
+                .then_expect_error(AccountError::InvalidUsername);
+        }
+    }
+
+    #[test]
+    fn passwords_outside_the_length_bounds_are_rejected() {
+        assert_eq!(validate_password("short"), Err(AccountError::InvalidPassword));
+        assert_eq!(
+            validate_password(&"p".repeat(129)),
+            Err(AccountError::InvalidPassword)
+        );
+        assert_eq!(validate_password("long enough"), Ok(()));
+    }
+}

@@ -1,0 +1,9 @@
+//! The pure core of AIForge: aggregates, their commands and events, money and the rules that
+//! decide what may happen. Nothing here performs IO, reads a clock or makes an id: those enter
+//! through each aggregate's `Services` port or through the command itself, so every rule here is
+//! unit-testable in microseconds. No tokio, no sqlx, no HTTP.
+
+pub mod account;
+pub mod money;
+
+pub use money::{MoneyError, Usdt};
