@@ -8,6 +8,7 @@ pub mod bus;
 pub mod clock;
 pub mod framework;
 pub mod store;
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use framework::{CommandError, CommandMeta, Executor, Outcome};

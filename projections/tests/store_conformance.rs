@@ -1,0 +1,501 @@
+//! One conformance suite for the event store, run against both engines: SQLite (a temp file)
+//! and PostgreSQL (a fresh database per test on the local server). Each `conformance!` test
+//! below becomes `sqlite::<name>` and `postgres::<name>`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiforge_commands::framework::CommandError;
+use aiforge_commands::store::repository::AiforgeRepository;
+use aiforge_commands::store::{Claim, Engine};
+use aiforge_commands::testing::TestDatabase;
+use aiforge_commands::{CommandMeta, Database, Executor, LogPosition, ManualClock, RecordedEvent};
+use aiforge_domain::account::{Account, AccountCommand, AccountId, AccountServices};
+use aiforge_projections::users::UsersProjection;
+use aiforge_projections::{view_digest, Projection, ProjectionError, Projector, ViewTx};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use time::macros::datetime;
+
+// ---------- a minimal aggregate that exercises the store, independent of any business rule ----------
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Tally {
+    total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum TallyEvent {
+    Added { n: u64, total: u64 },
+}
+
+impl DomainEvent for TallyEvent {
+    fn event_type(&self) -> String {
+        "Added".into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "tally";
+    type Command = u64;
+    type Event = TallyEvent;
+    type Error = Never;
+    type Services = ();
+
+    async fn handle(&mut self, n: u64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        let total = self.total + n;
+        sink.write(TallyEvent::Added { n, total }, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: TallyEvent) {
+        let TallyEvent::Added { total, .. } = event;
+        self.total = total;
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(datetime!(2026-11-21 10:00 UTC)))
+}
+
+fn tallies(db: &Database) -> Executor<Tally> {
+    Executor::new(db.clone(), clock(), ())
+}
+
+fn accounts(db: &Database) -> Executor<Account> {
+    Executor::new(db.clone(), clock(), AccountServices)
+}
+
+fn meta(id: &str, hash: &str) -> CommandMeta {
+    CommandMeta {
+        command_id: id.into(),
+        request_hash: hash.into(),
+        actor: None,
+        request_id: None,
+    }
+}
+
+fn register(n: usize) -> (AccountId, AccountCommand) {
+    (
+        AccountId(format!("user-{n:06}")),
+        AccountCommand::Register {
+            email: format!("user{n}@example.com"),
+            username: format!("user{n}"),
+            // A fixed string: these tests exercise the store, not argon2.
+            password_hash: "$argon2id$test".into(),
+            at: datetime!(2026-11-21 10:00 UTC),
+        },
+    )
+}
+
+async fn register_many(db: &Database, from: usize, to: usize) {
+    let exec = accounts(db);
+    for n in from..to {
+        exec.execute(&format!("user-{n:06}"), register(n), &CommandMeta::generated(None), &[])
+            .await
+            .unwrap();
+    }
+}
+
+async fn read_all(db: &Database) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    let mut at = LogPosition::START;
+    loop {
+        let batch = db.read_log_after(at, 97).await.unwrap();
+        let Some(last) = batch.last() else { return out };
+        at = last.log_position();
+        out.extend(batch);
+    }
+}
+
+// ---------- the suite ----------
+
+async fn appended_events_are_read_back_in_order_with_positions_and_times(db: Database) {
+    let exec = tallies(&db);
+    for n in 1..=3 {
+        exec.execute("t1", n, &CommandMeta::generated(None), &[]).await.unwrap();
+    }
+    let loaded = exec.load("t1").await.unwrap();
+    assert_eq!(loaded.total, 6);
+    let log = read_all(&db).await;
+    assert_eq!(log.len(), 3);
+    let sequences: Vec<i64> = log.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    assert!(log.windows(2).all(|w| w[0].log_position() < w[1].log_position()));
+    assert!(log.iter().all(|e| e.recorded_at == "2026-11-21T10:00:00.000000Z"));
+    assert_eq!(db.log_head().await.unwrap(), log[2].log_position());
+    let payload: serde_json::Value = serde_json::from_str(&log[2].payload).unwrap();
+    assert_eq!(payload["Added"]["total"], 6);
+}
+
+async fn two_commits_of_the_same_sequence_never_both_succeed(db: Database) {
+    let repo = AiforgeRepository::new(db.clone(), clock());
+    let event = |total: u64| {
+        SerializedEvent::new(
+            "t1".into(),
+            1,
+            "tally".into(),
+            "Added".into(),
+            "1.0".into(),
+            serde_json::json!({"Added": {"n": total, "total": total}}),
+            serde_json::json!({}),
+        )
+    };
+    repo.persist::<Tally>(&[event(1)], None).await.unwrap();
+    let second = repo.persist::<Tally>(&[event(2)], None).await;
+    assert!(matches!(second, Err(PersistenceError::OptimisticLockError)), "{second:?}");
+    assert_eq!(read_all(&db).await.len(), 1);
+
+    // Racing commands on one aggregate: each either commits on the state it saw (after retries)
+    // or reports a conflict; the total equals the number of commits exactly.
+    let exec = Arc::new(tallies(&db));
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let exec = exec.clone();
+        tasks.push(tokio::spawn(async move {
+            exec.execute("race", 1, &CommandMeta::generated(None), &[]).await
+        }));
+    }
+    let mut committed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => committed += 1,
+            Err(CommandError::Conflict) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(committed >= 1);
+    assert_eq!(exec.load("race").await.unwrap().total, committed);
+    let sequences: Vec<i64> = read_all(&db)
+        .await
+        .into_iter()
+        .filter(|e| e.aggregate_id == "race")
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(sequences, (1..=committed as i64).collect::<Vec<_>>());
+}
+
+async fn a_retried_command_id_returns_the_first_outcome_and_appends_nothing(db: Database) {
+    let exec = tallies(&db);
+    let first = exec.execute("t1", 5, &meta("key-1", "h1"), &[]).await.unwrap();
+    assert!(!first.replayed);
+    let again = exec.execute("t1", 5, &meta("key-1", "h1"), &[]).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.aggregate_id, first.aggregate_id);
+    assert_eq!(again.last, first.last);
+    assert_eq!(read_all(&db).await.len(), 1);
+    assert_eq!(exec.load("t1").await.unwrap().total, 5);
+}
+
+async fn a_reused_command_id_with_another_request_is_refused(db: Database) {
+    let exec = tallies(&db);
+    exec.execute("t1", 5, &meta("key-1", "h1"), &[]).await.unwrap();
+    let reused = exec.execute("t2", 7, &meta("key-1", "h2"), &[]).await;
+    assert!(matches!(reused, Err(CommandError::IdempotencyKeyReused)), "{reused:?}");
+    assert_eq!(read_all(&db).await.len(), 1);
+}
+
+async fn concurrent_twins_with_one_command_id_append_once(db: Database) {
+    // Twins that would create different aggregates (as a retried registration does, with a new
+    // id each time) must still collapse into one.
+    let exec = Arc::new(tallies(&db));
+    let mut tasks = Vec::new();
+    for twin in 0..8 {
+        let exec = exec.clone();
+        tasks.push(tokio::spawn(async move {
+            exec.execute(&format!("twin-{twin}"), 1, &meta("same-key", "same-hash"), &[])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().aggregate_id);
+    }
+    assert_eq!(ids.len(), 1, "all twins answer with the first outcome: {ids:?}");
+    assert_eq!(read_all(&db).await.len(), 1);
+}
+
+async fn a_claimed_key_cannot_be_claimed_again_even_by_racing_commands(db: Database) {
+    let exec = Arc::new(accounts(&db));
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let exec = exec.clone();
+        tasks.push(tokio::spawn(async move {
+            let claim = Claim {
+                namespace: "email".into(),
+                key: "same@example.com".into(),
+            };
+            exec.execute(&format!("user-{n:06}"), register(n), &CommandMeta::generated(None), &[claim])
+                .await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(CommandError::Taken { namespace, key }) => {
+                assert_eq!((namespace.as_str(), key.as_str()), ("email", "same@example.com"));
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Only the winner's two events exist, and the claim names it.
+    let log = read_all(&db).await;
+    assert_eq!(log.len(), 2);
+    let owner = db.claim_owner("email", "same@example.com").await.unwrap();
+    assert_eq!(owner.as_deref(), Some(log[0].aggregate_id.as_str()));
+}
+
+async fn concurrent_writers_are_read_exactly_once_in_global_order(db: Database) {
+    const WRITERS: usize = 16;
+    const APPENDS: usize = 25;
+    let exec = Arc::new(tallies(&db));
+    let done = Arc::new(AtomicUsize::new(0));
+    // A reader that follows the log while the writers run, like a projector does.
+    let reader = {
+        let db = db.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut at = LogPosition::START;
+            loop {
+                let finished = done.load(Ordering::SeqCst) == WRITERS;
+                let batch = db.read_log_after(at, 50).await.unwrap();
+                if let Some(last) = batch.last() {
+                    at = last.log_position();
+                    seen.extend(batch);
+                } else if finished {
+                    return seen;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let exec = exec.clone();
+        let done = done.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..APPENDS {
+                exec.execute(&format!("w{w}"), 1, &CommandMeta::generated(None), &[])
+                    .await
+                    .unwrap();
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    let positions: Vec<i64> = seen.iter().map(|e| e.position).collect();
+    let unique: BTreeSet<i64> = positions.iter().copied().collect();
+    assert_eq!(positions.len(), WRITERS * APPENDS, "every event seen");
+    assert_eq!(unique.len(), positions.len(), "no event seen twice");
+    let stored: BTreeSet<i64> = read_all(&db).await.iter().map(|e| e.position).collect();
+    assert_eq!(unique, stored);
+    // The live reader's order is the log's order, and each aggregate's events are in sequence.
+    let replay: Vec<i64> = read_all(&db).await.iter().map(|e| e.position).collect();
+    assert_eq!(positions, replay);
+    let mut last_seq: HashMap<String, i64> = HashMap::new();
+    for event in &seen {
+        let prev = last_seq.insert(event.aggregate_id.clone(), event.sequence).unwrap_or(0);
+        assert_eq!(event.sequence, prev + 1);
+    }
+}
+
+/// A projection that fails at one chosen event, to kill a projector mid-batch.
+struct FailingAt {
+    inner: UsersProjection,
+    fail_at: i64,
+}
+
+#[async_trait::async_trait]
+impl Projection for FailingAt {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn tables(&self) -> &'static [aiforge_projections::ViewTable] {
+        self.inner.tables()
+    }
+    async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.position == self.fail_at {
+            return Err(ProjectionError::Timeout);
+        }
+        self.inner.apply(tx, event).await
+    }
+}
+
+async fn users_count(db: &Database) -> i64 {
+    aiforge_projections::users::page(db, 0, 1).await.unwrap().1
+}
+
+async fn a_projector_killed_mid_batch_resumes_without_loss_or_duplicates(db: Database) {
+    register_many(&db, 0, 1200).await; // 2400 events: more than two batches
+    let log = read_all(&db).await;
+    let crash_at = log[1500].position; // inside the second batch
+    let dying = Projector::new(db.clone(), vec![]);
+    let failing = FailingAt {
+        inner: UsersProjection,
+        fail_at: crash_at,
+    };
+    assert!(dying.step(&failing).await.unwrap().is_some()); // first batch commits
+    assert!(dying.step(&failing).await.is_err()); // second batch dies: rolled back
+    let after_crash = db.load_checkpoint("projection:users").await.unwrap();
+    assert_eq!(after_crash, log[999].log_position(), "checkpoint = last committed batch");
+    assert_eq!(users_count(&db).await, 500, "view holds exactly the committed batch");
+
+    // A new process resumes from the checkpoint.
+    let restarted = Projector::new(db.clone(), vec![Arc::new(UsersProjection)]);
+    restarted.catch_up(&UsersProjection).await.unwrap();
+    assert_eq!(users_count(&db).await, 1200);
+    assert_eq!(
+        db.load_checkpoint("projection:users").await.unwrap(),
+        log.last().unwrap().log_position()
+    );
+}
+
+async fn a_rebuilt_view_equals_the_live_view_byte_for_byte(db: Database) {
+    let projector = Projector::new(db.clone(), vec![Arc::new(UsersProjection)]);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let live = {
+        let projector = projector.clone();
+        tokio::spawn(async move { projector.run(rx).await })
+    };
+    register_many(&db, 0, 300).await;
+    let head = db.log_head().await.unwrap();
+    projector.wait_for(head, Duration::from_secs(30)).await.unwrap();
+    tx.send(true).unwrap();
+    live.await.unwrap();
+    let table = UsersProjection.tables()[0];
+    let live_digest = view_digest(&db, &table).await.unwrap();
+    assert_eq!(users_count(&db).await, 300);
+
+    projector.rebuild(&UsersProjection).await.unwrap();
+    assert_eq!(view_digest(&db, &table).await.unwrap(), live_digest);
+
+    // The digest is sensitive: one changed byte changes it.
+    let tamper = "UPDATE users_view SET username = 'userX' WHERE user_id = 'user-000007'";
+    match db.engine() {
+        Engine::Sqlite(pool) => sqlx::query(tamper).execute(pool).await.map(|_| ()),
+        Engine::Postgres(pool) => sqlx::query(tamper).execute(pool).await.map(|_| ()),
+    }
+    .unwrap();
+    assert_ne!(view_digest(&db, &table).await.unwrap(), live_digest);
+}
+
+async fn waiting_for_projections_returns_once_the_position_is_applied(db: Database) {
+    let projector = Projector::new(db.clone(), vec![Arc::new(UsersProjection)]);
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let running = projector.clone();
+    tokio::spawn(async move { running.run(rx).await });
+    let exec = accounts(&db);
+    let outcome = exec
+        .execute("user-000001", register(1), &CommandMeta::generated(None), &[])
+        .await
+        .unwrap();
+    projector
+        .wait_for(outcome.last.unwrap(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let row = aiforge_projections::users::find(&db, "user-000001").await.unwrap();
+    assert_eq!(row.unwrap().email, "user1@example.com");
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let test_db = TestDatabase::sqlite().await.unwrap();
+                    super::$name(test_db.db.clone()).await;
+                    test_db.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(test_db) = TestDatabase::postgres().await else { return };
+                    super::$name(test_db.db.clone()).await;
+                    test_db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    appended_events_are_read_back_in_order_with_positions_and_times,
+    two_commits_of_the_same_sequence_never_both_succeed,
+    a_retried_command_id_returns_the_first_outcome_and_appends_nothing,
+    a_reused_command_id_with_another_request_is_refused,
+    concurrent_twins_with_one_command_id_append_once,
+    a_claimed_key_cannot_be_claimed_again_even_by_racing_commands,
+    concurrent_writers_are_read_exactly_once_in_global_order,
+    a_projector_killed_mid_batch_resumes_without_loss_or_duplicates,
+    a_rebuilt_view_equals_the_live_view_byte_for_byte,
+    waiting_for_projections_returns_once_the_position_is_applied,
+);
+
+/// PostgreSQL only: identity values commit out of order. A transaction that took a lower
+/// position but commits after a higher one must still be read, and before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_late_committing_transaction_is_not_skipped() {
+    let Some(test_db) = TestDatabase::postgres().await else { return };
+    let db = test_db.db.clone();
+    let Engine::Postgres(pool) = db.engine() else { unreachable!() };
+    let mut slow = pool.begin().await.unwrap();
+    let slow_position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, recorded_at) VALUES ('tally', 'slow', 1, 'Added', '1.0', \
+         '{\"Added\":{\"n\":1,\"total\":1}}', '{}', now()) RETURNING global_position",
+    )
+    .fetch_one(&mut *slow)
+    .await
+    .unwrap();
+    tallies(&db).execute("fast", 1, &CommandMeta::generated(None), &[]).await.unwrap();
+    let visible = read_all(&db).await;
+    // While the slow transaction is open, the reader must not move past it.
+    assert!(visible.is_empty(), "the reader waits behind the open transaction");
+    slow.commit().await.unwrap();
+    let log = read_all(&db).await;
+    let order: Vec<&str> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(order, ["slow", "fast"]);
+    assert!(log[0].position == slow_position && log[1].position > slow_position);
+    test_db.cleanup().await;
+}
+
+/// SQLite: the one-writer rule makes positions commit in order; a reader sees a gapless log.
+#[tokio::test]
+async fn sqlite_positions_are_gapless_and_in_commit_order() {
+    let test_db = TestDatabase::sqlite().await.unwrap();
+    let db = test_db.db.clone();
+    let exec = tallies(&db);
+    for n in 0..20 {
+        exec.execute(&format!("t{}", n % 3), 1, &CommandMeta::generated(None), &[])
+            .await
+            .unwrap();
+    }
+    let positions: Vec<i64> = read_all(&db).await.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=20).collect::<Vec<_>>());
+    test_db.cleanup().await;
+}
