@@ -138,6 +138,8 @@ pub struct Account {
     pub email: String,
     pub username: String,
     pub password_hash: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub registered_at: Option<OffsetDateTime>,
 }
 
 impl Account {
@@ -207,11 +209,12 @@ impl Aggregate for Account {
                 user_id,
                 email,
                 username,
-                ..
+                registered_at,
             } => {
                 self.user_id = Some(user_id);
                 self.email = email;
                 self.username = username;
+                self.registered_at = Some(registered_at);
             }
             AccountEvent::PasswordSet { password_hash, .. } => {
                 self.password_hash = Some(password_hash);

@@ -1,0 +1,140 @@
+//! Session tokens: HS256 JWTs with the account id as subject. The signing key comes from
+//! settings or, on the embedded default, is generated once and kept in the data dir (mode 0600),
+//! so tokens survive restarts.
+
+use std::path::Path;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+const ISSUER: &str = "aiforge";
+const JWT_KEY_FILE: &str = "jwt.key";
+const JWT_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl_secs: i64,
+    /// Keys the request hashes of the idempotency record, so a stored hash of a body that held
+    /// a password cannot be brute-forced offline without the server's secret.
+    request_hash_key: [u8; 32],
+}
+
+impl JwtKeys {
+    pub fn new(secret: &SecretString, ttl_secs: i64) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"aiforge request hash key\0");
+        hasher.update(bytes);
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            ttl_secs,
+            request_hash_key: hasher.finalize().into(),
+        }
+    }
+
+    /// The configured secret, or the one kept in the data dir (created on first run).
+    pub fn load_or_create(
+        configured: Option<&SecretString>,
+        data_dir: &Path,
+        ttl_secs: i64,
+    ) -> std::io::Result<Self> {
+        if let Some(secret) = configured {
+            return Ok(Self::new(secret, ttl_secs));
+        }
+        let path = data_dir.join(JWT_KEY_FILE);
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; JWT_KEY_BYTES];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let secret = hex::encode(bytes);
+                write_private(&path, &secret)?;
+                secret
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self::new(&SecretString::from(secret), ttl_secs))
+    }
+
+    pub fn issue(&self, user_id: &str, now: i64) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: user_id.to_string(),
+            iat: now,
+            exp: now + self.ttl_secs,
+            iss: ISSUER.to_string(),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| ApiError::unauthorized("invalid or expired token"))
+    }
+
+    pub fn request_hash_key(&self) -> &[u8; 32] {
+        &self.request_hash_key
+    }
+
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// The signed-in account of a request (`Authorization: Bearer <jwt>`).
+pub struct AuthUser {
+    pub user_id: String,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer token"))?;
+        let claims = state.jwt.verify(token.trim())?;
+        Ok(AuthUser {
+            user_id: claims.sub,
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! The one error shape of the platform API, `{"error":{"code","message"}}` (plus `field` when a
+//! request field is at fault), and the one place that maps domain and application errors to
+//! HTTP statuses. 5xx bodies are generic; their cause goes to the log.
+
+use aiforge_commands::accounts::SignInError;
+use aiforge_commands::CommandError;
+use aiforge_domain::account::AccountError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable and machine-readable: clients branch on this, not on the message.
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<&'static str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A failure whose details must not reach the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+
+    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "dependency unavailable");
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "service temporarily unavailable, retry shortly",
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::InvalidEmail
+            | AccountError::InvalidUsername
+            | AccountError::InvalidPassword => {
+                let field = err.field().unwrap_or("body");
+                ApiError::invalid_field(field, err.to_string())
+            }
+            AccountError::AlreadyRegistered => {
+                ApiError::new(StatusCode::CONFLICT, "already_registered", err.to_string())
+            }
+        }
+    }
+}
+
+/// Maps a command failure; `E` maps its own domain errors.
+pub fn command_error<E>(err: CommandError<E>) -> ApiError
+where
+    E: std::error::Error + Into<ApiError>,
+{
+    match err {
+        CommandError::Rejected(e) => e.into(),
+        CommandError::Taken { namespace, .. } => ApiError {
+            field: Some(match namespace.as_str() {
+                "email" => "email",
+                "username" => "username",
+                _ => "body",
+            }),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "already_taken",
+                format!("this {namespace} is already taken"),
+            )
+        },
+        CommandError::IdempotencyKeyReused => ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request",
+        ),
+        CommandError::Conflict => ApiError {
+            retry_after_secs: Some(1),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrent_modification",
+                "the resource was changed concurrently; retry the request",
+            )
+        },
+        CommandError::Unavailable(cause) => ApiError::unavailable(cause),
+        CommandError::Internal(cause) => ApiError::internal(cause),
+    }
+}
+
+impl From<CommandError<AccountError>> for ApiError {
+    fn from(err: CommandError<AccountError>) -> Self {
+        command_error(err)
+    }
+}
+
+impl From<SignInError> for ApiError {
+    fn from(err: SignInError) -> Self {
+        match err {
+            SignInError::InvalidCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", err.to_string())
+            }
+            SignInError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => ApiError::unavailable(err),
+            other => ApiError::internal(other),
+        }
+    }
+}

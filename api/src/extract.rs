@@ -1,0 +1,116 @@
+//! Request extractors that answer failures in the platform's error shape.
+//! `CommandJson<T>` reads a bounded JSON body and the command's idempotency metadata: the
+//! `Idempotency-Key` header (or a fresh UUIDv7) and a keyed hash of method, path and body, so
+//! the same key with a different request is told apart.
+
+use aiforge_commands::CommandMeta;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+
+pub struct CommandJson<T> {
+    pub body: T,
+    pub meta: CommandMeta,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for CommandJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let headers = req.headers().clone();
+        let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+            None => None,
+            Some(value) => {
+                let key = value
+                    .to_str()
+                    .ok()
+                    .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_CHARS_MAX)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_idempotency_key",
+                            format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} visible ASCII characters"),
+                        )
+                    })?;
+                Some(key.to_string())
+            }
+        };
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", rejection.body_text())
+            }
+        })?;
+        let body = parse_json(&bytes)?;
+
+        let mut hasher = Sha256::new();
+        hasher.update(state.jwt.request_hash_key());
+        for part in [method.as_str().as_bytes(), path.as_bytes(), &bytes[..]] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let request_hash = hex::encode(hasher.finalize());
+        // Client keys are scoped to the caller's credentials (Stripe scopes them per account),
+        // so two clients choosing the same key do not collide; the prefix keeps them apart from
+        // generated ids.
+        let command_id = match key {
+            Some(key) => {
+                let caller = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .map(|v| hex::encode(Sha256::digest(v.as_bytes()))[..16].to_string())
+                    .unwrap_or_else(|| "anonymous".to_string());
+                format!("client:{caller}:{key}")
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        Ok(CommandJson {
+            body,
+            meta: CommandMeta {
+                command_id,
+                request_hash,
+                actor: None,
+                request_id,
+            },
+        })
+    }
+}
+
+/// Parses a JSON body: malformed JSON is a 400, a well-formed body of the wrong shape a 422
+/// naming the field where serde can tell.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde::Deserialize::deserialize(&mut deserializer).map_err(json_error)?;
+    deserializer.end().map_err(json_error)?;
+    Ok(value)
+}
+
+fn json_error(err: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Data => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("request body does not match the expected shape: {err}"),
+        ),
+        Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("request body is not valid JSON: {err}"),
+        ),
+    }
+}

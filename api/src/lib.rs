@@ -1,0 +1,201 @@
+//! The HTTP face of AIForge and the `aiforge` binary's commands. Routes are thin (see
+//! `routes/`); errors take one shape (`error`); settings come from `settings`. Business rules
+//! are not here: they are in `aiforge_domain`, run by `aiforge_commands`, read back through
+//! `aiforge_projections`.
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiforge_commands::accounts::Accounts;
+use aiforge_commands::bus::{self, EventBus};
+use aiforge_commands::{Clock, Database, SystemClock};
+use aiforge_projections::Projector;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::JwtKeys;
+use crate::error::ApiError;
+use crate::settings::Settings;
+
+/// A request that takes longer than this is answered 408 and its work dropped.
+pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// On SIGTERM, background readers get this long to finish the batch in hand.
+pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub accounts: Arc<Accounts>,
+    pub projector: Projector,
+    pub jwt: Arc<JwtKeys>,
+    pub clock: Arc<dyn Clock>,
+    pub bus: EventBus,
+}
+
+pub fn router(state: AppState, body_bytes_max: usize) -> Router {
+    let api = Router::new()
+        .route("/api/auth/register", post(routes::accounts::register))
+        .route("/api/auth/login", post(routes::accounts::login))
+        .route("/api/auth/me", get(routes::accounts::me));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(RequestBodyLimitLayer::new(body_bytes_max))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(REQUEST_TIMEOUT_SECS),
+        ))
+        .layer(axum::middleware::from_fn(metrics::count_responses))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("event store: {0}")]
+    Store(#[from] aiforge_commands::StoreError),
+    #[error("jwt key: {0}")]
+    JwtKey(std::io::Error),
+    #[error("accounts: {0}")]
+    Accounts(String),
+    #[error("nats: {0}")]
+    Bus(#[from] bus::BusError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens (and migrates) the configured database.
+pub async fn open_database(settings: &Settings) -> Result<Database, StartError> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| StartError::DataDir(settings.data_dir.display().to_string(), e))?;
+    let db = Database::connect(settings.database_url().expose_secret()).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// `aiforge serve`: runs until SIGTERM or Ctrl-C, then stops accepting requests, lets requests
+/// in flight finish, lets the projector and the bus publisher finish their batch, and closes the
+/// database. Every event committed before the signal is durable and will be projected and
+/// published (now or on the next start, from the checkpoints).
+pub async fn serve(settings: Settings) -> Result<(), StartError> {
+    let db = open_database(&settings).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let jwt = JwtKeys::load_or_create(
+        settings.jwt_secret.as_ref(),
+        &settings.data_dir,
+        settings.jwt_ttl_secs,
+    )
+    .map_err(StartError::JwtKey)?;
+    let accounts =
+        Accounts::new(db.clone(), clock.clone()).map_err(|e| StartError::Accounts(e.to_string()))?;
+    let projector = Projector::new(db.clone(), aiforge_projections::all());
+    let event_bus = EventBus::default();
+    let nats = match &settings.nats_url {
+        Some(url) => Some(bus::connect_jetstream(url).await?),
+        None => None,
+    };
+
+    let (stop, stopped) = watch::channel(false);
+    let projector_task = {
+        let projector = projector.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { projector.run(stopped).await })
+    };
+    let publisher_task = {
+        let db = db.clone();
+        let event_bus = event_bus.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bus::run_publisher(db, event_bus, nats, stopped).await {
+                tracing::error!(error = %e, "event publisher stopped");
+            }
+        })
+    };
+
+    let state = AppState {
+        db: db.clone(),
+        accounts: Arc::new(accounts),
+        projector,
+        jwt: Arc::new(jwt),
+        clock,
+        bus: event_bus,
+    };
+    let app = router(state, settings.body_bytes_max);
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| StartError::Bind(settings.bind.to_string(), e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(settings.bind.to_string(), e))?;
+    tracing::info!(%address, engine = settings.database_engine(), nats = settings.nats_url.is_some(), "aiforge listening");
+    // A fixed line on stdout, so scripts and tests started with port 0 can find the port.
+    println!("aiforge listening on http://{address}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(StartError::Serve)?;
+
+    tracing::info!("shutting down: finishing projections and event publishing");
+    let _ = stop.send(true);
+    let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
+    let _ = tokio::time::timeout(grace, projector_task).await;
+    let _ = tokio::time::timeout(grace, publisher_task).await;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

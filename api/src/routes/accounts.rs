@@ -1,0 +1,108 @@
+//! `/api/auth/register`, `/api/auth/login`, `/api/auth/me`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::CommandJson;
+use crate::AppState;
+
+/// A command's response waits at most this long for the read models to include it, so that a
+/// client's next read sees its own write.
+pub const READ_YOUR_WRITES_WAIT_MILLIS: u64 = 2000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    email: String,
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserBody {
+    id: String,
+    email: String,
+    username: String,
+    registered_at: String,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    CommandJson { body, meta }: CommandJson<RegisterRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let outcome = state
+        .accounts
+        .register(&body.email, &body.username, &body.password, &meta)
+        .await?;
+    if let Some(at) = outcome.last {
+        if let Err(e) = state
+            .projector
+            .wait_for(at, Duration::from_millis(READ_YOUR_WRITES_WAIT_MILLIS))
+            .await
+        {
+            tracing::warn!(error = %e, "projections lag behind a registration");
+        }
+    }
+    // The answer comes from the aggregate itself, so a replayed request gets exactly the
+    // account the first one created.
+    let account = state
+        .accounts
+        .executor()
+        .load(&outcome.aggregate_id)
+        .await?;
+    let user = UserBody {
+        id: outcome.aggregate_id,
+        email: account.email,
+        username: account.username,
+        registered_at: account
+            .registered_at
+            .map(aiforge_commands::clock::rfc3339)
+            .unwrap_or_default(),
+    };
+    let mut headers = HeaderMap::new();
+    if outcome.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok((StatusCode::CREATED, headers, Json(serde_json::json!({ "user": user }))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    CommandJson { body, .. }: CommandJson<LoginRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user_id = state.accounts.authenticate(&body.email, &body.password).await?;
+    let now = state.clock.now().unix_timestamp();
+    let token = state.jwt.issue(&user_id, now)?;
+    Ok(Json(serde_json::json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": state.jwt.ttl_secs(),
+        "user_id": user_id,
+    })))
+}
+
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let row = aiforge_projections::users::find(&state.db, &user.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))?;
+    Ok(Json(UserBody {
+        id: row.user_id,
+        email: row.email,
+        username: row.username,
+        registered_at: row.registered_at,
+    }))
+}

@@ -1,0 +1,161 @@
+//! Settings of the `aiforge` binary: defaults that run on a laptop (SQLite in `./aiforge-data`,
+//! in-process bus), overridden by a TOML file (`AIFORGE_CONFIG`, or `aiforge.toml` in the working
+//! directory when present), then by `AIFORGE_*` environment variables, then by CLI flags.
+//! Secrets are `SecretString` and never printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./aiforge-data";
+/// JSON command bodies are small; anything larger is a mistake or an attack.
+pub const DEFAULT_BODY_BYTES_MAX: usize = 1024 * 1024;
+pub const DEFAULT_JWT_TTL_SECS: i64 = 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid value for {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    bind: Option<String>,
+    database_url: Option<SecretString>,
+    nats_url: Option<String>,
+    jwt_secret: Option<SecretString>,
+    body_bytes_max: Option<usize>,
+    jwt_ttl_secs: Option<i64>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// None: the embedded SQLite file in the data dir.
+    pub database_url: Option<SecretString>,
+    pub nats_url: Option<String>,
+    /// None: generated on first run and kept in the data dir.
+    pub jwt_secret: Option<SecretString>,
+    pub body_bytes_max: usize,
+    pub jwt_ttl_secs: i64,
+    pub log_format: LogFormat,
+}
+
+fn parse_bind(value: &str) -> Result<SocketAddr, SettingsError> {
+    value.parse().map_err(|e| SettingsError::Invalid {
+        name: "bind",
+        reason: format!("'{value}': {e}"),
+    })
+}
+
+impl Settings {
+    /// Defaults <- file <- environment. CLI flags are applied by the caller.
+    pub fn load() -> Result<Self, SettingsError> {
+        let file = Self::read_file()?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+
+        let data_dir = env("AIFORGE_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let bind = parse_bind(
+            &env("AIFORGE_BIND")
+                .or(file.bind)
+                .unwrap_or_else(|| DEFAULT_BIND.to_string()),
+        )?;
+        let body_bytes_max = match env("AIFORGE_BODY_BYTES_MAX") {
+            Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
+                name: "AIFORGE_BODY_BYTES_MAX",
+                reason: format!("'{v}' is not a byte count"),
+            })?,
+            None => file.body_bytes_max.unwrap_or(DEFAULT_BODY_BYTES_MAX),
+        };
+        let log_format = match env("AIFORGE_LOG_FORMAT").or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "log_format",
+                    reason: format!("'{other}' (expected text or json)"),
+                })
+            }
+        };
+        Ok(Self {
+            data_dir,
+            bind,
+            database_url: env("AIFORGE_DATABASE_URL")
+                .map(SecretString::from)
+                .or(file.database_url),
+            nats_url: env("AIFORGE_NATS_URL").or(file.nats_url),
+            jwt_secret: env("AIFORGE_JWT_SECRET")
+                .map(SecretString::from)
+                .or(file.jwt_secret),
+            body_bytes_max,
+            jwt_ttl_secs: file.jwt_ttl_secs.unwrap_or(DEFAULT_JWT_TTL_SECS),
+            log_format,
+        })
+    }
+
+    fn read_file() -> Result<FileSettings, SettingsError> {
+        let path = match std::env::var("AIFORGE_CONFIG") {
+            Ok(path) => PathBuf::from(path),
+            Err(_) if Path::new("aiforge.toml").exists() => PathBuf::from("aiforge.toml"),
+            Err(_) => return Ok(FileSettings::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| SettingsError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn set_bind(&mut self, bind: &str) -> Result<(), SettingsError> {
+        self.bind = parse_bind(bind)?;
+        Ok(())
+    }
+
+    /// The database URL to connect to: the configured one or the embedded SQLite file.
+    pub fn database_url(&self) -> SecretString {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => SecretString::from(format!(
+                "sqlite:{}",
+                self.data_dir.join("aiforge.db").display()
+            )),
+        }
+    }
+
+    /// Which engine, for logs (never the URL itself: it may hold a password).
+    pub fn database_engine(&self) -> &'static str {
+        match &self.database_url {
+            Some(url) if url.expose_secret().starts_with("postgres") => "postgres",
+            _ => "sqlite",
+        }
+    }
+}
