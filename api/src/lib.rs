@@ -121,7 +121,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
-        Some(url) => Some(bus::connect_jetstream(url).await?),
+        Some(url) => Some(bus::connect_jetstream(url, bus::NatsTarget::default()).await?),
         None => None,
     };
 

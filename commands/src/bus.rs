@@ -61,21 +61,55 @@ pub fn redacted(event: &RecordedEvent) -> RecordedEvent {
     event
 }
 
-pub fn subject_for(event: &RecordedEvent) -> String {
+pub fn subject_for(prefix: &str, event: &RecordedEvent) -> String {
     let clean = |s: &str| {
         s.chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
             .collect::<String>()
     };
     format!(
-        "{NATS_SUBJECT_PREFIX}.{}.{}",
+        "{prefix}.{}.{}",
         clean(&event.aggregate_type),
         clean(&event.aggregate_id)
     )
 }
 
+/// Where on NATS the events go. One stream per platform installation: message ids are global
+/// positions, which are unique within one event store only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTarget {
+    pub stream: String,
+    pub subject_prefix: String,
+}
+
+impl Default for NatsTarget {
+    fn default() -> Self {
+        Self {
+            stream: NATS_STREAM.to_string(),
+            subject_prefix: NATS_SUBJECT_PREFIX.to_string(),
+        }
+    }
+}
+
+/// A JetStream context bound to its stream and subjects.
+#[derive(Clone)]
+pub struct NatsPublisher {
+    js: jetstream::Context,
+    target: NatsTarget,
+}
+
+impl NatsPublisher {
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn target(&self) -> &NatsTarget {
+        &self.target
+    }
+}
+
 /// Connects to NATS and makes sure the events stream exists.
-pub async fn connect_jetstream(url: &str) -> Result<jetstream::Context, BusError> {
+pub async fn connect_jetstream(url: &str, target: NatsTarget) -> Result<NatsPublisher, BusError> {
     let client = tokio::time::timeout(
         Duration::from_secs(NATS_ACK_TIMEOUT_SECS),
         async_nats::connect(url),
@@ -85,14 +119,14 @@ pub async fn connect_jetstream(url: &str) -> Result<jetstream::Context, BusError
     .map_err(|e| BusError::Nats(e.to_string()))?;
     let js = jetstream::new(client);
     js.get_or_create_stream(jetstream::stream::Config {
-        name: NATS_STREAM.to_string(),
-        subjects: vec![format!("{NATS_SUBJECT_PREFIX}.>")],
+        name: target.stream.clone(),
+        subjects: vec![format!("{}.>", target.subject_prefix)],
         duplicate_window: Duration::from_secs(NATS_DUPLICATE_WINDOW_SECS),
         ..Default::default()
     })
     .await
     .map_err(|e| BusError::Nats(e.to_string()))?;
-    Ok(js)
+    Ok(NatsPublisher { js, target })
 }
 
 /// Follows the global log and publishes every event, until `shutdown` turns true; then it
@@ -100,7 +134,7 @@ pub async fn connect_jetstream(url: &str) -> Result<jetstream::Context, BusError
 pub async fn run_publisher(
     db: Database,
     bus: EventBus,
-    nats: Option<jetstream::Context>,
+    nats: Option<NatsPublisher>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
     let mut appended = db.subscribe_appends();
@@ -113,8 +147,8 @@ pub async fn run_publisher(
         let batch = db.read_log_after(at, BUS_BATCH_EVENTS_MAX).await?;
         if let Some(last) = batch.last() {
             let last = last.log_position();
-            if let Some(js) = &nats {
-                publish_batch(js, &batch).await?;
+            if let Some(nats) = &nats {
+                publish_batch(nats, &batch).await?;
                 db.save_checkpoint(CHECKPOINT, last).await?;
             }
             for event in &batch {
@@ -135,14 +169,15 @@ pub async fn run_publisher(
     }
 }
 
-async fn publish_batch(js: &jetstream::Context, batch: &[RecordedEvent]) -> Result<(), BusError> {
+async fn publish_batch(nats: &NatsPublisher, batch: &[RecordedEvent]) -> Result<(), BusError> {
     let mut acks = Vec::with_capacity(batch.len());
     for event in batch {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.position.to_string().as_str());
         let body = serde_json::to_vec(&redacted(event)).map_err(|e| BusError::Nats(e.to_string()))?;
-        let ack = js
-            .publish_with_headers(subject_for(event), headers, body.into())
+        let ack = nats
+            .js
+            .publish_with_headers(subject_for(&nats.target.subject_prefix, event), headers, body.into())
             .await
             .map_err(|e| BusError::Nats(e.to_string()))?;
         acks.push(ack);
