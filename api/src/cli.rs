@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::settings::Settings;
 
 #[derive(Debug, Parser)]
-#[command(name = "aiforge", version, about = "AIForge Network: marketplace, gateway and ledger")]
+#[command(
+    name = "aiforge",
+    version,
+    about = "AIForge Network: marketplace, gateway and ledger"
+)]
 pub struct Cli {
     /// Data directory (default ./aiforge-data or AIFORGE_DATA_DIR).
     #[arg(long, global = true)]
@@ -185,7 +189,10 @@ pub async fn run(cli: Cli) -> CliResult {
             let projector = Projector::new(db.clone(), aiforge_projections::all());
             match command {
                 ProjectionsCommand::Status => {
-                    println!("{:<16} {:>14} {:>14} {:>10}", "projection", "checkpoint", "head", "behind");
+                    println!(
+                        "{:<16} {:>14} {:>14} {:>10}",
+                        "projection", "checkpoint", "head", "behind"
+                    );
                     for s in projector.status().await? {
                         println!(
                             "{:<16} {:>14} {:>14} {:>10}",

@@ -146,9 +146,11 @@ impl From<CommandError<AccountError>> for ApiError {
 impl From<SignInError> for ApiError {
     fn from(err: SignInError) -> Self {
         match err {
-            SignInError::InvalidCredentials => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", err.to_string())
-            }
+            SignInError::InvalidCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                err.to_string(),
+            ),
             SignInError::Store(e) => e.into(),
         }
     }

@@ -116,8 +116,8 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         settings.jwt_ttl_secs,
     )
     .map_err(StartError::JwtKey)?;
-    let accounts =
-        Accounts::new(db.clone(), clock.clone()).map_err(|e| StartError::Accounts(e.to_string()))?;
+    let accounts = Accounts::new(db.clone(), clock.clone())
+        .map_err(|e| StartError::Accounts(e.to_string()))?;
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {

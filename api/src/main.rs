@@ -11,7 +11,11 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let json = std::env::var("AIFORGE_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let format = if json { LogFormat::Json } else { LogFormat::Text };
+    let format = if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

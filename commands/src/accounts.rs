@@ -84,7 +84,12 @@ impl Accounts {
             at: self.clock.now(),
         };
         self.executor
-            .execute(&user_id, (AccountId(user_id.clone()), command), meta, &claims)
+            .execute(
+                &user_id,
+                (AccountId(user_id.clone()), command),
+                meta,
+                &claims,
+            )
             .await
     }
 
@@ -107,7 +112,9 @@ impl Accounts {
             }
             None => (None, None),
         };
-        let hash = stored_hash.clone().unwrap_or_else(|| self.decoy_hash.clone());
+        let hash = stored_hash
+            .clone()
+            .unwrap_or_else(|| self.decoy_hash.clone());
         let password = password.to_string();
         let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await

@@ -64,7 +64,13 @@ pub fn redacted(event: &RecordedEvent) -> RecordedEvent {
 pub fn subject_for(prefix: &str, event: &RecordedEvent) -> String {
     let clean = |s: &str| {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect::<String>()
     };
     format!(
@@ -174,10 +180,15 @@ async fn publish_batch(nats: &NatsPublisher, batch: &[RecordedEvent]) -> Result<
     for event in batch {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.position.to_string().as_str());
-        let body = serde_json::to_vec(&redacted(event)).map_err(|e| BusError::Nats(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&redacted(event)).map_err(|e| BusError::Nats(e.to_string()))?;
         let ack = nats
             .js
-            .publish_with_headers(subject_for(&nats.target.subject_prefix, event), headers, body.into())
+            .publish_with_headers(
+                subject_for(&nats.target.subject_prefix, event),
+                headers,
+                body.into(),
+            )
             .await
             .map_err(|e| BusError::Nats(e.to_string()))?;
         acks.push(ack);

@@ -73,7 +73,9 @@ impl<E: std::error::Error> From<StoreError> for CommandError<E> {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Database(sqlx::Error::PoolTimedOut)
-            | StoreError::Database(sqlx::Error::Io(_)) => CommandError::Unavailable(err.to_string()),
+            | StoreError::Database(sqlx::Error::Io(_)) => {
+                CommandError::Unavailable(err.to_string())
+            }
             other => CommandError::Internal(other.to_string()),
         }
     }
@@ -94,10 +96,8 @@ where
     A::Command: Clone,
 {
     pub fn new(db: Database, clock: Arc<dyn Clock>, services: A::Services) -> Self {
-        let store = PersistedEventStore::new_event_store(AiforgeRepository::new(
-            db.clone(),
-            clock.clone(),
-        ));
+        let store =
+            PersistedEventStore::new_event_store(AiforgeRepository::new(db.clone(), clock.clone()));
         let loader =
             PersistedEventStore::new_event_store(AiforgeRepository::new(db.clone(), clock));
         Self {
@@ -118,7 +118,9 @@ where
             .load_aggregate(aggregate_id)
             .await
             .map_err(map_aggregate_error)?;
-        Ok(std::mem::take(cqrs_es::AggregateContext::aggregate(&mut context)))
+        Ok(std::mem::take(cqrs_es::AggregateContext::aggregate(
+            &mut context,
+        )))
     }
 
     #[tracing::instrument(skip(self, command, claims), fields(aggregate = A::TYPE, command_id = %meta.command_id))]

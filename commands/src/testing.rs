@@ -60,7 +60,9 @@ impl TestDatabase {
         let admin = Database::connect(&admin_url).await?;
         let name = format!("aiforge_test_{}", uuid::Uuid::new_v4().simple());
         if let Engine::Postgres(pool) = admin.engine() {
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(pool).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(pool)
+                .await?;
         }
         admin.close().await;
         let base = admin_url

@@ -1,6 +1,12 @@
 //! The event bus: in-process broadcast and NATS JetStream publishing in global order, with
 //! message id = global position, and re-publishing after a restart deduplicated by JetStream.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first broken assumption"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +31,14 @@ async fn register(db: &Database, n: usize) {
         password_hash: "$argon2id$secret-hash".into(),
         at: datetime!(2026-11-21 10:00 UTC),
     };
-    exec.execute(&id, (AccountId(id.clone()), command), &CommandMeta::generated(None), &[])
-        .await
-        .unwrap();
+    exec.execute(
+        &id,
+        (AccountId(id.clone()), command),
+        &CommandMeta::generated(None),
+        &[],
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,13 +120,18 @@ async fn nats_gets_every_event_once_in_order_even_when_a_restart_publishes_again
 
     // A crash after publishing but before the checkpoint was saved: the next run publishes the
     // same events again, and JetStream drops them by message id.
-    db.save_checkpoint("bus:nats", LogPosition::START).await.unwrap();
+    db.save_checkpoint("bus:nats", LogPosition::START)
+        .await
+        .unwrap();
     register(&db, 3).await;
     publish_until_caught_up(&db, &nats).await;
 
     let mut stream = nats.context().get_stream(&target.stream).await.unwrap();
     let info = stream.info().await.unwrap();
-    assert_eq!(info.state.messages, 6, "3 accounts x 2 events, no duplicates");
+    assert_eq!(
+        info.state.messages, 6,
+        "3 accounts x 2 events, no duplicates"
+    );
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
         .await

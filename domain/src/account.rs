@@ -276,7 +276,14 @@ mod tests {
 
     #[test]
     fn a_malformed_email_is_rejected_and_names_the_field() {
-        for bad in ["", "no-at-sign", "a@b", "@example.com", "a b@example.com", "a@.com"] {
+        for bad in [
+            "",
+            "no-at-sign",
+            "a@b",
+            "@example.com",
+            "a b@example.com",
+            "a@.com",
+        ] {
             AccountTest::with(AccountServices)
                 .given_no_previous_events()
                 .when(register(bad, "alice"))
@@ -297,7 +304,10 @@ mod tests {
 
     #[test]
     fn passwords_outside_the_length_bounds_are_rejected() {
-        assert_eq!(validate_password("short"), Err(AccountError::InvalidPassword));
+        assert_eq!(
+            validate_password("short"),
+            Err(AccountError::InvalidPassword)
+        );
         assert_eq!(
             validate_password(&"p".repeat(129)),
             Err(AccountError::InvalidPassword)

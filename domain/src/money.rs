@@ -59,7 +59,9 @@ impl Usdt {
                 .chars()
                 .all(|c| c.is_ascii_digit() || c == '.')
             && trimmed.matches('.').count() <= 1
-            && trimmed.trim_start_matches('-').starts_with(|c: char| c.is_ascii_digit());
+            && trimmed
+                .trim_start_matches('-')
+                .starts_with(|c: char| c.is_ascii_digit());
         if !well_formed {
             return Err(MoneyError::NotANumber(input.to_string()));
         }
@@ -251,7 +253,10 @@ mod tests {
 
     #[test]
     fn amounts_serialize_as_strings_with_six_decimals() {
-        assert_eq!(serde_json::to_string(&usdt("10.5")).unwrap(), "\"10.500000\"");
+        assert_eq!(
+            serde_json::to_string(&usdt("10.5")).unwrap(),
+            "\"10.500000\""
+        );
         assert_eq!(serde_json::to_string(&usdt("0")).unwrap(), "\"0.000000\"");
         let back: Usdt = serde_json::from_str("\"0.000001\"").unwrap();
         assert_eq!(back.to_micros(), 1);
@@ -267,7 +272,10 @@ mod tests {
         assert!(matches!(Usdt::parse("abc"), Err(MoneyError::NotANumber(_))));
         assert!(matches!(Usdt::parse("1e5"), Err(MoneyError::NotANumber(_))));
         assert!(matches!(Usdt::parse(""), Err(MoneyError::NotANumber(_))));
-        assert!(matches!(Usdt::parse("1.2.3"), Err(MoneyError::NotANumber(_))));
+        assert!(matches!(
+            Usdt::parse("1.2.3"),
+            Err(MoneyError::NotANumber(_))
+        ));
         assert!(matches!(Usdt::parse(".5"), Err(MoneyError::NotANumber(_))));
         assert!(matches!(
             Usdt::parse("0.0000001"),
@@ -293,7 +301,12 @@ mod tests {
     fn the_seed_example_splits_exactly() {
         let pool = usdt("700");
         let parts = pool
-            .split(&[Decimal::from(40), Decimal::from(30), Decimal::from(20), Decimal::from(10)])
+            .split(&[
+                Decimal::from(40),
+                Decimal::from(30),
+                Decimal::from(20),
+                Decimal::from(10),
+            ])
             .unwrap();
         let as_strings: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
         assert_eq!(
@@ -304,7 +317,9 @@ mod tests {
 
     #[test]
     fn a_split_into_thirds_gives_the_extra_micro_to_the_first_part() {
-        let parts = usdt("1").split(&[Decimal::ONE, Decimal::ONE, Decimal::ONE]).unwrap();
+        let parts = usdt("1")
+            .split(&[Decimal::ONE, Decimal::ONE, Decimal::ONE])
+            .unwrap();
         let micros: Vec<i128> = parts.iter().map(|p| p.to_micros()).collect();
         assert_eq!(micros, [333_334, 333_333, 333_333]);
     }

@@ -3,5 +3,8 @@
 //! the workspace layout of the design card is complete.
 
 fn main() {
-    println!("node-agent {}: registration, jobs and model serving are not built yet", env!("CARGO_PKG_VERSION"));
+    println!(
+        "node-agent {}: registration, jobs and model serving are not built yet",
+        env!("CARGO_PKG_VERSION")
+    );
 }

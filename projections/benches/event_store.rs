@@ -112,7 +112,11 @@ struct Config {
 fn env_count(name: &str) -> Result<Option<usize>, BoxError> {
     match std::env::var(name) {
         Ok(value) => Ok(Some(
-            value.trim().replace('_', "").parse().map_err(|e| format!("{name}={value}: {e}"))?,
+            value
+                .trim()
+                .replace('_', "")
+                .parse()
+                .map_err(|e| format!("{name}={value}: {e}"))?,
         )),
         Err(_) => Ok(None),
     }
@@ -139,8 +143,13 @@ impl Config {
             engines,
             writers,
             append_seq_events: both("AIFORGE_BENCH_APPEND_SEQ_EVENTS", (3_000, 5_000))?,
-            append_concurrent_events: both("AIFORGE_BENCH_APPEND_CONCURRENT_EVENTS", (5_000, 20_000))?,
-            rebuild_events: i64::try_from(env_count("AIFORGE_BENCH_REBUILD_EVENTS")?.unwrap_or(1_000_000))?,
+            append_concurrent_events: both(
+                "AIFORGE_BENCH_APPEND_CONCURRENT_EVENTS",
+                (5_000, 20_000),
+            )?,
+            rebuild_events: i64::try_from(
+                env_count("AIFORGE_BENCH_REBUILD_EVENTS")?.unwrap_or(1_000_000),
+            )?,
         })
     }
 
@@ -222,7 +231,11 @@ async fn fresh(engine: EngineKind) -> Result<Option<TestDatabase>, BoxError> {
 /// `writers` tasks each execute `per_writer` commands on their own aggregates; returns the time
 /// of the measured commands (after a warm-up).
 async fn append(db: &Database, writers: usize, per_writer: usize) -> Result<Duration, BoxError> {
-    let exec = Arc::new(Executor::<Tally>::new(db.clone(), Arc::new(SystemClock), ()));
+    let exec = Arc::new(Executor::<Tally>::new(
+        db.clone(),
+        Arc::new(SystemClock),
+        (),
+    ));
     let run = |phase: &'static str, count: usize| {
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
@@ -230,7 +243,8 @@ async fn append(db: &Database, writers: usize, per_writer: usize) -> Result<Dura
                 tokio::spawn(async move {
                     for i in 0..count {
                         let aggregate = format!("{phase}-w{w}-{}", i / AGGREGATE_EVENTS);
-                        exec.execute(&aggregate, 1, &CommandMeta::generated(None), &[]).await?;
+                        exec.execute(&aggregate, 1, &CommandMeta::generated(None), &[])
+                            .await?;
                     }
                     Ok::<(), BoxError>(())
                 })
@@ -295,7 +309,9 @@ async fn generate_registrations(db: &Database, count: i64) -> Result<(), BoxErro
             .await?;
             // The steady state of a live store: autovacuum has analysed the table and set the
             // visibility hints, so the rebuild is not charged for that one-time work.
-            sqlx::raw_sql("VACUUM (ANALYZE) events").execute(pool).await?;
+            sqlx::raw_sql("VACUUM (ANALYZE) events")
+                .execute(pool)
+                .await?;
         }
         Engine::Sqlite(pool) => {
             let recorded_at = rfc3339(SystemClock.now());
@@ -315,7 +331,9 @@ async fn generate_registrations(db: &Database, count: i64) -> Result<(), BoxErro
             .execute(pool)
             .await?;
             // Fold the bulk load's WAL into the main file, as auto-checkpoints would have.
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
         }
     }
     Ok(())
@@ -327,7 +345,13 @@ async fn check_generated(db: &Database, count: i64) -> Result<(), BoxError> {
     let first = db.read_log_after(LogPosition::START, 1).await?;
     let head = db.log_head().await?;
     let last = db
-        .read_log_after(LogPosition { tx: head.tx, position: head.position - 1 }, 1)
+        .read_log_after(
+            LogPosition {
+                tx: head.tx,
+                position: head.position - 1,
+            },
+            1,
+        )
         .await?;
     for (event, n) in [(first.first(), 1), (last.first(), count)] {
         let event = event.ok_or("the generated log is empty")?;
@@ -382,14 +406,19 @@ async fn bench_engine(
     let cases = [(1usize, seq.max(1)), (config.writers, per_writer)];
     for (writers, per_writer) in cases {
         let Some(test_db) = fresh(engine).await? else {
-            notes.push(format!("{name}: skipped, server unreachable (reason printed above)"));
+            notes.push(format!(
+                "{name}: skipped, server unreachable (reason printed above)"
+            ));
             return Ok(());
         };
         let result = append(&test_db.db, writers, per_writer).await;
         test_db.cleanup().await;
         let m = Measurement {
             engine: name,
-            name: format!("append, {writers} writer{}", if writers == 1 { "" } else { "s" }),
+            name: format!(
+                "append, {writers} writer{}",
+                if writers == 1 { "" } else { "s" }
+            ),
             events: (writers * per_writer) as u64,
             elapsed: result?,
         };

@@ -165,7 +165,10 @@ impl Projector {
     }
 
     /// Applies at most one batch; returns the new checkpoint, or None when caught up.
-    pub async fn step(&self, projection: &dyn Projection) -> Result<Option<LogPosition>, ProjectionError> {
+    pub async fn step(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<Option<LogPosition>, ProjectionError> {
         let name = checkpoint_name(projection);
         let from = self.db.load_checkpoint(&name).await?;
         let batch = self
@@ -228,17 +231,26 @@ impl Projector {
     }
 
     /// Applies batches until the projection has seen everything visible now.
-    pub async fn catch_up(&self, projection: &dyn Projection) -> Result<LogPosition, ProjectionError> {
+    pub async fn catch_up(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<LogPosition, ProjectionError> {
         loop {
             if self.step(projection).await?.is_none() {
-                return Ok(self.db.load_checkpoint(&checkpoint_name(projection)).await?);
+                return Ok(self
+                    .db
+                    .load_checkpoint(&checkpoint_name(projection))
+                    .await?);
             }
         }
     }
 
     /// Empties the projection's views and resets its checkpoint in one transaction, then
     /// replays the whole log into them.
-    pub async fn rebuild(&self, projection: &dyn Projection) -> Result<LogPosition, ProjectionError> {
+    pub async fn rebuild(
+        &self,
+        projection: &dyn Projection,
+    ) -> Result<LogPosition, ProjectionError> {
         let name = checkpoint_name(projection);
         let mut tx = ViewTx::begin(&self.db).await?;
         // Checkpoint first: its row lock orders this reset after any batch in flight.
@@ -249,7 +261,8 @@ impl Projector {
         )
         .await?;
         for table in projection.tables() {
-            tx.execute(&format!("DELETE FROM {}", table.name), &[]).await?;
+            tx.execute(&format!("DELETE FROM {}", table.name), &[])
+                .await?;
         }
         tx.commit().await?;
         self.publish(projection.name(), LogPosition::START);
@@ -298,7 +311,11 @@ impl Projector {
     }
 
     /// Waits until every projection has applied the log up to `at` (inclusive).
-    pub async fn wait_for(&self, at: LogPosition, timeout: Duration) -> Result<(), ProjectionError> {
+    pub async fn wait_for(
+        &self,
+        at: LogPosition,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
         let all = async {
             for sender in self.positions.values() {
                 let mut receiver = sender.subscribe();
@@ -318,7 +335,10 @@ impl Projector {
         let head = self.db.log_head().await?;
         let mut out = Vec::new();
         for projection in &self.projections {
-            let at = self.db.load_checkpoint(&checkpoint_name(projection.as_ref())).await?;
+            let at = self
+                .db
+                .load_checkpoint(&checkpoint_name(projection.as_ref()))
+                .await?;
             let behind = count_after(&self.db, at).await?;
             out.push(ProjectionStatus {
                 name: projection.name().to_string(),
@@ -347,16 +367,14 @@ async fn count_after(db: &Database, at: LogPosition) -> Result<i64, sqlx::Error>
                 .fetch_one(pool)
                 .await
         }
-        Engine::Postgres(pool) => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+        Engine::Postgres(pool) => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
                  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
-            )
-            .bind(at.tx.to_string())
-            .bind(at.position)
-            .fetch_one(pool)
-            .await
-        }
+        )
+        .bind(at.tx.to_string())
+        .bind(at.position)
+        .fetch_one(pool)
+        .await,
     }
 }
 
@@ -400,7 +418,9 @@ pub async fn view_digest(db: &Database, table: &ViewTable) -> Result<String, Pro
 }
 
 /// Parses an event payload into the domain's event type, naming the event when it cannot.
-pub fn decode_payload<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T, ProjectionError> {
+pub fn decode_payload<T: serde::de::DeserializeOwned>(
+    event: &RecordedEvent,
+) -> Result<T, ProjectionError> {
     serde_json::from_str(&event.payload).map_err(|e| ProjectionError::BadEvent {
         position: event.position,
         event_type: event.event_type.clone(),

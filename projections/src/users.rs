@@ -65,14 +65,23 @@ pub struct UserRow {
 const SELECT_USER: &str = "SELECT user_id, email, username, registered_at FROM users_view";
 
 /// One account's row, if the projection has seen it.
-pub async fn find(db: &aiforge_commands::Database, user_id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn find(
+    db: &aiforge_commands::Database,
+    user_id: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
     let sql = format!("{SELECT_USER} WHERE user_id = $1");
     match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => {
-            sqlx::query_as(&sql).bind(user_id).fetch_optional(pool).await
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await
         }
         aiforge_commands::store::Engine::Postgres(pool) => {
-            sqlx::query_as(&sql).bind(user_id).fetch_optional(pool).await
+            sqlx::query_as(&sql)
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await
         }
     }
 }
@@ -87,11 +96,19 @@ pub async fn page(
     let count_sql = "SELECT COUNT(*) FROM users_view";
     match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => Ok((
-            sqlx::query_as(&sql).bind(limit).bind(offset).fetch_all(pool).await?,
+            sqlx::query_as(&sql)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?,
             sqlx::query_scalar(count_sql).fetch_one(pool).await?,
         )),
         aiforge_commands::store::Engine::Postgres(pool) => Ok((
-            sqlx::query_as(&sql).bind(limit).bind(offset).fetch_all(pool).await?,
+            sqlx::query_as(&sql)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?,
             sqlx::query_scalar(count_sql).fetch_one(pool).await?,
         )),
     }

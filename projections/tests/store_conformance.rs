@@ -2,6 +2,12 @@
 //! and PostgreSQL (a fresh database per test on the local server). Each `conformance!` test
 //! below becomes `sqlite::<name>` and `postgres::<name>`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first broken assumption"
+)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -102,9 +108,14 @@ fn register(n: usize) -> (AccountId, AccountCommand) {
 async fn register_many(db: &Database, from: usize, to: usize) {
     let exec = accounts(db);
     for n in from..to {
-        exec.execute(&format!("user-{n:06}"), register(n), &CommandMeta::generated(None), &[])
-            .await
-            .unwrap();
+        exec.execute(
+            &format!("user-{n:06}"),
+            register(n),
+            &CommandMeta::generated(None),
+            &[],
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -124,7 +135,9 @@ async fn read_all(db: &Database) -> Vec<RecordedEvent> {
 async fn appended_events_are_read_back_in_order_with_positions_and_times(db: Database) {
     let exec = tallies(&db);
     for n in 1..=3 {
-        exec.execute("t1", n, &CommandMeta::generated(None), &[]).await.unwrap();
+        exec.execute("t1", n, &CommandMeta::generated(None), &[])
+            .await
+            .unwrap();
     }
     let loaded = exec.load("t1").await.unwrap();
     assert_eq!(loaded.total, 6);
@@ -132,8 +145,12 @@ async fn appended_events_are_read_back_in_order_with_positions_and_times(db: Dat
     assert_eq!(log.len(), 3);
     let sequences: Vec<i64> = log.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, [1, 2, 3]);
-    assert!(log.windows(2).all(|w| w[0].log_position() < w[1].log_position()));
-    assert!(log.iter().all(|e| e.recorded_at == "2026-11-21T10:00:00.000000Z"));
+    assert!(log
+        .windows(2)
+        .all(|w| w[0].log_position() < w[1].log_position()));
+    assert!(log
+        .iter()
+        .all(|e| e.recorded_at == "2026-11-21T10:00:00.000000Z"));
     assert_eq!(db.log_head().await.unwrap(), log[2].log_position());
     let payload: serde_json::Value = serde_json::from_str(&log[2].payload).unwrap();
     assert_eq!(payload["Added"]["total"], 6);
@@ -154,7 +171,10 @@ async fn two_commits_of_the_same_sequence_never_both_succeed(db: Database) {
     };
     repo.persist::<Tally>(&[event(1)], None).await.unwrap();
     let second = repo.persist::<Tally>(&[event(2)], None).await;
-    assert!(matches!(second, Err(PersistenceError::OptimisticLockError)), "{second:?}");
+    assert!(
+        matches!(second, Err(PersistenceError::OptimisticLockError)),
+        "{second:?}"
+    );
     assert_eq!(read_all(&db).await.len(), 1);
 
     // Racing commands on one aggregate: each either commits on the state it saw (after retries)
@@ -164,7 +184,8 @@ async fn two_commits_of_the_same_sequence_never_both_succeed(db: Database) {
     for _ in 0..12 {
         let exec = exec.clone();
         tasks.push(tokio::spawn(async move {
-            exec.execute("race", 1, &CommandMeta::generated(None), &[]).await
+            exec.execute("race", 1, &CommandMeta::generated(None), &[])
+                .await
         }));
     }
     let mut committed = 0;
@@ -188,9 +209,15 @@ async fn two_commits_of_the_same_sequence_never_both_succeed(db: Database) {
 
 async fn a_retried_command_id_returns_the_first_outcome_and_appends_nothing(db: Database) {
     let exec = tallies(&db);
-    let first = exec.execute("t1", 5, &meta("key-1", "h1"), &[]).await.unwrap();
+    let first = exec
+        .execute("t1", 5, &meta("key-1", "h1"), &[])
+        .await
+        .unwrap();
     assert!(!first.replayed);
-    let again = exec.execute("t1", 5, &meta("key-1", "h1"), &[]).await.unwrap();
+    let again = exec
+        .execute("t1", 5, &meta("key-1", "h1"), &[])
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!(again.aggregate_id, first.aggregate_id);
     assert_eq!(again.last, first.last);
@@ -200,9 +227,14 @@ async fn a_retried_command_id_returns_the_first_outcome_and_appends_nothing(db: 
 
 async fn a_reused_command_id_with_another_request_is_refused(db: Database) {
     let exec = tallies(&db);
-    exec.execute("t1", 5, &meta("key-1", "h1"), &[]).await.unwrap();
+    exec.execute("t1", 5, &meta("key-1", "h1"), &[])
+        .await
+        .unwrap();
     let reused = exec.execute("t2", 7, &meta("key-1", "h2"), &[]).await;
-    assert!(matches!(reused, Err(CommandError::IdempotencyKeyReused)), "{reused:?}");
+    assert!(
+        matches!(reused, Err(CommandError::IdempotencyKeyReused)),
+        "{reused:?}"
+    );
     assert_eq!(read_all(&db).await.len(), 1);
 }
 
@@ -214,16 +246,25 @@ async fn concurrent_twins_with_one_command_id_append_once(db: Database) {
     for twin in 0..8 {
         let exec = exec.clone();
         tasks.push(tokio::spawn(async move {
-            exec.execute(&format!("twin-{twin}"), 1, &meta("same-key", "same-hash"), &[])
-                .await
-                .unwrap()
+            exec.execute(
+                &format!("twin-{twin}"),
+                1,
+                &meta("same-key", "same-hash"),
+                &[],
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut ids = BTreeSet::new();
     for task in tasks {
         ids.insert(task.await.unwrap().aggregate_id);
     }
-    assert_eq!(ids.len(), 1, "all twins answer with the first outcome: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "all twins answer with the first outcome: {ids:?}"
+    );
     assert_eq!(read_all(&db).await.len(), 1);
 }
 
@@ -237,8 +278,13 @@ async fn a_claimed_key_cannot_be_claimed_again_even_by_racing_commands(db: Datab
                 namespace: "email".into(),
                 key: "same@example.com".into(),
             };
-            exec.execute(&format!("user-{n:06}"), register(n), &CommandMeta::generated(None), &[claim])
-                .await
+            exec.execute(
+                &format!("user-{n:06}"),
+                register(n),
+                &CommandMeta::generated(None),
+                &[claim],
+            )
+            .await
         }));
     }
     let mut won = 0;
@@ -246,7 +292,10 @@ async fn a_claimed_key_cannot_be_claimed_again_even_by_racing_commands(db: Datab
         match task.await.unwrap() {
             Ok(_) => won += 1,
             Err(CommandError::Taken { namespace, key }) => {
-                assert_eq!((namespace.as_str(), key.as_str()), ("email", "same@example.com"));
+                assert_eq!(
+                    (namespace.as_str(), key.as_str()),
+                    ("email", "same@example.com")
+                );
             }
             Err(other) => panic!("unexpected {other:?}"),
         }
@@ -313,7 +362,9 @@ async fn concurrent_writers_are_read_exactly_once_in_global_order(db: Database) 
     assert_eq!(positions, replay);
     let mut last_seq: HashMap<String, i64> = HashMap::new();
     for event in &seen {
-        let prev = last_seq.insert(event.aggregate_id.clone(), event.sequence).unwrap_or(0);
+        let prev = last_seq
+            .insert(event.aggregate_id.clone(), event.sequence)
+            .unwrap_or(0);
         assert_eq!(event.sequence, prev + 1);
     }
 }
@@ -356,8 +407,16 @@ async fn a_projector_killed_mid_batch_resumes_without_loss_or_duplicates(db: Dat
     assert!(dying.step(&failing).await.unwrap().is_some()); // first batch commits
     assert!(dying.step(&failing).await.is_err()); // second batch dies: rolled back
     let after_crash = db.load_checkpoint("projection:users").await.unwrap();
-    assert_eq!(after_crash, log[999].log_position(), "checkpoint = last committed batch");
-    assert_eq!(users_count(&db).await, 500, "view holds exactly the committed batch");
+    assert_eq!(
+        after_crash,
+        log[999].log_position(),
+        "checkpoint = last committed batch"
+    );
+    assert_eq!(
+        users_count(&db).await,
+        500,
+        "view holds exactly the committed batch"
+    );
 
     // A new process resumes from the checkpoint.
     let restarted = Projector::new(db.clone(), vec![Arc::new(UsersProjection)]);
@@ -378,7 +437,10 @@ async fn a_rebuilt_view_equals_the_live_view_byte_for_byte(db: Database) {
     };
     register_many(&db, 0, 300).await;
     let head = db.log_head().await.unwrap();
-    projector.wait_for(head, Duration::from_secs(30)).await.unwrap();
+    projector
+        .wait_for(head, Duration::from_secs(30))
+        .await
+        .unwrap();
     tx.send(true).unwrap();
     live.await.unwrap();
     let table = UsersProjection.tables()[0];
@@ -405,14 +467,21 @@ async fn waiting_for_projections_returns_once_the_position_is_applied(db: Databa
     tokio::spawn(async move { running.run(rx).await });
     let exec = accounts(&db);
     let outcome = exec
-        .execute("user-000001", register(1), &CommandMeta::generated(None), &[])
+        .execute(
+            "user-000001",
+            register(1),
+            &CommandMeta::generated(None),
+            &[],
+        )
         .await
         .unwrap();
     projector
         .wait_for(outcome.last.unwrap(), Duration::from_secs(10))
         .await
         .unwrap();
-    let row = aiforge_projections::users::find(&db, "user-000001").await.unwrap();
+    let row = aiforge_projections::users::find(&db, "user-000001")
+        .await
+        .unwrap();
     assert_eq!(row.unwrap().email, "user1@example.com");
 }
 
@@ -460,9 +529,13 @@ conformance!(
 /// position but commits after a higher one must still be read, and before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_late_committing_transaction_is_not_skipped() {
-    let Some(test_db) = TestDatabase::postgres().await else { return };
+    let Some(test_db) = TestDatabase::postgres().await else {
+        return;
+    };
     let db = test_db.db.clone();
-    let Engine::Postgres(pool) = db.engine() else { unreachable!() };
+    let Engine::Postgres(pool) = db.engine() else {
+        unreachable!()
+    };
     let mut slow = pool.begin().await.unwrap();
     let slow_position: i64 = sqlx::query_scalar(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -472,10 +545,16 @@ async fn postgres_a_late_committing_transaction_is_not_skipped() {
     .fetch_one(&mut *slow)
     .await
     .unwrap();
-    tallies(&db).execute("fast", 1, &CommandMeta::generated(None), &[]).await.unwrap();
+    tallies(&db)
+        .execute("fast", 1, &CommandMeta::generated(None), &[])
+        .await
+        .unwrap();
     let visible = read_all(&db).await;
     // While the slow transaction is open, the reader must not move past it.
-    assert!(visible.is_empty(), "the reader waits behind the open transaction");
+    assert!(
+        visible.is_empty(),
+        "the reader waits behind the open transaction"
+    );
     slow.commit().await.unwrap();
     let log = read_all(&db).await;
     let order: Vec<&str> = log.iter().map(|e| e.aggregate_id.as_str()).collect();
@@ -491,9 +570,14 @@ async fn sqlite_positions_are_gapless_and_in_commit_order() {
     let db = test_db.db.clone();
     let exec = tallies(&db);
     for n in 0..20 {
-        exec.execute(&format!("t{}", n % 3), 1, &CommandMeta::generated(None), &[])
-            .await
-            .unwrap();
+        exec.execute(
+            &format!("t{}", n % 3),
+            1,
+            &CommandMeta::generated(None),
+            &[],
+        )
+        .await
+        .unwrap();
     }
     let positions: Vec<i64> = read_all(&db).await.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=20).collect::<Vec<_>>());

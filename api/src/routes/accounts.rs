@@ -70,7 +70,11 @@ pub async fn register(
     if outcome.replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok((StatusCode::CREATED, headers, Json(serde_json::json!({ "user": user }))))
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(serde_json::json!({ "user": user })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +88,10 @@ pub async fn login(
     State(state): State<AppState>,
     CommandJson { body, .. }: CommandJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user_id = state.accounts.authenticate(&body.email, &body.password).await?;
+    let user_id = state
+        .accounts
+        .authenticate(&body.email, &body.password)
+        .await?;
     let now = state.clock.now().unix_timestamp();
     let token = state.jwt.issue(&user_id, now)?;
     Ok(Json(serde_json::json!({
@@ -95,7 +102,10 @@ pub async fn login(
     })))
 }
 
-pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+pub async fn me(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<impl IntoResponse, ApiError> {
     let row = aiforge_projections::users::find(&state.db, &user.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("account not found"))?;

@@ -20,21 +20,32 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     state.db.ping().await.map_err(ApiError::unavailable)?;
-    Ok(Json(serde_json::json!({ "status": "ready", "engine": state.db.engine_name() })))
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "engine": state.db.engine_name() }),
+    ))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP aiforge_http_responses_total HTTP responses by status class.");
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_http_responses_total HTTP responses by status class."
+    );
     let _ = writeln!(out, "# TYPE aiforge_http_responses_total counter");
-    for (class, counter) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(HTTP_RESPONSES.iter()) {
+    for (class, counter) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
+        .iter()
+        .zip(HTTP_RESPONSES.iter())
+    {
         let _ = writeln!(
             out,
             "aiforge_http_responses_total{{class=\"{class}\"}} {}",
             counter.load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(out, "# HELP aiforge_events_appended_total Events appended by this process.");
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_events_appended_total Events appended by this process."
+    );
     let _ = writeln!(out, "# TYPE aiforge_events_appended_total counter");
     let _ = writeln!(
         out,
@@ -42,18 +53,31 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         EVENTS_APPENDED_TOTAL.load(Ordering::Relaxed)
     );
     let status = state.projector.status().await.map_err(ApiError::internal)?;
-    let _ = writeln!(out, "# HELP aiforge_log_head_position Global position of the newest readable event.");
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_log_head_position Global position of the newest readable event."
+    );
     let _ = writeln!(out, "# TYPE aiforge_log_head_position gauge");
     let head = status.first().map_or(0, |s| s.head.position);
     let _ = writeln!(out, "aiforge_log_head_position {head}");
-    let _ = writeln!(out, "# HELP aiforge_projection_lag_events Events a projection has yet to apply.");
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_projection_lag_events Events a projection has yet to apply."
+    );
     let _ = writeln!(out, "# TYPE aiforge_projection_lag_events gauge");
     for s in &status {
-        let _ = writeln!(out, "aiforge_projection_lag_events{{projection=\"{}\"}} {}", s.name, s.behind);
+        let _ = writeln!(
+            out,
+            "aiforge_projection_lag_events{{projection=\"{}\"}} {}",
+            s.name, s.behind
+        );
     }
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     ))
 }

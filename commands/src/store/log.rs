@@ -16,7 +16,9 @@ use sqlx::Row;
 
 use super::{Database, Engine, StoreError};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct LogPosition {
     /// PostgreSQL transaction id of the append (0 on SQLite). Compared first.
     pub tx: i64,
@@ -159,11 +161,12 @@ impl Database {
     pub async fn log_position_of(&self, position: i64) -> Result<Option<LogPosition>, StoreError> {
         match self.engine() {
             Engine::Sqlite(pool) => {
-                let found: Option<i64> =
-                    sqlx::query_scalar("SELECT global_position FROM events WHERE global_position = $1")
-                        .bind(position)
-                        .fetch_optional(pool)
-                        .await?;
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT global_position FROM events WHERE global_position = $1",
+                )
+                .bind(position)
+                .fetch_optional(pool)
+                .await?;
                 Ok(found.map(|position| LogPosition { tx: 0, position }))
             }
             Engine::Postgres(pool) => {

@@ -146,26 +146,51 @@ impl Database {
     }
 
     /// The owner of a uniqueness claim, e.g. the account id that holds an email.
-    pub async fn claim_owner(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+    pub async fn claim_owner(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         let sql = "SELECT owner_id FROM claims WHERE namespace = $1 AND key = $2";
         let owner = match &self.engine {
             Engine::Sqlite(pool) => {
-                sqlx::query_scalar(sql).bind(namespace).bind(key).fetch_optional(pool).await?
+                sqlx::query_scalar(sql)
+                    .bind(namespace)
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?
             }
             Engine::Postgres(pool) => {
-                sqlx::query_scalar(sql).bind(namespace).bind(key).fetch_optional(pool).await?
+                sqlx::query_scalar(sql)
+                    .bind(namespace)
+                    .bind(key)
+                    .fetch_optional(pool)
+                    .await?
             }
         };
         Ok(owner)
     }
 
     /// The outcome recorded for a command id, if a command with that id appended events.
-    pub async fn find_command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+    pub async fn find_command(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
         let sql = "SELECT request_hash, aggregate_type, aggregate_id, last_tx, last_position \
                    FROM command_log WHERE command_id = $1";
         let row: Option<(String, String, String, i64, i64)> = match &self.engine {
-            Engine::Sqlite(pool) => sqlx::query_as(sql).bind(command_id).fetch_optional(pool).await?,
-            Engine::Postgres(pool) => sqlx::query_as(sql).bind(command_id).fetch_optional(pool).await?,
+            Engine::Sqlite(pool) => {
+                sqlx::query_as(sql)
+                    .bind(command_id)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Engine::Postgres(pool) => {
+                sqlx::query_as(sql)
+                    .bind(command_id)
+                    .fetch_optional(pool)
+                    .await?
+            }
         };
         Ok(row.map(
             |(request_hash, aggregate_type, aggregate_id, tx, position)| CommandRecord {
@@ -196,7 +221,12 @@ impl Database {
             Engine::Sqlite(pool) => sqlx::query_as(sql).bind(name).fetch_optional(pool).await?,
             Engine::Postgres(pool) => sqlx::query_as(sql).bind(name).fetch_optional(pool).await?,
         };
-        Ok(row.map_or(LogPosition::START, |(tx, position)| LogPosition { tx, position }))
+        Ok(
+            row.map_or(LogPosition::START, |(tx, position)| LogPosition {
+                tx,
+                position,
+            }),
+        )
     }
 
     /// Records where a reader stands, for readers with no view of their own (the bus publisher).
@@ -206,10 +236,20 @@ impl Database {
                    last_position = excluded.last_position";
         match &self.engine {
             Engine::Sqlite(pool) => {
-                sqlx::query(sql).bind(name).bind(at.tx).bind(at.position).execute(pool).await?;
+                sqlx::query(sql)
+                    .bind(name)
+                    .bind(at.tx)
+                    .bind(at.position)
+                    .execute(pool)
+                    .await?;
             }
             Engine::Postgres(pool) => {
-                sqlx::query(sql).bind(name).bind(at.tx).bind(at.position).execute(pool).await?;
+                sqlx::query(sql)
+                    .bind(name)
+                    .bind(at.tx)
+                    .bind(at.position)
+                    .execute(pool)
+                    .await?;
             }
         }
         Ok(())

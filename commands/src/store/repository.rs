@@ -199,7 +199,10 @@ impl AiforgeRepository {
         let recorded_at = crate::clock::rfc3339(self.clock.now());
         // IMMEDIATE takes the single write lock up front: positions below are computed under
         // it, and a reader-turned-writer can never fail with SQLITE_BUSY_SNAPSHOT.
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(to_persistence)?;
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(to_persistence)?;
         for claim in &extras.claims {
             sqlx::query(
                 "INSERT INTO claims (namespace, key, owner_type, owner_id) VALUES ($1, $2, $3, $4)",
