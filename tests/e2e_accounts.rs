@@ -7,133 +7,13 @@
     reason = "a test fails loudly on the first broken assumption"
 )]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod support;
+
+use std::path::Path;
 
 use aiforge_commands::testing::{drop_postgres_database, postgres_admin_url, TestDatabase};
 use serde_json::{json, Value};
-
-const START_TIMEOUT_SECS: u64 = 60;
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_aiforge")
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("aiforge-e2e-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-impl Server {
-    fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(binary());
-        command
-            .args([
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-            ])
-            .env_remove("AIFORGE_DATABASE_URL")
-            .env_remove("AIFORGE_NATS_URL")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("aiforge listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(START_TIMEOUT_SECS))
-            .expect("the server printed its address");
-        Server { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGTERM, then the process must exit cleanly on its own.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..300 {
-            if let Some(exit) = self.child.try_wait().unwrap() {
-                assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("the server did not stop within 15 s of SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn post(server: &Server, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-    let mut request = client().post(server.url(path)).json(&body);
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn login(server: &Server, email: &str, password: &str) -> (u16, Value) {
-    post(
-        server,
-        "/api/auth/login",
-        json!({"email": email, "password": password}),
-        None,
-    )
-    .await
-}
-
-async fn me(server: &Server, token: &str) -> (u16, Value) {
-    let response = client()
-        .get(server.url("/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use support::*;
 
 async fn register_login_me_and_survive_a_restart(data_dir: &Path, env: &[(&str, &str)]) {
     let server = Server::start(data_dir, env);
@@ -199,22 +79,6 @@ async fn on_postgresql_an_account_registers_signs_in_and_survives_a_restart() {
     );
     drop_postgres_database(&postgres_admin_url(), &name).await;
     let _ = std::fs::remove_dir_all(dir);
-}
-
-async fn event_count(server: &Server) -> u64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("aiforge_log_head_position "))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,22 +204,6 @@ async fn an_idempotency_key_replays_the_first_result_and_refuses_another_body() 
     assert_eq!(event_count(&server).await, 2);
     server.stop();
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn cli(data_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(binary())
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args(args)
-        .env_remove("AIFORGE_DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "aiforge {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

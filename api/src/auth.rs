@@ -11,6 +11,8 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use aiforge_domain::admin::ADMIN_WHITELIST_ID;
+use aiforge_domain::wallet::Wallet;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -25,6 +27,10 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+    /// `network:address` when the session was opened by a wallet signature; admin rights are
+    /// granted to such sessions only, and only while the wallet is whitelisted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<String>,
 }
 
 pub struct JwtKeys {
@@ -74,12 +80,13 @@ impl JwtKeys {
         Ok(Self::new(&SecretString::from(secret), ttl_secs))
     }
 
-    pub fn issue(&self, user_id: &str, now: i64) -> Result<String, ApiError> {
+    pub fn issue(&self, user_id: &str, wallet: Option<&Wallet>, now: i64) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user_id.to_string(),
             iat: now,
             exp: now + self.ttl_secs,
             iss: ISSUER.to_string(),
+            wallet: wallet.map(Wallet::key),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }
@@ -118,6 +125,15 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// The signed-in account of a request (`Authorization: Bearer <jwt>`).
 pub struct AuthUser {
     pub user_id: String,
+    pub wallet: Option<Wallet>,
+}
+
+fn parse_wallet_claim(claim: &str) -> Option<Wallet> {
+    let (network, address) = claim.split_once(':')?;
+    Some(Wallet {
+        network: network.parse().ok()?,
+        address: address.to_string(),
+    })
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -138,6 +154,42 @@ impl FromRequestParts<AppState> for AuthUser {
         let claims = state.jwt.verify(token.trim())?;
         Ok(AuthUser {
             user_id: claims.sub,
+            wallet: claims.wallet.as_deref().and_then(parse_wallet_claim),
+        })
+    }
+}
+
+/// A signed-in admin: the session was opened with a wallet that is on the whitelist now. The
+/// whitelist aggregate is read on every request, so a removal takes effect on the next one.
+pub struct AdminUser {
+    pub user_id: String,
+    pub wallet: Wallet,
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let forbidden = || {
+            ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "admin routes need a session signed in with a whitelisted wallet",
+            )
+        };
+        let wallet = user.wallet.ok_or_else(forbidden)?;
+        let whitelist = state
+            .admins
+            .load(ADMIN_WHITELIST_ID)
+            .await
+            .map_err(crate::error::command_error)?;
+        if !whitelist.is_admin(&wallet) {
+            return Err(forbidden());
+        }
+        Ok(AdminUser {
+            user_id: user.user_id,
+            wallet,
         })
     }
 }

@@ -3,6 +3,9 @@
 //! HTTP statuses. 5xx bodies are generic; their cause goes to the log.
 
 use aiforge_commands::accounts::SignInError;
+use aiforge_commands::wallet_auth::{SignInRejected, WalletSignInError};
+use aiforge_domain::admin::AdminError;
+use aiforge_domain::group::GroupError;
 use aiforge_commands::CommandError;
 use aiforge_domain::account::AccountError;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -96,6 +99,18 @@ impl From<AccountError> for ApiError {
             AccountError::AlreadyRegistered => {
                 ApiError::new(StatusCode::CONFLICT, "already_registered", err.to_string())
             }
+            AccountError::NotRegistered => ApiError::not_found(err.to_string()),
+            AccountError::WalletAlreadyLinked | AccountError::WalletAlreadyVerified => {
+                ApiError {
+                    field: Some("address"),
+                    ..ApiError::new(StatusCode::CONFLICT, "wallet_already_linked", err.to_string())
+                }
+            }
+            AccountError::WalletNotLinked => ApiError {
+                field: Some("address"),
+                ..ApiError::new(StatusCode::NOT_FOUND, "wallet_not_linked", err.to_string())
+            },
+            AccountError::TooManyWallets => ApiError::invalid_field("address", err.to_string()),
         }
     }
 }
@@ -111,6 +126,7 @@ where
             field: Some(match namespace.as_str() {
                 "email" => "email",
                 "username" => "username",
+                "wallet" => "address",
                 _ => "body",
             }),
             ..ApiError::new(
@@ -161,6 +177,78 @@ impl From<sqlx::Error> for ApiError {
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => ApiError::unavailable(err),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(err: GroupError) -> Self {
+        let message = err.to_string();
+        match err {
+            GroupError::InvalidName | GroupError::DescriptionTooLong => {
+                ApiError::invalid_field(err.field().unwrap_or("body"), message)
+            }
+            GroupError::NotFound => ApiError::not_found(message),
+            // Non-members learn nothing about a group, not even that it exists.
+            GroupError::ActorNotAMember { .. } => ApiError::not_found("no such group"),
+            GroupError::NotAMember { .. } => ApiError {
+                field: Some("user_id"),
+                ..ApiError::new(StatusCode::NOT_FOUND, "not_a_member", message)
+            },
+            GroupError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            GroupError::OwnerCannotLeave => ApiError::new(StatusCode::CONFLICT, "owner_cannot_leave", message),
+            GroupError::AlreadyAMember { .. } | GroupError::AlreadyTheOwner { .. } => ApiError {
+                field: Some("user_id"),
+                ..ApiError::new(StatusCode::CONFLICT, "already_a_member", message)
+            },
+            GroupError::RoleUnchanged { .. } => ApiError {
+                field: Some("role"),
+                ..ApiError::new(StatusCode::CONFLICT, "role_unchanged", message)
+            },
+            GroupError::GroupFull => ApiError::new(StatusCode::CONFLICT, "group_full", message),
+            GroupError::AlreadyCreated => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(err: AdminError) -> Self {
+        let message = err.to_string();
+        match err {
+            AdminError::AlreadyAdmin => ApiError::new(StatusCode::CONFLICT, "already_admin", message),
+            AdminError::NotAdmin => ApiError::not_found(message),
+            AdminError::LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", message),
+            AdminError::NotAuthorized => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+        }
+    }
+}
+
+impl From<SignInRejected> for ApiError {
+    fn from(err: SignInRejected) -> Self {
+        let message = err.to_string();
+        match err {
+            SignInRejected::MalformedAddress(_) => ApiError::invalid_field("address", message),
+            SignInRejected::MalformedSignature(_) => ApiError::invalid_field("signature", message),
+            SignInRejected::WrongSigner => ApiError::new(StatusCode::UNAUTHORIZED, "signature_rejected", message),
+            SignInRejected::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "message_expired", message),
+            SignInRejected::NonceUsed => ApiError::new(StatusCode::UNAUTHORIZED, "nonce_used", message),
+            SignInRejected::NotIssuedHere
+            | SignInRejected::WrongDomain
+            | SignInRejected::WrongNetwork
+            | SignInRejected::WrongAddress => ApiError::new(StatusCode::UNAUTHORIZED, "message_rejected", message),
+        }
+    }
+}
+
+impl From<WalletSignInError> for ApiError {
+    fn from(err: WalletSignInError) -> Self {
+        match err {
+            WalletSignInError::Rejected(e) => e.into(),
+            // A sign-in whose wallet is linked but unproven is "not proven", not "not found".
+            WalletSignInError::Command(CommandError::Rejected(AccountError::WalletNotLinked)) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "wallet_not_verified", "this wallet is not proven for any account")
+            }
+            WalletSignInError::Command(e) => e.into(),
         }
     }
 }

@@ -15,6 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiforge_commands::accounts::Accounts;
+use aiforge_commands::groups::Groups;
+use aiforge_commands::wallet_auth::{SignInMessages, WalletAuth};
+use aiforge_commands::Executor;
+use aiforge_domain::admin::{AdminCommand, AdminServices, AdminWhitelist, ADMIN_WHITELIST_ID};
+use aiforge_domain::wallet::{Network, Wallet};
 use aiforge_commands::bus::{self, EventBus};
 use aiforge_commands::{Clock, Database, SystemClock};
 use aiforge_projections::Projector;
@@ -41,6 +46,9 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 10;
 pub struct AppState {
     pub db: Database,
     pub accounts: Arc<Accounts>,
+    pub wallets: Arc<WalletAuth>,
+    pub admins: Arc<Executor<AdminWhitelist>>,
+    pub groups: Arc<Groups>,
     pub projector: Projector,
     pub jwt: Arc<JwtKeys>,
     pub clock: Arc<dyn Clock>,
@@ -51,7 +59,27 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
     let api = Router::new()
         .route("/api/auth/register", post(routes::accounts::register))
         .route("/api/auth/login", post(routes::accounts::login))
-        .route("/api/auth/me", get(routes::accounts::me));
+        .route("/api/auth/me", get(routes::accounts::me))
+        .route("/api/auth/wallet/auth-message", get(routes::wallets::auth_message))
+        .route("/api/auth/wallet/login", post(routes::wallets::login))
+        .route("/api/wallets/connect", post(routes::wallets::connect))
+        .route("/api/wallets/verify", post(routes::wallets::verify))
+        .route("/api/wallets/my-wallets", get(routes::wallets::mine))
+        .route("/api/admin/wallets", get(routes::admin::wallets))
+        .route("/api/admin/wallets/add", post(routes::admin::add_wallet))
+        .route("/api/admin/wallets/remove", post(routes::admin::remove_wallet))
+        .route("/api/admin/users", get(routes::admin::users))
+        .route("/api/admin/stats", get(routes::admin::stats))
+        .route("/api/groups", post(routes::groups::create))
+        .route("/api/groups/my-groups", get(routes::groups::mine))
+        .route("/api/groups/{group_id}", get(routes::groups::get))
+        .route("/api/groups/{group_id}/members", post(routes::groups::add_member))
+        .route(
+            "/api/groups/{group_id}/members/{user_id}",
+            axum::routing::put(routes::groups::change_role).delete(routes::groups::remove_member),
+        )
+        .route("/api/groups/{group_id}/leave", post(routes::groups::leave))
+        .route("/api/groups/{group_id}/transfer-ownership", post(routes::groups::transfer));
     Router::new()
         .merge(api)
         .route("/healthz", get(routes::ops::healthz))
@@ -88,6 +116,8 @@ pub enum StartError {
     Accounts(String),
     #[error("nats: {0}")]
     Bus(#[from] bus::BusError),
+    #[error("admin wallets: {0}")]
+    AdminWallets(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
     #[error("server: {0}")]
@@ -118,6 +148,19 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     .map_err(StartError::JwtKey)?;
     let accounts = Accounts::new(db.clone(), clock.clone())
         .map_err(|e| StartError::Accounts(e.to_string()))?;
+    let admins = Executor::<AdminWhitelist>::new(db.clone(), clock.clone(), AdminServices);
+    seed_admins(&admins, &settings, clock.as_ref()).await?;
+    let wallets = WalletAuth::new(
+        db.clone(),
+        clock.clone(),
+        SignInMessages::new(
+            *jwt.request_hash_key(),
+            &settings.public_url,
+            settings.chain_id,
+            settings.sign_in_ttl_secs,
+        ),
+    );
+    let groups = Groups::new(db.clone(), clock.clone());
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
@@ -145,6 +188,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let state = AppState {
         db: db.clone(),
         accounts: Arc::new(accounts),
+        wallets: Arc::new(wallets),
+        admins: Arc::new(admins),
+        groups: Arc::new(groups),
         projector,
         jwt: Arc::new(jwt),
         clock,
@@ -173,6 +219,52 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, publisher_task).await;
     db.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Parses one `AIFORGE_ADMIN_WALLETS` entry: `0x…`, `T…` or `network:address`.
+pub fn parse_admin_wallet(entry: &str) -> Result<Wallet, String> {
+    let (network, address) = match entry.split_once(':') {
+        Some((network, address)) => (
+            network
+                .parse::<Network>()
+                .map_err(|e| format!("'{entry}': {e}"))?,
+            address,
+        ),
+        None if entry.starts_with("0x") => (Network::Ethereum, entry),
+        None => (Network::Tron, entry),
+    };
+    aiforge_commands::wallet_auth::parse_wallet(network, address).map_err(|e| format!("'{entry}': {e}"))
+}
+
+/// Seeds the whitelist from settings on first start (the aggregate ignores later seeds).
+async fn seed_admins(
+    admins: &Executor<AdminWhitelist>,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<(), StartError> {
+    let wallets = settings
+        .admin_wallets
+        .iter()
+        .map(|entry| parse_admin_wallet(entry))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::AdminWallets)?;
+    if wallets.is_empty() {
+        return Ok(());
+    }
+    let command = AdminCommand::Seed {
+        wallets,
+        at: clock.now(),
+    };
+    admins
+        .execute(
+            ADMIN_WHITELIST_ID,
+            command,
+            &aiforge_commands::CommandMeta::generated(Some("settings".into())),
+            &[],
+        )
+        .await
+        .map_err(|e| StartError::AdminWallets(e.to_string()))?;
     Ok(())
 }
 

@@ -42,6 +42,10 @@ struct FileSettings {
     body_bytes_max: Option<usize>,
     jwt_ttl_secs: Option<i64>,
     log_format: Option<String>,
+    admin_wallets: Option<Vec<String>>,
+    public_url: Option<String>,
+    chain_id: Option<u64>,
+    sign_in_ttl_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +66,19 @@ pub struct Settings {
     pub body_bytes_max: usize,
     pub jwt_ttl_secs: i64,
     pub log_format: LogFormat,
+    /// Wallets that seed the admin whitelist on first start: `0x…` (Ethereum), `T…` (Tron) or
+    /// `network:address`.
+    pub admin_wallets: Vec<String>,
+    /// The URL users reach the platform at; its host is the domain of sign-in messages.
+    pub public_url: String,
+    /// EIP-155 chain id named in Ethereum sign-in messages.
+    pub chain_id: u64,
+    /// How long a wallet sign-in message stays valid.
+    pub sign_in_ttl_secs: i64,
 }
+
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
+pub const DEFAULT_CHAIN_ID: u64 = 1;
 
 fn parse_bind(value: &str) -> Result<SocketAddr, SettingsError> {
     value.parse().map_err(|e| SettingsError::Invalid {
@@ -116,6 +132,34 @@ impl Settings {
             body_bytes_max,
             jwt_ttl_secs: file.jwt_ttl_secs.unwrap_or(DEFAULT_JWT_TTL_SECS),
             log_format,
+            admin_wallets: match env("AIFORGE_ADMIN_WALLETS") {
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                None => file.admin_wallets.unwrap_or_default(),
+            },
+            public_url: env("AIFORGE_PUBLIC_URL")
+                .or(file.public_url)
+                .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_string()),
+            chain_id: match env("AIFORGE_CHAIN_ID") {
+                Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
+                    name: "AIFORGE_CHAIN_ID",
+                    reason: format!("'{v}' is not a chain id"),
+                })?,
+                None => file.chain_id.unwrap_or(DEFAULT_CHAIN_ID),
+            },
+            sign_in_ttl_secs: match env("AIFORGE_SIGN_IN_TTL_SECS") {
+                Some(v) => v.parse().ok().filter(|s| *s > 0).ok_or(SettingsError::Invalid {
+                    name: "AIFORGE_SIGN_IN_TTL_SECS",
+                    reason: format!("'{v}' is not a positive number of seconds"),
+                })?,
+                None => file
+                    .sign_in_ttl_secs
+                    .unwrap_or(aiforge_commands::wallet_auth::SIGN_IN_MESSAGE_TTL_SECS),
+            },
         })
     }
 

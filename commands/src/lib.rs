@@ -7,8 +7,11 @@ pub mod accounts;
 pub mod bus;
 pub mod clock;
 pub mod framework;
+pub mod groups;
 pub mod store;
 pub mod testing;
+pub mod wallet_auth;
+pub mod wallet_crypto;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use framework::{CommandError, CommandMeta, Executor, Outcome};

@@ -4,10 +4,14 @@
 //! aggregate: the application layer reserves both in the same transaction as the events
 //! (see `commands::store` claims), and this aggregate only guards its own history.
 
+use std::collections::BTreeMap;
+
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::wallet::Wallet;
 
 pub const EMAIL_BYTES_MAX: usize = 254;
 pub const USERNAME_CHARS_MIN: usize = 3;
@@ -15,6 +19,8 @@ pub const USERNAME_CHARS_MAX: usize = 32;
 pub const PASSWORD_CHARS_MIN: usize = 8;
 /// argon2 work grows with input; a cap keeps a login from being a CPU denial of service.
 pub const PASSWORD_CHARS_MAX: usize = 128;
+/// Wallets one account may link; more is abuse, not use.
+pub const WALLETS_PER_ACCOUNT_MAX: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
@@ -26,6 +32,16 @@ pub enum AccountError {
     InvalidPassword,
     #[error("this account is already registered")]
     AlreadyRegistered,
+    #[error("no such account")]
+    NotRegistered,
+    #[error("this wallet is already linked to the account")]
+    WalletAlreadyLinked,
+    #[error("this wallet is not linked to the account")]
+    WalletNotLinked,
+    #[error("this wallet is already verified")]
+    WalletAlreadyVerified,
+    #[error("an account links at most {WALLETS_PER_ACCOUNT_MAX} wallets")]
+    TooManyWallets,
 }
 
 impl AccountError {
@@ -35,7 +51,12 @@ impl AccountError {
             AccountError::InvalidEmail => Some("email"),
             AccountError::InvalidUsername => Some("username"),
             AccountError::InvalidPassword => Some("password"),
-            AccountError::AlreadyRegistered => None,
+            AccountError::AlreadyRegistered
+            | AccountError::NotRegistered
+            | AccountError::WalletAlreadyLinked
+            | AccountError::WalletNotLinked
+            | AccountError::WalletAlreadyVerified
+            | AccountError::TooManyWallets => None,
         }
     }
 }
@@ -96,6 +117,28 @@ pub enum AccountCommand {
         password_hash: String,
         at: OffsetDateTime,
     },
+    /// First wallet sign-in of a wallet no account holds: the wallet becomes an account. The
+    /// signature and the sign-in message were checked by the application layer; `nonce` is the
+    /// message's single-use nonce, consumed by this command.
+    RegisterWithWallet {
+        wallet: Wallet,
+        nonce: String,
+        at: OffsetDateTime,
+    },
+    /// A checked wallet signature signs in to the account that holds the wallet.
+    SignInWithWallet {
+        wallet: Wallet,
+        nonce: String,
+        at: OffsetDateTime,
+    },
+    /// An account lists a wallet it says it owns; unproven until `VerifyWallet`.
+    ConnectWallet { wallet: Wallet, at: OffsetDateTime },
+    /// A checked signature proves the account owns a connected wallet.
+    VerifyWallet {
+        wallet: Wallet,
+        nonce: String,
+        at: OffsetDateTime,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +157,32 @@ pub enum AccountEvent {
         #[serde(with = "time::serde::rfc3339")]
         set_at: OffsetDateTime,
     },
+    /// An account created by a wallet's first sign-in (no email, no password).
+    WalletUserRegistered {
+        user_id: String,
+        wallet: Wallet,
+        #[serde(with = "time::serde::rfc3339")]
+        registered_at: OffsetDateTime,
+    },
+    WalletConnected {
+        wallet: Wallet,
+        /// True when the connection itself was proven by a signature (wallet registration).
+        verified: bool,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    WalletVerified {
+        wallet: Wallet,
+        nonce: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    SignedInWithWallet {
+        wallet: Wallet,
+        nonce: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
 /// Event types whose payload must not leave the store (exports and the bus redact them).
@@ -124,6 +193,10 @@ impl DomainEvent for AccountEvent {
         match self {
             AccountEvent::UserRegistered { .. } => "UserRegistered".to_string(),
             AccountEvent::PasswordSet { .. } => "PasswordSet".to_string(),
+            AccountEvent::WalletUserRegistered { .. } => "WalletUserRegistered".to_string(),
+            AccountEvent::WalletConnected { .. } => "WalletConnected".to_string(),
+            AccountEvent::WalletVerified { .. } => "WalletVerified".to_string(),
+            AccountEvent::SignedInWithWallet { .. } => "SignedInWithWallet".to_string(),
         }
     }
 
@@ -140,6 +213,15 @@ pub struct Account {
     pub password_hash: Option<String>,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub registered_at: Option<OffsetDateTime>,
+    /// Linked wallets by `network:address`, with whether ownership is proven.
+    #[serde(default)]
+    pub wallets: BTreeMap<String, LinkedWallet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedWallet {
+    pub wallet: Wallet,
+    pub verified: bool,
 }
 
 impl Account {
@@ -200,6 +282,81 @@ impl Aggregate for Account {
                 .await;
                 Ok(())
             }
+            AccountCommand::RegisterWithWallet { wallet, nonce, at } => {
+                if self.is_registered() {
+                    return Err(AccountError::AlreadyRegistered);
+                }
+                sink.write(
+                    AccountEvent::WalletUserRegistered {
+                        user_id: id.0,
+                        wallet: wallet.clone(),
+                        registered_at: at,
+                    },
+                    self,
+                )
+                .await;
+                sink.write(
+                    AccountEvent::WalletConnected {
+                        wallet: wallet.clone(),
+                        verified: true,
+                        at,
+                    },
+                    self,
+                )
+                .await;
+                sink.write(AccountEvent::SignedInWithWallet { wallet, nonce, at }, self)
+                    .await;
+                Ok(())
+            }
+            AccountCommand::SignInWithWallet { wallet, nonce, at } => {
+                if !self.is_registered() {
+                    return Err(AccountError::NotRegistered);
+                }
+                // Only a proven wallet signs in (the application layer finds the account through
+                // the wallet's claim, which exists only once ownership was proven).
+                match self.wallets.get(&wallet.key()) {
+                    Some(linked) if linked.verified => {}
+                    _ => return Err(AccountError::WalletNotLinked),
+                }
+                sink.write(AccountEvent::SignedInWithWallet { wallet, nonce, at }, self)
+                    .await;
+                Ok(())
+            }
+            AccountCommand::ConnectWallet { wallet, at } => {
+                if !self.is_registered() {
+                    return Err(AccountError::NotRegistered);
+                }
+                if self.wallets.contains_key(&wallet.key()) {
+                    return Err(AccountError::WalletAlreadyLinked);
+                }
+                if self.wallets.len() >= WALLETS_PER_ACCOUNT_MAX {
+                    return Err(AccountError::TooManyWallets);
+                }
+                sink.write(
+                    AccountEvent::WalletConnected {
+                        wallet,
+                        verified: false,
+                        at,
+                    },
+                    self,
+                )
+                .await;
+                Ok(())
+            }
+            AccountCommand::VerifyWallet { wallet, nonce, at } => {
+                if !self.is_registered() {
+                    return Err(AccountError::NotRegistered);
+                }
+                match self.wallets.get(&wallet.key()) {
+                    None => Err(AccountError::WalletNotLinked),
+                    Some(linked) if linked.verified => Err(AccountError::WalletAlreadyVerified),
+                    Some(_) => {
+                        sink.write(AccountEvent::WalletVerified { wallet, nonce, at }, self)
+                            .await;
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 
@@ -219,6 +376,26 @@ impl Aggregate for Account {
             AccountEvent::PasswordSet { password_hash, .. } => {
                 self.password_hash = Some(password_hash);
             }
+            AccountEvent::WalletUserRegistered {
+                user_id,
+                registered_at,
+                ..
+            } => {
+                self.user_id = Some(user_id);
+                self.registered_at = Some(registered_at);
+            }
+            AccountEvent::WalletConnected {
+                wallet, verified, ..
+            } => {
+                self.wallets
+                    .insert(wallet.key(), LinkedWallet { wallet, verified });
+            }
+            AccountEvent::WalletVerified { wallet, .. } => {
+                if let Some(linked) = self.wallets.get_mut(&wallet.key()) {
+                    linked.verified = true;
+                }
+            }
+            AccountEvent::SignedInWithWallet { .. } => {}
         }
     }
 }

@@ -7,6 +7,8 @@
 //!
 //! Business rules do not live here: events carry the facts, projections copy them.
 
+pub mod admins;
+pub mod groups;
 pub mod users;
 
 use std::collections::HashMap;
@@ -123,7 +125,19 @@ pub trait Projection: Send + Sync {
 
 /// All projections of the platform, in one place so the server and the CLI agree.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(users::UsersProjection)]
+    vec![
+        Arc::new(users::UsersProjection),
+        Arc::new(admins::AdminWalletsProjection),
+        Arc::new(groups::GroupsProjection),
+    ]
+}
+
+/// `SELECT COUNT(*) …` on whichever engine (for stats read from views).
+pub async fn count(db: &Database, sql: &str) -> Result<i64, sqlx::Error> {
+    match db.engine() {
+        Engine::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        Engine::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+    }
 }
 
 fn checkpoint_name(projection: &dyn Projection) -> String {
@@ -339,7 +353,7 @@ impl Projector {
                 .db
                 .load_checkpoint(&checkpoint_name(projection.as_ref()))
                 .await?;
-            let behind = count_after(&self.db, at).await?;
+            let behind = self.db.count_log_after(at).await?;
             out.push(ProjectionStatus {
                 name: projection.name().to_string(),
                 checkpoint: at,
@@ -357,25 +371,6 @@ pub struct ProjectionStatus {
     pub checkpoint: LogPosition,
     pub head: LogPosition,
     pub behind: i64,
-}
-
-async fn count_after(db: &Database, at: LogPosition) -> Result<i64, sqlx::Error> {
-    match db.engine() {
-        Engine::Sqlite(pool) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE global_position > $1")
-                .bind(at.position)
-                .fetch_one(pool)
-                .await
-        }
-        Engine::Postgres(pool) => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
-        )
-        .bind(at.tx.to_string())
-        .bind(at.position)
-        .fetch_one(pool)
-        .await,
-    }
 }
 
 /// SHA-256 over every row of a view table in key order, each row rendered by the engine as

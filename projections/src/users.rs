@@ -1,5 +1,6 @@
-//! `users_view`: one row per registered account (id, email, username, registration time),
-//! for `me`, the admin's user list and counts.
+//! `users_view`: one row per account (id, email and username or the wallet that created it,
+//! registration time), and `wallets_view`: the wallets each account connected and whether they
+//! are proven; for `me`, `my-wallets`, the admin's user list and counts.
 
 use aiforge_commands::RecordedEvent;
 use aiforge_domain::account::{Account, AccountEvent};
@@ -9,10 +10,16 @@ use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, Vi
 
 pub struct UsersProjection;
 
-const TABLES: &[ViewTable] = &[ViewTable {
-    name: "users_view",
-    order_by: "user_id",
-}];
+const TABLES: &[ViewTable] = &[
+    ViewTable {
+        name: "users_view",
+        order_by: "user_id",
+    },
+    ViewTable {
+        name: "wallets_view",
+        order_by: "user_id, network, address",
+    },
+];
 
 #[async_trait::async_trait]
 impl Projection for UsersProjection {
@@ -36,8 +43,8 @@ impl Projection for UsersProjection {
                 registered_at,
             } => {
                 tx.execute(
-                    "INSERT INTO users_view (user_id, email, username, registered_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO users_view (user_id, email, username, wallet, registered_at) \
+                     VALUES ($1, $2, $3, NULL, $4)",
                     &[
                         SqlValue::Text(user_id),
                         SqlValue::Text(email),
@@ -47,7 +54,52 @@ impl Projection for UsersProjection {
                 )
                 .await?;
             }
-            AccountEvent::PasswordSet { .. } => {}
+            AccountEvent::WalletUserRegistered {
+                user_id,
+                wallet,
+                registered_at,
+            } => {
+                tx.execute(
+                    "INSERT INTO users_view (user_id, email, username, wallet, registered_at) \
+                     VALUES ($1, NULL, NULL, $2, $3)",
+                    &[
+                        SqlValue::Text(user_id),
+                        SqlValue::Text(wallet.key()),
+                        SqlValue::Text(aiforge_commands::clock::rfc3339(registered_at)),
+                    ],
+                )
+                .await?;
+            }
+            AccountEvent::WalletConnected { wallet, verified, at } => {
+                let at = aiforge_commands::clock::rfc3339(at);
+                tx.execute(
+                    "INSERT INTO wallets_view (user_id, network, address, verified, connected_at, verified_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        SqlValue::Text(event.aggregate_id.clone()),
+                        SqlValue::Text(wallet.network.to_string()),
+                        SqlValue::Text(wallet.address),
+                        SqlValue::Int(i64::from(verified)),
+                        SqlValue::Text(at.clone()),
+                        if verified { SqlValue::Text(at) } else { SqlValue::Null },
+                    ],
+                )
+                .await?;
+            }
+            AccountEvent::WalletVerified { wallet, at, .. } => {
+                tx.execute(
+                    "UPDATE wallets_view SET verified = 1, verified_at = $1 \
+                     WHERE user_id = $2 AND network = $3 AND address = $4",
+                    &[
+                        SqlValue::Text(aiforge_commands::clock::rfc3339(at)),
+                        SqlValue::Text(event.aggregate_id.clone()),
+                        SqlValue::Text(wallet.network.to_string()),
+                        SqlValue::Text(wallet.address),
+                    ],
+                )
+                .await?;
+            }
+            AccountEvent::PasswordSet { .. } | AccountEvent::SignedInWithWallet { .. } => {}
         }
         Ok(())
     }
@@ -57,12 +109,37 @@ impl Projection for UsersProjection {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct UserRow {
     pub user_id: String,
-    pub email: String,
-    pub username: String,
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub wallet: Option<String>,
     pub registered_at: String,
 }
 
-const SELECT_USER: &str = "SELECT user_id, email, username, registered_at FROM users_view";
+const SELECT_USER: &str = "SELECT user_id, email, username, wallet, registered_at FROM users_view";
+
+/// A row of `wallets_view`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct WalletRow {
+    pub network: String,
+    pub address: String,
+    pub verified: i64,
+    pub connected_at: String,
+    pub verified_at: Option<String>,
+}
+
+/// The wallets an account connected, oldest first.
+pub async fn wallets_of(db: &aiforge_commands::Database, user_id: &str) -> Result<Vec<WalletRow>, sqlx::Error> {
+    let sql = "SELECT network, address, verified, connected_at, verified_at FROM wallets_view \
+               WHERE user_id = $1 ORDER BY connected_at, network, address";
+    match db.engine() {
+        aiforge_commands::store::Engine::Sqlite(pool) => {
+            sqlx::query_as(sql).bind(user_id).fetch_all(pool).await
+        }
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_as(sql).bind(user_id).fetch_all(pool).await
+        }
+    }
+}
 
 /// One account's row, if the projection has seen it.
 pub async fn find(

@@ -482,7 +482,7 @@ async fn waiting_for_projections_returns_once_the_position_is_applied(db: Databa
     let row = aiforge_projections::users::find(&db, "user-000001")
         .await
         .unwrap();
-    assert_eq!(row.unwrap().email, "user1@example.com");
+    assert_eq!(row.unwrap().email.as_deref(), Some("user1@example.com"));
 }
 
 macro_rules! conformance {
@@ -582,4 +582,28 @@ async fn sqlite_positions_are_gapless_and_in_commit_order() {
     let positions: Vec<i64> = read_all(&db).await.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=20).collect::<Vec<_>>());
     test_db.cleanup().await;
+}
+
+/// PostgreSQL only: the read bound is per database. A write transaction left open in another
+/// database of the same server (a bulk load, a migration) must not stall this log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_open_write_transaction_in_another_database_does_not_stall_the_log() {
+    let Some(ours) = TestDatabase::postgres().await else { return };
+    let Some(theirs) = TestDatabase::postgres().await else { return };
+    let Engine::Postgres(their_pool) = theirs.db.engine() else { unreachable!() };
+    let mut open = their_pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, recorded_at) VALUES ('tally', 'elsewhere', 1, 'Added', '1.0', \
+         '{\"Added\":{\"n\":1,\"total\":1}}', '{}', now())",
+    )
+    .execute(&mut *open)
+    .await
+    .unwrap();
+    tallies(&ours.db).execute("here", 1, &CommandMeta::generated(None), &[]).await.unwrap();
+    let log = read_all(&ours.db).await;
+    assert_eq!(log.len(), 1, "our event is readable while the other database's transaction is open");
+    open.rollback().await.unwrap();
+    ours.cleanup().await;
+    theirs.cleanup().await;
 }

@@ -17,6 +17,20 @@ use crate::AppState;
 /// client's next read sees its own write.
 pub const READ_YOUR_WRITES_WAIT_MILLIS: u64 = 2000;
 
+/// Waits (bounded) until the projections include a command's last event, so the client's next
+/// read sees its write. A timeout is logged, not failed: the write itself succeeded.
+pub async fn read_your_writes(state: &AppState, last: Option<aiforge_commands::LogPosition>) {
+    if let Some(at) = last {
+        if let Err(e) = state
+            .projector
+            .wait_for(at, Duration::from_millis(READ_YOUR_WRITES_WAIT_MILLIS))
+            .await
+        {
+            tracing::warn!(error = %e, "projections lag behind a command");
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
@@ -28,8 +42,10 @@ pub struct RegisterRequest {
 #[derive(Debug, Serialize)]
 pub struct UserBody {
     id: String,
-    email: String,
-    username: String,
+    email: Option<String>,
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wallet: Option<String>,
     registered_at: String,
 }
 
@@ -41,15 +57,7 @@ pub async fn register(
         .accounts
         .register(&body.email, &body.username, &body.password, &meta)
         .await?;
-    if let Some(at) = outcome.last {
-        if let Err(e) = state
-            .projector
-            .wait_for(at, Duration::from_millis(READ_YOUR_WRITES_WAIT_MILLIS))
-            .await
-        {
-            tracing::warn!(error = %e, "projections lag behind a registration");
-        }
-    }
+    read_your_writes(&state, outcome.last).await;
     // The answer comes from the aggregate itself, so a replayed request gets exactly the
     // account the first one created.
     let account = state
@@ -59,8 +67,9 @@ pub async fn register(
         .await?;
     let user = UserBody {
         id: outcome.aggregate_id,
-        email: account.email,
-        username: account.username,
+        email: Some(account.email),
+        username: Some(account.username),
+        wallet: None,
         registered_at: account
             .registered_at
             .map(aiforge_commands::clock::rfc3339)
@@ -93,7 +102,7 @@ pub async fn login(
         .authenticate(&body.email, &body.password)
         .await?;
     let now = state.clock.now().unix_timestamp();
-    let token = state.jwt.issue(&user_id, now)?;
+    let token = state.jwt.issue(&user_id, None, now)?;
     Ok(Json(serde_json::json!({
         "access_token": token,
         "token_type": "bearer",
@@ -109,10 +118,24 @@ pub async fn me(
     let row = aiforge_projections::users::find(&state.db, &user.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("account not found"))?;
-    Ok(Json(UserBody {
-        id: row.user_id,
-        email: row.email,
-        username: row.username,
-        registered_at: row.registered_at,
-    }))
+    let wallets = aiforge_projections::users::wallets_of(&state.db, &user.user_id).await?;
+    let is_admin = match &user.wallet {
+        Some(wallet) => state
+            .admins
+            .load(aiforge_domain::admin::ADMIN_WHITELIST_ID)
+            .await
+            .map_err(crate::error::command_error)?
+            .is_admin(wallet),
+        None => false,
+    };
+    Ok(Json(serde_json::json!({
+        "id": row.user_id,
+        "email": row.email,
+        "username": row.username,
+        "wallet": row.wallet,
+        "registered_at": row.registered_at,
+        "wallets": wallets.iter().map(crate::routes::wallets::wallet_json).collect::<Vec<_>>(),
+        "signed_in_with": user.wallet.as_ref().map(|w| w.key()),
+        "is_admin": is_admin,
+    })))
 }

@@ -1,4 +1,7 @@
 //! HTTP routes. Handlers are thin: extract, build a command or query, run it, map the result.
 
 pub mod accounts;
+pub mod admin;
+pub mod groups;
 pub mod ops;
+pub mod wallets;

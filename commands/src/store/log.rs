@@ -3,11 +3,19 @@
 //!
 //! - SQLite: order = `global_position`. Appends hold the single write lock from position
 //!   assignment to COMMIT, so positions become visible in order.
-//! - PostgreSQL: order = `(tx_id, global_position)`, read only below the xmin of the reader's
-//!   snapshot. Identity values commit out of order, so reading by position alone could skip an
-//!   event that commits late; every transaction with an id below xmin has finished, and every
-//!   future writer gets a larger id, so nothing can appear behind a reader. The price: one
-//!   long-running writing transaction holds the log back (lag, never loss).
+//! - PostgreSQL: order = `(tx_id, global_position)`, read only below a *safe bound*: the smallest
+//!   transaction id that may still add events. Identity values commit out of order, so reading by
+//!   position alone could skip an event that commits late; a transaction id below the bound has
+//!   finished, and every later writer gets a larger id, so nothing can appear behind a reader.
+//!
+//! The bound is computed per database, not from the cluster-wide snapshot xmin, so a long write
+//! transaction elsewhere on the server (another database, a migration of another table) does not
+//! stall the log. It is the least of: the next transaction id (`xmax` of a snapshot), and the ids
+//! of running transactions that hold a lock on this database's `events` table. That is sound
+//! because every appender takes its `events` lock before it gets a transaction id (see
+//! `repository::append_postgres`), and because the bound is computed in a statement *before* the
+//! one that reads events: a transaction that was running then either still holds its lock (and
+//! bounds the read) or had finished (and is visible to the later statement).
 //!
 //! A reader's checkpoint is a [`LogPosition`]; `tx` is 0 on SQLite.
 
@@ -85,7 +93,51 @@ where
     })
 }
 
+/// The least transaction id that may still append to this database's `events` table (module
+/// docs). Runs as its own statement, before the statement that reads below it.
+const PG_SAFE_BOUND: &str = "\
+    WITH snap AS (SELECT pg_current_snapshot() AS s), \
+    writers AS ( \
+        SELECT own.transactionid::text::bigint AS xid32 \
+        FROM pg_locks rel \
+        JOIN pg_locks own ON own.pid = rel.pid AND own.locktype = 'transactionid' \
+             AND own.mode = 'ExclusiveLock' AND own.granted \
+        WHERE rel.locktype = 'relation' AND rel.relation = 'events'::regclass \
+          AND rel.database = (SELECT oid FROM pg_database WHERE datname = current_database())) \
+    SELECT COALESCE( \
+        (SELECT MIN(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x \
+         WHERE (x::text::bigint % 4294967296) IN (SELECT xid32 FROM writers)), \
+        (SELECT pg_snapshot_xmax(snap.s)::text::bigint FROM snap))";
+
+async fn pg_safe_bound(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(PG_SAFE_BOUND).fetch_one(pool).await?)
+}
+
 impl Database {
+    /// Events behind which no event can still appear, counted after `at` (projection lag).
+    pub async fn count_log_after(&self, at: LogPosition) -> Result<i64, StoreError> {
+        match self.engine() {
+            Engine::Sqlite(pool) => Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM events WHERE global_position > $1",
+            )
+            .bind(at.position)
+            .fetch_one(pool)
+            .await?),
+            Engine::Postgres(pool) => {
+                let bound = pg_safe_bound(pool).await?;
+                Ok(sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM events WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+                     AND tx_id < $3::text::xid8",
+                )
+                .bind(at.tx.to_string())
+                .bind(at.position)
+                .bind(bound.to_string())
+                .fetch_one(pool)
+                .await?)
+            }
+        }
+    }
+
     /// Up to `limit` events strictly after `after`, in global order, none of which can ever be
     /// preceded by an event not yet visible.
     pub async fn read_log_after(
@@ -106,14 +158,16 @@ impl Database {
                 rows.iter().map(decode).collect()
             }
             Engine::Postgres(pool) => {
+                let bound = pg_safe_bound(pool).await?;
                 let sql = format!(
                     "{PG_SELECT} WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-                     AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY tx_id, global_position LIMIT $3"
+                     AND tx_id < $3::text::xid8 \
+                     ORDER BY tx_id, global_position LIMIT $4"
                 );
                 let rows = sqlx::query(&sql)
                     .bind(after.tx.to_string())
                     .bind(after.position)
+                    .bind(bound.to_string())
                     .bind(limit)
                     .fetch_all(pool)
                     .await?;
@@ -136,11 +190,13 @@ impl Database {
                 })
             }
             Engine::Postgres(pool) => {
+                let bound = pg_safe_bound(pool).await?;
                 let row: Option<(String, i64)> = sqlx::query_as(
                     "SELECT tx_id::text, global_position FROM events \
-                     WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     WHERE tx_id < $1::text::xid8 \
                      ORDER BY tx_id DESC, global_position DESC LIMIT 1",
                 )
+                .bind(bound.to_string())
                 .fetch_optional(pool)
                 .await?;
                 match row {

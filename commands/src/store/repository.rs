@@ -133,6 +133,12 @@ impl AiforgeRepository {
     ) -> Result<(), PersistenceError> {
         let recorded_at = self.clock.now();
         let mut tx = pool.begin().await.map_err(to_persistence)?;
+        // First, before anything gives this transaction an id: the lock on `events` is what
+        // makes the log reader wait for this transaction (see `log.rs`, the safe bound).
+        sqlx::query("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(to_persistence)?;
         for claim in &extras.claims {
             sqlx::query(
                 "INSERT INTO claims (namespace, key, owner_type, owner_id) VALUES ($1, $2, $3, $4)",

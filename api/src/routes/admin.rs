@@ -1,0 +1,115 @@
+//! `/api/admin/*`: the admin whitelist, the user list and platform counts. Every route needs an
+//! `AdminUser` (a session signed in with a currently whitelisted wallet).
+
+use aiforge_commands::CommandMeta;
+use aiforge_domain::admin::{AdminCommand, ADMIN_WHITELIST_ID};
+use aiforge_domain::wallet::Wallet;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::AdminUser;
+use crate::error::{command_error, ApiError};
+use crate::extract::CommandJson;
+use crate::routes::accounts::read_your_writes;
+use crate::AppState;
+
+pub const USERS_PAGE_MAX: i64 = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletRequest {
+    network: String,
+    address: String,
+}
+
+fn parse(body: &WalletRequest) -> Result<Wallet, ApiError> {
+    let network = body
+        .network
+        .parse()
+        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| ApiError::invalid_field("network", e.to_string()))?;
+    Ok(aiforge_commands::wallet_auth::parse_wallet(network, &body.address)?)
+}
+
+async fn change(state: &AppState, command: AdminCommand, meta: &CommandMeta) -> Result<(), ApiError> {
+    let outcome = state
+        .admins
+        .execute(ADMIN_WHITELIST_ID, command, meta, &[])
+        .await
+        .map_err(command_error)?;
+    read_your_writes(state, outcome.last).await;
+    Ok(())
+}
+
+pub async fn add_wallet(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    CommandJson { body, mut meta }: CommandJson<WalletRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let wallet = parse(&body)?;
+    meta.actor = Some(admin.user_id.clone());
+    let at = state.clock.now();
+    change(&state, AdminCommand::Add { actor: admin.wallet, wallet: wallet.clone(), at }, &meta).await?;
+    Ok(Json(json!({"added": {"network": wallet.network, "address": wallet.address}})))
+}
+
+pub async fn remove_wallet(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    CommandJson { body, mut meta }: CommandJson<WalletRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let wallet = parse(&body)?;
+    meta.actor = Some(admin.user_id.clone());
+    let at = state.clock.now();
+    change(&state, AdminCommand::Remove { actor: admin.wallet, wallet: wallet.clone(), at }, &meta).await?;
+    Ok(Json(json!({"removed": {"network": wallet.network, "address": wallet.address}})))
+}
+
+pub async fn wallets(State(state): State<AppState>, _admin: AdminUser) -> Result<impl IntoResponse, ApiError> {
+    let rows = aiforge_projections::admins::list(&state.db).await?;
+    Ok(Json(json!({"wallets": rows})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+pub async fn users(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Query(query): Query<PageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = query.page.unwrap_or(1);
+    let per_page = query.per_page.unwrap_or(50);
+    if page < 1 {
+        return Err(ApiError::invalid_field("page", "page starts at 1"));
+    }
+    if !(1..=USERS_PAGE_MAX).contains(&per_page) {
+        return Err(ApiError::invalid_field("per_page", format!("per_page is 1-{USERS_PAGE_MAX}")));
+    }
+    let (rows, total) = aiforge_projections::users::page(&state.db, (page - 1) * per_page, per_page).await?;
+    Ok(Json(json!({"users": rows, "page": page, "per_page": per_page, "total": total})))
+}
+
+pub async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<impl IntoResponse, ApiError> {
+    use aiforge_projections::count;
+    let db = &state.db;
+    Ok(Json(json!({
+        "users": {
+            "total": count(db, "SELECT COUNT(*) FROM users_view").await?,
+            "with_email": count(db, "SELECT COUNT(*) FROM users_view WHERE email IS NOT NULL").await?,
+            "created_by_wallet": count(db, "SELECT COUNT(*) FROM users_view WHERE wallet IS NOT NULL").await?,
+        },
+        "wallets": {
+            "connected": count(db, "SELECT COUNT(*) FROM wallets_view").await?,
+            "verified": count(db, "SELECT COUNT(*) FROM wallets_view WHERE verified = 1").await?,
+        },
+        "admin_wallets": count(db, "SELECT COUNT(*) FROM admin_wallets_view").await?,
+        "groups": count(db, "SELECT COUNT(*) FROM groups_view").await?,
+        "events": state.db.count_events().await.map_err(ApiError::internal)?,
+    })))
+}

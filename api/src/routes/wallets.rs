@@ -1,0 +1,149 @@
+//! Wallet sign-in (`/api/auth/wallet/*`) and an account's wallets (`/api/wallets/*`).
+
+use aiforge_commands::wallet_auth::parse_wallet;
+use aiforge_domain::admin::ADMIN_WHITELIST_ID;
+use aiforge_domain::wallet::{Network, Wallet};
+use aiforge_projections::users::WalletRow;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::AuthUser;
+use crate::error::{command_error, ApiError};
+use crate::extract::CommandJson;
+use crate::AppState;
+
+pub fn wallet_json(row: &WalletRow) -> Value {
+    json!({
+        "network": row.network,
+        "address": row.address,
+        "verified": row.verified != 0,
+        "connected_at": row.connected_at,
+        "verified_at": row.verified_at,
+    })
+}
+
+fn network(value: &str) -> Result<Network, ApiError> {
+    value
+        .parse()
+        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| ApiError::invalid_field("network", e.to_string()))
+}
+
+fn wallet(network_name: &str, address: &str) -> Result<Wallet, ApiError> {
+    Ok(parse_wallet(network(network_name)?, address)?)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuthMessageQuery {
+    address: Option<String>,
+    network: Option<String>,
+}
+
+/// `GET /api/auth/wallet/auth-message?address=…&network=ethereum|tron`
+pub async fn auth_message(
+    State(state): State<AppState>,
+    Query(query): Query<AuthMessageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let address = query
+        .address
+        .ok_or_else(|| ApiError::invalid_field("address", "address is required"))?;
+    let wallet = wallet(query.network.as_deref().unwrap_or("ethereum"), &address)?;
+    let issued = state.wallets.issue(&wallet);
+    Ok(Json(json!({
+        "network": wallet.network,
+        "address": wallet.address,
+        "domain": state.wallets.messages().domain(),
+        "message": issued.message,
+        "nonce": issued.nonce,
+        "issued_at": issued.issued_at,
+        "expires_at": issued.expires_at,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRequest {
+    network: String,
+    address: String,
+    message: String,
+    signature: String,
+}
+
+/// `POST /api/auth/wallet/login`: the same token as email login, plus the wallet it proves.
+pub async fn login(
+    State(state): State<AppState>,
+    CommandJson { body, meta }: CommandJson<SignedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let wallet = wallet(&body.network, &body.address)?;
+    let session = state
+        .wallets
+        .sign_in(wallet, &body.message, &body.signature, &meta)
+        .await?;
+    let now = state.clock.now().unix_timestamp();
+    let token = state.jwt.issue(&session.user_id, Some(&session.wallet), now)?;
+    let is_admin = state
+        .admins
+        .load(ADMIN_WHITELIST_ID)
+        .await
+        .map_err(command_error)?
+        .is_admin(&session.wallet);
+    Ok(Json(json!({
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": state.jwt.ttl_secs(),
+        "user_id": session.user_id,
+        "wallet": {"network": session.wallet.network, "address": session.wallet.address},
+        "account_created": session.created,
+        "is_admin": is_admin,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    network: String,
+    address: String,
+}
+
+/// `POST /api/wallets/connect`: lists a wallet on the account, unverified.
+pub async fn connect(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<ConnectRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let wallet = wallet(&body.network, &body.address)?;
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state.wallets.connect(&user.user_id, wallet.clone(), &meta).await?;
+    crate::routes::accounts::read_your_writes(&state, outcome.last).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"wallet": {"network": wallet.network, "address": wallet.address, "verified": false}})),
+    ))
+}
+
+/// `POST /api/wallets/verify`: a signature over an issued message proves the wallet.
+pub async fn verify(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<SignedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let wallet = wallet(&body.network, &body.address)?;
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .wallets
+        .verify(&user.user_id, wallet.clone(), &body.message, &body.signature, &meta)
+        .await?;
+    crate::routes::accounts::read_your_writes(&state, outcome.last).await;
+    Ok(Json(
+        json!({"wallet": {"network": wallet.network, "address": wallet.address, "verified": true}}),
+    ))
+}
+
+/// `GET /api/wallets/my-wallets`
+pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let rows = aiforge_projections::users::wallets_of(&state.db, &user.user_id).await?;
+    Ok(Json(json!({"wallets": rows.iter().map(wallet_json).collect::<Vec<_>>()})))
+}

@@ -1,0 +1,229 @@
+//! Shared by the end-to-end tests: start the real `aiforge` binary on port 0, talk HTTP to it,
+//! stop it with SIGTERM, and run its CLI.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const START_TIMEOUT_SECS: u64 = 60;
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_aiforge")
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aiforge-e2e-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .env_remove("AIFORGE_DATABASE_URL")
+            .env_remove("AIFORGE_NATS_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(url) = line.strip_prefix("aiforge listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(START_TIMEOUT_SECS))
+            .expect("the server printed its address");
+        Server { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then the process must exit cleanly on its own.
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("the server did not stop within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn post(server: &Server, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+    let mut request = client().post(server.url(path)).json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn login(server: &Server, email: &str, password: &str) -> (u16, Value) {
+    post(
+        server,
+        "/api/auth/login",
+        json!({"email": email, "password": password}),
+        None,
+    )
+    .await
+}
+
+pub async fn me(server: &Server, token: &str) -> (u16, Value) {
+    let response = client()
+        .get(server.url("/api/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn event_count(server: &Server) -> u64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("aiforge_log_head_position "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+pub fn cli(data_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(binary())
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .args(args)
+        .env_remove("AIFORGE_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "aiforge {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+
+/// GET with an optional bearer token.
+pub async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = client().get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A request with a JSON body and an optional bearer token.
+pub async fn send(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut request = client().request(method, server.url(path)).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Signs `message` with a real wallet library (ethers for Ethereum, tronweb for Tron) through
+/// `fixtures/wallets/sign.mjs`; returns (address, signature). None, with the reason printed,
+/// when Node or the fixture's packages are missing and services are not required.
+pub fn wallet_sign(network: &str, private_key_hex: &str, message: &str) -> Option<(String, String)> {
+    use std::io::Write;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/wallets");
+    let ready = dir.join("node_modules/ethers").exists() && dir.join("node_modules/tronweb").exists();
+    let required = std::env::var("AIFORGE_REQUIRE_SERVICES").as_deref() == Ok("1");
+    if !ready {
+        assert!(!required, "fixtures/wallets has no node_modules: run `npm ci --prefix fixtures/wallets`");
+        eprintln!("SKIPPED (wallet signer): fixtures/wallets/node_modules missing; run `npm ci --prefix fixtures/wallets`");
+        return None;
+    }
+    let mut child = match Command::new("node")
+        .arg(dir.join("sign.mjs"))
+        .args([network, private_key_hex])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(!required, "node is required for wallet signatures: {e}");
+            eprintln!("SKIPPED (wallet signer): cannot run node: {e}");
+            return None;
+        }
+    };
+    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "sign.mjs failed");
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    Some((
+        out["address"].as_str().unwrap().to_string(),
+        out["signature"].as_str().unwrap().to_string(),
+    ))
+}
