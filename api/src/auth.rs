@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use aiforge_domain::admin::ADMIN_WHITELIST_ID;
+use aiforge_domain::wallet::Wallet;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -11,8 +13,6 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use aiforge_domain::admin::ADMIN_WHITELIST_ID;
-use aiforge_domain::wallet::Wallet;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -80,7 +80,12 @@ impl JwtKeys {
         Ok(Self::new(&SecretString::from(secret), ttl_secs))
     }
 
-    pub fn issue(&self, user_id: &str, wallet: Option<&Wallet>, now: i64) -> Result<String, ApiError> {
+    pub fn issue(
+        &self,
+        user_id: &str,
+        wallet: Option<&Wallet>,
+        now: i64,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user_id.to_string(),
             iat: now,
@@ -169,7 +174,10 @@ pub struct AdminUser {
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         let forbidden = || {
             ApiError::new(

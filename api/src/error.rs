@@ -4,10 +4,10 @@
 
 use aiforge_commands::accounts::SignInError;
 use aiforge_commands::wallet_auth::{SignInRejected, WalletSignInError};
-use aiforge_domain::admin::AdminError;
-use aiforge_domain::group::GroupError;
 use aiforge_commands::CommandError;
 use aiforge_domain::account::AccountError;
+use aiforge_domain::admin::AdminError;
+use aiforge_domain::group::GroupError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -100,12 +100,14 @@ impl From<AccountError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "already_registered", err.to_string())
             }
             AccountError::NotRegistered => ApiError::not_found(err.to_string()),
-            AccountError::WalletAlreadyLinked | AccountError::WalletAlreadyVerified => {
-                ApiError {
-                    field: Some("address"),
-                    ..ApiError::new(StatusCode::CONFLICT, "wallet_already_linked", err.to_string())
-                }
-            }
+            AccountError::WalletAlreadyLinked | AccountError::WalletAlreadyVerified => ApiError {
+                field: Some("address"),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "wallet_already_linked",
+                    err.to_string(),
+                )
+            },
             AccountError::WalletNotLinked => ApiError {
                 field: Some("address"),
                 ..ApiError::new(StatusCode::NOT_FOUND, "wallet_not_linked", err.to_string())
@@ -195,8 +197,12 @@ impl From<GroupError> for ApiError {
                 field: Some("user_id"),
                 ..ApiError::new(StatusCode::NOT_FOUND, "not_a_member", message)
             },
-            GroupError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
-            GroupError::OwnerCannotLeave => ApiError::new(StatusCode::CONFLICT, "owner_cannot_leave", message),
+            GroupError::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            GroupError::OwnerCannotLeave => {
+                ApiError::new(StatusCode::CONFLICT, "owner_cannot_leave", message)
+            }
             GroupError::AlreadyAMember { .. } | GroupError::AlreadyTheOwner { .. } => ApiError {
                 field: Some("user_id"),
                 ..ApiError::new(StatusCode::CONFLICT, "already_a_member", message)
@@ -206,7 +212,9 @@ impl From<GroupError> for ApiError {
                 ..ApiError::new(StatusCode::CONFLICT, "role_unchanged", message)
             },
             GroupError::GroupFull => ApiError::new(StatusCode::CONFLICT, "group_full", message),
-            GroupError::AlreadyCreated => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            GroupError::AlreadyCreated => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", message)
+            }
         }
     }
 }
@@ -215,7 +223,9 @@ impl From<AdminError> for ApiError {
     fn from(err: AdminError) -> Self {
         let message = err.to_string();
         match err {
-            AdminError::AlreadyAdmin => ApiError::new(StatusCode::CONFLICT, "already_admin", message),
+            AdminError::AlreadyAdmin => {
+                ApiError::new(StatusCode::CONFLICT, "already_admin", message)
+            }
             AdminError::NotAdmin => ApiError::not_found(message),
             AdminError::LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", message),
             AdminError::NotAuthorized => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
@@ -229,13 +239,21 @@ impl From<SignInRejected> for ApiError {
         match err {
             SignInRejected::MalformedAddress(_) => ApiError::invalid_field("address", message),
             SignInRejected::MalformedSignature(_) => ApiError::invalid_field("signature", message),
-            SignInRejected::WrongSigner => ApiError::new(StatusCode::UNAUTHORIZED, "signature_rejected", message),
-            SignInRejected::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "message_expired", message),
-            SignInRejected::NonceUsed => ApiError::new(StatusCode::UNAUTHORIZED, "nonce_used", message),
+            SignInRejected::WrongSigner => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "signature_rejected", message)
+            }
+            SignInRejected::Expired => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "message_expired", message)
+            }
+            SignInRejected::NonceUsed => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "nonce_used", message)
+            }
             SignInRejected::NotIssuedHere
             | SignInRejected::WrongDomain
             | SignInRejected::WrongNetwork
-            | SignInRejected::WrongAddress => ApiError::new(StatusCode::UNAUTHORIZED, "message_rejected", message),
+            | SignInRejected::WrongAddress => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "message_rejected", message)
+            }
         }
     }
 }
@@ -246,7 +264,11 @@ impl From<WalletSignInError> for ApiError {
             WalletSignInError::Rejected(e) => e.into(),
             // A sign-in whose wallet is linked but unproven is "not proven", not "not found".
             WalletSignInError::Command(CommandError::Rejected(AccountError::WalletNotLinked)) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "wallet_not_verified", "this wallet is not proven for any account")
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "wallet_not_verified",
+                    "this wallet is not proven for any account",
+                )
             }
             WalletSignInError::Command(e) => e.into(),
         }

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiforge_commands::accounts::Accounts;
+use aiforge_commands::bus::{self, EventBus};
 use aiforge_commands::groups::Groups;
 use aiforge_commands::wallet_auth::{SignInMessages, WalletAuth};
 use aiforge_commands::Executor;
+use aiforge_commands::{Clock, Database, SystemClock};
 use aiforge_domain::admin::{AdminCommand, AdminServices, AdminWhitelist, ADMIN_WHITELIST_ID};
 use aiforge_domain::wallet::{Network, Wallet};
-use aiforge_commands::bus::{self, EventBus};
-use aiforge_commands::{Clock, Database, SystemClock};
 use aiforge_projections::Projector;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -60,26 +60,38 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route("/api/auth/register", post(routes::accounts::register))
         .route("/api/auth/login", post(routes::accounts::login))
         .route("/api/auth/me", get(routes::accounts::me))
-        .route("/api/auth/wallet/auth-message", get(routes::wallets::auth_message))
+        .route(
+            "/api/auth/wallet/auth-message",
+            get(routes::wallets::auth_message),
+        )
         .route("/api/auth/wallet/login", post(routes::wallets::login))
         .route("/api/wallets/connect", post(routes::wallets::connect))
         .route("/api/wallets/verify", post(routes::wallets::verify))
         .route("/api/wallets/my-wallets", get(routes::wallets::mine))
         .route("/api/admin/wallets", get(routes::admin::wallets))
         .route("/api/admin/wallets/add", post(routes::admin::add_wallet))
-        .route("/api/admin/wallets/remove", post(routes::admin::remove_wallet))
+        .route(
+            "/api/admin/wallets/remove",
+            post(routes::admin::remove_wallet),
+        )
         .route("/api/admin/users", get(routes::admin::users))
         .route("/api/admin/stats", get(routes::admin::stats))
         .route("/api/groups", post(routes::groups::create))
         .route("/api/groups/my-groups", get(routes::groups::mine))
         .route("/api/groups/{group_id}", get(routes::groups::get))
-        .route("/api/groups/{group_id}/members", post(routes::groups::add_member))
+        .route(
+            "/api/groups/{group_id}/members",
+            post(routes::groups::add_member),
+        )
         .route(
             "/api/groups/{group_id}/members/{user_id}",
             axum::routing::put(routes::groups::change_role).delete(routes::groups::remove_member),
         )
         .route("/api/groups/{group_id}/leave", post(routes::groups::leave))
-        .route("/api/groups/{group_id}/transfer-ownership", post(routes::groups::transfer));
+        .route(
+            "/api/groups/{group_id}/transfer-ownership",
+            post(routes::groups::transfer),
+        );
     Router::new()
         .merge(api)
         .route("/healthz", get(routes::ops::healthz))
@@ -234,7 +246,8 @@ pub fn parse_admin_wallet(entry: &str) -> Result<Wallet, String> {
         None if entry.starts_with("0x") => (Network::Ethereum, entry),
         None => (Network::Tron, entry),
     };
-    aiforge_commands::wallet_auth::parse_wallet(network, address).map_err(|e| format!("'{entry}': {e}"))
+    aiforge_commands::wallet_auth::parse_wallet(network, address)
+        .map_err(|e| format!("'{entry}': {e}"))
 }
 
 /// Seeds the whitelist from settings on first start (the aggregate ignores later seeds).

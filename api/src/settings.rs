@@ -152,10 +152,14 @@ impl Settings {
                 None => file.chain_id.unwrap_or(DEFAULT_CHAIN_ID),
             },
             sign_in_ttl_secs: match env("AIFORGE_SIGN_IN_TTL_SECS") {
-                Some(v) => v.parse().ok().filter(|s| *s > 0).ok_or(SettingsError::Invalid {
-                    name: "AIFORGE_SIGN_IN_TTL_SECS",
-                    reason: format!("'{v}' is not a positive number of seconds"),
-                })?,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or(SettingsError::Invalid {
+                        name: "AIFORGE_SIGN_IN_TTL_SECS",
+                        reason: format!("'{v}' is not a positive number of seconds"),
+                    })?,
                 None => file
                     .sign_in_ttl_secs
                     .unwrap_or(aiforge_commands::wallet_auth::SIGN_IN_MESSAGE_TTL_SECS),

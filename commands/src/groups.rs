@@ -118,7 +118,12 @@ impl Groups {
         Ok(self.executor.execute(group_id, command, meta, &[]).await?)
     }
 
-    pub async fn leave(&self, group_id: &str, actor: &str, meta: &CommandMeta) -> Result<Outcome, GroupsError> {
+    pub async fn leave(
+        &self,
+        group_id: &str,
+        actor: &str,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, GroupsError> {
         let command = GroupCommand::Leave {
             actor: actor.to_string(),
             at: self.clock.now(),

@@ -217,7 +217,9 @@ impl SignInMessages {
             return Err(SignInRejected::NotIssuedHere);
         }
         let split = NONCE_RANDOM_BYTES * 2;
-        if fields.nonce.len() != split + NONCE_MAC_BYTES * 2 || !fields.nonce.is_char_boundary(split) {
+        if fields.nonce.len() != split + NONCE_MAC_BYTES * 2
+            || !fields.nonce.is_char_boundary(split)
+        {
             return Err(SignInRejected::NotIssuedHere);
         }
         let (random, mac) = fields.nonce.split_at(split);
@@ -225,9 +227,8 @@ impl SignInMessages {
         if !constant_time_eq(mac.as_bytes(), expected.as_bytes()) {
             return Err(SignInRejected::NotIssuedHere);
         }
-        let parse = |t: &str| {
-            OffsetDateTime::parse(t, &Rfc3339).map_err(|_| SignInRejected::NotIssuedHere)
-        };
+        let parse =
+            |t: &str| OffsetDateTime::parse(t, &Rfc3339).map_err(|_| SignInRejected::NotIssuedHere);
         let issued_at = parse(&fields.issued_at)?;
         let expires_at = parse(&fields.expires_at)?;
         if now >= expires_at || issued_at > now + time::Duration::seconds(CLOCK_SKEW_SECS) {
@@ -295,7 +296,12 @@ impl WalletAuth {
     }
 
     /// Checks message and signature; returns the nonce the command will consume.
-    fn prove(&self, wallet: &Wallet, message: &str, signature: &str) -> Result<String, SignInRejected> {
+    fn prove(
+        &self,
+        wallet: &Wallet,
+        message: &str,
+        signature: &str,
+    ) -> Result<String, SignInRejected> {
         let nonce = self.messages.check(wallet, message, self.clock.now())?;
         check_signature(wallet, message, signature)?;
         Ok(nonce)
@@ -330,7 +336,12 @@ impl WalletAuth {
                 };
                 let result = self
                     .executor
-                    .execute(&user_id, (AccountId(user_id.clone()), command), meta, &[nonce_claim])
+                    .execute(
+                        &user_id,
+                        (AccountId(user_id.clone()), command),
+                        meta,
+                        &[nonce_claim],
+                    )
                     .await;
                 (user_id, false, result)
             }
@@ -389,7 +400,12 @@ impl WalletAuth {
         };
         Ok(self
             .executor
-            .execute(user_id, (AccountId(user_id.to_string()), command), meta, &[])
+            .execute(
+                user_id,
+                (AccountId(user_id.to_string()), command),
+                meta,
+                &[],
+            )
             .await?)
     }
 
@@ -420,7 +436,12 @@ impl WalletAuth {
         };
         match self
             .executor
-            .execute(user_id, (AccountId(user_id.to_string()), command), meta, &claims)
+            .execute(
+                user_id,
+                (AccountId(user_id.to_string()), command),
+                meta,
+                &claims,
+            )
             .await
         {
             Err(CommandError::Taken { namespace, .. }) if namespace == CLAIM_NONCE => {
@@ -441,7 +462,12 @@ mod tests {
     use time::macros::datetime;
 
     fn messages() -> SignInMessages {
-        SignInMessages::new([7u8; 32], "http://localhost:8080", 1, SIGN_IN_MESSAGE_TTL_SECS)
+        SignInMessages::new(
+            [7u8; 32],
+            "http://localhost:8080",
+            1,
+            SIGN_IN_MESSAGE_TTL_SECS,
+        )
     }
 
     fn wallet() -> Wallet {
@@ -459,8 +485,12 @@ mod tests {
         assert!(issued.message.starts_with(
             "localhost:8080 wants you to sign in with your Ethereum account:\n0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\n\n"
         ));
-        assert!(issued.message.contains("\nURI: http://localhost:8080\nVersion: 1\nChain ID: 1\nNonce: "));
-        assert!(issued.message.ends_with("Expiration Time: 2026-11-21T10:05:00Z"));
+        assert!(issued
+            .message
+            .contains("\nURI: http://localhost:8080\nVersion: 1\nChain ID: 1\nNonce: "));
+        assert!(issued
+            .message
+            .ends_with("Expiration Time: 2026-11-21T10:05:00Z"));
         assert_eq!(
             messages().check(&wallet(), &issued.message, NOW).unwrap(),
             issued.nonce
@@ -487,12 +517,22 @@ mod tests {
             messages().check(&wallet(), &longer, NOW),
             Err(SignInRejected::NotIssuedHere)
         ));
-        let other_domain = SignInMessages::new([7u8; 32], "https://evil.example", 1, SIGN_IN_MESSAGE_TTL_SECS);
+        let other_domain = SignInMessages::new(
+            [7u8; 32],
+            "https://evil.example",
+            1,
+            SIGN_IN_MESSAGE_TTL_SECS,
+        );
         assert!(matches!(
             other_domain.check(&wallet(), &issued.message, NOW),
             Err(SignInRejected::WrongDomain)
         ));
-        let other_key = SignInMessages::new([8u8; 32], "http://localhost:8080", 1, SIGN_IN_MESSAGE_TTL_SECS);
+        let other_key = SignInMessages::new(
+            [8u8; 32],
+            "http://localhost:8080",
+            1,
+            SIGN_IN_MESSAGE_TTL_SECS,
+        );
         assert!(matches!(
             other_key.check(&wallet(), &issued.message, NOW),
             Err(SignInRejected::NotIssuedHere)

@@ -277,7 +277,10 @@ mod tests {
     #[test]
     fn an_admin_removes_another_and_adding_twice_is_refused() {
         AdminTest::with(AdminServices)
-            .given(vec![added("0xA", SEEDED_BY_SETTINGS), added("0xB", "ethereum:0xA")])
+            .given(vec![
+                added("0xA", SEEDED_BY_SETTINGS),
+                added("0xB", "ethereum:0xA"),
+            ])
             .when(AdminCommand::Remove {
                 actor: eth("0xB"),
                 wallet: eth("0xA"),

@@ -4,9 +4,9 @@
 //! unit-testable in microseconds. No tokio, no sqlx, no HTTP.
 
 pub mod account;
+pub mod admin;
 pub mod group;
 pub mod money;
 pub mod wallet;
-pub mod admin;
 
 pub use money::{MoneyError, Usdt};

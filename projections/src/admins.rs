@@ -72,6 +72,8 @@ pub async fn list(db: &aiforge_commands::Database) -> Result<Vec<AdminWalletRow>
     let sql = "SELECT network, address, added_by, added_at FROM admin_wallets_view ORDER BY added_at, wallet";
     match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
-        aiforge_commands::store::Engine::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_as(sql).fetch_all(pool).await
+        }
     }
 }

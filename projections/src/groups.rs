@@ -21,7 +21,12 @@ const TABLES: &[ViewTable] = &[
     },
 ];
 
-async fn set_role(tx: &mut ViewTx, group_id: &str, user_id: &str, role: &str) -> Result<(), ProjectionError> {
+async fn set_role(
+    tx: &mut ViewTx,
+    group_id: &str,
+    user_id: &str,
+    role: &str,
+) -> Result<(), ProjectionError> {
     tx.execute(
         "UPDATE group_members_view SET role = $1 WHERE group_id = $2 AND user_id = $3",
         &[
@@ -37,13 +42,22 @@ async fn set_role(tx: &mut ViewTx, group_id: &str, user_id: &str, role: &str) ->
 async fn remove(tx: &mut ViewTx, group_id: &str, user_id: &str) -> Result<(), ProjectionError> {
     tx.execute(
         "DELETE FROM group_members_view WHERE group_id = $1 AND user_id = $2",
-        &[SqlValue::Text(group_id.to_string()), SqlValue::Text(user_id.to_string())],
+        &[
+            SqlValue::Text(group_id.to_string()),
+            SqlValue::Text(user_id.to_string()),
+        ],
     )
     .await?;
     Ok(())
 }
 
-async fn add(tx: &mut ViewTx, group_id: &str, user_id: &str, role: &str, at: String) -> Result<(), ProjectionError> {
+async fn add(
+    tx: &mut ViewTx,
+    group_id: &str,
+    user_id: &str,
+    role: &str,
+    at: String,
+) -> Result<(), ProjectionError> {
     tx.execute(
         "INSERT INTO group_members_view (group_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)",
         &[
@@ -95,7 +109,9 @@ impl Projection for GroupsProjection {
                 .await?;
                 add(tx, &id, &owner_id, "OWNER", time(created_at)).await?;
             }
-            GroupEvent::MemberAdded { user_id, role, at, .. } => {
+            GroupEvent::MemberAdded {
+                user_id, role, at, ..
+            } => {
                 add(tx, group_id, &user_id, role.as_str(), time(at)).await?;
             }
             GroupEvent::MemberRoleChanged { user_id, to, .. } => {
@@ -148,25 +164,35 @@ macro_rules! on_engine {
     };
 }
 
-pub async fn find(db: &aiforge_commands::Database, group_id: &str) -> Result<Option<(GroupRow, Vec<MemberRow>)>, sqlx::Error> {
-    let group: Option<GroupRow> = on_engine!(db, |pool| sqlx::query_as(
+pub async fn find(
+    db: &aiforge_commands::Database,
+    group_id: &str,
+) -> Result<Option<(GroupRow, Vec<MemberRow>)>, sqlx::Error> {
+    let group: Option<GroupRow> = on_engine!(db, |pool| {
+        sqlx::query_as(
         "SELECT group_id, name, description, owner_id, created_at FROM groups_view WHERE group_id = $1"
     )
     .bind(group_id)
     .fetch_optional(pool)
-    .await?);
+    .await?
+    });
     let Some(group) = group else { return Ok(None) };
-    let members: Vec<MemberRow> = on_engine!(db, |pool| sqlx::query_as(
+    let members: Vec<MemberRow> = on_engine!(db, |pool| {
+        sqlx::query_as(
         "SELECT user_id, role, joined_at FROM group_members_view WHERE group_id = $1 ORDER BY joined_at, user_id"
     )
     .bind(group_id)
     .fetch_all(pool)
-    .await?);
+    .await?
+    });
     Ok(Some((group, members)))
 }
 
 /// The groups a user belongs to, with the user's role in each.
-pub async fn of_user(db: &aiforge_commands::Database, user_id: &str) -> Result<Vec<(GroupRow, String)>, sqlx::Error> {
+pub async fn of_user(
+    db: &aiforge_commands::Database,
+    user_id: &str,
+) -> Result<Vec<(GroupRow, String)>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         group_id: String,

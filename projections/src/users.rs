@@ -70,7 +70,11 @@ impl Projection for UsersProjection {
                 )
                 .await?;
             }
-            AccountEvent::WalletConnected { wallet, verified, at } => {
+            AccountEvent::WalletConnected {
+                wallet,
+                verified,
+                at,
+            } => {
                 let at = aiforge_commands::clock::rfc3339(at);
                 tx.execute(
                     "INSERT INTO wallets_view (user_id, network, address, verified, connected_at, verified_at) \
@@ -128,7 +132,10 @@ pub struct WalletRow {
 }
 
 /// The wallets an account connected, oldest first.
-pub async fn wallets_of(db: &aiforge_commands::Database, user_id: &str) -> Result<Vec<WalletRow>, sqlx::Error> {
+pub async fn wallets_of(
+    db: &aiforge_commands::Database,
+    user_id: &str,
+) -> Result<Vec<WalletRow>, sqlx::Error> {
     let sql = "SELECT network, address, verified, connected_at, verified_at FROM wallets_view \
                WHERE user_id = $1 ORDER BY connected_at, network, address";
     match db.engine() {

@@ -588,9 +588,15 @@ async fn sqlite_positions_are_gapless_and_in_commit_order() {
 /// database of the same server (a bulk load, a migration) must not stall this log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_an_open_write_transaction_in_another_database_does_not_stall_the_log() {
-    let Some(ours) = TestDatabase::postgres().await else { return };
-    let Some(theirs) = TestDatabase::postgres().await else { return };
-    let Engine::Postgres(their_pool) = theirs.db.engine() else { unreachable!() };
+    let Some(ours) = TestDatabase::postgres().await else {
+        return;
+    };
+    let Some(theirs) = TestDatabase::postgres().await else {
+        return;
+    };
+    let Engine::Postgres(their_pool) = theirs.db.engine() else {
+        unreachable!()
+    };
     let mut open = their_pool.begin().await.unwrap();
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -600,10 +606,64 @@ async fn postgres_an_open_write_transaction_in_another_database_does_not_stall_t
     .execute(&mut *open)
     .await
     .unwrap();
-    tallies(&ours.db).execute("here", 1, &CommandMeta::generated(None), &[]).await.unwrap();
+    tallies(&ours.db)
+        .execute("here", 1, &CommandMeta::generated(None), &[])
+        .await
+        .unwrap();
     let log = read_all(&ours.db).await;
-    assert_eq!(log.len(), 1, "our event is readable while the other database's transaction is open");
+    assert_eq!(
+        log.len(),
+        1,
+        "our event is readable while the other database's transaction is open"
+    );
     open.rollback().await.unwrap();
     ours.cleanup().await;
     theirs.cleanup().await;
+}
+
+/// PostgreSQL only: an appender that already has a transaction id (it wrote a claim first) but
+/// has not inserted its event yet is still waited for, because appenders lock `events` before
+/// anything else (`append_postgres`); the reader never moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_appender_that_claimed_before_inserting_its_event_is_not_skipped() {
+    let Some(test_db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let db = test_db.db.clone();
+    let Engine::Postgres(pool) = db.engine() else {
+        unreachable!()
+    };
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO claims (namespace, key, owner_type, owner_id) VALUES ('t', 'k', 'tally', 'slow')")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    tallies(&db)
+        .execute("fast", 1, &CommandMeta::generated(None), &[])
+        .await
+        .unwrap();
+    assert!(
+        read_all(&db).await.is_empty(),
+        "the reader waits for the appender in flight"
+    );
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, recorded_at) VALUES ('tally', 'slow', 1, 'Added', '1.0', \
+         '{\"Added\":{\"n\":1,\"total\":1}}', '{}', now())",
+    )
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    slow.commit().await.unwrap();
+    let order: Vec<String> = read_all(&db)
+        .await
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(order, ["slow", "fast"]);
+    test_db.cleanup().await;
 }

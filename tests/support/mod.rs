@@ -162,7 +162,6 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-
 /// GET with an optional bearer token.
 pub async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = client().get(server.url(path));
@@ -194,13 +193,21 @@ pub async fn send(
 /// Signs `message` with a real wallet library (ethers for Ethereum, tronweb for Tron) through
 /// `fixtures/wallets/sign.mjs`; returns (address, signature). None, with the reason printed,
 /// when Node or the fixture's packages are missing and services are not required.
-pub fn wallet_sign(network: &str, private_key_hex: &str, message: &str) -> Option<(String, String)> {
+pub fn wallet_sign(
+    network: &str,
+    private_key_hex: &str,
+    message: &str,
+) -> Option<(String, String)> {
     use std::io::Write;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/wallets");
-    let ready = dir.join("node_modules/ethers").exists() && dir.join("node_modules/tronweb").exists();
+    let ready =
+        dir.join("node_modules/ethers").exists() && dir.join("node_modules/tronweb").exists();
     let required = std::env::var("AIFORGE_REQUIRE_SERVICES").as_deref() == Ok("1");
     if !ready {
-        assert!(!required, "fixtures/wallets has no node_modules: run `npm ci --prefix fixtures/wallets`");
+        assert!(
+            !required,
+            "fixtures/wallets has no node_modules: run `npm ci --prefix fixtures/wallets`"
+        );
         eprintln!("SKIPPED (wallet signer): fixtures/wallets/node_modules missing; run `npm ci --prefix fixtures/wallets`");
         return None;
     }
@@ -218,7 +225,12 @@ pub fn wallet_sign(network: &str, private_key_hex: &str, message: &str) -> Optio
             return None;
         }
     };
-    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "sign.mjs failed");
     let out: Value = serde_json::from_slice(&output.stdout).unwrap();

@@ -29,11 +29,20 @@ fn parse(body: &WalletRequest) -> Result<Wallet, ApiError> {
     let network = body
         .network
         .parse()
-        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| ApiError::invalid_field("network", e.to_string()))?;
-    Ok(aiforge_commands::wallet_auth::parse_wallet(network, &body.address)?)
+        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| {
+            ApiError::invalid_field("network", e.to_string())
+        })?;
+    Ok(aiforge_commands::wallet_auth::parse_wallet(
+        network,
+        &body.address,
+    )?)
 }
 
-async fn change(state: &AppState, command: AdminCommand, meta: &CommandMeta) -> Result<(), ApiError> {
+async fn change(
+    state: &AppState,
+    command: AdminCommand,
+    meta: &CommandMeta,
+) -> Result<(), ApiError> {
     let outcome = state
         .admins
         .execute(ADMIN_WHITELIST_ID, command, meta, &[])
@@ -51,8 +60,19 @@ pub async fn add_wallet(
     let wallet = parse(&body)?;
     meta.actor = Some(admin.user_id.clone());
     let at = state.clock.now();
-    change(&state, AdminCommand::Add { actor: admin.wallet, wallet: wallet.clone(), at }, &meta).await?;
-    Ok(Json(json!({"added": {"network": wallet.network, "address": wallet.address}})))
+    change(
+        &state,
+        AdminCommand::Add {
+            actor: admin.wallet,
+            wallet: wallet.clone(),
+            at,
+        },
+        &meta,
+    )
+    .await?;
+    Ok(Json(
+        json!({"added": {"network": wallet.network, "address": wallet.address}}),
+    ))
 }
 
 pub async fn remove_wallet(
@@ -63,11 +83,25 @@ pub async fn remove_wallet(
     let wallet = parse(&body)?;
     meta.actor = Some(admin.user_id.clone());
     let at = state.clock.now();
-    change(&state, AdminCommand::Remove { actor: admin.wallet, wallet: wallet.clone(), at }, &meta).await?;
-    Ok(Json(json!({"removed": {"network": wallet.network, "address": wallet.address}})))
+    change(
+        &state,
+        AdminCommand::Remove {
+            actor: admin.wallet,
+            wallet: wallet.clone(),
+            at,
+        },
+        &meta,
+    )
+    .await?;
+    Ok(Json(
+        json!({"removed": {"network": wallet.network, "address": wallet.address}}),
+    ))
 }
 
-pub async fn wallets(State(state): State<AppState>, _admin: AdminUser) -> Result<impl IntoResponse, ApiError> {
+pub async fn wallets(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<impl IntoResponse, ApiError> {
     let rows = aiforge_projections::admins::list(&state.db).await?;
     Ok(Json(json!({"wallets": rows})))
 }
@@ -89,13 +123,22 @@ pub async fn users(
         return Err(ApiError::invalid_field("page", "page starts at 1"));
     }
     if !(1..=USERS_PAGE_MAX).contains(&per_page) {
-        return Err(ApiError::invalid_field("per_page", format!("per_page is 1-{USERS_PAGE_MAX}")));
+        return Err(ApiError::invalid_field(
+            "per_page",
+            format!("per_page is 1-{USERS_PAGE_MAX}"),
+        ));
     }
-    let (rows, total) = aiforge_projections::users::page(&state.db, (page - 1) * per_page, per_page).await?;
-    Ok(Json(json!({"users": rows, "page": page, "per_page": per_page, "total": total})))
+    let (rows, total) =
+        aiforge_projections::users::page(&state.db, (page - 1) * per_page, per_page).await?;
+    Ok(Json(
+        json!({"users": rows, "page": page, "per_page": per_page, "total": total}),
+    ))
 }
 
-pub async fn stats(State(state): State<AppState>, _admin: AdminUser) -> Result<impl IntoResponse, ApiError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<impl IntoResponse, ApiError> {
     use aiforge_projections::count;
     let db = &state.db;
     Ok(Json(json!({

@@ -42,7 +42,10 @@ pub async fn create(
         .create(&user.user_id, &body.name, &body.description, &meta)
         .await?;
     read_your_writes(&state, outcome.last).await;
-    Ok((StatusCode::CREATED, Json(group_json(&state, &outcome.aggregate_id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(group_json(&state, &outcome.aggregate_id).await?),
+    ))
 }
 
 /// Members and non-members alike may read a group only if they belong to it.
@@ -51,14 +54,21 @@ pub async fn get(
     user: AuthUser,
     Path(group_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let group = state.groups.load(&group_id).await.map_err(crate::error::command_error)?;
+    let group = state
+        .groups
+        .load(&group_id)
+        .await
+        .map_err(crate::error::command_error)?;
     if !group.is_created() || group.role_of(&user.user_id).is_none() {
         return Err(ApiError::not_found("no such group"));
     }
     Ok(Json(group_json(&state, &group_id).await?))
 }
 
-pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+pub async fn mine(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<impl IntoResponse, ApiError> {
     let rows = aiforge_projections::groups::of_user(&state.db, &user.user_id).await?;
     let groups: Vec<_> = rows
         .into_iter()
@@ -86,7 +96,10 @@ pub async fn add_member(
         .add_member(&group_id, &user.user_id, &body.user_id, body.role, &meta)
         .await?;
     read_your_writes(&state, outcome.last).await;
-    Ok((StatusCode::CREATED, Json(group_json(&state, &group_id).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(group_json(&state, &group_id).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,7 +29,9 @@ pub fn wallet_json(row: &WalletRow) -> Value {
 fn network(value: &str) -> Result<Network, ApiError> {
     value
         .parse()
-        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| ApiError::invalid_field("network", e.to_string()))
+        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| {
+            ApiError::invalid_field("network", e.to_string())
+        })
 }
 
 fn wallet(network_name: &str, address: &str) -> Result<Wallet, ApiError> {
@@ -83,7 +85,9 @@ pub async fn login(
         .sign_in(wallet, &body.message, &body.signature, &meta)
         .await?;
     let now = state.clock.now().unix_timestamp();
-    let token = state.jwt.issue(&session.user_id, Some(&session.wallet), now)?;
+    let token = state
+        .jwt
+        .issue(&session.user_id, Some(&session.wallet), now)?;
     let is_admin = state
         .admins
         .load(ADMIN_WHITELIST_ID)
@@ -116,11 +120,16 @@ pub async fn connect(
 ) -> Result<impl IntoResponse, ApiError> {
     let wallet = wallet(&body.network, &body.address)?;
     meta.actor = Some(user.user_id.clone());
-    let outcome = state.wallets.connect(&user.user_id, wallet.clone(), &meta).await?;
+    let outcome = state
+        .wallets
+        .connect(&user.user_id, wallet.clone(), &meta)
+        .await?;
     crate::routes::accounts::read_your_writes(&state, outcome.last).await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"wallet": {"network": wallet.network, "address": wallet.address, "verified": false}})),
+        Json(
+            json!({"wallet": {"network": wallet.network, "address": wallet.address, "verified": false}}),
+        ),
     ))
 }
 
@@ -134,7 +143,13 @@ pub async fn verify(
     meta.actor = Some(user.user_id.clone());
     let outcome = state
         .wallets
-        .verify(&user.user_id, wallet.clone(), &body.message, &body.signature, &meta)
+        .verify(
+            &user.user_id,
+            wallet.clone(),
+            &body.message,
+            &body.signature,
+            &meta,
+        )
         .await?;
     crate::routes::accounts::read_your_writes(&state, outcome.last).await;
     Ok(Json(
@@ -143,7 +158,12 @@ pub async fn verify(
 }
 
 /// `GET /api/wallets/my-wallets`
-pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+pub async fn mine(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<impl IntoResponse, ApiError> {
     let rows = aiforge_projections::users::wallets_of(&state.db, &user.user_id).await?;
-    Ok(Json(json!({"wallets": rows.iter().map(wallet_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"wallets": rows.iter().map(wallet_json).collect::<Vec<_>>()}),
+    ))
 }
