@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod bus;
+pub mod chain;
 pub mod clock;
 pub mod framework;
 pub mod groups;
