@@ -5,8 +5,11 @@
 
 pub mod account;
 pub mod admin;
+pub mod fees;
 pub mod group;
+pub mod ledger;
 pub mod money;
+pub mod payment;
 pub mod wallet;
 
 pub use money::{MoneyError, Usdt};

@@ -1,0 +1,303 @@
+//! The double-entry ledger: every movement of money is a set of postings that sums to zero
+//! (as TigerBeetle and Formance Ledger do). Money that arrives from outside (a payer's USDT
+//! transfer) is posted as a negative balance of that payer's external account, so "sum of all
+//! postings is zero" holds at every point of the log, and each account's balance is exactly the
+//! sum of its postings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fees::{FeeSchedule, PaymentType};
+use crate::money::{MoneyError, Usdt};
+
+/// The kinds of ledger accounts; an account is a kind plus its owner (`key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// Money paid in from a user's wallet (negative: what they have paid the platform).
+    Payer,
+    /// The platform's fees.
+    PlatformFees,
+    /// Platform-subscription revenue for one month, distributed to models at the month's close.
+    SubscriptionPool,
+    /// What the platform owes a creator.
+    CreatorPayable,
+    /// What the platform owes a compute node.
+    NodePayable,
+    /// Job payments held until the job ends (then paid out to the node and the platform, or
+    /// refunded).
+    JobEscrow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LedgerAccount {
+    pub kind: AccountKind,
+    /// The owner: a user id, a node id, a month `YYYY-MM`, a job id; "platform" for fees.
+    pub key: String,
+}
+
+impl LedgerAccount {
+    pub fn payer(user_id: &str) -> Self {
+        Self {
+            kind: AccountKind::Payer,
+            key: user_id.to_string(),
+        }
+    }
+    pub fn platform_fees() -> Self {
+        Self {
+            kind: AccountKind::PlatformFees,
+            key: "platform".to_string(),
+        }
+    }
+    pub fn subscription_pool(month: &str) -> Self {
+        Self {
+            kind: AccountKind::SubscriptionPool,
+            key: month.to_string(),
+        }
+    }
+    pub fn creator(user_id: &str) -> Self {
+        Self {
+            kind: AccountKind::CreatorPayable,
+            key: user_id.to_string(),
+        }
+    }
+    pub fn node(node_id: &str) -> Self {
+        Self {
+            kind: AccountKind::NodePayable,
+            key: node_id.to_string(),
+        }
+    }
+    pub fn job_escrow(job_id: &str) -> Self {
+        Self {
+            kind: AccountKind::JobEscrow,
+            key: job_id.to_string(),
+        }
+    }
+
+    /// `kind:key`, the account's one text name in views and exports.
+    pub fn name(&self) -> String {
+        let kind = match self.kind {
+            AccountKind::Payer => "payer",
+            AccountKind::PlatformFees => "platform_fees",
+            AccountKind::SubscriptionPool => "subscription_pool",
+            AccountKind::CreatorPayable => "creator_payable",
+            AccountKind::NodePayable => "node_payable",
+            AccountKind::JobEscrow => "job_escrow",
+        };
+        format!("{kind}:{}", self.key)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub account: LedgerAccount,
+    /// Signed: positive credits the account, negative debits it.
+    pub amount: Usdt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error("postings do not balance (sum {0})")]
+    Unbalanced(Usdt),
+    #[error("a {0:?} payment needs a beneficiary")]
+    MissingBeneficiary(PaymentType),
+}
+
+/// Checks the zero-sum rule.
+pub fn balanced(postings: &[Posting]) -> Result<(), LedgerError> {
+    let mut sum = Usdt::ZERO;
+    for posting in postings {
+        sum = sum.checked_add(posting.amount)?;
+    }
+    if sum == Usdt::ZERO {
+        Ok(())
+    } else {
+        Err(LedgerError::Unbalanced(sum))
+    }
+}
+
+/// Who receives the net of a payment, besides the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Beneficiary {
+    /// The month's subscription pool (`YYYY-MM`), for platform subscriptions.
+    Pool { month: String },
+    /// A creator (API subscriptions, model sales).
+    Creator { user_id: String },
+    /// A job's escrow until it ends.
+    JobEscrow { job_id: String },
+    /// Nobody: the platform keeps everything (publishing and listing fees).
+    Platform,
+}
+
+/// The postings of a confirmed payment: the payer pays `amount`; the platform's fee and the
+/// beneficiary's net are split by `schedule`, exactly. Job payments go whole into escrow (their
+/// fee is taken when the job completes). Always balanced.
+pub fn payment_postings(
+    schedule: &FeeSchedule,
+    payment_type: PaymentType,
+    payer: &str,
+    amount: Usdt,
+    beneficiary: &Beneficiary,
+) -> Result<Vec<Posting>, LedgerError> {
+    let mut postings = vec![Posting {
+        account: LedgerAccount::payer(payer),
+        amount: amount.checked_neg(),
+    }];
+    match beneficiary {
+        Beneficiary::JobEscrow { job_id } => {
+            postings.push(Posting {
+                account: LedgerAccount::job_escrow(job_id),
+                amount,
+            });
+        }
+        other => {
+            let (fee, net) = schedule.split(payment_type, amount)?;
+            postings.push(Posting {
+                account: LedgerAccount::platform_fees(),
+                amount: fee,
+            });
+            let net_account = match other {
+                Beneficiary::Pool { month } => Some(LedgerAccount::subscription_pool(month)),
+                Beneficiary::Creator { user_id } => Some(LedgerAccount::creator(user_id)),
+                Beneficiary::Platform => None,
+                Beneficiary::JobEscrow { .. } => None,
+            };
+            match net_account {
+                Some(account) => postings.push(Posting {
+                    account,
+                    amount: net,
+                }),
+                None if net == Usdt::ZERO => {}
+                None => return Err(LedgerError::MissingBeneficiary(payment_type)),
+            }
+        }
+    }
+    balanced(&postings)?;
+    Ok(postings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use time::macros::datetime;
+
+    fn v1() -> &'static FeeSchedule {
+        FeeSchedule::at(datetime!(2026-11-21 00:00 UTC))
+    }
+
+    fn usdt(s: &str) -> Usdt {
+        Usdt::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_platform_subscription_goes_thirty_percent_to_fees_and_the_rest_to_the_month_pool() {
+        let postings = payment_postings(
+            v1(),
+            PaymentType::PlatformSubscription,
+            "u1",
+            usdt("30"),
+            &Beneficiary::Pool {
+                month: "2026-11".into(),
+            },
+        )
+        .unwrap();
+        let named: Vec<(String, String)> = postings
+            .iter()
+            .map(|p| (p.account.name(), p.amount.to_string()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("payer:u1".to_string(), "-30.000000".to_string()),
+                ("platform_fees:platform".to_string(), "9.000000".to_string()),
+                (
+                    "subscription_pool:2026-11".to_string(),
+                    "21.000000".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_publishing_fee_is_all_platform_and_needs_no_beneficiary() {
+        let postings = payment_postings(
+            v1(),
+            PaymentType::PublishingFee,
+            "u1",
+            usdt("5"),
+            &Beneficiary::Platform,
+        )
+        .unwrap();
+        assert_eq!(postings.len(), 2);
+        assert!(matches!(
+            payment_postings(
+                v1(),
+                PaymentType::ModelSale,
+                "u1",
+                usdt("5"),
+                &Beneficiary::Platform
+            ),
+            Err(LedgerError::MissingBeneficiary(PaymentType::ModelSale))
+        ));
+    }
+
+    #[test]
+    fn a_job_payment_is_held_whole_in_escrow() {
+        let postings = payment_postings(
+            v1(),
+            PaymentType::Job,
+            "u1",
+            usdt("20"),
+            &Beneficiary::JobEscrow {
+                job_id: "j1".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(postings[1].account.name(), "job_escrow:j1");
+        assert_eq!(postings[1].amount, usdt("20"));
+    }
+
+    fn beneficiary_for(t: PaymentType, n: usize) -> Beneficiary {
+        match t {
+            PaymentType::PlatformSubscription => Beneficiary::Pool {
+                month: format!("2026-{:02}", n % 12 + 1),
+            },
+            PaymentType::ApiSubscription | PaymentType::ModelSale => Beneficiary::Creator {
+                user_id: format!("c{}", n % 3),
+            },
+            PaymentType::Job => Beneficiary::JobEscrow {
+                job_id: format!("j{n}"),
+            },
+            PaymentType::PublishingFee | PaymentType::ListingFee => Beneficiary::Platform,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn for_any_payments_the_postings_sum_to_zero_and_balances_are_sums_of_postings(
+            payments in proptest::collection::vec((0usize..6, 1i64..100_000_000_000, 0usize..5), 1..60)
+        ) {
+            let mut all = Vec::new();
+            for (n, (t, micros, payer)) in payments.into_iter().enumerate() {
+                let t = PaymentType::ALL[t];
+                let amount = Usdt::from_micros(micros).unwrap();
+                let postings = payment_postings(v1(), t, &format!("p{payer}"), amount, &beneficiary_for(t, n)).unwrap();
+                balanced(&postings).unwrap();
+                all.extend(postings);
+            }
+            balanced(&all).unwrap();
+            let mut balances: BTreeMap<String, i128> = BTreeMap::new();
+            for p in &all {
+                *balances.entry(p.account.name()).or_default() += p.amount.to_micros();
+            }
+            prop_assert_eq!(balances.values().sum::<i128>(), 0);
+            // Only payer accounts go negative.
+            for (name, balance) in &balances {
+                prop_assert!(*balance >= 0 || name.starts_with("payer:"));
+            }
+        }
+    }
+}
