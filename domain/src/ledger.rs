@@ -120,8 +120,8 @@ pub fn balanced(postings: &[Posting]) -> Result<(), LedgerError> {
 /// Who receives the net of a payment, besides the platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Beneficiary {
-    /// The month's subscription pool (`YYYY-MM`), for platform subscriptions.
-    Pool { month: String },
+    /// The subscription pool of the month the payment confirms in, for platform subscriptions.
+    Pool,
     /// A creator (API subscriptions, model sales).
     Creator { user_id: String },
     /// A job's escrow until it ends.
@@ -130,15 +130,23 @@ pub enum Beneficiary {
     Platform,
 }
 
+/// `YYYY-MM` of an instant (UTC): the key of a month's subscription pool.
+pub fn month_key(at: time::OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    format!("{:04}-{:02}", utc.year(), u8::from(utc.month()))
+}
+
 /// The postings of a confirmed payment: the payer pays `amount`; the platform's fee and the
 /// beneficiary's net are split by `schedule`, exactly. Job payments go whole into escrow (their
-/// fee is taken when the job completes). Always balanced.
+/// fee is taken when the job completes). `month` is the confirmation's month (`YYYY-MM`), whose
+/// pool receives platform-subscription revenue. Always balanced.
 pub fn payment_postings(
     schedule: &FeeSchedule,
     payment_type: PaymentType,
     payer: &str,
     amount: Usdt,
     beneficiary: &Beneficiary,
+    month: &str,
 ) -> Result<Vec<Posting>, LedgerError> {
     let mut postings = vec![Posting {
         account: LedgerAccount::payer(payer),
@@ -158,7 +166,7 @@ pub fn payment_postings(
                 amount: fee,
             });
             let net_account = match other {
-                Beneficiary::Pool { month } => Some(LedgerAccount::subscription_pool(month)),
+                Beneficiary::Pool => Some(LedgerAccount::subscription_pool(month)),
                 Beneficiary::Creator { user_id } => Some(LedgerAccount::creator(user_id)),
                 Beneficiary::Platform => None,
                 Beneficiary::JobEscrow { .. } => None,
@@ -199,9 +207,8 @@ mod tests {
             PaymentType::PlatformSubscription,
             "u1",
             usdt("30"),
-            &Beneficiary::Pool {
-                month: "2026-11".into(),
-            },
+            &Beneficiary::Pool,
+            "2026-11",
         )
         .unwrap();
         let named: Vec<(String, String)> = postings
@@ -229,6 +236,7 @@ mod tests {
             "u1",
             usdt("5"),
             &Beneficiary::Platform,
+            "2026-11",
         )
         .unwrap();
         assert_eq!(postings.len(), 2);
@@ -238,7 +246,8 @@ mod tests {
                 PaymentType::ModelSale,
                 "u1",
                 usdt("5"),
-                &Beneficiary::Platform
+                &Beneficiary::Platform,
+                "2026-11"
             ),
             Err(LedgerError::MissingBeneficiary(PaymentType::ModelSale))
         ));
@@ -254,6 +263,7 @@ mod tests {
             &Beneficiary::JobEscrow {
                 job_id: "j1".into(),
             },
+            "2026-11",
         )
         .unwrap();
         assert_eq!(postings[1].account.name(), "job_escrow:j1");
@@ -262,9 +272,7 @@ mod tests {
 
     fn beneficiary_for(t: PaymentType, n: usize) -> Beneficiary {
         match t {
-            PaymentType::PlatformSubscription => Beneficiary::Pool {
-                month: format!("2026-{:02}", n % 12 + 1),
-            },
+            PaymentType::PlatformSubscription => Beneficiary::Pool,
             PaymentType::ApiSubscription | PaymentType::ModelSale => Beneficiary::Creator {
                 user_id: format!("c{}", n % 3),
             },
@@ -284,7 +292,8 @@ mod tests {
             for (n, (t, micros, payer)) in payments.into_iter().enumerate() {
                 let t = PaymentType::ALL[t];
                 let amount = Usdt::from_micros(micros).unwrap();
-                let postings = payment_postings(v1(), t, &format!("p{payer}"), amount, &beneficiary_for(t, n)).unwrap();
+                let month = format!("2026-{:02}", n % 12 + 1);
+                let postings = payment_postings(v1(), t, &format!("p{payer}"), amount, &beneficiary_for(t, n), &month).unwrap();
                 balanced(&postings).unwrap();
                 all.extend(postings);
             }

@@ -10,6 +10,7 @@ pub mod group;
 pub mod ledger;
 pub mod money;
 pub mod payment;
+pub mod subscription;
 pub mod wallet;
 
 pub use money::{MoneyError, Usdt};

@@ -350,8 +350,14 @@ impl Aggregate for Payment {
                         .split(payment_type, amount)
                         .map_err(LedgerError::from)?,
                 };
-                let postings =
-                    payment_postings(schedule, payment_type, &payer, amount, &beneficiary)?;
+                let postings = payment_postings(
+                    schedule,
+                    payment_type,
+                    &payer,
+                    amount,
+                    &beneficiary,
+                    &crate::ledger::month_key(at),
+                )?;
                 let overpaid = paid.checked_sub(amount).map_err(LedgerError::from)?;
                 sink.write(
                     PaymentEvent::PaymentConfirmed {
@@ -418,13 +424,7 @@ mod tests {
     }
 
     fn subscription() -> PaymentEvent {
-        created(
-            PaymentType::PlatformSubscription,
-            "30",
-            Beneficiary::Pool {
-                month: "2026-11".into(),
-            },
-        )
+        created(PaymentType::PlatformSubscription, "30", Beneficiary::Pool)
     }
 
     fn verify(confirmations: u64, transfers: Vec<(&str, u128)>) -> PaymentCommand {
