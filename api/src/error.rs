@@ -8,6 +8,8 @@ use aiforge_commands::CommandError;
 use aiforge_domain::account::AccountError;
 use aiforge_domain::admin::AdminError;
 use aiforge_domain::group::GroupError;
+use aiforge_domain::payment::PaymentError;
+use aiforge_domain::subscription::SubscriptionError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -271,6 +273,65 @@ impl From<WalletSignInError> for ApiError {
                 )
             }
             WalletSignInError::Command(e) => e.into(),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(err: PaymentError) -> Self {
+        let message = err.to_string();
+        match err {
+            PaymentError::AmountNotPositive
+            | PaymentError::WrongAmount { .. }
+            | PaymentError::InvalidReference => {
+                ApiError::invalid_field(err.field().unwrap_or("body"), message)
+            }
+            PaymentError::NotFound => ApiError::not_found(message),
+            PaymentError::AlreadyExists => {
+                ApiError::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            PaymentError::AlreadyConfirmed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_confirmed", message)
+            }
+            PaymentError::TxFailed => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tx_failed", message)
+            }
+            PaymentError::NoTransferToPlatform => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_transfer_to_platform",
+                message,
+            ),
+            PaymentError::Underpaid { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "underpaid", message)
+            }
+            PaymentError::SenderNotPayerWallet { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "sender_not_payer_wallet",
+                message,
+            ),
+            PaymentError::WrongNetwork { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_network", message)
+            }
+            PaymentError::Ledger(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<SubscriptionError> for ApiError {
+    fn from(err: SubscriptionError) -> Self {
+        let message = err.to_string();
+        match err {
+            SubscriptionError::PaymentAlreadyAwaited { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "payment_already_awaited", message)
+            }
+            SubscriptionError::PaymentRequired => ApiError::invalid_field("plan", message),
+            SubscriptionError::UnknownPayment { .. } => ApiError::not_found(message),
+            SubscriptionError::NothingToCancel => {
+                ApiError::new(StatusCode::CONFLICT, "nothing_to_cancel", message)
+            }
+            SubscriptionError::AlreadyCancelled { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_cancelled", message)
+            }
         }
     }
 }

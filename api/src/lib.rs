@@ -11,12 +11,17 @@ pub mod metrics;
 pub mod routes;
 pub mod settings;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aiforge_commands::accounts::Accounts;
 use aiforge_commands::bus::{self, EventBus};
+use aiforge_commands::chain::ethereum::{EthereumConfig, EthereumVerifier};
+use aiforge_commands::chain::tron::{TronConfig, TronVerifier};
 use aiforge_commands::groups::Groups;
+use aiforge_commands::payments::{PaymentNetwork, Payments};
+use aiforge_commands::reactor::SubscriptionActivation;
 use aiforge_commands::wallet_auth::{SignInMessages, WalletAuth};
 use aiforge_commands::Executor;
 use aiforge_commands::{Clock, Database, SystemClock};
@@ -49,6 +54,7 @@ pub struct AppState {
     pub wallets: Arc<WalletAuth>,
     pub admins: Arc<Executor<AdminWhitelist>>,
     pub groups: Arc<Groups>,
+    pub payments: Arc<Payments>,
     pub projector: Projector,
     pub jwt: Arc<JwtKeys>,
     pub clock: Arc<dyn Clock>,
@@ -91,6 +97,25 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route(
             "/api/groups/{group_id}/transfer-ownership",
             post(routes::groups::transfer),
+        )
+        .route("/api/payments/create", post(routes::payments::create))
+        .route("/api/payments/verify", post(routes::payments::verify))
+        .route("/api/payments/history/all", get(routes::payments::history))
+        .route("/api/payments/{payment_id}", get(routes::payments::get))
+        .route("/api/subscriptions/plans", get(routes::payments::plans))
+        .route(
+            "/api/subscriptions/create",
+            post(routes::payments::subscribe),
+        )
+        .route(
+            "/api/subscriptions/my-subscription",
+            get(routes::payments::mine),
+        )
+        .route("/api/subscriptions/cancel", post(routes::payments::cancel))
+        .route("/api/admin/ledger", get(routes::payments::ledger))
+        .route(
+            "/api/admin/ledger/{account}",
+            get(routes::payments::ledger_account),
         );
     Router::new()
         .merge(api)
@@ -128,6 +153,8 @@ pub enum StartError {
     Accounts(String),
     #[error("nats: {0}")]
     Bus(#[from] bus::BusError),
+    #[error("payments: {0}")]
+    Payments(String),
     #[error("admin wallets: {0}")]
     AdminWallets(String),
     #[error("cannot listen on {0}: {1}")]
@@ -173,6 +200,11 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         ),
     );
     let groups = Groups::new(db.clone(), clock.clone());
+    let payments = Arc::new(Payments::new(
+        db.clone(),
+        clock.clone(),
+        payment_networks(&settings)?,
+    ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
@@ -185,6 +217,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let projector = projector.clone();
         let stopped = stopped.clone();
         tokio::spawn(async move { projector.run(stopped).await })
+    };
+    let reactor_task = {
+        let reactor = Arc::new(SubscriptionActivation {
+            payments: payments.clone(),
+        });
+        let db = db.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { aiforge_commands::reactor::run(db, reactor, stopped).await })
     };
     let publisher_task = {
         let db = db.clone();
@@ -203,6 +243,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         wallets: Arc::new(wallets),
         admins: Arc::new(admins),
         groups: Arc::new(groups),
+        payments,
         projector,
         jwt: Arc::new(jwt),
         clock,
@@ -229,9 +270,52 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
     let _ = tokio::time::timeout(grace, projector_task).await;
     let _ = tokio::time::timeout(grace, publisher_task).await;
+    let _ = tokio::time::timeout(grace, reactor_task).await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The chain verifiers of the networks whose settings are complete.
+fn payment_networks(settings: &Settings) -> Result<HashMap<Network, PaymentNetwork>, StartError> {
+    let mut networks = HashMap::new();
+    if let Some(eth) = &settings.ethereum {
+        let mut config =
+            EthereumConfig::new(eth.url.clone(), &eth.usdt_contract, &eth.platform_wallet);
+        config.confirmations_min = eth.confirmations;
+        let verifier =
+            EthereumVerifier::new(config).map_err(|e| StartError::Payments(e.to_string()))?;
+        let platform_wallet =
+            aiforge_commands::wallet_auth::parse_wallet(Network::Ethereum, &eth.platform_wallet)
+                .map_err(|e| StartError::Payments(e.to_string()))?
+                .address;
+        networks.insert(
+            Network::Ethereum,
+            PaymentNetwork {
+                verifier: Arc::new(verifier),
+                platform_wallet,
+            },
+        );
+    }
+    if let Some(tron) = &settings.tron {
+        let mut config = TronConfig::new(&tron.url, &tron.usdt_contract, &tron.platform_wallet);
+        config.confirmations_min = tron.confirmations;
+        config.api_key = tron.api_key.clone();
+        let verifier =
+            TronVerifier::new(config).map_err(|e| StartError::Payments(e.to_string()))?;
+        let platform_wallet =
+            aiforge_commands::wallet_auth::parse_wallet(Network::Tron, &tron.platform_wallet)
+                .map_err(|e| StartError::Payments(e.to_string()))?
+                .address;
+        networks.insert(
+            Network::Tron,
+            PaymentNetwork {
+                verifier: Arc::new(verifier),
+                platform_wallet,
+            },
+        );
+    }
+    Ok(networks)
 }
 
 /// Parses one `AIFORGE_ADMIN_WALLETS` entry: `0x…`, `T…` or `network:address`.

@@ -46,7 +46,32 @@ struct FileSettings {
     public_url: Option<String>,
     chain_id: Option<u64>,
     sign_in_ttl_secs: Option<i64>,
+    eth_rpc_url: Option<String>,
+    eth_usdt_contract: Option<String>,
+    eth_platform_wallet: Option<String>,
+    eth_confirmations: Option<u64>,
+    tron_api_url: Option<String>,
+    tron_usdt_contract: Option<String>,
+    tron_platform_wallet: Option<String>,
+    tron_api_key: Option<SecretString>,
+    tron_confirmations: Option<u64>,
 }
+
+/// Where USDT payments on one network are checked and sent.
+#[derive(Debug, Clone)]
+pub struct ChainSettings {
+    /// JSON-RPC URL (Ethereum) or full-node HTTP API URL (Tron).
+    pub url: String,
+    pub usdt_contract: String,
+    pub platform_wallet: String,
+    pub confirmations: u64,
+    pub api_key: Option<SecretString>,
+}
+
+/// Tether's USDT TRC-20 contract on Tron mainnet.
+pub const TRON_MAINNET_USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+/// Tether's USDT ERC-20 contract on Ethereum mainnet.
+pub const ETHEREUM_MAINNET_USDT: &str = "0xdAC17F958D2ee523a2206206994597C13D831ec7";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -75,6 +100,10 @@ pub struct Settings {
     pub chain_id: u64,
     /// How long a wallet sign-in message stays valid.
     pub sign_in_ttl_secs: i64,
+    /// Payments on Ethereum, when `AIFORGE_ETH_RPC_URL` and `AIFORGE_ETH_PLATFORM_WALLET` are set.
+    pub ethereum: Option<ChainSettings>,
+    /// Payments on Tron, when `AIFORGE_TRON_API_URL` and `AIFORGE_TRON_PLATFORM_WALLET` are set.
+    pub tron: Option<ChainSettings>,
 }
 
 pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
@@ -85,6 +114,20 @@ fn parse_bind(value: &str) -> Result<SocketAddr, SettingsError> {
         name: "bind",
         reason: format!("'{value}': {e}"),
     })
+}
+
+fn parse_count(name: &'static str, value: Option<String>) -> Result<Option<u64>, SettingsError> {
+    value
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(SettingsError::Invalid {
+                    name,
+                    reason: format!("'{v}' is not a positive count"),
+                })
+        })
+        .transpose()
 }
 
 impl Settings {
@@ -150,6 +193,48 @@ impl Settings {
                     reason: format!("'{v}' is not a chain id"),
                 })?,
                 None => file.chain_id.unwrap_or(DEFAULT_CHAIN_ID),
+            },
+            ethereum: match (
+                env("AIFORGE_ETH_RPC_URL").or(file.eth_rpc_url),
+                env("AIFORGE_ETH_PLATFORM_WALLET").or(file.eth_platform_wallet),
+            ) {
+                (Some(url), Some(platform_wallet)) => Some(ChainSettings {
+                    url,
+                    usdt_contract: env("AIFORGE_ETH_USDT_CONTRACT")
+                        .or(file.eth_usdt_contract)
+                        .unwrap_or_else(|| ETHEREUM_MAINNET_USDT.to_string()),
+                    platform_wallet,
+                    confirmations: parse_count(
+                        "AIFORGE_ETH_CONFIRMATIONS",
+                        env("AIFORGE_ETH_CONFIRMATIONS"),
+                    )?
+                    .or(file.eth_confirmations)
+                    .unwrap_or(aiforge_commands::chain::ETHEREUM_CONFIRMATIONS_MIN),
+                    api_key: None,
+                }),
+                _ => None,
+            },
+            tron: match (
+                env("AIFORGE_TRON_API_URL").or(file.tron_api_url),
+                env("AIFORGE_TRON_PLATFORM_WALLET").or(file.tron_platform_wallet),
+            ) {
+                (Some(url), Some(platform_wallet)) => Some(ChainSettings {
+                    url,
+                    usdt_contract: env("AIFORGE_TRON_USDT_CONTRACT")
+                        .or(file.tron_usdt_contract)
+                        .unwrap_or_else(|| TRON_MAINNET_USDT.to_string()),
+                    platform_wallet,
+                    confirmations: parse_count(
+                        "AIFORGE_TRON_CONFIRMATIONS",
+                        env("AIFORGE_TRON_CONFIRMATIONS"),
+                    )?
+                    .or(file.tron_confirmations)
+                    .unwrap_or(aiforge_commands::chain::TRON_CONFIRMATIONS_MIN),
+                    api_key: env("AIFORGE_TRON_API_KEY")
+                        .map(SecretString::from)
+                        .or(file.tron_api_key),
+                }),
+                _ => None,
             },
             sign_in_ttl_secs: match env("AIFORGE_SIGN_IN_TTL_SECS") {
                 Some(v) => v

@@ -9,6 +9,8 @@ pub mod chain;
 pub mod clock;
 pub mod framework;
 pub mod groups;
+pub mod payments;
+pub mod reactor;
 pub mod store;
 pub mod testing;
 pub mod wallet_auth;

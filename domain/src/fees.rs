@@ -43,6 +43,12 @@ impl PaymentType {
     }
 }
 
+impl std::fmt::Display for PaymentType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for PaymentType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

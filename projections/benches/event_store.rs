@@ -430,6 +430,17 @@ async fn bench_engine(
         notes.push(format!("{name}: rebuild skipped, server unreachable"));
         return Ok(());
     };
+    if let Engine::Postgres(pool) = test_db.db.engine() {
+        // What the append rates depend on most: the server and whether a commit waits for fsync.
+        let (version, sync): (String, String) = sqlx::query_as(
+            "SELECT current_setting('server_version'), current_setting('synchronous_commit')",
+        )
+        .fetch_one(pool)
+        .await?;
+        notes.push(format!(
+            "postgres: server {version}, synchronous_commit = {sync}"
+        ));
+    }
     let result = rebuild(&test_db.db, config.rebuild_events).await;
     test_db.cleanup().await;
     let (generated, elapsed) = result?;
@@ -452,8 +463,14 @@ async fn bench_engine(
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), BoxError> {
     let config = Config::from_env()?;
+    // Other work on the machine (a build, a test run) skews every number: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
     println!(
-        "event_store bench: {} writers, {} events per aggregate, rebuild of {} events, {} worker threads",
+        "event_store bench: {} writers, {} events per aggregate, rebuild of {} events, \
+         {} CPUs, load average {load} at start",
         config.writers,
         AGGREGATE_EVENTS,
         config.rebuild_events,

@@ -9,6 +9,7 @@
 
 pub mod admins;
 pub mod groups;
+pub mod payments;
 pub mod users;
 
 use std::collections::HashMap;
@@ -129,6 +130,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(users::UsersProjection),
         Arc::new(admins::AdminWalletsProjection),
         Arc::new(groups::GroupsProjection),
+        Arc::new(payments::PaymentsProjection),
     ]
 }
 

@@ -4,4 +4,5 @@ pub mod accounts;
 pub mod admin;
 pub mod groups;
 pub mod ops;
+pub mod payments;
 pub mod wallets;

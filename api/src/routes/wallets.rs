@@ -84,6 +84,7 @@ pub async fn login(
         .wallets
         .sign_in(wallet, &body.message, &body.signature, &meta)
         .await?;
+    crate::routes::accounts::read_your_writes(&state, session.outcome.last).await;
     let now = state.clock.now().unix_timestamp();
     let token = state
         .jwt

@@ -4,6 +4,9 @@
 //! given payment (amount, payer rule, one transaction per payment) is decided by the `Payment`
 //! aggregate in `aiforge_domain`.
 
+pub mod ethereum;
+pub mod tron;
+
 use aiforge_domain::wallet::Network;
 
 /// Every RPC call gives up after this long: a slow node is "unavailable", never "confirmed".

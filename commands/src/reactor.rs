@@ -1,0 +1,108 @@
+//! Reactors: followers of the global log that turn events into commands (process managers),
+//! e.g. "a subscription payment confirmed -> activate the subscription". Each keeps a checkpoint;
+//! delivery is at-least-once, and every command a reactor sends has a command id derived from
+//! the event, so a repeat after a crash is an idempotent replay: exactly-once in effect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiforge_domain::fees::PaymentType;
+use aiforge_domain::payment::PaymentEvent;
+use tokio::sync::watch;
+
+use crate::payments::{Payments, SUBSCRIPTION_REFERENCE_PREFIX};
+use crate::store::{Database, RecordedEvent};
+
+pub const REACTOR_BATCH_EVENTS_MAX: i64 = 200;
+pub const REACTOR_POLL_MILLIS: u64 = 250;
+pub const REACTOR_RETRY_MILLIS: u64 = 1000;
+
+#[async_trait::async_trait]
+pub trait Reactor: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Reacts to one event. An error is retried (the reactor never skips an event).
+    async fn react(&self, event: &RecordedEvent) -> Result<(), String>;
+}
+
+/// Runs a reactor until `shutdown` turns true.
+pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::Receiver<bool>) {
+    let checkpoint = format!("reactor:{}", reactor.name());
+    let mut appended = db.subscribe_appends();
+    loop {
+        match step(&db, reactor.as_ref(), &checkpoint).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(reactor = reactor.name(), error = %e, "reactor failed; retrying");
+                tokio::time::sleep(Duration::from_millis(REACTOR_RETRY_MILLIS)).await;
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = appended.changed() => {}
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(REACTOR_POLL_MILLIS)) => {}
+        }
+    }
+}
+
+/// One batch; true when it made progress.
+pub async fn step(db: &Database, reactor: &dyn Reactor, checkpoint: &str) -> Result<bool, String> {
+    let from = db
+        .load_checkpoint(checkpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let batch = db
+        .read_log_after(from, REACTOR_BATCH_EVENTS_MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    if batch.is_empty() {
+        return Ok(false);
+    }
+    for event in &batch {
+        reactor.react(event).await?;
+        db.save_checkpoint(checkpoint, event.log_position())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
+/// Activates a platform subscription when its payment confirms.
+pub struct SubscriptionActivation {
+    pub payments: Arc<Payments>,
+}
+
+#[async_trait::async_trait]
+impl Reactor for SubscriptionActivation {
+    fn name(&self) -> &'static str {
+        "subscription_activation"
+    }
+
+    async fn react(&self, event: &RecordedEvent) -> Result<(), String> {
+        if event.event_type != "PaymentConfirmed" {
+            return Ok(());
+        }
+        let PaymentEvent::PaymentConfirmed {
+            payment_id,
+            payment_type,
+            reference,
+            ..
+        } = serde_json::from_str::<PaymentEvent>(&event.payload).map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        if payment_type != PaymentType::PlatformSubscription {
+            return Ok(());
+        }
+        let Some(user_id) = reference.strip_prefix(SUBSCRIPTION_REFERENCE_PREFIX) else {
+            return Ok(());
+        };
+        self.payments
+            .activate_subscription(user_id, &payment_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

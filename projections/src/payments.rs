@@ -1,0 +1,253 @@
+//! `payments_view` (each payment and its state) and the ledger views: `ledger_postings_view`
+//! (every posting, in log order) and `ledger_balances_view` (each account's balance, the sum of
+//! its postings). Fees, nets and postings are copied from `PaymentConfirmed`; nothing here
+//! recomputes a rule.
+
+use aiforge_commands::clock::rfc3339;
+use aiforge_commands::RecordedEvent;
+use aiforge_domain::payment::{Payment, PaymentEvent};
+use cqrs_es::Aggregate;
+
+use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, ViewTx};
+
+pub struct PaymentsProjection;
+
+const TABLES: &[ViewTable] = &[
+    ViewTable {
+        name: "payments_view",
+        order_by: "payment_id",
+    },
+    ViewTable {
+        name: "ledger_postings_view",
+        order_by: "position, idx",
+    },
+    ViewTable {
+        name: "ledger_balances_view",
+        order_by: "account",
+    },
+];
+
+fn kind_name(kind: aiforge_domain::ledger::AccountKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl Projection for PaymentsProjection {
+    fn name(&self) -> &'static str {
+        "payments"
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        TABLES
+    }
+
+    async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Payment::TYPE {
+            return Ok(());
+        }
+        match decode_payload::<PaymentEvent>(event)? {
+            PaymentEvent::PaymentCreated {
+                payment_id,
+                payer,
+                payment_type,
+                network,
+                amount,
+                reference,
+                pay_to,
+                created_at,
+                ..
+            } => {
+                tx.execute(
+                    "INSERT INTO payments_view (payment_id, payer, payment_type, network, amount, \
+                     reference, pay_to, status, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
+                    &[
+                        SqlValue::Text(payment_id),
+                        SqlValue::Text(payer),
+                        SqlValue::Text(payment_type.as_str().to_string()),
+                        SqlValue::Text(network.to_string()),
+                        SqlValue::Text(amount.to_string()),
+                        SqlValue::Text(reference),
+                        SqlValue::Text(pay_to),
+                        SqlValue::Text(rfc3339(created_at)),
+                    ],
+                )
+                .await?;
+            }
+            PaymentEvent::PaymentConfirmed {
+                payment_id,
+                tx_hash,
+                from,
+                paid,
+                platform_fee,
+                net,
+                fee_schedule_version,
+                postings,
+                confirmed_at,
+                ..
+            } => {
+                tx.execute(
+                    "UPDATE payments_view SET status = 'confirmed', tx_hash = $1, from_address = $2, \
+                     paid = $3, platform_fee = $4, net = $5, fee_schedule_version = $6, confirmed_at = $7 \
+                     WHERE payment_id = $8",
+                    &[
+                        SqlValue::Text(tx_hash),
+                        SqlValue::Text(from),
+                        SqlValue::Text(paid.to_string()),
+                        SqlValue::Text(platform_fee.to_string()),
+                        SqlValue::Text(net.to_string()),
+                        SqlValue::Int(i64::from(fee_schedule_version)),
+                        SqlValue::Text(rfc3339(confirmed_at)),
+                        SqlValue::Text(payment_id.clone()),
+                    ],
+                )
+                .await?;
+                for (idx, posting) in postings.iter().enumerate() {
+                    let micros = i64::try_from(posting.amount.to_micros()).map_err(|_| {
+                        ProjectionError::BadEvent {
+                            position: event.position,
+                            event_type: event.event_type.clone(),
+                            reason: "posting out of range".into(),
+                        }
+                    })?;
+                    let account = posting.account.name();
+                    let kind = kind_name(posting.account.kind);
+                    tx.execute(
+                        "INSERT INTO ledger_postings_view (position, idx, payment_id, account, kind, \
+                         amount_micros, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            SqlValue::Int(event.position),
+                            SqlValue::Int(idx as i64),
+                            SqlValue::Text(payment_id.clone()),
+                            SqlValue::Text(account.clone()),
+                            SqlValue::Text(kind.clone()),
+                            SqlValue::Int(micros),
+                            SqlValue::Text(rfc3339(confirmed_at)),
+                        ],
+                    )
+                    .await?;
+                    tx.execute(
+                        "INSERT INTO ledger_balances_view (account, kind, balance_micros, postings) \
+                         VALUES ($1, $2, $3, 1) ON CONFLICT (account) DO UPDATE SET \
+                         balance_micros = ledger_balances_view.balance_micros + excluded.balance_micros, \
+                         postings = ledger_balances_view.postings + 1",
+                        &[SqlValue::Text(account), SqlValue::Text(kind), SqlValue::Int(micros)],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub payment_id: String,
+    pub payer: String,
+    pub payment_type: String,
+    pub network: String,
+    pub amount: String,
+    pub reference: String,
+    pub pay_to: String,
+    pub status: String,
+    pub tx_hash: Option<String>,
+    pub from_address: Option<String>,
+    pub paid: Option<String>,
+    pub platform_fee: Option<String>,
+    pub net: Option<String>,
+    pub fee_schedule_version: Option<i64>,
+    pub created_at: String,
+    pub confirmed_at: Option<String>,
+}
+
+const SELECT_PAYMENT: &str = "SELECT payment_id, payer, payment_type, network, amount, reference, \
+    pay_to, status, tx_hash, from_address, paid, platform_fee, net, fee_schedule_version, \
+    created_at, confirmed_at FROM payments_view";
+
+macro_rules! on_engine {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db.engine() {
+            aiforge_commands::store::Engine::Sqlite($pool) => $body,
+            aiforge_commands::store::Engine::Postgres($pool) => $body,
+        }
+    };
+}
+
+pub async fn find(
+    db: &aiforge_commands::Database,
+    payment_id: &str,
+) -> Result<Option<PaymentRow>, sqlx::Error> {
+    let sql = format!("{SELECT_PAYMENT} WHERE payment_id = $1");
+    on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(payment_id)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// A payer's payments, newest first, and their total count.
+pub async fn history(
+    db: &aiforge_commands::Database,
+    payer: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<PaymentRow>, i64), sqlx::Error> {
+    let sql = format!("{SELECT_PAYMENT} WHERE payer = $1 ORDER BY created_at DESC, payment_id DESC LIMIT $2 OFFSET $3");
+    let rows = on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(payer)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)?;
+    let total = on_engine!(db, |pool| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM payments_view WHERE payer = $1"
+    )
+    .bind(payer)
+    .fetch_one(pool)
+    .await)?;
+    Ok((rows, total))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct BalanceRow {
+    pub account: String,
+    pub kind: String,
+    pub balance_micros: i64,
+    pub postings: i64,
+}
+
+pub async fn balances(db: &aiforge_commands::Database) -> Result<Vec<BalanceRow>, sqlx::Error> {
+    on_engine!(db, |pool| sqlx::query_as(
+        "SELECT account, kind, balance_micros, postings FROM ledger_balances_view ORDER BY account"
+    )
+    .fetch_all(pool)
+    .await)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PostingRow {
+    pub position: i64,
+    pub idx: i64,
+    pub payment_id: String,
+    pub account: String,
+    pub kind: String,
+    pub amount_micros: i64,
+    pub recorded_at: String,
+}
+
+/// One account's postings in log order (its history).
+pub async fn postings_of(
+    db: &aiforge_commands::Database,
+    account: &str,
+) -> Result<Vec<PostingRow>, sqlx::Error> {
+    on_engine!(db, |pool| sqlx::query_as(
+        "SELECT position, idx, payment_id, account, kind, amount_micros, recorded_at \
+         FROM ledger_postings_view WHERE account = $1 ORDER BY position, idx"
+    )
+    .bind(account)
+    .fetch_all(pool)
+    .await)
+}
