@@ -153,6 +153,15 @@ pub async fn stats(
         },
         "admin_wallets": count(db, "SELECT COUNT(*) FROM admin_wallets_view").await?,
         "groups": count(db, "SELECT COUNT(*) FROM groups_view").await?,
+        "payments": {
+            "total": count(db, "SELECT COUNT(*) FROM payments_view").await?,
+            "confirmed": count(db, "SELECT COUNT(*) FROM payments_view WHERE status = 'confirmed'").await?,
+            "platform_fees": aiforge_domain::Usdt::from_micros(
+                count(db, "SELECT CAST(COALESCE(SUM(balance_micros), 0) AS BIGINT) FROM ledger_balances_view WHERE kind = 'platform_fees'").await?,
+            )
+            .map(|u| u.to_string())
+            .map_err(ApiError::internal)?,
+        },
         "events": state.db.count_events().await.map_err(ApiError::internal)?,
     })))
 }
