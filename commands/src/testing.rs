@@ -107,3 +107,53 @@ pub async fn drop_postgres_database(admin_url: &str, name: &str) {
         admin.close().await;
     }
 }
+
+/// A minimal aggregate for exercising the store itself (tests, benchmarks): no business rule,
+/// no argon2, one event per command.
+pub mod tally {
+    use cqrs_es::event_sink::EventSink;
+    use cqrs_es::{Aggregate, DomainEvent};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct Tally {
+        pub total: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum TallyEvent {
+        Added { n: u64, total: u64 },
+    }
+
+    impl DomainEvent for TallyEvent {
+        fn event_type(&self) -> String {
+            "Added".into()
+        }
+        fn event_version(&self) -> String {
+            "1.0".into()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("a tally never refuses a command")]
+    pub struct Never;
+
+    impl Aggregate for Tally {
+        const TYPE: &'static str = "tally";
+        type Command = u64;
+        type Event = TallyEvent;
+        type Error = Never;
+        type Services = ();
+
+        async fn handle(&mut self, n: u64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+            let total = self.total + n;
+            sink.write(TallyEvent::Added { n, total }, self).await;
+            Ok(())
+        }
+
+        fn apply(&mut self, event: TallyEvent) {
+            let TallyEvent::Added { total, .. } = event;
+            self.total = total;
+        }
+    }
+}

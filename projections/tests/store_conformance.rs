@@ -16,60 +16,14 @@ use std::time::Duration;
 use aiforge_commands::framework::CommandError;
 use aiforge_commands::store::repository::AiforgeRepository;
 use aiforge_commands::store::{Claim, Engine};
+use aiforge_commands::testing::tally::Tally;
 use aiforge_commands::testing::TestDatabase;
 use aiforge_commands::{CommandMeta, Database, Executor, LogPosition, ManualClock, RecordedEvent};
 use aiforge_domain::account::{Account, AccountCommand, AccountId, AccountServices};
 use aiforge_projections::users::UsersProjection;
 use aiforge_projections::{view_digest, Projection, ProjectionError, Projector, ViewTx};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
-use cqrs_es::{Aggregate, DomainEvent};
-use serde::{Deserialize, Serialize};
 use time::macros::datetime;
-
-// ---------- a minimal aggregate that exercises the store, independent of any business rule ----------
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tally {
-    total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum TallyEvent {
-    Added { n: u64, total: u64 },
-}
-
-impl DomainEvent for TallyEvent {
-    fn event_type(&self) -> String {
-        "Added".into()
-    }
-    fn event_version(&self) -> String {
-        "1.0".into()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl Aggregate for Tally {
-    const TYPE: &'static str = "tally";
-    type Command = u64;
-    type Event = TallyEvent;
-    type Error = Never;
-    type Services = ();
-
-    async fn handle(&mut self, n: u64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
-        let total = self.total + n;
-        sink.write(TallyEvent::Added { n, total }, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: TallyEvent) {
-        let TallyEvent::Added { total, .. } = event;
-        self.total = total;
-    }
-}
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(datetime!(2026-11-21 10:00 UTC)))
