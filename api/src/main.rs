@@ -8,8 +8,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn,alloy_transport_http=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,tower_http=warn,alloy_transport_http=info")
+    });
     let json = std::env::var("AIFORGE_LOG_FORMAT").is_ok_and(|f| f == "json");
     let format = if json {
         LogFormat::Json
