@@ -1,5 +1,6 @@
 //! Throughput of the event store on both engines, through the code production runs:
-//! - append: commands executed by `aiforge_commands::Executor`, so every event goes through
+//! - append: commands on the store's test aggregate (`testing::tally::Tally`: no business rule,
+//!   no argon2) executed by `aiforge_commands::Executor`, so every event goes through
 //!   `AiforgeRepository::persist` with its `command_log` row, by one writer and by
 //!   `AIFORGE_BENCH_WRITERS` (16) concurrent writers, each on its own aggregates;
 //! - rebuild: `Projector::rebuild` of the `users` view from a log of `AIFORGE_BENCH_REBUILD_EVENTS`
@@ -20,14 +21,12 @@ use std::time::{Duration, Instant};
 
 use aiforge_commands::clock::{rfc3339, Clock};
 use aiforge_commands::store::Engine;
+use aiforge_commands::testing::tally::Tally;
 use aiforge_commands::testing::TestDatabase;
 use aiforge_commands::{CommandMeta, Database, Executor, LogPosition, SystemClock};
 use aiforge_domain::account::AccountEvent;
 use aiforge_projections::users::UsersProjection;
 use aiforge_projections::{decode_payload, Projector};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
-use serde::{Deserialize, Serialize};
 use time::macros::datetime;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,50 +36,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const AGGREGATE_EVENTS: usize = 10;
 /// Commands each writer runs before the clock starts (opens pool connections, warms caches).
 const WARMUP_COMMANDS_PER_WRITER: usize = 20;
-
-// ---------- a minimal aggregate, so no argon2 and no business rule is measured ----------
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Tally {
-    total: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum TallyEvent {
-    Added { n: u64, total: u64 },
-}
-
-impl DomainEvent for TallyEvent {
-    fn event_type(&self) -> String {
-        "Added".into()
-    }
-    fn event_version(&self) -> String {
-        "1.0".into()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl Aggregate for Tally {
-    const TYPE: &'static str = "tally";
-    type Command = u64;
-    type Event = TallyEvent;
-    type Error = Never;
-    type Services = ();
-
-    async fn handle(&mut self, n: u64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
-        let total = self.total + n;
-        sink.write(TallyEvent::Added { n, total }, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: TallyEvent) {
-        let TallyEvent::Added { total, .. } = event;
-        self.total = total;
-    }
-}
 
 // ---------- configuration ----------
 
