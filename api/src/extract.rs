@@ -72,19 +72,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandJson<T> {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
-        let request_hash = hex::encode(hasher.finalize());
+        let keyed_hash = hex::encode(hasher.finalize());
         // Client keys are scoped to the caller's credentials (Stripe scopes them per account),
         // so two clients choosing the same key do not collide; the prefix keeps them apart from
         // generated ids.
-        let command_id = match key {
+        let (command_id, request_hash) = match key {
             Some(key) => {
                 let caller = headers
                     .get(axum::http::header::AUTHORIZATION)
                     .map(|v| hex::encode(Sha256::digest(v.as_bytes()))[..16].to_string())
                     .unwrap_or_else(|| "anonymous".to_string());
-                format!("client:{caller}:{key}")
+                (format!("client:{caller}:{key}"), keyed_hash)
             }
-            None => uuid::Uuid::now_v7().to_string(),
+            // No key: a fresh id that no retry can name (CommandMeta::generated's convention).
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                (id.clone(), id)
+            }
         };
         Ok(CommandJson {
             body,

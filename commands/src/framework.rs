@@ -32,6 +32,12 @@ pub struct CommandMeta {
 }
 
 impl CommandMeta {
+    /// True for an id made here (a UUIDv7 no earlier command can have), whose first execution
+    /// needs no look-up of earlier outcomes.
+    pub fn is_generated(&self) -> bool {
+        self.request_hash == self.command_id
+    }
+
     /// For commands with no client-supplied key (CLI, schedulers): never collides.
     pub fn generated(actor: Option<String>) -> Self {
         let id = uuid::Uuid::now_v7().to_string();
@@ -131,8 +137,11 @@ where
         meta: &CommandMeta,
         claims: &[Claim],
     ) -> Result<Outcome, CommandError<A::Error>> {
-        if let Some(outcome) = self.replay(meta).await? {
-            return Ok(outcome);
+        // A generated id cannot have run before: skip the look-up (one round trip per command).
+        if !meta.is_generated() {
+            if let Some(outcome) = self.replay(meta).await? {
+                return Ok(outcome);
+            }
         }
         let metadata = metadata(meta, claims)?;
         for _ in 0..=CONFLICT_RETRIES_MAX {

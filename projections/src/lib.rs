@@ -122,6 +122,20 @@ pub trait Projection: Send + Sync {
     /// Applies one event to the views inside the batch transaction. Events it does not care
     /// about are ignored (the checkpoint still moves past them).
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError>;
+
+    /// Applies a batch in log order. The default applies event by event; a projection whose
+    /// writes can be grouped (many inserts into one table) overrides it to send fewer statements,
+    /// with the same resulting rows.
+    async fn apply_batch(
+        &self,
+        tx: &mut ViewTx,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// All projections of the platform, in one place so the server and the CLI agree.
@@ -228,9 +242,7 @@ impl Projector {
                 return Ok(Some(self.db.load_checkpoint(&name).await?));
             }
         }
-        for event in &batch {
-            projection.apply(&mut tx, event).await?;
-        }
+        projection.apply_batch(&mut tx, &batch).await?;
         tx.commit().await?;
         self.publish(projection.name(), last);
         Ok(Some(last))

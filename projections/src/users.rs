@@ -32,9 +32,61 @@ impl Projection for UsersProjection {
     }
 
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != Account::TYPE {
-            return Ok(());
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+
+    /// `users_view` rows are only ever inserted, and no other write here reads them, so the
+    /// batch's new rows are gathered and written with multi-row INSERTs (one statement per
+    /// `USERS_INSERT_ROWS_MAX` rows instead of one per event); wallet writes go as they come.
+    async fn apply_batch(
+        &self,
+        tx: &mut ViewTx,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut rows: Vec<[SqlValue; 5]> = Vec::new();
+        for event in events {
+            if event.aggregate_type != Account::TYPE {
+                continue;
+            }
+            if let Some(row) = self.apply_one(tx, event).await? {
+                rows.push(row);
+            }
         }
+        for chunk in rows.chunks(USERS_INSERT_ROWS_MAX) {
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO users_view (user_id, email, username, wallet, registered_at) VALUES {}",
+                placeholders.join(", ")
+            );
+            let args: Vec<SqlValue> = chunk.iter().flat_map(|row| row.iter().cloned()).collect();
+            tx.execute(&sql, &args).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows per multi-row INSERT: 5 parameters each, well under both engines' parameter limits.
+const USERS_INSERT_ROWS_MAX: usize = 1000;
+
+impl UsersProjection {
+    /// Applies the event's wallet writes; returns the `users_view` row it creates, if any.
+    async fn apply_one(
+        &self,
+        tx: &mut ViewTx,
+        event: &RecordedEvent,
+    ) -> Result<Option<[SqlValue; 5]>, ProjectionError> {
         match decode_payload::<AccountEvent>(event)? {
             AccountEvent::UserRegistered {
                 user_id,
@@ -42,33 +94,26 @@ impl Projection for UsersProjection {
                 username,
                 registered_at,
             } => {
-                tx.execute(
-                    "INSERT INTO users_view (user_id, email, username, wallet, registered_at) \
-                     VALUES ($1, $2, $3, NULL, $4)",
-                    &[
-                        SqlValue::Text(user_id),
-                        SqlValue::Text(email),
-                        SqlValue::Text(username),
-                        SqlValue::Text(aiforge_commands::clock::rfc3339(registered_at)),
-                    ],
-                )
-                .await?;
+                return Ok(Some([
+                    SqlValue::Text(user_id),
+                    SqlValue::Text(email),
+                    SqlValue::Text(username),
+                    SqlValue::Null,
+                    SqlValue::Text(aiforge_commands::clock::rfc3339(registered_at)),
+                ]));
             }
             AccountEvent::WalletUserRegistered {
                 user_id,
                 wallet,
                 registered_at,
             } => {
-                tx.execute(
-                    "INSERT INTO users_view (user_id, email, username, wallet, registered_at) \
-                     VALUES ($1, NULL, NULL, $2, $3)",
-                    &[
-                        SqlValue::Text(user_id),
-                        SqlValue::Text(wallet.key()),
-                        SqlValue::Text(aiforge_commands::clock::rfc3339(registered_at)),
-                    ],
-                )
-                .await?;
+                return Ok(Some([
+                    SqlValue::Text(user_id),
+                    SqlValue::Null,
+                    SqlValue::Null,
+                    SqlValue::Text(wallet.key()),
+                    SqlValue::Text(aiforge_commands::clock::rfc3339(registered_at)),
+                ]));
             }
             AccountEvent::WalletConnected {
                 wallet,
@@ -105,7 +150,7 @@ impl Projection for UsersProjection {
             }
             AccountEvent::PasswordSet { .. } | AccountEvent::SignedInWithWallet { .. } => {}
         }
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -59,7 +59,10 @@ impl Database {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let engine = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
+            // No ping before each checkout (it cost a round trip per query): a connection that
+            // died fails one query, answered as "unavailable, retry", and is then replaced.
             let pool = PgPoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(PG_POOL_CONNECTIONS_MAX)
                 .acquire_timeout(Duration::from_secs(DB_CONNECT_TIMEOUT_SECS))
                 .connect_with(options)
@@ -75,6 +78,7 @@ impl Database {
                 .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(SQLITE_POOL_CONNECTIONS_MAX)
                 .acquire_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
                 .connect_with(options)
