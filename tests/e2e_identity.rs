@@ -398,18 +398,16 @@ async fn admin_routes_need_a_whitelisted_wallet_session_and_removal_takes_effect
     );
 
     let wallet_b = json!({"network": "ethereum", "address": address_b});
-    assert_eq!(
-        send(
-            &server,
-            Method::POST,
-            "/api/admin/wallets/add",
-            wallet_b.clone(),
-            Some(&admin)
-        )
-        .await
-        .0,
-        200
-    );
+    let (status, added) = send(
+        &server,
+        Method::POST,
+        "/api/admin/wallets/add",
+        wallet_b.clone(),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["added"]["address"], address_b.as_str());
     assert_eq!(
         get(&server, "/api/admin/stats", Some(&bob)).await.0,
         200,

@@ -38,64 +38,61 @@ fn parse(body: &WalletRequest) -> Result<Wallet, ApiError> {
     )?)
 }
 
+/// Adds or removes a whitelisted wallet; the aggregate checks the actor and the last-admin rule.
 async fn change(
     state: &AppState,
-    command: AdminCommand,
-    meta: &CommandMeta,
-) -> Result<(), ApiError> {
+    admin: AdminUser,
+    body: &WalletRequest,
+    mut meta: CommandMeta,
+    add: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let wallet = parse(body)?;
+    meta.actor = Some(admin.user_id.clone());
+    let (actor, at) = (admin.wallet, state.clock.now());
+    let (command, done) = if add {
+        (
+            AdminCommand::Add {
+                actor,
+                wallet: wallet.clone(),
+                at,
+            },
+            "added",
+        )
+    } else {
+        (
+            AdminCommand::Remove {
+                actor,
+                wallet: wallet.clone(),
+                at,
+            },
+            "removed",
+        )
+    };
     let outcome = state
         .admins
-        .execute(ADMIN_WHITELIST_ID, command, meta, &[])
+        .execute(ADMIN_WHITELIST_ID, command, &meta, &[])
         .await
         .map_err(command_error)?;
     read_your_writes(state, outcome.last).await;
-    Ok(())
+    Ok(Json(
+        json!({ done: {"network": wallet.network, "address": wallet.address} }),
+    ))
 }
 
 pub async fn add_wallet(
     State(state): State<AppState>,
     admin: AdminUser,
-    CommandJson { body, mut meta }: CommandJson<WalletRequest>,
+    CommandJson { body, meta }: CommandJson<WalletRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let wallet = parse(&body)?;
-    meta.actor = Some(admin.user_id.clone());
-    let at = state.clock.now();
-    change(
-        &state,
-        AdminCommand::Add {
-            actor: admin.wallet,
-            wallet: wallet.clone(),
-            at,
-        },
-        &meta,
-    )
-    .await?;
-    Ok(Json(
-        json!({"added": {"network": wallet.network, "address": wallet.address}}),
-    ))
+    change(&state, admin, &body, meta, true).await
 }
 
 pub async fn remove_wallet(
     State(state): State<AppState>,
     admin: AdminUser,
-    CommandJson { body, mut meta }: CommandJson<WalletRequest>,
+    CommandJson { body, meta }: CommandJson<WalletRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let wallet = parse(&body)?;
-    meta.actor = Some(admin.user_id.clone());
-    let at = state.clock.now();
-    change(
-        &state,
-        AdminCommand::Remove {
-            actor: admin.wallet,
-            wallet: wallet.clone(),
-            at,
-        },
-        &meta,
-    )
-    .await?;
-    Ok(Json(
-        json!({"removed": {"network": wallet.network, "address": wallet.address}}),
-    ))
+    change(&state, admin, &body, meta, false).await
 }
 
 pub async fn wallets(
