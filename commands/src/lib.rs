@@ -4,6 +4,7 @@
 //! (`accounts`) and the event bus (`bus`). HTTP stays in `api/`; read models in `projections/`.
 
 pub mod accounts;
+pub mod blob;
 pub mod bus;
 pub mod chain;
 pub mod clock;
