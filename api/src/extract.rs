@@ -126,3 +126,54 @@ fn json_error(err: serde_json::Error) -> ApiError {
         ),
     }
 }
+
+/// `network` of a request body or query: "ethereum" or "tron" (422 naming the field otherwise).
+pub fn parse_network(value: &str) -> Result<aiforge_domain::wallet::Network, ApiError> {
+    value
+        .parse()
+        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| {
+            ApiError::invalid_field("network", e.to_string())
+        })
+}
+
+/// A wallet named by a request: network plus address, the address made canonical (422 naming
+/// the field at fault otherwise).
+pub fn parse_wallet(
+    network: &str,
+    address: &str,
+) -> Result<aiforge_domain::wallet::Wallet, ApiError> {
+    Ok(aiforge_commands::wallet_auth::parse_wallet(
+        parse_network(network)?,
+        address,
+    )?)
+}
+
+/// `?page=&per_page=` of a paged list.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+impl PageQuery {
+    /// (page, per_page, offset), with `per_page` defaulting to `default` and bounded by `max`.
+    pub fn resolve(&self, default: i64, max: i64) -> Result<(i64, i64, i64), ApiError> {
+        let page = self.page.unwrap_or(1);
+        let per_page = self.per_page.unwrap_or(default);
+        if page < 1 {
+            return Err(ApiError::invalid_field("page", "page starts at 1"));
+        }
+        if !(1..=max).contains(&per_page) {
+            return Err(ApiError::invalid_field(
+                "per_page",
+                format!("per_page is 1-{max}"),
+            ));
+        }
+        Ok((page, per_page, (page - 1) * per_page))
+    }
+}
+
+/// The body of a command that takes no fields (`{}` or no body at all is accepted).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}

@@ -155,15 +155,6 @@ pub struct MemberRow {
     pub joined_at: String,
 }
 
-macro_rules! on_engine {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db.engine() {
-            aiforge_commands::store::Engine::Sqlite($pool) => $body,
-            aiforge_commands::store::Engine::Postgres($pool) => $body,
-        }
-    };
-}
-
 pub async fn find(
     db: &aiforge_commands::Database,
     group_id: &str,

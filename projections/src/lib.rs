@@ -7,6 +7,17 @@
 //!
 //! Business rules do not live here: events carry the facts, projections copy them.
 
+/// Runs the same sqlx call on whichever engine the database is (view reads are written once).
+/// Defined before the modules so that every view module can use it.
+macro_rules! on_engine {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db.engine() {
+            aiforge_commands::store::Engine::Sqlite($pool) => $body,
+            aiforge_commands::store::Engine::Postgres($pool) => $body,
+        }
+    };
+}
+
 pub mod admins;
 pub mod groups;
 pub mod payments;

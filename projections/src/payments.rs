@@ -168,15 +168,6 @@ const SELECT_PAYMENT: &str = "SELECT payment_id, payer, payment_type, network, a
     pay_to, status, tx_hash, from_address, paid, platform_fee, net, fee_schedule_version, \
     created_at, confirmed_at FROM payments_view";
 
-macro_rules! on_engine {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db.engine() {
-            aiforge_commands::store::Engine::Sqlite($pool) => $body,
-            aiforge_commands::store::Engine::Postgres($pool) => $body,
-        }
-    };
-}
-
 pub async fn find(
     db: &aiforge_commands::Database,
     payment_id: &str,

@@ -3,7 +3,6 @@
 
 use aiforge_commands::CommandMeta;
 use aiforge_domain::admin::{AdminCommand, ADMIN_WHITELIST_ID};
-use aiforge_domain::wallet::Wallet;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -12,7 +11,7 @@ use serde_json::json;
 
 use crate::auth::AdminUser;
 use crate::error::{command_error, ApiError};
-use crate::extract::CommandJson;
+use crate::extract::{parse_wallet, CommandJson, PageQuery};
 use crate::routes::accounts::read_your_writes;
 use crate::AppState;
 
@@ -25,19 +24,6 @@ pub struct WalletRequest {
     address: String,
 }
 
-fn parse(body: &WalletRequest) -> Result<Wallet, ApiError> {
-    let network = body
-        .network
-        .parse()
-        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| {
-            ApiError::invalid_field("network", e.to_string())
-        })?;
-    Ok(aiforge_commands::wallet_auth::parse_wallet(
-        network,
-        &body.address,
-    )?)
-}
-
 /// Adds or removes a whitelisted wallet; the aggregate checks the actor and the last-admin rule.
 async fn change(
     state: &AppState,
@@ -46,7 +32,7 @@ async fn change(
     mut meta: CommandMeta,
     add: bool,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let wallet = parse(body)?;
+    let wallet = parse_wallet(&body.network, &body.address)?;
     meta.actor = Some(admin.user_id.clone());
     let (actor, at) = (admin.wallet, state.clock.now());
     let (command, done) = if add {
@@ -103,30 +89,13 @@ pub async fn wallets(
     Ok(Json(json!({"wallets": rows})))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    page: Option<i64>,
-    per_page: Option<i64>,
-}
-
 pub async fn users(
     State(state): State<AppState>,
     _admin: AdminUser,
     Query(query): Query<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = query.page.unwrap_or(1);
-    let per_page = query.per_page.unwrap_or(50);
-    if page < 1 {
-        return Err(ApiError::invalid_field("page", "page starts at 1"));
-    }
-    if !(1..=USERS_PAGE_MAX).contains(&per_page) {
-        return Err(ApiError::invalid_field(
-            "per_page",
-            format!("per_page is 1-{USERS_PAGE_MAX}"),
-        ));
-    }
-    let (rows, total) =
-        aiforge_projections::users::page(&state.db, (page - 1) * per_page, per_page).await?;
+    let (page, per_page, offset) = query.resolve(50, USERS_PAGE_MAX)?;
+    let (rows, total) = aiforge_projections::users::page(&state.db, offset, per_page).await?;
     Ok(Json(
         json!({"users": rows, "page": page, "per_page": per_page, "total": total}),
     ))

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::CommandJson;
+use crate::extract::{CommandJson, Empty};
 use crate::routes::accounts::read_your_writes;
 use crate::AppState;
 
@@ -122,10 +122,6 @@ pub async fn change_role(
     read_your_writes(&state, outcome.last).await;
     Ok(Json(group_json(&state, &group_id).await?))
 }
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
 
 pub async fn remove_member(
     State(state): State<AppState>,

@@ -4,7 +4,6 @@
 use aiforge_commands::payments::{PaymentsError, Verification};
 use aiforge_domain::fees::PaymentType;
 use aiforge_domain::subscription::{PlanId, PLANS};
-use aiforge_domain::wallet::Network;
 use aiforge_domain::Usdt;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::extract::CommandJson;
+use crate::extract::{parse_network, CommandJson, Empty, PageQuery};
 use crate::routes::accounts::read_your_writes;
 use crate::AppState;
 
@@ -35,14 +34,6 @@ fn parse_amount(value: &Value) -> Result<Usdt, ApiError> {
         }
     };
     Usdt::parse_positive(&text).map_err(|e| ApiError::invalid_field("amount", e.to_string()))
-}
-
-fn parse_network(value: &str) -> Result<Network, ApiError> {
-    value
-        .parse()
-        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| {
-            ApiError::invalid_field("network", e.to_string())
-        })
 }
 
 async fn payment_json(state: &AppState, payment_id: &str) -> Result<Value, ApiError> {
@@ -147,35 +138,14 @@ pub async fn get(
     Ok(Json(json!({ "payment": row })))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    page: Option<i64>,
-    per_page: Option<i64>,
-}
-
 pub async fn history(
     State(state): State<AppState>,
     user: AuthUser,
     Query(query): Query<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = query.page.unwrap_or(1);
-    let per_page = query.per_page.unwrap_or(20);
-    if page < 1 {
-        return Err(ApiError::invalid_field("page", "page starts at 1"));
-    }
-    if !(1..=HISTORY_PAGE_MAX).contains(&per_page) {
-        return Err(ApiError::invalid_field(
-            "per_page",
-            format!("per_page is 1-{HISTORY_PAGE_MAX}"),
-        ));
-    }
-    let (rows, total) = aiforge_projections::payments::history(
-        &state.db,
-        &user.user_id,
-        (page - 1) * per_page,
-        per_page,
-    )
-    .await?;
+    let (page, per_page, offset) = query.resolve(20, HISTORY_PAGE_MAX)?;
+    let (rows, total) =
+        aiforge_projections::payments::history(&state.db, &user.user_id, offset, per_page).await?;
     Ok(Json(
         json!({"payments": rows, "page": page, "per_page": per_page, "total": total}),
     ))
@@ -260,10 +230,6 @@ pub async fn mine(
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(subscription_json(&state, &user.user_id).await?))
 }
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
 
 pub async fn cancel(
     State(state): State<AppState>,

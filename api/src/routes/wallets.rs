@@ -1,8 +1,6 @@
 //! Wallet sign-in (`/api/auth/wallet/*`) and an account's wallets (`/api/wallets/*`).
 
-use aiforge_commands::wallet_auth::parse_wallet;
 use aiforge_domain::admin::ADMIN_WHITELIST_ID;
-use aiforge_domain::wallet::{Network, Wallet};
 use aiforge_projections::users::WalletRow;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -13,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::auth::AuthUser;
 use crate::error::{command_error, ApiError};
-use crate::extract::CommandJson;
+use crate::extract::{parse_wallet, CommandJson};
 use crate::AppState;
 
 pub fn wallet_json(row: &WalletRow) -> Value {
@@ -24,18 +22,6 @@ pub fn wallet_json(row: &WalletRow) -> Value {
         "connected_at": row.connected_at,
         "verified_at": row.verified_at,
     })
-}
-
-fn network(value: &str) -> Result<Network, ApiError> {
-    value
-        .parse()
-        .map_err(|e: aiforge_domain::wallet::UnknownNetwork| {
-            ApiError::invalid_field("network", e.to_string())
-        })
-}
-
-fn wallet(network_name: &str, address: &str) -> Result<Wallet, ApiError> {
-    Ok(parse_wallet(network(network_name)?, address)?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,7 +38,7 @@ pub async fn auth_message(
     let address = query
         .address
         .ok_or_else(|| ApiError::invalid_field("address", "address is required"))?;
-    let wallet = wallet(query.network.as_deref().unwrap_or("ethereum"), &address)?;
+    let wallet = parse_wallet(query.network.as_deref().unwrap_or("ethereum"), &address)?;
     let issued = state.wallets.issue(&wallet);
     Ok(Json(json!({
         "network": wallet.network,
@@ -79,7 +65,7 @@ pub async fn login(
     State(state): State<AppState>,
     CommandJson { body, meta }: CommandJson<SignedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let wallet = wallet(&body.network, &body.address)?;
+    let wallet = parse_wallet(&body.network, &body.address)?;
     let session = state
         .wallets
         .sign_in(wallet, &body.message, &body.signature, &meta)
@@ -119,7 +105,7 @@ pub async fn connect(
     user: AuthUser,
     CommandJson { body, mut meta }: CommandJson<ConnectRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let wallet = wallet(&body.network, &body.address)?;
+    let wallet = parse_wallet(&body.network, &body.address)?;
     meta.actor = Some(user.user_id.clone());
     let outcome = state
         .wallets
@@ -140,7 +126,7 @@ pub async fn verify(
     user: AuthUser,
     CommandJson { body, mut meta }: CommandJson<SignedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let wallet = wallet(&body.network, &body.address)?;
+    let wallet = parse_wallet(&body.network, &body.address)?;
     meta.actor = Some(user.user_id.clone());
     let outcome = state
         .wallets
