@@ -66,13 +66,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandJson<T> {
         })?;
         let body = parse_json(&bytes)?;
 
-        let mut hasher = Sha256::new();
-        hasher.update(state.jwt.request_hash_key());
-        for part in [method.as_str().as_bytes(), path.as_bytes(), &bytes[..]] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
-        }
-        let keyed_hash = hex::encode(hasher.finalize());
         // Client keys are scoped to the caller's credentials (Stripe scopes them per account),
         // so two clients choosing the same key do not collide; the prefix keeps them apart from
         // generated ids.
@@ -82,7 +75,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandJson<T> {
                     .get(axum::http::header::AUTHORIZATION)
                     .map(|v| hex::encode(Sha256::digest(v.as_bytes()))[..16].to_string())
                     .unwrap_or_else(|| "anonymous".to_string());
-                (format!("client:{caller}:{key}"), keyed_hash)
+                // Only a keyed request can be retried, so only it needs the request's hash.
+                let mut hasher = Sha256::new();
+                hasher.update(state.jwt.request_hash_key());
+                for part in [method.as_str().as_bytes(), path.as_bytes(), &bytes[..]] {
+                    hasher.update((part.len() as u64).to_be_bytes());
+                    hasher.update(part);
+                }
+                (
+                    format!("client:{caller}:{key}"),
+                    hex::encode(hasher.finalize()),
+                )
             }
             // No key: a fresh id that no retry can name (CommandMeta::generated's convention).
             None => {
