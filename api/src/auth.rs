@@ -96,12 +96,20 @@ impl JwtKeys {
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+    /// Checks the signature and issuer, and expiry against `now` from the app's clock (the one
+    /// that issued the token), not the machine's.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
-        decode::<Claims>(token, &self.decoding, &validation)
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let claims = decode::<Claims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|_| ApiError::unauthorized("invalid or expired token"))
+            .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
+        if claims.exp <= now {
+            return Err(ApiError::unauthorized("invalid or expired token"));
+        }
+        Ok(claims)
     }
 
     pub fn request_hash_key(&self) -> &[u8; 32] {
@@ -156,11 +164,33 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer token"))?;
-        let claims = state.jwt.verify(token.trim())?;
+        let claims = state
+            .jwt
+            .verify(token.trim(), state.clock.now().unix_timestamp())?;
         Ok(AuthUser {
             user_id: claims.sub,
             wallet: claims.wallet.as_deref().and_then(parse_wallet_claim),
         })
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    /// No Authorization header: anonymous (`None`); a header that does not verify: 401.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(None);
+        }
+        <AuthUser as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 
@@ -178,7 +208,8 @@ impl FromRequestParts<AppState> for AdminUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
+        let user =
+            <AuthUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
         let forbidden = || {
             ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,

@@ -335,3 +335,163 @@ impl From<SubscriptionError> for ApiError {
         }
     }
 }
+
+impl From<aiforge_domain::model::ModelError> for ApiError {
+    fn from(err: aiforge_domain::model::ModelError) -> Self {
+        use aiforge_domain::model::ModelError as E;
+        let message = err.to_string();
+        match err {
+            E::InvalidName | E::DescriptionTooLong | E::InvalidTag(_) | E::TooManyTags => {
+                ApiError::invalid_field(err.field().unwrap_or("body"), message)
+            }
+            E::NotFound | E::Deleted => ApiError::not_found(message),
+            E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            E::NotPermitted => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::AlreadyPublished => {
+                ApiError::new(StatusCode::CONFLICT, "already_published", message)
+            }
+            E::NotPublished => ApiError::new(StatusCode::CONFLICT, "not_published", message),
+            E::PublishingFeeRequired { .. } => ApiError {
+                field: Some("payment_id"),
+                ..ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "publishing_fee_required",
+                    message,
+                )
+            },
+            E::ListingNotEnded | E::GraceNotEnded => {
+                ApiError::new(StatusCode::CONFLICT, "not_due", message)
+            }
+        }
+    }
+}
+
+impl From<aiforge_domain::service::ServiceError> for ApiError {
+    fn from(err: aiforge_domain::service::ServiceError) -> Self {
+        use aiforge_domain::service::ServiceError as E;
+        let message = err.to_string();
+        match err {
+            E::InvalidName
+            | E::DescriptionTooLong
+            | E::NegativePrice
+            | E::FreePayPerRequest
+            | E::ZeroLimit => ApiError::invalid_field(err.field().unwrap_or("body"), message),
+            E::NotFound => ApiError::not_found(message),
+            E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            E::NotModelManager | E::NotOwner => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            E::ModelNotOnMarketplace => ApiError {
+                field: Some("model_id"),
+                ..ApiError::new(StatusCode::CONFLICT, "model_not_on_marketplace", message)
+            },
+            E::NothingToChange => ApiError::invalid_field("body", message),
+        }
+    }
+}
+
+impl From<aiforge_domain::api_subscription::ApiSubscriptionError> for ApiError {
+    fn from(err: aiforge_domain::api_subscription::ApiSubscriptionError) -> Self {
+        use aiforge_domain::api_subscription::ApiSubscriptionError as E;
+        let message = err.to_string();
+        match err {
+            E::CreditRequired | E::CreditNotAccepted => {
+                ApiError::invalid_field(err.field().unwrap_or("credit"), message)
+            }
+            E::NotFound | E::UnknownPayment { .. } => ApiError::not_found(message),
+            E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            E::ServiceNotAccepting => {
+                ApiError::new(StatusCode::CONFLICT, "service_not_accepting", message)
+            }
+            E::PaymentRequired => ApiError::invalid_field("payment", message),
+            E::NotSubscriber => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", message),
+            E::Money(e) => ApiError::invalid_field("credit", e.to_string()),
+        }
+    }
+}
+
+impl From<aiforge_commands::marketplace::MarketplaceError> for ApiError {
+    fn from(err: aiforge_commands::marketplace::MarketplaceError) -> Self {
+        use aiforge_commands::marketplace::MarketplaceError as E;
+        let message = err.to_string();
+        match err {
+            E::Model(e) => command_error(e),
+            E::Service(e) => command_error(e),
+            E::Subscription(e) => command_error(e),
+            E::Payments(e) => e.into(),
+            E::UnknownGroup => ApiError::invalid_field("group_id", message),
+            E::UnknownModel => ApiError::not_found(message),
+            E::UnknownService => ApiError::not_found(message),
+            E::UnknownPayment => ApiError {
+                field: Some("payment_id"),
+                ..ApiError::not_found(message)
+            },
+            E::PaymentNotConfirmed { .. } => ApiError {
+                field: Some("payment_id"),
+                ..ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_not_confirmed",
+                    message,
+                )
+            },
+            E::WrongPaymentType { .. } => ApiError::invalid_field("payment_id", message),
+            E::PaymentAlreadyUsed { .. } => ApiError {
+                field: Some("payment_id"),
+                ..ApiError::new(StatusCode::CONFLICT, "payment_already_used", message)
+            },
+            E::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<aiforge_commands::blob::BlobError> for ApiError {
+    fn from(err: aiforge_commands::blob::BlobError) -> Self {
+        use aiforge_commands::blob::BlobError as E;
+        let message = err.to_string();
+        match err {
+            E::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+            }
+            E::NotFound(_) => ApiError::not_found(message),
+            E::BadDigest(_) => ApiError::invalid_field("sha256", message),
+            E::BadCid(_) => ApiError::invalid_field("cid", message),
+            E::Backend { .. } => ApiError::unavailable(message),
+            E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "upload_interrupted",
+                format!("the upload ended before its end: {e}; nothing was kept"),
+            ),
+            E::Corrupt { .. } | E::Io(_) | E::CidMismatch { .. } | E::Config(_) => {
+                ApiError::internal(message)
+            }
+        }
+    }
+}
+
+impl From<aiforge_commands::blob::import::ImportError> for ApiError {
+    fn from(err: aiforge_commands::blob::import::ImportError) -> Self {
+        use aiforge_commands::blob::import::ImportError as E;
+        let message = err.to_string();
+        match err {
+            E::BadRepo(_) => ApiError::invalid_field("repo", message),
+            E::BadFilename(_) => ApiError::invalid_field("filename", message),
+            E::BadRevision(_) => ApiError::invalid_field("revision", message),
+            E::NotFound { .. } => ApiError {
+                field: Some("filename"),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_on_hub", message)
+            },
+            E::Denied { .. } => ApiError {
+                field: Some("repo"),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "hub_denied", message)
+            },
+            E::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+            }
+            E::Http { .. } | E::TooManyRedirects | E::Transport(_) | E::HashMismatch { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "hub_failed", message)
+            }
+            E::Store(e) => e.into(),
+        }
+    }
+}

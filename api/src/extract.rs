@@ -28,27 +28,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandJson<T> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let headers = req.headers().clone();
-        let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
-            None => None,
-            Some(value) => {
-                let key = value
-                    .to_str()
-                    .ok()
-                    .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_CHARS_MAX)
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_idempotency_key",
-                            format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} visible ASCII characters"),
-                        )
-                    })?;
-                Some(key.to_string())
-            }
-        };
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -64,45 +43,77 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CommandJson<T> {
                 )
             }
         })?;
+        let meta = command_meta(state, &headers, method.as_str(), &path, &bytes)?;
         let body = parse_json(&bytes)?;
-
-        // Client keys are scoped to the caller's credentials (Stripe scopes them per account),
-        // so two clients choosing the same key do not collide; the prefix keeps them apart from
-        // generated ids.
-        let (command_id, request_hash) = match key {
-            Some(key) => {
-                let caller = headers
-                    .get(axum::http::header::AUTHORIZATION)
-                    .map(|v| hex::encode(Sha256::digest(v.as_bytes()))[..16].to_string())
-                    .unwrap_or_else(|| "anonymous".to_string());
-                // Only a keyed request can be retried, so only it needs the request's hash.
-                let mut hasher = Sha256::new();
-                hasher.update(state.jwt.request_hash_key());
-                for part in [method.as_str().as_bytes(), path.as_bytes(), &bytes[..]] {
-                    hasher.update((part.len() as u64).to_be_bytes());
-                    hasher.update(part);
-                }
-                (
-                    format!("client:{caller}:{key}"),
-                    hex::encode(hasher.finalize()),
-                )
-            }
-            // No key: a fresh id that no retry can name (CommandMeta::generated's convention).
-            None => {
-                let id = uuid::Uuid::now_v7().to_string();
-                (id.clone(), id)
-            }
-        };
-        Ok(CommandJson {
-            body,
-            meta: CommandMeta {
-                command_id,
-                request_hash,
-                actor: None,
-                request_id,
-            },
-        })
+        Ok(CommandJson { body, meta })
     }
+}
+
+/// A command's idempotency metadata from its request: the `Idempotency-Key` header (or a fresh
+/// UUIDv7) and, for a keyed request, a keyed hash of method, path and `content` (the body, or
+/// for a streamed upload the digest of what was stored), so the same key with a different
+/// request is told apart.
+pub fn command_meta(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    method: &str,
+    path: &str,
+    content: &[u8],
+) -> Result<CommandMeta, ApiError> {
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_CHARS_MAX)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_idempotency_key",
+                        format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_CHARS_MAX} visible ASCII characters"),
+                    )
+                })?;
+            Some(key.to_string())
+        }
+    };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Client keys are scoped to the caller's credentials (Stripe scopes them per account),
+    // so two clients choosing the same key do not collide; the prefix keeps them apart from
+    // generated ids.
+    let (command_id, request_hash) = match key {
+        Some(key) => {
+            let caller = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|v| hex::encode(Sha256::digest(v.as_bytes()))[..16].to_string())
+                .unwrap_or_else(|| "anonymous".to_string());
+            // Only a keyed request can be retried, so only it needs the request's hash.
+            let mut hasher = Sha256::new();
+            hasher.update(state.jwt.request_hash_key());
+            for part in [method.as_bytes(), path.as_bytes(), content] {
+                hasher.update((part.len() as u64).to_be_bytes());
+                hasher.update(part);
+            }
+            (
+                format!("client:{caller}:{key}"),
+                hex::encode(hasher.finalize()),
+            )
+        }
+        // No key: a fresh id that no retry can name (CommandMeta::generated's convention).
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            (id.clone(), id)
+        }
+    };
+    Ok(CommandMeta {
+        command_id,
+        request_hash,
+        actor: None,
+        request_id,
+    })
 }
 
 /// Parses a JSON body: malformed JSON is a 400, a well-formed body of the wrong shape a 422
@@ -159,6 +170,10 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    pub fn new(page: Option<i64>, per_page: Option<i64>) -> Self {
+        Self { page, per_page }
+    }
+
     /// (page, per_page, offset), with `per_page` defaulting to `default` and bounded by `max`.
     pub fn resolve(&self, default: i64, max: i64) -> Result<(i64, i64, i64), ApiError> {
         let page = self.page.unwrap_or(1);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod routes;
+pub mod scheduler;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -16,15 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiforge_commands::accounts::Accounts;
+use aiforge_commands::blob::import::{HfImporter, HfSettings};
+use aiforge_commands::blob::{BlobStore, LocalBlobStore};
 use aiforge_commands::bus::{self, EventBus};
 use aiforge_commands::chain::ethereum::{EthereumConfig, EthereumVerifier};
 use aiforge_commands::chain::tron::{TronConfig, TronVerifier};
 use aiforge_commands::groups::Groups;
+use aiforge_commands::marketplace::Marketplace;
 use aiforge_commands::payments::{PaymentNetwork, Payments};
+use aiforge_commands::reactor::ApiSubscriptionActivation;
 use aiforge_commands::reactor::SubscriptionActivation;
 use aiforge_commands::wallet_auth::{SignInMessages, WalletAuth};
 use aiforge_commands::Executor;
-use aiforge_commands::{Clock, Database, SystemClock};
+use aiforge_commands::{Clock, Database, ManualClock, SystemClock};
 use aiforge_domain::admin::{AdminCommand, AdminServices, AdminWhitelist, ADMIN_WHITELIST_ID};
 use aiforge_domain::wallet::{Network, Wallet};
 use aiforge_projections::Projector;
@@ -59,6 +64,12 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub clock: Arc<dyn Clock>,
     pub bus: EventBus,
+    pub marketplace: Arc<Marketplace>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub model_bytes_max: u64,
+    pub hf: Arc<HfImporter>,
+    /// Set only when the server runs on a manual clock (`AIFORGE_MANUAL_CLOCK_START`).
+    pub manual_clock: Option<Arc<ManualClock>>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -116,8 +127,72 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route(
             "/api/admin/ledger/{account}",
             get(routes::payments::ledger_account),
-        );
-    Router::new()
+        )
+        .route("/api/models/my-models", get(routes::models::mine))
+        .route(
+            "/api/models/{model_id}",
+            get(routes::models::get)
+                .put(routes::models::edit)
+                .delete(routes::models::delete),
+        )
+        .route(
+            "/api/publishing/model/{model_id}/publishing",
+            get(routes::models::publishing),
+        )
+        .route(
+            "/api/publishing/model/{model_id}/publish",
+            post(routes::models::publish),
+        )
+        .route(
+            "/api/publishing/model/{model_id}/listing-fee",
+            post(routes::models::listing_fee),
+        )
+        .route("/api/marketplace/create", post(routes::marketplace::create))
+        .route(
+            "/api/marketplace/marketplace",
+            get(routes::marketplace::browse),
+        )
+        .route(
+            "/api/marketplace/my-services",
+            get(routes::marketplace::mine),
+        )
+        .route(
+            "/api/marketplace/my-subscriptions",
+            get(routes::marketplace::my_subscriptions),
+        )
+        .route(
+            "/api/marketplace/subscriptions/{subscription_id}/regenerate-key",
+            post(routes::marketplace::regenerate_key),
+        )
+        .route(
+            "/api/marketplace/subscriptions/{subscription_id}/cancel",
+            post(routes::marketplace::cancel),
+        )
+        .route(
+            "/api/marketplace/{service_id}",
+            get(routes::marketplace::get).put(routes::marketplace::update),
+        )
+        .route(
+            "/api/marketplace/{service_id}/subscribe",
+            post(routes::marketplace::subscribe),
+        )
+        .route("/api/v1/models", get(routes::openai::list_models))
+        .route("/api/v1/models/{model_id}", get(routes::openai::get_model))
+        .route("/api/ops/clock/advance", post(routes::ops::advance_clock));
+    // Streamed uploads: no body-size layer (the blob store enforces the model size limit while
+    // it streams, answering 413) and no request timeout (a 20 GiB upload takes a while).
+    let uploads = Router::new()
+        .route("/api/models", post(routes::models::upload))
+        .route(
+            "/api/models/import",
+            post(routes::models::import).layer(DefaultBodyLimit::max(body_bytes_max)),
+        )
+        .route(
+            "/api/models/{model_id}/download",
+            get(routes::models::download),
+        )
+        .layer(DefaultBodyLimit::disable());
+    let limited = Router::new()
         .merge(api)
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
@@ -135,7 +210,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(REQUEST_TIMEOUT_SECS),
-        ))
+        ));
+    Router::new()
+        .merge(uploads)
+        .merge(limited)
         .layer(axum::middleware::from_fn(metrics::count_responses))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -153,6 +231,8 @@ pub enum StartError {
     Accounts(String),
     #[error("nats: {0}")]
     Bus(#[from] bus::BusError),
+    #[error("blob store: {0}")]
+    Blobs(String),
     #[error("payments: {0}")]
     Payments(String),
     #[error("admin wallets: {0}")]
@@ -178,7 +258,14 @@ pub async fn open_database(settings: &Settings) -> Result<Database, StartError> 
 /// published (now or on the next start, from the checkpoints).
 pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let db = open_database(&settings).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let manual_clock = settings.manual_clock_start.map(|start| {
+        tracing::warn!(%start, "running on a MANUAL clock (AIFORGE_MANUAL_CLOCK_START): time moves only through POST /api/ops/clock/advance; never do this in production");
+        Arc::new(ManualClock::new(start))
+    });
+    let clock: Arc<dyn Clock> = match &manual_clock {
+        Some(manual) => manual.clone(),
+        None => Arc::new(SystemClock),
+    };
     let jwt = JwtKeys::load_or_create(
         settings.jwt_secret.as_ref(),
         &settings.data_dir,
@@ -205,6 +292,18 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         clock.clone(),
         payment_networks(&settings)?,
     ));
+    let blobs = open_blob_store(&settings.blob_backend, &settings.data_dir).await?;
+    let hf = HfImporter::new(HfSettings {
+        base_url: settings.hf_base_url.clone(),
+        token: settings.hf_token.clone(),
+        ..HfSettings::default()
+    })
+    .map_err(|e| StartError::Blobs(e.to_string()))?;
+    let marketplace = Arc::new(Marketplace::new(
+        db.clone(),
+        clock.clone(),
+        payments.clone(),
+    ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
@@ -226,6 +325,22 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let stopped = stopped.clone();
         tokio::spawn(async move { aiforge_commands::reactor::run(db, reactor, stopped).await })
     };
+    let api_reactor_task = {
+        let reactor = Arc::new(ApiSubscriptionActivation {
+            marketplace: marketplace.clone(),
+        });
+        let db = db.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { aiforge_commands::reactor::run(db, reactor, stopped).await })
+    };
+    let scheduler_task = tokio::spawn(scheduler::run_listing_scheduler(
+        db.clone(),
+        projector.clone(),
+        marketplace.clone(),
+        clock.clone(),
+        Duration::from_secs(settings.listing_scheduler_secs),
+        stopped.clone(),
+    ));
     let publisher_task = {
         let db = db.clone();
         let event_bus = event_bus.clone();
@@ -248,6 +363,11 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         jwt: Arc::new(jwt),
         clock,
         bus: event_bus,
+        marketplace,
+        blobs,
+        model_bytes_max: settings.model_bytes_max,
+        hf: Arc::new(hf),
+        manual_clock,
     };
     let app = router(state, settings.body_bytes_max);
     let listener = tokio::net::TcpListener::bind(settings.bind)
@@ -271,9 +391,31 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, projector_task).await;
     let _ = tokio::time::timeout(grace, publisher_task).await;
     let _ = tokio::time::timeout(grace, reactor_task).await;
+    let _ = tokio::time::timeout(grace, api_reactor_task).await;
+    let _ = tokio::time::timeout(grace, scheduler_task).await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured blob store.
+pub async fn open_blob_store(
+    backend: &settings::BlobBackend,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn BlobStore>, StartError> {
+    let blobs = |e: aiforge_commands::blob::BlobError| StartError::Blobs(e.to_string());
+    Ok(match backend {
+        settings::BlobBackend::Local(dir) => {
+            let dir = dir.clone().unwrap_or_else(|| data_dir.join("blobs"));
+            Arc::new(LocalBlobStore::open(&dir).await.map_err(blobs)?)
+        }
+        settings::BlobBackend::S3(s3) => {
+            Arc::new(aiforge_commands::blob::s3::S3BlobStore::new(s3).map_err(blobs)?)
+        }
+        settings::BlobBackend::Ipfs(ipfs) => {
+            Arc::new(aiforge_commands::blob::ipfs::IpfsBlobStore::new(ipfs.clone()).map_err(blobs)?)
+        }
+    })
 }
 
 /// The chain verifiers of the networks whose settings are complete.

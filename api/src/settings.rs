@@ -14,6 +14,11 @@ pub const DEFAULT_DATA_DIR: &str = "./aiforge-data";
 /// JSON command bodies are small; anything larger is a mistake or an attack.
 pub const DEFAULT_BODY_BYTES_MAX: usize = 1024 * 1024;
 pub const DEFAULT_JWT_TTL_SECS: i64 = 24 * 3600;
+/// Model uploads stream to the blob store; this caps one file.
+pub const DEFAULT_MODEL_BYTES_MAX: u64 = 20 * 1024 * 1024 * 1024;
+/// How often the listing scheduler looks for ended listings and grace periods.
+pub const DEFAULT_LISTING_SCHEDULER_SECS: u64 = 60;
+pub const DEFAULT_HF_BASE_URL: &str = "https://huggingface.co";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -55,6 +60,9 @@ struct FileSettings {
     tron_platform_wallet: Option<String>,
     tron_api_key: Option<SecretString>,
     tron_confirmations: Option<u64>,
+    model_bytes_max: Option<u64>,
+    listing_scheduler_secs: Option<u64>,
+    hf_base_url: Option<String>,
 }
 
 /// Where USDT payments on one network are checked and sent.
@@ -104,6 +112,95 @@ pub struct Settings {
     pub ethereum: Option<ChainSettings>,
     /// Payments on Tron, when `AIFORGE_TRON_API_URL` and `AIFORGE_TRON_PLATFORM_WALLET` are set.
     pub tron: Option<ChainSettings>,
+    /// The largest model file an upload or import may store.
+    pub model_bytes_max: u64,
+    pub listing_scheduler_secs: u64,
+    /// Hugging Face hub base URL for model imports (tests point it at a local server).
+    pub hf_base_url: String,
+    /// `AIFORGE_MANUAL_CLOCK_START`: run on a manual clock that starts at this instant and moves
+    /// only through `POST /api/ops/clock/advance` (for end-to-end tests of time-based rules;
+    /// never set in production, and the server warns loudly when it is).
+    pub manual_clock_start: Option<time::OffsetDateTime>,
+    /// Where model files are stored (`AIFORGE_BLOB_BACKEND`, environment only).
+    pub blob_backend: BlobBackend,
+    /// `AIFORGE_HF_TOKEN`: bearer token for private or gated Hugging Face repos.
+    pub hf_token: Option<SecretString>,
+}
+
+/// The blob store `aiforge serve` uses (see docs/BLOBS.md).
+#[derive(Debug, Clone)]
+pub enum BlobBackend {
+    /// `AIFORGE_BLOB_DIR`; None: `<data dir>/blobs` (the data dir may still change by a flag).
+    Local(Option<PathBuf>),
+    S3(aiforge_commands::blob::s3::S3Settings),
+    Ipfs(aiforge_commands::blob::ipfs::IpfsSettings),
+}
+
+fn parse_flag(name: &'static str, value: Option<String>) -> Result<Option<bool>, SettingsError> {
+    value
+        .map(|v| match v.as_str() {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" => Ok(false),
+            other => Err(SettingsError::Invalid {
+                name,
+                reason: format!("'{other}' (expected true or false)"),
+            }),
+        })
+        .transpose()
+}
+
+fn blob_backend(env: &dyn Fn(&str) -> Option<String>) -> Result<BlobBackend, SettingsError> {
+    let required = |name: &'static str| {
+        env(name).ok_or(SettingsError::Invalid {
+            name,
+            reason: "required when AIFORGE_BLOB_BACKEND=s3".into(),
+        })
+    };
+    match env("AIFORGE_BLOB_BACKEND").as_deref() {
+        None | Some("local") => Ok(BlobBackend::Local(
+            env("AIFORGE_BLOB_DIR").map(PathBuf::from),
+        )),
+        Some("s3") => {
+            let mut s3 = aiforge_commands::blob::s3::S3Settings::new(
+                required("AIFORGE_S3_BUCKET")?,
+                required("AIFORGE_S3_ACCESS_KEY_ID")?,
+                SecretString::from(required("AIFORGE_S3_SECRET_ACCESS_KEY")?),
+            );
+            s3.endpoint = env("AIFORGE_S3_ENDPOINT");
+            if let Some(region) = env("AIFORGE_S3_REGION") {
+                s3.region = region;
+            }
+            if let Some(allow) = parse_flag("AIFORGE_S3_ALLOW_HTTP", env("AIFORGE_S3_ALLOW_HTTP"))?
+            {
+                s3.allow_http = allow;
+            }
+            if let Some(path_style) =
+                parse_flag("AIFORGE_S3_PATH_STYLE", env("AIFORGE_S3_PATH_STYLE"))?
+            {
+                s3.path_style = path_style;
+            }
+            if let Some(prefix) = env("AIFORGE_S3_KEY_PREFIX") {
+                s3.key_prefix = prefix;
+            }
+            if let Some(part) = parse_count("AIFORGE_S3_PART_BYTES", env("AIFORGE_S3_PART_BYTES"))?
+            {
+                s3.part_bytes = usize::try_from(part).map_err(|_| SettingsError::Invalid {
+                    name: "AIFORGE_S3_PART_BYTES",
+                    reason: format!("{part} is too large"),
+                })?;
+            }
+            Ok(BlobBackend::S3(s3))
+        }
+        Some("ipfs") => Ok(BlobBackend::Ipfs(
+            aiforge_commands::blob::ipfs::IpfsSettings::new(
+                env("AIFORGE_IPFS_API_URL").unwrap_or_else(|| "http://127.0.0.1:5001".into()),
+            ),
+        )),
+        Some(other) => Err(SettingsError::Invalid {
+            name: "AIFORGE_BLOB_BACKEND",
+            reason: format!("'{other}' (expected local, s3 or ipfs)"),
+        }),
+    }
 }
 
 pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
@@ -162,7 +259,36 @@ impl Settings {
                 })
             }
         };
+        let manual_clock_start = match env("AIFORGE_MANUAL_CLOCK_START") {
+            Some(v) => Some(
+                time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| SettingsError::Invalid {
+                        name: "AIFORGE_MANUAL_CLOCK_START",
+                        reason: format!("'{v}': {e}"),
+                    })?,
+            ),
+            None => None,
+        };
+        let blob_backend = blob_backend(&env)?;
         Ok(Self {
+            blob_backend,
+            hf_token: env("AIFORGE_HF_TOKEN").map(SecretString::from),
+            manual_clock_start,
+            model_bytes_max: parse_count(
+                "AIFORGE_MODEL_BYTES_MAX",
+                env("AIFORGE_MODEL_BYTES_MAX"),
+            )?
+            .or(file.model_bytes_max)
+            .unwrap_or(DEFAULT_MODEL_BYTES_MAX),
+            listing_scheduler_secs: parse_count(
+                "AIFORGE_LISTING_SCHEDULER_SECS",
+                env("AIFORGE_LISTING_SCHEDULER_SECS"),
+            )?
+            .or(file.listing_scheduler_secs)
+            .unwrap_or(DEFAULT_LISTING_SCHEDULER_SECS),
+            hf_base_url: env("AIFORGE_HF_BASE_URL")
+                .or(file.hf_base_url)
+                .unwrap_or_else(|| DEFAULT_HF_BASE_URL.to_string()),
             data_dir,
             bind,
             database_url: env("AIFORGE_DATABASE_URL")

@@ -10,6 +10,7 @@ pub mod chain;
 pub mod clock;
 pub mod framework;
 pub mod groups;
+pub mod marketplace;
 pub mod payments;
 pub mod reactor;
 pub mod store;

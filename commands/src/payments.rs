@@ -165,8 +165,9 @@ impl Payments {
         .await
     }
 
+    /// A payment whose beneficiary the caller decides (the marketplace's API subscriptions).
     #[allow(clippy::too_many_arguments, reason = "a payment has this many facts")]
-    async fn create_for(
+    pub async fn create_for(
         &self,
         payer: &str,
         payment_type: PaymentType,

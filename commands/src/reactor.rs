@@ -106,3 +106,42 @@ impl Reactor for SubscriptionActivation {
             .map_err(|e| e.to_string())
     }
 }
+
+/// Activates an API subscription when its payment confirms.
+pub struct ApiSubscriptionActivation {
+    pub marketplace: Arc<crate::marketplace::Marketplace>,
+}
+
+#[async_trait::async_trait]
+impl Reactor for ApiSubscriptionActivation {
+    fn name(&self) -> &'static str {
+        "api_subscription_activation"
+    }
+
+    async fn react(&self, event: &RecordedEvent) -> Result<(), String> {
+        if event.event_type != "PaymentConfirmed" {
+            return Ok(());
+        }
+        let PaymentEvent::PaymentConfirmed {
+            payment_id,
+            payment_type,
+            reference,
+            ..
+        } = serde_json::from_str::<PaymentEvent>(&event.payload).map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        if payment_type != PaymentType::ApiSubscription {
+            return Ok(());
+        }
+        let Some(subscription_id) =
+            reference.strip_prefix(crate::marketplace::API_SUBSCRIPTION_REFERENCE_PREFIX)
+        else {
+            return Ok(());
+        };
+        self.marketplace
+            .activate_subscription(subscription_id, &payment_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

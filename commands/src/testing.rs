@@ -15,8 +15,28 @@ pub struct TestDatabase {
     sqlite_file: Option<PathBuf>,
 }
 
-fn services_required() -> bool {
+/// True under `AIFORGE_REQUIRE_SERVICES=1` (CI): a missing service or tool fails the test.
+pub fn services_required() -> bool {
     std::env::var("AIFORGE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// For a test that cannot run because `service` is missing: says so on stderr as
+/// `SKIPPED (<service>): <reason>` and returns, or panics when services are required.
+pub fn skip_or_fail(service: &str, reason: &str) {
+    if services_required() {
+        panic!("AIFORGE_REQUIRE_SERVICES=1 but {service} is unavailable: {reason}");
+    }
+    eprintln!(
+        "SKIPPED ({service}): {reason}; set AIFORGE_REQUIRE_SERVICES=1 to make this a failure"
+    );
+}
+
+/// Where the scripts install test tools built once per machine (`scripts/s3-server`):
+/// `$AIFORGE_TOOLS_DIR`, by default `/var/cache/aiforge/tools`, outside the clone.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("AIFORGE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/aiforge/tools"))
 }
 
 /// The admin URL tests create their databases through.

@@ -242,23 +242,13 @@ impl GroupError {
 
 /// Returns the name as stored: trimmed, 1-100 characters.
 pub fn validate_name(name: &str) -> Result<String, GroupError> {
-    let name = name.trim();
-    let count = name.chars().count();
-    if (NAME_CHARS_MIN..=NAME_CHARS_MAX).contains(&count) {
-        Ok(name.to_string())
-    } else {
-        Err(GroupError::InvalidName)
-    }
+    crate::trimmed_within(name, NAME_CHARS_MIN..=NAME_CHARS_MAX).ok_or(GroupError::InvalidName)
 }
 
 /// Returns the description as stored: trimmed, at most 2000 characters (empty is allowed).
 pub fn validate_description(description: &str) -> Result<String, GroupError> {
-    let description = description.trim();
-    if description.chars().count() <= DESCRIPTION_CHARS_MAX {
-        Ok(description.to_string())
-    } else {
-        Err(GroupError::DescriptionTooLong)
-    }
+    crate::trimmed_within(description, 0..=DESCRIPTION_CHARS_MAX)
+        .ok_or(GroupError::DescriptionTooLong)
 }
 
 /// Every command names its acting user (`actor`, already authenticated by the application

@@ -5,12 +5,24 @@
 
 pub mod account;
 pub mod admin;
+pub mod api_subscription;
 pub mod fees;
 pub mod group;
 pub mod ledger;
+pub mod model;
 pub mod money;
 pub mod payment;
+pub mod service;
 pub mod subscription;
 pub mod wallet;
 
 pub use money::{MoneyError, Usdt};
+
+/// `text` trimmed, when its length in characters is within `chars`: the one rule for names
+/// and descriptions of groups, models and services.
+pub fn trimmed_within(text: &str, chars: std::ops::RangeInclusive<usize>) -> Option<String> {
+    let text = text.trim();
+    chars
+        .contains(&text.chars().count())
+        .then(|| text.to_string())
+}

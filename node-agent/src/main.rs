@@ -1,10 +1,10 @@
 //! `node-agent`: the process a compute provider runs. It will register with the coordinator,
-//! heartbeat, take jobs over NATS and serve models; for now it only states what it is, so that
-//! the workspace layout of the design card is complete.
+//! heartbeat, take jobs over NATS and serve models; the job executor is built
+//! ([`aiforge_node_agent::executor`]), the rest is not yet, so the binary only states what it is.
 
 fn main() {
     println!(
-        "node-agent {}: registration, jobs and model serving are not built yet",
+        "node-agent {}: the job executor is built; registration, job intake and model serving are not yet",
         env!("CARGO_PKG_VERSION")
     );
 }

@@ -20,6 +20,7 @@ macro_rules! on_engine {
 
 pub mod admins;
 pub mod groups;
+pub mod marketplace;
 pub mod payments;
 pub mod users;
 
@@ -156,6 +157,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(admins::AdminWalletsProjection),
         Arc::new(groups::GroupsProjection),
         Arc::new(payments::PaymentsProjection),
+        Arc::new(marketplace::MarketplaceProjection),
     ]
 }
 

@@ -165,7 +165,7 @@ pub struct PaymentRow {
 }
 
 const SELECT_PAYMENT: &str = "SELECT payment_id, payer, payment_type, network, amount, reference, \
-    pay_to, status, tx_hash, from_address, paid, platform_fee, net, fee_schedule_version, \
+    pay_to, status, tx_hash, from_address, paid, platform_fee, net, CAST(fee_schedule_version AS bigint) AS fee_schedule_version, \
     created_at, confirmed_at FROM payments_view";
 
 pub async fn find(

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub mod chain;
+
 pub const START_TIMEOUT_SECS: u64 = 60;
 
 pub struct Server {
@@ -61,6 +63,10 @@ impl Server {
             .recv_timeout(Duration::from_secs(START_TIMEOUT_SECS))
             .expect("the server printed its address");
         Server { child, base }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

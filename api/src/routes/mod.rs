@@ -3,6 +3,9 @@
 pub mod accounts;
 pub mod admin;
 pub mod groups;
+pub mod marketplace;
+pub mod models;
+pub mod openai;
 pub mod ops;
 pub mod payments;
 pub mod wallets;

@@ -81,3 +81,36 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         out,
     ))
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceRequest {
+    seconds: i64,
+}
+
+/// `POST /api/ops/clock/advance {"seconds": N}`: moves the manual clock forward and runs the
+/// listing scheduler. Exists only when the server was started on a manual clock
+/// (`AIFORGE_MANUAL_CLOCK_START`, for end-to-end tests); 404 otherwise.
+pub async fn advance_clock(
+    State(state): State<AppState>,
+    crate::extract::CommandJson { body, .. }: crate::extract::CommandJson<AdvanceRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(clock) = &state.manual_clock else {
+        return Err(ApiError::not_found("no such route"));
+    };
+    if body.seconds <= 0 {
+        return Err(ApiError::invalid_field(
+            "seconds",
+            "the clock only moves forward",
+        ));
+    }
+    clock.advance(time::Duration::seconds(body.seconds));
+    let now = aiforge_commands::Clock::now(clock.as_ref());
+    let done = crate::scheduler::run_once(&state.db, &state.projector, &state.marketplace, now)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({
+        "now": aiforge_commands::clock::rfc3339(now),
+        "listing_changes": done,
+    })))
+}

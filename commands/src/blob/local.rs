@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::cid::CidV0Builder;
+use super::{verified_stream, BlobStore, BlobStream};
 
 /// Read buffer: what an upload holds in memory at a time, whatever its size.
 pub const UPLOAD_BUFFER_BYTES: usize = 64 * 1024;
@@ -24,8 +25,36 @@ pub enum BlobError {
     Corrupt { sha256: String, actual: String },
     #[error("'{0}' is not a sha256 hex digest")]
     BadDigest(String),
+    #[error("'{0}' is not a CIDv0")]
+    BadCid(String),
     #[error("blob store io: {0}")]
     Io(#[from] std::io::Error),
+    /// The IPFS node stored the upload under another CID than the one computed here: its
+    /// chunking or DAG settings differ from Kubo's defaults. What it pinned has been unpinned.
+    #[error("the IPFS node computed CID {actual}, expected {expected}")]
+    CidMismatch { expected: String, actual: String },
+    /// A remote backend (S3, the IPFS node) failed or could not be reached.
+    #[error("{backend} blob backend: {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A backend's settings cannot work (an endpoint that is not a URL, a bad key prefix).
+    #[error("blob store settings: {0}")]
+    Config(String),
+}
+
+impl BlobError {
+    pub(crate) fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
 }
 
 /// What a stored blob is.
@@ -40,7 +69,7 @@ pub struct LocalBlobStore {
     root: PathBuf,
 }
 
-fn check_digest(sha256: &str) -> Result<(), BlobError> {
+pub(crate) fn check_digest(sha256: &str) -> Result<(), BlobError> {
     if sha256.len() == 64
         && sha256
             .bytes()
@@ -66,7 +95,7 @@ impl LocalBlobStore {
     }
 
     /// Streams `reader` into the store; at most `limit_bytes`.
-    pub async fn put(
+    async fn put_file(
         &self,
         reader: &mut (dyn AsyncRead + Unpin + Send),
         limit_bytes: u64,
@@ -126,46 +155,65 @@ impl LocalBlobStore {
         })
     }
 
-    pub async fn exists(&self, sha256: &str) -> Result<bool, BlobError> {
-        check_digest(sha256)?;
-        Ok(tokio::fs::try_exists(self.path_of(sha256)).await?)
-    }
-
     /// Copies the blob to `out`, verifying its hash; a mismatch is an error after the copy,
     /// so callers must treat `out` as untrusted until this returns Ok.
     pub async fn read_verified(
         &self,
-        sha256: &str,
+        blob: &StoredBlob,
         out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<u64, BlobError> {
-        check_digest(sha256)?;
-        let mut file = match tokio::fs::File::open(self.path_of(sha256)).await {
+        use futures::StreamExt;
+        let mut stream = self.get(blob).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            out.write_all(&chunk).await?;
+            size += chunk.len() as u64;
+        }
+        Ok(size)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for LocalBlobStore {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
+    async fn put(
+        &self,
+        reader: &mut (dyn AsyncRead + Unpin + Send),
+        limit_bytes: u64,
+    ) -> Result<StoredBlob, BlobError> {
+        self.put_file(reader, limit_bytes).await
+    }
+
+    async fn exists(&self, blob: &StoredBlob) -> Result<bool, BlobError> {
+        check_digest(&blob.sha256)?;
+        Ok(tokio::fs::try_exists(self.path_of(&blob.sha256)).await?)
+    }
+
+    async fn get(&self, blob: &StoredBlob) -> Result<BlobStream, BlobError> {
+        check_digest(&blob.sha256)?;
+        let file = match tokio::fs::File::open(self.path_of(&blob.sha256)).await {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound(sha256.to_string()))
+                return Err(BlobError::NotFound(blob.sha256.clone()))
             }
             Err(e) => return Err(e.into()),
         };
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; UPLOAD_BUFFER_BYTES];
-        let mut size = 0u64;
-        loop {
-            let read = file.read(&mut buffer).await?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-            out.write_all(&buffer[..read]).await?;
-            size += read as u64;
+        use futures::TryStreamExt;
+        let bytes = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_BUFFER_BYTES)
+            .map_err(BlobError::from);
+        Ok(verified_stream(blob.sha256.clone(), blob.size_bytes, bytes))
+    }
+
+    async fn delete(&self, blob: &StoredBlob) -> Result<(), BlobError> {
+        check_digest(&blob.sha256)?;
+        match tokio::fs::remove_file(self.path_of(&blob.sha256)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
         }
-        let actual = hex::encode(hasher.finalize());
-        if actual != sha256 {
-            return Err(BlobError::Corrupt {
-                sha256: sha256.to_string(),
-                actual,
-            });
-        }
-        Ok(size)
     }
 }
 
@@ -240,12 +288,9 @@ mod tests {
             blob.sha256,
             "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
         );
-        assert!(store.exists(&blob.sha256).await.unwrap());
+        assert!(store.exists(&blob).await.unwrap());
         let mut out = Vec::new();
-        assert_eq!(
-            store.read_verified(&blob.sha256, &mut out).await.unwrap(),
-            11
-        );
+        assert_eq!(store.read_verified(&blob, &mut out).await.unwrap(), 11);
         assert_eq!(out, b"hello world");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -308,18 +353,28 @@ mod tests {
         std::fs::write(store.path_of(&blob.sha256), b"model weightz").unwrap();
         let mut out = Vec::new();
         assert!(matches!(
-            store.read_verified(&blob.sha256, &mut out).await,
+            store.read_verified(&blob, &mut out).await,
             Err(BlobError::Corrupt { .. })
         ));
+        let bad = StoredBlob {
+            sha256: "nothex".into(),
+            ..blob.clone()
+        };
         assert!(matches!(
-            store.read_verified("nothex", &mut out).await,
+            store.read_verified(&bad, &mut out).await,
             Err(BlobError::BadDigest(_))
         ));
-        let missing = "0".repeat(64);
+        let missing = StoredBlob {
+            sha256: "0".repeat(64),
+            ..blob.clone()
+        };
         assert!(matches!(
             store.read_verified(&missing, &mut out).await,
             Err(BlobError::NotFound(_))
         ));
+        store.delete(&blob).await.unwrap();
+        assert!(!store.exists(&blob).await.unwrap());
+        store.delete(&blob).await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 }

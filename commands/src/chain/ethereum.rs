@@ -182,7 +182,7 @@ impl EthereumVerifier {
 /// reqwest 0.13 (alloy's HTTP client) offers ring only as "no provider, install your own"; its
 /// default would build aws-lc-rs, which this workspace avoids. Installing is process-wide and
 /// first come first served: if a provider is already installed, that one stays.
-fn install_ring_crypto_provider() {
+pub(crate) fn install_ring_crypto_provider() {
     // An Err only says a provider was already installed, which is what we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

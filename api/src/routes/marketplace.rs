@@ -1,0 +1,358 @@
+//! `/api/marketplace/*`: API services (create, browse, update) and API subscriptions with
+//! their keys (subscribe, list, cancel, regenerate the key).
+
+use aiforge_domain::service::{Pricing, RateLimits, ServiceDetails};
+use aiforge_domain::Usdt;
+use aiforge_projections::marketplace::{
+    MarketplaceQuery, MarketplaceSort, ServiceRow, SubscriptionRow,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{parse_network, CommandJson, Empty, PageQuery};
+use crate::routes::accounts::read_your_writes;
+use crate::AppState;
+
+pub const MARKETPLACE_PAGE_MAX: i64 = 100;
+pub const MARKETPLACE_PAGE_DEFAULT: i64 = 20;
+
+fn parsed(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+pub fn service_json(row: &ServiceRow) -> Value {
+    json!({
+        "id": row.service_id,
+        "owner": row.owner,
+        "model": { "id": row.model_id, "name": row.model_name, "state": row.model_state },
+        "name": row.name,
+        "description": row.description,
+        "pricing": parsed(&row.pricing),
+        "pricing_version": row.pricing_version,
+        "rate_limits": parsed(&row.rate_limits),
+        "active": row.active == 1,
+        "subscribers": row.subscribers,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    })
+}
+
+pub fn subscription_json(row: &SubscriptionRow) -> Value {
+    json!({
+        "id": row.subscription_id,
+        "service_id": row.service_id,
+        "model_id": row.model_id,
+        "status": row.status,
+        "pricing": parsed(&row.pricing),
+        "pricing_version": row.pricing_version,
+        "amount_due": row.amount_due,
+        "credit": Usdt::from_micros(row.credit_micros).map(|c| c.to_string()).unwrap_or_default(),
+        "payment_id": row.payment_id,
+        "api_key_hint": format!("aiforge_…{}", row.key_hint),
+        "period_end": row.period_end,
+        "requested_at": row.requested_at,
+        "activated_at": row.activated_at,
+        "cancelled_at": row.cancelled_at,
+    })
+}
+
+async fn service_response(state: &AppState, service_id: &str) -> Result<Value, ApiError> {
+    let row = aiforge_projections::marketplace::find_service(&state.db, service_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such service"))?;
+    Ok(json!({ "service": service_json(&row) }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    model_id: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    pricing: Pricing,
+    #[serde(default)]
+    rate_limits: RateLimits,
+}
+
+/// `POST /api/marketplace/create`.
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<CreateRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .marketplace
+        .create_service(
+            &user.user_id,
+            &body.model_id,
+            ServiceDetails {
+                name: body.name,
+                description: body.description,
+            },
+            body.pricing,
+            body.rate_limits,
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(service_response(&state, &outcome.aggregate_id).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowseQuery {
+    search: Option<String>,
+    pricing: Option<String>,
+    sort: Option<String>,
+    page: Option<i64>,
+    per_page: Option<i64>,
+}
+
+/// `GET /api/marketplace/marketplace` (public): active services of listed models;
+/// `?search=&pricing=monthly|pay_per_request|hybrid&sort=newest|popular|price&page=&per_page=`.
+pub async fn browse(
+    State(state): State<AppState>,
+    Query(query): Query<BrowseQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (page, per_page, offset) = PageQuery::new(query.page, query.per_page)
+        .resolve(MARKETPLACE_PAGE_DEFAULT, MARKETPLACE_PAGE_MAX)?;
+    let sort = match query.sort.as_deref() {
+        None | Some("newest") => MarketplaceSort::Newest,
+        Some("popular") => MarketplaceSort::Popular,
+        Some("price") => MarketplaceSort::Price,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "sort",
+                format!("'{other}': sort is newest, popular or price"),
+            ))
+        }
+    };
+    if let Some(pricing) = query.pricing.as_deref() {
+        if !matches!(pricing, "monthly" | "pay_per_request" | "hybrid") {
+            return Err(ApiError::invalid_field(
+                "pricing",
+                format!("'{pricing}': pricing is monthly, pay_per_request or hybrid"),
+            ));
+        }
+    }
+    let (rows, total) = aiforge_projections::marketplace::marketplace(
+        &state.db,
+        &MarketplaceQuery {
+            search: query.search,
+            pricing: query.pricing,
+            sort: Some(sort),
+            limit: per_page,
+            offset,
+        },
+    )
+    .await?;
+    Ok(Json(json!({
+        "services": rows.iter().map(service_json).collect::<Vec<_>>(),
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    })))
+}
+
+/// `GET /api/marketplace/my-services`.
+pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let rows = aiforge_projections::marketplace::services_of(&state.db, &user.user_id).await?;
+    Ok(Json(json!({
+        "services": rows.iter().map(service_json).collect::<Vec<_>>()
+    })))
+}
+
+/// `GET /api/marketplace/{service_id}` (public for services on the marketplace; the owner sees
+/// theirs in any state).
+pub async fn get(
+    State(state): State<AppState>,
+    user: Option<AuthUser>,
+    Path(service_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = aiforge_projections::marketplace::find_service(&state.db, &service_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such service"))?;
+    let public = row.active == 1 && matches!(row.model_state.as_str(), "listed" | "grace");
+    let owner = user.is_some_and(|u| u.user_id == row.owner);
+    if !public && !owner {
+        return Err(ApiError::not_found("no such service"));
+    }
+    Ok(Json(json!({ "service": service_json(&row) })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    name: Option<String>,
+    description: Option<String>,
+    pricing: Option<Pricing>,
+    rate_limits: Option<RateLimits>,
+    active: Option<bool>,
+}
+
+/// `PUT /api/marketplace/{service_id}` (owner only): details, pricing (for new subscriptions
+/// only), limits, active.
+pub async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(service_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<UpdateRequest>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let details = if body.name.is_some() || body.description.is_some() {
+        let current = state.marketplace.service(&service_id).await?;
+        let current = current
+            .details
+            .ok_or_else(|| ApiError::not_found("no such service"))?;
+        Some(ServiceDetails {
+            name: body.name.unwrap_or(current.name),
+            description: body.description.unwrap_or(current.description),
+        })
+    } else {
+        None
+    };
+    let outcome = state
+        .marketplace
+        .update_service(
+            &service_id,
+            &user.user_id,
+            details,
+            body.pricing,
+            body.rate_limits,
+            body.active,
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok(Json(service_response(&state, &service_id).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    /// Where to pay, when anything is due: "ethereum" (default) or "tron".
+    network: Option<String>,
+    /// Prepaid credit (pay-per-request, optionally hybrid), as a decimal string.
+    credit: Option<String>,
+}
+
+/// `POST /api/marketplace/{service_id}/subscribe`: the API key, shown this once, and the
+/// payment to make when anything is due (the subscription activates when it confirms).
+pub async fn subscribe(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(service_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<SubscribeRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let network = body.network.as_deref().map(parse_network).transpose()?;
+    let credit = match body.credit.as_deref() {
+        None => Usdt::ZERO,
+        Some(text) => {
+            Usdt::parse(text).map_err(|e| ApiError::invalid_field("credit", e.to_string()))?
+        }
+    };
+    let subscribed = state
+        .marketplace
+        .subscribe(&user.user_id, &service_id, network, credit, &meta)
+        .await?;
+    if subscribed.outcome.replayed {
+        // The key was shown when the subscription was made, and is not kept: a retried request
+        // cannot show it again.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_subscribed",
+            "this request already created a subscription; its key was shown then (regenerate it if it was lost)",
+        ));
+    }
+    read_your_writes(&state, subscribed.outcome.last).await;
+    let row =
+        aiforge_projections::marketplace::find_subscription(&state.db, &subscribed.subscription_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("subscription not projected"))?;
+    let payment = match &subscribed.payment_id {
+        Some(payment_id) => aiforge_projections::payments::find(&state.db, payment_id)
+            .await?
+            .map(|p| json!(p)),
+        None => None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "subscription": subscription_json(&row),
+            "api_key": subscribed.api_key,
+            "api_key_notice": "this key is shown only once; store it now",
+            "amount_due": subscribed.amount_due.to_string(),
+            "payment": payment,
+        })),
+    ))
+}
+
+/// `GET /api/marketplace/my-subscriptions`.
+pub async fn my_subscriptions(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Value>, ApiError> {
+    let rows = aiforge_projections::marketplace::subscriptions_of(&state.db, &user.user_id).await?;
+    Ok(Json(json!({
+        "subscriptions": rows.iter().map(subscription_json).collect::<Vec<_>>()
+    })))
+}
+
+/// `POST /api/marketplace/subscriptions/{id}/regenerate-key`: a new key, shown this once; the
+/// old key stops working at once.
+pub async fn regenerate_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(subscription_id): Path<String>,
+    CommandJson { body: _, mut meta }: CommandJson<Empty>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let (outcome, api_key) = state
+        .marketplace
+        .regenerate_key(&subscription_id, &user.user_id, &meta)
+        .await?;
+    if outcome.replayed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_regenerated",
+            "this request already regenerated the key; it was shown then",
+        ));
+    }
+    read_your_writes(&state, outcome.last).await;
+    Ok(Json(json!({
+        "subscription_id": subscription_id,
+        "api_key": api_key,
+        "api_key_notice": "this key is shown only once; the previous key no longer works",
+    })))
+}
+
+/// `POST /api/marketplace/subscriptions/{id}/cancel`: the key stops working at once.
+pub async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(subscription_id): Path<String>,
+    CommandJson { body: _, mut meta }: CommandJson<Empty>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .marketplace
+        .cancel_subscription(&subscription_id, &user.user_id, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    let row = aiforge_projections::marketplace::find_subscription(&state.db, &subscription_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such subscription"))?;
+    Ok(Json(json!({ "subscription": subscription_json(&row) })))
+}

@@ -1,0 +1,482 @@
+//! `/api/models/*` and `/api/publishing/*`: model upload (streamed into the blob store while it
+//! is hashed), metadata, download (verified against the hash), delete, and publishing with its
+//! fees.
+
+use aiforge_commands::blob::import::HfSource;
+use aiforge_commands::blob::StoredBlob;
+use aiforge_domain::fees::FeeSchedule;
+use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
+use aiforge_projections::marketplace::ModelRow;
+use axum::body::Body;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::io::StreamReader;
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{command_meta, CommandJson};
+use crate::routes::accounts::read_your_writes;
+use crate::AppState;
+
+/// Metadata of an upload: in the query string, or as multipart text fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    name: Option<String>,
+    description: Option<String>,
+    /// Comma-separated.
+    tags: Option<String>,
+    group_id: Option<String>,
+    filename: Option<String>,
+}
+
+fn split_tags(tags: Option<&str>) -> Vec<String> {
+    tags.map(|t| {
+        t.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// A failure to read the request body: the client went away or sent less than it promised.
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string())
+}
+
+pub fn model_json(row: &ModelRow) -> Value {
+    json!({
+        "id": row.model_id,
+        "owner": { "kind": row.owner_kind, "id": row.owner_id },
+        "uploaded_by": row.uploaded_by,
+        "name": row.name,
+        "description": row.description,
+        "tags": serde_json::from_str::<Value>(&row.tags).unwrap_or(Value::Null),
+        "sha256": row.sha256,
+        "cid": row.cid,
+        "size_bytes": row.size_bytes,
+        "storage": row.backend,
+        "source": serde_json::from_str::<Value>(&row.source).unwrap_or(Value::Null),
+        "state": row.state,
+        "published_at": row.published_at,
+        "listed_until": row.listed_until,
+        "grace_until": row.grace_until,
+        "uploaded_at": row.uploaded_at,
+        "updated_at": row.updated_at,
+    })
+}
+
+async fn model_response(state: &AppState, model_id: &str) -> Result<Value, ApiError> {
+    let row = aiforge_projections::marketplace::find_model(&state.db, model_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such model"))?;
+    Ok(json!({ "model": model_json(&row) }))
+}
+
+async fn store_stream<S, E>(
+    state: &AppState,
+    stream: S,
+) -> Result<StoredBlob, aiforge_commands::blob::BlobError>
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let mut reader = StreamReader::new(stream.map_err(io_error));
+    state.blobs.put(&mut reader, state.model_bytes_max).await
+}
+
+/// `POST /api/models`: the file as the raw body (metadata in the query string) or as the
+/// `file` part of a multipart form (metadata as text parts, or in the query string). The bytes
+/// stream to the blob store; nothing is held whole in memory, and an upload that is cut off or
+/// over the size limit leaves no model and no blob.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<UploadQuery>,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let headers = request.headers().clone();
+    let path = request.uri().path().to_string();
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let mut fields = query;
+    let blob = if is_multipart {
+        let mut multipart = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
+            })?;
+        let mut blob = None;
+        while let Some(field) = multipart.next_field().await.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
+        })? {
+            let name = field.name().unwrap_or_default().to_string();
+            if name == "file" {
+                if blob.is_some() {
+                    return Err(ApiError::invalid_field(
+                        "file",
+                        "send exactly one file part",
+                    ));
+                }
+                if fields.filename.is_none() {
+                    fields.filename = field.file_name().map(str::to_string);
+                }
+                blob = Some(store_stream(&state, field).await?);
+                continue;
+            }
+            let text = field.text().await.map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
+            })?;
+            match name.as_str() {
+                "name" => fields.name = Some(text),
+                "description" => fields.description = Some(text),
+                "tags" => fields.tags = Some(text),
+                "group_id" => fields.group_id = Some(text),
+                "filename" => fields.filename = Some(text),
+                other => {
+                    return Err(ApiError::invalid_field(
+                        "body",
+                        format!("unknown form field '{other}'"),
+                    ))
+                }
+            }
+        }
+        blob.ok_or_else(|| ApiError::invalid_field("file", "the form has no 'file' part"))?
+    } else {
+        store_stream(&state, request.into_body().into_data_stream()).await?
+    };
+    let filename = fields
+        .filename
+        .clone()
+        .unwrap_or_else(|| "model.bin".into());
+    let metadata = ModelMetadata {
+        name: fields.name.clone().unwrap_or_else(|| filename.clone()),
+        description: fields.description.clone().unwrap_or_default(),
+        tags: split_tags(fields.tags.as_deref()),
+    };
+    let digest = serde_json::to_vec(&json!([
+        blob.sha256,
+        metadata.name,
+        metadata.description,
+        metadata.tags,
+        fields.group_id,
+        filename
+    ]))
+    .map_err(ApiError::internal)?;
+    let mut meta = command_meta(&state, &headers, "POST", &path, &digest)?;
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .marketplace
+        .upload(
+            &user.user_id,
+            fields.group_id.as_deref(),
+            metadata,
+            blob_ref(&state, &blob),
+            ModelSource::Upload { filename },
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(model_response(&state, &outcome.aggregate_id).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    repo: String,
+    filename: String,
+    revision: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    group_id: Option<String>,
+}
+
+/// `POST /api/models/import` `{repo, filename, revision?, name?, description?, tags?,
+/// group_id?}`: fetches the file from the Hugging Face hub (its resolve URL), streamed into the
+/// blob store with the same limit and hashing as an upload.
+pub async fn import(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<ImportRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let mut source = HfSource::new(body.repo.trim(), body.filename.trim());
+    source.revision = body.revision.clone();
+    let blob = state
+        .hf
+        .import(state.blobs.as_ref(), &source, state.model_bytes_max)
+        .await?;
+    let metadata = ModelMetadata {
+        name: body.name.unwrap_or_else(|| source.filename.clone()),
+        description: body.description,
+        tags: body.tags,
+    };
+    let outcome = state
+        .marketplace
+        .upload(
+            &user.user_id,
+            body.group_id.as_deref(),
+            metadata,
+            blob_ref(&state, &blob),
+            ModelSource::HuggingFace {
+                repo: source.repo.clone(),
+                filename: source.filename.clone(),
+                revision: source.revision.clone().unwrap_or_else(|| "main".into()),
+            },
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(model_response(&state, &outcome.aggregate_id).await?),
+    ))
+}
+
+fn blob_ref(state: &AppState, blob: &StoredBlob) -> BlobRef {
+    BlobRef {
+        sha256: blob.sha256.clone(),
+        cid: blob.cid.clone(),
+        size_bytes: blob.size_bytes,
+        backend: state.blobs.backend().to_string(),
+    }
+}
+
+/// `GET /api/models/my-models`: the user's models and their groups' models.
+pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let rows = aiforge_projections::marketplace::models_of(&state.db, &user.user_id).await?;
+    Ok(Json(json!({
+        "models": rows.iter().map(model_json).collect::<Vec<_>>()
+    })))
+}
+
+/// Who may see a model's details and download it: its owner, members of its group, and anyone
+/// once it is on the marketplace (details only; the file stays with owners).
+async fn member_of_owner(
+    state: &AppState,
+    row: &ModelRow,
+    user_id: &str,
+) -> Result<bool, ApiError> {
+    Ok(match row.owner_kind.as_str() {
+        "user" => row.owner_id == user_id,
+        _ => aiforge_projections::groups::find(&state.db, &row.owner_id)
+            .await?
+            .is_some_and(|(_, members)| members.iter().any(|m| m.user_id == user_id)),
+    })
+}
+
+async fn live_model(state: &AppState, model_id: &str) -> Result<ModelRow, ApiError> {
+    aiforge_projections::marketplace::find_model(&state.db, model_id)
+        .await?
+        .filter(|row| row.state != "deleted")
+        .ok_or_else(|| ApiError::not_found("no such model"))
+}
+
+fn is_public(row: &ModelRow) -> bool {
+    matches!(row.state.as_str(), "listed" | "grace")
+}
+
+async fn visible_model(
+    state: &AppState,
+    model_id: &str,
+    user_id: &str,
+) -> Result<ModelRow, ApiError> {
+    let row = live_model(state, model_id).await?;
+    if is_public(&row) || member_of_owner(state, &row, user_id).await? {
+        Ok(row)
+    } else {
+        Err(ApiError::not_found("no such model"))
+    }
+}
+
+/// `GET /api/models/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = visible_model(&state, &model_id, &user.user_id).await?;
+    Ok(Json(json!({ "model": model_json(&row) })))
+}
+
+/// `GET /api/models/{id}/download`: the file, streamed from the blob store and verified as it
+/// goes; a blob that no longer matches its SHA-256 ends the transfer with an error instead of
+/// completing it.
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+) -> Result<Response, ApiError> {
+    // One membership check decides both: a stranger learns nothing of an unpublished model
+    // (404) and may not download a public one (403).
+    let row = live_model(&state, &model_id).await?;
+    if !member_of_owner(&state, &row, &user.user_id).await? {
+        return Err(if is_public(&row) {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only the model's owner (or its group's members) may download the file",
+            )
+        } else {
+            ApiError::not_found("no such model")
+        });
+    }
+    let blob = StoredBlob {
+        sha256: row.sha256.clone(),
+        cid: row.cid.clone(),
+        size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+    };
+    let stream = state.blobs.get(&blob).await?;
+    let stream = stream.map_err(|e| {
+        tracing::error!(error = %e, "model download failed verification or reading");
+        std::io::Error::other(e.to_string())
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(len) = header::HeaderValue::from_str(&row.size_bytes.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, len);
+    }
+    if let Ok(etag) = header::HeaderValue::from_str(&format!("\"sha256:{}\"", row.sha256)) {
+        headers.insert(header::ETAG, etag);
+    }
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    name: Option<String>,
+    description: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+/// `PUT /api/models/{id}`: name, description, tags (missing ones keep their value).
+pub async fn edit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<EditRequest>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let current = state.marketplace.model(&model_id).await?;
+    let current = current
+        .metadata
+        .ok_or_else(|| ApiError::not_found("no such model"))?;
+    let metadata = ModelMetadata {
+        name: body.name.unwrap_or(current.name),
+        description: body.description.unwrap_or(current.description),
+        tags: body.tags.unwrap_or(current.tags),
+    };
+    let outcome = state
+        .marketplace
+        .edit_model(&model_id, &user.user_id, metadata, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok(Json(model_response(&state, &model_id).await?))
+}
+
+/// `DELETE /api/models/{id}`: the model leaves every list; its file is kept while any
+/// subscription still references it.
+pub async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+    CommandJson { body: _, mut meta }: CommandJson<crate::extract::Empty>,
+) -> Result<StatusCode, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .marketplace
+        .delete_model(&model_id, &user.user_id, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/publishing/model/{id}/publishing`: where the model stands and what the next step
+/// costs.
+pub async fn publishing(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = visible_model(&state, &model_id, &user.user_id).await?;
+    let schedule = FeeSchedule::at(state.clock.now());
+    let free = state
+        .marketplace
+        .has_free_publication(&user.user_id)
+        .await?;
+    Ok(Json(json!({
+        "model_id": row.model_id,
+        "state": row.state,
+        "published_at": row.published_at,
+        "listed_until": row.listed_until,
+        "grace_until": row.grace_until,
+        "publishing_fee": if free { "0.000000".to_string() } else { schedule.publishing_fee().to_string() },
+        "first_publication_free_available": free,
+        "listing_fee": schedule.listing_fee().to_string(),
+        "listing_period_days": aiforge_domain::model::LISTING_PERIOD_DAYS,
+        "grace_days": aiforge_domain::model::GRACE_DAYS,
+        "fee_schedule_version": schedule.version,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeRequest {
+    payment_id: Option<String>,
+}
+
+/// `POST /api/publishing/model/{id}/publish`: free for the publisher's first model, otherwise
+/// with `payment_id` of a confirmed publishing_fee payment (402 asks for it).
+pub async fn publish(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<FeeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .marketplace
+        .publish(&model_id, &user.user_id, body.payment_id.as_deref(), &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok(Json(model_response(&state, &model_id).await?))
+}
+
+/// `POST /api/publishing/model/{id}/listing-fee`: a confirmed listing_fee payment extends the
+/// listing by 30 days (or relists a delisted model).
+pub async fn listing_fee(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<FeeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let payment_id = body
+        .payment_id
+        .ok_or_else(|| ApiError::invalid_field("payment_id", "payment_id is required"))?;
+    let outcome = state
+        .marketplace
+        .pay_listing_fee(&model_id, &user.user_id, &payment_id, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok(Json(model_response(&state, &model_id).await?))
+}

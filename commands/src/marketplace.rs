@@ -1,0 +1,678 @@
+//! Marketplace commands: models (upload, metadata, publishing, listing, delete), API services
+//! and API subscriptions with their keys. This layer gathers the facts the aggregates decide on
+//! (the actor's group role, whether a payment is confirmed and whose, the model's state when a
+//! service is created or subscribed to), makes ids, keys and times, and holds the claims that
+//! make cross-aggregate rules safe under concurrency:
+//! - `payment_use:<payment id>`: a publishing or listing-fee payment pays for one thing only;
+//! - `free_publish:<user id>`: a user's first free publication happens once.
+
+use std::sync::Arc;
+
+use aiforge_domain::api_subscription::{
+    amount_due, ApiSubscription, ApiSubscriptionCommand, ApiSubscriptionError,
+    ApiSubscriptionServices, AwaitedPayment, KeyDigest, ServiceTerms,
+};
+use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::group::{Group, GroupError, GroupServices};
+use aiforge_domain::ledger::Beneficiary;
+use aiforge_domain::model::{
+    Actor, BlobRef, Model, ModelCommand, ModelError, ModelMetadata, ModelOwner, ModelServices,
+    ModelSource, PublishingFee,
+};
+use aiforge_domain::payment::{Payment, PaymentError, PaymentEvent, PaymentServices};
+use aiforge_domain::service::{
+    ApiService, Pricing, RateLimits, ServiceCommand, ServiceDetails, ServiceError, ServiceServices,
+};
+use aiforge_domain::wallet::Network;
+use aiforge_domain::Usdt;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::framework::{CommandError, CommandMeta, Executor, Outcome};
+use crate::payments::{Payments, PaymentsError};
+use crate::store::{Claim, Database};
+
+pub const CLAIM_PAYMENT_USE: &str = "payment_use";
+pub const CLAIM_FREE_PUBLISH: &str = "free_publish";
+/// An API subscription's payment names what it pays for as `api-subscription:<subscription id>`.
+pub const API_SUBSCRIPTION_REFERENCE_PREFIX: &str = "api-subscription:";
+/// Every API key starts with this.
+pub const API_KEY_PREFIX: &str = "aiforge_";
+/// Random bytes in a key: 256 bits of entropy.
+pub const API_KEY_RANDOM_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarketplaceError {
+    #[error(transparent)]
+    Model(#[from] CommandError<ModelError>),
+    #[error(transparent)]
+    Service(#[from] CommandError<ServiceError>),
+    #[error(transparent)]
+    Subscription(#[from] CommandError<ApiSubscriptionError>),
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+    #[error("no such group, or you are not a member of it")]
+    UnknownGroup,
+    #[error("no such model")]
+    UnknownModel,
+    #[error("no such service")]
+    UnknownService,
+    #[error("no such payment of yours")]
+    UnknownPayment,
+    #[error("payment {payment_id} is not confirmed yet")]
+    PaymentNotConfirmed { payment_id: String },
+    #[error("payment {payment_id} is a {found} payment; this needs a {expected} payment")]
+    WrongPaymentType {
+        payment_id: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("payment {payment_id} already paid for something else")]
+    PaymentAlreadyUsed { payment_id: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CommandError<GroupError>> for MarketplaceError {
+    fn from(e: CommandError<GroupError>) -> Self {
+        MarketplaceError::Internal(e.to_string())
+    }
+}
+
+impl From<CommandError<PaymentError>> for MarketplaceError {
+    fn from(e: CommandError<PaymentError>) -> Self {
+        MarketplaceError::Payments(PaymentsError::Payment(e))
+    }
+}
+
+/// A freshly made API key: the plaintext (returned to the user once, never stored) and what the
+/// store keeps.
+pub struct NewKey {
+    pub plaintext: String,
+    pub digest: KeyDigest,
+}
+
+/// SHA-256 (hex) of a key's full text: the only form of a key the store holds.
+pub fn key_sha256(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
+pub fn new_key() -> NewKey {
+    let mut random = [0u8; API_KEY_RANDOM_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let plaintext = format!("{API_KEY_PREFIX}{}", bs58::encode(random).into_string());
+    let hint: String = plaintext
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    NewKey {
+        digest: KeyDigest {
+            sha256: key_sha256(&plaintext),
+            hint,
+        },
+        plaintext,
+    }
+}
+
+/// What a new subscription answers with; `api_key` is the only time the key is ever shown.
+pub struct Subscribed {
+    pub outcome: Outcome,
+    pub subscription_id: String,
+    pub api_key: String,
+    pub payment_id: Option<String>,
+    pub amount_due: Usdt,
+}
+
+pub struct Marketplace {
+    models: Executor<Model>,
+    services: Executor<ApiService>,
+    subscriptions: Executor<ApiSubscription>,
+    groups: Executor<Group>,
+    payment_store: Executor<Payment>,
+    payments: Arc<Payments>,
+    clock: Arc<dyn Clock>,
+}
+
+fn sub_meta(meta: &CommandMeta, suffix: &str) -> CommandMeta {
+    CommandMeta {
+        command_id: format!("{}:{suffix}", meta.command_id),
+        request_hash: if meta.is_generated() {
+            format!("{}:{suffix}", meta.command_id)
+        } else {
+            meta.request_hash.clone()
+        },
+        ..meta.clone()
+    }
+}
+
+impl Marketplace {
+    pub fn new(db: Database, clock: Arc<dyn Clock>, payments: Arc<Payments>) -> Self {
+        Self {
+            models: Executor::new(db.clone(), clock.clone(), ModelServices),
+            services: Executor::new(db.clone(), clock.clone(), ServiceServices),
+            subscriptions: Executor::new(db.clone(), clock.clone(), ApiSubscriptionServices),
+            groups: Executor::new(db.clone(), clock.clone(), GroupServices),
+            payment_store: Executor::new(db, clock.clone(), PaymentServices),
+            payments,
+            clock,
+        }
+    }
+
+    /// The acting user, with their role in `owner`'s group when the owner is a group.
+    async fn actor(&self, user_id: &str, owner: &ModelOwner) -> Result<Actor, MarketplaceError> {
+        let group_role = match owner {
+            ModelOwner::User(_) => None,
+            ModelOwner::Group(group_id) => self.groups.load(group_id).await?.role_of(user_id),
+        };
+        Ok(Actor {
+            user_id: user_id.to_string(),
+            group_role,
+        })
+    }
+
+    pub async fn model(&self, model_id: &str) -> Result<Model, MarketplaceError> {
+        let model = self.models.load(model_id).await?;
+        if model.id.is_none() {
+            return Err(MarketplaceError::UnknownModel);
+        }
+        Ok(model)
+    }
+
+    async fn model_actor(
+        &self,
+        model_id: &str,
+        user_id: &str,
+    ) -> Result<(Model, Actor), MarketplaceError> {
+        let model = self.model(model_id).await?;
+        let owner = model.owner.clone().ok_or(MarketplaceError::UnknownModel)?;
+        let actor = self.actor(user_id, &owner).await?;
+        Ok((model, actor))
+    }
+
+    /// Records an uploaded (already stored) blob as a new model.
+    #[allow(clippy::too_many_arguments, reason = "an upload has this many facts")]
+    pub async fn upload(
+        &self,
+        user_id: &str,
+        group_id: Option<&str>,
+        metadata: ModelMetadata,
+        blob: BlobRef,
+        source: ModelSource,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let owner = match group_id {
+            Some(group_id) => {
+                let group = self.groups.load(group_id).await?;
+                if group.role_of(user_id).is_none() {
+                    return Err(MarketplaceError::UnknownGroup);
+                }
+                ModelOwner::Group(group_id.to_string())
+            }
+            None => ModelOwner::User(user_id.to_string()),
+        };
+        let actor = self.actor(user_id, &owner).await?;
+        let model_id = uuid::Uuid::now_v7().to_string();
+        let command = ModelCommand::Upload {
+            model_id: model_id.clone(),
+            owner,
+            uploaded_by: actor,
+            metadata,
+            blob,
+            source,
+            at: self.clock.now(),
+        };
+        Ok(self.models.execute(&model_id, command, meta, &[]).await?)
+    }
+
+    pub async fn edit_model(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        metadata: ModelMetadata,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let (_, actor) = self.model_actor(model_id, user_id).await?;
+        let command = ModelCommand::EditMetadata {
+            actor,
+            metadata,
+            at: self.clock.now(),
+        };
+        Ok(self.models.execute(model_id, command, meta, &[]).await?)
+    }
+
+    pub async fn delete_model(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let (_, actor) = self.model_actor(model_id, user_id).await?;
+        let command = ModelCommand::Delete {
+            actor,
+            at: self.clock.now(),
+        };
+        Ok(self.models.execute(model_id, command, meta, &[]).await?)
+    }
+
+    /// A confirmed payment of `user_id`'s of type `expected`, or why not.
+    async fn confirmed_payment(
+        &self,
+        user_id: &str,
+        payment_id: &str,
+        expected: PaymentType,
+    ) -> Result<Usdt, MarketplaceError> {
+        let payment = self.payment_store.load(payment_id).await?;
+        let Some(PaymentEvent::PaymentCreated {
+            payer,
+            payment_type,
+            amount,
+            ..
+        }) = &payment.created
+        else {
+            return Err(MarketplaceError::UnknownPayment);
+        };
+        if payer != user_id {
+            return Err(MarketplaceError::UnknownPayment);
+        }
+        if *payment_type != expected {
+            return Err(MarketplaceError::WrongPaymentType {
+                payment_id: payment_id.to_string(),
+                expected: expected.as_str(),
+                found: payment_type.as_str(),
+            });
+        }
+        if payment.confirmed_tx.is_none() {
+            return Err(MarketplaceError::PaymentNotConfirmed {
+                payment_id: payment_id.to_string(),
+            });
+        }
+        Ok(*amount)
+    }
+
+    fn payment_claim(payment_id: &str) -> Claim {
+        Claim {
+            namespace: CLAIM_PAYMENT_USE.to_string(),
+            key: payment_id.to_string(),
+        }
+    }
+
+    fn used(e: CommandError<ModelError>, payment_id: &str) -> MarketplaceError {
+        match e {
+            CommandError::Taken { namespace, .. } if namespace == CLAIM_PAYMENT_USE => {
+                MarketplaceError::PaymentAlreadyUsed {
+                    payment_id: payment_id.to_string(),
+                }
+            }
+            other => other.into(),
+        }
+    }
+
+    /// Publishes: free when it is the publisher's first free publication, else with a confirmed
+    /// publishing_fee payment of theirs.
+    pub async fn publish(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        payment_id: Option<&str>,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let (_, actor) = self.model_actor(model_id, user_id).await?;
+        let at = self.clock.now();
+        let fee_due = FeeSchedule::at(at).publishing_fee();
+        let command = |fee| ModelCommand::Publish {
+            actor: actor.clone(),
+            fee,
+            fee_due,
+            at,
+        };
+        if let Some(payment_id) = payment_id {
+            let amount = self
+                .confirmed_payment(user_id, payment_id, PaymentType::PublishingFee)
+                .await?;
+            let fee = PublishingFee::Paid {
+                payment_id: payment_id.to_string(),
+                amount,
+            };
+            return self
+                .models
+                .execute(
+                    model_id,
+                    command(Some(fee)),
+                    meta,
+                    &[Self::payment_claim(payment_id)],
+                )
+                .await
+                .map_err(|e| Self::used(e, payment_id));
+        }
+        let free = Claim {
+            namespace: CLAIM_FREE_PUBLISH.to_string(),
+            key: user_id.to_string(),
+        };
+        match self
+            .models
+            .execute(
+                model_id,
+                command(Some(PublishingFee::FirstFree)),
+                meta,
+                &[free],
+            )
+            .await
+        {
+            // The free publication is used: the aggregate asks for the fee (or says why not).
+            Err(CommandError::Taken { namespace, .. }) if namespace == CLAIM_FREE_PUBLISH => {
+                Ok(self
+                    .models
+                    .execute(model_id, command(None), meta, &[])
+                    .await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Whether `user_id` still has their first free publication.
+    pub async fn has_free_publication(&self, user_id: &str) -> Result<bool, MarketplaceError> {
+        self.models
+            .database()
+            .claim_owner(CLAIM_FREE_PUBLISH, user_id)
+            .await
+            .map(|holder| holder.is_none())
+            .map_err(|e| MarketplaceError::Internal(e.to_string()))
+    }
+
+    pub async fn pay_listing_fee(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        payment_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let (_, actor) = self.model_actor(model_id, user_id).await?;
+        let amount = self
+            .confirmed_payment(user_id, payment_id, PaymentType::ListingFee)
+            .await?;
+        let command = ModelCommand::PayListingFee {
+            actor,
+            payment_id: payment_id.to_string(),
+            amount,
+            at: self.clock.now(),
+        };
+        self.models
+            .execute(model_id, command, meta, &[Self::payment_claim(payment_id)])
+            .await
+            .map_err(|e| Self::used(e, payment_id))
+    }
+
+    /// The scheduler's step for one model: lapse or delist it if its time has come. Returns
+    /// whether anything happened. The command id makes a repeated step a no-op.
+    pub async fn advance_listing(
+        &self,
+        model_id: &str,
+        delist: bool,
+    ) -> Result<bool, MarketplaceError> {
+        let at = self.clock.now();
+        let (command, what) = if delist {
+            (ModelCommand::Delist { at }, "delist")
+        } else {
+            (ModelCommand::LapseListing { at }, "lapse")
+        };
+        let model = self.model(model_id).await?;
+        let stamp = match (delist, model.listed_until, model.grace_until) {
+            (false, Some(until), _) | (true, _, Some(until)) => until.unix_timestamp(),
+            _ => 0,
+        };
+        let id = format!("listing-{what}:{model_id}:{stamp}");
+        let meta = CommandMeta {
+            command_id: id.clone(),
+            request_hash: id,
+            actor: Some("listing-scheduler".into()),
+            request_id: None,
+        };
+        match self.models.execute(model_id, command, &meta, &[]).await {
+            Ok(outcome) => Ok(!outcome.replayed),
+            Err(CommandError::Rejected(
+                ModelError::ListingNotEnded | ModelError::GraceNotEnded | ModelError::Deleted,
+            )) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "a service has this many facts")]
+    pub async fn create_service(
+        &self,
+        user_id: &str,
+        model_id: &str,
+        details: ServiceDetails,
+        pricing: Pricing,
+        rate_limits: RateLimits,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let (model, actor) = self.model_actor(model_id, user_id).await?;
+        let service_id = uuid::Uuid::now_v7().to_string();
+        let command = ServiceCommand::Create {
+            service_id: service_id.clone(),
+            owner: user_id.to_string(),
+            model_id: model_id.to_string(),
+            actor_manages_model: model.may_manage(&actor),
+            model_on_marketplace: model.state().is_some_and(|s| s.is_on_marketplace()),
+            details,
+            pricing,
+            rate_limits,
+            at: self.clock.now(),
+        };
+        Ok(self
+            .services
+            .execute(&service_id, command, meta, &[])
+            .await?)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "an update has this many optional parts"
+    )]
+    pub async fn update_service(
+        &self,
+        service_id: &str,
+        user_id: &str,
+        details: Option<ServiceDetails>,
+        pricing: Option<Pricing>,
+        rate_limits: Option<RateLimits>,
+        active: Option<bool>,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        self.service(service_id).await?;
+        let command = ServiceCommand::Update {
+            actor: user_id.to_string(),
+            details,
+            pricing,
+            rate_limits,
+            active,
+            at: self.clock.now(),
+        };
+        Ok(self
+            .services
+            .execute(service_id, command, meta, &[])
+            .await?)
+    }
+
+    pub async fn service(&self, service_id: &str) -> Result<ApiService, MarketplaceError> {
+        let service = self.services.load(service_id).await?;
+        if service.id.is_none() {
+            return Err(MarketplaceError::UnknownService);
+        }
+        Ok(service)
+    }
+
+    /// Subscribes `consumer` to a service: makes the key, and the payment when anything is due.
+    pub async fn subscribe(
+        &self,
+        consumer: &str,
+        service_id: &str,
+        network: Option<Network>,
+        credit: Usdt,
+        meta: &CommandMeta,
+    ) -> Result<Subscribed, MarketplaceError> {
+        let service = self.service(service_id).await?;
+        let (Some(owner), Some(model_id), Some(pricing)) =
+            (service.owner, service.model_id, service.pricing)
+        else {
+            return Err(MarketplaceError::UnknownService);
+        };
+        let model = self.model(&model_id).await?;
+        let terms = ServiceTerms {
+            service_id: service_id.to_string(),
+            service_owner: owner.clone(),
+            model_id,
+            pricing: pricing.clone(),
+            pricing_version: service.pricing_version,
+            accepting: service.active && model.state().is_some_and(|s| s.is_on_marketplace()),
+        };
+        let due = amount_due(&pricing, credit).map_err(CommandError::Rejected)?;
+        if !terms.accepting {
+            return Err(CommandError::Rejected(ApiSubscriptionError::ServiceNotAccepting).into());
+        }
+        let subscription_id = uuid::Uuid::now_v7().to_string();
+        let payment = if due.is_positive() {
+            let network = network.unwrap_or(Network::Ethereum);
+            let outcome = self
+                .payments
+                .create_for(
+                    consumer,
+                    PaymentType::ApiSubscription,
+                    network,
+                    due,
+                    &format!("{API_SUBSCRIPTION_REFERENCE_PREFIX}{subscription_id}"),
+                    Beneficiary::Creator { user_id: owner },
+                    &sub_meta(meta, "payment"),
+                )
+                .await?;
+            Some(AwaitedPayment {
+                payment_id: outcome.aggregate_id,
+                amount: due,
+            })
+        } else {
+            None
+        };
+        let key = new_key();
+        let payment_id = payment.as_ref().map(|p| p.payment_id.clone());
+        let command = ApiSubscriptionCommand::Subscribe {
+            subscription_id: subscription_id.clone(),
+            consumer: consumer.to_string(),
+            terms,
+            credit,
+            key: key.digest,
+            payment,
+            at: self.clock.now(),
+        };
+        let outcome = self
+            .subscriptions
+            .execute(&subscription_id, command, meta, &[])
+            .await?;
+        Ok(Subscribed {
+            outcome,
+            subscription_id,
+            api_key: key.plaintext,
+            payment_id,
+            amount_due: due,
+        })
+    }
+
+    /// A new key for the subscription; the old one stops working at once.
+    pub async fn regenerate_key(
+        &self,
+        subscription_id: &str,
+        user_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<(Outcome, String), MarketplaceError> {
+        let key = new_key();
+        let command = ApiSubscriptionCommand::RegenerateKey {
+            actor: user_id.to_string(),
+            key: key.digest,
+            at: self.clock.now(),
+        };
+        let outcome = self
+            .subscriptions
+            .execute(subscription_id, command, meta, &[])
+            .await?;
+        Ok((outcome, key.plaintext))
+    }
+
+    pub async fn cancel_subscription(
+        &self,
+        subscription_id: &str,
+        user_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let command = ApiSubscriptionCommand::Cancel {
+            actor: user_id.to_string(),
+            at: self.clock.now(),
+        };
+        Ok(self
+            .subscriptions
+            .execute(subscription_id, command, meta, &[])
+            .await?)
+    }
+
+    /// Activates the API subscription a confirmed payment paid for (called by the reactor).
+    pub async fn activate_subscription(
+        &self,
+        subscription_id: &str,
+        payment_id: &str,
+    ) -> Result<(), MarketplaceError> {
+        let id = format!("activate-api-subscription:{payment_id}");
+        let meta = CommandMeta {
+            command_id: id.clone(),
+            request_hash: id,
+            actor: Some("payments-reactor".into()),
+            request_id: None,
+        };
+        let command = ApiSubscriptionCommand::Activate {
+            payment_id: payment_id.to_string(),
+            at: self.clock.now(),
+        };
+        match self
+            .subscriptions
+            .execute(subscription_id, command, &meta, &[])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CommandError::Rejected(
+                e @ (ApiSubscriptionError::UnknownPayment { .. }
+                | ApiSubscriptionError::NotFound
+                | ApiSubscriptionError::Cancelled),
+            )) => {
+                tracing::warn!(%payment_id, %subscription_id, error = %e, "a confirmed API subscription payment activated nothing");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_256_bits_and_only_their_hash_is_kept() {
+        let a = new_key();
+        let b = new_key();
+        assert!(a.plaintext.starts_with(API_KEY_PREFIX));
+        assert_ne!(a.plaintext, b.plaintext);
+        let random = bs58::decode(&a.plaintext[API_KEY_PREFIX.len()..])
+            .into_vec()
+            .unwrap();
+        assert_eq!(random.len(), 32);
+        assert_eq!(a.digest.sha256, key_sha256(&a.plaintext));
+        assert_eq!(a.digest.sha256.len(), 64);
+        assert!(a.plaintext.ends_with(&a.digest.hint));
+        assert!(!a
+            .digest
+            .sha256
+            .contains(&a.plaintext[API_KEY_PREFIX.len()..]));
+    }
+}

@@ -1,0 +1,800 @@
+//! The `Model` aggregate: an uploaded model file and its life on the marketplace.
+//!
+//! ```text
+//! uploaded ──publish──▶ listed (until a date) ──date passes──▶ grace (7 days) ──▶ delisted
+//!                          ▲        │ listing fee: +30 days       │ listing fee      │ listing fee
+//!                          └────────┴─────────────────────────────┴──────────────────┘
+//! any state ──delete──▶ deleted (terminal)
+//! ```
+//!
+//! Rules, all here:
+//! - Who may manage a model: its owning user, or for a group's model a member whose role may
+//!   upload models to the group (the group's permission matrix, [`crate::group::can`]).
+//! - Publishing: a user's first free publication is free (the application layer proves it is the
+//!   first with a claim on the user id); any other needs a confirmed `publishing_fee` payment,
+//!   which the application layer has checked and claimed, so one payment pays for one thing.
+//!   Publishing lists the model for [`LISTING_PERIOD_DAYS`].
+//! - A confirmed `listing_fee` payment extends the listing by [`LISTING_PERIOD_DAYS`]: from the
+//!   current end while listed or in grace (grace days are not free), from now once delisted.
+//! - When the listing ends the model enters [`GRACE_DAYS`] of grace (still on the marketplace,
+//!   flagged), then is delisted: off the marketplace, its services take no new subscriptions.
+//!   The clock is the command's `at`: the scheduler sends these commands; nothing here reads time.
+//! - Deleting keeps the blob: the application layer removes it only when no subscription
+//!   references the model.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::group::{can, GroupAction, Role};
+use crate::money::Usdt;
+
+pub const LISTING_PERIOD_DAYS: i64 = 30;
+pub const GRACE_DAYS: i64 = 7;
+pub const NAME_CHARS_MAX: usize = 100;
+pub const DESCRIPTION_CHARS_MAX: usize = 5000;
+pub const TAGS_MAX: usize = 20;
+pub const TAG_CHARS_MAX: usize = 40;
+
+/// Who owns a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum ModelOwner {
+    User(String),
+    Group(String),
+}
+
+/// Where the stored bytes are: the content address and the backend that holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub sha256: String,
+    pub cid: String,
+    pub size_bytes: u64,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelSource {
+    Upload {
+        filename: String,
+    },
+    HuggingFace {
+        repo: String,
+        filename: String,
+        revision: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PublishingFee {
+    /// The publisher's first free publication.
+    FirstFree,
+    Paid {
+        payment_id: String,
+        amount: Usdt,
+    },
+}
+
+/// Editable description of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+}
+
+impl ModelMetadata {
+    /// Trims and checks; tags are lower-cased and de-duplicated in order.
+    pub fn validated(self) -> Result<Self, ModelError> {
+        let name =
+            crate::trimmed_within(&self.name, 1..=NAME_CHARS_MAX).ok_or(ModelError::InvalidName)?;
+        let description = crate::trimmed_within(&self.description, 0..=DESCRIPTION_CHARS_MAX)
+            .ok_or(ModelError::DescriptionTooLong)?;
+        let mut tags: Vec<String> = Vec::new();
+        for tag in self.tags {
+            let tag = tag.trim().to_lowercase();
+            if tag.is_empty()
+                || tag.chars().count() > TAG_CHARS_MAX
+                || !tag
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(ModelError::InvalidTag(tag));
+            }
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if tags.len() > TAGS_MAX {
+            return Err(ModelError::TooManyTags);
+        }
+        Ok(Self {
+            name,
+            description,
+            tags,
+        })
+    }
+}
+
+/// The acting user and, for a group's model, their role in that group now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub user_id: String,
+    pub group_role: Option<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("no such model")]
+    NotFound,
+    #[error("the model already exists")]
+    AlreadyExists,
+    #[error("the name must be 1 to {NAME_CHARS_MAX} characters")]
+    InvalidName,
+    #[error("the description is longer than {DESCRIPTION_CHARS_MAX} characters")]
+    DescriptionTooLong,
+    #[error("tag '{0}' must be 1 to {TAG_CHARS_MAX} letters, digits, '-', '_' or '.'")]
+    InvalidTag(String),
+    #[error("a model has at most {TAGS_MAX} tags")]
+    TooManyTags,
+    #[error("only the model's owner (or a group member who may upload models) may do this")]
+    NotPermitted,
+    #[error("the model was deleted")]
+    Deleted,
+    #[error("the model is already published")]
+    AlreadyPublished,
+    #[error("the model is not published yet")]
+    NotPublished,
+    #[error("publishing costs {fee} USDT: pay a publishing_fee and pass its payment_id")]
+    PublishingFeeRequired { fee: Usdt },
+    #[error("the listing has not ended yet")]
+    ListingNotEnded,
+    #[error("the grace period has not ended yet")]
+    GraceNotEnded,
+}
+
+impl ModelError {
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            ModelError::InvalidName => Some("name"),
+            ModelError::DescriptionTooLong => Some("description"),
+            ModelError::InvalidTag(_) | ModelError::TooManyTags => Some("tags"),
+            ModelError::PublishingFeeRequired { .. } => Some("payment_id"),
+            _ => None,
+        }
+    }
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a command is built once per request and moved, never stored in bulk"
+)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelCommand {
+    Upload {
+        model_id: String,
+        owner: ModelOwner,
+        uploaded_by: Actor,
+        metadata: ModelMetadata,
+        blob: BlobRef,
+        source: ModelSource,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    EditMetadata {
+        actor: Actor,
+        metadata: ModelMetadata,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// `fee` is `FirstFree` only when the application layer holds the publisher's free claim,
+    /// or `Paid` with a confirmed, unused publishing_fee payment of the publisher's.
+    Publish {
+        actor: Actor,
+        fee: Option<PublishingFee>,
+        /// The publishing fee in force (for the error that asks for it).
+        fee_due: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A confirmed, unused listing_fee payment (checked and claimed by the application layer).
+    PayListingFee {
+        actor: Actor,
+        payment_id: String,
+        amount: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// Sent by the scheduler; refused unless the listing has ended at `at`.
+    LapseListing {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// Sent by the scheduler; refused unless the grace period has ended at `at`.
+    Delist {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    Delete {
+        actor: Actor,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelEvent {
+    ModelUploaded {
+        model_id: String,
+        owner: ModelOwner,
+        uploaded_by: String,
+        metadata: ModelMetadata,
+        blob: BlobRef,
+        source: ModelSource,
+        #[serde(with = "time::serde::rfc3339")]
+        uploaded_at: OffsetDateTime,
+    },
+    ModelMetadataEdited {
+        model_id: String,
+        metadata: ModelMetadata,
+        edited_by: String,
+        #[serde(with = "time::serde::rfc3339")]
+        edited_at: OffsetDateTime,
+    },
+    ModelPublished {
+        model_id: String,
+        published_by: String,
+        fee: PublishingFee,
+        #[serde(with = "time::serde::rfc3339")]
+        listed_until: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        published_at: OffsetDateTime,
+    },
+    ModelListingExtended {
+        model_id: String,
+        paid_by: String,
+        payment_id: String,
+        amount: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        listed_until: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        extended_at: OffsetDateTime,
+    },
+    /// The listing ended unpaid: the grace period runs until `grace_until`.
+    ModelListingLapsed {
+        model_id: String,
+        #[serde(with = "time::serde::rfc3339")]
+        grace_until: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        lapsed_at: OffsetDateTime,
+    },
+    ModelDelisted {
+        model_id: String,
+        #[serde(with = "time::serde::rfc3339")]
+        delisted_at: OffsetDateTime,
+    },
+    ModelDeleted {
+        model_id: String,
+        deleted_by: String,
+        blob: BlobRef,
+        #[serde(with = "time::serde::rfc3339")]
+        deleted_at: OffsetDateTime,
+    },
+}
+
+impl DomainEvent for ModelEvent {
+    fn event_type(&self) -> String {
+        match self {
+            ModelEvent::ModelUploaded { .. } => "ModelUploaded",
+            ModelEvent::ModelMetadataEdited { .. } => "ModelMetadataEdited",
+            ModelEvent::ModelPublished { .. } => "ModelPublished",
+            ModelEvent::ModelListingExtended { .. } => "ModelListingExtended",
+            ModelEvent::ModelListingLapsed { .. } => "ModelListingLapsed",
+            ModelEvent::ModelDelisted { .. } => "ModelDelisted",
+            ModelEvent::ModelDeleted { .. } => "ModelDeleted",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+/// Where a model stands on the marketplace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingState {
+    Uploaded,
+    Listed,
+    Grace,
+    Delisted,
+    Deleted,
+}
+
+impl ListingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListingState::Uploaded => "uploaded",
+            ListingState::Listed => "listed",
+            ListingState::Grace => "grace",
+            ListingState::Delisted => "delisted",
+            ListingState::Deleted => "deleted",
+        }
+    }
+
+    /// On the marketplace: services of the model take new subscriptions.
+    pub fn is_on_marketplace(self) -> bool {
+        matches!(self, ListingState::Listed | ListingState::Grace)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub id: Option<String>,
+    pub owner: Option<ModelOwner>,
+    pub metadata: Option<ModelMetadata>,
+    pub blob: Option<BlobRef>,
+    pub state: Option<ListingState>,
+    pub listed_until: Option<OffsetDateTime>,
+    pub grace_until: Option<OffsetDateTime>,
+}
+
+pub struct ModelServices;
+
+impl Model {
+    pub fn state(&self) -> Option<ListingState> {
+        self.state
+    }
+
+    /// The manage rule (see the module docs).
+    pub fn may_manage(&self, actor: &Actor) -> bool {
+        match &self.owner {
+            Some(ModelOwner::User(user_id)) => *user_id == actor.user_id,
+            Some(ModelOwner::Group(_)) => actor
+                .group_role
+                .is_some_and(|role| can(role, GroupAction::UploadModel)),
+            None => false,
+        }
+    }
+
+    fn live(&self) -> Result<(String, ListingState), ModelError> {
+        match (&self.id, self.state) {
+            (_, Some(ListingState::Deleted)) => Err(ModelError::Deleted),
+            (Some(id), Some(state)) => Ok((id.clone(), state)),
+            _ => Err(ModelError::NotFound),
+        }
+    }
+
+    fn managed_by(&self, actor: &Actor) -> Result<(String, ListingState), ModelError> {
+        let live = self.live()?;
+        if self.may_manage(actor) {
+            Ok(live)
+        } else {
+            Err(ModelError::NotPermitted)
+        }
+    }
+}
+
+/// The new end of a listing paid at `at` (see the module docs).
+pub fn extended_listing(
+    state: ListingState,
+    listed_until: Option<OffsetDateTime>,
+    at: OffsetDateTime,
+) -> OffsetDateTime {
+    let period = Duration::days(LISTING_PERIOD_DAYS);
+    match (state, listed_until) {
+        (ListingState::Listed | ListingState::Grace, Some(until)) => until + period,
+        _ => at + period,
+    }
+}
+
+impl Aggregate for Model {
+    const TYPE: &'static str = "model";
+    type Command = ModelCommand;
+    type Event = ModelEvent;
+    type Error = ModelError;
+    type Services = ModelServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = match command {
+            ModelCommand::Upload {
+                model_id,
+                owner,
+                uploaded_by,
+                metadata,
+                blob,
+                source,
+                at,
+            } => {
+                if self.id.is_some() {
+                    return Err(ModelError::AlreadyExists);
+                }
+                let metadata = metadata.validated()?;
+                if let ModelOwner::Group(_) = owner {
+                    if !uploaded_by
+                        .group_role
+                        .is_some_and(|role| can(role, GroupAction::UploadModel))
+                    {
+                        return Err(ModelError::NotPermitted);
+                    }
+                }
+                ModelEvent::ModelUploaded {
+                    model_id,
+                    owner,
+                    uploaded_by: uploaded_by.user_id,
+                    metadata,
+                    blob,
+                    source,
+                    uploaded_at: at,
+                }
+            }
+            ModelCommand::EditMetadata {
+                actor,
+                metadata,
+                at,
+            } => {
+                let (model_id, _) = self.managed_by(&actor)?;
+                ModelEvent::ModelMetadataEdited {
+                    model_id,
+                    metadata: metadata.validated()?,
+                    edited_by: actor.user_id,
+                    edited_at: at,
+                }
+            }
+            ModelCommand::Publish {
+                actor,
+                fee,
+                fee_due,
+                at,
+            } => {
+                let (model_id, state) = self.managed_by(&actor)?;
+                if state != ListingState::Uploaded {
+                    return Err(ModelError::AlreadyPublished);
+                }
+                let fee = fee.ok_or(ModelError::PublishingFeeRequired { fee: fee_due })?;
+                ModelEvent::ModelPublished {
+                    model_id,
+                    published_by: actor.user_id,
+                    fee,
+                    listed_until: at + Duration::days(LISTING_PERIOD_DAYS),
+                    published_at: at,
+                }
+            }
+            ModelCommand::PayListingFee {
+                actor,
+                payment_id,
+                amount,
+                at,
+            } => {
+                let (model_id, state) = self.managed_by(&actor)?;
+                if state == ListingState::Uploaded {
+                    return Err(ModelError::NotPublished);
+                }
+                ModelEvent::ModelListingExtended {
+                    model_id,
+                    paid_by: actor.user_id,
+                    payment_id,
+                    amount,
+                    listed_until: extended_listing(state, self.listed_until, at),
+                    extended_at: at,
+                }
+            }
+            ModelCommand::LapseListing { at } => {
+                let (model_id, state) = self.live()?;
+                match (state, self.listed_until) {
+                    (ListingState::Listed, Some(until)) if at >= until => {
+                        ModelEvent::ModelListingLapsed {
+                            model_id,
+                            grace_until: until + Duration::days(GRACE_DAYS),
+                            lapsed_at: at,
+                        }
+                    }
+                    _ => return Err(ModelError::ListingNotEnded),
+                }
+            }
+            ModelCommand::Delist { at } => {
+                let (model_id, state) = self.live()?;
+                match (state, self.grace_until) {
+                    (ListingState::Grace, Some(until)) if at >= until => {
+                        ModelEvent::ModelDelisted {
+                            model_id,
+                            delisted_at: at,
+                        }
+                    }
+                    _ => return Err(ModelError::GraceNotEnded),
+                }
+            }
+            ModelCommand::Delete { actor, at } => {
+                let (model_id, _) = self.managed_by(&actor)?;
+                ModelEvent::ModelDeleted {
+                    model_id,
+                    deleted_by: actor.user_id,
+                    blob: self.blob.clone().ok_or(ModelError::NotFound)?,
+                    deleted_at: at,
+                }
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            ModelEvent::ModelUploaded {
+                model_id,
+                owner,
+                metadata,
+                blob,
+                ..
+            } => {
+                self.id = Some(model_id);
+                self.owner = Some(owner);
+                self.metadata = Some(metadata);
+                self.blob = Some(blob);
+                self.state = Some(ListingState::Uploaded);
+            }
+            ModelEvent::ModelMetadataEdited { metadata, .. } => self.metadata = Some(metadata),
+            ModelEvent::ModelPublished { listed_until, .. }
+            | ModelEvent::ModelListingExtended { listed_until, .. } => {
+                self.state = Some(ListingState::Listed);
+                self.listed_until = Some(listed_until);
+                self.grace_until = None;
+            }
+            ModelEvent::ModelListingLapsed { grace_until, .. } => {
+                self.state = Some(ListingState::Grace);
+                self.grace_until = Some(grace_until);
+            }
+            ModelEvent::ModelDelisted { .. } => self.state = Some(ListingState::Delisted),
+            ModelEvent::ModelDeleted { .. } => self.state = Some(ListingState::Deleted),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-10-01 00:00 UTC);
+
+    fn owner() -> Actor {
+        Actor {
+            user_id: "u1".into(),
+            group_role: None,
+        }
+    }
+
+    fn blob() -> BlobRef {
+        BlobRef {
+            sha256: "ab".repeat(32),
+            cid: "Qm".into(),
+            size_bytes: 11,
+            backend: "local".into(),
+        }
+    }
+
+    fn uploaded() -> ModelEvent {
+        ModelEvent::ModelUploaded {
+            model_id: "m1".into(),
+            owner: ModelOwner::User("u1".into()),
+            uploaded_by: "u1".into(),
+            metadata: ModelMetadata {
+                name: "tiny".into(),
+                description: String::new(),
+                tags: vec![],
+            },
+            blob: blob(),
+            source: ModelSource::Upload {
+                filename: "m.gguf".into(),
+            },
+            uploaded_at: T0,
+        }
+    }
+
+    fn published() -> ModelEvent {
+        ModelEvent::ModelPublished {
+            model_id: "m1".into(),
+            published_by: "u1".into(),
+            fee: PublishingFee::FirstFree,
+            listed_until: T0 + Duration::days(30),
+            published_at: T0,
+        }
+    }
+
+    fn framework() -> TestFramework<Model> {
+        TestFramework::with(ModelServices)
+    }
+
+    #[test]
+    fn publishing_without_a_fee_asks_for_the_fee_in_force() {
+        framework()
+            .given(vec![uploaded()])
+            .when(ModelCommand::Publish {
+                actor: owner(),
+                fee: None,
+                fee_due: Usdt::from_whole(5).unwrap(),
+                at: T0,
+            })
+            .then_expect_error(ModelError::PublishingFeeRequired {
+                fee: Usdt::from_whole(5).unwrap(),
+            });
+    }
+
+    #[test]
+    fn publishing_lists_the_model_for_thirty_days() {
+        framework()
+            .given(vec![uploaded()])
+            .when(ModelCommand::Publish {
+                actor: owner(),
+                fee: Some(PublishingFee::FirstFree),
+                fee_due: Usdt::from_whole(5).unwrap(),
+                at: T0,
+            })
+            .then_expect_events(vec![published()]);
+    }
+
+    #[test]
+    fn someone_else_may_not_publish() {
+        framework()
+            .given(vec![uploaded()])
+            .when(ModelCommand::Publish {
+                actor: Actor {
+                    user_id: "u2".into(),
+                    group_role: None,
+                },
+                fee: Some(PublishingFee::FirstFree),
+                fee_due: Usdt::ZERO,
+                at: T0,
+            })
+            .then_expect_error(ModelError::NotPermitted);
+    }
+
+    #[test]
+    fn a_group_viewer_may_not_upload_but_a_member_may() {
+        let command = |role| ModelCommand::Upload {
+            model_id: "m1".into(),
+            owner: ModelOwner::Group("g1".into()),
+            uploaded_by: Actor {
+                user_id: "u1".into(),
+                group_role: Some(role),
+            },
+            metadata: ModelMetadata {
+                name: "tiny".into(),
+                description: String::new(),
+                tags: vec![],
+            },
+            blob: blob(),
+            source: ModelSource::Upload {
+                filename: "m.gguf".into(),
+            },
+            at: T0,
+        };
+        framework()
+            .given_no_previous_events()
+            .when(command(Role::Viewer))
+            .then_expect_error(ModelError::NotPermitted);
+        let result = framework()
+            .given_no_previous_events()
+            .when(command(Role::Member))
+            .inspect_result();
+        assert_eq!(result.is_ok(), can(Role::Member, GroupAction::UploadModel));
+    }
+
+    #[test]
+    fn the_listing_lapses_only_after_its_end_then_grace_then_delisting() {
+        let end = T0 + Duration::days(30);
+        framework()
+            .given(vec![uploaded(), published()])
+            .when(ModelCommand::LapseListing {
+                at: end - Duration::seconds(1),
+            })
+            .then_expect_error(ModelError::ListingNotEnded);
+        framework()
+            .given(vec![uploaded(), published()])
+            .when(ModelCommand::LapseListing { at: end })
+            .then_expect_events(vec![ModelEvent::ModelListingLapsed {
+                model_id: "m1".into(),
+                grace_until: end + Duration::days(7),
+                lapsed_at: end,
+            }]);
+        let lapsed = ModelEvent::ModelListingLapsed {
+            model_id: "m1".into(),
+            grace_until: end + Duration::days(7),
+            lapsed_at: end,
+        };
+        framework()
+            .given(vec![uploaded(), published(), lapsed.clone()])
+            .when(ModelCommand::Delist {
+                at: end + Duration::days(6),
+            })
+            .then_expect_error(ModelError::GraceNotEnded);
+        framework()
+            .given(vec![uploaded(), published(), lapsed])
+            .when(ModelCommand::Delist {
+                at: end + Duration::days(7),
+            })
+            .then_expect_events(vec![ModelEvent::ModelDelisted {
+                model_id: "m1".into(),
+                delisted_at: end + Duration::days(7),
+            }]);
+    }
+
+    #[test]
+    fn a_listing_fee_extends_from_the_end_while_listed_or_in_grace_and_from_now_once_delisted() {
+        let end = T0 + Duration::days(30);
+        let now = T0 + Duration::days(33);
+        let period = Duration::days(30);
+        assert_eq!(
+            extended_listing(ListingState::Listed, Some(end), T0),
+            end + period
+        );
+        assert_eq!(
+            extended_listing(ListingState::Grace, Some(end), now),
+            end + period
+        );
+        assert_eq!(
+            extended_listing(ListingState::Delisted, Some(end), now),
+            now + period
+        );
+    }
+
+    #[test]
+    fn metadata_is_validated_and_tags_normalised() {
+        let metadata = ModelMetadata {
+            name: "  Tiny  ".into(),
+            description: "d".into(),
+            tags: vec!["Chat".into(), "chat".into(), "gguf".into()],
+        }
+        .validated()
+        .unwrap();
+        assert_eq!(metadata.name, "Tiny");
+        assert_eq!(metadata.tags, vec!["chat", "gguf"]);
+        assert_eq!(
+            ModelMetadata {
+                name: " ".into(),
+                description: String::new(),
+                tags: vec![]
+            }
+            .validated(),
+            Err(ModelError::InvalidName)
+        );
+        assert!(matches!(
+            ModelMetadata {
+                name: "x".into(),
+                description: String::new(),
+                tags: vec!["a b".into()]
+            }
+            .validated(),
+            Err(ModelError::InvalidTag(_))
+        ));
+    }
+
+    #[test]
+    fn a_deleted_model_takes_no_more_commands() {
+        let deleted = ModelEvent::ModelDeleted {
+            model_id: "m1".into(),
+            deleted_by: "u1".into(),
+            blob: blob(),
+            deleted_at: T0,
+        };
+        framework()
+            .given(vec![uploaded(), deleted])
+            .when(ModelCommand::Publish {
+                actor: owner(),
+                fee: Some(PublishingFee::FirstFree),
+                fee_due: Usdt::ZERO,
+                at: T0,
+            })
+            .then_expect_error(ModelError::Deleted);
+    }
+}

