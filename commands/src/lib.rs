@@ -11,6 +11,7 @@ pub mod clock;
 pub mod framework;
 pub mod groups;
 pub mod marketplace;
+pub mod metering;
 pub mod payments;
 pub mod reactor;
 pub mod store;

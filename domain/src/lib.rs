@@ -14,6 +14,7 @@ pub mod money;
 pub mod payment;
 pub mod service;
 pub mod subscription;
+pub mod usage;
 pub mod wallet;
 
 pub use money::{MoneyError, Usdt};

@@ -203,6 +203,15 @@ impl Usdt {
         Self::checked(rounded)
     }
 
+    /// `value` rounded half-even to the micro: for a price computed exactly from several parts,
+    /// rounded once at the end.
+    pub fn from_decimal_rounded(value: Decimal) -> Result<Usdt, MoneyError> {
+        Self::checked(value.round_dp_with_strategy(
+            USDT_DECIMALS,
+            rust_decimal::RoundingStrategy::MidpointNearestEven,
+        ))
+    }
+
     /// Whole micros as f64 for metrics only; never used for money decisions.
     pub fn approx_f64_for_metrics(&self) -> f64 {
         self.0.to_f64().unwrap_or(0.0)

@@ -113,7 +113,7 @@ impl Usage {
 
 /// The end of a generation. Returned also when the receiver was dropped (`Cancelled`), so that
 /// what was delivered can still be accounted for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
     pub finish_reason: FinishReason,
     pub usage: Usage,

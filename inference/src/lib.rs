@@ -15,6 +15,7 @@ pub mod candle_engine;
 pub mod engine;
 pub mod fetch;
 pub mod mock_openai;
+pub mod remote;
 pub mod sampling;
 pub mod stop;
 pub mod tokenizer;

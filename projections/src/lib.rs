@@ -22,6 +22,7 @@ pub mod admins;
 pub mod groups;
 pub mod marketplace;
 pub mod payments;
+pub mod usage;
 pub mod users;
 
 use std::collections::HashMap;
@@ -158,6 +159,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(groups::GroupsProjection),
         Arc::new(payments::PaymentsProjection),
         Arc::new(marketplace::MarketplaceProjection),
+        Arc::new(usage::UsageProjection),
     ]
 }
 

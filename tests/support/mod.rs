@@ -17,6 +17,8 @@ pub const START_TIMEOUT_SECS: u64 = 60;
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Every line the server printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub fn binary() -> &'static str {
@@ -43,6 +45,8 @@ impl Server {
             .env_remove("AIFORGE_DATABASE_URL")
             .env_remove("AIFORGE_NATS_URL")
             .env("RUST_LOG", "warn")
+            // No in-process model unless a test asks for one (loading it takes a while).
+            .env("AIFORGE_LOCAL_NODE", "off")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in env {
@@ -51,18 +55,42 @@ impl Server {
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let printed = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
                 if let Some(url) = line.strip_prefix("aiforge listening on ") {
                     let _ = tx.send(url.to_string());
                 }
+                printed.lock().unwrap().push(line);
             }
         });
         let base = rx
             .recv_timeout(Duration::from_secs(START_TIMEOUT_SECS))
             .expect("the server printed its address");
-        Server { child, base }
+        Server {
+            child,
+            base,
+            stdout: lines,
+        }
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`, waiting up to 5 s for it.
+    pub fn printed(&self, prefix: &str) -> Option<String> {
+        for _ in 0..100 {
+            let found = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| line.strip_prefix(prefix).map(str::to_string));
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {

@@ -28,6 +28,15 @@ pub async fn read_your_writes(state: &AppState, last: Option<aiforge_commands::L
         {
             tracing::warn!(error = %e, "projections lag behind a command");
         }
+        state
+            .gateway
+            .index
+            .catch_up_to(
+                &state.db,
+                at,
+                Duration::from_millis(READ_YOUR_WRITES_WAIT_MILLIS),
+            )
+            .await;
     }
 }
 

@@ -356,3 +356,33 @@ pub async fn cancel(
         .ok_or_else(|| ApiError::not_found("no such subscription"))?;
     Ok(Json(json!({ "subscription": subscription_json(&row) })))
 }
+
+/// `GET /api/marketplace/subscriptions/{id}/usage`: the subscription's metered calls in total
+/// (requests, tokens, cost) and its remaining prepaid credit; the consumer's own only.
+pub async fn usage(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(subscription_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = aiforge_projections::marketplace::find_subscription(&state.db, &subscription_id)
+        .await?
+        .filter(|row| row.consumer == user.user_id)
+        .ok_or_else(|| ApiError::not_found("no such subscription"))?;
+    let totals =
+        aiforge_projections::usage::subscription_usage(&state.db, &subscription_id).await?;
+    let usdt = |micros: i64| {
+        aiforge_domain::Usdt::from_micros(micros)
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    };
+    Ok(Json(json!({
+        "subscription_id": subscription_id,
+        "requests": totals.requests,
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "total_tokens": totals.prompt_tokens + totals.completion_tokens,
+        "cost": usdt(totals.cost_micros),
+        "credit": usdt(row.credit_micros),
+        "credit_remaining": usdt(row.credit_micros - totals.cost_micros),
+    })))
+}

@@ -5,7 +5,9 @@
 //! plaintext is never stored, logged or echoed.
 
 use aiforge_commands::marketplace::{key_sha256, API_KEY_PREFIX};
-use aiforge_projections::marketplace::KeyRow;
+use std::sync::Arc;
+
+use crate::gateway::index::{lock, Subscription};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -61,23 +63,53 @@ impl OpenAiError {
     }
 }
 
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        let body = json!({
+impl OpenAiError {
+    /// The `{"error": {...}}` body (also sent as a server-sent event when a stream fails).
+    pub fn body(&self) -> Value {
+        json!({
             "error": {
                 "message": self.message,
                 "type": self.kind,
                 "param": self.param,
                 "code": self.code,
             }
-        });
-        (self.status, Json(body)).into_response()
+        })
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
     }
 }
 
 impl From<sqlx::Error> for OpenAiError {
     fn from(err: sqlx::Error) -> Self {
         OpenAiError::internal(err)
+    }
+}
+
+pub fn model_not_found(model_id: &str) -> OpenAiError {
+    OpenAiError {
+        param: Some("model"),
+        ..OpenAiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("The model '{model_id}' does not exist or you do not have access to it."),
+        )
+    }
+}
+
+pub fn model_not_permitted(model_id: &str) -> OpenAiError {
+    OpenAiError {
+        param: Some("model"),
+        ..OpenAiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "model_not_permitted",
+            format!("This key is not for the model '{model_id}'."),
+        )
     }
 }
 
@@ -89,9 +121,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A request authenticated by a live API key whose subscription is active.
+/// A request authenticated by a live API key whose subscription is active. The key is looked
+/// up by its SHA-256 in the gateway's in-memory index (kept current from the event log).
 pub struct ApiKeyAuth {
-    pub key: KeyRow,
+    pub subscription: Arc<Subscription>,
 }
 
 impl FromRequestParts<AppState> for ApiKeyAuth {
@@ -110,51 +143,44 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
             .filter(|k| k.starts_with(API_KEY_PREFIX))
             .ok_or_else(OpenAiError::invalid_key)?;
         let digest = key_sha256(presented);
-        let key = aiforge_projections::marketplace::find_key(&state.db, &digest)
-            .await?
-            .filter(|row| constant_time_eq(row.key_sha256.as_bytes(), digest.as_bytes()))
+        let subscription = state
+            .gateway
+            .index
+            .by_key(&digest)
             .ok_or_else(OpenAiError::invalid_key)?;
-        if key.status != "active" {
+        if !lock(&subscription).active {
             return Err(OpenAiError::new(
                 StatusCode::FORBIDDEN,
                 "invalid_request_error",
                 "subscription_inactive",
-                "This key's subscription is not active yet: its payment has not confirmed.",
+                "This key's subscription is not active: its payment has not confirmed, or it was cancelled.",
             ));
         }
-        Ok(ApiKeyAuth { key })
+        Ok(ApiKeyAuth { subscription })
     }
 }
 
-async fn model_object(state: &AppState, model_id: &str) -> Result<Option<Value>, OpenAiError> {
-    let Some(row) = aiforge_projections::marketplace::find_model(&state.db, model_id).await? else {
-        return Ok(None);
-    };
-    let created = time::OffsetDateTime::parse(
-        &row.uploaded_at,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map(|t| t.unix_timestamp())
-    .unwrap_or(0);
-    Ok(Some(json!({
-        "id": row.model_id,
+fn model_object(state: &AppState, model_id: &str) -> Option<Value> {
+    let model = state.gateway.index.model(model_id)?;
+    Some(json!({
+        "id": model_id,
         "object": "model",
-        "created": created,
-        "owned_by": format!("{}:{}", row.owner_kind, row.owner_id),
-        "name": row.name,
-    })))
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "name": model.name,
+    }))
+}
+
+fn key_model(auth: &ApiKeyAuth) -> String {
+    lock(&auth.subscription).model_id.clone()
 }
 
 /// `GET /api/v1/models`: the models this key may use (its service's model).
-pub async fn list_models(
-    State(state): State<AppState>,
-    auth: ApiKeyAuth,
-) -> Result<Json<Value>, OpenAiError> {
-    let data: Vec<Value> = model_object(&state, &auth.key.model_id)
-        .await?
+pub async fn list_models(State(state): State<AppState>, auth: ApiKeyAuth) -> Json<Value> {
+    let data: Vec<Value> = model_object(&state, &key_model(&auth))
         .into_iter()
         .collect();
-    Ok(Json(json!({ "object": "list", "data": data })))
+    Json(json!({ "object": "list", "data": data }))
 }
 
 /// `GET /api/v1/models/{id}`: 404 for a model that does not exist, 403 for one this key is not
@@ -164,30 +190,43 @@ pub async fn get_model(
     auth: ApiKeyAuth,
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let object = model_object(&state, &model_id).await?;
-    let Some(object) = object else {
-        return Err(OpenAiError {
-            param: Some("model"),
-            ..OpenAiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!("The model '{model_id}' does not exist."),
-            )
-        });
-    };
-    if model_id != auth.key.model_id {
-        return Err(OpenAiError {
-            param: Some("model"),
-            ..OpenAiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_request_error",
-                "model_not_permitted",
-                format!("This key is not for the model '{model_id}'."),
-            )
-        });
+    let object = model_object(&state, &model_id).ok_or_else(|| model_not_found(&model_id))?;
+    if model_id != key_model(&auth) {
+        return Err(model_not_permitted(&model_id));
     }
     Ok(Json(object))
+}
+
+/// `GET /api/v1/services/{service_id}/models`.
+pub async fn service_models(
+    State(state): State<AppState>,
+    auth: ApiKeyAuth,
+    Path(service_id): Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
+    check_service(&auth, &service_id)?;
+    Ok(list_models(State(state), auth).await)
+}
+
+/// `GET /api/v1/services/{service_id}/models/{id}`.
+pub async fn service_model(
+    State(state): State<AppState>,
+    auth: ApiKeyAuth,
+    Path((service_id, model_id)): Path<(String, String)>,
+) -> Result<Json<Value>, OpenAiError> {
+    check_service(&auth, &service_id)?;
+    get_model(State(state), auth, Path(model_id)).await
+}
+
+fn check_service(auth: &ApiKeyAuth, service_id: &str) -> Result<(), OpenAiError> {
+    if lock(&auth.subscription).service_id != service_id {
+        return Err(OpenAiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "service_not_permitted",
+            "This key is not for this service.",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

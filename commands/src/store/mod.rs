@@ -4,6 +4,7 @@
 //! log reader (`log`). Everything engine-specific is a `match` on [`Database`] in this module
 //! tree, so the two engines keep one behaviour.
 
+pub mod fresh;
 pub mod log;
 pub mod repository;
 
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::watch;
 
+pub use fresh::FreshEvent;
 pub use log::{LogPosition, RecordedEvent};
 pub use repository::{AiforgeRepository, Claim, ClaimTaken};
 

@@ -1,0 +1,856 @@
+//! `POST /api/v1/chat/completions` (and the same under `/api/v1/services/{service_id}/`):
+//! OpenAI's request and response shapes, non-streaming and server-sent events.
+//!
+//! Order of a call: key -> subscription (401/403) -> request validity (400) -> model (404/403)
+//! -> rate limits, quota and credit (429, before anything reaches a node) -> node (503 when none)
+//! -> generation -> metering -> the end of the response. The generation and its metering run in
+//! their own task, so a client that goes away cannot stop a call from being metered: it is
+//! billed for what was delivered up to then.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiforge_domain::usage::{call_cost, ApiCallMetered, CallOutcome};
+use aiforge_inference::{
+    ChatMessage, ChatRequest, Completion, EngineError, FinishReason, Role, Usage,
+};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::Stream;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::index::{lock, Subscription};
+use super::limits::Limiters;
+use super::nodes::{ModelTarget, NodeError};
+use crate::routes::openai::{ApiKeyAuth, OpenAiError};
+use crate::AppState;
+
+/// Deltas buffered between the node and the client (small: a client that stops reading soon
+/// stops the generation).
+const DELTA_BUFFER: usize = 16;
+
+/// Fields of OpenAI's request that are accepted and have no effect here.
+const IGNORED_FIELDS: &[&str] = &[
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "metadata",
+    "store",
+    "parallel_tool_calls",
+    "service_tier",
+    "user",
+    "n",
+    "response_format",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+];
+
+fn invalid(message: impl Into<String>, param: Option<&'static str>) -> OpenAiError {
+    OpenAiError {
+        param,
+        ..OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// A request after validation.
+struct Parsed {
+    model: String,
+    request: ChatRequest,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn message_text(content: &Value) -> Result<String, OpenAiError> {
+    match content {
+        Value::String(text) => Ok(text.clone()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
+                    (Some(kind), _) => {
+                        return Err(invalid(
+                            format!("content parts of type '{kind}' are not supported by this model; only 'text'"),
+                            Some("messages"),
+                        ))
+                    }
+                    _ => return Err(invalid("every content part needs a type", Some("messages"))),
+                }
+            }
+            Ok(text)
+        }
+        Value::Null => Ok(String::new()),
+        _ => Err(invalid(
+            "message content must be a string or an array of content parts",
+            Some("messages"),
+        )),
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        )
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(invalid("the request body must be a JSON object", None));
+    };
+    for name in fields.keys() {
+        let known = [
+            "model",
+            "messages",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "stream",
+        ];
+        if !known.contains(&name.as_str()) && !IGNORED_FIELDS.contains(&name.as_str()) {
+            return Err(invalid(
+                format!("Unrecognized request argument supplied: {name}"),
+                None,
+            ));
+        }
+    }
+    let get = |name: &str| fields.get(name).filter(|v| !v.is_null());
+    let model = get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("you must provide a model parameter", Some("model")))?
+        .to_string();
+    if let Some(n) = get("n") {
+        if n.as_u64() != Some(1) {
+            return Err(invalid("only n=1 is supported", Some("n")));
+        }
+    }
+    for name in ["tools", "functions"] {
+        if get(name)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Err(invalid(
+                format!("'{name}' is not supported by this model"),
+                Some("tools"),
+            ));
+        }
+    }
+    if let Some(format) = get("response_format") {
+        if format.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(invalid(
+                "only response_format {\"type\": \"text\"} is supported",
+                Some("response_format"),
+            ));
+        }
+    }
+    let raw_messages = get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("messages must be an array", Some("messages")))?;
+    if raw_messages.is_empty() {
+        return Err(invalid("messages must not be empty", Some("messages")));
+    }
+    let mut messages = Vec::with_capacity(raw_messages.len());
+    for message in raw_messages {
+        let role = match message.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some(other) => {
+                return Err(invalid(
+                    format!("messages with role '{other}' are not supported by this model"),
+                    Some("messages"),
+                ))
+            }
+            None => return Err(invalid("every message needs a role", Some("messages"))),
+        };
+        let content = message_text(message.get("content").unwrap_or(&Value::Null))?;
+        messages.push(ChatMessage::new(role, content));
+    }
+    let uint = |name: &'static str| -> Result<Option<u32>, OpenAiError> {
+        match get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{name} must be a positive integer"), Some(name))),
+        }
+    };
+    let max_tokens = uint("max_completion_tokens")?.or(uint("max_tokens")?);
+    let float = |name: &'static str| -> Result<Option<f64>, OpenAiError> {
+        match get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{name} must be a number"), Some(name))),
+        }
+    };
+    let temperature = float("temperature")?;
+    if temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(invalid(
+            "temperature must be between 0 and 2",
+            Some("temperature"),
+        ));
+    }
+    let top_p = float("top_p")?;
+    if top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+        return Err(invalid(
+            "top_p must be greater than 0 and at most 1",
+            Some("top_p"),
+        ));
+    }
+    let stop = match get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("stop must be a string or an array of strings", Some("stop")))?,
+        Some(_) => {
+            return Err(invalid(
+                "stop must be a string or an array of strings",
+                Some("stop"),
+            ))
+        }
+    };
+    if stop.len() > aiforge_inference::engine::STOP_SEQUENCES_MAX
+        || stop.iter().any(String::is_empty)
+    {
+        return Err(invalid(
+            format!(
+                "stop takes at most {} non-empty strings",
+                aiforge_inference::engine::STOP_SEQUENCES_MAX
+            ),
+            Some("stop"),
+        ));
+    }
+    let seed = match get("seed") {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .map(|s| s as u64)
+                .ok_or_else(|| invalid("seed must be an integer", Some("seed")))?,
+        ),
+    };
+    let stream = match get("stream") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| invalid("stream must be a boolean", Some("stream")))?,
+    };
+    let include_usage = match get("stream_options") {
+        None => false,
+        Some(options) => {
+            if !stream {
+                return Err(invalid(
+                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                    Some("stream_options"),
+                ));
+            }
+            serde_json::from_value::<StreamOptions>(options.clone())
+                .map_err(|e| invalid(format!("stream_options: {e}"), Some("stream_options")))?
+                .include_usage
+        }
+    };
+    let request = ChatRequest {
+        messages,
+        max_tokens,
+        temperature,
+        top_p,
+        seed,
+        stop,
+    };
+    Ok(Parsed {
+        model,
+        request,
+        stream,
+        include_usage,
+    })
+}
+
+fn rate_limited(message: String, code: &'static str, retry_after: Option<Duration>) -> Response {
+    let mut response = OpenAiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        if code == "insufficient_quota" {
+            "insufficient_quota"
+        } else {
+            "requests"
+        },
+        code,
+        message,
+    )
+    .into_response();
+    if let Some(wait) = retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert("retry-after", value);
+        }
+    }
+    response
+}
+
+/// What admission decided: the call's facts for metering.
+struct Admitted {
+    sub: Arc<Subscription>,
+    consumer: String,
+    service_id: String,
+    model_id: String,
+    pricing: aiforge_domain::service::Pricing,
+    pricing_version: u32,
+}
+
+/// Limits, quota and credit; counts the call as in flight when admitted.
+fn admit(state: &AppState, sub: &Arc<Subscription>) -> Result<Admitted, Box<Response>> {
+    let gateway = &state.gateway;
+    let now = state.clock.now();
+    let mut s = lock(sub);
+    let service = gateway.index.service_limits(&s.service_id);
+    let limits = service
+        .as_ref()
+        .map(|l| l.limits.clone())
+        .unwrap_or_default();
+    let version = service.as_ref().map_or(0, |l| l.version);
+    let limiters = match &s.limiters {
+        Some((v, limiters)) if *v == version => limiters.clone(),
+        _ => {
+            let limiters = Arc::new(Limiters::new(&limits));
+            s.limiters = Some((version, limiters.clone()));
+            limiters
+        }
+    };
+    s.roll_to(now);
+    if let Some(max) = limits.requests_per_month {
+        if s.period_usage.requests + s.in_flight >= max {
+            return Err(Box::new(rate_limited(
+                format!("You exceeded this subscription's monthly quota of {max} requests."),
+                "insufficient_quota",
+                None,
+            )));
+        }
+    }
+    if let Some(max) = limits.tokens_per_month {
+        if s.period_usage.tokens >= max {
+            return Err(Box::new(rate_limited(
+                format!("You exceeded this subscription's monthly quota of {max} tokens."),
+                "insufficient_quota",
+                None,
+            )));
+        }
+    }
+    let credit_only = matches!(
+        s.pricing,
+        aiforge_domain::service::Pricing::PayPerRequest { .. }
+    );
+    if credit_only && s.remaining_credit_micros() <= 0 {
+        return Err(Box::new(rate_limited(
+            "This key has no prepaid credit left. Add credit to keep using it.".into(),
+            "insufficient_quota",
+            None,
+        )));
+    }
+    if let Err(refused) = limiters.check() {
+        return Err(Box::new(rate_limited(
+            format!(
+                "Rate limit reached: this key's requests per {} are used up. Try again in {:.1}s.",
+                refused.window,
+                refused.retry_after.as_secs_f64()
+            ),
+            "rate_limit_exceeded",
+            Some(refused.retry_after),
+        )));
+    }
+    s.in_flight += 1;
+    Ok(Admitted {
+        sub: sub.clone(),
+        consumer: s.consumer.clone(),
+        service_id: s.service_id.clone(),
+        model_id: s.model_id.clone(),
+        pricing: s.pricing.clone(),
+        pricing_version: s.pricing_version,
+    })
+}
+
+/// What the call task sends to the response.
+enum Piece {
+    Text(String),
+    /// Generation ended and its usage is recorded.
+    End {
+        finish_reason: FinishReason,
+        usage: Usage,
+    },
+    /// Generation or metering failed; the response ends with this error.
+    Failed(OpenAiError),
+}
+
+fn engine_error(err: NodeError) -> OpenAiError {
+    match err {
+        NodeError::NoNode => OpenAiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no_node_available",
+            "No compute node serves this model right now. Please retry later.",
+        ),
+        NodeError::Engine {
+            source: EngineError::InvalidRequest(message),
+            ..
+        } => invalid(message, None),
+        NodeError::Engine {
+            source: err @ EngineError::ContextLengthExceeded { .. },
+            ..
+        } => OpenAiError {
+            param: Some("messages"),
+            ..OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "context_length_exceeded",
+                err.to_string(),
+            )
+        },
+        NodeError::Engine { node_id, source } => {
+            tracing::warn!(node = %node_id, error = %source, "generation failed");
+            OpenAiError::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "node_error",
+                "The compute node failed to generate an answer.",
+            )
+        }
+        NodeError::Lost { node_id, reason } => {
+            tracing::warn!(node = %node_id, %reason, "node lost mid-generation");
+            OpenAiError::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "node_lost",
+                "The compute node stopped answering mid-generation.",
+            )
+        }
+    }
+}
+
+/// One admitted call, for its task.
+struct Call {
+    state: AppState,
+    admitted: Admitted,
+    target: ModelTarget,
+    request_id: String,
+    request: ChatRequest,
+    streamed: bool,
+    started: Instant,
+}
+
+/// Runs one call: generation on a node, then metering; sends what happens to `out`.
+async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
+    let Call {
+        state,
+        admitted,
+        target,
+        request_id,
+        request,
+        streamed,
+        started,
+    } = call;
+    let (deltas, mut received) = mpsc::channel(DELTA_BUFFER);
+    let nodes = state.gateway.nodes.clone();
+    let generation = tokio::spawn({
+        let target = target.clone();
+        async move { nodes.generate(&target, request, deltas).await }
+    });
+    let mut delivered_pieces = 0u32;
+    let mut client_gone = false;
+    while let Some(delta) = received.recv().await {
+        if out.send(Piece::Text(delta.text)).await.is_err() {
+            client_gone = true;
+            break;
+        }
+        delivered_pieces += 1;
+    }
+    // Dropping the receiver cancels a generation the client no longer reads.
+    drop(received);
+    let result = match generation.await {
+        Ok(result) => result,
+        Err(join) => Err(NodeError::Lost {
+            node_id: "local".into(),
+            reason: join.to_string(),
+        }),
+    };
+    let (node_id, completion, failure) = match result {
+        Ok(done) => (done.node_id, done.completion, None),
+        Err(err) => {
+            let node_id = match &err {
+                NodeError::Engine { node_id, .. } | NodeError::Lost { node_id, .. } => {
+                    node_id.clone()
+                }
+                NodeError::NoNode => String::new(),
+            };
+            if delivered_pieces == 0 {
+                // Nothing reached the client: nothing to bill, the call is not counted.
+                {
+                    let mut sub = lock(&admitted.sub);
+                    sub.in_flight = sub.in_flight.saturating_sub(1);
+                }
+                let _ = out.send(Piece::Failed(engine_error(err))).await;
+                return;
+            }
+            // Failed mid-answer: bill what was delivered, one token per delta (the node's own
+            // count died with it), and say the count is not exact.
+            let completion = Completion {
+                finish_reason: FinishReason::Cancelled,
+                usage: Usage {
+                    prompt_tokens: 0,
+                    completion_tokens: delivered_pieces,
+                },
+                usage_exact: false,
+            };
+            (node_id, completion, Some(engine_error(err)))
+        }
+    };
+    let outcome = if failure.is_some() {
+        CallOutcome::NodeFailed
+    } else if client_gone || completion.finish_reason == FinishReason::Cancelled {
+        CallOutcome::ClientDisconnected
+    } else if completion.finish_reason == FinishReason::Length {
+        CallOutcome::Length
+    } else {
+        CallOutcome::Completed
+    };
+    let before = {
+        let mut s = lock(&admitted.sub);
+        s.roll_to(state.clock.now());
+        s.period_usage
+    };
+    let usage = completion.usage;
+    let cost = match call_cost(
+        &admitted.pricing,
+        before,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    ) {
+        Ok(cost) => cost,
+        Err(err) => {
+            let _ = out.send(Piece::Failed(OpenAiError::internal(err))).await;
+            return;
+        }
+    };
+    let call = ApiCallMetered {
+        request_id,
+        subscription_id: admitted.sub.subscription_id.clone(),
+        consumer: admitted.consumer,
+        service_id: admitted.service_id,
+        model_id: admitted.model_id,
+        node_id,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        usage_exact: completion.usage_exact,
+        cost,
+        pricing_version: admitted.pricing_version,
+        streamed,
+        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        outcome,
+        at: state.clock.now(),
+    };
+    let recorded = state.gateway.recorder.record(call.clone()).await;
+    lock(&admitted.sub).settle(&call);
+    let piece = match (recorded, failure) {
+        (Err(err), _) => Piece::Failed(OpenAiError::internal(err)),
+        (Ok(()), Some(failure)) => Piece::Failed(failure),
+        (Ok(()), None) => Piece::End {
+            finish_reason: completion.finish_reason,
+            usage,
+        },
+    };
+    let _ = out.send(piece).await;
+}
+
+fn finish_reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+    }
+}
+
+fn usage_json(usage: Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens(),
+    })
+}
+
+/// `POST /api/v1/chat/completions`.
+pub async fn completions(State(state): State<AppState>, auth: ApiKeyAuth, body: Bytes) -> Response {
+    handle(state, auth, None, body).await
+}
+
+/// `POST /api/v1/services/{service_id}/chat/completions`.
+pub async fn service_completions(
+    State(state): State<AppState>,
+    auth: ApiKeyAuth,
+    Path(service_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    handle(state, auth, Some(service_id), body).await
+}
+
+async fn handle(
+    state: AppState,
+    auth: ApiKeyAuth,
+    service_id: Option<String>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let parsed = match parse(&body) {
+        Ok(parsed) => parsed,
+        Err(err) => return err.into_response(),
+    };
+    let (key_service, key_model) = {
+        let s = lock(&auth.subscription);
+        (s.service_id.clone(), s.model_id.clone())
+    };
+    if let Some(service_id) = &service_id {
+        if *service_id != key_service {
+            return OpenAiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "service_not_permitted",
+                "This key is not for this service.",
+            )
+            .into_response();
+        }
+    }
+    let Some(model) = state.gateway.index.model(&parsed.model) else {
+        return crate::routes::openai::model_not_found(&parsed.model).into_response();
+    };
+    if parsed.model != key_model {
+        return crate::routes::openai::model_not_permitted(&parsed.model).into_response();
+    }
+    let admitted = match admit(&state, &auth.subscription) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let request_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+    let created = state.clock.now().unix_timestamp();
+    let target = ModelTarget {
+        model_id: parsed.model.clone(),
+        sha256: model.sha256,
+    };
+    let (out, mut pieces) = mpsc::channel(DELTA_BUFFER);
+    let call = Call {
+        state: state.clone(),
+        admitted,
+        target,
+        request_id: request_id.clone(),
+        request: parsed.request,
+        streamed: parsed.stream,
+        started,
+    };
+    tokio::spawn(run_call(call, out));
+    if !parsed.stream {
+        let mut text = String::new();
+        while let Some(piece) = pieces.recv().await {
+            match piece {
+                Piece::Text(t) => text.push_str(&t),
+                Piece::Failed(err) => return err.into_response(),
+                Piece::End {
+                    finish_reason,
+                    usage,
+                } => {
+                    return Json(json!({
+                        "id": request_id,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": parsed.model,
+                        "choices": [{
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "refusal": null},
+                            "logprobs": null,
+                            "finish_reason": finish_reason_name(finish_reason),
+                        }],
+                        "usage": usage_json(usage),
+                        "system_fingerprint": null,
+                    }))
+                    .into_response();
+                }
+            }
+        }
+        return OpenAiError::internal("the call ended without an answer").into_response();
+    }
+    // Streaming: the first piece decides between an error status and a 200 event stream, so a
+    // request refused by the node (400, 503) is an HTTP error as OpenAI's are.
+    let first = pieces.recv().await;
+    let first = match first {
+        Some(Piece::Failed(err)) => return err.into_response(),
+        None => return OpenAiError::internal("the call ended without an answer").into_response(),
+        Some(piece) => piece,
+    };
+    let stream = sse_stream(
+        request_id,
+        created,
+        parsed.model,
+        parsed.include_usage,
+        first,
+        pieces,
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    (headers, Sse::new(stream)).into_response()
+}
+
+fn chunk(
+    id: &str,
+    created: i64,
+    model: &str,
+    delta: Value,
+    finish_reason: Option<&str>,
+    include_usage: bool,
+) -> Value {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(id));
+    object.insert("object".into(), json!("chat.completion.chunk"));
+    object.insert("created".into(), json!(created));
+    object.insert("model".into(), json!(model));
+    object.insert("system_fingerprint".into(), Value::Null);
+    object.insert(
+        "choices".into(),
+        json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]),
+    );
+    if include_usage {
+        object.insert("usage".into(), Value::Null);
+    }
+    Value::Object(object)
+}
+
+struct SseState {
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+    first: Option<Piece>,
+    pieces: mpsc::Receiver<Piece>,
+    pending: std::collections::VecDeque<Event>,
+    done: bool,
+}
+
+impl SseState {
+    fn data(&self, delta: Value, finish_reason: Option<&str>) -> Event {
+        Event::default().data(
+            chunk(
+                &self.id,
+                self.created,
+                &self.model,
+                delta,
+                finish_reason,
+                self.include_usage,
+            )
+            .to_string(),
+        )
+    }
+
+    fn push(&mut self, piece: Piece) {
+        match piece {
+            Piece::Text(text) => {
+                let event = self.data(json!({"content": text}), None);
+                self.pending.push_back(event);
+            }
+            Piece::Failed(err) => {
+                self.pending
+                    .push_back(Event::default().data(err.body().to_string()));
+                self.done = true;
+            }
+            Piece::End {
+                finish_reason,
+                usage,
+            } => {
+                let event = self.data(json!({}), Some(finish_reason_name(finish_reason)));
+                self.pending.push_back(event);
+                if self.include_usage {
+                    let usage = json!({
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "system_fingerprint": null,
+                        "choices": [],
+                        "usage": usage_json(usage),
+                    });
+                    self.pending
+                        .push_back(Event::default().data(usage.to_string()));
+                }
+                self.pending.push_back(Event::default().data("[DONE]"));
+                self.done = true;
+            }
+        }
+    }
+}
+
+/// The event stream of one call. Dropping it (the client went away) drops the receiver of the
+/// call's pieces, which is how the call task learns to stop generating.
+fn sse_stream(
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+    first: Piece,
+    pieces: mpsc::Receiver<Piece>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let mut state = SseState {
+        id,
+        created,
+        model,
+        include_usage,
+        first: Some(first),
+        pieces,
+        pending: std::collections::VecDeque::new(),
+        done: false,
+    };
+    let opening = state.data(json!({"role": "assistant", "content": ""}), None);
+    state.pending.push_back(opening);
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(event) = state.pending.pop_front() {
+                return Some((Ok(event), state));
+            }
+            if state.done {
+                return None;
+            }
+            let piece = match state.first.take() {
+                Some(piece) => Some(piece),
+                None => state.pieces.recv().await,
+            };
+            match piece {
+                Some(piece) => state.push(piece),
+                None => return None,
+            }
+        }
+    })
+}

