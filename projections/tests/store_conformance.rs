@@ -439,6 +439,81 @@ async fn waiting_for_projections_returns_once_the_position_is_applied(db: Databa
     assert_eq!(row.unwrap().email.as_deref(), Some("user1@example.com"));
 }
 
+fn metered(n: usize, subscription: &str) -> aiforge_domain::usage::ApiCallMetered {
+    aiforge_domain::usage::ApiCallMetered {
+        request_id: format!("chatcmpl-{n:04}"),
+        subscription_id: subscription.into(),
+        consumer: "consumer".into(),
+        service_id: "service".into(),
+        model_id: "model".into(),
+        node_id: "node".into(),
+        prompt_tokens: 10 + n as u32,
+        completion_tokens: n as u32,
+        usage_exact: true,
+        cost: aiforge_domain::Usdt::from_micros(n as i64).unwrap(),
+        pricing_version: 1,
+        streamed: n % 2 == 0,
+        latency_ms: 5,
+        outcome: aiforge_domain::usage::CallOutcome::Completed,
+        at: datetime!(2026-11-21 10:00 UTC),
+    }
+}
+
+/// Metering's write path: concurrent calls are group-committed, each exactly once (a retried
+/// request id appends nothing), in the global log in order, and projected into the usage view.
+async fn metered_calls_are_group_committed_once_and_projected(db: Database) {
+    use aiforge_commands::metering::UsageRecorder;
+    use aiforge_commands::store::FreshEvent;
+    let recorder = UsageRecorder::start(db.clone(), clock());
+    let calls: Vec<_> = (1..=200)
+        .map(|n| {
+            let recorder = recorder.clone();
+            tokio::spawn(async move { recorder.record(metered(n, "sub-a")).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // The same request again (a retried batch): nothing new.
+    let again = FreshEvent {
+        aggregate_id: "chatcmpl-0001".into(),
+        event_type: aiforge_domain::usage::API_CALL_METERED,
+        payload: serde_json::to_value(aiforge_domain::usage::ApiCallEvent::ApiCallMetered(
+            metered(1, "sub-a"),
+        ))
+        .unwrap(),
+    };
+    let appended = db
+        .append_fresh(
+            aiforge_domain::usage::API_CALL_AGGREGATE,
+            &[again],
+            datetime!(2026-11-21 10:00 UTC),
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended, 0);
+    let events = read_all(&db).await;
+    assert_eq!(events.len(), 200);
+    let mut ids: Vec<_> = events.iter().map(|e| e.aggregate_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    assert!(events.windows(2).all(|w| w[0].log_position() < w[1].log_position()));
+
+    let projector = Projector::new(db.clone(), aiforge_projections::all());
+    projector
+        .catch_up(&aiforge_projections::usage::UsageProjection)
+        .await
+        .unwrap();
+    let totals = aiforge_projections::usage::subscription_usage(&db, "sub-a")
+        .await
+        .unwrap();
+    assert_eq!(totals.requests, 200);
+    assert_eq!(totals.prompt_tokens, (1..=200).map(|n| 10 + n).sum::<i64>());
+    assert_eq!(totals.completion_tokens, (1..=200).sum::<i64>());
+    assert_eq!(totals.cost_micros, (1..=200).sum::<i64>());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -477,6 +552,7 @@ conformance!(
     a_projector_killed_mid_batch_resumes_without_loss_or_duplicates,
     a_rebuilt_view_equals_the_live_view_byte_for_byte,
     waiting_for_projections_returns_once_the_position_is_applied,
+    metered_calls_are_group_committed_once_and_projected,
 );
 
 /// PostgreSQL only: identity values commit out of order. A transaction that took a lower
