@@ -45,6 +45,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Checks for auditors.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain over the whole event log and compare it with the recorded
+    /// seals; exits 1 naming the first altered position.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +195,29 @@ pub async fn run(cli: Cli) -> CliResult {
             };
             tracing::info!(events = written, "export finished");
             db.close().await;
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let db = crate::open_database(&settings).await?;
+            // Seal what the running server has not sealed yet, then check everything.
+            let projector = Projector::new(db.clone(), aiforge_projections::all());
+            projector
+                .catch_up(&aiforge_projections::seals::SealsProjection)
+                .await?;
+            let verdict = aiforge_projections::seals::verify(&db).await?;
+            db.close().await;
+            match verdict {
+                aiforge_projections::seals::Verdict::Intact { sealed } => {
+                    println!("event log intact: {sealed} events match their seals");
+                }
+                aiforge_projections::seals::Verdict::Broken { seq, position } => {
+                    println!(
+                        "event log ALTERED: the event at global position {position} (#{seq} in log order) does not match its seal"
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Projections { command } => {
             let db = crate::open_database(&settings).await?;

@@ -22,6 +22,7 @@ pub mod admins;
 pub mod groups;
 pub mod marketplace;
 pub mod payments;
+pub mod seals;
 pub mod usage;
 pub mod users;
 
@@ -112,6 +113,39 @@ impl ViewTx {
         }
     }
 
+    /// Rows of text columns (cast in SQL where needed) read inside the batch transaction.
+    pub async fn fetch_texts(
+        &mut self,
+        sql: &str,
+        args: &[SqlValue],
+    ) -> Result<Vec<Vec<String>>, sqlx::Error> {
+        use sqlx::Row;
+        macro_rules! run {
+            ($tx:expr) => {{
+                let mut query = sqlx::query(sql);
+                for arg in args {
+                    query = match arg {
+                        SqlValue::Text(s) => query.bind(s.clone()),
+                        SqlValue::Int(i) => query.bind(*i),
+                        SqlValue::Null => query.bind(None::<String>),
+                    };
+                }
+                let rows = query.fetch_all(&mut **$tx).await?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| row.try_get::<String, _>(i))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .collect()
+            }};
+        }
+        match self {
+            ViewTx::Sqlite(tx) => run!(tx),
+            ViewTx::Postgres(tx) => run!(tx),
+        }
+    }
+
     async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             ViewTx::Sqlite(tx) => tx.commit().await,
@@ -160,6 +194,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(payments::PaymentsProjection),
         Arc::new(marketplace::MarketplaceProjection),
         Arc::new(usage::UsageProjection),
+        Arc::new(seals::SealsProjection),
     ]
 }
 

@@ -498,7 +498,9 @@ async fn metered_calls_are_group_committed_once_and_projected(db: Database) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 200);
-    assert!(events.windows(2).all(|w| w[0].log_position() < w[1].log_position()));
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].log_position() < w[1].log_position()));
 
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     projector
@@ -512,6 +514,59 @@ async fn metered_calls_are_group_committed_once_and_projected(db: Database) {
     assert_eq!(totals.prompt_tokens, (1..=200).map(|n| 10 + n).sum::<i64>());
     assert_eq!(totals.completion_tokens, (1..=200).sum::<i64>());
     assert_eq!(totals.cost_micros, (1..=200).sum::<i64>());
+}
+
+/// The hash chain: an intact log verifies; one changed payload byte is named by position.
+async fn an_altered_event_breaks_the_seal_chain_at_its_position(db: Database) {
+    use aiforge_projections::seals::{verify, SealsProjection, Verdict};
+    register_many(&db, 1, 6).await;
+    let projector = Projector::new(db.clone(), aiforge_projections::all());
+    projector.catch_up(&SealsProjection).await.unwrap();
+    let events = read_all(&db).await;
+    assert_eq!(
+        verify(&db).await.unwrap(),
+        Verdict::Intact {
+            sealed: events.len() as i64
+        }
+    );
+    let (index, third) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.payload.contains("user3@"))
+        .map(|(i, e)| (i as i64 + 1, e.position))
+        .unwrap();
+    let sql_sqlite =
+        "UPDATE events SET payload = replace(payload, 'user3', 'user8') WHERE global_position = $1";
+    let sql_pg = "UPDATE events SET payload = replace(payload::text, 'user3', 'user8')::jsonb WHERE global_position = $1";
+    let changed = match db.engine() {
+        Engine::Sqlite(pool) => sqlx::query(sql_sqlite)
+            .bind(third)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        Engine::Postgres(pool) => sqlx::query(sql_pg)
+            .bind(third)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(changed, 1);
+    assert_eq!(
+        verify(&db).await.unwrap(),
+        Verdict::Broken {
+            seq: index,
+            position: third
+        }
+    );
+    // New events after the alteration are sealed on the chain as stored; the break stays.
+    register_many(&db, 6, 8).await;
+    projector.catch_up(&SealsProjection).await.unwrap();
+    assert!(matches!(
+        verify(&db).await.unwrap(),
+        Verdict::Broken { seq, .. } if seq == index
+    ));
 }
 
 macro_rules! conformance {
@@ -553,6 +608,7 @@ conformance!(
     a_rebuilt_view_equals_the_live_view_byte_for_byte,
     waiting_for_projections_returns_once_the_position_is_applied,
     metered_calls_are_group_committed_once_and_projected,
+    an_altered_event_breaks_the_seal_chain_at_its_position,
 );
 
 /// PostgreSQL only: identity values commit out of order. A transaction that took a lower
