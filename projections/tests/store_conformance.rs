@@ -452,7 +452,7 @@ fn metered(n: usize, subscription: &str) -> aiforge_domain::usage::ApiCallMetere
         usage_exact: true,
         cost: aiforge_domain::Usdt::from_micros(n as i64).unwrap(),
         pricing_version: 1,
-        streamed: n % 2 == 0,
+        streamed: n.is_multiple_of(2),
         latency_ms: 5,
         outcome: aiforge_domain::usage::CallOutcome::Completed,
         at: datetime!(2026-11-21 10:00 UTC),
