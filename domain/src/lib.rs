@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod model;
 pub mod money;
 pub mod payment;
+pub mod revenue;
 pub mod service;
 pub mod subscription;
 pub mod usage;
