@@ -362,6 +362,8 @@ impl From<aiforge_domain::model::ModelError> for ApiError {
             E::ListingNotEnded | E::GraceNotEnded => {
                 ApiError::new(StatusCode::CONFLICT, "not_due", message)
             }
+            E::NotAGroupModel => ApiError::new(StatusCode::CONFLICT, "not_a_group_model", message),
+            E::InvalidSplit(_) | E::NotAMember(_) => ApiError::invalid_field("shares", message),
         }
     }
 }

@@ -182,6 +182,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/marketplace/{service_id}/subscribe",
             post(routes::marketplace::subscribe),
         )
+        .route(
+            "/api/group-revenue/model/{model_id}/split",
+            get(routes::group_revenue::get).post(routes::group_revenue::set),
+        )
         .route("/api/v1/models", get(routes::openai::list_models))
         .route("/api/v1/models/{model_id}", get(routes::openai::get_model))
         .route(

@@ -245,6 +245,43 @@ impl Marketplace {
         Ok(self.models.execute(model_id, command, meta, &[]).await?)
     }
 
+    /// Sets a group model's revenue split (owner or ADMIN of the group; members only; from the
+    /// next month).
+    pub async fn set_revenue_split(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        shares: Vec<aiforge_domain::revenue::Share>,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let model = self.model(model_id).await?;
+        let (group_role, members) = match &model.owner {
+            Some(ModelOwner::Group(group_id)) => {
+                let group = self.groups.load(group_id).await?;
+                (
+                    group.role_of(user_id),
+                    group.members.keys().cloned().collect(),
+                )
+            }
+            _ => (None, Vec::new()),
+        };
+        let command = ModelCommand::SetRevenueSplit {
+            actor: Actor {
+                user_id: user_id.to_string(),
+                group_role,
+            },
+            shares,
+            members,
+            at: self.clock.now(),
+        };
+        Ok(self.models.execute(model_id, command, meta, &[]).await?)
+    }
+
+    /// The clock of this marketplace (for what "now" is in answers).
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     pub async fn delete_model(
         &self,
         model_id: &str,

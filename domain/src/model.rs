@@ -29,6 +29,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::group::{can, GroupAction, Role};
 use crate::money::Usdt;
+use crate::revenue::{validate_split, Share};
 
 pub const LISTING_PERIOD_DAYS: i64 = 30;
 pub const GRACE_DAYS: i64 = 7;
@@ -154,6 +155,12 @@ pub enum ModelError {
     ListingNotEnded,
     #[error("the grace period has not ended yet")]
     GraceNotEnded,
+    #[error("only a group's model has a revenue split")]
+    NotAGroupModel,
+    #[error("invalid split: {0}")]
+    InvalidSplit(String),
+    #[error("{0} is not a member of the model's group")]
+    NotAMember(String),
 }
 
 impl ModelError {
@@ -163,6 +170,7 @@ impl ModelError {
             ModelError::DescriptionTooLong => Some("description"),
             ModelError::InvalidTag(_) | ModelError::TooManyTags => Some("tags"),
             ModelError::PublishingFeeRequired { .. } => Some("payment_id"),
+            ModelError::InvalidSplit(_) | ModelError::NotAMember(_) => Some("shares"),
             _ => None,
         }
     }
@@ -223,6 +231,40 @@ pub enum ModelCommand {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// A group model's revenue split among members; `members` are the group's members now
+    /// (a fact the application layer reads from the group). Applies from the next month.
+    SetRevenueSplit {
+        actor: Actor,
+        shares: Vec<Share>,
+        members: Vec<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+/// A recorded revenue split and the month it applies from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevenueSplit {
+    pub version: u32,
+    pub shares: Vec<Share>,
+    /// The first instant of the month it applies from (the month after it was set).
+    #[serde(with = "time::serde::rfc3339")]
+    pub effective_from: OffsetDateTime,
+    pub set_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub set_at: OffsetDateTime,
+}
+
+/// The first instant (UTC) of the month after `at`'s.
+pub fn next_month_start(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let (year, month) = match at.month() {
+        time::Month::December => (at.year() + 1, time::Month::January),
+        month => (at.year(), month.next()),
+    };
+    time::Date::from_calendar_date(year, month, 1)
+        .map(|d| d.midnight().assume_utc())
+        .unwrap_or(at)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,11 +325,17 @@ pub enum ModelEvent {
         #[serde(with = "time::serde::rfc3339")]
         deleted_at: OffsetDateTime,
     },
+    ModelRevenueSplitSet {
+        model_id: String,
+        group_id: String,
+        split: RevenueSplit,
+    },
 }
 
 impl DomainEvent for ModelEvent {
     fn event_type(&self) -> String {
         match self {
+            ModelEvent::ModelRevenueSplitSet { .. } => "ModelRevenueSplitSet",
             ModelEvent::ModelUploaded { .. } => "ModelUploaded",
             ModelEvent::ModelMetadataEdited { .. } => "ModelMetadataEdited",
             ModelEvent::ModelPublished { .. } => "ModelPublished",
@@ -341,6 +389,9 @@ pub struct Model {
     pub state: Option<ListingState>,
     pub listed_until: Option<OffsetDateTime>,
     pub grace_until: Option<OffsetDateTime>,
+    /// Every split recorded, oldest first.
+    #[serde(default)]
+    pub splits: Vec<RevenueSplit>,
 }
 
 pub struct ModelServices;
@@ -359,6 +410,20 @@ impl Model {
                 .is_some_and(|role| can(role, GroupAction::UploadModel)),
             None => false,
         }
+    }
+
+    /// The split in force for the month starting at `month_start`: the last one recorded whose
+    /// `effective_from` is not after it.
+    pub fn split_for(&self, month_start: OffsetDateTime) -> Option<&RevenueSplit> {
+        self.splits
+            .iter()
+            .rev()
+            .find(|s| s.effective_from <= month_start)
+    }
+
+    /// A split recorded but not yet in force at `now`.
+    pub fn pending_split(&self, now: OffsetDateTime) -> Option<&RevenueSplit> {
+        self.splits.last().filter(|s| s.effective_from > now)
     }
 
     fn live(&self) -> Result<(String, ListingState), ModelError> {
@@ -513,6 +578,39 @@ impl Aggregate for Model {
                     _ => return Err(ModelError::GraceNotEnded),
                 }
             }
+            ModelCommand::SetRevenueSplit {
+                actor,
+                shares,
+                members,
+                at,
+            } => {
+                let (model_id, _) = self.live()?;
+                let Some(ModelOwner::Group(group_id)) = self.owner.clone() else {
+                    return Err(ModelError::NotAGroupModel);
+                };
+                if !actor
+                    .group_role
+                    .is_some_and(|role| can(role, GroupAction::ConfigureRevenueSplit))
+                {
+                    return Err(ModelError::NotPermitted);
+                }
+                validate_split(&shares).map_err(|e| ModelError::InvalidSplit(e.to_string()))?;
+                if let Some(outsider) = shares.iter().find(|s| !members.contains(&s.user_id)) {
+                    return Err(ModelError::NotAMember(outsider.user_id.clone()));
+                }
+                let version = self.splits.last().map_or(1, |s| s.version + 1);
+                ModelEvent::ModelRevenueSplitSet {
+                    model_id,
+                    group_id,
+                    split: RevenueSplit {
+                        version,
+                        shares,
+                        effective_from: next_month_start(at),
+                        set_by: actor.user_id,
+                        set_at: at,
+                    },
+                }
+            }
             ModelCommand::Delete { actor, at } => {
                 let (model_id, _) = self.managed_by(&actor)?;
                 ModelEvent::ModelDeleted {
@@ -555,6 +653,7 @@ impl Aggregate for Model {
             }
             ModelEvent::ModelDelisted { .. } => self.state = Some(ListingState::Delisted),
             ModelEvent::ModelDeleted { .. } => self.state = Some(ListingState::Deleted),
+            ModelEvent::ModelRevenueSplitSet { split, .. } => self.splits.push(split),
         }
     }
 }
@@ -796,5 +895,125 @@ mod tests {
                 at: T0,
             })
             .then_expect_error(ModelError::Deleted);
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+    use time::macros::datetime;
+
+    fn group_model() -> ModelEvent {
+        ModelEvent::ModelUploaded {
+            model_id: "m1".into(),
+            owner: ModelOwner::Group("g1".into()),
+            uploaded_by: "owner".into(),
+            metadata: ModelMetadata {
+                name: "shared".into(),
+                description: String::new(),
+                tags: vec![],
+            },
+            blob: BlobRef {
+                sha256: "ab".repeat(32),
+                cid: "Qm".into(),
+                size_bytes: 1,
+                backend: "local".into(),
+            },
+            source: ModelSource::Upload {
+                filename: "m.gguf".into(),
+            },
+            uploaded_at: datetime!(2026-10-01 00:00 UTC),
+        }
+    }
+
+    fn share(user: &str, percent: &str) -> Share {
+        Share {
+            user_id: user.into(),
+            percent: percent.parse().unwrap_or_default(),
+        }
+    }
+
+    fn set(role: Role, shares: Vec<Share>) -> ModelCommand {
+        ModelCommand::SetRevenueSplit {
+            actor: Actor {
+                user_id: "owner".into(),
+                group_role: Some(role),
+            },
+            shares,
+            members: vec!["owner".into(), "a".into(), "b".into()],
+            at: datetime!(2026-10-15 12:00 UTC),
+        }
+    }
+
+    #[test]
+    fn a_split_applies_from_the_next_month() {
+        let shares = vec![share("owner", "50"), share("a", "30"), share("b", "20")];
+        TestFramework::<Model>::with(ModelServices)
+            .given(vec![group_model()])
+            .when(set(Role::Admin, shares.clone()))
+            .then_expect_events(vec![ModelEvent::ModelRevenueSplitSet {
+                model_id: "m1".into(),
+                group_id: "g1".into(),
+                split: RevenueSplit {
+                    version: 1,
+                    shares,
+                    effective_from: datetime!(2026-11-01 00:00 UTC),
+                    set_by: "owner".into(),
+                    set_at: datetime!(2026-10-15 12:00 UTC),
+                },
+            }]);
+    }
+
+    #[test]
+    fn members_only_admins_only_and_exactly_one_hundred() {
+        let framework = || TestFramework::<Model>::with(ModelServices).given(vec![group_model()]);
+        framework()
+            .when(set(Role::Member, vec![share("owner", "100")]))
+            .then_expect_error(ModelError::NotPermitted);
+        framework()
+            .when(set(
+                Role::Owner,
+                vec![share("owner", "50"), share("x", "50")],
+            ))
+            .then_expect_error(ModelError::NotAMember("x".into()));
+        framework()
+            .when(set(
+                Role::Owner,
+                vec![share("owner", "50"), share("a", "40")],
+            ))
+            .then_expect_error(ModelError::InvalidSplit(
+                "percentages must sum to exactly 100, got 90".into(),
+            ));
+    }
+
+    #[test]
+    fn the_split_in_force_is_the_one_recorded_at_the_month_start() {
+        let mut model = Model::default();
+        model.apply(group_model());
+        for (version, from) in [
+            (1, datetime!(2026-11-01 00:00 UTC)),
+            (2, datetime!(2026-12-01 00:00 UTC)),
+        ] {
+            model.apply(ModelEvent::ModelRevenueSplitSet {
+                model_id: "m1".into(),
+                group_id: "g1".into(),
+                split: RevenueSplit {
+                    version,
+                    shares: vec![share("owner", "100")],
+                    effective_from: from,
+                    set_by: "owner".into(),
+                    set_at: from - Duration::days(3),
+                },
+            });
+        }
+        let version = |at| model.split_for(at).map(|s| s.version);
+        assert_eq!(version(datetime!(2026-10-01 00:00 UTC)), None);
+        assert_eq!(version(datetime!(2026-11-01 00:00 UTC)), Some(1));
+        assert_eq!(version(datetime!(2026-12-01 00:00 UTC)), Some(2));
+        assert_eq!(
+            next_month_start(datetime!(2026-12-31 23:59 UTC)),
+            datetime!(2027-01-01 00:00 UTC)
+        );
     }
 }

@@ -223,6 +223,9 @@ async fn apply_model(tx: &mut ViewTx, event: ModelEvent) -> Result<(), Projectio
             )
             .await?;
         }
+        // Revenue splits are read from the model itself (and, at the monthly close, from the
+        // log); no view holds them yet.
+        ModelEvent::ModelRevenueSplitSet { .. } => {}
     }
     Ok(())
 }
