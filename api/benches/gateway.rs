@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// The proxy's master key (LiteLLM refuses to start without one).
+const LITELLM_KEY: &str = "sk-aiforge-bench-0123456789abcdef";
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -342,6 +345,7 @@ fn main() {
             .unwrap();
             let mut proxy = Command::new("taskset")
                 .args(["-c", "0", litellm.to_str().unwrap(), "--config", config.to_str().unwrap(), "--port", port])
+                .env("LITELLM_MASTER_KEY", LITELLM_KEY)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -361,7 +365,7 @@ fn main() {
                     Target {
                         name: "litellm",
                         url: format!("{url}/v1"),
-                        key: "unused".into(),
+                        key: LITELLM_KEY.into(),
                         model: "mock".into(),
                     },
                 )

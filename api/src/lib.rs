@@ -463,6 +463,11 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         );
     }
 
+    // Streamed chunks are small: without TCP_NODELAY, Nagle's algorithm holds each one back
+    // until the client's delayed ACK (~40 ms a stall).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -168,7 +168,9 @@ pub async fn run_publisher(
             return Ok(());
         }
         tokio::select! {
-            _ = appended.changed() => {}
+            _ = appended.changed() => {
+                tokio::time::sleep(Duration::from_millis(crate::store::APPEND_COALESCE_MILLIS)).await;
+            }
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(BUS_POLL_MILLIS)) => {}
         }

@@ -41,7 +41,9 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
             return;
         }
         tokio::select! {
-            _ = appended.changed() => {}
+            _ = appended.changed() => {
+                tokio::time::sleep(Duration::from_millis(crate::store::APPEND_COALESCE_MILLIS)).await;
+            }
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(REACTOR_POLL_MILLIS)) => {}
         }

@@ -73,6 +73,12 @@ pub fn router(config: MockConfig) -> Router {
 
 /// Serves until the listener fails.
 pub async fn serve(listener: tokio::net::TcpListener, config: MockConfig) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Streamed chunks are small: without TCP_NODELAY, Nagle's algorithm holds each one back
+    // until the previous is acknowledged (a delayed ACK: ~40 ms a stall).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(config)).await
 }
 

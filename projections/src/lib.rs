@@ -73,7 +73,11 @@ pub enum SqlValue {
 /// A transaction on the view database, whichever the engine. View SQL uses `$1, $2, …` in
 /// order, which both engines accept.
 pub enum ViewTx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With this process's SQLite write turn, held until the transaction ends.
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        Option<tokio::sync::OwnedMutexGuard<()>>,
+    ),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -81,14 +85,23 @@ impl ViewTx {
     async fn begin(db: &Database) -> Result<Self, sqlx::Error> {
         Ok(match db.engine() {
             // IMMEDIATE: take the write lock now, so the batch cannot fail half-way on BUSY.
-            Engine::Sqlite(pool) => ViewTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            // Through the view pool: no fsync per batch (see `Database::view_pool`).
+            Engine::Sqlite(pool) => {
+                let turn = db.write_turn().await;
+                let tx = db
+                    .view_pool()
+                    .unwrap_or(pool)
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await?;
+                ViewTx::Sqlite(tx, turn)
+            }
             Engine::Postgres(pool) => ViewTx::Postgres(pool.begin().await?),
         })
     }
 
     pub async fn execute(&mut self, sql: &str, args: &[SqlValue]) -> Result<u64, sqlx::Error> {
         match self {
-            ViewTx::Sqlite(tx) => {
+            ViewTx::Sqlite(tx, _) => {
                 let mut query = sqlx::query(sql);
                 for arg in args {
                     query = match arg {
@@ -141,14 +154,14 @@ impl ViewTx {
             }};
         }
         match self {
-            ViewTx::Sqlite(tx) => run!(tx),
+            ViewTx::Sqlite(tx, _) => run!(tx),
             ViewTx::Postgres(tx) => run!(tx),
         }
     }
 
     async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            ViewTx::Sqlite(tx) => tx.commit().await,
+            ViewTx::Sqlite(tx, _) => tx.commit().await,
             ViewTx::Postgres(tx) => tx.commit().await,
         }
     }
@@ -381,7 +394,12 @@ impl Projector {
                 return;
             }
             tokio::select! {
-                _ = appended.changed() => {}
+                _ = appended.changed() => {
+                    tokio::time::sleep(Duration::from_millis(
+                        aiforge_commands::store::APPEND_COALESCE_MILLIS,
+                    ))
+                    .await;
+                }
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(PROJECTION_POLL_MILLIS)) => {}
             }

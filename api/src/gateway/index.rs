@@ -243,7 +243,13 @@ impl KeyIndex {
                 }
             }
             tokio::select! {
-                _ = appended.changed() => {}
+                // Coalesce a burst of appends into one read (revocation still takes milliseconds).
+                _ = appended.changed() => {
+                    tokio::time::sleep(Duration::from_millis(
+                        aiforge_commands::store::APPEND_COALESCE_MILLIS,
+                    ))
+                    .await;
+                }
                 _ = tokio::time::sleep(Duration::from_millis(INDEX_POLL_MILLIS)) => {}
                 _ = shutdown.changed() => return,
             }

@@ -46,6 +46,7 @@ impl Database {
             Engine::Sqlite(pool) => {
                 let recorded_at = crate::clock::rfc3339(recorded_at);
                 let metadata = metadata.to_string();
+                let _turn = self.write_turn().await;
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 for event in batch {
                     let done = sqlx::query(

@@ -28,6 +28,11 @@ pub const DB_CONNECT_TIMEOUT_SECS: u64 = 10;
 pub const SQLITE_BUSY_TIMEOUT_SECS: u64 = 30;
 pub const PG_POOL_CONNECTIONS_MAX: u32 = 32;
 pub const SQLITE_POOL_CONNECTIONS_MAX: u32 = 8;
+pub const SQLITE_VIEW_CONNECTIONS_MAX: u32 = 2;
+/// Readers of the log woken by a local append (projections, reactors, the bus, the gateway's
+/// index) wait this long before reading, so a burst of appends is read and applied as one
+/// batch instead of one transaction per event.
+pub const APPEND_COALESCE_MILLIS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +53,11 @@ pub struct Database {
     /// Bumped after every local commit of events, so local readers of the log wake at once
     /// instead of waiting for their next poll (writers in other processes are found by polling).
     appended: Arc<watch::Sender<u64>>,
+    /// SQLite only: connections for projection batches, with `synchronous = NORMAL` (see
+    /// `view_pool`).
+    views: Option<SqlitePool>,
+    /// SQLite only: write transactions of this process take turns here (see `write_turn`).
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -59,6 +69,7 @@ pub enum Engine {
 impl Database {
     /// Connects to `url`: `sqlite:PATH` (created if missing) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut views = None;
         let engine = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             // No ping before each checkout (it cost a round trip per query): a connection that
@@ -83,8 +94,16 @@ impl Database {
                 .test_before_acquire(false)
                 .max_connections(SQLITE_POOL_CONNECTIONS_MAX)
                 .acquire_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
+            views = Some(
+                SqlitePoolOptions::new()
+                    .test_before_acquire(false)
+                    .max_connections(SQLITE_VIEW_CONNECTIONS_MAX)
+                    .acquire_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
+                    .connect_with(options.synchronous(SqliteSynchronous::Normal))
+                    .await?,
+            );
             Engine::Sqlite(pool)
         } else {
             return Err(StoreError::UnsupportedUrl);
@@ -93,6 +112,8 @@ impl Database {
         Ok(Self {
             engine,
             appended: Arc::new(appended),
+            views,
+            write_gate: Arc::default(),
         })
     }
 
@@ -103,6 +124,26 @@ impl Database {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// SQLite has one writer at a time; writers that collide wait in its busy handler, which
+    /// sleeps in steps of up to 100 ms. Write transactions of this process therefore queue here
+    /// first (in FIFO order, without sleeping), and meet SQLite's lock only from another process.
+    /// `None` on PostgreSQL, whose writers run in parallel.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.engine {
+            Engine::Sqlite(_) => Some(self.write_gate.clone().lock_owned().await),
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    /// SQLite: the pool projection batches write through. Its commits do not fsync
+    /// (`synchronous = NORMAL` in WAL mode): views and their checkpoints are rebuilt from the log,
+    /// so a power cut may only roll a view back together with its checkpoint, never tear them
+    /// apart, and the next event commit (`FULL`) makes every earlier WAL frame durable anyway.
+    /// Event appends never use it.
+    pub fn view_pool(&self) -> Option<&SqlitePool> {
+        self.views.as_ref()
     }
 
     pub fn engine_name(&self) -> &'static str {
@@ -145,6 +186,9 @@ impl Database {
     }
 
     pub async fn close(&self) {
+        if let Some(views) = &self.views {
+            views.close().await;
+        }
         match &self.engine {
             Engine::Sqlite(pool) => pool.close().await,
             Engine::Postgres(pool) => pool.close().await,

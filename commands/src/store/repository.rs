@@ -205,6 +205,7 @@ impl AiforgeRepository {
         let recorded_at = crate::clock::rfc3339(self.clock.now());
         // IMMEDIATE takes the single write lock up front: positions below are computed under
         // it, and a reader-turned-writer can never fail with SQLITE_BUSY_SNAPSHOT.
+        let _turn = self.db.write_turn().await;
         let mut tx = pool
             .begin_with("BEGIN IMMEDIATE")
             .await
