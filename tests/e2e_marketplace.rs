@@ -31,20 +31,6 @@ async fn post_as(server: &Server, path: &str, body: Value, token: Option<&str>) 
     }
 }
 
-async fn register(server: &Server, email: &str) -> String {
-    let (status, body) = post_as(
-        server,
-        "/api/auth/register",
-        json!({"email": email, "password": "correct horse battery staple", "username": email.split('@').next().unwrap()}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = login(server, email, "correct horse battery staple").await;
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 async fn upload(server: &Server, token: &str, query: &str, bytes: Vec<u8>) -> (u16, Value) {
     let response = client()
         .post(server.url(&format!("/api/models?{query}")))
@@ -125,7 +111,7 @@ async fn uploads_stream_to_the_blob_store_and_nothing_partial_or_oversized_is_ke
             ("AIFORGE_HF_BASE_URL", &hub),
         ],
     );
-    let token = register(&server, "creator@example.com").await;
+    let token = register_and_sign_in(&server, "creator@example.com").await;
 
     // The known vector: sha256 and the CID `ipfs add` gives.
     let (status, body) = upload(
@@ -249,7 +235,7 @@ async fn uploads_stream_to_the_blob_store_and_nothing_partial_or_oversized_is_ke
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.bytes().await.unwrap().as_ref(), b"hello world");
     // Someone else may not download an unpublished model (it is not even visible to them).
-    let stranger = register(&server, "stranger@example.com").await;
+    let stranger = register_and_sign_in(&server, "stranger@example.com").await;
     let (status, _) = get(&server, &format!("/api/models/{hello_id}"), Some(&stranger)).await;
     assert_eq!(status, 404);
 

@@ -153,6 +153,21 @@ pub async fn login(server: &Server, email: &str, password: &str) -> (u16, Value)
     .await
 }
 
+/// Registers `email` (its local part as the username) and signs in; the session token.
+pub async fn register_and_sign_in(server: &Server, email: &str) -> String {
+    let (status, body) = post(
+        server,
+        "/api/auth/register",
+        json!({"email": email, "password": "correct horse battery staple", "username": email.split('@').next().unwrap()}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = login(server, email, "correct horse battery staple").await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 pub async fn me(server: &Server, token: &str) -> (u16, Value) {
     let response = client()
         .get(server.url("/api/auth/me"))
