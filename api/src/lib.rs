@@ -443,6 +443,13 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         ),
         _ => None,
     };
+    // The demo key works from the first request on: the index has read the demo's events.
+    state
+        .gateway
+        .index
+        .catch_up(&state.db)
+        .await
+        .map_err(|e| StartError::Gateway(e.to_string()))?;
     let app = router(state, settings.body_bytes_max);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
