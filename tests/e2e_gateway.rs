@@ -89,9 +89,20 @@ async fn chat_stream(base: &str, key: &str, mut body: Value) -> (String, Value, 
     (content, usage, done)
 }
 
+/// A child process killed when dropped, so a failing test leaves no node serving on the shared
+/// NATS server for the next run.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a sibling binary of `aiforge` (built by the same `cargo nextest run --workspace`) and
 /// waits for the stdout line starting with `ready`; returns the child and that line.
-fn start_sibling(name: &str, args: &[&str], ready: &str) -> (std::process::Child, String) {
+fn start_sibling(name: &str, args: &[&str], ready: &str) -> (Killed, String) {
     use std::io::BufRead;
     let path = std::path::Path::new(binary()).with_file_name(name);
     assert!(
@@ -117,6 +128,7 @@ fn start_sibling(name: &str, args: &[&str], ready: &str) -> (std::process::Child
             }
         }
     });
+    let child = Killed(child);
     let line = rx
         .recv_timeout(Duration::from_secs(120))
         .unwrap_or_else(|_| panic!("{name} did not start"));
@@ -544,8 +556,8 @@ async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
             &body.next().await.unwrap().unwrap(),
         ));
     }
-    node.kill().unwrap();
-    node.wait().unwrap();
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
     while let Some(piece) = body.next().await {
         seen.push_str(&String::from_utf8_lossy(&piece.unwrap()));
     }
@@ -558,7 +570,7 @@ async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
     );
 
     // An upstream OpenAI-compatible server behind a node, for another platform model.
-    let (mut mock, line) = start_sibling(
+    let (mock, line) = start_sibling(
         "aiforge-mock-openai",
         &["--reply", "Hello from upstream"],
         "listening on ",
@@ -572,7 +584,7 @@ async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
     .await;
     let (_, upstream_key) =
         subscribed(&server, &upstream_creator, &upstream_model, &consumer).await;
-    let (mut upstream_node, _) = start_sibling(
+    let (upstream_node, _) = start_sibling(
         "node-agent",
         &[
             "serve",
@@ -596,8 +608,7 @@ async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
         "Hello from upstream"
     );
     assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
-    let _ = upstream_node.kill();
-    let _ = mock.kill();
+    drop((upstream_node, mock));
     server.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
