@@ -14,24 +14,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
 
-/// Registers and signs in; (user id, token).
 async fn user(server: &Server, name: &str) -> (String, String) {
-    let (status, body) = post(
-        server,
-        "/api/auth/register",
-        json!({"email": format!("{name}@example.com"), "password": "correct horse battery staple", "username": name}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let id = body["user"]["id"].as_str().unwrap().to_string();
-    let (_, body) = login(
-        server,
-        &format!("{name}@example.com"),
-        "correct horse battery staple",
-    )
-    .await;
-    (id, body["access_token"].as_str().unwrap().to_string())
+    signed_up(server, &format!("{name}@example.com")).await
 }
 
 async fn split(server: &Server, model: &str, token: &str, shares: Value) -> (u16, Value) {

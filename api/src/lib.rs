@@ -414,7 +414,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let gateway = Arc::new(gateway::Gateway {
         index,
         recorder: aiforge_commands::metering::UsageRecorder::start(db.clone(), clock.clone()),
-        nodes: Arc::new(gateway::nats::FirstAvailable(transports)),
+        nodes: Arc::new(gateway::nodes::FirstAvailable(transports)),
     });
 
     let state = AppState {

@@ -163,8 +163,8 @@ pub enum BlobBackend {
 fn parse_flag(name: &'static str, value: Option<String>) -> Result<Option<bool>, SettingsError> {
     value
         .map(|v| match v.as_str() {
-            "1" | "true" | "yes" => Ok(true),
-            "0" | "false" | "no" => Ok(false),
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
             other => Err(SettingsError::Invalid {
                 name,
                 reason: format!("'{other}' (expected true or false)"),
@@ -318,17 +318,8 @@ impl Settings {
                 })
             }
         };
-        let demo = match env("AIFORGE_DEMO").as_deref() {
-            None => local_node != LocalNode::Off,
-            Some("1" | "true" | "on") => true,
-            Some("0" | "false" | "off") => false,
-            Some(other) => {
-                return Err(SettingsError::Invalid {
-                    name: "AIFORGE_DEMO",
-                    reason: format!("'{other}': expected on or off"),
-                })
-            }
-        };
+        let demo = parse_flag("AIFORGE_DEMO", env("AIFORGE_DEMO"))?
+            .unwrap_or(local_node != LocalNode::Off);
         Ok(Self {
             node_idle_timeout_secs: parse_count(
                 "AIFORGE_NODE_IDLE_TIMEOUT_SECS",

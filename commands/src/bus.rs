@@ -168,11 +168,8 @@ pub async fn run_publisher(
             return Ok(());
         }
         tokio::select! {
-            _ = appended.changed() => {
-                tokio::time::sleep(Duration::from_millis(crate::store::APPEND_COALESCE_MILLIS)).await;
-            }
+            _ = crate::store::appended_or_polled(&mut appended, Duration::from_millis(BUS_POLL_MILLIS)) => {}
             _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(BUS_POLL_MILLIS)) => {}
         }
     }
 }

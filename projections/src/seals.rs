@@ -91,22 +91,21 @@ impl Projection for SealsProjection {
             Some(row) => (row[0].parse::<i64>().unwrap_or(0), decode_seal(&row[1])?),
             None => (0, GENESIS),
         };
-        for chunk in events.chunks(300) {
-            let mut sql = String::from("INSERT INTO event_seals (seq, position, seal) VALUES ");
-            let mut args = Vec::with_capacity(chunk.len() * 3);
-            for (i, event) in chunk.iter().enumerate() {
-                seq += 1;
-                previous = seal(&previous, event);
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3));
-                args.push(SqlValue::Int(seq));
-                args.push(SqlValue::Int(event.position));
-                args.push(SqlValue::Text(hex::encode(previous)));
-            }
-            tx.execute(&sql, &args).await?;
+        let mut values = Vec::with_capacity(events.len() * 3);
+        for event in events {
+            seq += 1;
+            previous = seal(&previous, event);
+            values.push(SqlValue::Int(seq));
+            values.push(SqlValue::Int(event.position));
+            values.push(SqlValue::Text(hex::encode(previous)));
         }
+        tx.insert_rows(
+            "INSERT INTO event_seals (seq, position, seal) VALUES",
+            3,
+            &values,
+            "",
+        )
+        .await?;
         Ok(())
     }
 }

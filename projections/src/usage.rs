@@ -1,7 +1,7 @@
 //! Metered API calls: `api_calls_view`, one row per `ApiCallMetered` event, and the totals read
 //! from it (a subscription's usage, what the gateway's counters are checked against in tests,
-//! what revenue distribution reads per model). Rows are written in one multi-row insert per
-//! batch, so the view keeps up with the gateway's group-committed metering.
+//! what revenue distribution reads per model). Rows are written with multi-row inserts, so the
+//! view keeps up with the gateway's group-committed metering.
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_commands::{Database, RecordedEvent};
@@ -16,8 +16,6 @@ const TABLES: &[ViewTable] = &[ViewTable {
     order_by: "request_id",
 }];
 const COLUMNS: usize = 15;
-/// Rows per insert statement (SQLite allows 32,766 bound values).
-const ROWS_PER_INSERT: usize = 500;
 
 fn row(event: &RecordedEvent) -> Result<Vec<SqlValue>, ProjectionError> {
     let ApiCallEvent::ApiCallMetered(call) = decode_payload(event)?;
@@ -46,36 +44,6 @@ fn row(event: &RecordedEvent) -> Result<Vec<SqlValue>, ProjectionError> {
     ])
 }
 
-async fn insert(tx: &mut ViewTx, rows: Vec<Vec<SqlValue>>) -> Result<(), ProjectionError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut sql = String::from(
-        "INSERT INTO api_calls_view (request_id, subscription_id, consumer, service_id, model_id, \
-         node_id, prompt_tokens, completion_tokens, usage_exact, cost, cost_micros, streamed, \
-         latency_ms, outcome, at) VALUES ",
-    );
-    let mut args = Vec::with_capacity(rows.len() * COLUMNS);
-    for (i, row) in rows.into_iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 0..COLUMNS {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("${}", i * COLUMNS + c + 1));
-        }
-        sql.push(')');
-        args.extend(row);
-    }
-    // A re-delivered event (a rebuild racing nothing, a retried batch) leaves one row.
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-    tx.execute(&sql, &args).await?;
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl Projection for UsageProjection {
     fn name(&self) -> &'static str {
@@ -95,17 +63,24 @@ impl Projection for UsageProjection {
         tx: &mut ViewTx,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        let mut rows = Vec::new();
+        let mut values = Vec::new();
         for event in events
             .iter()
             .filter(|e| e.aggregate_type == API_CALL_AGGREGATE)
         {
-            rows.push(row(event)?);
-            if rows.len() == ROWS_PER_INSERT {
-                insert(tx, std::mem::take(&mut rows)).await?;
-            }
+            values.extend(row(event)?);
         }
-        insert(tx, rows).await
+        // A re-delivered event (a retried batch) leaves one row.
+        tx.insert_rows(
+            "INSERT INTO api_calls_view (request_id, subscription_id, consumer, service_id, \
+             model_id, node_id, prompt_tokens, completion_tokens, usage_exact, cost, cost_micros, \
+             streamed, latency_ms, outcome, at) VALUES",
+            COLUMNS,
+            &values,
+            "ON CONFLICT (request_id) DO NOTHING",
+        )
+        .await?;
+        Ok(())
     }
 }
 

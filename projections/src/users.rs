@@ -36,8 +36,8 @@ impl Projection for UsersProjection {
     }
 
     /// `users_view` rows are only ever inserted, and no other write here reads them, so the
-    /// batch's new rows are gathered and written with multi-row INSERTs (one statement per
-    /// `USERS_INSERT_ROWS_MAX` rows instead of one per event); wallet writes go as they come.
+    /// batch's new rows are gathered and written with multi-row INSERTs
+    /// (`ViewTx::insert_rows`); wallet writes go as they come.
     async fn apply_batch(
         &self,
         tx: &mut ViewTx,
@@ -52,33 +52,17 @@ impl Projection for UsersProjection {
                 rows.push(row);
             }
         }
-        for chunk in rows.chunks(USERS_INSERT_ROWS_MAX) {
-            let placeholders: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO users_view (user_id, email, username, wallet, registered_at) VALUES {}",
-                placeholders.join(", ")
-            );
-            let args: Vec<SqlValue> = chunk.iter().flat_map(|row| row.iter().cloned()).collect();
-            tx.execute(&sql, &args).await?;
-        }
+        let values: Vec<SqlValue> = rows.into_iter().flatten().collect();
+        tx.insert_rows(
+            "INSERT INTO users_view (user_id, email, username, wallet, registered_at) VALUES",
+            5,
+            &values,
+            "",
+        )
+        .await?;
         Ok(())
     }
 }
-
-/// Rows per multi-row INSERT: 5 parameters each, well under both engines' parameter limits.
-const USERS_INSERT_ROWS_MAX: usize = 1000;
 
 impl UsersProjection {
     /// Applies the event's wallet writes; returns the `users_view` row it creates, if any.

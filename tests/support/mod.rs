@@ -153,8 +153,8 @@ pub async fn login(server: &Server, email: &str, password: &str) -> (u16, Value)
     .await
 }
 
-/// Registers `email` (its local part as the username) and signs in; the session token.
-pub async fn register_and_sign_in(server: &Server, email: &str) -> String {
+/// Registers `email` (its local part as the username) and signs in: (user id, session token).
+pub async fn signed_up(server: &Server, email: &str) -> (String, String) {
     let (status, body) = post(
         server,
         "/api/auth/register",
@@ -163,9 +163,15 @@ pub async fn register_and_sign_in(server: &Server, email: &str) -> String {
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    let user_id = body["user"]["id"].as_str().unwrap().to_string();
     let (status, body) = login(server, email, "correct horse battery staple").await;
     assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
+    (user_id, body["access_token"].as_str().unwrap().to_string())
+}
+
+/// `signed_up`'s session token.
+pub async fn register_and_sign_in(server: &Server, email: &str) -> String {
+    signed_up(server, email).await.1
 }
 
 pub async fn me(server: &Server, token: &str) -> (u16, Value) {

@@ -633,21 +633,12 @@ async fn handle(
         Ok(parsed) => parsed,
         Err(err) => return err.into_response(),
     };
-    let (key_service, key_model) = {
-        let s = lock(&auth.subscription);
-        (s.service_id.clone(), s.model_id.clone())
-    };
     if let Some(service_id) = &service_id {
-        if *service_id != key_service {
-            return OpenAiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_request_error",
-                "service_not_permitted",
-                "This key is not for this service.",
-            )
-            .into_response();
+        if let Err(err) = crate::routes::openai::check_service(&auth, service_id) {
+            return err.into_response();
         }
     }
+    let key_model = lock(&auth.subscription).model_id.clone();
     let Some(model) = state.gateway.index.model(&parsed.model) else {
         return crate::routes::openai::model_not_found(&parsed.model).into_response();
     };

@@ -243,14 +243,11 @@ impl KeyIndex {
                 }
             }
             tokio::select! {
-                // Coalesce a burst of appends into one read (revocation still takes milliseconds).
-                _ = appended.changed() => {
-                    tokio::time::sleep(Duration::from_millis(
-                        aiforge_commands::store::APPEND_COALESCE_MILLIS,
-                    ))
-                    .await;
-                }
-                _ = tokio::time::sleep(Duration::from_millis(INDEX_POLL_MILLIS)) => {}
+                // A burst of appends is read at once; revocation still takes milliseconds.
+                _ = aiforge_commands::store::appended_or_polled(
+                    &mut appended,
+                    Duration::from_millis(INDEX_POLL_MILLIS),
+                ) => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -5,14 +5,14 @@
 //! the marketplace (a demo account uploads and publishes it and offers a free service), and
 //! prints a fresh API key for it: the README's first `curl` needs nothing else.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use aiforge_commands::CommandMeta;
 use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
 use aiforge_domain::service::{Pricing, RateLimits, ServiceDetails};
 use aiforge_domain::Usdt;
-use aiforge_inference::{CandleEngine, CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
+use aiforge_inference::{CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
 use sha2::{Digest, Sha256};
 
 use super::nodes::LocalNodes;
@@ -28,18 +28,6 @@ pub struct LocalModel {
     pub path: PathBuf,
     pub sha256: String,
     pub engine: Arc<dyn Engine>,
-}
-
-async fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher)?;
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// Fetches (when needed) and loads the configured local model; `None` when the node is off.
@@ -65,29 +53,14 @@ pub async fn load(settings: &Settings) -> Result<Option<LocalModel>, String> {
                 engine: Arc::new(engine),
             }));
         }
-        LocalNode::File(path) => path.clone(),
-        LocalNode::SmolLm2 => {
-            let source = aiforge_inference::fetch::ModelSource::smollm2_135m_instruct();
-            aiforge_inference::fetch::fetch_model(&source, &Default::default())
-                .await
-                .map_err(|e| format!("fetching SmolLM2 for the local node: {e}"))?
-        }
+        LocalNode::File(path) => Some(path.clone()),
+        LocalNode::SmolLm2 => None,
     };
-    let sha256 = sha256_file(&path)
-        .await
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let engine = {
-        let file = path.clone();
-        tokio::task::spawn_blocking(move || CandleEngine::load(&file, CandleOptions::default()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("loading {}: {e}", path.display()))?
-    };
-    tracing::info!(path = %path.display(), %sha256, "local node loaded its model");
+    let served = aiforge_inference::fetch::load_served(path, CandleOptions::default()).await?;
     Ok(Some(LocalModel {
-        path,
-        sha256,
-        engine: Arc::new(engine),
+        path: served.path,
+        sha256: served.sha256,
+        engine: Arc::new(served.engine),
     }))
 }
 

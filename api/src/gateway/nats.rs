@@ -137,27 +137,3 @@ impl NodeTransport for NatsNodes {
         }
     }
 }
-
-/// Tries transports in order; the first that has a node for the model answers.
-pub struct FirstAvailable(pub Vec<std::sync::Arc<dyn NodeTransport>>);
-
-#[async_trait]
-impl NodeTransport for FirstAvailable {
-    async fn generate(
-        &self,
-        target: &ModelTarget,
-        request: ChatRequest,
-        deltas: mpsc::Sender<Delta>,
-    ) -> Result<NodeCompletion, NodeError> {
-        for transport in &self.0 {
-            match transport
-                .generate(target, request.clone(), deltas.clone())
-                .await
-            {
-                Err(NodeError::NoNode) => continue,
-                other => return other,
-            }
-        }
-        Err(NodeError::NoNode)
-    }
-}

@@ -73,7 +73,7 @@ impl LocalNodes {
         &self.node_id
     }
 
-    /// Serves every platform model whose file has this SH-256.
+    /// Serves every platform model whose file has this SHA-256.
     pub fn serve_content(&self, sha256: &str, engine: Arc<dyn Engine>) {
         self.by_sha256
             .write()
@@ -127,5 +127,29 @@ impl NodeTransport for LocalNodes {
             node_id: self.node_id.clone(),
             completion,
         })
+    }
+}
+
+/// Tries transports in order; the first that has a node for the model answers.
+pub struct FirstAvailable(pub Vec<Arc<dyn NodeTransport>>);
+
+#[async_trait]
+impl NodeTransport for FirstAvailable {
+    async fn generate(
+        &self,
+        target: &ModelTarget,
+        request: ChatRequest,
+        deltas: mpsc::Sender<Delta>,
+    ) -> Result<NodeCompletion, NodeError> {
+        for transport in &self.0 {
+            match transport
+                .generate(target, request.clone(), deltas.clone())
+                .await
+            {
+                Err(NodeError::NoNode) => continue,
+                other => return other,
+            }
+        }
+        Err(NodeError::NoNode)
     }
 }

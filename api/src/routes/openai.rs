@@ -217,7 +217,8 @@ pub async fn service_model(
     get_model(State(state), auth, Path(model_id)).await
 }
 
-fn check_service(auth: &ApiKeyAuth, service_id: &str) -> Result<(), OpenAiError> {
+/// 403 unless the key is for `service_id` (the service-scoped base URL).
+pub fn check_service(auth: &ApiKeyAuth, service_id: &str) -> Result<(), OpenAiError> {
     if lock(&auth.subscription).service_id != service_id {
         return Err(OpenAiError::new(
             StatusCode::FORBIDDEN,

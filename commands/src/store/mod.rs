@@ -34,6 +34,18 @@ pub const SQLITE_VIEW_CONNECTIONS_MAX: u32 = 2;
 /// batch instead of one transaction per event.
 pub const APPEND_COALESCE_MILLIS: u64 = 10;
 
+/// The wait of every follower of the log between reads: until this process appends (then
+/// `APPEND_COALESCE_MILLIS` more, to take a burst as one batch) or `poll` has passed (appends by
+/// other processes are found by polling).
+pub async fn appended_or_polled(appended: &mut watch::Receiver<u64>, poll: Duration) {
+    tokio::select! {
+        _ = appended.changed() => {
+            tokio::time::sleep(Duration::from_millis(APPEND_COALESCE_MILLIS)).await;
+        }
+        _ = tokio::time::sleep(poll) => {}
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
