@@ -573,6 +573,17 @@ impl Marketplace {
             return Err(CommandError::Rejected(ApiSubscriptionError::ServiceNotAccepting).into());
         }
         let subscription_id = uuid::Uuid::now_v7().to_string();
+        // A group model's API revenue is held for the month's close, which splits it among the
+        // members (domain/src/revenue_book.rs); a user's goes straight to the service owner.
+        let beneficiary = match &model.owner {
+            Some(ModelOwner::Group(group_id)) => Beneficiary::GroupModel {
+                group_id: group_id.clone(),
+                model_id: terms.model_id.clone(),
+            },
+            _ => Beneficiary::Creator {
+                user_id: owner.clone(),
+            },
+        };
         let payment = if due.is_positive() {
             let network = network.unwrap_or(Network::Ethereum);
             let outcome = self
@@ -583,7 +594,7 @@ impl Marketplace {
                     network,
                     due,
                     &format!("{API_SUBSCRIPTION_REFERENCE_PREFIX}{subscription_id}"),
-                    Beneficiary::Creator { user_id: owner },
+                    beneficiary,
                     &sub_meta(meta, "payment"),
                 )
                 .await?;

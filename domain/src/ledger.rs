@@ -26,6 +26,9 @@ pub enum AccountKind {
     /// Job payments held until the job ends (then paid out to the node and the platform, or
     /// refunded).
     JobEscrow,
+    /// A group model's API-subscription revenue, split among the group's members at the
+    /// month's close (key: the model id).
+    GroupRevenue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,6 +76,13 @@ impl LedgerAccount {
         }
     }
 
+    pub fn group_revenue(model_id: &str) -> Self {
+        Self {
+            kind: AccountKind::GroupRevenue,
+            key: model_id.to_string(),
+        }
+    }
+
     /// `kind:key`, the account's one text name in views and exports.
     pub fn name(&self) -> String {
         let kind = match self.kind {
@@ -82,6 +92,7 @@ impl LedgerAccount {
             AccountKind::CreatorPayable => "creator_payable",
             AccountKind::NodePayable => "node_payable",
             AccountKind::JobEscrow => "job_escrow",
+            AccountKind::GroupRevenue => "group_revenue",
         };
         format!("{kind}:{}", self.key)
     }
@@ -124,6 +135,9 @@ pub enum Beneficiary {
     Pool,
     /// A creator (API subscriptions, model sales).
     Creator { user_id: String },
+    /// A group-owned model (API subscriptions): held in `group_revenue:<model>` until the
+    /// month's close splits it among the members.
+    GroupModel { group_id: String, model_id: String },
     /// A job's escrow until it ends.
     JobEscrow { job_id: String },
     /// Nobody: the platform keeps everything (publishing and listing fees).
@@ -168,6 +182,9 @@ pub fn payment_postings(
             let net_account = match other {
                 Beneficiary::Pool => Some(LedgerAccount::subscription_pool(month)),
                 Beneficiary::Creator { user_id } => Some(LedgerAccount::creator(user_id)),
+                Beneficiary::GroupModel { model_id, .. } => {
+                    Some(LedgerAccount::group_revenue(model_id))
+                }
                 Beneficiary::Platform => None,
                 Beneficiary::JobEscrow { .. } => None,
             };

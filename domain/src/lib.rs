@@ -13,6 +13,7 @@ pub mod model;
 pub mod money;
 pub mod payment;
 pub mod revenue;
+pub mod revenue_book;
 pub mod service;
 pub mod subscription;
 pub mod usage;

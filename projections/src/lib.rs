@@ -19,6 +19,7 @@ macro_rules! on_engine {
 }
 
 pub mod admins;
+pub mod distribution;
 pub mod groups;
 pub mod marketplace;
 pub mod payments;

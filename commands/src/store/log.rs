@@ -176,6 +176,38 @@ impl Database {
         }
     }
 
+    /// One aggregate's events in sequence order, as the log holds them.
+    pub async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self.engine() {
+            Engine::Sqlite(pool) => {
+                let sql = format!(
+                    "{SQLITE_SELECT} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode).collect()
+            }
+            Engine::Postgres(pool) => {
+                let sql = format!(
+                    "{PG_SELECT} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode).collect()
+            }
+        }
+    }
+
     /// The position of the last event a reader can safely see now (`START` if none).
     pub async fn log_head(&self) -> Result<LogPosition, StoreError> {
         match self.engine() {
