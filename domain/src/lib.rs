@@ -8,11 +8,14 @@ pub mod admin;
 pub mod api_subscription;
 pub mod fees;
 pub mod group;
+pub mod job;
 pub mod ledger;
 pub mod model;
 pub mod money;
+pub mod node;
 pub mod payment;
 pub mod revenue;
+pub mod scheduler;
 pub mod service;
 pub mod subscription;
 pub mod usage;
@@ -27,4 +30,12 @@ pub fn trimmed_within(text: &str, chars: std::ops::RangeInclusive<usize>) -> Opt
     chars
         .contains(&text.chars().count())
         .then(|| text.to_string())
+}
+
+/// A SHA-256 digest as lower-case hex, the one form digests take in events.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
