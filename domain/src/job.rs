@@ -60,7 +60,8 @@ use time::OffsetDateTime;
 use crate::fees::FeeSchedule;
 use crate::ledger::{job_settlement_postings, Earned, JobSettlement, LedgerError};
 use crate::money::Usdt;
-use crate::node::{self, within, OutOfRange};
+use crate::node;
+use crate::{within, OutOfRange};
 
 /// Docker's limit on a whole image reference.
 pub const IMAGE_CHARS_MAX: usize = 255;
@@ -852,7 +853,7 @@ impl Aggregate for Job {
                 }
                 let ran_secs = self.ran_secs(at);
                 let max_runtime_secs = job.spec.max_runtime_secs;
-                if ran_secs + TIMEOUT_EARLY_SLACK_SECS < max_runtime_secs {
+                if ran_secs.saturating_add(TIMEOUT_EARLY_SLACK_SECS) < max_runtime_secs {
                     return Err(JobError::TimeoutTooEarly {
                         ran_secs,
                         max_runtime_secs,

@@ -26,6 +26,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::{within, OutOfRange};
+
 pub const NAME_CHARS_MAX: usize = 100;
 pub const OWNER_WALLET_CHARS_MAX: usize = 128;
 pub const GPU_MODEL_CHARS_MAX: usize = 100;
@@ -40,35 +42,6 @@ pub const GPU_MEMORY_MB: RangeInclusive<u64> = 256..=1024 * 1024;
 pub const MAX_CONCURRENT_JOBS: RangeInclusive<u64> = 1..=256;
 /// Without a heartbeat for this long, a node is marked offline.
 pub const HEARTBEAT_TIMEOUT_SECS: i64 = 90;
-
-/// A number outside its allowed range; `field` names it as the API does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} must be within {min}..={max}, got {got}")]
-pub struct OutOfRange {
-    pub field: &'static str,
-    pub min: u64,
-    pub max: u64,
-    pub got: u64,
-}
-
-/// `got` within `range`, or the error that names `field`.
-pub fn within(
-    field: &'static str,
-    got: impl Into<u64>,
-    range: &RangeInclusive<u64>,
-) -> Result<(), OutOfRange> {
-    let got = got.into();
-    if range.contains(&got) {
-        Ok(())
-    } else {
-        Err(OutOfRange {
-            field,
-            min: *range.start(),
-            max: *range.end(),
-            got,
-        })
-    }
-}
 
 /// Whether a node whose last heartbeat was at `last` counts as lost at `now`.
 pub fn heartbeat_expired(last: OffsetDateTime, now: OffsetDateTime) -> bool {
