@@ -4,6 +4,7 @@
 //! postings is zero" holds at every point of the log, and each account's balance is exactly the
 //! sum of its postings.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::fees::{FeeSchedule, PaymentType};
@@ -202,6 +203,104 @@ pub fn payment_postings(
     Ok(postings)
 }
 
+/// The part of a job's price its node earned: `used` of `allowed` (seconds run of the seconds
+/// allowed, or all or nothing). Which ending of a job earns what is the rule in [`crate::job`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Earned {
+    used: u64,
+    allowed: u64,
+}
+
+impl Earned {
+    pub const ALL: Earned = Earned {
+        used: 1,
+        allowed: 1,
+    };
+    pub const NOTHING: Earned = Earned {
+        used: 0,
+        allowed: 1,
+    };
+
+    /// `used` of `allowed`, capped at all of it; nothing when nothing was allowed.
+    pub fn part(used: u64, allowed: u64) -> Earned {
+        if allowed == 0 {
+            Earned::NOTHING
+        } else {
+            Earned {
+                used: used.min(allowed),
+                allowed,
+            }
+        }
+    }
+}
+
+/// How a job's escrow was paid out: the facts its ending event carries for the projections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSettlement {
+    pub fee_schedule_version: u32,
+    /// To `node_payable:<node>`.
+    pub node_net: Usdt,
+    /// To `platform_fees:platform`.
+    pub platform_fee: Usdt,
+    /// Back to `payer:<creator>`.
+    pub refund: Usdt,
+    pub postings: Vec<Posting>,
+}
+
+/// Empties `job_escrow:<job_id>`, which holds the whole `price` since the job's payment
+/// confirmed. The earned part of the price (largest remainder, `used : allowed - used`) is split
+/// by `schedule`'s job rate into the platform fee and the node's net; the rest is refunded to the
+/// creator's payer account. Parts that are zero get no posting. Exact and always balanced:
+/// fee + net + refund == price to the micro.
+pub fn job_settlement_postings(
+    schedule: &FeeSchedule,
+    job_id: &str,
+    creator: &str,
+    node_id: Option<&str>,
+    price: Usdt,
+    earned: Earned,
+) -> Result<JobSettlement, LedgerError> {
+    if !price.is_positive() {
+        return Err(MoneyError::NotPositive(price.to_string()).into());
+    }
+    let parts = price.split(&[
+        Decimal::from(earned.used),
+        Decimal::from(earned.allowed - earned.used),
+    ])?;
+    let (earned_amount, refund) = (parts[0], parts[1]);
+    let (platform_fee, node_net) = schedule.split(PaymentType::Job, earned_amount)?;
+    let mut postings = vec![Posting {
+        account: LedgerAccount::job_escrow(job_id),
+        amount: price.checked_neg(),
+    }];
+    if earned_amount.is_positive() {
+        let node_id = node_id.ok_or(LedgerError::MissingBeneficiary(PaymentType::Job))?;
+        postings.push(Posting {
+            account: LedgerAccount::node(node_id),
+            amount: node_net,
+        });
+        postings.push(Posting {
+            account: LedgerAccount::platform_fees(),
+            amount: platform_fee,
+        });
+    }
+    if refund.is_positive() {
+        postings.push(Posting {
+            account: LedgerAccount::payer(creator),
+            amount: refund,
+        });
+    }
+    postings.retain(|p| p.amount != Usdt::ZERO);
+    balanced(&postings)?;
+    Ok(JobSettlement {
+        fee_schedule_version: schedule.version,
+        node_net,
+        platform_fee,
+        refund,
+        postings,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +386,72 @@ mod tests {
         assert_eq!(postings[1].amount, usdt("20"));
     }
 
+    #[test]
+    fn a_job_settlement_pays_the_node_its_net_and_refunds_what_it_did_not_earn() {
+        let named = |s: &JobSettlement| -> Vec<(String, String)> {
+            s.postings
+                .iter()
+                .map(|p| (p.account.name(), p.amount.to_string()))
+                .collect()
+        };
+        let all =
+            job_settlement_postings(v1(), "j1", "u1", Some("n1"), usdt("20"), Earned::ALL).unwrap();
+        assert_eq!(
+            named(&all),
+            [
+                ("job_escrow:j1".to_string(), "-20.000000".to_string()),
+                ("node_payable:n1".to_string(), "19.000000".to_string()),
+                ("platform_fees:platform".to_string(), "1.000000".to_string()),
+            ]
+        );
+        let none =
+            job_settlement_postings(v1(), "j1", "u1", None, usdt("20"), Earned::NOTHING).unwrap();
+        assert_eq!(
+            named(&none),
+            [
+                ("job_escrow:j1".to_string(), "-20.000000".to_string()),
+                ("payer:u1".to_string(), "20.000000".to_string()),
+            ]
+        );
+        let quarter = job_settlement_postings(
+            v1(),
+            "j1",
+            "u1",
+            Some("n1"),
+            usdt("20"),
+            Earned::part(900, 3600),
+        )
+        .unwrap();
+        assert_eq!(
+            (quarter.node_net, quarter.platform_fee, quarter.refund),
+            (usdt("4.75"), usdt("0.25"), usdt("15"))
+        );
+        // Earnings are capped at all of the price.
+        assert_eq!(
+            job_settlement_postings(
+                v1(),
+                "j1",
+                "u1",
+                Some("n1"),
+                usdt("20"),
+                Earned::part(7200, 3600)
+            ),
+            Ok(all)
+        );
+    }
+
+    #[test]
+    fn earnings_without_a_node_or_a_price_that_is_not_positive_are_refused() {
+        assert_eq!(
+            job_settlement_postings(v1(), "j1", "u1", None, usdt("20"), Earned::ALL),
+            Err(LedgerError::MissingBeneficiary(PaymentType::Job))
+        );
+        assert!(matches!(
+            job_settlement_postings(v1(), "j1", "u1", Some("n1"), Usdt::ZERO, Earned::ALL),
+            Err(LedgerError::Money(MoneyError::NotPositive(_)))
+        ));
+    }
+
     fn beneficiary_for(t: PaymentType, n: usize) -> Beneficiary {
         match t {
             PaymentType::PlatformSubscription => Beneficiary::Pool,
@@ -324,6 +489,33 @@ mod tests {
             for (name, balance) in &balances {
                 prop_assert!(*balance >= 0 || name.starts_with("payer:"));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_job_settlement_always_balances_and_the_node_gets_exactly_95_percent_of_what_it_earned(
+            price in 1i64..1_000_000_000_000_000,
+            allowed in 1u64..100_000,
+            used in 0u64..200_000,
+        ) {
+            let price = Usdt::from_micros(price).unwrap();
+            for earned in [Earned::ALL, Earned::NOTHING, Earned::part(used, allowed)] {
+                let s = job_settlement_postings(v1(), "j1", "u1", Some("n1"), price, earned).unwrap();
+                balanced(&s.postings).unwrap();
+                let parts = s.node_net.to_micros() + s.platform_fee.to_micros() + s.refund.to_micros();
+                prop_assert_eq!(parts, price.to_micros());
+                prop_assert!(s.postings.iter().all(|p| p.amount != Usdt::ZERO));
+                prop_assert!(!s.node_net.is_negative() && !s.platform_fee.is_negative() && !s.refund.is_negative());
+                // The node's net is 95% of the earned part, to within the one micro of rounding.
+                let earned_micros = s.node_net.to_micros() + s.platform_fee.to_micros();
+                prop_assert!((s.node_net.to_micros() * 100 - earned_micros * 95).abs() < 100);
+            }
+            let all = job_settlement_postings(v1(), "j1", "u1", Some("n1"), price, Earned::ALL).unwrap();
+            prop_assert_eq!((all.platform_fee, all.node_net), v1().split(PaymentType::Job, price).unwrap());
+            prop_assert_eq!(all.refund, Usdt::ZERO);
+            let none = job_settlement_postings(v1(), "j1", "u1", None, price, Earned::NOTHING).unwrap();
+            prop_assert_eq!(none.refund, price);
         }
     }
 }

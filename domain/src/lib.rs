@@ -8,18 +8,23 @@ pub mod admin;
 pub mod api_subscription;
 pub mod fees;
 pub mod group;
+pub mod job;
 pub mod ledger;
 pub mod model;
 pub mod money;
+pub mod node;
 pub mod payment;
 pub mod revenue;
 pub mod revenue_book;
+pub mod scheduler;
 pub mod service;
 pub mod subscription;
 pub mod usage;
 pub mod wallet;
 
 pub use money::{MoneyError, Usdt};
+
+use std::ops::RangeInclusive;
 
 /// `text` trimmed, when its length in characters is within `chars`: the one rule for names
 /// and descriptions of groups, models and services.
@@ -28,4 +33,41 @@ pub fn trimmed_within(text: &str, chars: std::ops::RangeInclusive<usize>) -> Opt
     chars
         .contains(&text.chars().count())
         .then(|| text.to_string())
+}
+
+/// A SHA-256 digest as lower-case hex, the one form digests take in events.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A number outside its allowed range; `field` names it as the API does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be within {min}..={max}, got {got}")]
+pub struct OutOfRange {
+    pub field: &'static str,
+    pub min: u64,
+    pub max: u64,
+    pub got: u64,
+}
+
+/// `got` within `range`, or the error that names `field`.
+pub fn within(
+    field: &'static str,
+    got: impl Into<u64>,
+    range: &RangeInclusive<u64>,
+) -> Result<(), OutOfRange> {
+    let got = got.into();
+    if range.contains(&got) {
+        Ok(())
+    } else {
+        Err(OutOfRange {
+            field,
+            min: *range.start(),
+            max: *range.end(),
+            got,
+        })
+    }
 }
