@@ -89,52 +89,6 @@ async fn chat_stream(base: &str, key: &str, mut body: Value) -> (String, Value, 
     (content, usage, done)
 }
 
-/// A child process killed when dropped, so a failing test leaves no node serving on the shared
-/// NATS server for the next run.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a sibling binary of `aiforge` (built by the same `cargo nextest run --workspace`) and
-/// waits for the stdout line starting with `ready`; returns the child and that line.
-fn start_sibling(name: &str, args: &[&str], ready: &str) -> (Killed, String) {
-    use std::io::BufRead;
-    let path = std::path::Path::new(binary()).with_file_name(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
-        path.display()
-    );
-    let mut child = std::process::Command::new(&path)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let ready = ready.to_string();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.starts_with(&ready) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let child = Killed(child);
-    let line = rx
-        .recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("{name} did not start"));
-    (child, line)
-}
-
 /// A creator with one published model made of `bytes`; returns (model id, token).
 async fn published_model(server: &Server, email: &str, bytes: Vec<u8>) -> (String, String) {
     let creator = register_and_sign_in(server, email).await;

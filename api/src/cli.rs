@@ -1,11 +1,13 @@
 //! The `aiforge` command line: `serve` (the default), `migrate`, `events export`,
-//! `projections status|rebuild`. Data goes to stdout, logs to stderr.
+//! `projections status|rebuild`, `revenue close`, `audit verify|replay`. Data goes to stdout, logs to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use aiforge_commands::bus::redacted;
 use aiforge_commands::{Database, LogPosition};
+use aiforge_domain::revenue_book::{Month, MonthDistribution};
+use aiforge_projections::distribution;
 use aiforge_projections::Projector;
 use clap::{Parser, Subcommand};
 
@@ -50,6 +52,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The monthly revenue distribution.
+    Revenue {
+        #[command(subcommand)]
+        command: RevenueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevenueCommand {
+    /// Close a month that has ended (YYYY-MM): distribute its subscription pool by tokens and
+    /// group models' revenue by their splits, and record it as one `MonthClosed` event.
+    Close { month: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +71,16 @@ pub enum AuditCommand {
     /// Recompute the hash chain over the whole event log and compare it with the recorded
     /// seals; exits 1 naming the first altered position.
     Verify,
+    /// Recompute a month's distribution from the raw events only (an export file, or the live
+    /// store) and compare it with the recorded close; exits 1 when they differ.
+    Replay {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// A file written by `aiforge events export` (default: the live store).
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +220,73 @@ pub async fn run(cli: Cli) -> CliResult {
             tracing::info!(events = written, "export finished");
             db.close().await;
         }
+        Command::Revenue {
+            command: RevenueCommand::Close { month },
+        } => {
+            let month: Month = month.parse()?;
+            let db = crate::open_database(&settings).await?;
+            let clock: std::sync::Arc<dyn aiforge_commands::Clock> =
+                std::sync::Arc::new(aiforge_commands::SystemClock);
+            let book = aiforge_commands::Executor::new(
+                db.clone(),
+                clock.clone(),
+                aiforge_domain::revenue_book::RevenueBookServices,
+            );
+            let id = format!("cli:revenue-close:{month}");
+            let meta = aiforge_commands::CommandMeta {
+                command_id: id.clone(),
+                request_hash: id,
+                actor: Some("cli".into()),
+                request_id: None,
+            };
+            let started = std::time::Instant::now();
+            let closed = distribution::close(&book, &clock, month, "cli", &meta).await;
+            db.close().await;
+            let closed = closed?;
+            print_distribution(&closed.distribution);
+            println!("closed {month} in {:.3}s", started.elapsed().as_secs_f64());
+        }
+        Command::Audit {
+            command: AuditCommand::Replay { month, input },
+        } => {
+            let month: Month = month.parse()?;
+            let started = std::time::Instant::now();
+            let replay = match input {
+                Some(path) => {
+                    let open = move || -> std::io::Result<Box<dyn std::io::BufRead>> {
+                        Ok(Box::new(std::io::BufReader::with_capacity(
+                            1 << 20,
+                            std::fs::File::open(&path)?,
+                        )))
+                    };
+                    distribution::replay_export(&open, month)?
+                }
+                None => {
+                    let db = crate::open_database(&settings).await?;
+                    let replay = distribution::replay_live(&db, month).await;
+                    db.close().await;
+                    replay?
+                }
+            };
+            print_distribution(&replay.computed);
+            eprintln!("replayed in {:.3}s", started.elapsed().as_secs_f64());
+            match &replay.recorded {
+                None => println!("{month} has no recorded close: nothing to compare (the above is what a close now would record)"),
+                Some(recorded) if replay.matches() => {
+                    println!("MATCHES the recorded close of {month} (digest {})", recorded.digest);
+                }
+                Some(recorded) => {
+                    println!(
+                        "DIFFERS from the recorded close of {month}: recorded digest {}, replayed {}",
+                        recorded.digest, replay.computed.digest
+                    );
+                    for line in differences(recorded, &replay.computed) {
+                        println!("  {line}");
+                    }
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
@@ -256,4 +347,80 @@ pub async fn run(cli: Cli) -> CliResult {
         }
     }
     Ok(())
+}
+
+fn print_distribution(d: &MonthDistribution) {
+    println!(
+        "month {} (log read through position {}, tx {})",
+        d.month, d.through.position, d.through.tx
+    );
+    println!(
+        "subscription pool {} (distributed {}), tokens {}, group API revenue {}, usage events {}, payments {}",
+        d.pool_total, d.pool_distributed, d.tokens_total, d.group_api_total, d.usage_events, d.payments
+    );
+    println!(
+        "{:<38} {:>14} {:>12} {:>18} {:>18}",
+        "model", "tokens", "usage %", "pool share", "group API"
+    );
+    for m in &d.models {
+        println!(
+            "{:<38} {:>14} {:>12} {:>18} {:>18}",
+            m.model_id, m.tokens, m.usage_percent, m.pool_amount, m.group_api_amount
+        );
+    }
+    for p in &d.payouts {
+        println!(
+            "payout {:<38} from {:<38} {:>10} {:>18}",
+            p.user_id,
+            p.model_id,
+            serde_json::to_value(p.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            p.amount
+        );
+    }
+    for c in &d.corrections {
+        println!(
+            "correction from {}: {:?} model {} amount {} tokens {}",
+            c.from_month,
+            c.kind,
+            c.model_id.as_deref().unwrap_or("-"),
+            c.amount
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
+            c.tokens
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("input digest {}", d.input_digest);
+    println!("digest {}", d.digest);
+}
+
+/// The top-level fields that differ between two distributions, for the auditor.
+fn differences(recorded: &MonthDistribution, replayed: &MonthDistribution) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (
+        serde_json::to_value(recorded),
+        serde_json::to_value(replayed),
+    ) else {
+        return Vec::new();
+    };
+    a.iter()
+        .filter(|(key, value)| b.get(*key) != Some(*value))
+        .map(|(key, value)| {
+            let shown = |v: &serde_json::Value| {
+                let text = v.to_string();
+                match text.char_indices().nth(200) {
+                    Some((cut, _)) => format!("{}…", &text[..cut]),
+                    None => text,
+                }
+            };
+            format!(
+                "{key}: recorded {} / replayed {}",
+                shown(value),
+                b.get(key).map(shown).unwrap_or_default()
+            )
+        })
+        .collect()
 }

@@ -497,3 +497,35 @@ impl From<aiforge_commands::blob::import::ImportError> for ApiError {
         }
     }
 }
+
+impl From<aiforge_domain::revenue_book::RevenueBookError> for ApiError {
+    fn from(err: aiforge_domain::revenue_book::RevenueBookError) -> Self {
+        use aiforge_domain::revenue_book::RevenueBookError as E;
+        let message = err.to_string();
+        match err {
+            E::MonthNotOver { .. } => ApiError {
+                field: Some("month"),
+                ..ApiError::new(StatusCode::CONFLICT, "month_not_over", message)
+            },
+            E::AlreadyClosed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_closed", message)
+            }
+            E::OutOfOrder { .. } => ApiError {
+                field: Some("month"),
+                ..ApiError::new(StatusCode::CONFLICT, "out_of_order", message)
+            },
+            E::StaleInputs => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(StatusCode::CONFLICT, "concurrent_modification", message)
+            },
+            // A distribution that does not balance or overflows is a bug, never the client's.
+            E::Revenue(_) | E::Ledger(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<aiforge_commands::StoreError> for ApiError {
+    fn from(err: aiforge_commands::StoreError) -> Self {
+        ApiError::unavailable(err)
+    }
+}

@@ -72,6 +72,7 @@ pub struct AppState {
     /// Set only when the server runs on a manual clock (`AIFORGE_MANUAL_CLOCK_START`).
     pub manual_clock: Option<Arc<ManualClock>>,
     pub gateway: Arc<gateway::Gateway>,
+    pub revenue_book: Arc<Executor<aiforge_domain::revenue_book::RevenueBook>>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -185,6 +186,39 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route(
             "/api/group-revenue/model/{model_id}/split",
             get(routes::group_revenue::get).post(routes::group_revenue::set),
+        )
+        .route(
+            "/api/group-revenue/model/{model_id}/distribution/{year}/{month}",
+            get(routes::revenue::group_model_distribution),
+        )
+        .route(
+            "/api/group-revenue/model/{model_id}/distribute/{year}/{month}",
+            post(routes::revenue::group_model_distribute),
+        )
+        .route(
+            "/api/group-revenue/my-group-earnings",
+            get(routes::revenue::my_group_earnings),
+        )
+        .route("/api/revenue/summary", get(routes::revenue::summary))
+        .route(
+            "/api/revenue/monthly/{year}/{month}",
+            get(routes::revenue::monthly),
+        )
+        .route(
+            "/api/revenue/distribution/{year}/{month}",
+            get(routes::revenue::distribution),
+        )
+        .route(
+            "/api/revenue/model/{model_id}/{year}/{month}",
+            get(routes::revenue::model),
+        )
+        .route(
+            "/api/revenue/close/{year}/{month}",
+            post(routes::revenue::close),
+        )
+        .route(
+            "/api/revenue/my-earnings",
+            get(routes::revenue::my_earnings),
         )
         .route("/api/v1/models", get(routes::openai::list_models))
         .route("/api/v1/models/{model_id}", get(routes::openai::get_model))
@@ -417,8 +451,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         nodes: Arc::new(gateway::nodes::FirstAvailable(transports)),
     });
 
+    let revenue_book = Arc::new(Executor::new(
+        db.clone(),
+        clock.clone(),
+        aiforge_domain::revenue_book::RevenueBookServices,
+    ));
     let state = AppState {
         gateway,
+        revenue_book,
         db: db.clone(),
         accounts: Arc::new(accounts),
         wallets: Arc::new(wallets),

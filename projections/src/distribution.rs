@@ -520,3 +520,296 @@ pub fn replay_export(
     let computed = fold.finish()?;
     Ok(Replay { computed, recorded })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aiforge_domain::fees::{FeeSchedule, PaymentType};
+    use aiforge_domain::ledger::{month_key, payment_postings, Beneficiary};
+    use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
+    use aiforge_domain::revenue_book::PayoutSource;
+    use aiforge_domain::usage::{ApiCallEvent, ApiCallMetered, CallOutcome};
+    use aiforge_domain::wallet::Network;
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    fn recorded(
+        position: i64,
+        aggregate_type: &str,
+        event_type: &str,
+        payload: String,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            tx: 0,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: format!("a{position}"),
+            sequence: 1,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload,
+            metadata: "{}".into(),
+            recorded_at: "2026-12-01T00:00:00.000000Z".into(),
+        }
+    }
+
+    fn uploaded(position: i64, model: &str, owner: &str) -> RecordedEvent {
+        let event = ModelEvent::ModelUploaded {
+            model_id: model.into(),
+            owner: ModelOwner::User(owner.into()),
+            uploaded_by: owner.into(),
+            metadata: ModelMetadata {
+                name: model.into(),
+                description: String::new(),
+                tags: vec![],
+            },
+            blob: BlobRef {
+                sha256: "00".repeat(32),
+                cid: "Qm".into(),
+                size_bytes: 1,
+                backend: "local".into(),
+            },
+            source: ModelSource::Upload {
+                filename: "m.gguf".into(),
+            },
+            uploaded_at: datetime!(2026-10-01 00:00 UTC),
+        };
+        recorded(
+            position,
+            "model",
+            "ModelUploaded",
+            serde_json::to_string(&event).unwrap_or_default(),
+        )
+    }
+
+    fn call(position: i64, model: &str, tokens: u32, at: OffsetDateTime) -> RecordedEvent {
+        let event = ApiCallEvent::ApiCallMetered(ApiCallMetered {
+            request_id: format!("r{position}"),
+            subscription_id: "s".into(),
+            consumer: "c".into(),
+            service_id: "svc".into(),
+            model_id: model.into(),
+            node_id: "local".into(),
+            prompt_tokens: tokens / 2,
+            completion_tokens: tokens - tokens / 2,
+            usage_exact: true,
+            cost: Usdt::ZERO,
+            pricing_version: 1,
+            streamed: false,
+            latency_ms: 1,
+            outcome: CallOutcome::Completed,
+            at,
+        });
+        recorded(
+            position,
+            API_CALL_AGGREGATE,
+            API_CALL_METERED,
+            serde_json::to_string(&event).unwrap_or_default(),
+        )
+    }
+
+    fn pool_payment(position: i64, micros: i64, at: OffsetDateTime) -> RecordedEvent {
+        let schedule = FeeSchedule::at(at);
+        let amount = Usdt::from_micros(micros).unwrap_or(Usdt::ZERO);
+        let postings = payment_postings(
+            schedule,
+            PaymentType::PlatformSubscription,
+            "payer",
+            amount,
+            &Beneficiary::Pool,
+            &month_key(at),
+        )
+        .unwrap_or_default();
+        let (platform_fee, net) = schedule
+            .split(PaymentType::PlatformSubscription, amount)
+            .unwrap_or((Usdt::ZERO, Usdt::ZERO));
+        let event = PaymentEvent::PaymentConfirmed {
+            payment_id: format!("p{position}"),
+            payer: "payer".into(),
+            payment_type: PaymentType::PlatformSubscription,
+            reference: "subscription:payer".into(),
+            network: Network::Ethereum,
+            tx_hash: format!("0x{position:064x}"),
+            from: "0xpayer".into(),
+            amount,
+            paid: amount,
+            overpaid: Usdt::ZERO,
+            fee_schedule_version: schedule.version,
+            platform_fee,
+            net,
+            postings,
+            block: 1,
+            confirmations: 3,
+            confirmed_at: at,
+        };
+        recorded(
+            position,
+            "payment",
+            "PaymentConfirmed",
+            serde_json::to_string(&event).unwrap_or_default(),
+        )
+    }
+
+    fn fold(
+        month: &str,
+        through: i64,
+        prior: Vec<ClosedMonth>,
+        events: &[RecordedEvent],
+    ) -> MonthDistribution {
+        let month: Month = month.parse().unwrap_or_else(|e: String| panic!("{e}"));
+        let mut fold = MonthFold::new(
+            month,
+            LogPoint {
+                tx: 0,
+                position: through,
+            },
+            prior,
+        );
+        for event in events {
+            if !fold.feed(event).unwrap_or_else(|e| panic!("{e}")) {
+                break;
+            }
+        }
+        fold.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn usdt(s: &str) -> Usdt {
+        Usdt::parse(s).unwrap_or(Usdt::ZERO)
+    }
+
+    #[test]
+    fn late_facts_of_a_closed_month_are_corrections_of_the_next_close() {
+        let oct = datetime!(2026-10-20 00:00 UTC);
+        let nov = datetime!(2026-11-10 00:00 UTC);
+        let events = vec![
+            uploaded(1, "m1", "u1"),
+            uploaded(2, "m2", "u2"),
+            pool_payment(3, 30_000_000, oct), // $21 to October's pool
+            call(4, "m1", 100, oct),
+            // October is closed through position 4; what follows is late or November's.
+            call(5, "m2", 100, oct),
+            pool_payment(6, 10_000_000, oct), // $7 late to October's pool
+            call(7, "m1", 200, nov),
+            pool_payment(8, 100_000_000, nov), // $70
+            call(9, "m1", 999, datetime!(2026-12-01 00:00 UTC)), // December's
+        ];
+        let october = fold("2026-10", 4, vec![], &events);
+        assert_eq!(october.pool_total, usdt("21"));
+        assert_eq!(october.tokens_total, 100);
+        assert_eq!(october.payouts.len(), 1);
+        assert!(october.corrections.is_empty());
+
+        let prior = vec![ClosedMonth {
+            month: october.month,
+            through: october.through,
+        }];
+        let november = fold("2026-11", 9, prior, &events);
+        assert_eq!(november.pool_total, usdt("77"));
+        assert_eq!(
+            november.tokens_total, 300,
+            "November's 200 and October's late 100"
+        );
+        assert_eq!(november.usage_events, 2);
+        let kinds: Vec<(String, CorrectionKind)> = november
+            .corrections
+            .iter()
+            .map(|c| (c.from_month.to_string(), c.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("2026-10".to_string(), CorrectionKind::PoolMoney),
+                ("2026-10".to_string(), CorrectionKind::Tokens),
+            ]
+        );
+        // $77 by 200:100 tokens, largest remainder: 51.333333 + 25.666667.
+        let paid: Vec<(String, Usdt)> = november
+            .payouts
+            .iter()
+            .map(|p| (p.user_id.clone(), p.amount))
+            .collect();
+        assert_eq!(
+            paid,
+            [
+                ("u1".to_string(), usdt("51.333333")),
+                ("u2".to_string(), usdt("25.666667"))
+            ]
+        );
+        aiforge_domain::ledger::balanced(&november.postings).unwrap_or_else(|e| panic!("{e}"));
+        // The same events give the same digest; a changed byte in a counted event does not.
+        assert_eq!(fold("2026-10", 4, vec![], &events).digest, october.digest);
+        let mut tampered = events.clone();
+        tampered[3].payload = tampered[3]
+            .payload
+            .replace("\"streamed\":false", "\"streamed\":true");
+        assert_ne!(fold("2026-10", 4, vec![], &tampered).digest, october.digest);
+        assert_eq!(
+            fold("2026-10", 4, vec![], &tampered).payouts,
+            october.payouts
+        );
+    }
+
+    use aiforge_domain::revenue_book::CorrectionKind;
+
+    fn export_with_close(
+        events: &[RecordedEvent],
+        close: &MonthDistribution,
+        path: &std::path::Path,
+    ) {
+        let mut text = String::new();
+        for event in events {
+            text.push_str(&serde_json::to_string(event).unwrap_or_default());
+            text.push('\n');
+        }
+        let closed = RevenueBookEvent::MonthClosed {
+            distribution: close.clone(),
+            closed_by: "admin".into(),
+            closed_at: datetime!(2026-12-01 00:00 UTC),
+        };
+        let position = events.len() as i64 + 1;
+        let mut event = recorded(
+            position,
+            RevenueBook::TYPE,
+            MONTH_CLOSED,
+            serde_json::to_string(&closed).unwrap_or_default(),
+        );
+        event.aggregate_id = REVENUE_BOOK_ID.into();
+        text.push_str(&serde_json::to_string(&event).unwrap_or_default());
+        text.push('\n');
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn the_replay_of_an_export_equals_the_close_and_shares_sum_to_the_pool(
+            facts in proptest::collection::vec((0u8..3, 0usize..4, 1u32..5_000, 0i64..40, 1i64..200_000_000), 1..80)
+        ) {
+            let mut events: Vec<RecordedEvent> = (0..4).map(|m| uploaded(m as i64 + 1, &format!("m{m}"), &format!("u{}", m % 3))).collect();
+            for (kind, model, tokens, day, micros) in facts {
+                let at = datetime!(2026-11-01 00:00 UTC) + time::Duration::hours(day * 18);
+                let position = events.len() as i64 + 1;
+                events.push(if kind == 0 { pool_payment(position, micros, at) } else { call(position, &format!("m{model}"), tokens, at) });
+            }
+            let through = events.len() as i64;
+            let close = fold("2026-11", through, vec![], &events);
+            let paid = close.payouts.iter().filter(|p| p.source == PayoutSource::Pool)
+                .try_fold(Usdt::ZERO, |a, p| a.checked_add(p.amount)).unwrap_or(Usdt::ZERO);
+            prop_assert_eq!(paid, close.pool_distributed);
+            prop_assert!(close.payouts.iter().all(|p| !p.amount.is_negative()));
+            prop_assert!(aiforge_domain::ledger::balanced(&close.postings).is_ok());
+            if close.tokens_total > 0 {
+                prop_assert_eq!(close.pool_distributed, close.pool_total);
+            }
+            let path = std::env::temp_dir().join(format!("aiforge-replay-{}.jsonl", uuid::Uuid::now_v7()));
+            export_with_close(&events, &close, &path);
+            let open = || -> std::io::Result<Box<dyn BufRead>> {
+                Ok(Box::new(std::io::BufReader::new(std::fs::File::open(&path)?)))
+            };
+            let replay = replay_export(&open, "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}")));
+            let _ = std::fs::remove_file(&path);
+            let replay = replay.unwrap_or_else(|e| panic!("{e}"));
+            prop_assert!(replay.matches(), "{:?}", replay.computed.digest);
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub mod distribution;
 pub mod groups;
 pub mod marketplace;
 pub mod payments;
+pub mod revenue;
 pub mod seals;
 pub mod usage;
 pub mod users;
@@ -237,6 +238,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(admins::AdminWalletsProjection),
         Arc::new(groups::GroupsProjection),
         Arc::new(payments::PaymentsProjection),
+        Arc::new(revenue::RevenueProjection),
         Arc::new(marketplace::MarketplaceProjection),
         Arc::new(usage::UsageProjection),
         Arc::new(seals::SealsProjection),

@@ -5,7 +5,9 @@
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_commands::RecordedEvent;
+use aiforge_domain::ledger::Posting;
 use aiforge_domain::payment::{Payment, PaymentEvent};
+use aiforge_domain::revenue_book::{RevenueBook, RevenueBookEvent};
 use cqrs_es::Aggregate;
 
 use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, ViewTx};
@@ -45,6 +47,16 @@ impl Projection for PaymentsProjection {
     }
 
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type == RevenueBook::TYPE {
+            // A month's close moves the pool and group revenue to creators' payables.
+            let RevenueBookEvent::MonthClosed {
+                distribution,
+                closed_at,
+                ..
+            } = decode_payload::<RevenueBookEvent>(event)?;
+            let reference = format!("revenue:{}", distribution.month);
+            return write_postings(tx, event, &reference, &distribution.postings, closed_at).await;
+        }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
         }
@@ -105,43 +117,54 @@ impl Projection for PaymentsProjection {
                     ],
                 )
                 .await?;
-                for (idx, posting) in postings.iter().enumerate() {
-                    let micros = i64::try_from(posting.amount.to_micros()).map_err(|_| {
-                        ProjectionError::BadEvent {
-                            position: event.position,
-                            event_type: event.event_type.clone(),
-                            reason: "posting out of range".into(),
-                        }
-                    })?;
-                    let account = posting.account.name();
-                    let kind = kind_name(posting.account.kind);
-                    tx.execute(
-                        "INSERT INTO ledger_postings_view (position, idx, payment_id, account, kind, \
-                         amount_micros, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &[
-                            SqlValue::Int(event.position),
-                            SqlValue::Int(idx as i64),
-                            SqlValue::Text(payment_id.clone()),
-                            SqlValue::Text(account.clone()),
-                            SqlValue::Text(kind.clone()),
-                            SqlValue::Int(micros),
-                            SqlValue::Text(rfc3339(confirmed_at)),
-                        ],
-                    )
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO ledger_balances_view (account, kind, balance_micros, postings) \
-                         VALUES ($1, $2, $3, 1) ON CONFLICT (account) DO UPDATE SET \
-                         balance_micros = ledger_balances_view.balance_micros + excluded.balance_micros, \
-                         postings = ledger_balances_view.postings + 1",
-                        &[SqlValue::Text(account), SqlValue::Text(kind), SqlValue::Int(micros)],
-                    )
-                    .await?;
-                }
+                write_postings(tx, event, &payment_id, &postings, confirmed_at).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Writes `postings` to the ledger views: each posting in log order, and each account's balance.
+/// `reference` names what moved the money (a payment id, `revenue:YYYY-MM`, a job id).
+pub async fn write_postings(
+    tx: &mut ViewTx,
+    event: &RecordedEvent,
+    reference: &str,
+    postings: &[Posting],
+    at: time::OffsetDateTime,
+) -> Result<(), ProjectionError> {
+    for (idx, posting) in postings.iter().enumerate() {
+        let micros = crate::revenue::micros(posting.amount, event)?;
+        let account = posting.account.name();
+        let kind = kind_name(posting.account.kind);
+        tx.execute(
+            "INSERT INTO ledger_postings_view (position, idx, payment_id, account, kind, \
+             amount_micros, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                SqlValue::Int(event.position),
+                SqlValue::Int(idx as i64),
+                SqlValue::Text(reference.to_string()),
+                SqlValue::Text(account.clone()),
+                SqlValue::Text(kind.clone()),
+                SqlValue::Int(micros),
+                SqlValue::Text(rfc3339(at)),
+            ],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO ledger_balances_view (account, kind, balance_micros, postings) \
+             VALUES ($1, $2, $3, 1) ON CONFLICT (account) DO UPDATE SET \
+             balance_micros = ledger_balances_view.balance_micros + excluded.balance_micros, \
+             postings = ledger_balances_view.postings + 1",
+            &[
+                SqlValue::Text(account),
+                SqlValue::Text(kind),
+                SqlValue::Int(micros),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]

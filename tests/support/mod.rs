@@ -294,3 +294,49 @@ pub fn wallet_sign(
         out["signature"].as_str().unwrap().to_string(),
     ))
 }
+
+/// A child process killed when dropped, so a failing test leaves no node serving on the shared
+/// NATS server for the next run.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a sibling binary of `aiforge` (built by the same `cargo nextest run --workspace`) and
+/// waits for the stdout line starting with `ready`; returns the child and that line.
+pub fn start_sibling(name: &str, args: &[&str], ready: &str) -> (Killed, String) {
+    use std::io::BufRead;
+    let path = std::path::Path::new(binary()).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace (cargo nextest run --workspace builds it)",
+        path.display()
+    );
+    let mut child = std::process::Command::new(&path)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(&ready) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let child = Killed(child);
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("{name} did not start"));
+    (child, line)
+}

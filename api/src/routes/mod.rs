@@ -9,4 +9,5 @@ pub mod models;
 pub mod openai;
 pub mod ops;
 pub mod payments;
+pub mod revenue;
 pub mod wallets;
