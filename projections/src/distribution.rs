@@ -39,9 +39,6 @@ use time::OffsetDateTime;
 
 use crate::{decode_payload, ProjectionError};
 
-/// Events read per round trip while folding the live log.
-const FOLD_BATCH_EVENTS: i64 = 10_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum DistributionError {
     #[error(transparent)]
@@ -325,20 +322,10 @@ pub async fn fold_live(
     prior: Vec<ClosedMonth>,
 ) -> Result<MonthDistribution, DistributionError> {
     let mut fold = MonthFold::new(month, through, prior);
-    let mut after = LogPosition::START;
-    'read: loop {
-        let batch = db.read_log_after(after, FOLD_BATCH_EVENTS).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.log_position();
-        for event in &batch {
-            if !fold.feed(event)? {
-                break 'read;
-            }
-        }
-        if after >= to_log(through) {
-            break;
-        }
-    }
+    db.fold_log_through(to_log(through), |event| {
+        fold.feed(&event).map_err(DistributionError::from)
+    })
+    .await?;
     Ok(fold.finish()?)
 }
 

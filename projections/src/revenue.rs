@@ -332,20 +332,25 @@ pub async fn direct_earnings(
 
 /// One ledger account's balance in micros (0 when it has no postings).
 pub async fn balance(db: &Database, account: &str) -> Result<i64, sqlx::Error> {
-    let sql = "SELECT CAST(COALESCE(SUM(balance_micros), 0) AS bigint) FROM ledger_balances_view \
-               WHERE account = $1";
-    on_engine!(db, |pool| sqlx::query_scalar(sql)
-        .bind(account)
-        .fetch_one(pool)
-        .await)
+    sum_of_balances(db, "account", account).await
 }
 
 /// The sum of the balances of every account of a kind (e.g. all subscription pools).
 pub async fn kind_balance(db: &Database, kind: &str) -> Result<i64, sqlx::Error> {
-    let sql = "SELECT CAST(COALESCE(SUM(balance_micros), 0) AS bigint) FROM ledger_balances_view \
-               WHERE kind = $1";
-    on_engine!(db, |pool| sqlx::query_scalar(sql)
-        .bind(kind)
+    sum_of_balances(db, "kind", kind).await
+}
+
+async fn sum_of_balances(
+    db: &Database,
+    column: &'static str,
+    value: &str,
+) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(balance_micros), 0) AS bigint) FROM ledger_balances_view \
+         WHERE {column} = $1"
+    );
+    on_engine!(db, |pool| sqlx::query_scalar(&sql)
+        .bind(value)
         .fetch_one(pool)
         .await)
 }
