@@ -19,6 +19,7 @@ macro_rules! on_engine {
 }
 
 pub mod admins;
+pub mod compute;
 pub mod distribution;
 pub mod groups;
 pub mod marketplace;
@@ -239,6 +240,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(payments::PaymentsProjection),
         Arc::new(marketplace::MarketplaceProjection),
         Arc::new(usage::UsageProjection),
+        Arc::new(compute::ComputeProjection),
         Arc::new(seals::SealsProjection),
     ]
 }
