@@ -634,5 +634,20 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
         "{body}"
     );
     assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
+
+    // The admin stats count nodes and jobs by state and the job money in the ledger.
+    let (status, body) = get(&server, "/api/admin/stats", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    let compute = &body["compute"];
+    assert_eq!(
+        compute["nodes"],
+        json!({"online": 2, "offline": 1, "deactivated": 0})
+    );
+    assert_eq!(
+        compute["jobs"],
+        json!({"pending": 0, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1, "timed_out": 0})
+    );
+    assert_eq!(compute["job_money"]["owed_to_nodes"], "28.500000");
+    assert_eq!(compute["job_money"]["in_escrow"], "0.000000");
     server.stop();
 }

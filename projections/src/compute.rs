@@ -816,3 +816,58 @@ pub async fn online_node_ids(db: &aiforge_commands::Database) -> Result<Vec<Stri
     .fetch_all(pool)
     .await)
 }
+
+/// The admin stats of the compute network: nodes by status, jobs by status, and the job money
+/// the ledger holds (in escrow, owed to nodes), in micro-USDT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ComputeStats {
+    pub nodes: std::collections::BTreeMap<String, i64>,
+    pub jobs: std::collections::BTreeMap<String, i64>,
+    pub escrow_micros: i64,
+    pub node_payable_micros: i64,
+}
+
+pub async fn stats(db: &aiforge_commands::Database) -> Result<ComputeStats, sqlx::Error> {
+    let nodes: Vec<(String, i64)> = on_engine!(db, |pool| sqlx::query_as(
+        "SELECT status, COUNT(*) FROM nodes_view GROUP BY status"
+    )
+    .fetch_all(pool)
+    .await)?;
+    let jobs: Vec<(String, i64)> = on_engine!(db, |pool| sqlx::query_as(
+        "SELECT status, COUNT(*) FROM jobs_view GROUP BY status"
+    )
+    .fetch_all(pool)
+    .await)?;
+    let sum = |kind: &'static str| async move {
+        crate::count(
+            db,
+            &format!(
+                "SELECT CAST(COALESCE(SUM(balance_micros), 0) AS BIGINT) FROM ledger_balances_view \
+                 WHERE kind = '{kind}'"
+            ),
+        )
+        .await
+    };
+    let mut stats = ComputeStats {
+        escrow_micros: sum("job_escrow").await?,
+        node_payable_micros: sum("node_payable").await?,
+        ..ComputeStats::default()
+    };
+    for status in ["online", "offline", "deactivated"] {
+        stats.nodes.insert(status.to_string(), 0);
+    }
+    for status in [
+        "pending",
+        "assigned",
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+        "timed_out",
+    ] {
+        stats.jobs.insert(status.to_string(), 0);
+    }
+    stats.nodes.extend(nodes);
+    stats.jobs.extend(jobs);
+    Ok(stats)
+}

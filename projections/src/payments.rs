@@ -322,11 +322,13 @@ pub async fn postings_of(
     db: &aiforge_commands::Database,
     account: &str,
 ) -> Result<Vec<PostingRow>, sqlx::Error> {
-    on_engine!(db, |pool| sqlx::query_as(
-        "SELECT position, idx, payment_id, account, kind, amount_micros, recorded_at \
+    on_engine!(db, |pool| {
+        sqlx::query_as(
+        "SELECT position, CAST(idx AS bigint) AS idx, payment_id, account, kind, amount_micros, recorded_at \
          FROM ledger_postings_view WHERE account = $1 ORDER BY position, idx"
     )
     .bind(account)
     .fetch_all(pool)
-    .await)
+    .await
+    })
 }
