@@ -314,9 +314,33 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
     let (status, body) = get(&server, "/api/jobs/my-jobs", Some(&stranger)).await;
     assert_eq!((status, body["total"].as_i64()), (200, Some(0)), "{body}");
 
-    // Silence past the timeout takes the nodes offline.
+    // A node that shuts down goes offline at once; silence past the timeout takes the other.
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/nodes/{two}/offline"),
+        json!({}),
+        Some(&one_token),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/nodes/{two}/offline"),
+        json!({}),
+        Some(&two_token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("offline")),
+        "{body}"
+    );
+    let (_, body) = get(&server, &format!("/api/nodes/{two}"), Some(&owner)).await;
+    assert_eq!(body["node"]["offline_reason"], "shutdown");
     let body = advance(&server, 91).await;
-    assert_eq!(body["compute"]["nodes_offline"], 2, "{body}");
+    assert_eq!(body["compute"]["nodes_offline"], 1, "{body}");
     let (_, body) = get(&server, &format!("/api/nodes/{one}"), Some(&owner)).await;
     assert_eq!(body["node"]["status"], "offline");
     assert_eq!(body["node"]["offline_reason"], "heartbeat_timeout");

@@ -207,6 +207,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             post(routes::compute::heartbeat),
         )
         .route(
+            "/api/nodes/{node_id}/offline",
+            post(routes::compute::offline),
+        )
+        .route(
             "/api/nodes/{node_id}/jobs/next",
             get(routes::compute::next_job),
         )

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aiforge_commands::compute::{NodeMetrics, Report};
 use aiforge_domain::job::{JobNeeds, JobSpec, JobType, Output, ReportedFailure};
-use aiforge_domain::node::{Resources, HEARTBEAT_TIMEOUT_SECS};
+use aiforge_domain::node::{OfflineReason, Resources, HEARTBEAT_TIMEOUT_SECS};
 use aiforge_domain::Usdt;
 use aiforge_projections::compute::{JobRow, NodeRow};
 use axum::extract::{Path, Query, State};
@@ -166,6 +166,38 @@ pub async fn heartbeat(
         "node_id": node_id,
         "status": status.as_str(),
         "heartbeat_timeout_secs": HEARTBEAT_TIMEOUT_SECS,
+    })))
+}
+
+/// `POST /api/nodes/{id}/offline` (node token): the node is shutting down. It goes offline
+/// now (not after the heartbeat timeout) and its assigned and running jobs go back to the queue.
+pub async fn offline(
+    State(state): State<AppState>,
+    Path(node_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = node_token(&headers)?;
+    state
+        .compute
+        .commands
+        .authenticate(&node_id, &token)
+        .await?;
+    let outcome = state
+        .compute
+        .commands
+        .mark_offline(&node_id, OfflineReason::Shutdown)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    let report = state
+        .compute
+        .run_once(&state.db, &state.projector)
+        .await
+        .map_err(ApiError::internal)?;
+    let row = node_row(&state, &node_id).await?;
+    Ok(Json(json!({
+        "node_id": node_id,
+        "status": row.status,
+        "jobs_requeued": report.jobs_requeued,
     })))
 }
 
