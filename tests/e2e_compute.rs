@@ -659,19 +659,61 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
     );
     assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
 
+    // A timeout is believed only once the job could have run its max runtime; then the node
+    // earns it all, as the job used everything it paid for.
+    let (slow, slow_payment) = paid_job_payment(&chain, &server, &payer, 2_000_000).await;
+    let mut slow_spec = spec(&slow_payment, 0, "2");
+    slow_spec["max_runtime_secs"] = json!(120);
+    let (status, body) = submit(&server, &payer, slow_spec).await;
+    assert_eq!(status, 201, "{body}");
+    let (got, _) = next_job(&server, &cpu, &cpu_token)
+        .await
+        .expect("the slow job");
+    assert_eq!(got, slow);
+    report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &slow,
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    let timed_out = json!({"attempt": 1, "reason": "timed_out", "message": "killed at 120 s"});
+    let (status, body) = report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &slow,
+        "failed",
+        timed_out.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("timeout_too_early")),
+        "{body}"
+    );
+    advance(&server, 60).await;
+    let (status, body) = report(&server, &cpu, &cpu_token, &slow, "failed", timed_out).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["status"], "timed_out");
+    assert_eq!(body["job"]["settlement"]["node_net"], "1.900000");
+    assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
+
     // The admin stats count nodes and jobs by state and the job money in the ledger.
     let (status, body) = get(&server, "/api/admin/stats", Some(&admin)).await;
     assert_eq!(status, 200, "{body}");
     let compute = &body["compute"];
     assert_eq!(
         compute["nodes"],
-        json!({"online": 2, "offline": 1, "deactivated": 0})
+        json!({"online": 1, "offline": 2, "deactivated": 0})
     );
     assert_eq!(
         compute["jobs"],
-        json!({"pending": 0, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1, "timed_out": 0})
+        json!({"pending": 0, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1, "timed_out": 1})
     );
-    assert_eq!(compute["job_money"]["owed_to_nodes"], "28.500000");
+    assert_eq!(compute["job_money"]["owed_to_nodes"], "30.400000");
     assert_eq!(compute["job_money"]["in_escrow"], "0.000000");
     server.stop();
 }
