@@ -717,3 +717,103 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
     assert_eq!(compute["job_money"]["in_escrow"], "0.000000");
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignments_reach_a_node_over_jetstream_through_its_durable_consumer() {
+    use futures::StreamExt;
+    let nats_url = "nats://127.0.0.1:4222";
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        assert!(
+            std::env::var("AIFORGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "NATS is required"
+        );
+        eprintln!("SKIPPED (NATS): cannot reach {nats_url}");
+        return;
+    };
+    let Some(chain) = start_chain() else { return };
+    let dir = temp_dir();
+    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_ETH_RPC_URL", &rpc),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_NATS_URL", nats_url),
+        ],
+    );
+    let payer_key = chain.s("payer_key");
+    let Some(payer) = wallet_session(&server, payer_key.trim_start_matches("0x")).await else {
+        return;
+    };
+    let miner = register_and_sign_in(&server, "miner@example.com").await;
+    let (node, token) = register_node(&server, &miner, "nats-node", resources(0, 1)).await;
+    assert_eq!(heartbeat(&server, &node, &token).await.0, 200);
+    let (job_id, payment) = paid_job_payment(&chain, &server, &payer, 3_000_000).await;
+    let (status, body) = submit(&server, &payer, spec(&payment, 0, "3")).await;
+    assert_eq!(status, 201, "{body}");
+    // The pass after the submission assigns it; wait for the view to say so.
+    let mut assigned = false;
+    for _ in 0..100 {
+        if job(&server, &payer, &job_id).await["status"] == "assigned" {
+            assigned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(assigned, "the job was assigned");
+
+    // The node's durable consumer, created only now (as by a node that was away), still
+    // receives the assignment the stream kept for it.
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("AIFORGE_ASSIGNMENTS").await.unwrap();
+    let consumer = stream
+        .get_or_create_consumer(
+            &format!("node-{node}"),
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(format!("node-{node}")),
+                filter_subject: format!("aiforge.assignments.{node}"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(std::time::Duration::from_secs(10))
+        .messages()
+        .await
+        .unwrap();
+    let message = messages
+        .next()
+        .await
+        .expect("an assignment within 10 s")
+        .unwrap();
+    let assignment: Value = serde_json::from_slice(&message.payload).unwrap();
+    message.ack().await.unwrap();
+    assert_eq!(assignment["job_id"], job_id.as_str());
+    assert_eq!(assignment["node_id"], node.as_str());
+    assert_eq!(assignment["attempt"], 1);
+    assert_eq!(assignment["spec"]["image"], "localhost/aiforge-job:busybox");
+    // The node reports through the API as any node does.
+    let (status, body) = report(
+        &server,
+        &node,
+        &token,
+        &job_id,
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["job"]["status"].as_str()),
+        (200, Some("running")),
+        "{body}"
+    );
+    stream
+        .delete_consumer(&format!("node-{node}"))
+        .await
+        .unwrap();
+    server.stop();
+}

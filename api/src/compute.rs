@@ -31,7 +31,7 @@ pub const PASS_PROJECTION_WAIT_SECS: u64 = 5;
 
 /// The compute commands and the lock that keeps passes one at a time.
 pub struct ComputeNetwork {
-    pub commands: Compute,
+    pub commands: Arc<Compute>,
     pass: tokio::sync::Mutex<()>,
 }
 
@@ -43,7 +43,7 @@ pub struct PassReport {
 }
 
 impl ComputeNetwork {
-    pub fn new(commands: Compute) -> Self {
+    pub fn new(commands: Arc<Compute>) -> Self {
         Self {
             commands,
             pass: tokio::sync::Mutex::new(()),

@@ -379,9 +379,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         payments.clone(),
     ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
-    let compute = Arc::new(compute::ComputeNetwork::new(
+    let compute = Arc::new(compute::ComputeNetwork::new(Arc::new(
         aiforge_commands::compute::Compute::new(db.clone(), clock.clone()),
-    ));
+    )));
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
         Some(url) => Some(bus::connect_jetstream(url, bus::NatsTarget::default()).await?),
@@ -418,6 +418,25 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         Duration::from_secs(settings.listing_scheduler_secs),
         stopped.clone(),
     ));
+    // Assignments also go to nodes over JetStream when NATS is configured.
+    let assignments_task = match &nats {
+        Some(nats) => {
+            let js = nats.context().clone();
+            aiforge_commands::compute::assignments_stream(&js)
+                .await
+                .map_err(|e| StartError::Bus(bus::BusError::Nats(e.to_string())))?;
+            let reactor = Arc::new(aiforge_commands::compute::AssignmentPublisher {
+                js,
+                compute: compute.commands.clone(),
+            });
+            let db = db.clone();
+            let stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                aiforge_commands::reactor::run(db, reactor, stopped).await
+            }))
+        }
+        None => None,
+    };
     let compute_task = tokio::spawn(compute::run_compute_passes(
         db.clone(),
         projector.clone(),
@@ -542,6 +561,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, api_reactor_task).await;
     let _ = tokio::time::timeout(grace, scheduler_task).await;
     let _ = tokio::time::timeout(grace, compute_task).await;
+    if let Some(task) = assignments_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
     let _ = tokio::time::timeout(grace, index_task).await;
     db.close().await;
     tracing::info!("stopped");

@@ -20,6 +20,10 @@
 //! aggregate checks). One payment pays one job: the job id comes from the payment, and a job id
 //! is submitted once.
 //!
+//! Assignments reach nodes two ways: polling (the API reads `jobs_view`), and, when NATS is
+//! configured, JetStream (`AssignmentPublisher`: one subject per node, read by the node's own
+//! durable consumer).
+//!
 //! The scheduler's pass and the heartbeat sweeper read views, so their loops live in the API
 //! crate (`api/src/compute.rs`); the commands they send are here.
 
@@ -603,6 +607,114 @@ impl Compute {
             at: self.clock.now(),
         };
         Ok(self.jobs.execute(job_id, command, meta, &[]).await?)
+    }
+}
+
+/// Where assignments go on NATS: one JetStream stream, one subject per node. A node reads its
+/// subject through a durable consumer of its own, so an assignment made while it was away
+/// waits for it (the stream keeps it).
+pub const ASSIGNMENTS_STREAM: &str = "AIFORGE_ASSIGNMENTS";
+pub const ASSIGNMENTS_SUBJECT_PREFIX: &str = "aiforge.assignments";
+/// Assignments the stream keeps, per node subject (older ones are long stale).
+pub const ASSIGNMENTS_PER_NODE_MAX: i64 = 1000;
+pub const ASSIGNMENT_ACK_TIMEOUT_SECS: u64 = 10;
+
+/// What a node receives for each assignment: the job and the attempt its reports must name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentMessage {
+    pub job_id: String,
+    pub node_id: String,
+    pub attempt: u32,
+    pub spec: JobSpec,
+    #[serde(with = "time::serde::rfc3339")]
+    pub assigned_at: OffsetDateTime,
+}
+
+/// The subject a node's assignments are published on.
+pub fn assignment_subject(node_id: &str) -> String {
+    let clean: String = node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{ASSIGNMENTS_SUBJECT_PREFIX}.{clean}")
+}
+
+/// Makes sure the assignments stream exists.
+pub async fn assignments_stream(
+    js: &async_nats::jetstream::Context,
+) -> Result<(), async_nats::Error> {
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: ASSIGNMENTS_STREAM.to_string(),
+        subjects: vec![format!("{ASSIGNMENTS_SUBJECT_PREFIX}.>")],
+        max_messages_per_subject: ASSIGNMENTS_PER_NODE_MAX,
+        duplicate_window: std::time::Duration::from_secs(crate::bus::NATS_DUPLICATE_WINDOW_SECS),
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// A reactor: each `JobAssigned` is published to its node's subject, with the message id
+/// `<job id>:<attempt>` so a re-publication after a crash is dropped by JetStream; the reactor
+/// moves its checkpoint only after JetStream acknowledged. Polling (`GET /api/nodes/{id}/jobs/next`)
+/// reads the same assignments from the views, for nodes without NATS.
+pub struct AssignmentPublisher {
+    pub js: async_nats::jetstream::Context,
+    pub compute: Arc<Compute>,
+}
+
+#[async_trait::async_trait]
+impl crate::reactor::Reactor for AssignmentPublisher {
+    fn name(&self) -> &'static str {
+        "job_assignments_nats"
+    }
+
+    async fn react(&self, event: &crate::store::RecordedEvent) -> Result<(), String> {
+        if event.event_type != "JobAssigned" {
+            return Ok(());
+        }
+        let aiforge_domain::job::JobEvent::JobAssigned {
+            job_id,
+            node_id,
+            attempt,
+            at,
+        } = serde_json::from_str(&event.payload).map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let job = self.compute.job(&job_id).await.map_err(|e| e.to_string())?;
+        let spec = job
+            .spec
+            .ok_or_else(|| format!("job {job_id} has no spec"))?;
+        let message = AssignmentMessage {
+            job_id: job_id.clone(),
+            node_id: node_id.clone(),
+            attempt,
+            spec,
+            assigned_at: at,
+        };
+        let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{job_id}:{attempt}").as_str());
+        let ack = self
+            .js
+            .publish_with_headers(assignment_subject(&node_id), headers, body.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(ASSIGNMENT_ACK_TIMEOUT_SECS),
+            ack,
+        )
+        .await
+        .map_err(|_| "timed out waiting for a JetStream ack".to_string())?
+        .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
