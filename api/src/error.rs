@@ -529,3 +529,98 @@ impl From<aiforge_commands::StoreError> for ApiError {
         ApiError::unavailable(err)
     }
 }
+
+impl From<aiforge_domain::node::NodeError> for ApiError {
+    fn from(err: aiforge_domain::node::NodeError) -> Self {
+        use aiforge_domain::node::NodeError as E;
+        let message = err.to_string();
+        match err {
+            E::InvalidName
+            | E::InvalidOwnerWallet
+            | E::OutOfRange(_)
+            | E::TooManyGpus
+            | E::InvalidGpuModel => ApiError::invalid_field(err.field().unwrap_or("body"), message),
+            // The digest is made by the platform, never by the caller.
+            E::InvalidTokenDigest => ApiError::internal(message),
+            E::NotFound => ApiError::not_found(message),
+            E::AlreadyRegistered => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            E::Deactivated => ApiError::new(StatusCode::FORBIDDEN, "node_deactivated", message),
+        }
+    }
+}
+
+impl From<aiforge_domain::job::JobError> for ApiError {
+    fn from(err: aiforge_domain::job::JobError) -> Self {
+        use aiforge_domain::job::JobError as E;
+        let message = err.to_string();
+        match err {
+            E::InvalidImage
+            | E::TooManyArgs
+            | E::InvalidArg
+            | E::TooManyEnvVars
+            | E::InvalidEnvKey(_)
+            | E::ReservedEnvKey(_)
+            | E::InvalidEnvValue(_)
+            | E::TooManyInputs
+            | E::InvalidInput(_)
+            | E::DuplicateInput(_)
+            | E::OutOfRange(_)
+            | E::GpuMemoryWithoutGpus
+            | E::PriceNotPositive
+            | E::TooManyOutputs
+            | E::InvalidOutput(_)
+            | E::DuplicateOutput(_) => {
+                ApiError::invalid_field(err.field().unwrap_or("body"), message)
+            }
+            E::EscrowMismatch { .. } => ApiError {
+                field: Some("price"),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "escrow_mismatch", message)
+            },
+            E::NotFound => ApiError::not_found(message),
+            // Only the creator sees a job at all.
+            E::NotCreator => ApiError::not_found("no such job"),
+            E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
+            E::NotPending { .. } | E::NotRunning { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_job_state", message)
+            }
+            E::AlreadyEnded { .. } => ApiError::new(StatusCode::CONFLICT, "already_ended", message),
+            E::StaleReport { .. } => ApiError::new(StatusCode::CONFLICT, "stale_report", message),
+            E::TimeoutTooEarly { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "timeout_too_early", message)
+            }
+            E::Ledger(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<aiforge_commands::compute::ComputeError> for ApiError {
+    fn from(err: aiforge_commands::compute::ComputeError) -> Self {
+        use aiforge_commands::compute::ComputeError as E;
+        let message = err.to_string();
+        match err {
+            E::Node(e) => command_error(e),
+            E::Job(e) => command_error(e),
+            E::BadNodeToken => ApiError::new(StatusCode::UNAUTHORIZED, "bad_node_token", message),
+            E::WrongNode => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::UnknownNode => ApiError::not_found(message),
+            E::UnknownJob => ApiError::not_found(message),
+            E::UnknownPayment => ApiError {
+                field: Some("payment_id"),
+                ..ApiError::not_found(message)
+            },
+            E::WrongPaymentType { .. } | E::JobReferenceNotUuid { .. } => {
+                ApiError::invalid_field("payment_id", message)
+            }
+            E::PaymentNotConfirmed { .. } => ApiError {
+                field: Some("payment_id"),
+                ..ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_not_confirmed",
+                    message,
+                )
+            },
+            E::InvalidMetrics(e) => ApiError::invalid_field(e.field, message),
+            E::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}

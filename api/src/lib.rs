@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod compute;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -73,6 +74,7 @@ pub struct AppState {
     pub manual_clock: Option<Arc<ManualClock>>,
     pub gateway: Arc<gateway::Gateway>,
     pub revenue_book: Arc<Executor<aiforge_domain::revenue_book::RevenueBook>>,
+    pub compute: Arc<compute::ComputeNetwork>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -230,7 +232,47 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/v1/services/{service_id}/models/{model_id}",
             get(routes::openai::service_model),
         )
-        .route("/api/ops/clock/advance", post(routes::ops::advance_clock));
+        .route("/api/ops/clock/advance", post(routes::ops::advance_clock))
+        .route("/api/nodes/register", post(routes::compute::register))
+        .route("/api/nodes/my-nodes", get(routes::compute::my_nodes))
+        .route("/api/nodes/{node_id}", get(routes::compute::get_node))
+        .route(
+            "/api/nodes/{node_id}/heartbeat",
+            post(routes::compute::heartbeat),
+        )
+        .route(
+            "/api/nodes/{node_id}/offline",
+            post(routes::compute::offline),
+        )
+        .route(
+            "/api/nodes/{node_id}/jobs/next",
+            get(routes::compute::next_job),
+        )
+        .route(
+            "/api/nodes/{node_id}/jobs/{job_id}/started",
+            post(routes::compute::started),
+        )
+        .route(
+            "/api/nodes/{node_id}/jobs/{job_id}/finished",
+            post(routes::compute::finished),
+        )
+        .route(
+            "/api/nodes/{node_id}/jobs/{job_id}/failed",
+            post(routes::compute::failed),
+        )
+        .route("/api/admin/nodes", get(routes::compute::admin_nodes))
+        .route(
+            "/api/admin/nodes/{node_id}/activate",
+            post(routes::compute::activate),
+        )
+        .route(
+            "/api/admin/nodes/{node_id}/deactivate",
+            post(routes::compute::deactivate),
+        )
+        .route("/api/jobs", post(routes::compute::submit))
+        .route("/api/jobs/my-jobs", get(routes::compute::my_jobs))
+        .route("/api/jobs/{job_id}", get(routes::compute::get_job))
+        .route("/api/jobs/{job_id}/cancel", post(routes::compute::cancel));
     // Streamed uploads: no body-size layer (the blob store enforces the model size limit while
     // it streams, answering 413) and no request timeout (a 20 GiB upload takes a while).
     let uploads = Router::new()
@@ -371,6 +413,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         payments.clone(),
     ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
+    let compute = Arc::new(compute::ComputeNetwork::new(Arc::new(
+        aiforge_commands::compute::Compute::new(db.clone(), clock.clone()),
+    )));
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
         Some(url) => Some(bus::connect_jetstream(url, bus::NatsTarget::default()).await?),
@@ -405,6 +450,32 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         marketplace.clone(),
         clock.clone(),
         Duration::from_secs(settings.listing_scheduler_secs),
+        stopped.clone(),
+    ));
+    // Assignments also go to nodes over JetStream when NATS is configured.
+    let assignments_task = match &nats {
+        Some(nats) => {
+            let js = nats.context().clone();
+            aiforge_commands::compute::assignments_stream(&js)
+                .await
+                .map_err(|e| StartError::Bus(bus::BusError::Nats(e.to_string())))?;
+            let reactor = Arc::new(aiforge_commands::compute::AssignmentPublisher {
+                js,
+                compute: compute.commands.clone(),
+            });
+            let db = db.clone();
+            let stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                aiforge_commands::reactor::run(db, reactor, stopped).await
+            }))
+        }
+        None => None,
+    };
+    let compute_task = tokio::spawn(compute::run_compute_passes(
+        db.clone(),
+        projector.clone(),
+        compute.clone(),
+        Duration::from_secs(compute::COMPUTE_PASS_SECS),
         stopped.clone(),
     ));
     let publisher_task = {
@@ -474,6 +545,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         model_bytes_max: settings.model_bytes_max,
         hf: Arc::new(hf),
         manual_clock,
+        compute,
     };
     let demo = match (&local_model, settings.demo) {
         (Some(model), true) => Some(
@@ -528,6 +600,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, reactor_task).await;
     let _ = tokio::time::timeout(grace, api_reactor_task).await;
     let _ = tokio::time::timeout(grace, scheduler_task).await;
+    let _ = tokio::time::timeout(grace, compute_task).await;
+    if let Some(task) = assignments_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
     let _ = tokio::time::timeout(grace, index_task).await;
     db.close().await;
     tracing::info!("stopped");

@@ -8,6 +8,7 @@ pub mod blob;
 pub mod bus;
 pub mod chain;
 pub mod clock;
+pub mod compute;
 pub mod framework;
 pub mod groups;
 pub mod marketplace;

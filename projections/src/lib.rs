@@ -19,6 +19,7 @@ macro_rules! on_engine {
 }
 
 pub mod admins;
+pub mod compute;
 pub mod distribution;
 pub mod groups;
 pub mod marketplace;
@@ -241,6 +242,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(revenue::RevenueProjection),
         Arc::new(marketplace::MarketplaceProjection),
         Arc::new(usage::UsageProjection),
+        Arc::new(compute::ComputeProjection),
         Arc::new(seals::SealsProjection),
     ]
 }

@@ -2,9 +2,17 @@
 //! (every posting, in log order) and `ledger_balances_view` (each account's balance, the sum of
 //! its postings). Fees, nets and postings are copied from `PaymentConfirmed`; nothing here
 //! recomputes a rule.
+//!
+//! This projection owns the ledger views, so it also posts the settlement that ends a job
+//! (copied from `JobCompleted`, `JobFailed`, `JobTimedOut`, `JobCancelled`): one owner means a
+//! rebuild of the ledger replays every posting, payments' and jobs' alike. Settlement postings
+//! name the job's payment (from `JobSubmitted`, kept in `job_payments_view`), and the postings
+//! of each month's close (`MonthClosed`: pool and group revenue -> creator payables, named
+//! `revenue:YYYY-MM`).
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_commands::RecordedEvent;
+use aiforge_domain::job::{Job, JobEvent};
 use aiforge_domain::ledger::Posting;
 use aiforge_domain::payment::{Payment, PaymentEvent};
 use aiforge_domain::revenue_book::{RevenueBook, RevenueBookEvent};
@@ -26,6 +34,10 @@ const TABLES: &[ViewTable] = &[
     ViewTable {
         name: "ledger_balances_view",
         order_by: "account",
+    },
+    ViewTable {
+        name: "job_payments_view",
+        order_by: "job_id",
     },
 ];
 
@@ -55,7 +67,10 @@ impl Projection for PaymentsProjection {
                 ..
             } = decode_payload::<RevenueBookEvent>(event)?;
             let reference = format!("revenue:{}", distribution.month);
-            return write_postings(tx, event, &reference, &distribution.postings, closed_at).await;
+            return post_to_ledger(tx, event, &reference, &distribution.postings, closed_at).await;
+        }
+        if event.aggregate_type == Job::TYPE {
+            return apply_job(tx, event).await;
         }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
@@ -117,24 +132,29 @@ impl Projection for PaymentsProjection {
                     ],
                 )
                 .await?;
-                write_postings(tx, event, &payment_id, &postings, confirmed_at).await?;
+                post_to_ledger(tx, event, &payment_id, &postings, confirmed_at).await?;
             }
         }
         Ok(())
     }
 }
 
-/// Writes `postings` to the ledger views: each posting in log order, and each account's balance.
-/// `reference` names what moved the money (a payment id, `revenue:YYYY-MM`, a job id).
-pub async fn write_postings(
+/// Copies `postings` (of the event at `event.position`, paid by `payment_id`) into the ledger:
+/// one row each in `ledger_postings_view`, and each account's balance moved by its amount.
+pub async fn post_to_ledger(
     tx: &mut ViewTx,
     event: &RecordedEvent,
-    reference: &str,
+    payment_id: &str,
     postings: &[Posting],
     at: time::OffsetDateTime,
 ) -> Result<(), ProjectionError> {
     for (idx, posting) in postings.iter().enumerate() {
-        let micros = crate::revenue::micros(posting.amount, event)?;
+        let micros =
+            i64::try_from(posting.amount.to_micros()).map_err(|_| ProjectionError::BadEvent {
+                position: event.position,
+                event_type: event.event_type.clone(),
+                reason: "posting out of range".into(),
+            })?;
         let account = posting.account.name();
         let kind = kind_name(posting.account.kind);
         tx.execute(
@@ -143,7 +163,7 @@ pub async fn write_postings(
             &[
                 SqlValue::Int(event.position),
                 SqlValue::Int(idx as i64),
-                SqlValue::Text(reference.to_string()),
+                SqlValue::Text(payment_id.to_string()),
                 SqlValue::Text(account.clone()),
                 SqlValue::Text(kind.clone()),
                 SqlValue::Int(micros),
@@ -165,6 +185,64 @@ pub async fn write_postings(
         .await?;
     }
     Ok(())
+}
+
+/// A job's payment (on submission) and its settlement (on its ending).
+async fn apply_job(tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let (job_id, settlement, at) = match decode_payload::<JobEvent>(event)? {
+        JobEvent::JobSubmitted {
+            job_id, payment_id, ..
+        } => {
+            tx.execute(
+                "INSERT INTO job_payments_view (job_id, payment_id) VALUES ($1, $2)",
+                &[SqlValue::Text(job_id), SqlValue::Text(payment_id)],
+            )
+            .await?;
+            return Ok(());
+        }
+        JobEvent::JobCompleted {
+            job_id,
+            settlement,
+            at,
+            ..
+        }
+        | JobEvent::JobFailed {
+            job_id,
+            settlement,
+            at,
+            ..
+        }
+        | JobEvent::JobTimedOut {
+            job_id,
+            settlement,
+            at,
+            ..
+        }
+        | JobEvent::JobCancelled {
+            job_id,
+            settlement,
+            at,
+            ..
+        } => (job_id, settlement, at),
+        JobEvent::JobAssigned { .. }
+        | JobEvent::JobStarted { .. }
+        | JobEvent::JobRequeued { .. } => return Ok(()),
+    };
+    let payment_id = tx
+        .fetch_texts(
+            "SELECT payment_id FROM job_payments_view WHERE job_id = $1",
+            &[SqlValue::Text(job_id.clone())],
+        )
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next())
+        .ok_or_else(|| ProjectionError::BadEvent {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            reason: format!("job {job_id} ended but was never submitted"),
+        })?;
+    post_to_ledger(tx, event, &payment_id, &settlement.postings, at).await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
@@ -257,11 +335,13 @@ pub async fn postings_of(
     db: &aiforge_commands::Database,
     account: &str,
 ) -> Result<Vec<PostingRow>, sqlx::Error> {
-    on_engine!(db, |pool| sqlx::query_as(
-        "SELECT position, idx, payment_id, account, kind, amount_micros, recorded_at \
+    on_engine!(db, |pool| {
+        sqlx::query_as(
+        "SELECT position, CAST(idx AS bigint) AS idx, payment_id, account, kind, amount_micros, recorded_at \
          FROM ledger_postings_view WHERE account = $1 ORDER BY position, idx"
     )
     .bind(account)
     .fetch_all(pool)
-    .await)
+    .await
+    })
 }

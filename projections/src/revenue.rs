@@ -1,12 +1,13 @@
 //! Revenue views: `revenue_entries_view` (each revenue fact as it confirms: confirmed payments
-//! with their recorded fee and net; job payments count when their job settles, not while held in
-//! escrow), and the closes (`revenue_closes_view`, `revenue_model_lines_view`,
+//! with their recorded fee and net; job revenue when the job settles (fee and the node's net),
+//! not while its payment is held in escrow), and the closes (`revenue_closes_view`, `revenue_model_lines_view`,
 //! `revenue_payouts_view`) copied from `MonthClosed`. Nothing here recomputes a rule; the ledger
 //! postings of a close are written by the ledger projection (`payments.rs`).
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_commands::{Database, RecordedEvent};
 use aiforge_domain::fees::PaymentType;
+use aiforge_domain::job::{Job, JobEvent};
 use aiforge_domain::ledger::{month_key, AccountKind};
 use aiforge_domain::model::ModelOwner;
 use aiforge_domain::payment::{Payment, PaymentEvent};
@@ -93,6 +94,57 @@ impl Projection for RevenueProjection {
                     SqlValue::Int(micros(net, event)?),
                     model_id,
                     SqlValue::Text(rfc3339(confirmed_at)),
+                ],
+            )
+            .await?;
+            return Ok(());
+        }
+        if event.aggregate_type == Job::TYPE {
+            // Job revenue counts when the job settles (its payment was held in escrow).
+            let (job_id, settlement, at) = match decode_payload::<JobEvent>(event)? {
+                JobEvent::JobCompleted {
+                    job_id,
+                    settlement,
+                    at,
+                    ..
+                }
+                | JobEvent::JobFailed {
+                    job_id,
+                    settlement,
+                    at,
+                    ..
+                }
+                | JobEvent::JobTimedOut {
+                    job_id,
+                    settlement,
+                    at,
+                    ..
+                }
+                | JobEvent::JobCancelled {
+                    job_id,
+                    settlement,
+                    at,
+                    ..
+                } => (job_id, settlement, at),
+                _ => return Ok(()),
+            };
+            let fee = micros(settlement.platform_fee, event)?;
+            let net = micros(settlement.node_net, event)?;
+            if fee + net == 0 {
+                return Ok(());
+            }
+            tx.execute(
+                "INSERT INTO revenue_entries_view (position, idx, month, revenue_type, source_id, \
+                 gross_micros, fee_micros, net_micros, model_id, at) \
+                 VALUES ($1, 0, $2, 'job', $3, $4, $5, $6, NULL, $7)",
+                &[
+                    SqlValue::Int(event.position),
+                    SqlValue::Text(month_key(at)),
+                    SqlValue::Text(job_id),
+                    SqlValue::Int(fee + net),
+                    SqlValue::Int(fee),
+                    SqlValue::Int(net),
+                    SqlValue::Text(rfc3339(at)),
                 ],
             )
             .await?;

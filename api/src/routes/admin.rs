@@ -128,6 +128,25 @@ pub async fn stats(
             .map(|u| u.to_string())
             .map_err(ApiError::internal)?,
         },
+        "compute": compute_stats(db).await?,
         "events": state.db.count_events().await.map_err(ApiError::internal)?,
     })))
+}
+
+/// Nodes by status (online is active), jobs by status, and the job money in the ledger.
+async fn compute_stats(db: &aiforge_commands::Database) -> Result<serde_json::Value, ApiError> {
+    let stats = aiforge_projections::compute::stats(db).await?;
+    let usdt = |micros| {
+        aiforge_domain::Usdt::from_micros(micros)
+            .map(|u| u.to_string())
+            .map_err(ApiError::internal)
+    };
+    Ok(json!({
+        "nodes": stats.nodes,
+        "jobs": stats.jobs,
+        "job_money": {
+            "in_escrow": usdt(stats.escrow_micros)?,
+            "owed_to_nodes": usdt(stats.node_payable_micros)?,
+        },
+    }))
 }

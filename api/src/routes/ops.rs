@@ -89,7 +89,7 @@ pub struct AdvanceRequest {
 }
 
 /// `POST /api/ops/clock/advance {"seconds": N}`: moves the manual clock forward and runs the
-/// listing scheduler. Exists only when the server was started on a manual clock
+/// listing scheduler and the compute pass (heartbeat timeouts, requeues, assignments). Exists only when the server was started on a manual clock
 /// (`AIFORGE_MANUAL_CLOCK_START`, for end-to-end tests); 404 otherwise.
 pub async fn advance_clock(
     State(state): State<AppState>,
@@ -109,8 +109,15 @@ pub async fn advance_clock(
     let done = crate::scheduler::run_once(&state.db, &state.projector, &state.marketplace, now)
         .await
         .map_err(ApiError::internal)?;
+    // The heartbeat sweeper and the scheduler see the new time at once.
+    let compute = state
+        .compute
+        .run_once(&state.db, &state.projector)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({
         "now": aiforge_commands::clock::rfc3339(now),
         "listing_changes": done,
+        "compute": compute,
     })))
 }

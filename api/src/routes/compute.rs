@@ -1,0 +1,571 @@
+//! `/api/nodes/*` and `/api/jobs/*`: compute nodes (registration by their owner, heartbeats,
+//! polling for work and job reports by the node itself, with its node token as
+//! `Authorization: Bearer`), admin node management, and jobs (submission against a confirmed
+//! job payment, the creator's views, cancel).
+
+use std::collections::BTreeMap;
+
+use aiforge_commands::compute::{NodeMetrics, Report};
+use aiforge_domain::job::{JobNeeds, JobSpec, JobType, Output, ReportedFailure};
+use aiforge_domain::node::{OfflineReason, Resources, HEARTBEAT_TIMEOUT_SECS};
+use aiforge_domain::Usdt;
+use aiforge_projections::compute::{JobRow, NodeRow};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{AdminUser, AuthUser};
+use crate::error::ApiError;
+use crate::extract::{CommandJson, Empty, PageQuery};
+use crate::routes::accounts::read_your_writes;
+use crate::AppState;
+
+pub const JOBS_PAGE_MAX: i64 = 100;
+
+fn parsed(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// The node token of a node's own request.
+fn node_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_string())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <node token>"))
+}
+
+fn node_json(state: &AppState, row: &NodeRow) -> Value {
+    let live = state
+        .compute
+        .commands
+        .last_heartbeat(&row.node_id)
+        .map(|beat| {
+            json!({
+                "at": aiforge_commands::clock::rfc3339(beat.at),
+                "metrics": beat.metrics,
+            })
+        });
+    json!({
+        "id": row.node_id,
+        "owner": row.owner,
+        "name": row.name,
+        "owner_wallet": row.owner_wallet,
+        "resources": parsed(&row.resources),
+        "status": row.status,
+        "offline_reason": row.offline_reason,
+        "last_heartbeat": live,
+        "registered_at": row.registered_at,
+        "updated_at": row.updated_at,
+    })
+}
+
+fn job_json(row: &JobRow) -> Value {
+    let spec = parsed(&row.spec);
+    json!({
+        "id": row.job_id,
+        "creator": row.creator,
+        "payment_id": row.payment_id,
+        "type": row.job_type,
+        "spec": spec,
+        "price": row.price,
+        "status": row.status,
+        "node_id": row.node_id,
+        "attempt": row.attempt,
+        "exit_code": row.exit_code,
+        "failure_reason": row.failure_reason,
+        "message": row.message,
+        "outputs": parsed(&row.outputs),
+        "settlement": row.node_net.as_ref().map(|node_net| json!({
+            "node_net": node_net,
+            "platform_fee": row.platform_fee,
+            "refund": row.refund,
+        })),
+        "submitted_at": row.submitted_at,
+        "assigned_at": row.assigned_at,
+        "started_at": row.started_at,
+        "ended_at": row.ended_at,
+        "updated_at": row.updated_at,
+    })
+}
+
+async fn node_row(state: &AppState, node_id: &str) -> Result<NodeRow, ApiError> {
+    aiforge_projections::compute::find_node(&state.db, node_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such node"))
+}
+
+async fn job_row(state: &AppState, job_id: &str) -> Result<JobRow, ApiError> {
+    aiforge_projections::compute::find_job(&state.db, job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such job"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    name: String,
+    owner_wallet: String,
+    resources: Resources,
+}
+
+/// `POST /api/nodes/register`: the node id and its token, shown this once.
+pub async fn register(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<RegisterRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let registered = state
+        .compute
+        .commands
+        .register(
+            &user.user_id,
+            &body.name,
+            &body.owner_wallet,
+            body.resources,
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, registered.outcome.last).await;
+    let row = node_row(&state, &registered.node_id).await?;
+    let mut response = json!({ "node": node_json(&state, &row) });
+    match registered.token {
+        Some(token) => response["node_token"] = json!(token),
+        None => {
+            response["node_token"] = Value::Null;
+            response["note"] =
+                json!("a replayed request: the node token was shown with the first answer only");
+        }
+    }
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// `POST /api/nodes/{id}/heartbeat` (node token): current use; brings the node online.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(node_id): Path<String>,
+    headers: HeaderMap,
+    CommandJson { body, .. }: CommandJson<Option<NodeMetrics>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = node_token(&headers)?;
+    let (status, outcome) = state
+        .compute
+        .commands
+        .heartbeat(&node_id, &token, body.unwrap_or_default())
+        .await?;
+    if let Some(outcome) = outcome {
+        read_your_writes(&state, outcome.last).await;
+    }
+    Ok(Json(json!({
+        "node_id": node_id,
+        "status": status.as_str(),
+        "heartbeat_timeout_secs": HEARTBEAT_TIMEOUT_SECS,
+    })))
+}
+
+/// `POST /api/nodes/{id}/offline` (node token): the node is shutting down. It goes offline
+/// now (not after the heartbeat timeout) and its assigned and running jobs go back to the queue.
+pub async fn offline(
+    State(state): State<AppState>,
+    Path(node_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = node_token(&headers)?;
+    state
+        .compute
+        .commands
+        .authenticate(&node_id, &token)
+        .await?;
+    let outcome = state
+        .compute
+        .commands
+        .mark_offline(&node_id, OfflineReason::Shutdown)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    let report = state
+        .compute
+        .run_once(&state.db, &state.projector)
+        .await
+        .map_err(ApiError::internal)?;
+    let row = node_row(&state, &node_id).await?;
+    Ok(Json(json!({
+        "node_id": node_id,
+        "status": row.status,
+        "jobs_requeued": report.jobs_requeued,
+    })))
+}
+
+/// `GET /api/nodes/{id}`: the owner's node, with its state history.
+pub async fn get_node(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(node_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let row = node_row(&state, &node_id).await?;
+    if row.owner != user.user_id {
+        return Err(ApiError::not_found("no such node"));
+    }
+    let history = aiforge_projections::compute::node_history_of(&state.db, &node_id).await?;
+    let history: Vec<Value> = history
+        .iter()
+        .map(|h| json!({"event": h.event_type, "status": h.status, "detail": parsed(&h.detail), "at": h.at}))
+        .collect();
+    let mut node = node_json(&state, &row);
+    node["history"] = json!(history);
+    Ok(Json(json!({ "node": node })))
+}
+
+/// `GET /api/nodes/my-nodes`
+pub async fn my_nodes(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let rows = aiforge_projections::compute::nodes(&state.db, Some(&user.user_id)).await?;
+    let nodes: Vec<Value> = rows.iter().map(|row| node_json(&state, row)).collect();
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `GET /api/admin/nodes`: every node, and how many are in each state.
+pub async fn admin_nodes(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let rows = aiforge_projections::compute::nodes(&state.db, None).await?;
+    let mut counts = BTreeMap::<String, usize>::new();
+    for row in &rows {
+        *counts.entry(row.status.clone()).or_default() += 1;
+    }
+    let nodes: Vec<Value> = rows.iter().map(|row| node_json(&state, row)).collect();
+    Ok(Json(json!({ "nodes": nodes, "by_status": counts })))
+}
+
+async fn set_active(
+    state: AppState,
+    admin: AdminUser,
+    node_id: String,
+    mut meta: aiforge_commands::CommandMeta,
+    active: bool,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(admin.user_id.clone());
+    let outcome = state
+        .compute
+        .commands
+        .set_active(&node_id, &admin.user_id, active, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    if !active {
+        // Its jobs go back to the queue now, not at the next pass.
+        state
+            .compute
+            .run_once(&state.db, &state.projector)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let row = node_row(&state, &node_id).await?;
+    Ok(Json(json!({ "node": node_json(&state, &row) })))
+}
+
+/// `POST /api/admin/nodes/{id}/activate`
+pub async fn activate(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(node_id): Path<String>,
+    CommandJson { meta, .. }: CommandJson<Option<Empty>>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_active(state, admin, node_id, meta, true).await
+}
+
+/// `POST /api/admin/nodes/{id}/deactivate`: also hands its jobs back to the queue.
+pub async fn deactivate(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(node_id): Path<String>,
+    CommandJson { meta, .. }: CommandJson<Option<Empty>>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_active(state, admin, node_id, meta, false).await
+}
+
+/// What a node is given to run: the spec and the attempt its reports must name.
+fn assignment_json(row: &JobRow) -> Value {
+    json!({
+        "job_id": row.job_id,
+        "attempt": row.attempt,
+        "spec": parsed(&row.spec),
+        "assigned_at": row.assigned_at,
+    })
+}
+
+/// `GET /api/nodes/{id}/jobs/next` (node token): runs a scheduling pass, then answers the
+/// oldest job assigned to this node that it has not started (204 when there is none). The job
+/// stays assigned until the node reports it started, so a poll that got lost is repeated.
+pub async fn next_job(
+    State(state): State<AppState>,
+    Path(node_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let token = node_token(&headers)?;
+    state
+        .compute
+        .commands
+        .authenticate(&node_id, &token)
+        .await?;
+    state
+        .compute
+        .run_once(&state.db, &state.projector)
+        .await
+        .map_err(ApiError::internal)?;
+    let assigned = aiforge_projections::compute::assigned_to(&state.db, &node_id).await?;
+    Ok(match assigned.first() {
+        Some(row) => Json(json!({ "job": assignment_json(row) })).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartedRequest {
+    attempt: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishedRequest {
+    attempt: u32,
+    exit_code: i64,
+    #[serde(default)]
+    outputs: Vec<Output>,
+}
+
+/// Why a node gives up an attempt. `timed_out`: the node killed the job at its max runtime
+/// (the creator pays, the node earns); the others are not the job's own outcome (refunded).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedReason {
+    TimedOut,
+    ImagePullFailed,
+    InputsUnavailable,
+    NodeError,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedRequest {
+    attempt: u32,
+    reason: FailedReason,
+    #[serde(default)]
+    message: String,
+}
+
+async fn report(
+    state: &AppState,
+    node_id: &str,
+    job_id: &str,
+    headers: &HeaderMap,
+    attempt: u32,
+    report: Report,
+    mut meta: aiforge_commands::CommandMeta,
+) -> Result<Json<Value>, ApiError> {
+    let token = node_token(headers)?;
+    state.compute.commands.authenticate(node_id, &token).await?;
+    meta.actor = Some(format!("node:{node_id}"));
+    let outcome = state
+        .compute
+        .commands
+        .report(node_id, job_id, attempt, report, &meta)
+        .await?;
+    read_your_writes(state, outcome.last).await;
+    let row = job_row(state, job_id).await?;
+    Ok(Json(json!({ "job": job_json(&row) })))
+}
+
+/// `POST /api/nodes/{id}/jobs/{job_id}/started`
+pub async fn started(
+    State(state): State<AppState>,
+    Path((node_id, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    CommandJson { body, meta }: CommandJson<StartedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    report(
+        &state,
+        &node_id,
+        &job_id,
+        &headers,
+        body.attempt,
+        Report::Started,
+        meta,
+    )
+    .await
+}
+
+/// `POST /api/nodes/{id}/jobs/{job_id}/finished`: the container exited (0 completes the job
+/// with its outputs; anything else fails it as the job's own outcome).
+pub async fn finished(
+    State(state): State<AppState>,
+    Path((node_id, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    CommandJson { body, meta }: CommandJson<FinishedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let exited = Report::Exited {
+        exit_code: body.exit_code,
+        outputs: body.outputs,
+    };
+    report(
+        &state,
+        &node_id,
+        &job_id,
+        &headers,
+        body.attempt,
+        exited,
+        meta,
+    )
+    .await
+}
+
+/// `POST /api/nodes/{id}/jobs/{job_id}/failed`
+pub async fn failed(
+    State(state): State<AppState>,
+    Path((node_id, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    CommandJson { body, meta }: CommandJson<FailedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let failure = |failure| Report::Failed {
+        failure,
+        message: body.message.clone(),
+    };
+    let what = match body.reason {
+        FailedReason::TimedOut => Report::TimedOut,
+        FailedReason::ImagePullFailed => failure(ReportedFailure::ImagePullFailed),
+        FailedReason::InputsUnavailable => failure(ReportedFailure::InputsUnavailable),
+        FailedReason::NodeError => failure(ReportedFailure::NodeError),
+    };
+    report(
+        &state,
+        &node_id,
+        &job_id,
+        &headers,
+        body.attempt,
+        what,
+        meta,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The creator's confirmed job payment; its reference is the job's id.
+    payment_id: String,
+    #[serde(rename = "type")]
+    job_type: JobType,
+    image: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    needs: JobNeeds,
+    max_runtime_secs: u64,
+    #[serde(default)]
+    network: bool,
+    price: Usdt,
+}
+
+/// `POST /api/jobs`: submits a job paid by a confirmed job payment (see
+/// `aiforge_commands::compute` for the rule); 201 with the job, pending until a node takes it.
+pub async fn submit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<SubmitRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let spec = JobSpec {
+        job_type: body.job_type,
+        image: body.image,
+        command: body.command,
+        env: body.env,
+        inputs: body.inputs,
+        needs: body.needs,
+        max_runtime_secs: body.max_runtime_secs,
+        network: body.network,
+        price: body.price,
+    };
+    let outcome = state
+        .compute
+        .commands
+        .submit(&user.user_id, &body.payment_id, spec, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    // Offer it to the nodes now rather than at the next pass; the answer does not wait.
+    let pass_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = pass_state
+            .compute
+            .run_once(&pass_state.db, &pass_state.projector)
+            .await
+        {
+            tracing::error!(error = %e, "compute pass after a submission failed");
+        }
+    });
+    let row = job_row(&state, &outcome.aggregate_id).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "job": job_json(&row) }))))
+}
+
+/// `GET /api/jobs/{id}`: the creator's job with its history.
+pub async fn get_job(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(job_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let row = job_row(&state, &job_id).await?;
+    if row.creator != user.user_id {
+        return Err(ApiError::not_found("no such job"));
+    }
+    let history = aiforge_projections::compute::job_history_of(&state.db, &job_id).await?;
+    let history: Vec<Value> = history
+        .iter()
+        .map(|h| json!({"event": h.event_type, "status": h.status, "node_id": h.node_id, "attempt": h.attempt, "at": h.at}))
+        .collect();
+    let mut job = job_json(&row);
+    job["history"] = json!(history);
+    Ok(Json(json!({ "job": job })))
+}
+
+/// `GET /api/jobs/my-jobs?page=&per_page=`: newest first.
+pub async fn my_jobs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<PageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (page, per_page, offset) = query.resolve(20, JOBS_PAGE_MAX)?;
+    let (rows, total) =
+        aiforge_projections::compute::jobs_of(&state.db, &user.user_id, offset, per_page).await?;
+    let jobs: Vec<Value> = rows.iter().map(job_json).collect();
+    Ok(Json(
+        json!({"jobs": jobs, "page": page, "per_page": per_page, "total": total}),
+    ))
+}
+
+/// `POST /api/jobs/{id}/cancel`: the creator cancels (refund by the job's payment rule).
+pub async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(job_id): Path<String>,
+    CommandJson { mut meta, .. }: CommandJson<Option<Empty>>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .compute
+        .commands
+        .cancel(&job_id, &user.user_id, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    let row = job_row(&state, &job_id).await?;
+    Ok(Json(json!({ "job": job_json(&row) })))
+}

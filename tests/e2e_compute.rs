@@ -1,0 +1,819 @@
+//! End-to-end through the real `aiforge` binary: the compute network over HTTP. Nodes register
+//! and heartbeat with their own token (another node's token is a 403), jobs are paid by real
+//! confirmed job payments on a local Ethereum chain (ganache, `fixtures/chain/`), nodes poll for
+//! their assignments and report, the node's payable grows by 95% of the price, a GPU job never
+//! goes to a CPU node, a node never holds more than its max jobs, and a node that falls silent
+//! past the heartbeat timeout (on the server's manual clock) loses its job to another node,
+//! whose late report is then rejected.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first broken assumption"
+)]
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::chain::*;
+use support::*;
+
+const CID: &str = "QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u";
+
+fn resources(gpus: usize, max_jobs: u32) -> Value {
+    let gpus: Vec<Value> = (0..gpus)
+        .map(|_| json!({"model": "RTX 4090", "memory_mb": 24576}))
+        .collect();
+    json!({
+        "cpu_cores": 4,
+        "memory_mb": 8192,
+        "disk_gb": 100,
+        "gpus": gpus,
+        "max_concurrent_jobs": max_jobs,
+    })
+}
+
+/// Registers a node for `owner`; returns (node id, node token).
+async fn register_node(
+    server: &Server,
+    owner: &str,
+    name: &str,
+    resources: Value,
+) -> (String, String) {
+    let (status, body) = send(
+        server,
+        Method::POST,
+        "/api/nodes/register",
+        json!({"name": name, "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "resources": resources}),
+        Some(owner),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["node"]["status"], "offline");
+    (
+        body["node"]["id"].as_str().unwrap().to_string(),
+        body["node_token"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn heartbeat(server: &Server, node: &str, token: &str) -> (u16, Value) {
+    send(
+        server,
+        Method::POST,
+        &format!("/api/nodes/{node}/heartbeat"),
+        json!({"cpu_percent": 12, "memory_used_mb": 2048, "disk_used_gb": 10, "running_jobs": 0}),
+        Some(token),
+    )
+    .await
+}
+
+/// The node's next assignment: (job id, attempt), or None on 204.
+async fn next_job(server: &Server, node: &str, token: &str) -> Option<(String, u64)> {
+    let response = client()
+        .get(server.url(&format!("/api/nodes/{node}/jobs/next")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    match response.status().as_u16() {
+        204 => None,
+        200 => {
+            let body: Value = response.json().await.unwrap();
+            Some((
+                body["job"]["job_id"].as_str().unwrap().to_string(),
+                body["job"]["attempt"].as_u64().unwrap(),
+            ))
+        }
+        other => panic!("next job: {other} {}", response.text().await.unwrap()),
+    }
+}
+
+async fn report(
+    server: &Server,
+    node: &str,
+    token: &str,
+    job: &str,
+    what: &str,
+    body: Value,
+) -> (u16, Value) {
+    send(
+        server,
+        Method::POST,
+        &format!("/api/nodes/{node}/jobs/{job}/{what}"),
+        body,
+        Some(token),
+    )
+    .await
+}
+
+fn spec(payment_id: &str, gpus: u32, price: &str) -> Value {
+    json!({
+        "payment_id": payment_id,
+        "type": "training",
+        "image": "localhost/aiforge-job:busybox",
+        "command": ["sh", "-c", "echo hi > /work/outputs/out.txt"],
+        "env": {"EPOCHS": "1"},
+        "inputs": [CID],
+        "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": gpus, "gpu_memory_mb": 0},
+        "max_runtime_secs": 600,
+        "price": price,
+    })
+}
+
+/// A job payment of `micros` for a fresh job id, paid on chain and confirmed: (job id, payment id).
+async fn paid_job_payment(
+    chain: &Chain,
+    server: &Server,
+    payer: &str,
+    micros: u64,
+) -> (String, String) {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let amount = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let payment_id = create_payment(server, payer, "job", &amount, &job_id).await;
+    pay(chain, server, payer, "payer_key", &payment_id, micros).await;
+    (job_id, payment_id)
+}
+
+async fn submit(server: &Server, payer: &str, body: Value) -> (u16, Value) {
+    send(server, Method::POST, "/api/jobs", body, Some(payer)).await
+}
+
+async fn job(server: &Server, payer: &str, job_id: &str) -> Value {
+    let (status, body) = get(server, &format!("/api/jobs/{job_id}"), Some(payer)).await;
+    assert_eq!(status, 200, "{body}");
+    body["job"].clone()
+}
+
+async fn balance(server: &Server, admin: &str, account: &str) -> i64 {
+    let (status, body) = get(server, "/api/admin/ledger", Some(admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sum_micros"], "0", "the ledger balances: {body}");
+    body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == account)
+        .map_or(0, |a| {
+            let text = a["balance"].as_str().unwrap();
+            let (whole, frac) = text.split_once('.').unwrap();
+            let sign = if whole.starts_with('-') { -1 } else { 1 };
+            whole.parse::<i64>().unwrap() * 1_000_000 + sign * frac.parse::<i64>().unwrap()
+        })
+}
+
+async fn advance(server: &Server, seconds: i64) -> Value {
+    let (status, body) = post(
+        server,
+        "/api/ops/clock/advance",
+        json!({ "seconds": seconds }),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
+    let dir = temp_dir();
+    let server = Server::start(
+        &dir,
+        &[("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z")],
+    );
+    let owner = register_and_sign_in(&server, "miner@example.com").await;
+    let stranger = register_and_sign_in(&server, "stranger@example.com").await;
+    let (one, one_token) = register_node(&server, &owner, "one", resources(0, 2)).await;
+    let (two, two_token) = register_node(&server, &owner, "two", resources(1, 2)).await;
+
+    // Heartbeats bring a node online; the live metrics show in the owner's view.
+    let (status, body) = heartbeat(&server, &one, &one_token).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("online")),
+        "{body}"
+    );
+    let (status, body) = get(&server, &format!("/api/nodes/{one}"), Some(&owner)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["node"]["status"], "online");
+    assert_eq!(body["node"]["last_heartbeat"]["metrics"]["cpu_percent"], 12);
+    let events: Vec<&str> = body["node"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["NodeRegistered", "NodeCameOnline"]);
+    let before = event_count(&server).await;
+    heartbeat(&server, &one, &one_token).await;
+    assert_eq!(
+        event_count(&server).await,
+        before,
+        "a heartbeat of an online node is no event"
+    );
+
+    // Another node's token is a 403 on every node endpoint; no token or a forged one a 401.
+    let (status, body) = heartbeat(&server, &two, &one_token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let response = client()
+        .get(server.url(&format!("/api/nodes/{two}/jobs/next")))
+        .bearer_auth(&one_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let fake_job = uuid::Uuid::new_v4();
+    let (status, _) = report(
+        &server,
+        &two,
+        &one_token,
+        &fake_job.to_string(),
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = heartbeat(&server, &two, "aiforge_node_forged").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bad_node_token")),
+        "{body}"
+    );
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        &format!("/api/nodes/{two}/heartbeat"),
+        json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A user's session is not a node token.
+    let (status, _) = heartbeat(&server, &two, &owner).await;
+    assert_eq!(status, 401);
+    let (status, body) = heartbeat(&server, &two, &two_token).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Bad input: resources out of bounds, metrics out of range, a stranger's look at a node.
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        "/api/nodes/register",
+        json!({"name": "x", "owner_wallet": "0xabc", "resources": resources(0, 0)}),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("max_concurrent_jobs")),
+        "{body}"
+    );
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/nodes/{one}/heartbeat"),
+        json!({"cpu_percent": 150}),
+        Some(&one_token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("cpu_percent")),
+        "{body}"
+    );
+    let (status, _) = get(&server, &format!("/api/nodes/{one}"), Some(&stranger)).await;
+    assert_eq!(status, 404);
+    let (status, body) = get(&server, "/api/nodes/my-nodes", Some(&owner)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["nodes"].as_array().unwrap().len(), 2);
+    let (status, body) = get(&server, "/api/nodes/my-nodes", Some(&stranger)).await;
+    assert_eq!((status, body["nodes"].as_array().unwrap().len()), (200, 0));
+    let (status, _) = get(&server, "/api/admin/nodes", Some(&owner)).await;
+    assert_eq!(status, 403, "admin routes need an admin");
+
+    // A job needs a confirmed job payment of the creator's own.
+    let (status, body) = submit(
+        &server,
+        &stranger,
+        spec(&uuid::Uuid::new_v4().to_string(), 0, "10"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (404, Some("payment_id")),
+        "{body}"
+    );
+    let mut bad = spec("p", 0, "10");
+    bad["image"] = json!("Not An Image!");
+    let (status, body) = submit(&server, &stranger, bad).await;
+    assert_eq!(status, 404, "the payment is checked first: {body}");
+    let (status, body) = get(&server, "/api/jobs/my-jobs", Some(&stranger)).await;
+    assert_eq!((status, body["total"].as_i64()), (200, Some(0)), "{body}");
+
+    // A node that shuts down goes offline at once; silence past the timeout takes the other.
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/nodes/{two}/offline"),
+        json!({}),
+        Some(&one_token),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/nodes/{two}/offline"),
+        json!({}),
+        Some(&two_token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("offline")),
+        "{body}"
+    );
+    let (_, body) = get(&server, &format!("/api/nodes/{two}"), Some(&owner)).await;
+    assert_eq!(body["node"]["offline_reason"], "shutdown");
+    let body = advance(&server, 91).await;
+    assert_eq!(body["compute"]["nodes_offline"], 1, "{body}");
+    let (_, body) = get(&server, &format!("/api/nodes/{one}"), Some(&owner)).await;
+    assert_eq!(body["node"]["status"], "offline");
+    assert_eq!(body["node"]["offline_reason"], "heartbeat_timeout");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lost_node() {
+    let Some(chain) = start_chain() else { return };
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_ETH_RPC_URL", &rpc),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
+        ],
+    );
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let payer_key = chain.s("payer_key");
+    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
+        .await
+        .unwrap();
+    let miner = register_and_sign_in(&server, "miner@example.com").await;
+    let (cpu, cpu_token) = register_node(&server, &miner, "cpu", resources(0, 1)).await;
+    let (gpu_a, gpu_a_token) = register_node(&server, &miner, "gpu-a", resources(1, 1)).await;
+    let (gpu_b, gpu_b_token) = register_node(&server, &miner, "gpu-b", resources(1, 1)).await;
+    assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
+
+    // Submission: an unconfirmed payment is a 402, a price other than the escrow a 422.
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let payment = create_payment(&server, &payer, "job", "10.000000", &job_id).await;
+    let (status, body) = submit(&server, &payer, spec(&payment, 0, "10")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (402, Some("payment_not_confirmed")),
+        "{body}"
+    );
+    pay(&chain, &server, &payer, "payer_key", &payment, 10_000_000).await;
+    let (status, body) = submit(&server, &payer, spec(&payment, 0, "9")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("escrow_mismatch")),
+        "{body}"
+    );
+    let mut invalid = spec(&payment, 0, "10");
+    invalid["env"] = json!({"AIFORGE_SECRET": "x"});
+    let (status, body) = submit(&server, &payer, invalid).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("env")),
+        "{body}"
+    );
+    let (status, body) = submit(&server, &payer, spec(&payment, 0, "10")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["job"]["id"], job_id.as_str());
+    assert_eq!(body["job"]["status"], "pending");
+    let (status, body) = submit(&server, &payer, spec(&payment, 0, "10")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("already_exists")),
+        "one payment pays one job: {body}"
+    );
+    let escrow = format!("job_escrow:{job_id}");
+    assert_eq!(balance(&server, &admin, &escrow).await, 10_000_000);
+
+    // A second CPU job waits: the CPU node holds at most one job.
+    let (waiting, waiting_payment) = paid_job_payment(&chain, &server, &payer, 4_000_000).await;
+    let (status, body) = submit(&server, &payer, spec(&waiting_payment, 0, "4")).await;
+    assert_eq!(status, 201, "{body}");
+    // A GPU job while only the CPU node is online: it stays pending.
+    let (gpu_job, gpu_payment) = paid_job_payment(&chain, &server, &payer, 20_000_000).await;
+    let (status, body) = submit(&server, &payer, spec(&gpu_payment, 1, "20")).await;
+    assert_eq!(status, 201, "{body}");
+
+    let (got, attempt) = next_job(&server, &cpu, &cpu_token)
+        .await
+        .expect("the CPU node gets the oldest job");
+    assert_eq!((got.as_str(), attempt), (job_id.as_str(), 1));
+    assert_eq!(
+        job(&server, &payer, &waiting).await["status"],
+        "pending",
+        "max one job on the CPU node"
+    );
+    assert_eq!(
+        job(&server, &payer, &gpu_job).await["status"],
+        "pending",
+        "a GPU job never goes to a CPU node"
+    );
+    let (status, body) = report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &job_id,
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["job"]["status"].as_str()),
+        (200, Some("running")),
+        "{body}"
+    );
+    // Reports for another attempt are stale.
+    let (status, body) = report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &job_id,
+        "finished",
+        json!({"attempt": 2, "exit_code": 0}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("stale_report")),
+        "{body}"
+    );
+    let outputs =
+        json!([{"name": "out.txt", "sha256": "ab".repeat(32), "cid": CID, "size_bytes": 3}]);
+    let (status, body) = report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &job_id,
+        "finished",
+        json!({"attempt": 1, "exit_code": 0, "outputs": outputs}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["status"], "completed");
+    assert_eq!(body["job"]["outputs"][0]["cid"], CID);
+    assert_eq!(body["job"]["settlement"]["node_net"], "9.500000");
+    assert_eq!(body["job"]["settlement"]["platform_fee"], "0.500000");
+    let node_payable = format!("node_payable:{cpu}");
+    assert_eq!(
+        balance(&server, &admin, &node_payable).await,
+        9_500_000,
+        "95% of 10 USDT"
+    );
+    assert_eq!(
+        balance(&server, &admin, &escrow).await,
+        0,
+        "the escrow is emptied"
+    );
+    let history: Vec<String> = job(&server, &payer, &job_id).await["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(history, ["pending", "assigned", "running", "completed"]);
+
+    // The slot is free again: the waiting job goes to the CPU node; its creator cancels it
+    // before it starts and gets everything back.
+    let (got, _) = next_job(&server, &cpu, &cpu_token)
+        .await
+        .expect("the waiting job");
+    assert_eq!(got, waiting);
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/jobs/{waiting}/cancel"),
+        json!({}),
+        Some(&payer),
+    )
+    .await;
+    assert_eq!(
+        (status, body["job"]["status"].as_str()),
+        (200, Some("cancelled")),
+        "{body}"
+    );
+    assert_eq!(body["job"]["settlement"]["refund"], "4.000000");
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        &format!("/api/jobs/{waiting}/cancel"),
+        json!({}),
+        Some(&miner),
+    )
+    .await;
+    assert_eq!(status, 404, "only the creator sees and cancels a job");
+    assert!(next_job(&server, &cpu, &cpu_token).await.is_none());
+
+    // The GPU job goes to the one GPU node online, which starts it and then falls silent.
+    assert_eq!(heartbeat(&server, &gpu_a, &gpu_a_token).await.0, 200);
+    let (got, attempt) = next_job(&server, &gpu_a, &gpu_a_token)
+        .await
+        .expect("the GPU job");
+    assert_eq!((got.as_str(), attempt), (gpu_job.as_str(), 1));
+    let (status, _) = report(
+        &server,
+        &gpu_a,
+        &gpu_a_token,
+        &gpu_job,
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    advance(&server, 60).await;
+    assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
+    assert_eq!(heartbeat(&server, &gpu_b, &gpu_b_token).await.0, 200);
+    let body = advance(&server, 31).await;
+    assert_eq!(body["compute"]["nodes_offline"], 1, "{body}");
+    assert_eq!(body["compute"]["jobs_requeued"], 1, "{body}");
+    assert_eq!(body["compute"]["jobs_assigned"], 1, "{body}");
+    let now = job(&server, &payer, &gpu_job).await;
+    assert_eq!(
+        (
+            now["status"].as_str(),
+            now["node_id"].as_str(),
+            now["attempt"].as_i64()
+        ),
+        (Some("assigned"), Some(gpu_b.as_str()), Some(2)),
+        "{now}"
+    );
+    // The lost node's late completion is rejected and changes nothing.
+    let (status, body) = report(
+        &server,
+        &gpu_a,
+        &gpu_a_token,
+        &gpu_job,
+        "finished",
+        json!({"attempt": 1, "exit_code": 0, "outputs": []}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("stale_report")),
+        "{body}"
+    );
+    let (got, attempt) = next_job(&server, &gpu_b, &gpu_b_token)
+        .await
+        .expect("the requeued job");
+    assert_eq!((got.as_str(), attempt), (gpu_job.as_str(), 2));
+    report(
+        &server,
+        &gpu_b,
+        &gpu_b_token,
+        &gpu_job,
+        "started",
+        json!({"attempt": 2}),
+    )
+    .await;
+    let (status, body) = report(
+        &server,
+        &gpu_b,
+        &gpu_b_token,
+        &gpu_job,
+        "finished",
+        json!({"attempt": 2, "exit_code": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["job"]["status"].as_str(),
+            body["job"]["failure_reason"].as_str()
+        ),
+        (Some("failed"), Some("non_zero_exit"))
+    );
+    assert_eq!(
+        balance(&server, &admin, &format!("node_payable:{gpu_b}")).await,
+        19_000_000,
+        "a non-zero exit is the job's own outcome: the node earns"
+    );
+    assert_eq!(
+        balance(&server, &admin, &format!("node_payable:{gpu_a}")).await,
+        0,
+        "the lost node earns nothing"
+    );
+
+    // Admins see every node; deactivation takes a node offline.
+    let (status, body) = get(&server, "/api/admin/nodes", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(body["by_status"]["offline"], 1, "{body}");
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/admin/nodes/{cpu}/deactivate"),
+        json!({}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(
+        (status, body["node"]["status"].as_str()),
+        (200, Some("deactivated")),
+        "{body}"
+    );
+    let (status, body) = heartbeat(&server, &cpu, &cpu_token).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("node_deactivated")),
+        "{body}"
+    );
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        &format!("/api/admin/nodes/{cpu}/activate"),
+        json!({}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(
+        (status, body["node"]["status"].as_str()),
+        (200, Some("offline")),
+        "{body}"
+    );
+    assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
+
+    // A timeout is believed only once the job could have run its max runtime; then the node
+    // earns it all, as the job used everything it paid for.
+    let (slow, slow_payment) = paid_job_payment(&chain, &server, &payer, 2_000_000).await;
+    let mut slow_spec = spec(&slow_payment, 0, "2");
+    slow_spec["max_runtime_secs"] = json!(120);
+    let (status, body) = submit(&server, &payer, slow_spec).await;
+    assert_eq!(status, 201, "{body}");
+    let (got, _) = next_job(&server, &cpu, &cpu_token)
+        .await
+        .expect("the slow job");
+    assert_eq!(got, slow);
+    report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &slow,
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    let timed_out = json!({"attempt": 1, "reason": "timed_out", "message": "killed at 120 s"});
+    let (status, body) = report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &slow,
+        "failed",
+        timed_out.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("timeout_too_early")),
+        "{body}"
+    );
+    advance(&server, 60).await;
+    let (status, body) = report(&server, &cpu, &cpu_token, &slow, "failed", timed_out).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["status"], "timed_out");
+    assert_eq!(body["job"]["settlement"]["node_net"], "1.900000");
+    assert_eq!(heartbeat(&server, &cpu, &cpu_token).await.0, 200);
+
+    // The admin stats count nodes and jobs by state and the job money in the ledger.
+    let (status, body) = get(&server, "/api/admin/stats", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    let compute = &body["compute"];
+    assert_eq!(
+        compute["nodes"],
+        json!({"online": 1, "offline": 2, "deactivated": 0})
+    );
+    assert_eq!(
+        compute["jobs"],
+        json!({"pending": 0, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1, "timed_out": 1})
+    );
+    assert_eq!(compute["job_money"]["owed_to_nodes"], "30.400000");
+    assert_eq!(compute["job_money"]["in_escrow"], "0.000000");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignments_reach_a_node_over_jetstream_through_its_durable_consumer() {
+    use futures::StreamExt;
+    let nats_url = "nats://127.0.0.1:4222";
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        assert!(
+            std::env::var("AIFORGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "NATS is required"
+        );
+        eprintln!("SKIPPED (NATS): cannot reach {nats_url}");
+        return;
+    };
+    let Some(chain) = start_chain() else { return };
+    let dir = temp_dir();
+    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_ETH_RPC_URL", &rpc),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_NATS_URL", nats_url),
+        ],
+    );
+    let payer_key = chain.s("payer_key");
+    let Some(payer) = wallet_session(&server, payer_key.trim_start_matches("0x")).await else {
+        return;
+    };
+    let miner = register_and_sign_in(&server, "miner@example.com").await;
+    let (node, token) = register_node(&server, &miner, "nats-node", resources(0, 1)).await;
+    assert_eq!(heartbeat(&server, &node, &token).await.0, 200);
+    let (job_id, payment) = paid_job_payment(&chain, &server, &payer, 3_000_000).await;
+    let (status, body) = submit(&server, &payer, spec(&payment, 0, "3")).await;
+    assert_eq!(status, 201, "{body}");
+    // The pass after the submission assigns it; wait for the view to say so.
+    let mut assigned = false;
+    for _ in 0..100 {
+        if job(&server, &payer, &job_id).await["status"] == "assigned" {
+            assigned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(assigned, "the job was assigned");
+
+    // The node's durable consumer, created only now (as by a node that was away), still
+    // receives the assignment the stream kept for it.
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("AIFORGE_ASSIGNMENTS").await.unwrap();
+    let consumer = stream
+        .get_or_create_consumer(
+            &format!("node-{node}"),
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(format!("node-{node}")),
+                filter_subject: format!("aiforge.assignments.{node}"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(std::time::Duration::from_secs(10))
+        .messages()
+        .await
+        .unwrap();
+    let message = messages
+        .next()
+        .await
+        .expect("an assignment within 10 s")
+        .unwrap();
+    let assignment: Value = serde_json::from_slice(&message.payload).unwrap();
+    message.ack().await.unwrap();
+    assert_eq!(assignment["job_id"], job_id.as_str());
+    assert_eq!(assignment["node_id"], node.as_str());
+    assert_eq!(assignment["attempt"], 1);
+    assert_eq!(assignment["spec"]["image"], "localhost/aiforge-job:busybox");
+    // The node reports through the API as any node does.
+    let (status, body) = report(
+        &server,
+        &node,
+        &token,
+        &job_id,
+        "started",
+        json!({"attempt": 1}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["job"]["status"].as_str()),
+        (200, Some("running")),
+        "{body}"
+    );
+    stream
+        .delete_consumer(&format!("node-{node}"))
+        .await
+        .unwrap();
+    server.stop();
+}
