@@ -115,9 +115,14 @@ impl MonthFold {
     }
 
     fn hash(&mut self, event: &RecordedEvent) {
+        use std::io::Write;
+        // The two numbers as decimal text without an allocation per event.
+        let mut numbers = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut numbers[..]);
+        let _ = write!(cursor, "{}\n{}\n", event.tx, event.position);
+        let written = cursor.position() as usize;
+        self.hasher.update(&numbers[..written]);
         for part in [
-            event.tx.to_string().as_bytes(),
-            event.position.to_string().as_bytes(),
             event.aggregate_type.as_bytes(),
             event.aggregate_id.as_bytes(),
             event.event_type.as_bytes(),

@@ -516,6 +516,54 @@ async fn metered_calls_are_group_committed_once_and_projected(db: Database) {
     assert_eq!(totals.cost_micros, (1..=200).sum::<i64>());
 }
 
+/// The month fold over the live log (the close's read): every call up to `through` counted,
+/// none after it, in one streamed read, the same on both engines.
+async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
+    use aiforge_commands::metering::UsageRecorder;
+    use aiforge_domain::revenue_book::{LogPoint, Month};
+    let recorder = UsageRecorder::start(db.clone(), clock());
+    for n in 1..=30 {
+        recorder.record(metered(n, "sub-a")).await.unwrap();
+    }
+    let head = db.log_head().await.unwrap();
+    for n in 31..=40 {
+        recorder.record(metered(n, "sub-a")).await.unwrap();
+    }
+    let month: Month = "2026-11".parse().unwrap();
+    let through = LogPoint {
+        tx: head.tx,
+        position: head.position,
+    };
+    let folded = aiforge_projections::distribution::fold_live(&db, month, through, vec![])
+        .await
+        .unwrap();
+    assert_eq!(folded.usage_events, 30);
+    assert_eq!(
+        folded.tokens_total,
+        (1..=30u64).map(|n| 10 + 2 * n).sum::<u64>()
+    );
+    let again = aiforge_projections::distribution::fold_live(&db, month, through, vec![])
+        .await
+        .unwrap();
+    assert_eq!(again.digest, folded.digest);
+    let everything = aiforge_projections::distribution::fold_live(
+        &db,
+        month,
+        {
+            let head = db.log_head().await.unwrap();
+            LogPoint {
+                tx: head.tx,
+                position: head.position,
+            }
+        },
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(everything.usage_events, 40);
+    assert_ne!(everything.input_digest, folded.input_digest);
+}
+
 /// The hash chain: an intact log verifies; one changed payload byte is named by position.
 async fn an_altered_event_breaks_the_seal_chain_at_its_position(db: Database) {
     use aiforge_projections::seals::{verify, SealsProjection, Verdict};
@@ -609,6 +657,7 @@ conformance!(
     waiting_for_projections_returns_once_the_position_is_applied,
     metered_calls_are_group_committed_once_and_projected,
     an_altered_event_breaks_the_seal_chain_at_its_position,
+    the_month_fold_reads_the_live_log_through_its_point,
 );
 
 /// PostgreSQL only: identity values commit out of order. A transaction that took a lower

@@ -179,28 +179,30 @@ impl Database {
     /// Streams the log from its start through `through` (a point a reader has already seen as
     /// safe, e.g. from `log_head`), in global order, in one query: rows arrive while `each`
     /// works on earlier ones, and nothing is held. A lean read for folds over the raw log:
-    /// `metadata` and `recorded_at` are left empty. `each` returns `false` to stop early.
+    /// `event_version`, `metadata` and `recorded_at` are left empty. `each` returns `false` to stop early.
     pub async fn fold_log_through<E: From<StoreError>>(
         &self,
         through: LogPosition,
         mut each: impl FnMut(RecordedEvent) -> Result<bool, E>,
     ) -> Result<(), E> {
         use futures::TryStreamExt;
+        // Columns by position (the queries below select them in this order): name look-ups
+        // cost more than the fold itself at millions of rows.
         macro_rules! lean {
             ($row:expr) => {{
                 let row = $row;
-                let tx: String = row.try_get("tx").map_err(StoreError::from)?;
+                let tx: &str = row.try_get(1).map_err(StoreError::from)?;
                 RecordedEvent {
-                    position: row.try_get("global_position").map_err(StoreError::from)?,
+                    position: row.try_get(0).map_err(StoreError::from)?,
                     tx: tx
                         .parse()
                         .map_err(|_| StoreError::Corrupt(format!("transaction id '{tx}'")))?,
-                    aggregate_type: row.try_get("aggregate_type").map_err(StoreError::from)?,
-                    aggregate_id: row.try_get("aggregate_id").map_err(StoreError::from)?,
-                    sequence: row.try_get("sequence").map_err(StoreError::from)?,
-                    event_type: row.try_get("event_type").map_err(StoreError::from)?,
-                    event_version: row.try_get("event_version").map_err(StoreError::from)?,
-                    payload: row.try_get("payload").map_err(StoreError::from)?,
+                    aggregate_type: row.try_get(2).map_err(StoreError::from)?,
+                    aggregate_id: row.try_get(3).map_err(StoreError::from)?,
+                    sequence: row.try_get(4).map_err(StoreError::from)?,
+                    event_type: row.try_get(5).map_err(StoreError::from)?,
+                    event_version: String::new(),
+                    payload: row.try_get(6).map_err(StoreError::from)?,
                     metadata: String::new(),
                     recorded_at: String::new(),
                 }
@@ -210,7 +212,7 @@ impl Database {
             Engine::Sqlite(pool) => {
                 let mut rows = sqlx::query(
                     "SELECT global_position, '0' AS tx, aggregate_type, aggregate_id, sequence, \
-                     event_type, event_version, payload FROM events WHERE global_position <= $1 \
+                     event_type, payload FROM events WHERE global_position <= $1 \
                      ORDER BY global_position",
                 )
                 .bind(through.position)
@@ -222,20 +224,36 @@ impl Database {
                 }
             }
             Engine::Postgres(pool) => {
-                let mut rows = sqlx::query(
-                    "SELECT global_position, tx_id::text AS tx, aggregate_type, aggregate_id, \
-                     sequence, event_type, event_version, payload::text AS payload FROM events \
-                     WHERE (tx_id, global_position) <= ($1::text::xid8, $2) \
-                     ORDER BY tx_id, global_position",
-                )
-                .bind(through.tx.to_string())
-                .bind(through.position)
-                .fetch(pool);
-                while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
-                    if !each(lean!(&row))? {
-                        break;
+                // Reading the whole log, the planner prefers a parallel scan and an external sort
+                // (gigabytes of temp files, no first row for many seconds) to the commit-order
+                // index; the index streams from the first row and was 2.5 times faster on 10
+                // million events. Both settings last for this read-only transaction only.
+                let mut tx = pool.begin().await.map_err(StoreError::from)?;
+                sqlx::query("SET LOCAL enable_sort = off")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                sqlx::query("SET LOCAL jit = off")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                {
+                    let mut rows = sqlx::query(
+                        "SELECT global_position, tx_id::text AS tx, aggregate_type, aggregate_id, \
+                         sequence, event_type, payload::text AS payload FROM events \
+                         WHERE (tx_id, global_position) <= ($1::text::xid8, $2) \
+                         ORDER BY tx_id, global_position",
+                    )
+                    .bind(through.tx.to_string())
+                    .bind(through.position)
+                    .fetch(&mut *tx);
+                    while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+                        if !each(lean!(&row))? {
+                            break;
+                        }
                     }
                 }
+                tx.rollback().await.map_err(StoreError::from)?;
             }
         }
         Ok(())
