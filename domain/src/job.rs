@@ -612,6 +612,43 @@ pub enum JobEvent {
     },
 }
 
+impl JobEvent {
+    /// The settlement of an ending (completed, failed, timed out, cancelled), with its job and
+    /// time; `None` for the other events.
+    pub fn into_settlement(self) -> Option<(String, JobSettlement, OffsetDateTime)> {
+        match self {
+            JobEvent::JobCompleted {
+                job_id,
+                settlement,
+                at,
+                ..
+            }
+            | JobEvent::JobFailed {
+                job_id,
+                settlement,
+                at,
+                ..
+            }
+            | JobEvent::JobTimedOut {
+                job_id,
+                settlement,
+                at,
+                ..
+            }
+            | JobEvent::JobCancelled {
+                job_id,
+                settlement,
+                at,
+                ..
+            } => Some((job_id, settlement, at)),
+            JobEvent::JobSubmitted { .. }
+            | JobEvent::JobAssigned { .. }
+            | JobEvent::JobStarted { .. }
+            | JobEvent::JobRequeued { .. } => None,
+        }
+    }
+}
+
 impl DomainEvent for JobEvent {
     fn event_type(&self) -> String {
         match self {

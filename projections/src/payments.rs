@@ -200,33 +200,10 @@ async fn apply_job(tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), Project
             .await?;
             return Ok(());
         }
-        JobEvent::JobCompleted {
-            job_id,
-            settlement,
-            at,
-            ..
-        }
-        | JobEvent::JobFailed {
-            job_id,
-            settlement,
-            at,
-            ..
-        }
-        | JobEvent::JobTimedOut {
-            job_id,
-            settlement,
-            at,
-            ..
-        }
-        | JobEvent::JobCancelled {
-            job_id,
-            settlement,
-            at,
-            ..
-        } => (job_id, settlement, at),
-        JobEvent::JobAssigned { .. }
-        | JobEvent::JobStarted { .. }
-        | JobEvent::JobRequeued { .. } => return Ok(()),
+        other => match other.into_settlement() {
+            Some(ending) => ending,
+            None => return Ok(()),
+        },
     };
     let payment_id = tx
         .fetch_texts(

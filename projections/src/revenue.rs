@@ -101,32 +101,10 @@ impl Projection for RevenueProjection {
         }
         if event.aggregate_type == Job::TYPE {
             // Job revenue counts when the job settles (its payment was held in escrow).
-            let (job_id, settlement, at) = match decode_payload::<JobEvent>(event)? {
-                JobEvent::JobCompleted {
-                    job_id,
-                    settlement,
-                    at,
-                    ..
-                }
-                | JobEvent::JobFailed {
-                    job_id,
-                    settlement,
-                    at,
-                    ..
-                }
-                | JobEvent::JobTimedOut {
-                    job_id,
-                    settlement,
-                    at,
-                    ..
-                }
-                | JobEvent::JobCancelled {
-                    job_id,
-                    settlement,
-                    at,
-                    ..
-                } => (job_id, settlement, at),
-                _ => return Ok(()),
+            let Some((job_id, settlement, at)) =
+                decode_payload::<JobEvent>(event)?.into_settlement()
+            else {
+                return Ok(());
             };
             let fee = micros(settlement.platform_fee, event)?;
             let net = micros(settlement.node_net, event)?;
