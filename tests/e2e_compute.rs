@@ -19,7 +19,26 @@ use serde_json::{json, Value};
 use support::chain::*;
 use support::*;
 
-const CID: &str = "QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u";
+/// Every job here reads this one input, uploaded by its creator first.
+const INPUT: &[u8] = b"epoch 1: 0.5\nepoch 2: 0.25\n";
+
+fn input_cid() -> String {
+    aiforge_domain::cid::cid_v0(INPUT)
+}
+
+/// Uploads the jobs' input as `user`; the CID it is stored under is the content's.
+async fn upload_input(server: &Server, user: &str) {
+    let response = client()
+        .post(server.url("/api/blobs"))
+        .bearer_auth(user)
+        .body(INPUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["blob"]["cid"], input_cid().as_str(), "{body}");
+}
 
 fn resources(gpus: usize, max_jobs: u32) -> Value {
     let gpus: Vec<Value> = (0..gpus)
@@ -114,7 +133,7 @@ fn spec(payment_id: &str, gpus: u32, price: &str) -> Value {
         "image": "localhost/aiforge-job:busybox",
         "command": ["sh", "-c", "echo hi > /work/outputs/out.txt"],
         "env": {"EPOCHS": "1"},
-        "inputs": [CID],
+        "inputs": [input_cid()],
         "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": gpus, "gpu_memory_mb": 0},
         "max_runtime_secs": 600,
         "price": price,
@@ -179,7 +198,10 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
     let dir = temp_dir();
     let server = Server::start(
         &dir,
-        &[("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z")],
+        &[
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
+            ("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS", "90"),
+        ],
     );
     let owner = register_and_sign_in(&server, "miner@example.com").await;
     let stranger = register_and_sign_in(&server, "stranger@example.com").await;
@@ -295,7 +317,16 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
     let (status, _) = get(&server, "/api/admin/nodes", Some(&owner)).await;
     assert_eq!(status, 403, "admin routes need an admin");
 
-    // A job needs a confirmed job payment of the creator's own.
+    // A job's inputs are stored blobs; then it needs a confirmed job payment of the creator's own.
+    let mut unknown_input = spec(&uuid::Uuid::new_v4().to_string(), 0, "10");
+    unknown_input["inputs"] = json!([aiforge_domain::cid::cid_v0(b"never uploaded")]);
+    let (status, body) = submit(&server, &stranger, unknown_input).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("inputs")),
+        "{body}"
+    );
+    upload_input(&server, &stranger).await;
     let (status, body) = submit(
         &server,
         &stranger,
@@ -363,6 +394,7 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
             ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
             ("AIFORGE_ADMIN_WALLETS", &admin_address),
             ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
+            ("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS", "90"),
         ],
     );
     let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
@@ -370,6 +402,7 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
     let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
         .await
         .unwrap();
+    upload_input(&server, &payer).await;
     let miner = register_and_sign_in(&server, "miner@example.com").await;
     let (cpu, cpu_token) = register_node(&server, &miner, "cpu", resources(0, 1)).await;
     let (gpu_a, gpu_a_token) = register_node(&server, &miner, "gpu-a", resources(1, 1)).await;
@@ -465,8 +498,36 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
         (409, Some("stale_report")),
         "{body}"
     );
-    let outputs =
-        json!([{"name": "out.txt", "sha256": "ab".repeat(32), "cid": CID, "size_bytes": 3}]);
+    // An output that is not in the blob store as reported is refused; the uploaded one is taken.
+    let made_up = json!([{"name": "out.txt", "sha256": "ab".repeat(32), "cid": input_cid(), "size_bytes": 3}]);
+    let (status, body) = report(
+        &server,
+        &cpu,
+        &cpu_token,
+        &job_id,
+        "finished",
+        json!({"attempt": 1, "exit_code": 0, "outputs": made_up}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("outputs")),
+        "{body}"
+    );
+    let uploaded = client()
+        .put(server.url(&format!(
+            "/api/nodes/{cpu}/jobs/{job_id}/outputs/out.txt?attempt=1"
+        )))
+        .bearer_auth(&cpu_token)
+        .body("hi\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let uploaded: Value = uploaded.json().await.unwrap();
+    let out_cid = aiforge_domain::cid::cid_v0(b"hi\n");
+    assert_eq!(uploaded["output"]["cid"], out_cid.as_str(), "{uploaded}");
+    let outputs = json!([uploaded["output"].clone()]);
     let (status, body) = report(
         &server,
         &cpu,
@@ -478,7 +539,16 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["job"]["status"], "completed");
-    assert_eq!(body["job"]["outputs"][0]["cid"], CID);
+    assert_eq!(body["job"]["outputs"][0]["cid"], out_cid.as_str());
+    // The creator downloads it, byte for byte.
+    let download = client()
+        .get(server.url(&format!("/api/jobs/{job_id}/outputs/out.txt")))
+        .bearer_auth(&payer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.bytes().await.unwrap().as_ref(), b"hi\n");
     assert_eq!(body["job"]["settlement"]["node_net"], "9.500000");
     assert_eq!(body["job"]["settlement"]["platform_fee"], "0.500000");
     let node_payable = format!("node_payable:{cpu}");
@@ -746,6 +816,7 @@ async fn assignments_reach_a_node_over_jetstream_through_its_durable_consumer() 
     let Some(payer) = wallet_session(&server, payer_key.trim_start_matches("0x")).await else {
         return;
     };
+    upload_input(&server, &payer).await;
     let miner = register_and_sign_in(&server, "miner@example.com").await;
     let (node, token) = register_node(&server, &miner, "nats-node", resources(0, 1)).await;
     assert_eq!(heartbeat(&server, &node, &token).await.0, 200);
@@ -815,5 +886,380 @@ async fn assignments_reach_a_node_over_jetstream_through_its_durable_consumer() 
         .delete_consumer(&format!("node-{node}"))
         .await
         .unwrap();
+    server.stop();
+}
+
+/// podman's Docker API socket (`scripts/podman`), or None after saying SKIPPED.
+fn docker_host() -> Option<String> {
+    let host = std::env::var("DOCKER_HOST")
+        .unwrap_or_else(|_| "unix:///tmp/aiforge-podman.sock".to_string());
+    let socket = host.strip_prefix("unix://").unwrap_or(&host);
+    if std::path::Path::new(socket).exists() {
+        return Some(host);
+    }
+    assert!(
+        std::env::var("AIFORGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "AIFORGE_REQUIRE_SERVICES=1 but the Docker API at {host} is missing"
+    );
+    eprintln!("SKIPPED (Docker API): {host} is missing; run `eval \"$(scripts/podman)\"`");
+    None
+}
+
+/// Starts `node-agent run` for a registered node; `extra` adds flags.
+fn start_agent(
+    server: &Server,
+    node: &str,
+    token: &str,
+    docker: &str,
+    work: &std::path::Path,
+    extra: &[&str],
+) -> Killed {
+    let coordinator = server.url("");
+    let work = work.join(node);
+    let mut args = vec![
+        "run",
+        "--coordinator",
+        &coordinator,
+        "--node-id",
+        node,
+        "--token",
+        token,
+        "--docker-host",
+        docker,
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--heartbeat-secs",
+        "1",
+        "--poll-secs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    start_sibling("node-agent", &args, "node-agent").0
+}
+
+/// Waits (up to `secs`) until the job's status is one of `states`; returns the job.
+async fn job_reaching(
+    server: &Server,
+    payer: &str,
+    job_id: &str,
+    states: &[&str],
+    secs: u64,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..secs * 4 {
+        last = job(server, payer, job_id).await;
+        if states.iter().any(|s| last["status"] == *s) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("job {job_id} did not reach {states:?}: {last}");
+}
+
+/// Removes the containers a killed agent left behind (a live agent removes its own).
+fn remove_containers_of(job_id: &str) {
+    let _ = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "podman ps -aq --filter label=io.aiforge.job-id={job_id} | xargs -r podman rm -f"
+            ),
+        ])
+        .output();
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_loses_its_job() {
+    let nats_url = "nats://127.0.0.1:4222";
+    if async_nats::connect(nats_url).await.is_err() {
+        assert!(
+            std::env::var("AIFORGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "NATS is required"
+        );
+        eprintln!("SKIPPED (NATS): cannot reach {nats_url}");
+        return;
+    }
+    let Some(docker) = docker_host() else { return };
+    let Some(chain) = start_chain() else { return };
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_ETH_RPC_URL", &rpc),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            ("AIFORGE_NATS_URL", nats_url),
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
+            ("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS", "90"),
+        ],
+    );
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let payer_key = chain.s("payer_key");
+    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
+        .await
+        .unwrap();
+    upload_input(&server, &payer).await;
+    let miner = register_and_sign_in(&server, "miner@example.com").await;
+    let (one, one_token) = register_node(&server, &miner, "one", resources(0, 1)).await;
+    let (two, two_token) = register_node(&server, &miner, "two", resources(0, 1)).await;
+    let work = dir.join("agents");
+    let nats = ["--nats-url", nats_url];
+    let mut agents = std::collections::HashMap::from([
+        (
+            one.clone(),
+            start_agent(&server, &one, &one_token, &docker, &work, &nats),
+        ),
+        (
+            two.clone(),
+            start_agent(&server, &two, &two_token, &docker, &work, &nats),
+        ),
+    ]);
+
+    // A job reads its input in a container and writes two outputs; they land in the blob store
+    // with the hashes of what the container wrote, and the node earns 95% of the price.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let uploaded = client()
+        .post(server.url("/api/blobs"))
+        .bearer_auth(&payer)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let uploaded: Value = uploaded.json().await.unwrap();
+    let cid = uploaded["blob"]["cid"].as_str().unwrap().to_string();
+    assert_eq!(cid, aiforge_domain::cid::cid_v0(&data));
+    assert_eq!(uploaded["blob"]["sha256"], sha256_hex(&data).as_str());
+    let (job_id, payment) = paid_job_payment(&chain, &server, &payer, 10_000_000).await;
+    let mut body = spec(&payment, 0, "10");
+    body["inputs"] = json!([cid]);
+    body["command"] = json!([
+        "sh",
+        "-c",
+        format!(
+            "sha256sum /work/inputs/{cid} | cut -d' ' -f1 > /work/outputs/digest.txt && \
+             cp /work/inputs/{cid} /work/outputs/copy.bin && echo done"
+        )
+    ]);
+    let (status, submitted) = submit(&server, &payer, body).await;
+    assert_eq!(status, 201, "{submitted}");
+    let done = job_reaching(&server, &payer, &job_id, &["completed", "failed"], 120).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["exit_code"], 0, "{done}");
+    let ran_on = done["node_id"].as_str().unwrap().to_string();
+    let outputs = done["outputs"].as_array().unwrap();
+    let named = |name: &str| outputs.iter().find(|o| o["name"] == name).unwrap().clone();
+    let digest = format!("{}\n", sha256_hex(&data));
+    assert_eq!(
+        named("digest.txt")["sha256"],
+        sha256_hex(digest.as_bytes()).as_str()
+    );
+    assert_eq!(named("copy.bin")["sha256"], sha256_hex(&data).as_str());
+    assert_eq!(named("copy.bin")["cid"], cid.as_str());
+    for (name, expected) in [("digest.txt", digest.as_bytes()), ("copy.bin", &data[..])] {
+        let response = client()
+            .get(server.url(&format!("/api/jobs/{job_id}/outputs/{name}")))
+            .bearer_auth(&payer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(response.bytes().await.unwrap().as_ref(), expected, "{name}");
+    }
+    assert_eq!(
+        balance(&server, &admin, &format!("node_payable:{ran_on}")).await,
+        9_500_000
+    );
+    assert_eq!(
+        balance(&server, &admin, "platform_fees:platform").await,
+        500_000
+    );
+
+    // A node killed mid-job: once its heartbeats have been missing for the timeout (on the
+    // server's manual clock), the job goes back to pending and runs on the other node; the dead
+    // node's late completion is refused.
+    let (slow, slow_payment) = paid_job_payment(&chain, &server, &payer, 4_000_000).await;
+    let mut body = spec(&slow_payment, 0, "4");
+    body["command"] = json!([
+        "sh",
+        "-c",
+        "sleep 3 && echo survived > /work/outputs/done.txt"
+    ]);
+    let (status, submitted) = submit(&server, &payer, body).await;
+    assert_eq!(status, 201, "{submitted}");
+    let running = job_reaching(&server, &payer, &slow, &["running"], 60).await;
+    let victim = running["node_id"].as_str().unwrap().to_string();
+    let (survivor, victim_token) = if victim == one {
+        (two.clone(), one_token.clone())
+    } else {
+        (one.clone(), two_token.clone())
+    };
+    drop(agents.remove(&victim));
+    advance(&server, 60).await;
+    // The survivor's next heartbeats come after this point of the clock; the victim's never do.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let swept = advance(&server, 31).await;
+    assert_eq!(swept["compute"]["nodes_offline"], 1, "{swept}");
+    assert_eq!(swept["compute"]["jobs_requeued"], 1, "{swept}");
+    let done = job_reaching(&server, &payer, &slow, &["completed", "failed"], 120).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (done["node_id"].as_str(), done["attempt"].as_u64()),
+        (Some(survivor.as_str()), Some(2))
+    );
+    let (status, late) = report(
+        &server,
+        &victim,
+        &victim_token,
+        &slow,
+        "finished",
+        json!({"attempt": 1, "exit_code": 0}),
+    )
+    .await;
+    // The job ended on the survivor, so the late report is refused as such, and changes nothing.
+    assert_eq!(
+        (status, late["error"]["code"].as_str()),
+        (409, Some("already_ended")),
+        "{late}"
+    );
+    assert_eq!(
+        job(&server, &payer, &slow).await["node_id"],
+        survivor.as_str()
+    );
+    assert_eq!(
+        balance(&server, &admin, &format!("node_payable:{survivor}")).await
+            + balance(&server, &admin, &format!("node_payable:{victim}")).await,
+        9_500_000 + 3_800_000,
+        "the survivor earned the requeued job, the victim nothing for it"
+    );
+    remove_containers_of(&slow);
+    drop(agents);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_node_agent_reports_what_went_wrong_and_each_ending_settles_by_its_rule() {
+    let Some(docker) = docker_host() else { return };
+    let Some(chain) = start_chain() else { return };
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_ETH_RPC_URL", &rpc),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+        ],
+    );
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let payer_key = chain.s("payer_key");
+    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
+        .await
+        .unwrap();
+    upload_input(&server, &payer).await;
+    let miner = register_and_sign_in(&server, "miner@example.com").await;
+    let (node, token) = register_node(&server, &miner, "poller", resources(0, 4)).await;
+    let work = dir.join("agents");
+    // No NATS: this agent polls. Outputs over 1 MiB per job are refused.
+    let _agent = start_agent(
+        &server,
+        &node,
+        &token,
+        &docker,
+        &work,
+        &["--output-bytes-max", "1048576"],
+    );
+
+    let mut cases = Vec::new();
+    for (command, image, max_runtime) in [
+        ("true", "localhost/aiforge-job:no-such-image", 60),
+        (
+            "echo failing >&2; exit 3",
+            "localhost/aiforge-job:busybox",
+            60,
+        ),
+        ("sleep 60", "localhost/aiforge-job:busybox", 2),
+        (
+            "head -c 2000000 /dev/zero > /work/outputs/big.bin",
+            "localhost/aiforge-job:busybox",
+            60,
+        ),
+    ] {
+        let (job_id, payment) = paid_job_payment(&chain, &server, &payer, 1_000_000).await;
+        let mut body = spec(&payment, 0, "1");
+        body["image"] = json!(image);
+        body["command"] = json!(["sh", "-c", command]);
+        body["max_runtime_secs"] = json!(max_runtime);
+        let (status, submitted) = submit(&server, &payer, body).await;
+        assert_eq!(status, 201, "{submitted}");
+        cases.push(job_id);
+    }
+    let ended: Vec<Value> = {
+        let mut ended = Vec::new();
+        for job_id in &cases {
+            ended.push(
+                job_reaching(
+                    &server,
+                    &payer,
+                    job_id,
+                    &["completed", "failed", "timed_out"],
+                    120,
+                )
+                .await,
+            );
+        }
+        ended
+    };
+    let summary: Vec<Value> = ended
+        .iter()
+        .map(|j| {
+            json!([
+                j["status"],
+                j["failure_reason"],
+                j["exit_code"],
+                j["settlement"]["node_net"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            // Not the job's fault: refunded in full.
+            json!(["failed", "image_pull_failed", null, "0.000000"]),
+            // The job's own outcomes: the node is paid.
+            json!(["failed", "non_zero_exit", 3, "0.950000"]),
+            json!(["timed_out", null, null, "0.950000"]),
+            json!(["failed", "output_too_large", null, "0.950000"]),
+        ],
+        "{ended:#?}"
+    );
+    assert!(
+        ended[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-image"),
+        "{}",
+        ended[0]
+    );
+    assert_eq!(
+        balance(&server, &admin, &format!("node_payable:{node}")).await,
+        3 * 950_000
+    );
+    // Nothing of the oversized output was kept as a result.
+    assert_eq!(ended[3]["outputs"], json!([]));
     server.stop();
 }

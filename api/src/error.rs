@@ -593,6 +593,12 @@ impl From<aiforge_domain::job::JobError> for ApiError {
     }
 }
 
+impl From<aiforge_domain::blob::BlobError> for ApiError {
+    fn from(err: aiforge_domain::blob::BlobError) -> Self {
+        ApiError::internal(err.to_string())
+    }
+}
+
 impl From<aiforge_commands::compute::ComputeError> for ApiError {
     fn from(err: aiforge_commands::compute::ComputeError) -> Self {
         use aiforge_commands::compute::ComputeError as E;
@@ -600,6 +606,7 @@ impl From<aiforge_commands::compute::ComputeError> for ApiError {
         match err {
             E::Node(e) => command_error(e),
             E::Job(e) => command_error(e),
+            E::Blob(e) => command_error(e),
             E::BadNodeToken => ApiError::new(StatusCode::UNAUTHORIZED, "bad_node_token", message),
             E::WrongNode => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             E::UnknownNode => ApiError::not_found(message),

@@ -37,7 +37,7 @@ use aiforge_domain::wallet::{Network, Wallet};
 use aiforge_projections::Projector;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -69,6 +69,8 @@ pub struct AppState {
     pub marketplace: Arc<Marketplace>,
     pub blobs: Arc<dyn BlobStore>,
     pub model_bytes_max: u64,
+    /// The largest job input or single job output (`AIFORGE_JOB_BLOB_BYTES_MAX`).
+    pub job_blob_bytes_max: u64,
     pub hf: Arc<HfImporter>,
     /// Set only when the server runs on a manual clock (`AIFORGE_MANUAL_CLOCK_START`).
     pub manual_clock: Option<Arc<ManualClock>>,
@@ -285,6 +287,20 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/models/{model_id}/download",
             get(routes::models::download),
         )
+        .route("/api/blobs", post(routes::blobs::upload))
+        .route("/api/blobs/{cid}", get(routes::blobs::download))
+        .route(
+            "/api/nodes/{node_id}/blobs/{cid}",
+            get(routes::blobs::node_input),
+        )
+        .route(
+            "/api/nodes/{node_id}/jobs/{job_id}/outputs/{name}",
+            put(routes::blobs::node_output),
+        )
+        .route(
+            "/api/jobs/{job_id}/outputs/{name}",
+            get(routes::blobs::job_output),
+        )
         .layer(DefaultBodyLimit::disable());
     // Chat completions: a generation takes as long as it takes (and a stream longer), so no
     // request timeout; the body limit still holds.
@@ -414,7 +430,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
     let compute = Arc::new(compute::ComputeNetwork::new(Arc::new(
-        aiforge_commands::compute::Compute::new(db.clone(), clock.clone()),
+        aiforge_commands::compute::Compute::new(db.clone(), clock.clone())
+            .with_heartbeat_timeout_secs(
+                i64::try_from(settings.node_heartbeat_timeout_secs).unwrap_or(i64::MAX),
+            ),
     )));
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
@@ -543,6 +562,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         marketplace,
         blobs,
         model_bytes_max: settings.model_bytes_max,
+        job_blob_bytes_max: settings.job_blob_bytes_max,
         hf: Arc::new(hf),
         manual_clock,
         compute,

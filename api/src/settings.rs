@@ -135,6 +135,12 @@ pub struct Settings {
     /// `AIFORGE_NODE_IDLE_TIMEOUT_SECS`: the longest silence of a NATS node mid-generation
     /// before the call fails as "node lost" (default 30).
     pub node_idle_timeout_secs: u64,
+    /// `AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS`: a compute node silent this long is marked offline
+    /// and its jobs are handed back (default 300).
+    pub node_heartbeat_timeout_secs: u64,
+    /// `AIFORGE_JOB_BLOB_BYTES_MAX`: the largest job input a user uploads, and the largest single
+    /// output a node uploads (default 1 GiB).
+    pub job_blob_bytes_max: u64,
 }
 
 /// The in-process node `aiforge serve` runs.
@@ -326,6 +332,16 @@ impl Settings {
                 env("AIFORGE_NODE_IDLE_TIMEOUT_SECS"),
             )?
             .unwrap_or(crate::gateway::nats::IDLE_TIMEOUT_SECS_DEFAULT),
+            node_heartbeat_timeout_secs: parse_count(
+                "AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS",
+                env("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS"),
+            )?
+            .unwrap_or(aiforge_domain::node::HEARTBEAT_TIMEOUT_SECS.unsigned_abs()),
+            job_blob_bytes_max: parse_count(
+                "AIFORGE_JOB_BLOB_BYTES_MAX",
+                env("AIFORGE_JOB_BLOB_BYTES_MAX"),
+            )?
+            .unwrap_or(1 << 30),
             local_node,
             demo,
             blob_backend,

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
+use aiforge_domain::blob::{Blob, BlobCommand, BlobError, BlobPurpose, BlobServices};
 use aiforge_domain::fees::PaymentType;
 use aiforge_domain::job::{
     Job, JobCommand, JobError, JobServices, JobSpec, Output, ReportedFailure, RequeueReason,
@@ -126,6 +127,8 @@ pub enum ComputeError {
     Node(#[from] CommandError<NodeError>),
     #[error(transparent)]
     Job(#[from] CommandError<JobError>),
+    #[error(transparent)]
+    Blob(#[from] CommandError<BlobError>),
     #[error("the node token is missing or belongs to no node")]
     BadNodeToken,
     #[error("this node token belongs to another node")]
@@ -214,10 +217,12 @@ pub struct Compute {
     nodes: Executor<Node>,
     jobs: Executor<Job>,
     payments: Executor<Payment>,
+    blobs: Executor<Blob>,
     clock: Arc<dyn Clock>,
     heartbeats: Mutex<HashMap<String, Heartbeat>>,
     /// When this process started: the last sign of life of a node not heard from since.
     since: OffsetDateTime,
+    heartbeat_timeout_secs: i64,
 }
 
 /// For commands the platform sends itself (scheduler, sweeper): a fresh id each time; the
@@ -232,11 +237,23 @@ impl Compute {
         Self {
             nodes: Executor::new(db.clone(), clock.clone(), NodeServices),
             jobs: Executor::new(db.clone(), clock.clone(), JobServices),
+            blobs: Executor::new(db.clone(), clock.clone(), BlobServices),
             payments: Executor::new(db, clock.clone(), PaymentServices),
             since: clock.now(),
             clock,
             heartbeats: Mutex::new(HashMap::new()),
+            heartbeat_timeout_secs: aiforge_domain::node::HEARTBEAT_TIMEOUT_SECS,
         }
+    }
+
+    /// A node silent for `secs` is lost (default [`aiforge_domain::node::HEARTBEAT_TIMEOUT_SECS`]).
+    pub fn with_heartbeat_timeout_secs(mut self, secs: i64) -> Self {
+        self.heartbeat_timeout_secs = secs;
+        self
+    }
+
+    pub fn heartbeat_timeout_secs(&self) -> i64 {
+        self.heartbeat_timeout_secs
     }
 
     pub fn now(&self) -> OffsetDateTime {
@@ -351,7 +368,7 @@ impl Compute {
             .iter()
             .filter(|node_id| {
                 let last = beats.get(*node_id).map_or(self.since, |beat| beat.at);
-                heartbeat_expired(last, now)
+                heartbeat_expired(last, now, self.heartbeat_timeout_secs)
             })
             .cloned()
             .collect()
@@ -367,9 +384,9 @@ impl Compute {
         if let Ok(mut beats) = self.heartbeats.lock() {
             // A heartbeat newer than the decision keeps the node (the sweeper read it stale).
             if reason == OfflineReason::HeartbeatTimeout
-                && beats
-                    .get(node_id)
-                    .is_some_and(|beat| !heartbeat_expired(beat.at, at))
+                && beats.get(node_id).is_some_and(|beat| {
+                    !heartbeat_expired(beat.at, at, self.heartbeat_timeout_secs)
+                })
             {
                 return Ok(Outcome {
                     aggregate_id: node_id.to_string(),
@@ -501,6 +518,31 @@ impl Compute {
         Ok(self.jobs.execute(&job_id, command, meta, &[]).await?)
     }
 
+    /// Records a job input or output the blob store now holds (nothing when that content was
+    /// recorded before).
+    pub async fn record_blob(
+        &self,
+        stored: &crate::blob::StoredBlob,
+        backend: &str,
+        by: &str,
+        purpose: BlobPurpose,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, ComputeError> {
+        let command = BlobCommand::Store {
+            sha256: stored.sha256.clone(),
+            cid: stored.cid.clone(),
+            size_bytes: stored.size_bytes,
+            backend: backend.to_string(),
+            by: by.to_string(),
+            purpose,
+            at: self.clock.now(),
+        };
+        Ok(self
+            .blobs
+            .execute(&stored.sha256, command, meta, &[])
+            .await?)
+    }
+
     /// The scheduler's assignment; false when the job is no longer pending (another pass, a
     /// cancel or an ending got there first).
     pub async fn assign(&self, job_id: &str, node_id: &str) -> Result<bool, ComputeError> {
@@ -610,40 +652,13 @@ impl Compute {
     }
 }
 
-/// Where assignments go on NATS: one JetStream stream, one subject per node. A node reads its
-/// subject through a durable consumer of its own, so an assignment made while it was away
-/// waits for it (the stream keeps it).
-pub const ASSIGNMENTS_STREAM: &str = "AIFORGE_ASSIGNMENTS";
-pub const ASSIGNMENTS_SUBJECT_PREFIX: &str = "aiforge.assignments";
+pub use aiforge_domain::job::{
+    assignment_consumer, assignment_subject, AssignmentMessage, ASSIGNMENTS_STREAM,
+    ASSIGNMENTS_SUBJECT_PREFIX,
+};
 /// Assignments the stream keeps, per node subject (older ones are long stale).
 pub const ASSIGNMENTS_PER_NODE_MAX: i64 = 1000;
 pub const ASSIGNMENT_ACK_TIMEOUT_SECS: u64 = 10;
-
-/// What a node receives for each assignment: the job and the attempt its reports must name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignmentMessage {
-    pub job_id: String,
-    pub node_id: String,
-    pub attempt: u32,
-    pub spec: JobSpec,
-    #[serde(with = "time::serde::rfc3339")]
-    pub assigned_at: OffsetDateTime,
-}
-
-/// The subject a node's assignments are published on.
-pub fn assignment_subject(node_id: &str) -> String {
-    let clean: String = node_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{ASSIGNMENTS_SUBJECT_PREFIX}.{clean}")
-}
 
 /// Makes sure the assignments stream exists.
 pub async fn assignments_stream(

@@ -20,7 +20,9 @@
 //! - Start: from assigned; the same start again while running writes nothing (a retried report).
 //! - `ReportExit` (from running) decides the ending from the exit code: 0 completes, anything
 //!   else fails with [`FailureReason::NonZeroExit`]. `ReportFailure` (from assigned or running)
-//!   is for failures that are not the job's own: image pull, inputs unavailable, node error.
+//!   is for failures that are not the job's own (image pull, inputs unavailable, node error:
+//!   refunded), and for an output over the node's limit, which is (from running; paid as a
+//!   non-zero exit).
 //! - `ReportTimeout` (from running): the node killed the job at `max_runtime_secs`; refused if
 //!   the platform saw it start less than that ago, by more than [`TIMEOUT_EARLY_SLACK_SECS`].
 //! - `Requeue`: the assignee was lost (went offline, was deactivated, did not start the job in
@@ -298,6 +300,46 @@ fn validate_outputs(outputs: &[Output]) -> Result<(), JobError> {
     Ok(())
 }
 
+// The wire format of assignments, shared by the coordinator and `node-agent`.
+
+/// Where assignments go on NATS: one JetStream stream, one subject per node. A node reads its
+/// subject through a durable consumer of its own, so an assignment made while it was away
+/// waits for it (the stream keeps it).
+pub const ASSIGNMENTS_STREAM: &str = "AIFORGE_ASSIGNMENTS";
+pub const ASSIGNMENTS_SUBJECT_PREFIX: &str = "aiforge.assignments";
+
+/// What a node receives for each assignment: the job and the attempt its reports must name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentMessage {
+    pub job_id: String,
+    pub node_id: String,
+    pub attempt: u32,
+    pub spec: JobSpec,
+    #[serde(with = "time::serde::rfc3339")]
+    pub assigned_at: OffsetDateTime,
+}
+
+/// The subject a node's assignments are published on.
+pub fn assignment_subject(node_id: &str) -> String {
+    let clean: String = node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{ASSIGNMENTS_SUBJECT_PREFIX}.{clean}")
+}
+
+/// The durable consumer a node reads its subject through.
+pub fn assignment_consumer(node_id: &str) -> String {
+    let subject = assignment_subject(node_id);
+    format!("node-{}", &subject[ASSIGNMENTS_SUBJECT_PREFIX.len() + 1..])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -337,13 +379,22 @@ impl fmt::Display for JobStatus {
     }
 }
 
-/// Failures a node reports that are not the job's own outcome (the creator is refunded).
+/// Failures a node reports. `OutputTooLarge` is the job's own outcome (it wrote more than the
+/// node's output limit; paid as a non-zero exit); the others are not (the creator is refunded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportedFailure {
     ImagePullFailed,
     InputsUnavailable,
     NodeError,
+    OutputTooLarge,
+}
+
+impl ReportedFailure {
+    /// Whether the job itself caused it (the node earns the job as if it exited non-zero).
+    pub fn is_jobs_own(self) -> bool {
+        self == ReportedFailure::OutputTooLarge
+    }
 }
 
 /// Why a job failed.
@@ -355,6 +406,8 @@ pub enum FailureReason {
     ImagePullFailed,
     InputsUnavailable,
     NodeError,
+    /// It wrote more output than its node accepts: the job's own outcome.
+    OutputTooLarge,
     /// Its node was lost on attempt [`ATTEMPTS_MAX`].
     AttemptsExhausted,
 }
@@ -365,6 +418,7 @@ impl From<ReportedFailure> for FailureReason {
             ReportedFailure::ImagePullFailed => FailureReason::ImagePullFailed,
             ReportedFailure::InputsUnavailable => FailureReason::InputsUnavailable,
             ReportedFailure::NodeError => FailureReason::NodeError,
+            ReportedFailure::OutputTooLarge => FailureReason::OutputTooLarge,
         }
     }
 }
@@ -868,8 +922,16 @@ impl Aggregate for Job {
                 at,
             } => {
                 let job = self.reported_by(&node_id, attempt)?;
+                let settlement = if failure.is_jobs_own() {
+                    if job.status != JobStatus::Running {
+                        return Err(JobError::NotRunning { status: job.status });
+                    }
+                    settle(&job, Some(&node_id), Earned::ALL, at)?
+                } else {
+                    settle(&job, None, Earned::NOTHING, at)?
+                };
                 JobEvent::JobFailed {
-                    settlement: settle(&job, None, Earned::NOTHING, at)?,
+                    settlement,
                     job_id: job.job_id,
                     node_id,
                     attempt,
@@ -1465,6 +1527,36 @@ mod tests {
                 settlement: full_refund(),
                 at: AT,
             }]);
+    }
+
+    #[test]
+    fn an_output_too_large_is_the_jobs_own_failure_and_pays_the_node() {
+        let too_large = JobCommand::ReportFailure {
+            node_id: "n1".into(),
+            attempt: 1,
+            failure: ReportedFailure::OutputTooLarge,
+            message: "2000000 bytes of output, the limit is 1048576".into(),
+            at: AT + Duration::minutes(10),
+        };
+        JobTest::with(JobServices)
+            .given(running())
+            .when(too_large.clone())
+            .then_expect_events(vec![JobEvent::JobFailed {
+                job_id: "j1".into(),
+                node_id: "n1".into(),
+                attempt: 1,
+                reason: FailureReason::OutputTooLarge,
+                exit_code: None,
+                message: "2000000 bytes of output, the limit is 1048576".into(),
+                settlement: paid_in_full(),
+                at: AT + Duration::minutes(10),
+            }]);
+        JobTest::with(JobServices)
+            .given(vec![submitted(), assigned("n1", 1)])
+            .when(too_large)
+            .then_expect_error(JobError::NotRunning {
+                status: JobStatus::Assigned,
+            });
     }
 
     #[test]

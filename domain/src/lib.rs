@@ -6,6 +6,8 @@
 pub mod account;
 pub mod admin;
 pub mod api_subscription;
+pub mod blob;
+pub mod cid;
 pub mod fees;
 pub mod group;
 pub mod job;

@@ -40,12 +40,14 @@ pub const GPUS_MAX: usize = 64;
 /// Per GPU: 256 MiB to 1 TiB.
 pub const GPU_MEMORY_MB: RangeInclusive<u64> = 256..=1024 * 1024;
 pub const MAX_CONCURRENT_JOBS: RangeInclusive<u64> = 1..=256;
-/// Without a heartbeat for this long, a node is marked offline.
-pub const HEARTBEAT_TIMEOUT_SECS: i64 = 90;
+/// Without a heartbeat for this long, a node is marked offline (the default of the coordinator's
+/// `AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS`).
+pub const HEARTBEAT_TIMEOUT_SECS: i64 = 300;
 
-/// Whether a node whose last heartbeat was at `last` counts as lost at `now`.
-pub fn heartbeat_expired(last: OffsetDateTime, now: OffsetDateTime) -> bool {
-    (now - last).whole_seconds() >= HEARTBEAT_TIMEOUT_SECS
+/// Whether a node whose last heartbeat was at `last` counts as lost at `now`, with a timeout of
+/// `timeout_secs`.
+pub fn heartbeat_expired(last: OffsetDateTime, now: OffsetDateTime, timeout_secs: i64) -> bool {
+    (now - last).whole_seconds() >= timeout_secs
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -685,11 +687,13 @@ mod tests {
         let last = AT;
         assert!(!heartbeat_expired(
             last,
-            last + time::Duration::seconds(HEARTBEAT_TIMEOUT_SECS - 1)
+            last + time::Duration::seconds(HEARTBEAT_TIMEOUT_SECS - 1),
+            HEARTBEAT_TIMEOUT_SECS
         ));
         assert!(heartbeat_expired(
             last,
-            last + time::Duration::seconds(HEARTBEAT_TIMEOUT_SECS)
+            last + time::Duration::seconds(HEARTBEAT_TIMEOUT_SECS),
+            HEARTBEAT_TIMEOUT_SECS
         ));
     }
 }

@@ -1,6 +1,7 @@
-//! The node agent a compute provider runs. For now: the job executor ([`executor`]), which runs
-//! one job in a locked-down container (or, for development only, as a plain process). NATS,
-//! registration with the coordinator and model serving arrive in later steps and will live in
-//! their own modules; nothing here talks to the network except the container engine's API.
+//! The node agent a compute provider runs: the job executor ([`executor`]), which runs one job
+//! in a locked-down container (or, for development only, as a plain process), and the worker
+//! ([`worker`]) that takes jobs from the coordinator, runs them and reports. Model serving over
+//! NATS lives in `aiforge-inference` (`node-agent serve`).
 
 pub mod executor;
+pub mod worker;

@@ -1,7 +1,8 @@
 //! `node-agent`: the process a compute provider runs. `node-agent serve` connects to NATS and
 //! serves models for the gateway: GGUF files on the built-in candle engine (served by their
 //! content, SHA-256) and OpenAI-compatible upstreams (served for one platform model id).
-//! Registration, heartbeats and container jobs are the job executor's side (`executor`).
+//! `node-agent run` is the compute side: heartbeats, assignments (JetStream or polling),
+//! container jobs through bollard, outputs to the blob store, reports (`worker`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +50,94 @@ enum Command {
         #[arg(long)]
         serve_as: Option<String>,
     },
+    /// Take jobs from the coordinator and run them in containers until interrupted. The node
+    /// is registered first (`POST /api/nodes/register`), which gives its id and token.
+    Run {
+        /// The coordinator's base URL.
+        #[arg(long, env = "AIFORGE_COORDINATOR_URL")]
+        coordinator: String,
+        #[arg(long, env = "AIFORGE_NODE_ID")]
+        node_id: String,
+        #[arg(long, env = "AIFORGE_NODE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Take assignments from JetStream at this NATS URL; without it, poll the coordinator.
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// Where each run gets its working directory.
+        #[arg(long, default_value = "node-agent-work")]
+        work_dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        heartbeat_secs: u64,
+        /// How often to ask for a job when polling (no NATS).
+        #[arg(long, default_value_t = 2)]
+        poll_secs: u64,
+        /// The total size of the files one job may leave.
+        #[arg(long, default_value_t = 1 << 30)]
+        output_bytes_max: u64,
+        /// The container engine (`unix:///path.sock`); default `DOCKER_HOST`, then Docker's socket.
+        #[arg(long)]
+        docker_host: Option<String>,
+        /// Run jobs as plain processes, without a container: no isolation at all. Development
+        /// only; a provider's node must never use it.
+        #[arg(long)]
+        unsafe_process_executor: bool,
+    },
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the command's flags, passed through"
+)]
+async fn run_jobs(
+    coordinator: String,
+    node_id: String,
+    token: String,
+    nats_url: Option<String>,
+    work_dir: PathBuf,
+    heartbeat_secs: u64,
+    poll_secs: u64,
+    output_bytes_max: u64,
+    docker_host: Option<String>,
+    unsafe_process_executor: bool,
+) -> Result<(), String> {
+    use aiforge_node_agent::executor::{DockerConfig, DockerExecutor, Executor, ProcessExecutor};
+    use aiforge_node_agent::worker::{Worker, WorkerConfig};
+    let executor: Arc<dyn Executor> = if unsafe_process_executor {
+        Arc::new(ProcessExecutor::new_unsafe_dev())
+    } else {
+        let config = DockerConfig {
+            host: docker_host,
+            ..DockerConfig::default()
+        };
+        Arc::new(
+            DockerExecutor::connect(config)
+                .await
+                .map_err(|e| format!("{e} (a node runs jobs in containers; see scripts/podman)"))?,
+        )
+    };
+    let worker = Worker::new(
+        WorkerConfig {
+            coordinator,
+            node_id: node_id.clone(),
+            token,
+            nats_url,
+            work_root: work_dir,
+            heartbeat_every: Duration::from_secs(heartbeat_secs.max(1)),
+            poll_every: Duration::from_secs(poll_secs.max(1)),
+            output_bytes_max,
+        },
+        executor,
+    )?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let running = worker.run(shutdown);
+    // A fixed line on stdout, so scripts and tests know the node is taking jobs.
+    println!("node-agent {node_id} running jobs");
+    running.await
 }
 
 async fn gguf_engine(
@@ -65,15 +154,51 @@ async fn gguf_engine(
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let Command::Serve {
-        nats_url,
-        node_id,
-        gguf,
-        threads,
-        upstream,
-        upstream_model,
-        serve_as,
-    } = cli.command;
+    let (nats_url, node_id, gguf, threads, upstream, upstream_model, serve_as) = match cli.command {
+        Command::Serve {
+            nats_url,
+            node_id,
+            gguf,
+            threads,
+            upstream,
+            upstream_model,
+            serve_as,
+        } => (
+            nats_url,
+            node_id,
+            gguf,
+            threads,
+            upstream,
+            upstream_model,
+            serve_as,
+        ),
+        Command::Run {
+            coordinator,
+            node_id,
+            token,
+            nats_url,
+            work_dir,
+            heartbeat_secs,
+            poll_secs,
+            output_bytes_max,
+            docker_host,
+            unsafe_process_executor,
+        } => {
+            return run_jobs(
+                coordinator,
+                node_id,
+                token,
+                nats_url,
+                work_dir,
+                heartbeat_secs,
+                poll_secs,
+                output_bytes_max,
+                docker_host,
+                unsafe_process_executor,
+            )
+            .await
+        }
+    };
     let node_id = node_id.unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
     let mut engines: Vec<(String, Arc<dyn Engine>)> = Vec::new();
     for spec in &gguf {

@@ -7,6 +7,7 @@
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_commands::RecordedEvent;
+use aiforge_domain::blob::{Blob, BlobEvent, BlobPurpose};
 use aiforge_domain::job::{Job, JobEvent, JobStatus};
 use aiforge_domain::ledger::JobSettlement;
 use aiforge_domain::node::{Node, NodeEvent, NodeStatus, Resources};
@@ -33,6 +34,10 @@ const TABLES: &[ViewTable] = &[
     ViewTable {
         name: "job_history_view",
         order_by: "job_id, position",
+    },
+    ViewTable {
+        name: "blobs_view",
+        order_by: "cid",
     },
 ];
 
@@ -516,6 +521,38 @@ impl ComputeProjection {
     }
 }
 
+async fn apply_blob(tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    let BlobEvent::BlobStored {
+        sha256,
+        cid,
+        size_bytes,
+        backend,
+        by,
+        purpose,
+        at,
+    } = decode_payload::<BlobEvent>(event)?;
+    let (kind, job_id) = match purpose {
+        BlobPurpose::JobInput => ("job_input", SqlValue::Null),
+        BlobPurpose::JobOutput { job_id, .. } => ("job_output", text(job_id)),
+    };
+    tx.execute(
+        "INSERT INTO blobs_view (cid, sha256, size_bytes, backend, stored_by, purpose, job_id, \
+         stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (cid) DO NOTHING",
+        &[
+            text(cid),
+            text(sha256),
+            int(size_bytes),
+            text(backend),
+            text(by),
+            text(kind),
+            job_id,
+            text(rfc3339(at)),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Projection for ComputeProjection {
     fn name(&self) -> &'static str {
@@ -531,6 +568,8 @@ impl Projection for ComputeProjection {
             self.apply_node(tx, event).await
         } else if event.aggregate_type == Job::TYPE {
             self.apply_job(tx, event).await
+        } else if event.aggregate_type == Blob::TYPE {
+            apply_blob(tx, event).await
         } else {
             Ok(())
         }
@@ -870,4 +909,45 @@ pub async fn stats(db: &aiforge_commands::Database) -> Result<ComputeStats, sqlx
     stats.nodes.extend(nodes);
     stats.jobs.extend(jobs);
     Ok(stats)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct BlobRow {
+    pub cid: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub backend: String,
+    pub stored_by: String,
+    pub purpose: String,
+    pub job_id: Option<String>,
+    pub stored_at: String,
+}
+
+/// A job input or output in the blob store, by its CID.
+pub async fn find_blob(
+    db: &aiforge_commands::Database,
+    cid: &str,
+) -> Result<Option<BlobRow>, sqlx::Error> {
+    on_engine!(db, |pool| sqlx::query_as(
+        "SELECT cid, sha256, size_bytes, backend, stored_by, purpose, job_id, stored_at \
+         FROM blobs_view WHERE cid = $1"
+    )
+    .bind(cid)
+    .fetch_optional(pool)
+    .await)
+}
+
+/// The jobs a node holds now (assigned or running), oldest assignment first.
+pub async fn held_by(
+    db: &aiforge_commands::Database,
+    node_id: &str,
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_JOB} WHERE node_id = $1 AND status IN ('assigned', 'running') \
+         ORDER BY assigned_at, job_id"
+    );
+    on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(node_id)
+        .fetch_all(pool)
+        .await)
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aiforge_commands::compute::{NodeMetrics, Report};
 use aiforge_domain::job::{JobNeeds, JobSpec, JobType, Output, ReportedFailure};
-use aiforge_domain::node::{OfflineReason, Resources, HEARTBEAT_TIMEOUT_SECS};
+use aiforge_domain::node::{OfflineReason, Resources};
 use aiforge_domain::Usdt;
 use aiforge_projections::compute::{JobRow, NodeRow};
 use axum::extract::{Path, Query, State};
@@ -30,7 +30,7 @@ fn parsed(text: &str) -> Value {
 }
 
 /// The node token of a node's own request.
-fn node_token(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn node_token(headers: &HeaderMap) -> Result<String, ApiError> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -100,7 +100,7 @@ async fn node_row(state: &AppState, node_id: &str) -> Result<NodeRow, ApiError> 
         .ok_or_else(|| ApiError::not_found("no such node"))
 }
 
-async fn job_row(state: &AppState, job_id: &str) -> Result<JobRow, ApiError> {
+pub(crate) async fn job_row(state: &AppState, job_id: &str) -> Result<JobRow, ApiError> {
     aiforge_projections::compute::find_job(&state.db, job_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such job"))
@@ -162,10 +162,18 @@ pub async fn heartbeat(
     if let Some(outcome) = outcome {
         read_your_writes(&state, outcome.last).await;
     }
+    let held: Vec<Value> = aiforge_projections::compute::held_by(&state.db, &node_id)
+        .await?
+        .iter()
+        .map(|job| json!({ "job_id": job.job_id, "attempt": job.attempt, "status": job.status }))
+        .collect();
     Ok(Json(json!({
         "node_id": node_id,
         "status": status.as_str(),
-        "heartbeat_timeout_secs": HEARTBEAT_TIMEOUT_SECS,
+        "heartbeat_timeout_secs": state.compute.commands.heartbeat_timeout_secs(),
+        // The jobs the platform says this node holds: a node stops any other it still runs
+        // (cancelled, or handed to another node while this one was silent).
+        "jobs": held,
     })))
 }
 
@@ -351,6 +359,8 @@ pub enum FailedReason {
     ImagePullFailed,
     InputsUnavailable,
     NodeError,
+    /// The job wrote more than the node accepts: the job's own outcome (paid).
+    OutputTooLarge,
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,6 +421,7 @@ pub async fn finished(
     headers: HeaderMap,
     CommandJson { body, meta }: CommandJson<FinishedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    crate::routes::blobs::check_outputs(&state, &body.outputs).await?;
     let exited = Report::Exited {
         exit_code: body.exit_code,
         outputs: body.outputs,
@@ -443,6 +454,7 @@ pub async fn failed(
         FailedReason::ImagePullFailed => failure(ReportedFailure::ImagePullFailed),
         FailedReason::InputsUnavailable => failure(ReportedFailure::InputsUnavailable),
         FailedReason::NodeError => failure(ReportedFailure::NodeError),
+        FailedReason::OutputTooLarge => failure(ReportedFailure::OutputTooLarge),
     };
     report(
         &state,
@@ -485,6 +497,7 @@ pub async fn submit(
     CommandJson { body, mut meta }: CommandJson<SubmitRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     meta.actor = Some(user.user_id.clone());
+    crate::routes::blobs::check_inputs(&state, &body.inputs).await?;
     let spec = JobSpec {
         job_type: body.job_type,
         image: body.image,

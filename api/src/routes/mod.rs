@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod blobs;
 pub mod compute;
 pub mod group_revenue;
 pub mod groups;

@@ -7,9 +7,8 @@ use aiforge_commands::blob::StoredBlob;
 use aiforge_domain::fees::FeeSchedule;
 use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
 use aiforge_projections::marketplace::ModelRow;
-use axum::body::Body;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
@@ -341,23 +340,7 @@ pub async fn download(
         cid: row.cid.clone(),
         size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
     };
-    let stream = state.blobs.get(&blob).await?;
-    let stream = stream.map_err(|e| {
-        tracing::error!(error = %e, "model download failed verification or reading");
-        std::io::Error::other(e.to_string())
-    });
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Ok(len) = header::HeaderValue::from_str(&row.size_bytes.to_string()) {
-        headers.insert(header::CONTENT_LENGTH, len);
-    }
-    if let Ok(etag) = header::HeaderValue::from_str(&format!("\"sha256:{}\"", row.sha256)) {
-        headers.insert(header::ETAG, etag);
-    }
-    Ok((headers, Body::from_stream(stream)).into_response())
+    crate::routes::blobs::blob_response(&state, blob).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 //! the SHA-256 they are stored under. Backends behind [`BlobStore`]: a local directory (`local`,
 //! the embedded default), S3-compatible storage (`s3`) and an IPFS node's Kubo RPC (`ipfs`).
 
-pub mod cid;
+pub use aiforge_domain::cid;
 pub mod import;
 pub mod ipfs;
 pub mod local;

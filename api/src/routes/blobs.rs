@@ -1,0 +1,323 @@
+//! Job files in the blob store. A creator uploads a job's inputs (`POST /api/blobs`) and names
+//! them by CID in the job; the node holding the job downloads them (`GET
+//! /api/nodes/{id}/blobs/{cid}`, node token) and uploads what the job wrote (`PUT
+//! /api/nodes/{id}/jobs/{job_id}/outputs/{name}?attempt=N`); the creator downloads the results
+//! (`GET /api/jobs/{job_id}/outputs/{name}`). Every stored file is a `BlobStored` event, and
+//! every download is verified against its SHA-256 as it streams.
+//!
+//! Who may read what: a blob's uploader reads it by CID; a node reads the inputs of the jobs it
+//! holds (assigned or running), nothing else; a job's creator reads its outputs.
+
+use aiforge_commands::blob::StoredBlob;
+use aiforge_domain::blob::BlobPurpose;
+use aiforge_projections::compute::BlobRow;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::io::StreamReader;
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::command_meta;
+use crate::routes::accounts::read_your_writes;
+use crate::routes::compute::{job_row, node_token};
+use crate::AppState;
+
+fn blob_json(row: &BlobRow) -> Value {
+    json!({
+        "cid": row.cid,
+        "sha256": row.sha256,
+        "size_bytes": row.size_bytes,
+        "storage": row.backend,
+        "purpose": row.purpose,
+        "job_id": row.job_id,
+        "stored_at": row.stored_at,
+    })
+}
+
+/// The bytes of a stored blob, verified against its SHA-256 as they stream (a corrupt file
+/// ends in an error, never in a complete wrong body).
+pub(crate) async fn blob_response(
+    state: &AppState,
+    blob: StoredBlob,
+) -> Result<Response, ApiError> {
+    let size = blob.size_bytes;
+    let etag = format!("\"sha256:{}\"", blob.sha256);
+    let stream = state.blobs.get(&blob).await?.map_err(|e| {
+        tracing::error!(error = %e, "blob download failed verification or reading");
+        std::io::Error::other(e.to_string())
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
+    if let Ok(etag) = header::HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+fn stored(row: &BlobRow) -> StoredBlob {
+    StoredBlob {
+        sha256: row.sha256.clone(),
+        cid: row.cid.clone(),
+        size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+    }
+}
+
+async fn blob_row(state: &AppState, cid: &str) -> Result<Option<BlobRow>, ApiError> {
+    Ok(aiforge_projections::compute::find_blob(&state.db, cid).await?)
+}
+
+/// Streams a request body into the blob store, at most `limit` bytes (413 beyond, nothing kept).
+async fn store_body(
+    state: &AppState,
+    request: Request,
+    limit: u64,
+) -> Result<StoredBlob, ApiError> {
+    let stream = request
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()));
+    let mut reader = StreamReader::new(stream);
+    Ok(state.blobs.put(&mut reader, limit).await?)
+}
+
+/// `POST /api/blobs`: a job input, the raw body; 201 with its CID (what a job's `inputs` name),
+/// SHA-256 and size. Uploading the same content again answers the same blob.
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let headers = request.headers().clone();
+    let blob = store_body(&state, request, state.job_blob_bytes_max).await?;
+    let mut meta = command_meta(
+        &state,
+        &headers,
+        "POST",
+        "/api/blobs",
+        blob.sha256.as_bytes(),
+    )?;
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .compute
+        .commands
+        .record_blob(
+            &blob,
+            state.blobs.backend(),
+            &user.user_id,
+            BlobPurpose::JobInput,
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    let row = blob_row(&state, &blob.cid)
+        .await?
+        .ok_or_else(|| ApiError::internal("a stored blob is missing from its view"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "blob": blob_json(&row) })),
+    ))
+}
+
+/// `GET /api/blobs/{cid}`: a blob its caller uploaded, or an output of the caller's job.
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("no such blob of yours");
+    let row = blob_row(&state, &cid).await?.ok_or_else(not_found)?;
+    let creator_of_job = match &row.job_id {
+        Some(job_id) => job_row(&state, job_id)
+            .await
+            .is_ok_and(|job| job.creator == user.user_id),
+        None => false,
+    };
+    if row.stored_by != user.user_id && !creator_of_job {
+        return Err(not_found());
+    }
+    blob_response(&state, stored(&row)).await
+}
+
+/// `GET /api/nodes/{id}/blobs/{cid}` (node token): an input of a job the node holds now.
+pub async fn node_input(
+    State(state): State<AppState>,
+    Path((node_id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = node_token(&headers)?;
+    state
+        .compute
+        .commands
+        .authenticate(&node_id, &token)
+        .await?;
+    let held = aiforge_projections::compute::held_by(&state.db, &node_id).await?;
+    let wanted = held.iter().any(|job| {
+        serde_json::from_str::<aiforge_domain::job::JobSpec>(&job.spec)
+            .is_ok_and(|spec| spec.inputs.contains(&cid))
+    });
+    let row = match wanted {
+        true => blob_row(&state, &cid).await?,
+        false => None,
+    };
+    let row =
+        row.ok_or_else(|| ApiError::not_found("no input with this CID in this node's jobs"))?;
+    blob_response(&state, stored(&row)).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputQuery {
+    attempt: u32,
+}
+
+/// Whether `name` is a plain output file name, as `aiforge_domain::job::Output` requires.
+fn plain_name(name: &str) -> bool {
+    (1..=aiforge_domain::job::OUTPUT_NAME_BYTES_MAX).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `PUT /api/nodes/{id}/jobs/{job_id}/outputs/{name}?attempt=N` (node token): one file the job
+/// wrote, the raw body, while the node runs that attempt; 201 with its SHA-256 and CID, which
+/// the node's `finished` report then lists (the report is checked against the store).
+pub async fn node_output(
+    State(state): State<AppState>,
+    Path((node_id, job_id, name)): Path<(String, String, String)>,
+    Query(query): Query<OutputQuery>,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = node_token(request.headers())?;
+    state
+        .compute
+        .commands
+        .authenticate(&node_id, &token)
+        .await?;
+    if !plain_name(&name) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "an output name is a plain file name: letters, digits, '.', '_', '-', not starting with '.'",
+        ));
+    }
+    let job = job_row(&state, &job_id).await?;
+    let attempt = i64::from(query.attempt);
+    if job.node_id.as_deref() != Some(node_id.as_str())
+        || job.attempt != attempt
+        || job.status != "running"
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_report",
+            format!(
+                "node {node_id} attempt {attempt} is not running job {job_id} (it is {} on attempt {})",
+                job.status, job.attempt
+            ),
+        ));
+    }
+    let headers = request.headers().clone();
+    let path = request.uri().path().to_string();
+    let blob = store_body(&state, request, state.job_blob_bytes_max).await?;
+    let mut meta = command_meta(&state, &headers, "PUT", &path, blob.sha256.as_bytes())?;
+    meta.actor = Some(format!("node:{node_id}"));
+    let outcome = state
+        .compute
+        .commands
+        .record_blob(
+            &blob,
+            state.blobs.backend(),
+            &format!("node:{node_id}"),
+            BlobPurpose::JobOutput {
+                job_id: job_id.clone(),
+                attempt: query.attempt,
+            },
+            &meta,
+        )
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "output": {
+            "name": name,
+            "sha256": blob.sha256,
+            "cid": blob.cid,
+            "size_bytes": blob.size_bytes,
+        }})),
+    ))
+}
+
+/// `GET /api/jobs/{job_id}/outputs/{name}`: a completed job's output, for its creator.
+pub async fn job_output(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((job_id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = job_row(&state, &job_id).await?;
+    if job.creator != user.user_id {
+        return Err(ApiError::not_found("no such job"));
+    }
+    let outputs: Vec<aiforge_domain::job::Output> =
+        serde_json::from_str(&job.outputs).map_err(ApiError::internal)?;
+    let output = outputs
+        .into_iter()
+        .find(|o| o.name == name)
+        .ok_or_else(|| ApiError::not_found("the job has no output of this name"))?;
+    blob_response(
+        &state,
+        StoredBlob {
+            sha256: output.sha256,
+            cid: output.cid,
+            size_bytes: output.size_bytes,
+        },
+    )
+    .await
+}
+
+/// Checks a `finished` report's outputs against the store: each one must be stored (content
+/// addressed: identical bytes from another job or upload are the same blob) with the SHA-256
+/// and size the node reports.
+pub(crate) async fn check_outputs(
+    state: &AppState,
+    outputs: &[aiforge_domain::job::Output],
+) -> Result<(), ApiError> {
+    for output in outputs {
+        let row = blob_row(state, &output.cid).await?;
+        let matches = row.as_ref().is_some_and(|row| {
+            row.sha256 == output.sha256
+                && u64::try_from(row.size_bytes).ok() == Some(output.size_bytes)
+        });
+        if !matches {
+            return Err(ApiError::invalid_field(
+                "outputs",
+                format!(
+                    "output {:?} ({}) is not in the blob store as reported; upload it first",
+                    output.name, output.cid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every input CID of a submitted job names a stored blob.
+pub(crate) async fn check_inputs(state: &AppState, inputs: &[String]) -> Result<(), ApiError> {
+    for cid in inputs {
+        if blob_row(state, cid).await?.is_none() {
+            return Err(ApiError::invalid_field(
+                "inputs",
+                format!("input {cid:?} is not a stored blob; upload it with POST /api/blobs"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,843 @@
+//! `node-agent run`: a compute node's side of the job network. It heartbeats to the coordinator,
+//! takes the jobs assigned to it (from its durable JetStream consumer, or by polling `GET
+//! /api/nodes/{id}/jobs/next` without NATS), and for each one:
+//!
+//! 1. reports it started (a stale or foreign assignment is answered 409 and dropped);
+//! 2. downloads its inputs from the coordinator's blob store and recomputes each one's CID from
+//!    the bytes (a file that is not the content its CID names is never run: `inputs_unavailable`);
+//! 3. runs it with the [`Executor`] (a container through bollard; the process executor only with
+//!    the explicit development flag), with the job's memory, CPUs, network and max runtime, and
+//!    the node's output limit;
+//! 4. uploads each output file (the coordinator hashes it as it stores it; the SHA-256 and CID
+//!    must equal the ones computed here) and reports the exit code with the outputs, or why it
+//!    failed: `timed_out`, `output_too_large` (the job's own outcomes), `image_pull_failed`
+//!    (the image is not in the engine), `node_error`.
+//!
+//! The heartbeat's answer lists the jobs the platform says this node holds; a job running here
+//! that is not among them (cancelled by its creator, or handed to another node while this one
+//! was silent) is killed. Reports are retried on network errors and 5xx answers, never on a
+//! 4xx: those are the platform's verdict.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aiforge_domain::cid::CidV0Builder;
+use aiforge_domain::job::{self as domain_job, AssignmentMessage};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{
+    Cpus, ExecError, Executor, InputFile, JobOutcome, JobSpec, JobState, Limits, LogLine,
+};
+
+/// Tries of a report or upload before it is given up (network errors and 5xx only).
+const TRIES_MAX: u32 = 5;
+/// Log lines kept for a failure's message.
+const LOG_TAIL_LINES: usize = 20;
+/// How long a call to the coordinator may take (uploads and downloads stream without a limit).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The coordinator's base URL, e.g. `http://127.0.0.1:8080`.
+    pub coordinator: String,
+    pub node_id: String,
+    pub token: String,
+    /// JetStream for assignments; `None` polls the coordinator instead.
+    pub nats_url: Option<String>,
+    /// Each run gets its own directory here (mode 0700), removed when the run is reported.
+    pub work_root: PathBuf,
+    pub heartbeat_every: Duration,
+    pub poll_every: Duration,
+    /// The total size of the files one job may leave; more ends it `output_too_large`.
+    pub output_bytes_max: u64,
+}
+
+/// One job this node runs now.
+struct Running {
+    attempt: u32,
+    cancel: CancellationToken,
+    /// Set once the coordinator accepted the start: only then may a heartbeat's answer that
+    /// does not list it stop it (before, the answer may predate the assignment).
+    started: bool,
+}
+
+pub struct Worker {
+    config: WorkerConfig,
+    http: reqwest::Client,
+    executor: Arc<dyn Executor>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// What the coordinator says about a call.
+#[derive(Debug)]
+enum CallError {
+    /// A 4xx: the platform's verdict (stale, invalid); not retried.
+    Refused { status: u16, body: String },
+    /// The network, or a 5xx, after every retry.
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Refused { status, body } => write!(f, "refused ({status}): {body}"),
+            CallError::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Held {
+    job_id: String,
+    attempt: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeartbeatReply {
+    #[serde(default)]
+    jobs: Vec<Held>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Assignment {
+    job_id: String,
+    attempt: u32,
+    spec: domain_job::JobSpec,
+}
+
+#[derive(Debug, Deserialize)]
+struct Next {
+    job: Assignment,
+}
+
+/// How a run ended, as the coordinator is told.
+enum Verdict {
+    Finished {
+        exit_code: i64,
+        outputs: Vec<Value>,
+    },
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+    /// Killed because the platform no longer gives it to this node: nothing to report.
+    Stopped,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, executor: Arc<dyn Executor>) -> Result<Arc<Self>, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Arc::new(Self {
+            config: WorkerConfig {
+                coordinator: config.coordinator.trim_end_matches('/').to_string(),
+                ..config
+            },
+            http,
+            executor,
+            running: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}/api/nodes/{}{path}",
+            self.config.coordinator, self.config.node_id
+        )
+    }
+
+    /// Runs until `shutdown`: then stops every job and tells the coordinator it went offline.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), String> {
+        tokio::fs::create_dir_all(&self.config.work_root)
+            .await
+            .map_err(|e| format!("work dir {}: {e}", self.config.work_root.display()))?;
+        tokio::fs::set_permissions(
+            &self.config.work_root,
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .await
+        .map_err(|e| format!("work dir {}: {e}", self.config.work_root.display()))?;
+        // The first heartbeat brings the node online and proves the token.
+        self.heartbeat()
+            .await
+            .map_err(|e| format!("heartbeat: {e}"))?;
+        let beats = tokio::spawn(self.clone().heartbeats(shutdown.clone()));
+        let intake = match self.config.nats_url.clone() {
+            Some(url) => tokio::spawn(self.clone().consume(url, shutdown.clone())),
+            None => tokio::spawn(self.clone().poll(shutdown.clone())),
+        };
+        shutdown.cancelled().await;
+        intake.abort();
+        beats.abort();
+        let jobs: Vec<CancellationToken> = self
+            .running
+            .lock()
+            .map(|running| running.values().map(|r| r.cancel.clone()).collect())
+            .unwrap_or_default();
+        for cancel in jobs {
+            cancel.cancel();
+        }
+        let _ = self
+            .http
+            .post(self.url("/offline"))
+            .bearer_auth(&self.config.token)
+            .json(&json!({}))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await;
+        Ok(())
+    }
+
+    async fn heartbeats(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(self.config.heartbeat_every);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = self.heartbeat().await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    }
+
+    /// One heartbeat; kills the started jobs the answer no longer gives this node.
+    async fn heartbeat(&self) -> Result<(), CallError> {
+        let started_before: Vec<(String, u32)> = self
+            .running
+            .lock()
+            .map(|running| {
+                running
+                    .iter()
+                    .filter(|(_, r)| r.started)
+                    .map(|(id, r)| (id.clone(), r.attempt))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let metrics = metrics(started_before.len());
+        let reply: HeartbeatReply =
+            serde_json::from_value(self.call_json("/heartbeat", &metrics).await?)
+                .map_err(|e| CallError::Failed(format!("heartbeat answer: {e}")))?;
+        let held: HashSet<(String, u32)> = reply
+            .jobs
+            .into_iter()
+            .map(|h| (h.job_id, h.attempt))
+            .collect();
+        if let Ok(running) = self.running.lock() {
+            for (job_id, attempt) in started_before {
+                if !held.contains(&(job_id.clone(), attempt)) {
+                    if let Some(run) = running.get(&job_id).filter(|r| r.attempt == attempt) {
+                        tracing::info!(%job_id, attempt, "the platform no longer gives this job to this node: stopping it");
+                        run.cancel.cancel();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Assignments by polling the coordinator.
+    async fn poll(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            match self.next_job().await {
+                Ok(Some(assignment)) => {
+                    self.clone()
+                        .take(assignment.job_id, assignment.attempt, assignment.spec);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "polling for a job failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.poll_every) => {}
+            }
+        }
+    }
+
+    async fn next_job(&self) -> Result<Option<Assignment>, CallError> {
+        let response = self
+            .http
+            .get(self.url("/jobs/next"))
+            .bearer_auth(&self.config.token)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| CallError::Failed(e.to_string()))?;
+        match response.status().as_u16() {
+            204 => Ok(None),
+            200 => {
+                let next: Next = response
+                    .json()
+                    .await
+                    .map_err(|e| CallError::Failed(format!("next job: {e}")))?;
+                // The poll answers the oldest job not yet started: one being started here is
+                // not taken twice.
+                let busy = self
+                    .running
+                    .lock()
+                    .is_ok_and(|running| running.contains_key(&next.job.job_id));
+                Ok((!busy).then_some(next.job))
+            }
+            status => Err(CallError::Refused {
+                status,
+                body: response.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Assignments from this node's durable JetStream consumer; reconnects on failure.
+    async fn consume(self: Arc<Self>, url: String, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.clone().consume_once(&url).await {
+                tracing::warn!(error = %e, "assignments over NATS failed; reconnecting");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    async fn consume_once(self: Arc<Self>, url: &str) -> Result<(), String> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("node-agent {}", self.config.node_id))
+            .connection_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| format!("nats {url}: {e}"))?;
+        let js = async_nats::jetstream::new(client);
+        // The coordinator creates the stream; a node that starts first waits for it.
+        let stream = js
+            .get_stream(domain_job::ASSIGNMENTS_STREAM)
+            .await
+            .map_err(|e| format!("stream {}: {e}", domain_job::ASSIGNMENTS_STREAM))?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &domain_job::assignment_consumer(&self.config.node_id),
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(domain_job::assignment_consumer(&self.config.node_id)),
+                    filter_subject: domain_job::assignment_subject(&self.config.node_id),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("consumer: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("messages: {e}"))?;
+        println!("node-agent {} consuming assignments", self.config.node_id);
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| format!("message: {e}"))?;
+            match serde_json::from_slice::<AssignmentMessage>(&message.payload) {
+                Ok(assignment) if assignment.node_id == self.config.node_id => {
+                    self.clone()
+                        .take(assignment.job_id, assignment.attempt, assignment.spec);
+                }
+                Ok(assignment) => {
+                    tracing::warn!(node = %assignment.node_id, "an assignment for another node; ignored")
+                }
+                Err(e) => tracing::warn!(error = %e, "an unreadable assignment; ignored"),
+            }
+            // Taken (or refused): the job's fate is now in its reports, not in redelivery.
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+        Err("the assignments subscription ended".into())
+    }
+
+    /// Runs one assignment in the background, unless it runs here already.
+    fn take(self: Arc<Self>, job_id: String, attempt: u32, spec: domain_job::JobSpec) {
+        let cancel = CancellationToken::new();
+        {
+            let Ok(mut running) = self.running.lock() else {
+                return;
+            };
+            if running.get(&job_id).is_some_and(|r| r.attempt >= attempt) {
+                return;
+            }
+            running.insert(
+                job_id.clone(),
+                Running {
+                    attempt,
+                    cancel: cancel.clone(),
+                    started: false,
+                },
+            );
+        }
+        tokio::spawn(async move {
+            self.run_one(&job_id, attempt, spec, cancel).await;
+            if let Ok(mut running) = self.running.lock() {
+                if running.get(&job_id).is_some_and(|r| r.attempt == attempt) {
+                    running.remove(&job_id);
+                }
+            }
+        });
+    }
+
+    async fn run_one(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        spec: domain_job::JobSpec,
+        cancel: CancellationToken,
+    ) {
+        let reports = format!("/jobs/{job_id}");
+        match self
+            .call_json(
+                &format!("{reports}/started"),
+                &json!({ "attempt": attempt }),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::info!(%job_id, attempt, error = %e, "not starting the job");
+                return;
+            }
+        }
+        if let Ok(mut running) = self.running.lock() {
+            if let Some(run) = running.get_mut(job_id) {
+                run.started = true;
+            }
+        }
+        tracing::info!(%job_id, attempt, image = %spec.image, "job started");
+        let work_dir = self.config.work_root.join(format!("{job_id}-{attempt}"));
+        let verdict = self
+            .execute(job_id, attempt, &spec, &work_dir, cancel)
+            .await;
+        let report = match verdict {
+            Verdict::Finished { exit_code, outputs } => self
+                .call_json(
+                    &format!("{reports}/finished"),
+                    &json!({ "attempt": attempt, "exit_code": exit_code, "outputs": outputs }),
+                )
+                .await
+                .map(|_| format!("finished with exit code {exit_code}")),
+            Verdict::Failed { reason, message } => self
+                .call_json(
+                    &format!("{reports}/failed"),
+                    &json!({ "attempt": attempt, "reason": reason, "message": message }),
+                )
+                .await
+                .map(|_| format!("failed: {reason}")),
+            Verdict::Stopped => Ok("stopped".to_string()),
+        };
+        match report {
+            Ok(what) => tracing::info!(%job_id, attempt, "job {what}"),
+            Err(e) => {
+                tracing::warn!(%job_id, attempt, error = %e, "the job's report was not taken")
+            }
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&work_dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %work_dir.display(), error = %e, "could not remove a work directory");
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        spec: &domain_job::JobSpec,
+        work_dir: &Path,
+        cancel: CancellationToken,
+    ) -> Verdict {
+        let node_error = |message: String| Verdict::Failed {
+            reason: "node_error",
+            message,
+        };
+        if let Err(e) = fresh_dir(work_dir).await {
+            return node_error(format!("work directory: {e}"));
+        }
+        let inputs_dir = work_dir.join("inputs");
+        let mut inputs = Vec::with_capacity(spec.inputs.len());
+        for cid in &spec.inputs {
+            let path = inputs_dir.join(cid);
+            if let Err(message) = self.download(cid, &path).await {
+                return Verdict::Failed {
+                    reason: "inputs_unavailable",
+                    message,
+                };
+            }
+            inputs.push(InputFile::new(cid.clone(), path));
+        }
+        let job = match executor_job(job_id, spec, inputs, self.config.output_bytes_max) {
+            Ok(job) => job,
+            Err(message) => return node_error(message),
+        };
+        let (logs, mut lines) = mpsc::channel::<LogLine>(256);
+        let job_label = job_id.to_string();
+        let tail = tokio::spawn(async move {
+            let mut tail = std::collections::VecDeque::with_capacity(LOG_TAIL_LINES);
+            while let Some(line) = lines.recv().await {
+                tracing::debug!(job_id = %job_label, stream = ?line.stream, "{}", line.text);
+                if tail.len() == LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.text);
+            }
+            Vec::from(tail).join("\n")
+        });
+        let outcome = self
+            .executor
+            .run_cancellable(&job, &work_dir.join("run"), logs, cancel)
+            .await;
+        let tail = tail.await.unwrap_or_default();
+        match outcome {
+            Ok(outcome) => self.verdict(job_id, attempt, outcome, tail).await,
+            Err(ExecError::ImageNotFound { image }) => Verdict::Failed {
+                reason: "image_pull_failed",
+                message: format!("image {image:?} is not in this node's container engine"),
+            },
+            Err(e) => node_error(e.to_string()),
+        }
+    }
+
+    async fn verdict(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        outcome: JobOutcome,
+        tail: String,
+    ) -> Verdict {
+        let exit_code = match outcome.state {
+            JobState::Succeeded => 0,
+            JobState::Failed { exit_code } => exit_code,
+            JobState::TimedOut => {
+                return Verdict::Failed {
+                    reason: "timed_out",
+                    message: tail,
+                }
+            }
+            JobState::OutputTooLarge { bytes, limit_bytes } => {
+                return Verdict::Failed {
+                    reason: "output_too_large",
+                    message: format!(
+                        "the job wrote at least {bytes} bytes of output; this node accepts {limit_bytes}"
+                    ),
+                }
+            }
+            JobState::Cancelled => return Verdict::Stopped,
+        };
+        let mut outputs = Vec::with_capacity(outcome.outputs.len());
+        let mut names = HashSet::new();
+        for file in &outcome.outputs {
+            // Results are named by their path under the outputs directory, '/' read as '_'.
+            let name = file.path.to_string_lossy().replace('/', "_");
+            if !names.insert(name.clone()) {
+                return Verdict::Failed {
+                    reason: "node_error",
+                    message: format!("two outputs are both named {name:?} once flattened"),
+                };
+            }
+            match self.upload(job_id, attempt, &name, &file.host_path).await {
+                Ok(output) => outputs.push(output),
+                Err(e) => {
+                    return Verdict::Failed {
+                        reason: "node_error",
+                        message: format!("uploading output {name:?}: {e}"),
+                    }
+                }
+            }
+        }
+        Verdict::Finished { exit_code, outputs }
+    }
+
+    /// Downloads one input to `path`, verifying that its bytes are the content its CID names.
+    async fn download(&self, cid: &str, path: &Path) -> Result<(), String> {
+        let response = self
+            .http
+            .get(self.url(&format!("/blobs/{cid}")))
+            .bearer_auth(&self.config.token)
+            .send()
+            .await
+            .map_err(|e| format!("input {cid}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "input {cid}: the coordinator answered {}",
+                response.status()
+            ));
+        }
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| format!("input {cid}: {e}"))?;
+        let mut computed = CidV0Builder::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| format!("input {cid}: {e}"))?;
+            computed.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("input {cid}: {e}"))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| format!("input {cid}: {e}"))?;
+        let got = computed.finish();
+        if got != cid {
+            return Err(format!(
+                "input {cid}: the bytes received are the content {got}, not {cid}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Uploads one output; the coordinator's SHA-256 and CID must equal the ones of the file.
+    async fn upload(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        name: &str,
+        path: &Path,
+    ) -> Result<Value, String> {
+        let (sha256, cid, size) = digest_file(path).await?;
+        let url = self.url(&format!("/jobs/{job_id}/outputs/{name}?attempt={attempt}"));
+        let mut last = String::new();
+        for try_number in 0..TRIES_MAX {
+            if try_number > 0 {
+                tokio::time::sleep(backoff(try_number)).await;
+            }
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+            let response = match self
+                .http
+                .put(&url)
+                .bearer_auth(&self.config.token)
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if status.is_server_error() {
+                last = format!("{status}: {text}");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("{status}: {text}"));
+            }
+            let answer: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let output = answer["output"].clone();
+            if output["sha256"] != sha256.as_str() || output["cid"] != cid.as_str() {
+                return Err(format!(
+                    "the coordinator stored {} / {}, the file is {sha256} / {cid}",
+                    output["sha256"], output["cid"]
+                ));
+            }
+            return Ok(output);
+        }
+        Err(last)
+    }
+
+    /// A JSON call to one of this node's endpoints, retried on network errors and 5xx.
+    async fn call_json(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+        let mut last = String::new();
+        for try_number in 0..TRIES_MAX {
+            if try_number > 0 {
+                tokio::time::sleep(backoff(try_number)).await;
+            }
+            let response = match self
+                .http
+                .post(self.url(path))
+                .bearer_auth(&self.config.token)
+                .json(body)
+                .timeout(CALL_TIMEOUT)
+                .send()
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if status.is_server_error() {
+                last = format!("{status}: {text}");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(CallError::Refused {
+                    status: status.as_u16(),
+                    body: text,
+                });
+            }
+            return serde_json::from_str(&text).map_err(|e| CallError::Failed(e.to_string()));
+        }
+        Err(CallError::Failed(last))
+    }
+}
+
+fn backoff(try_number: u32) -> Duration {
+    Duration::from_millis(200 * 2u64.pow(try_number.min(6)))
+}
+
+/// The executor's job from the platform's: limits from what the job needs.
+fn executor_job(
+    job_id: &str,
+    spec: &domain_job::JobSpec,
+    inputs: Vec<InputFile>,
+    output_bytes_max: u64,
+) -> Result<JobSpec, String> {
+    let id = uuid::Uuid::parse_str(job_id).map_err(|e| format!("job id {job_id:?}: {e}"))?;
+    let cpus = Cpus::from_millis(spec.needs.cpu_cores.max(1).saturating_mul(1000))
+        .map_err(|e| e.to_string())?;
+    let mut job = JobSpec::new(id, spec.image.clone(), spec.command.clone());
+    job.env = spec.env.clone();
+    job.network = spec.network;
+    job.inputs = inputs;
+    job.limits = Limits {
+        memory_bytes: spec
+            .needs
+            .memory_mb
+            .saturating_mul(1024 * 1024)
+            .max(Limits::MEMORY_BYTES_MIN),
+        cpus,
+        max_runtime: Duration::from_secs(spec.max_runtime_secs),
+        output_bytes_max,
+    };
+    Ok(job)
+}
+
+/// An empty directory of this node's own (mode 0700), whatever was there before.
+async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    tokio::fs::create_dir_all(dir.join("inputs")).await?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await
+}
+
+/// SHA-256 (hex), CIDv0 and size of a file, read once.
+async fn digest_file(path: &Path) -> Result<(String, String, u64), String> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sha = Sha256::new();
+    let mut cid = CidV0Builder::new();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        sha.update(&buffer[..read]);
+        cid.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok((hex::encode(sha.finalize()), cid.finish(), size))
+}
+
+/// What a heartbeat says: memory in use and the load (from /proc on Linux; 0 elsewhere).
+fn metrics(running_jobs: usize) -> Value {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or(0)
+    };
+    let used_mb = field("MemTotal:").saturating_sub(field("MemAvailable:")) / 1024;
+    let load: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu_percent = ((load / cores) * 100.0).clamp(0.0, 100.0).round() as u32;
+    json!({
+        "cpu_percent": cpu_percent,
+        "memory_used_mb": used_mb,
+        "running_jobs": running_jobs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn spec(memory_mb: u64, cpu_cores: u32) -> domain_job::JobSpec {
+        domain_job::JobSpec {
+            job_type: domain_job::JobType::Custom,
+            image: "localhost/aiforge-job:busybox".into(),
+            command: vec!["true".into()],
+            env: Default::default(),
+            inputs: vec![],
+            needs: domain_job::JobNeeds {
+                cpu_cores,
+                memory_mb,
+                gpus: 0,
+                gpu_memory_mb: 0,
+            },
+            max_runtime_secs: 7,
+            network: false,
+            price: "1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_executor_gets_the_jobs_needs_as_limits() {
+        let id = uuid::Uuid::new_v4().to_string();
+        let job = executor_job(&id, &spec(256, 2), vec![], 1000).unwrap();
+        assert_eq!(job.limits.memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(job.limits.cpus.millis(), 2000);
+        assert_eq!(job.limits.max_runtime, Duration::from_secs(7));
+        assert_eq!(job.limits.output_bytes_max, 1000);
+        // Below the engine's minimum, the minimum; no CPU asked, one CPU.
+        let job = executor_job(&id, &spec(0, 0), vec![], 1000).unwrap();
+        assert_eq!(job.limits.memory_bytes, Limits::MEMORY_BYTES_MIN);
+        assert_eq!(job.limits.cpus.millis(), 1000);
+        assert!(executor_job("not-a-uuid", &spec(1, 1), vec![], 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_files_digest_is_its_sha256_and_cid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello world").unwrap();
+        let (sha, cid, size) = digest_file(&path).await.unwrap();
+        assert_eq!(
+            sha,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        assert_eq!(cid, aiforge_domain::cid::cid_v0(b"hello world"));
+        assert_eq!(size, 11);
+    }
+}
