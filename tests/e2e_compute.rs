@@ -819,7 +819,28 @@ async fn assignments_reach_a_node_over_jetstream_through_its_durable_consumer() 
     upload_input(&server, &payer).await;
     let miner = register_and_sign_in(&server, "miner@example.com").await;
     let (node, token) = register_node(&server, &miner, "nats-node", resources(0, 1)).await;
-    assert_eq!(heartbeat(&server, &node, &token).await.0, 200);
+    // A heartbeat over NATS: a request on the node's subject, answered by the coordinator as
+    // the HTTP one; a wrong token is refused there too.
+    let nats_heartbeat = |token: String| {
+        let client = client.clone();
+        let node = node.clone();
+        async move {
+            let body = json!({"node_id": node, "token": token, "metrics": {"cpu_percent": 5}});
+            let reply = client
+                .request(
+                    aiforge_domain::node::heartbeat_subject(&node),
+                    body.to_string().into(),
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let refused = nats_heartbeat("aiforge_node_wrong".into()).await;
+    assert_eq!(refused["error"]["code"], "bad_node_token", "{refused}");
+    let answer = nats_heartbeat(token.clone()).await;
+    assert_eq!(answer["status"], "online", "{answer}");
+    assert_eq!(answer["jobs"], json!([]), "{answer}");
     let (job_id, payment) = paid_job_payment(&chain, &server, &payer, 3_000_000).await;
     let (status, body) = submit(&server, &payer, spec(&payment, 0, "3")).await;
     assert_eq!(status, 201, "{body}");
@@ -833,6 +854,8 @@ async fn assignments_reach_a_node_over_jetstream_through_its_durable_consumer() 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(assigned, "the job was assigned");
+    let answer = nats_heartbeat(token.clone()).await;
+    assert_eq!(answer["jobs"][0]["job_id"], job_id.as_str(), "{answer}");
 
     // The node's durable consumer, created only now (as by a node that was away), still
     // receives the assignment the stream kept for it.
@@ -1254,6 +1277,19 @@ async fn a_polling_node_agent_reports_what_went_wrong_and_each_ending_settles_by
             .contains("no-such-image"),
         "{}",
         ended[0]
+    );
+    // What the job printed streamed back to the coordinator while it ran.
+    let (status, logs) = get(
+        &server,
+        &format!("/api/jobs/{}/logs", cases[1]),
+        Some(&payer),
+    )
+    .await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(
+        logs["lines"],
+        json!([{"stream": "stderr", "text": "failing", "attempt": 1}]),
+        "{logs}"
     );
     assert_eq!(
         balance(&server, &admin, &format!("node_payable:{node}")).await,

@@ -32,6 +32,8 @@ pub const PASS_PROJECTION_WAIT_SECS: u64 = 5;
 /// The compute commands and the lock that keeps passes one at a time.
 pub struct ComputeNetwork {
     pub commands: Arc<Compute>,
+    /// Jobs' live logs, as their nodes stream them (memory only: `crate::job_logs`).
+    pub logs: crate::job_logs::JobLogs,
     pass: tokio::sync::Mutex<()>,
 }
 
@@ -46,6 +48,7 @@ impl ComputeNetwork {
     pub fn new(commands: Arc<Compute>) -> Self {
         Self {
             commands,
+            logs: crate::job_logs::JobLogs::default(),
             pass: tokio::sync::Mutex::new(()),
         }
     }

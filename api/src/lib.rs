@@ -9,6 +9,7 @@ pub mod compute;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod job_logs;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;
@@ -274,7 +275,12 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route("/api/jobs", post(routes::compute::submit))
         .route("/api/jobs/my-jobs", get(routes::compute::my_jobs))
         .route("/api/jobs/{job_id}", get(routes::compute::get_job))
-        .route("/api/jobs/{job_id}/cancel", post(routes::compute::cancel));
+        .route("/api/jobs/{job_id}/cancel", post(routes::compute::cancel))
+        .route("/api/jobs/{job_id}/logs", get(routes::compute::job_logs))
+        .route(
+            "/api/nodes/{node_id}/jobs/{job_id}/logs",
+            post(routes::compute::node_logs),
+        );
     // Streamed uploads: no body-size layer (the blob store enforces the model size limit while
     // it streams, answering 413) and no request timeout (a 20 GiB upload takes a while).
     let uploads = Router::new()
@@ -567,6 +573,20 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         manual_clock,
         compute,
     };
+    // Heartbeats over NATS, beside the HTTP ones, when NATS is configured.
+    let heartbeats_task = match &settings.nats_url {
+        Some(url) => {
+            let client = async_nats::connect(url.as_str())
+                .await
+                .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;
+            Some(tokio::spawn(routes::compute::serve_nats_heartbeats(
+                client,
+                state.clone(),
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
     let demo = match (&local_model, settings.demo) {
         (Some(model), true) => Some(
             gateway::local::seed_demo(&state, model)
@@ -622,6 +642,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, scheduler_task).await;
     let _ = tokio::time::timeout(grace, compute_task).await;
     if let Some(task) = assignments_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
+    if let Some(task) = heartbeats_task {
         let _ = tokio::time::timeout(grace, task).await;
     }
     let _ = tokio::time::timeout(grace, index_task).await;

@@ -321,23 +321,15 @@ pub struct AssignmentMessage {
 
 /// The subject a node's assignments are published on.
 pub fn assignment_subject(node_id: &str) -> String {
-    let clean: String = node_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{ASSIGNMENTS_SUBJECT_PREFIX}.{clean}")
+    format!(
+        "{ASSIGNMENTS_SUBJECT_PREFIX}.{}",
+        crate::node::subject_token(node_id)
+    )
 }
 
 /// The durable consumer a node reads its subject through.
 pub fn assignment_consumer(node_id: &str) -> String {
-    let subject = assignment_subject(node_id);
-    format!("node-{}", &subject[ASSIGNMENTS_SUBJECT_PREFIX.len() + 1..])
+    format!("node-{}", crate::node::subject_token(node_id))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,29 @@ pub const MAX_CONCURRENT_JOBS: RangeInclusive<u64> = 1..=256;
 /// `AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS`).
 pub const HEARTBEAT_TIMEOUT_SECS: i64 = 300;
 
+/// Heartbeats over NATS are requests on `<prefix>.<node id>`, answered by a coordinator as the
+/// HTTP heartbeat is; the payload is `{"node_id", "token": <node token>, "metrics": {...}}`.
+pub const HEARTBEAT_SUBJECT_PREFIX: &str = "aiforge.nodes.heartbeat";
+
+/// A node id as one NATS subject token: characters NATS reads as syntax become `_`.
+pub fn subject_token(node_id: &str) -> String {
+    node_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The subject a node heartbeats on.
+pub fn heartbeat_subject(node_id: &str) -> String {
+    format!("{HEARTBEAT_SUBJECT_PREFIX}.{}", subject_token(node_id))
+}
+
 /// Whether a node whose last heartbeat was at `last` counts as lost at `now`, with a timeout of
 /// `timeout_secs`.
 pub fn heartbeat_expired(last: OffsetDateTime, now: OffsetDateTime, timeout_secs: i64) -> bool {

@@ -13,6 +13,10 @@
 //!    failed: `timed_out`, `output_too_large` (the job's own outcomes), `image_pull_failed`
 //!    (the image is not in the engine), `node_error`.
 //!
+//! Heartbeats go over NATS (a request on `aiforge.nodes.heartbeat.<node id>`) when NATS is
+//! configured, and over HTTP otherwise or when no coordinator answers there.
+//! A running job's log lines stream back to the coordinator in batches (`POST
+//! /api/nodes/{id}/jobs/{job_id}/logs`), where its creator reads them.
 //! The heartbeat's answer lists the jobs the platform says this node holds; a job running here
 //! that is not among them (cancelled by its creator, or handed to another node while this one
 //! was silent) is killed. Reports are retried on network errors and 5xx answers, never on a
@@ -75,6 +79,8 @@ pub struct Worker {
     http: reqwest::Client,
     executor: Arc<dyn Executor>,
     running: Mutex<HashMap<String, Running>>,
+    /// Heartbeats go over NATS when it is configured (HTTP when it does not answer).
+    nats: tokio::sync::OnceCell<async_nats::Client>,
 }
 
 /// What the coordinator says about a call.
@@ -147,6 +153,7 @@ impl Worker {
             http,
             executor,
             running: Mutex::new(HashMap::new()),
+            nats: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -168,6 +175,18 @@ impl Worker {
         )
         .await
         .map_err(|e| format!("work dir {}: {e}", self.config.work_root.display()))?;
+        if let Some(url) = &self.config.nats_url {
+            match async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(10))
+                .connect(url.as_str())
+                .await
+            {
+                Ok(client) => {
+                    let _ = self.nats.set(client);
+                }
+                Err(e) => tracing::warn!(error = %e, "NATS unreachable: heartbeats go over HTTP"),
+            }
+        }
         // The first heartbeat brings the node online and proves the token.
         self.heartbeat()
             .await
@@ -227,9 +246,18 @@ impl Worker {
             })
             .unwrap_or_default();
         let metrics = metrics(started_before.len());
-        let reply: HeartbeatReply =
-            serde_json::from_value(self.call_json("/heartbeat", &metrics).await?)
-                .map_err(|e| CallError::Failed(format!("heartbeat answer: {e}")))?;
+        let answer = match self.nats.get() {
+            Some(client) => match self.heartbeat_over_nats(client, &metrics).await {
+                Err(CallError::Failed(reason)) => {
+                    tracing::warn!(%reason, "heartbeat over NATS failed; sending it over HTTP");
+                    self.call_json("/heartbeat", &metrics).await?
+                }
+                answer => answer?,
+            },
+            None => self.call_json("/heartbeat", &metrics).await?,
+        };
+        let reply: HeartbeatReply = serde_json::from_value(answer)
+            .map_err(|e| CallError::Failed(format!("heartbeat answer: {e}")))?;
         let held: HashSet<(String, u32)> = reply
             .jobs
             .into_iter()
@@ -246,6 +274,38 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    async fn heartbeat_over_nats(
+        &self,
+        client: &async_nats::Client,
+        metrics: &Value,
+    ) -> Result<Value, CallError> {
+        let body = json!({
+            "node_id": self.config.node_id,
+            "token": self.config.token,
+            "metrics": metrics,
+        });
+        let subject = aiforge_domain::node::heartbeat_subject(&self.config.node_id);
+        let reply = tokio::time::timeout(
+            CALL_TIMEOUT,
+            client.request(subject, body.to_string().into()),
+        )
+        .await
+        .map_err(|_| CallError::Failed("no answer in time".into()))?
+        .map_err(|e| CallError::Failed(e.to_string()))?;
+        let answer: Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| CallError::Failed(format!("heartbeat answer: {e}")))?;
+        match answer.get("error") {
+            Some(error) => Err(CallError::Refused {
+                status: error["status"]
+                    .as_u64()
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(400),
+                body: error.to_string(),
+            }),
+            None => Ok(answer),
+        }
     }
 
     /// Assignments by polling the coordinator.
@@ -482,19 +542,14 @@ impl Worker {
             Ok(job) => job,
             Err(message) => return node_error(message),
         };
-        let (logs, mut lines) = mpsc::channel::<LogLine>(256);
-        let job_label = job_id.to_string();
-        let tail = tokio::spawn(async move {
-            let mut tail = std::collections::VecDeque::with_capacity(LOG_TAIL_LINES);
-            while let Some(line) = lines.recv().await {
-                tracing::debug!(job_id = %job_label, stream = ?line.stream, "{}", line.text);
-                if tail.len() == LOG_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.text);
-            }
-            Vec::from(tail).join("\n")
-        });
+        let (logs, lines) = mpsc::channel::<LogLine>(256);
+        let shipper = LogShipper {
+            http: self.http.clone(),
+            url: self.url(&format!("/jobs/{job_id}/logs")),
+            token: self.config.token.clone(),
+            attempt,
+        };
+        let tail = tokio::spawn(shipper.ship(lines));
         let outcome = self
             .executor
             .run_cancellable(&job, &work_dir.join("run"), logs, cancel)
@@ -692,6 +747,68 @@ impl Worker {
             return serde_json::from_str(&text).map_err(|e| CallError::Failed(e.to_string()));
         }
         Err(CallError::Failed(last))
+    }
+}
+
+/// Streams a job's log lines back to the coordinator in batches (best effort: logs are a
+/// courtesy, the outputs are the result) and keeps the last lines for a failure's message.
+struct LogShipper {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    attempt: u32,
+}
+
+impl LogShipper {
+    const BATCH_LINES: usize = 200;
+    const BATCH_EVERY: Duration = Duration::from_millis(500);
+
+    async fn ship(self, mut lines: mpsc::Receiver<LogLine>) -> String {
+        let mut tail = std::collections::VecDeque::with_capacity(LOG_TAIL_LINES);
+        let mut batch: Vec<Value> = Vec::new();
+        let mut every = tokio::time::interval(Self::BATCH_EVERY);
+        loop {
+            tokio::select! {
+                line = lines.recv() => {
+                    let Some(line) = line else { break };
+                    let stream = match line.stream {
+                        crate::executor::LogStream::Stdout => "stdout",
+                        crate::executor::LogStream::Stderr => "stderr",
+                    };
+                    batch.push(json!({ "stream": stream, "text": line.text }));
+                    if tail.len() == LOG_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.text);
+                    if batch.len() >= Self::BATCH_LINES {
+                        self.send(&mut batch).await;
+                    }
+                }
+                _ = every.tick() => self.send(&mut batch).await,
+            }
+        }
+        self.send(&mut batch).await;
+        Vec::from(tail).join("\n")
+    }
+
+    async fn send(&self, batch: &mut Vec<Value>) {
+        if batch.is_empty() {
+            return;
+        }
+        let body = json!({ "attempt": self.attempt, "lines": std::mem::take(batch) });
+        match self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(&body)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => tracing::debug!(status = %response.status(), "log lines not taken"),
+            Err(e) => tracing::debug!(error = %e, "log lines not sent"),
+        }
     }
 }
 

@@ -146,6 +146,36 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+/// One heartbeat, by HTTP or NATS: records the use, brings the node online, and answers its
+/// state with the jobs the platform says it holds (a node stops any other it still runs:
+/// cancelled, or handed to another node while this one was silent).
+async fn heartbeat_answer(
+    state: &AppState,
+    node_id: &str,
+    token: &str,
+    metrics: NodeMetrics,
+) -> Result<Value, ApiError> {
+    let (status, outcome) = state
+        .compute
+        .commands
+        .heartbeat(node_id, token, metrics)
+        .await?;
+    if let Some(outcome) = outcome {
+        read_your_writes(state, outcome.last).await;
+    }
+    let held: Vec<Value> = aiforge_projections::compute::held_by(&state.db, node_id)
+        .await?
+        .iter()
+        .map(|job| json!({ "job_id": job.job_id, "attempt": job.attempt, "status": job.status }))
+        .collect();
+    Ok(json!({
+        "node_id": node_id,
+        "status": status.as_str(),
+        "heartbeat_timeout_secs": state.compute.commands.heartbeat_timeout_secs(),
+        "jobs": held,
+    }))
+}
+
 /// `POST /api/nodes/{id}/heartbeat` (node token): current use; brings the node online.
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -154,27 +184,77 @@ pub async fn heartbeat(
     CommandJson { body, .. }: CommandJson<Option<NodeMetrics>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let token = node_token(&headers)?;
-    let (status, outcome) = state
-        .compute
-        .commands
-        .heartbeat(&node_id, &token, body.unwrap_or_default())
-        .await?;
-    if let Some(outcome) = outcome {
-        read_your_writes(&state, outcome.last).await;
+    let answer = heartbeat_answer(&state, &node_id, &token, body.unwrap_or_default()).await?;
+    Ok(Json(answer))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsHeartbeat {
+    node_id: String,
+    token: String,
+    #[serde(default)]
+    metrics: NodeMetrics,
+}
+
+/// Heartbeats over NATS: requests on `aiforge.nodes.heartbeat.<node id>` (queue group
+/// `coordinators`, so one coordinator answers each), answered as the HTTP heartbeat, or
+/// `{"error": {"code", "message"}}`. Runs until `stopped`.
+pub async fn serve_nats_heartbeats(
+    client: async_nats::Client,
+    state: AppState,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let subject = format!("{}.*", aiforge_domain::node::HEARTBEAT_SUBJECT_PREFIX);
+    let mut requests = match client
+        .queue_subscribe(subject.clone(), "coordinators".to_string())
+        .await
+    {
+        Ok(requests) => requests,
+        Err(e) => {
+            tracing::error!(error = %e, %subject, "cannot take heartbeats over NATS");
+            return;
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            message = requests.next() => message,
+            _ = stopped.changed() => return,
+        };
+        let Some(message) = message else { return };
+        let Some(reply) = message.reply.clone() else {
+            continue;
+        };
+        let state = state.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let answer = match serde_json::from_slice::<NatsHeartbeat>(&message.payload) {
+                Ok(beat)
+                    if aiforge_domain::node::heartbeat_subject(&beat.node_id)
+                        == message.subject.as_str() =>
+                {
+                    heartbeat_answer(&state, &beat.node_id, &beat.token, beat.metrics).await
+                }
+                Ok(_) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "wrong_subject",
+                    "a node heartbeats on the subject of its own id",
+                )),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_heartbeat",
+                    format!("a heartbeat is {{\"node_id\", \"token\", \"metrics\"}}: {e}"),
+                )),
+            };
+            let body = answer.unwrap_or_else(|e| {
+                json!({ "error": { "code": e.code, "message": e.message, "status": e.status.as_u16() } })
+            });
+            if let Err(e) = client.publish(reply, body.to_string().into()).await {
+                tracing::warn!(error = %e, "heartbeat answer over NATS not sent");
+            }
+        });
     }
-    let held: Vec<Value> = aiforge_projections::compute::held_by(&state.db, &node_id)
-        .await?
-        .iter()
-        .map(|job| json!({ "job_id": job.job_id, "attempt": job.attempt, "status": job.status }))
-        .collect();
-    Ok(Json(json!({
-        "node_id": node_id,
-        "status": status.as_str(),
-        "heartbeat_timeout_secs": state.compute.commands.heartbeat_timeout_secs(),
-        // The jobs the platform says this node holds: a node stops any other it still runs
-        // (cancelled, or handed to another node while this one was silent).
-        "jobs": held,
-    })))
 }
 
 /// `POST /api/nodes/{id}/offline` (node token): the node is shutting down. It goes offline
@@ -548,6 +628,76 @@ pub async fn get_job(
     let mut job = job_json(&row);
     job["history"] = json!(history);
     Ok(Json(json!({ "job": job })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsRequest {
+    attempt: u32,
+    lines: Vec<crate::job_logs::Line>,
+}
+
+/// `POST /api/nodes/{id}/jobs/{job_id}/logs` (node token): lines the job printed, while the node
+/// holds that attempt; kept in memory for the creator (see `crate::job_logs`).
+pub async fn node_logs(
+    State(state): State<AppState>,
+    Path((node_id, job_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    CommandJson { body, .. }: CommandJson<LogsRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = node_token(&headers)?;
+    state
+        .compute
+        .commands
+        .authenticate(&node_id, &token)
+        .await?;
+    if body.lines.len() > crate::job_logs::LINES_PER_REQUEST_MAX {
+        return Err(ApiError::invalid_field(
+            "lines",
+            format!(
+                "at most {} lines per request",
+                crate::job_logs::LINES_PER_REQUEST_MAX
+            ),
+        ));
+    }
+    let job = job_row(&state, &job_id).await?;
+    if job.node_id.as_deref() != Some(node_id.as_str())
+        || job.attempt != i64::from(body.attempt)
+        || !matches!(job.status.as_str(), "assigned" | "running")
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_report",
+            format!(
+                "node {node_id} attempt {} does not hold job {job_id}",
+                body.attempt
+            ),
+        ));
+    }
+    let attempt = body.attempt;
+    let lines = body
+        .lines
+        .into_iter()
+        .map(|line| crate::job_logs::Line { attempt, ..line })
+        .collect();
+    state.compute.logs.append(&job_id, lines);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/jobs/{id}/logs`: the job's live logs, for its creator.
+pub async fn job_logs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(job_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let row = job_row(&state, &job_id).await?;
+    if row.creator != user.user_id {
+        return Err(ApiError::not_found("no such job"));
+    }
+    let (lines, dropped) = state.compute.logs.read(&job_id);
+    Ok(Json(
+        json!({ "job_id": job_id, "lines": lines, "dropped": dropped }),
+    ))
 }
 
 /// `GET /api/jobs/my-jobs?page=&per_page=`: newest first.
