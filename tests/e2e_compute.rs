@@ -181,6 +181,33 @@ async fn balance(server: &Server, admin: &str, account: &str) -> i64 {
         })
 }
 
+/// A server whose payments are verified on the local chain, with the whitelisted admin and the
+/// chain's payer signed in by wallet, and the jobs' input uploaded by the payer; `None` (after
+/// SKIPPED) without the wallet fixtures.
+async fn paying_server(
+    chain: &Chain,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Option<(Server, String, String)> {
+    let (admin_address, _) = wallet_sign("ethereum", ADMIN_KEY, "probe")?;
+    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
+    let mut all = vec![
+        ("AIFORGE_ETH_RPC_URL", rpc.as_str()),
+        ("AIFORGE_ETH_USDT_CONTRACT", usdt.as_str()),
+        ("AIFORGE_ETH_PLATFORM_WALLET", platform.as_str()),
+        ("AIFORGE_ADMIN_WALLETS", admin_address.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let server = Server::start(dir, &all);
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let payer_key = chain.s("payer_key");
+    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
+        .await
+        .unwrap();
+    upload_input(&server, &payer).await;
+    Some((server, admin, payer))
+}
+
 async fn advance(server: &Server, seconds: i64) -> Value {
     let (status, body) = post(
         server,
@@ -381,28 +408,19 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lost_node() {
     let Some(chain) = start_chain() else { return };
-    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
-        return;
-    };
     let dir = temp_dir();
-    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
-    let server = Server::start(
+    let Some((server, admin, payer)) = paying_server(
+        &chain,
         &dir,
         &[
-            ("AIFORGE_ETH_RPC_URL", &rpc),
-            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
-            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
-            ("AIFORGE_ADMIN_WALLETS", &admin_address),
             ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
             ("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS", "90"),
         ],
-    );
-    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
-    let payer_key = chain.s("payer_key");
-    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
-        .await
-        .unwrap();
-    upload_input(&server, &payer).await;
+    )
+    .await
+    else {
+        return;
+    };
     let miner = register_and_sign_in(&server, "miner@example.com").await;
     let (cpu, cpu_token) = register_node(&server, &miner, "cpu", resources(0, 1)).await;
     let (gpu_a, gpu_a_token) = register_node(&server, &miner, "gpu-a", resources(1, 1)).await;
@@ -1009,29 +1027,20 @@ async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_los
     }
     let Some(docker) = docker_host() else { return };
     let Some(chain) = start_chain() else { return };
-    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
-        return;
-    };
     let dir = temp_dir();
-    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
-    let server = Server::start(
+    let Some((server, admin, payer)) = paying_server(
+        &chain,
         &dir,
         &[
-            ("AIFORGE_ETH_RPC_URL", &rpc),
-            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
-            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
-            ("AIFORGE_ADMIN_WALLETS", &admin_address),
             ("AIFORGE_NATS_URL", nats_url),
             ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
             ("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS", "90"),
         ],
-    );
-    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
-    let payer_key = chain.s("payer_key");
-    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
-        .await
-        .unwrap();
-    upload_input(&server, &payer).await;
+    )
+    .await
+    else {
+        return;
+    };
     let miner = register_and_sign_in(&server, "miner@example.com").await;
     let (one, one_token) = register_node(&server, &miner, "one", resources(0, 1)).await;
     let (two, two_token) = register_node(&server, &miner, "two", resources(0, 1)).await;
@@ -1174,26 +1183,10 @@ async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_los
 async fn a_polling_node_agent_reports_what_went_wrong_and_each_ending_settles_by_its_rule() {
     let Some(docker) = docker_host() else { return };
     let Some(chain) = start_chain() else { return };
-    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+    let dir = temp_dir();
+    let Some((server, admin, payer)) = paying_server(&chain, &dir, &[]).await else {
         return;
     };
-    let dir = temp_dir();
-    let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
-    let server = Server::start(
-        &dir,
-        &[
-            ("AIFORGE_ETH_RPC_URL", &rpc),
-            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
-            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
-            ("AIFORGE_ADMIN_WALLETS", &admin_address),
-        ],
-    );
-    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
-    let payer_key = chain.s("payer_key");
-    let payer = wallet_session(&server, payer_key.trim_start_matches("0x"))
-        .await
-        .unwrap();
-    upload_input(&server, &payer).await;
     let miner = register_and_sign_in(&server, "miner@example.com").await;
     let (node, token) = register_node(&server, &miner, "poller", resources(0, 4)).await;
     let work = dir.join("agents");

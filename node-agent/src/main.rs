@@ -52,56 +52,56 @@ enum Command {
     },
     /// Take jobs from the coordinator and run them in containers until interrupted. The node
     /// is registered first (`POST /api/nodes/register`), which gives its id and token.
-    Run {
-        /// The coordinator's base URL.
-        #[arg(long, env = "AIFORGE_COORDINATOR_URL")]
-        coordinator: String,
-        #[arg(long, env = "AIFORGE_NODE_ID")]
-        node_id: String,
-        #[arg(long, env = "AIFORGE_NODE_TOKEN", hide_env_values = true)]
-        token: String,
-        /// Take assignments from JetStream at this NATS URL; without it, poll the coordinator.
-        #[arg(long)]
-        nats_url: Option<String>,
-        /// Where each run gets its working directory.
-        #[arg(long, default_value = "node-agent-work")]
-        work_dir: PathBuf,
-        #[arg(long, default_value_t = 30)]
-        heartbeat_secs: u64,
-        /// How often to ask for a job when polling (no NATS).
-        #[arg(long, default_value_t = 2)]
-        poll_secs: u64,
-        /// The total size of the files one job may leave.
-        #[arg(long, default_value_t = 1 << 30)]
-        output_bytes_max: u64,
-        /// The container engine (`unix:///path.sock`); default `DOCKER_HOST`, then Docker's socket.
-        #[arg(long)]
-        docker_host: Option<String>,
-        /// Run jobs as plain processes, without a container: no isolation at all. Development
-        /// only; a provider's node must never use it.
-        #[arg(long)]
-        unsafe_process_executor: bool,
-    },
+    Run(RunArgs),
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the command's flags, passed through"
-)]
-async fn run_jobs(
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The coordinator's base URL.
+    #[arg(long, env = "AIFORGE_COORDINATOR_URL")]
     coordinator: String,
+    #[arg(long, env = "AIFORGE_NODE_ID")]
     node_id: String,
+    #[arg(long, env = "AIFORGE_NODE_TOKEN", hide_env_values = true)]
     token: String,
+    /// Take assignments from JetStream at this NATS URL; without it, poll the coordinator.
+    #[arg(long)]
     nats_url: Option<String>,
+    /// Where each run gets its working directory.
+    #[arg(long, default_value = "node-agent-work")]
     work_dir: PathBuf,
+    #[arg(long, default_value_t = 30)]
     heartbeat_secs: u64,
+    /// How often to ask for a job when polling (no NATS).
+    #[arg(long, default_value_t = 2)]
     poll_secs: u64,
+    /// The total size of the files one job may leave.
+    #[arg(long, default_value_t = 1 << 30)]
     output_bytes_max: u64,
+    /// The container engine (`unix:///path.sock`); default `DOCKER_HOST`, then Docker's socket.
+    #[arg(long)]
     docker_host: Option<String>,
+    /// Run jobs as plain processes, without a container: no isolation at all. Development
+    /// only; a provider's node must never use it.
+    #[arg(long)]
     unsafe_process_executor: bool,
-) -> Result<(), String> {
+}
+
+async fn run_jobs(args: RunArgs) -> Result<(), String> {
     use aiforge_node_agent::executor::{DockerConfig, DockerExecutor, Executor, ProcessExecutor};
     use aiforge_node_agent::worker::{Worker, WorkerConfig};
+    let RunArgs {
+        coordinator,
+        node_id,
+        token,
+        nats_url,
+        work_dir,
+        heartbeat_secs,
+        poll_secs,
+        output_bytes_max,
+        docker_host,
+        unsafe_process_executor,
+    } = args;
     let executor: Arc<dyn Executor> = if unsafe_process_executor {
         Arc::new(ProcessExecutor::new_unsafe_dev())
     } else {
@@ -172,32 +172,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             upstream_model,
             serve_as,
         ),
-        Command::Run {
-            coordinator,
-            node_id,
-            token,
-            nats_url,
-            work_dir,
-            heartbeat_secs,
-            poll_secs,
-            output_bytes_max,
-            docker_host,
-            unsafe_process_executor,
-        } => {
-            return run_jobs(
-                coordinator,
-                node_id,
-                token,
-                nats_url,
-                work_dir,
-                heartbeat_secs,
-                poll_secs,
-                output_bytes_max,
-                docker_host,
-                unsafe_process_executor,
-            )
-            .await
-        }
+        Command::Run(args) => return run_jobs(args).await,
     };
     let node_id = node_id.unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
     let mut engines: Vec<(String, Arc<dyn Engine>)> = Vec::new();

@@ -664,92 +664,81 @@ impl Worker {
     ) -> Result<Value, String> {
         let (sha256, cid, size) = digest_file(path).await?;
         let url = self.url(&format!("/jobs/{job_id}/outputs/{name}?attempt={attempt}"));
-        let mut last = String::new();
-        for try_number in 0..TRIES_MAX {
-            if try_number > 0 {
-                tokio::time::sleep(backoff(try_number)).await;
-            }
+        let answer = send_retried(|| async {
             let file = tokio::fs::File::open(path)
                 .await
-                .map_err(|e| e.to_string())?;
-            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-            let response = match self
+                .map_err(|e| CallError::Failed(format!("{}: {e}", path.display())))?;
+            Ok(self
                 .http
                 .put(&url)
                 .bearer_auth(&self.config.token)
                 .header(reqwest::header::CONTENT_LENGTH, size)
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(response) => response,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if status.is_server_error() {
-                last = format!("{status}: {text}");
-                continue;
-            }
-            if !status.is_success() {
-                return Err(format!("{status}: {text}"));
-            }
-            let answer: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-            let output = answer["output"].clone();
-            if output["sha256"] != sha256.as_str() || output["cid"] != cid.as_str() {
-                return Err(format!(
-                    "the coordinator stored {} / {}, the file is {sha256} / {cid}",
-                    output["sha256"], output["cid"]
-                ));
-            }
-            return Ok(output);
+                .body(reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::new(file),
+                )))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let output = answer["output"].clone();
+        if output["sha256"] != sha256.as_str() || output["cid"] != cid.as_str() {
+            return Err(format!(
+                "the coordinator stored {} / {}, the file is {sha256} / {cid}",
+                output["sha256"], output["cid"]
+            ));
         }
-        Err(last)
+        Ok(output)
     }
 
     /// A JSON call to one of this node's endpoints, retried on network errors and 5xx.
     async fn call_json(&self, path: &str, body: &Value) -> Result<Value, CallError> {
-        let mut last = String::new();
-        for try_number in 0..TRIES_MAX {
-            if try_number > 0 {
-                tokio::time::sleep(backoff(try_number)).await;
-            }
-            let response = match self
+        let url = self.url(path);
+        send_retried(|| async {
+            Ok(self
                 .http
-                .post(self.url(path))
+                .post(&url)
                 .bearer_auth(&self.config.token)
                 .json(body)
-                .timeout(CALL_TIMEOUT)
-                .send()
-                .await
-            {
-                Ok(response) => response,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if status.is_server_error() {
-                last = format!("{status}: {text}");
-                continue;
-            }
-            if !status.is_success() {
-                return Err(CallError::Refused {
-                    status: status.as_u16(),
-                    body: text,
-                });
-            }
-            return serde_json::from_str(&text).map_err(|e| CallError::Failed(e.to_string()));
-        }
-        Err(CallError::Failed(last))
+                .timeout(CALL_TIMEOUT))
+        })
+        .await
     }
 }
 
+/// Sends the request `make` builds and reads its JSON answer; retried (a new request each time)
+/// on network errors and 5xx answers, never on a 4xx: that is the platform's verdict.
+async fn send_retried<F, Fut>(make: F) -> Result<Value, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::RequestBuilder, CallError>>,
+{
+    let mut last = String::new();
+    for try_number in 0..TRIES_MAX {
+        if try_number > 0 {
+            tokio::time::sleep(backoff(try_number)).await;
+        }
+        let response = match make().await?.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_server_error() {
+            last = format!("{status}: {text}");
+            continue;
+        }
+        if !status.is_success() {
+            return Err(CallError::Refused {
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        return serde_json::from_str(&text).map_err(|e| CallError::Failed(e.to_string()));
+    }
+    Err(CallError::Failed(last))
+}
 /// Streams a job's log lines back to the coordinator in batches (best effort: logs are a
 /// courtesy, the outputs are the result) and keeps the last lines for a failure's message.
 struct LogShipper {

@@ -25,7 +25,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::command_meta;
 use crate::routes::accounts::read_your_writes;
-use crate::routes::compute::{job_row, node_token};
+use crate::routes::compute::{authenticated_node, creators_job, held_job, job_row};
 use crate::AppState;
 
 fn blob_json(row: &BlobRow) -> Value {
@@ -76,18 +76,36 @@ async fn blob_row(state: &AppState, cid: &str) -> Result<Option<BlobRow>, ApiErr
     Ok(aiforge_projections::compute::find_blob(&state.db, cid).await?)
 }
 
-/// Streams a request body into the blob store, at most `limit` bytes (413 beyond, nothing kept).
-async fn store_body(
+/// Streams a request body into the blob store (at most `AIFORGE_JOB_BLOB_BYTES_MAX`: 413
+/// beyond, nothing kept), then records it as `by`'s blob for `purpose`; the command is keyed
+/// by the request's Idempotency-Key and the stored content.
+async fn store_and_record(
     state: &AppState,
     request: Request,
-    limit: u64,
+    by: &str,
+    purpose: BlobPurpose,
 ) -> Result<StoredBlob, ApiError> {
+    let headers = request.headers().clone();
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
     let stream = request
         .into_body()
         .into_data_stream()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e.to_string()));
     let mut reader = StreamReader::new(stream);
-    Ok(state.blobs.put(&mut reader, limit).await?)
+    let blob = state
+        .blobs
+        .put(&mut reader, state.job_blob_bytes_max)
+        .await?;
+    let mut meta = command_meta(state, &headers, &method, &path, blob.sha256.as_bytes())?;
+    meta.actor = Some(by.to_string());
+    let outcome = state
+        .compute
+        .commands
+        .record_blob(&blob, state.blobs.backend(), by, purpose, &meta)
+        .await?;
+    read_your_writes(state, outcome.last).await;
+    Ok(blob)
 }
 
 /// `POST /api/blobs`: a job input, the raw body; 201 with its CID (what a job's `inputs` name),
@@ -97,28 +115,7 @@ pub async fn upload(
     user: AuthUser,
     request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let headers = request.headers().clone();
-    let blob = store_body(&state, request, state.job_blob_bytes_max).await?;
-    let mut meta = command_meta(
-        &state,
-        &headers,
-        "POST",
-        "/api/blobs",
-        blob.sha256.as_bytes(),
-    )?;
-    meta.actor = Some(user.user_id.clone());
-    let outcome = state
-        .compute
-        .commands
-        .record_blob(
-            &blob,
-            state.blobs.backend(),
-            &user.user_id,
-            BlobPurpose::JobInput,
-            &meta,
-        )
-        .await?;
-    read_your_writes(&state, outcome.last).await;
+    let blob = store_and_record(&state, request, &user.user_id, BlobPurpose::JobInput).await?;
     let row = blob_row(&state, &blob.cid)
         .await?
         .ok_or_else(|| ApiError::internal("a stored blob is missing from its view"))?;
@@ -154,12 +151,7 @@ pub async fn node_input(
     Path((node_id, cid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = node_token(&headers)?;
-    state
-        .compute
-        .commands
-        .authenticate(&node_id, &token)
-        .await?;
+    authenticated_node(&state, &node_id, &headers).await?;
     let held = aiforge_projections::compute::held_by(&state.db, &node_id).await?;
     let wanted = held.iter().any(|job| {
         serde_json::from_str::<aiforge_domain::job::JobSpec>(&job.spec)
@@ -198,53 +190,19 @@ pub async fn node_output(
     Query(query): Query<OutputQuery>,
     request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let token = node_token(request.headers())?;
-    state
-        .compute
-        .commands
-        .authenticate(&node_id, &token)
-        .await?;
+    authenticated_node(&state, &node_id, request.headers()).await?;
     if !plain_name(&name) {
         return Err(ApiError::invalid_field(
             "name",
             "an output name is a plain file name: letters, digits, '.', '_', '-', not starting with '.'",
         ));
     }
-    let job = job_row(&state, &job_id).await?;
-    let attempt = i64::from(query.attempt);
-    if job.node_id.as_deref() != Some(node_id.as_str())
-        || job.attempt != attempt
-        || job.status != "running"
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "stale_report",
-            format!(
-                "node {node_id} attempt {attempt} is not running job {job_id} (it is {} on attempt {})",
-                job.status, job.attempt
-            ),
-        ));
-    }
-    let headers = request.headers().clone();
-    let path = request.uri().path().to_string();
-    let blob = store_body(&state, request, state.job_blob_bytes_max).await?;
-    let mut meta = command_meta(&state, &headers, "PUT", &path, blob.sha256.as_bytes())?;
-    meta.actor = Some(format!("node:{node_id}"));
-    let outcome = state
-        .compute
-        .commands
-        .record_blob(
-            &blob,
-            state.blobs.backend(),
-            &format!("node:{node_id}"),
-            BlobPurpose::JobOutput {
-                job_id: job_id.clone(),
-                attempt: query.attempt,
-            },
-            &meta,
-        )
-        .await?;
-    read_your_writes(&state, outcome.last).await;
+    held_job(&state, &node_id, &job_id, query.attempt, &["running"]).await?;
+    let purpose = BlobPurpose::JobOutput {
+        job_id: job_id.clone(),
+        attempt: query.attempt,
+    };
+    let blob = store_and_record(&state, request, &format!("node:{node_id}"), purpose).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "output": {
@@ -262,10 +220,7 @@ pub async fn job_output(
     user: AuthUser,
     Path((job_id, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let job = job_row(&state, &job_id).await?;
-    if job.creator != user.user_id {
-        return Err(ApiError::not_found("no such job"));
-    }
+    let job = creators_job(&state, &user, &job_id).await?;
     let outputs: Vec<aiforge_domain::job::Output> =
         serde_json::from_str(&job.outputs).map_err(ApiError::internal)?;
     let output = outputs

@@ -30,7 +30,7 @@ fn parsed(text: &str) -> Value {
 }
 
 /// The node token of a node's own request.
-pub(crate) fn node_token(headers: &HeaderMap) -> Result<String, ApiError> {
+fn node_token(headers: &HeaderMap) -> Result<String, ApiError> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -38,6 +38,56 @@ pub(crate) fn node_token(headers: &HeaderMap) -> Result<String, ApiError> {
         .map(|token| token.trim().to_string())
         .filter(|token| !token.is_empty())
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <node token>"))
+}
+
+/// Authenticates a node's own request: its token, and that it is this node's (403 otherwise).
+pub(crate) async fn authenticated_node(
+    state: &AppState,
+    node_id: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let token = node_token(headers)?;
+    state.compute.commands.authenticate(node_id, &token).await?;
+    Ok(())
+}
+
+/// The job, when `node_id` holds it on `attempt` in one of `statuses`; 409 `stale_report`
+/// otherwise (another node, an earlier attempt, or the job moved on).
+pub(crate) async fn held_job(
+    state: &AppState,
+    node_id: &str,
+    job_id: &str,
+    attempt: u32,
+    statuses: &[&str],
+) -> Result<JobRow, ApiError> {
+    let job = job_row(state, job_id).await?;
+    if job.node_id.as_deref() != Some(node_id)
+        || job.attempt != i64::from(attempt)
+        || !statuses.contains(&job.status.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_report",
+            format!(
+                "node {node_id} attempt {attempt} does not hold job {job_id} (it is {} on attempt {})",
+                job.status, job.attempt
+            ),
+        ));
+    }
+    Ok(job)
+}
+
+/// The job, when `user` created it (404 otherwise: a stranger learns nothing of it).
+pub(crate) async fn creators_job(
+    state: &AppState,
+    user: &AuthUser,
+    job_id: &str,
+) -> Result<JobRow, ApiError> {
+    let row = job_row(state, job_id).await?;
+    if row.creator != user.user_id {
+        return Err(ApiError::not_found("no such job"));
+    }
+    Ok(row)
 }
 
 fn node_json(state: &AppState, row: &NodeRow) -> Value {
@@ -264,12 +314,7 @@ pub async fn offline(
     Path(node_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let token = node_token(&headers)?;
-    state
-        .compute
-        .commands
-        .authenticate(&node_id, &token)
-        .await?;
+    authenticated_node(&state, &node_id, &headers).await?;
     let outcome = state
         .compute
         .commands
@@ -397,12 +442,7 @@ pub async fn next_job(
     Path(node_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
-    let token = node_token(&headers)?;
-    state
-        .compute
-        .commands
-        .authenticate(&node_id, &token)
-        .await?;
+    authenticated_node(&state, &node_id, &headers).await?;
     state
         .compute
         .run_once(&state.db, &state.projector)
@@ -461,8 +501,7 @@ async fn report(
     report: Report,
     mut meta: aiforge_commands::CommandMeta,
 ) -> Result<Json<Value>, ApiError> {
-    let token = node_token(headers)?;
-    state.compute.commands.authenticate(node_id, &token).await?;
+    authenticated_node(state, node_id, headers).await?;
     meta.actor = Some(format!("node:{node_id}"));
     let outcome = state
         .compute
@@ -616,10 +655,7 @@ pub async fn get_job(
     user: AuthUser,
     Path(job_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let row = job_row(&state, &job_id).await?;
-    if row.creator != user.user_id {
-        return Err(ApiError::not_found("no such job"));
-    }
+    let row = creators_job(&state, &user, &job_id).await?;
     let history = aiforge_projections::compute::job_history_of(&state.db, &job_id).await?;
     let history: Vec<Value> = history
         .iter()
@@ -645,12 +681,7 @@ pub async fn node_logs(
     headers: HeaderMap,
     CommandJson { body, .. }: CommandJson<LogsRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let token = node_token(&headers)?;
-    state
-        .compute
-        .commands
-        .authenticate(&node_id, &token)
-        .await?;
+    authenticated_node(&state, &node_id, &headers).await?;
     if body.lines.len() > crate::job_logs::LINES_PER_REQUEST_MAX {
         return Err(ApiError::invalid_field(
             "lines",
@@ -660,20 +691,14 @@ pub async fn node_logs(
             ),
         ));
     }
-    let job = job_row(&state, &job_id).await?;
-    if job.node_id.as_deref() != Some(node_id.as_str())
-        || job.attempt != i64::from(body.attempt)
-        || !matches!(job.status.as_str(), "assigned" | "running")
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "stale_report",
-            format!(
-                "node {node_id} attempt {} does not hold job {job_id}",
-                body.attempt
-            ),
-        ));
-    }
+    held_job(
+        &state,
+        &node_id,
+        &job_id,
+        body.attempt,
+        &["assigned", "running"],
+    )
+    .await?;
     let attempt = body.attempt;
     let lines = body
         .lines
@@ -690,10 +715,7 @@ pub async fn job_logs(
     user: AuthUser,
     Path(job_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let row = job_row(&state, &job_id).await?;
-    if row.creator != user.user_id {
-        return Err(ApiError::not_found("no such job"));
-    }
+    creators_job(&state, &user, &job_id).await?;
     let (lines, dropped) = state.compute.logs.read(&job_id);
     Ok(Json(
         json!({ "job_id": job_id, "lines": lines, "dropped": dropped }),
