@@ -149,12 +149,7 @@ pub async fn post_to_ledger(
     at: time::OffsetDateTime,
 ) -> Result<(), ProjectionError> {
     for (idx, posting) in postings.iter().enumerate() {
-        let micros =
-            i64::try_from(posting.amount.to_micros()).map_err(|_| ProjectionError::BadEvent {
-                position: event.position,
-                event_type: event.event_type.clone(),
-                reason: "posting out of range".into(),
-            })?;
+        let micros = crate::revenue::micros(posting.amount, event)?;
         let account = posting.account.name();
         let kind = kind_name(posting.account.kind);
         tx.execute(
