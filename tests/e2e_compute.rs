@@ -997,16 +997,18 @@ async fn job_reaching(
     panic!("job {job_id} did not reach {states:?}: {last}");
 }
 
-/// Removes the containers a killed agent left behind (a live agent removes its own).
-fn remove_containers_of(job_id: &str) {
-    let _ = std::process::Command::new("sh")
+/// The containers (any state) the engine holds for a job, by podman's CLI.
+fn containers_of(job_id: &str) -> usize {
+    let out = std::process::Command::new("podman")
         .args([
-            "-c",
-            &format!(
-                "podman ps -aq --filter label=io.aiforge.job-id={job_id} | xargs -r podman rm -f"
-            ),
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.aiforge.job-id={job_id}"),
         ])
-        .output();
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -1174,7 +1176,30 @@ async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_los
         9_500_000 + 3_800_000,
         "the survivor earned the requeued job, the victim nothing for it"
     );
-    remove_containers_of(&slow);
+    // The killed agent left its container; started again, it removes it before taking jobs.
+    assert_eq!(
+        containers_of(&slow),
+        1,
+        "the killed node's container is still there"
+    );
+    let victim_token = if victim == one {
+        &one_token
+    } else {
+        &two_token
+    };
+    agents.insert(
+        victim.clone(),
+        start_agent(&server, &victim, victim_token, &docker, &work, &nats),
+    );
+    let mut left = 1;
+    for _ in 0..80 {
+        left = containers_of(&slow);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(left, 0, "the restarted node removed what it left");
     drop(agents);
     server.stop();
 }

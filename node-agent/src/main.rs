@@ -107,13 +107,23 @@ async fn run_jobs(args: RunArgs) -> Result<(), String> {
     } else {
         let config = DockerConfig {
             host: docker_host,
+            node_id: Some(node_id.clone()),
             ..DockerConfig::default()
         };
-        Arc::new(
-            DockerExecutor::connect(config)
-                .await
-                .map_err(|e| format!("{e} (a node runs jobs in containers; see scripts/podman)"))?,
-        )
+        let docker = DockerExecutor::connect(config)
+            .await
+            .map_err(|e| format!("{e} (a node runs jobs in containers; see scripts/podman)"))?;
+        let removed = docker
+            .remove_leftovers()
+            .await
+            .map_err(|e| format!("removing containers of an earlier run: {e}"))?;
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                "removed job containers an earlier run of this node left"
+            );
+        }
+        Arc::new(docker)
     };
     let worker = Worker::new(
         WorkerConfig {

@@ -36,6 +36,8 @@ use super::{
 pub const JOB_ID_LABEL: &str = "io.aiforge.job-id";
 /// The label that marks a container as made by this executor.
 pub const MANAGED_LABEL: &str = "io.aiforge.managed";
+/// The label naming the node whose executor made it ([`DockerConfig::node_id`]).
+pub const NODE_ID_LABEL: &str = "io.aiforge.node-id";
 /// Processes (threads included) one job may have: stops a fork bomb, not a real program.
 pub const PIDS_MAX: i64 = 1024;
 /// How often a running job's outputs directory is measured against its limit.
@@ -61,6 +63,9 @@ pub struct DockerConfig {
     pub name_prefix: String,
     /// The network mode of a job that asked for the network.
     pub network_mode_when_allowed: String,
+    /// Labels every container with the node it runs for, so that a node restarted after being
+    /// killed finds and removes what it left ([`DockerExecutor::remove_leftovers`]).
+    pub node_id: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -70,6 +75,7 @@ impl Default for DockerConfig {
             engine_call_timeout: Duration::from_secs(30),
             name_prefix: "aiforge-job".into(),
             network_mode_when_allowed: "bridge".into(),
+            node_id: None,
         }
     }
 }
@@ -109,6 +115,49 @@ impl DockerExecutor {
     /// The engine client, for callers that inspect or clean up (`io.aiforge.job-id` labels).
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Removes every container labelled with this executor's node (a node killed mid-job leaves
+    /// its container running); call it before the node takes jobs. Returns how many it removed.
+    pub async fn remove_leftovers(&self) -> Result<usize, ExecError> {
+        let Some(node_id) = &self.config.node_id else {
+            return Ok(0);
+        };
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{NODE_ID_LABEL}={node_id}")],
+        )]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut tries = 0;
+        let containers = loop {
+            match self
+                .call("list", self.docker.list_containers(Some(options.clone())))
+                .await
+            {
+                Ok(containers) => break containers,
+                // podman briefly reports a container being removed as `stopped`, a state
+                // bollard's model cannot read: ask again.
+                Err(ExecError::Engine {
+                    source: BollardError::JsonDataError { .. },
+                    ..
+                }) if tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut removed = 0;
+        for container in containers {
+            if let Some(id) = container.id {
+                remove(&self.docker, &id, self.config.engine_call_timeout).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// `future`, within the engine call timeout, its error told apart as unreachable / timed
@@ -187,10 +236,13 @@ impl DockerExecutor {
         } else {
             "none".into()
         };
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (JOB_ID_LABEL.to_string(), job.job_id.to_string()),
             (MANAGED_LABEL.to_string(), "true".to_string()),
         ]);
+        if let Some(node_id) = &self.config.node_id {
+            labels.insert(NODE_ID_LABEL.to_string(), node_id.clone());
+        }
         ContainerCreateBody {
             image: Some(job.image.clone()),
             cmd: (!job.command.is_empty()).then(|| job.command.clone()),
