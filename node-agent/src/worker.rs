@@ -591,6 +591,13 @@ impl Worker {
             }
             JobState::Cancelled => return Verdict::Stopped,
         };
+        if exit_code != 0 {
+            // A failed job's files are not results (the platform records none for it).
+            return Verdict::Finished {
+                exit_code,
+                outputs: Vec::new(),
+            };
+        }
         let mut outputs = Vec::with_capacity(outcome.outputs.len());
         let mut names = HashSet::new();
         for file in &outcome.outputs {
@@ -828,6 +835,7 @@ fn executor_job(
         cpus,
         max_runtime: Duration::from_secs(spec.max_runtime_secs),
         output_bytes_max,
+        gpus: spec.needs.gpus,
     };
     Ok(job)
 }
@@ -926,6 +934,16 @@ mod tests {
         assert_eq!(job.limits.cpus.millis(), 2000);
         assert_eq!(job.limits.max_runtime, Duration::from_secs(7));
         assert_eq!(job.limits.output_bytes_max, 1000);
+        assert_eq!(job.limits.gpus, 0);
+        let mut gpu_job = spec(256, 2);
+        gpu_job.needs.gpus = 2;
+        assert_eq!(
+            executor_job(&id, &gpu_job, vec![], 1000)
+                .unwrap()
+                .limits
+                .gpus,
+            2
+        );
         // Below the engine's minimum, the minimum; no CPU asked, one CPU.
         let job = executor_job(&id, &spec(0, 0), vec![], 1000).unwrap();
         assert_eq!(job.limits.memory_bytes, Limits::MEMORY_BYTES_MIN);

@@ -267,6 +267,7 @@ impl DockerExecutor {
                 )])),
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges".into()]),
+                device_requests: gpu_request(job.limits.gpus),
                 ..Default::default()
             }),
             ..Default::default()
@@ -531,6 +532,18 @@ impl Drop for Removal {
     }
 }
 
+/// The device request of `docker run --gpus N`: N devices of any driver with the `gpu`
+/// capability (the NVIDIA container toolkit answers it); none for a job without GPUs.
+fn gpu_request(gpus: u32) -> Option<Vec<bollard::models::DeviceRequest>> {
+    (gpus > 0).then(|| {
+        vec![bollard::models::DeviceRequest {
+            count: Some(i64::from(gpus)),
+            capabilities: Some(vec![vec!["gpu".to_string()]]),
+            ..Default::default()
+        }]
+    })
+}
+
 async fn remove(docker: &Docker, name: &str, timeout: Duration) {
     let options = RemoveContainerOptionsBuilder::new()
         .force(true)
@@ -548,5 +561,20 @@ async fn remove(docker: &Docker, name: &str, timeout: Duration) {
             container = name,
             "could not remove job container: the engine did not answer in time"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_job_asks_the_engine_for_its_gpus_and_a_cpu_job_for_none() {
+        assert_eq!(gpu_request(0), None);
+        let request = gpu_request(2).unwrap_or_default();
+        assert_eq!(request.len(), 1);
+        assert_eq!(request[0].count, Some(2));
+        assert_eq!(request[0].driver, None);
+        assert_eq!(request[0].capabilities, Some(vec![vec!["gpu".to_string()]]));
     }
 }

@@ -131,6 +131,9 @@ pub struct Limits {
     pub max_runtime: Duration,
     /// The total size of the files the job may leave in its outputs directory.
     pub output_bytes_max: u64,
+    /// GPUs the container is given (`docker run --gpus N`: a device request for N devices with
+    /// the `gpu` capability); 0 gives none.
+    pub gpus: u32,
 }
 
 impl Limits {
@@ -154,13 +157,15 @@ impl Limits {
 }
 
 impl Default for Limits {
-    /// Small enough to be safe on any node: 512 MiB, one CPU, 10 minutes, 100 MiB of outputs.
+    /// Small enough to be safe on any node: 512 MiB, one CPU, 10 minutes, 100 MiB of outputs,
+    /// no GPU.
     fn default() -> Self {
         Self {
             memory_bytes: 512 * 1024 * 1024,
             cpus: Cpus(1000),
             max_runtime: Duration::from_secs(600),
             output_bytes_max: 100 * 1024 * 1024,
+            gpus: 0,
         }
     }
 }
