@@ -803,6 +803,11 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
     );
     assert_eq!(compute["job_money"]["owed_to_nodes"], "30.400000");
     assert_eq!(compute["job_money"]["in_escrow"], "0.000000");
+    // Job revenue: what the settled jobs paid, 5% to the platform, 95% to the nodes.
+    assert_eq!(
+        compute["job_revenue"],
+        json!({"gross": "32.000000", "platform_fee": "1.600000", "to_nodes": "30.400000"})
+    );
     server.stop();
 }
 

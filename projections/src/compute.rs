@@ -864,6 +864,10 @@ pub struct ComputeStats {
     pub jobs: std::collections::BTreeMap<String, i64>,
     pub escrow_micros: i64,
     pub node_payable_micros: i64,
+    /// Settled jobs: what their creators paid, the platform's fee and the nodes' share.
+    pub job_gross_micros: i64,
+    pub job_fee_micros: i64,
+    pub job_net_micros: i64,
 }
 
 pub async fn stats(db: &aiforge_commands::Database) -> Result<ComputeStats, sqlx::Error> {
@@ -887,9 +891,22 @@ pub async fn stats(db: &aiforge_commands::Database) -> Result<ComputeStats, sqlx
         )
         .await
     };
+    let job_revenue = |column: &'static str| async move {
+        crate::count(
+            db,
+            &format!(
+                "SELECT CAST(COALESCE(SUM({column}), 0) AS BIGINT) FROM revenue_entries_view \
+                 WHERE revenue_type = 'job'"
+            ),
+        )
+        .await
+    };
     let mut stats = ComputeStats {
         escrow_micros: sum("job_escrow").await?,
         node_payable_micros: sum("node_payable").await?,
+        job_gross_micros: job_revenue("gross_micros").await?,
+        job_fee_micros: job_revenue("fee_micros").await?,
+        job_net_micros: job_revenue("net_micros").await?,
         ..ComputeStats::default()
     };
     for status in ["online", "offline", "deactivated"] {

@@ -133,7 +133,8 @@ pub async fn stats(
     })))
 }
 
-/// Nodes by status (online is active), jobs by status, and the job money in the ledger.
+/// Nodes by status (online is active), jobs by status, job revenue (settled jobs: paid, the
+/// platform's fee, the nodes' share) and the job money in the ledger.
 async fn compute_stats(db: &aiforge_commands::Database) -> Result<serde_json::Value, ApiError> {
     let stats = aiforge_projections::compute::stats(db).await?;
     let usdt = |micros| {
@@ -144,6 +145,11 @@ async fn compute_stats(db: &aiforge_commands::Database) -> Result<serde_json::Va
     Ok(json!({
         "nodes": stats.nodes,
         "jobs": stats.jobs,
+        "job_revenue": {
+            "gross": usdt(stats.job_gross_micros)?,
+            "platform_fee": usdt(stats.job_fee_micros)?,
+            "to_nodes": usdt(stats.job_net_micros)?,
+        },
         "job_money": {
             "in_escrow": usdt(stats.escrow_micros)?,
             "owed_to_nodes": usdt(stats.node_payable_micros)?,
