@@ -1221,7 +1221,7 @@ async fn a_polling_node_agent_reports_what_went_wrong_and_each_ending_settles_by
     let (node, token) = register_node(&server, &miner, "poller", resources(0, 4)).await;
     let work = dir.join("agents");
     // No NATS: this agent polls. Outputs over 1 MiB per job are refused.
-    let _agent = start_agent(
+    let mut agent = start_agent(
         &server,
         &node,
         &token,
@@ -1320,5 +1320,34 @@ async fn a_polling_node_agent_reports_what_went_wrong_and_each_ending_settles_by
     );
     // Nothing of the oversized output was kept as a result.
     assert_eq!(ended[3]["outputs"], json!([]));
+
+    // Interrupted, the agent kills its running job, removes its container and tells the
+    // platform it is going offline: the job goes back to the queue at once.
+    let (long, payment) = paid_job_payment(&chain, &server, &payer, 1_000_000).await;
+    let mut body = spec(&payment, 0, "1");
+    body["command"] = json!(["sh", "-c", "sleep 120"]);
+    let (status, submitted) = submit(&server, &payer, body).await;
+    assert_eq!(status, 201, "{submitted}");
+    job_reaching(&server, &payer, &long, &["running"], 60).await;
+    let pid = agent.0.id().to_string();
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = agent.0.wait().unwrap();
+        (agent, status)
+    })
+    .await
+    .unwrap()
+    .1;
+    assert!(exit.success(), "the agent exits cleanly: {exit}");
+    let requeued = job(&server, &payer, &long).await;
+    assert_eq!(requeued["status"], "pending", "{requeued}");
+    assert_eq!(containers_of(&long), 0, "its container is gone");
+    let (status, node_view) = get(&server, &format!("/api/nodes/{node}"), Some(&miner)).await;
+    assert_eq!(status, 200, "{node_view}");
+    assert_eq!(node_view["node"]["status"], "offline", "{node_view}");
     server.stop();
 }

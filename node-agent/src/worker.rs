@@ -46,6 +46,8 @@ use crate::executor::{
 const TRIES_MAX: u32 = 5;
 /// Log lines kept for a failure's message.
 const LOG_TAIL_LINES: usize = 20;
+/// On shutdown, how many tenths of a second the killed jobs get to clean up.
+const SHUTDOWN_WAIT_STEPS: u32 = 200;
 /// How long a call to the coordinator may take (uploads and downloads stream without a limit).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -206,6 +208,18 @@ impl Worker {
             .unwrap_or_default();
         for cancel in jobs {
             cancel.cancel();
+        }
+        // Give the killed jobs' runs the moment they need to remove their containers and work
+        // directories (what a hard stop leaves, the next start removes).
+        for _ in 0..SHUTDOWN_WAIT_STEPS {
+            if self
+                .running
+                .lock()
+                .map_or(true, |running| running.is_empty())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = self
             .http
