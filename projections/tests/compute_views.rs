@@ -15,6 +15,7 @@ use std::sync::Arc;
 use aiforge_commands::compute::{Compute, NodeMetrics, Report};
 use aiforge_commands::testing::TestDatabase;
 use aiforge_commands::{CommandMeta, Database, Executor, ManualClock};
+use aiforge_domain::blob::BlobPurpose;
 use aiforge_domain::fees::PaymentType;
 use aiforge_domain::job::{JobNeeds, JobSpec, JobType, RequeueReason};
 use aiforge_domain::ledger::Beneficiary;
@@ -25,7 +26,7 @@ use aiforge_domain::payment::{
 use aiforge_domain::wallet::Network;
 use aiforge_domain::Usdt;
 use aiforge_projections::compute::{
-    assigned_to, find_job, find_node, jobs_on_lost_nodes, online_node_ids, online_nodes,
+    assigned_to, find_blob, find_job, find_node, jobs_on_lost_nodes, online_node_ids, online_nodes,
     pending_jobs,
 };
 use aiforge_projections::{view_digest, Projector};
@@ -274,6 +275,61 @@ async fn a_paid_job_is_scheduled_run_settled_and_rebuilt_identically(db: Databas
         postings[0].payment_id, cpu_payment,
         "settlements name the job's payment"
     );
+
+    // Job files: stored once per content, found by CID (an input and an output here).
+    let input = aiforge_commands::blob::StoredBlob {
+        sha256: "a".repeat(64),
+        cid: aiforge_domain::cid::cid_v0(b"input"),
+        size_bytes: 5,
+    };
+    let output = aiforge_commands::blob::StoredBlob {
+        sha256: "b".repeat(64),
+        cid: aiforge_domain::cid::cid_v0(b"output"),
+        size_bytes: 6,
+    };
+    compute
+        .record_blob(&input, "local", PAYER, BlobPurpose::JobInput, &meta())
+        .await
+        .unwrap();
+    let events = db.count_events().await.unwrap();
+    compute
+        .record_blob(&input, "local", "u-other", BlobPurpose::JobInput, &meta())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count_events().await.unwrap(),
+        events,
+        "the same content again writes nothing"
+    );
+    let from_node = format!("node:{}", cpu.node_id);
+    let written = BlobPurpose::JobOutput {
+        job_id: cpu_job.clone(),
+        attempt: 1,
+    };
+    compute
+        .record_blob(&output, "local", &from_node, written, &meta())
+        .await
+        .unwrap();
+    caught_up(&projector, &db).await;
+    let found = find_blob(&db, &input.cid).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            found.sha256.as_str(),
+            found.size_bytes,
+            found.stored_by.as_str(),
+            found.purpose.as_str()
+        ),
+        (input.sha256.as_str(), 5, PAYER, "job_input")
+    );
+    let found = find_blob(&db, &output.cid).await.unwrap().unwrap();
+    assert_eq!(
+        (found.purpose.as_str(), found.job_id.as_deref()),
+        ("job_output", Some(cpu_job.as_str()))
+    );
+    assert!(find_blob(&db, &aiforge_domain::cid::cid_v0(b"never"))
+        .await
+        .unwrap()
+        .is_none());
 
     // Rebuilt from the log, the compute and ledger views equal the live ones.
     for name in ["compute", "payments"] {

@@ -522,44 +522,49 @@ async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
     use aiforge_commands::metering::UsageRecorder;
     use aiforge_domain::revenue_book::{LogPoint, Month};
     let recorder = UsageRecorder::start(db.clone(), clock());
+    let month: Month = "2026-11".parse().unwrap();
+    // The log head on PostgreSQL stops below any transaction still open anywhere in the cluster
+    // (other tests run beside this one), so it may trail a committed write for a moment: read it
+    // until it covers what was written (a fold over it sees `expected` calls).
+    let head_covering = |expected: u64| {
+        let db = db.clone();
+        async move {
+            for _ in 0..100 {
+                let head = db.log_head().await.unwrap();
+                let point = LogPoint {
+                    tx: head.tx,
+                    position: head.position,
+                };
+                let folded =
+                    aiforge_projections::distribution::fold_live(&db, month, point, vec![])
+                        .await
+                        .unwrap();
+                if folded.usage_events == expected {
+                    return (point, folded);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the log head never covered {expected} calls");
+        }
+    };
     for n in 1..=30 {
         recorder.record(metered(n, "sub-a")).await.unwrap();
     }
-    let head = db.log_head().await.unwrap();
+    let (through, folded) = head_covering(30).await;
     for n in 31..=40 {
         recorder.record(metered(n, "sub-a")).await.unwrap();
     }
-    let month: Month = "2026-11".parse().unwrap();
-    let through = LogPoint {
-        tx: head.tx,
-        position: head.position,
-    };
-    let folded = aiforge_projections::distribution::fold_live(&db, month, through, vec![])
-        .await
-        .unwrap();
-    assert_eq!(folded.usage_events, 30);
     assert_eq!(
         folded.tokens_total,
         (1..=30u64).map(|n| 10 + 2 * n).sum::<u64>()
     );
+    // The point read again, after ten more calls: the same 30, the same digest.
     let again = aiforge_projections::distribution::fold_live(&db, month, through, vec![])
         .await
         .unwrap();
+    assert_eq!(again.usage_events, 30);
     assert_eq!(again.digest, folded.digest);
-    let everything = aiforge_projections::distribution::fold_live(
-        &db,
-        month,
-        {
-            let head = db.log_head().await.unwrap();
-            LogPoint {
-                tx: head.tx,
-                position: head.position,
-            }
-        },
-        vec![],
-    )
-    .await
-    .unwrap();
+    let (_, everything) = head_covering(40).await;
     assert_eq!(everything.usage_events, 40);
     assert_ne!(everything.input_digest, folded.input_digest);
 }
