@@ -228,6 +228,7 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
         &[
             ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
             ("AIFORGE_NODE_HEARTBEAT_TIMEOUT_SECS", "90"),
+            ("AIFORGE_JOB_BLOB_BYTES_MAX", "1024"),
         ],
     );
     let owner = register_and_sign_in(&server, "miner@example.com").await;
@@ -354,6 +355,75 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
         "{body}"
     );
     upload_input(&server, &stranger).await;
+
+    // Job files: an upload over the limit is a 413 and keeps nothing; no session, a 401; a blob
+    // is its uploader's to read; a node reads only the inputs of the jobs it holds.
+    let blob_upload = |bytes: Vec<u8>, token: Option<String>| {
+        let mut request = client().post(server.url("/api/blobs")).body(bytes);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let too_big = vec![7u8; 2000];
+    let (status, body) = blob_upload(too_big.clone(), Some(stranger.clone())).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+    let too_big_cid = aiforge_domain::cid::cid_v0(&too_big);
+    let (status, _) = get(
+        &server,
+        &format!("/api/blobs/{too_big_cid}"),
+        Some(&stranger),
+    )
+    .await;
+    assert_eq!(status, 404, "nothing of an oversized upload is kept");
+    let (status, _) = blob_upload(INPUT.to_vec(), None).await;
+    assert_eq!(status, 401);
+    let own = client()
+        .get(server.url(&format!("/api/blobs/{}", input_cid())))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert_eq!(own.bytes().await.unwrap().as_ref(), INPUT);
+    let (status, _) = get(
+        &server,
+        &format!("/api/blobs/{}", input_cid()),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(status, 404, "another user's blob is not listed to them");
+    let node_read = |node: String, token: String| {
+        let url = server.url(&format!("/api/nodes/{node}/blobs/{}", input_cid()));
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        node_read(one.clone(), one_token.clone()).await,
+        404,
+        "no job of this node reads it"
+    );
+    assert_eq!(node_read(one.clone(), two_token.clone()).await, 403);
+
     let (status, body) = submit(
         &server,
         &stranger,
@@ -567,6 +637,17 @@ async fn paid_jobs_run_on_fitting_nodes_pay_the_node_95_percent_and_survive_a_lo
         .unwrap();
     assert_eq!(download.status(), 200);
     assert_eq!(download.bytes().await.unwrap().as_ref(), b"hi\n");
+    // The job has ended: its node can no longer add outputs to it.
+    let late = client()
+        .put(server.url(&format!(
+            "/api/nodes/{cpu}/jobs/{job_id}/outputs/late.txt?attempt=1"
+        )))
+        .bearer_auth(&cpu_token)
+        .body("late\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 409);
     assert_eq!(body["job"]["settlement"]["node_net"], "9.500000");
     assert_eq!(body["job"]["settlement"]["platform_fee"], "0.500000");
     let node_payable = format!("node_payable:{cpu}");
