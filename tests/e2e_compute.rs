@@ -1204,6 +1204,13 @@ async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_los
         balance(&server, &admin, "platform_fees:platform").await,
         500_000
     );
+    // The node's owner sees what it earned.
+    let (status, view) = get(&server, &format!("/api/nodes/{ran_on}"), Some(&miner)).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["node"]["earnings"],
+        json!({"payable": "9.500000", "jobs_paid": 1})
+    );
 
     // A node killed mid-job: once its heartbeats have been missing for the timeout (on the
     // server's manual clock), the job goes back to pending and runs on the other node; the dead

@@ -968,3 +968,25 @@ pub async fn held_by(
         .fetch_all(pool)
         .await)
 }
+
+/// What a node has earned: its payable balance in the ledger (micros) and how many jobs paid it.
+pub async fn node_earnings(
+    db: &aiforge_commands::Database,
+    node_id: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let payable: Option<i64> = on_engine!(db, |pool| sqlx::query_scalar(
+        "SELECT CAST(balance_micros AS BIGINT) FROM ledger_balances_view WHERE account = $1"
+    )
+    .bind(format!("node_payable:{node_id}"))
+    .fetch_optional(pool)
+    .await)?;
+    let jobs_paid: i64 = on_engine!(db, |pool| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs_view WHERE node_id = $1 \
+         AND status IN ('completed', 'failed', 'timed_out', 'cancelled') \
+         AND node_net IS NOT NULL AND node_net <> '0.000000'"
+    )
+    .bind(node_id)
+    .fetch_one(pool)
+    .await)?;
+    Ok((payable.unwrap_or(0), jobs_paid))
+}

@@ -262,6 +262,19 @@ async fn a_paid_job_is_scheduled_run_settled_and_rebuilt_identically(db: Databas
         9_500_000
     );
     assert_eq!(balance(&db, "platform_fees:platform").await, 500_000);
+    assert_eq!(
+        aiforge_projections::compute::node_earnings(&db, &cpu.node_id)
+            .await
+            .unwrap(),
+        (9_500_000, 1)
+    );
+    assert_eq!(
+        aiforge_projections::compute::node_earnings(&db, &gpu.node_id)
+            .await
+            .unwrap(),
+        (0, 0),
+        "its job was handed back, unpaid"
+    );
     assert_eq!(balance(&db, &format!("job_escrow:{cpu_job}")).await, 0);
     assert_eq!(
         balance(&db, &format!("job_escrow:{gpu_job}")).await,

@@ -334,7 +334,7 @@ pub async fn offline(
     })))
 }
 
-/// `GET /api/nodes/{id}`: the owner's node, with its state history.
+/// `GET /api/nodes/{id}`: the owner's node, with its state history and earnings.
 pub async fn get_node(
     State(state): State<AppState>,
     user: AuthUser,
@@ -349,8 +349,17 @@ pub async fn get_node(
         .iter()
         .map(|h| json!({"event": h.event_type, "status": h.status, "detail": parsed(&h.detail), "at": h.at}))
         .collect();
+    let (payable, jobs_paid) =
+        aiforge_projections::compute::node_earnings(&state.db, &node_id).await?;
     let mut node = node_json(&state, &row);
     node["history"] = json!(history);
+    // 95% of every job it ran, as the ledger holds it for the node's owner.
+    node["earnings"] = json!({
+        "payable": aiforge_domain::Usdt::from_micros(payable)
+            .map_err(ApiError::internal)?
+            .to_string(),
+        "jobs_paid": jobs_paid,
+    });
     Ok(Json(json!({ "node": node })))
 }
 
