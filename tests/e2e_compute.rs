@@ -1211,6 +1211,10 @@ async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_los
         view["node"]["earnings"],
         json!({"payable": "9.500000", "jobs_paid": 1})
     );
+    // Its agent's heartbeats (over NATS) carry the machine's use.
+    let metrics = &view["node"]["last_heartbeat"]["metrics"];
+    assert!(metrics["memory_used_mb"].as_u64().unwrap() > 0, "{view}");
+    assert!(metrics["disk_used_gb"].is_u64(), "{view}");
 
     // A node killed mid-job: once its heartbeats have been missing for the timeout (on the
     // server's manual clock), the job goes back to pending and runs on the other node; the dead

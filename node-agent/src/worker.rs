@@ -259,7 +259,7 @@ impl Worker {
                     .collect()
             })
             .unwrap_or_default();
-        let metrics = metrics(started_before.len());
+        let metrics = metrics(started_before.len(), &self.config.work_root).await;
         let answer = match self.nats.get() {
             Some(client) => match self.heartbeat_over_nats(client, &metrics).await {
                 Err(CallError::Failed(reason)) => {
@@ -890,8 +890,10 @@ async fn digest_file(path: &Path) -> Result<(String, String, u64), String> {
     Ok((hex::encode(sha.finalize()), cid.finish(), size))
 }
 
-/// What a heartbeat says: memory in use and the load (from /proc on Linux; 0 elsewhere).
-fn metrics(running_jobs: usize) -> Value {
+/// What a heartbeat says: the load and memory in use (from /proc on Linux; 0 elsewhere), the
+/// disk in use where the work directories are (`df`), and each GPU's use (`nvidia-smi`, when
+/// the node has it).
+async fn metrics(running_jobs: usize, work_root: &Path) -> Value {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> u64 {
         meminfo
@@ -908,11 +910,56 @@ fn metrics(running_jobs: usize) -> Value {
         .unwrap_or(0.0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu_percent = ((load / cores) * 100.0).clamp(0.0, 100.0).round() as u32;
+    let df = command_output("df", &["-Pk", &work_root.to_string_lossy()]).await;
+    let gpus = command_output(
+        "nvidia-smi",
+        &[
+            "--query-gpu=utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+        ],
+    )
+    .await;
     json!({
         "cpu_percent": cpu_percent,
         "memory_used_mb": used_mb,
+        "disk_used_gb": df.as_deref().and_then(disk_used_gb).unwrap_or(0),
+        "gpus": gpus.as_deref().map(gpu_use).unwrap_or_default(),
         "running_jobs": running_jobs,
     })
+}
+
+/// A command's stdout, or `None` when it is missing, fails or takes over 5 s.
+async fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        Ok(Ok(out)) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into()),
+        _ => None,
+    }
+}
+
+/// The used space, in whole GiB, from `df -Pk`'s answer (its second line's third column, KiB).
+fn disk_used_gb(df: &str) -> Option<u64> {
+    let used_kib: u64 = df.lines().nth(1)?.split_whitespace().nth(2)?.parse().ok()?;
+    Some(used_kib / (1024 * 1024))
+}
+
+/// Each GPU's use from `nvidia-smi --query-gpu=utilization.gpu,memory.used
+/// --format=csv,noheader,nounits`: one `percent, MiB` line per GPU; unreadable lines are skipped.
+fn gpu_use(csv: &str) -> Vec<Value> {
+    csv.lines()
+        .filter_map(|line| {
+            let (utilization, memory) = line.split_once(',')?;
+            let utilization: u32 = utilization.trim().parse().ok()?;
+            let memory: u64 = memory.trim().parse().ok()?;
+            Some(json!({
+                "utilization_percent": utilization.min(100),
+                "memory_used_mb": memory,
+            }))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -963,6 +1010,41 @@ mod tests {
         assert_eq!(job.limits.memory_bytes, Limits::MEMORY_BYTES_MIN);
         assert_eq!(job.limits.cpus.millis(), 1000);
         assert!(executor_job("not-a-uuid", &spec(1, 1), vec![], 1).is_err());
+    }
+
+    #[test]
+    fn disk_and_gpu_use_are_read_from_df_and_nvidia_smi() {
+        let df = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n\
+                  /dev/sda1        103081248  52428800  45383520      54% /\n";
+        assert_eq!(disk_used_gb(df), Some(50));
+        assert_eq!(disk_used_gb("Filesystem\n"), None);
+        let smi = "37, 10240\n100, 24000\nN/A, 5\n";
+        assert_eq!(
+            gpu_use(smi),
+            vec![
+                json!({"utilization_percent": 37, "memory_used_mb": 10240}),
+                json!({"utilization_percent": 100, "memory_used_mb": 24000}),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_reports_the_disk_in_use_where_jobs_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let reported = metrics(2, dir.path()).await;
+        assert_eq!(reported["running_jobs"], 2);
+        let df = command_output("df", &["-Pk", &dir.path().to_string_lossy()])
+            .await
+            .unwrap();
+        assert_eq!(
+            reported["disk_used_gb"].as_u64(),
+            disk_used_gb(&df),
+            "{reported}"
+        );
+        assert!(
+            reported["memory_used_mb"].as_u64().unwrap() > 0,
+            "{reported}"
+        );
     }
 
     #[tokio::test]
