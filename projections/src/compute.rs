@@ -711,20 +711,6 @@ pub async fn jobs_of(
     Ok((rows, total))
 }
 
-/// The jobs assigned to a node and not yet started by it, oldest assignment first.
-pub async fn assigned_to(
-    db: &aiforge_commands::Database,
-    node_id: &str,
-) -> Result<Vec<JobRow>, sqlx::Error> {
-    let sql = format!(
-        "{SELECT_JOB} WHERE node_id = $1 AND status = 'assigned' ORDER BY assigned_at, job_id"
-    );
-    on_engine!(db, |pool| sqlx::query_as(&sql)
-        .bind(node_id)
-        .fetch_all(pool)
-        .await)
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct JobHistoryRow {
     pub position: i64,

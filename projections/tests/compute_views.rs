@@ -26,7 +26,7 @@ use aiforge_domain::payment::{
 use aiforge_domain::wallet::Network;
 use aiforge_domain::Usdt;
 use aiforge_projections::compute::{
-    assigned_to, find_blob, find_job, find_node, jobs_on_lost_nodes, online_node_ids, online_nodes,
+    find_blob, find_job, find_node, held_by, jobs_on_lost_nodes, online_node_ids, online_nodes,
     pending_jobs,
 };
 use aiforge_projections::{view_digest, Projector};
@@ -193,8 +193,17 @@ async fn a_paid_job_is_scheduled_run_settled_and_rebuilt_identically(db: Databas
         );
     }
     caught_up(&projector, &db).await;
-    let on_cpu = assigned_to(&db, &cpu.node_id).await.unwrap();
-    let on_gpu = assigned_to(&db, &gpu.node_id).await.unwrap();
+    let assigned_to = |node_id: String| {
+        let db = db.clone();
+        async move {
+            let held = held_by(&db, &node_id).await.unwrap();
+            held.into_iter()
+                .filter(|job| job.status == "assigned")
+                .collect::<Vec<_>>()
+        }
+    };
+    let on_cpu = assigned_to(cpu.node_id.clone()).await;
+    let on_gpu = assigned_to(gpu.node_id.clone()).await;
     assert_eq!(on_cpu.len(), 1);
     assert_eq!(on_cpu[0].job_id, cpu_job);
     assert_eq!(on_gpu[0].job_id, gpu_job);

@@ -457,8 +457,8 @@ pub async fn next_job(
         .run_once(&state.db, &state.projector)
         .await
         .map_err(ApiError::internal)?;
-    let assigned = aiforge_projections::compute::assigned_to(&state.db, &node_id).await?;
-    Ok(match assigned.first() {
+    let held = aiforge_projections::compute::held_by(&state.db, &node_id).await?;
+    Ok(match held.iter().find(|job| job.status == "assigned") {
         Some(row) => Json(json!({ "job": assignment_json(row) })).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -511,6 +511,9 @@ async fn report(
     mut meta: aiforge_commands::CommandMeta,
 ) -> Result<Json<Value>, ApiError> {
     authenticated_node(state, node_id, headers).await?;
+    if let Report::Exited { outputs, .. } = &report {
+        crate::routes::blobs::check_outputs(state, outputs).await?;
+    }
     meta.actor = Some(format!("node:{node_id}"));
     let outcome = state
         .compute
@@ -549,7 +552,6 @@ pub async fn finished(
     headers: HeaderMap,
     CommandJson { body, meta }: CommandJson<FinishedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    crate::routes::blobs::check_outputs(&state, &body.outputs).await?;
     let exited = Report::Exited {
         exit_code: body.exit_code,
         outputs: body.outputs,
