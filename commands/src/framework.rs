@@ -32,10 +32,14 @@ pub struct CommandMeta {
 }
 
 impl CommandMeta {
-    /// True for an id made here (a UUIDv7 no earlier command can have), whose first execution
-    /// needs no look-up of earlier outcomes.
+    /// True for an id made here by [`CommandMeta::generated`] (a fresh UUIDv7 no earlier command
+    /// can have), whose first execution needs no look-up of earlier outcomes. A fixed id chosen
+    /// by a caller (the demo's `demo:account`, a reactor's id derived from an event) is looked
+    /// up even when its request hash equals it: skipping that made a restart's second
+    /// registration of the demo account fail with "email is already taken".
     pub fn is_generated(&self) -> bool {
         self.request_hash == self.command_id
+            && uuid::Uuid::parse_str(&self.command_id).is_ok_and(|id| id.get_version_num() == 7)
     }
 
     /// For commands with no client-supplied key (CLI, schedulers): never collides.

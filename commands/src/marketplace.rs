@@ -544,6 +544,19 @@ impl Marketplace {
         Ok(service)
     }
 
+    /// A subscription as the event store holds it now (not a view): what a command's answer
+    /// shows right after the command, however far the projections lag.
+    pub async fn api_subscription(
+        &self,
+        subscription_id: &str,
+    ) -> Result<ApiSubscription, MarketplaceError> {
+        let subscription = self.subscriptions.load(subscription_id).await?;
+        if subscription.requested.is_none() {
+            return Err(CommandError::Rejected(ApiSubscriptionError::NotFound).into());
+        }
+        Ok(subscription)
+    }
+
     /// Subscribes `consumer` to a service: makes the key, and the payment when anything is due.
     pub async fn subscribe(
         &self,

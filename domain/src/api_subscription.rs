@@ -204,6 +204,15 @@ pub struct ApiSubscription {
     pub requested: Option<ApiSubscriptionEvent>,
     pub status: Option<ApiSubscriptionStatus>,
     pub key: Option<KeyDigest>,
+    /// Facts a command's answer shows (read from the store, not from a view that may lag).
+    #[serde(default)]
+    pub credit_added: Usdt,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub activated_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub period_end: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cancelled_at: Option<OffsetDateTime>,
 }
 
 pub struct ApiSubscriptionServices;
@@ -409,12 +418,23 @@ impl Aggregate for ApiSubscription {
                 self.status = Some(ApiSubscriptionStatus::PendingPayment);
                 self.requested = Some(event);
             }
-            ApiSubscriptionEvent::ApiSubscriptionActivated { .. } => {
-                self.status = Some(ApiSubscriptionStatus::Active)
+            ApiSubscriptionEvent::ApiSubscriptionActivated {
+                credit_added,
+                period_end,
+                activated_at,
+                ..
+            } => {
+                self.status = Some(ApiSubscriptionStatus::Active);
+                self.credit_added = self.credit_added.checked_add(credit_added).unwrap_or(self.credit_added);
+                self.activated_at.get_or_insert(activated_at);
+                if period_end.is_some() {
+                    self.period_end = period_end;
+                }
             }
             ApiSubscriptionEvent::ApiKeyRegenerated { key, .. } => self.key = Some(key),
-            ApiSubscriptionEvent::ApiSubscriptionCancelled { .. } => {
-                self.status = Some(ApiSubscriptionStatus::Cancelled)
+            ApiSubscriptionEvent::ApiSubscriptionCancelled { cancelled_at, .. } => {
+                self.status = Some(ApiSubscriptionStatus::Cancelled);
+                self.cancelled_at = Some(cancelled_at);
             }
         }
     }

@@ -277,6 +277,13 @@ pub struct Node {
     pub resources: Option<Resources>,
     pub token_digest: Option<String>,
     pub status: Option<NodeStatus>,
+    /// Facts a command's answer shows (read from the store, not from a view that may lag).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub owner_wallet: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub registered_at: Option<OffsetDateTime>,
 }
 
 pub struct NodeServices;
@@ -384,8 +391,13 @@ impl Aggregate for Node {
                 owner,
                 resources,
                 token_digest,
-                ..
+                name,
+                owner_wallet,
+                at,
             } => {
+                self.name = name;
+                self.owner_wallet = owner_wallet;
+                self.registered_at = Some(at);
                 self.id = Some(node_id);
                 self.owner = Some(owner);
                 self.resources = Some(resources);

@@ -68,12 +68,14 @@ pub fn serve(nodes: &LocalNodes, model: &LocalModel) {
     nodes.serve_content(&model.sha256, model.engine.clone());
 }
 
+/// The fixed command of one step of the demo: every start finds the same account, model,
+/// service and subscription, because a command id seen before returns its first outcome (these
+/// ids are not UUIDv7s, so `CommandMeta::is_generated` never skips that look-up).
 fn meta(step: &str) -> CommandMeta {
-    // Fixed ids: every start finds the same account, model, service and subscription.
     let id = format!("demo:{step}");
     CommandMeta {
-        command_id: id.clone(),
-        request_hash: id,
+        request_hash: id.clone(),
+        command_id: id,
         actor: None,
         request_id: None,
     }
@@ -130,13 +132,13 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
             ModelSource::Upload {
                 filename: format!("{name}.gguf"),
             },
-            &meta("model"),
+            &meta(&format!("model:{}", &blob.sha256[..16])),
         )
         .await
         .map_err(|e| err("model")(&e))?
         .aggregate_id;
     market
-        .publish(&model_id, &user_id, None, &meta("publish"))
+        .publish(&model_id, &user_id, None, &meta(&format!("publish:{}", &blob.sha256[..16])))
         .await
         .map_err(|e| err("publish")(&e))?;
     let service_id = market
@@ -151,13 +153,13 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
                 price_per_month: Usdt::ZERO,
             },
             RateLimits::default(),
-            &meta("service"),
+            &meta(&format!("service:{}", &blob.sha256[..16])),
         )
         .await
         .map_err(|e| err("service")(&e))?
         .aggregate_id;
     let subscribed = market
-        .subscribe(&user_id, &service_id, None, Usdt::ZERO, &meta("subscribe"))
+        .subscribe(&user_id, &service_id, None, Usdt::ZERO, &meta(&format!("subscribe:{}", &blob.sha256[..16])))
         .await
         .map_err(|e| err("subscribe")(&e))?;
     // The key of a replayed subscription was shown at its first start only: make a new one.

@@ -182,9 +182,22 @@ pub async fn register(
             &meta,
         )
         .await?;
+    // The token exists from here on: the answer is built from the store (the node's own
+    // events), so a lagging projection delays it (bounded) and never loses the token.
     read_your_writes(&state, registered.outcome.last).await;
-    let row = node_row(&state, &registered.node_id).await?;
-    let mut response = json!({ "node": node_json(&state, &row) });
+    let node = state.compute.commands.node(&registered.node_id).await?;
+    let mut response = json!({ "node": {
+        "id": registered.node_id,
+        "owner": node.owner,
+        "name": node.name,
+        "owner_wallet": node.owner_wallet,
+        "resources": node.resources,
+        "status": node.status.map(|s| s.as_str()),
+        "offline_reason": null,
+        "last_heartbeat": null,
+        "registered_at": node.registered_at.map(aiforge_commands::clock::rfc3339),
+        "updated_at": node.registered_at.map(aiforge_commands::clock::rfc3339),
+    }});
     match registered.token {
         Some(token) => response["node_token"] = json!(token),
         None => {

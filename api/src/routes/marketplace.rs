@@ -62,6 +62,46 @@ pub fn subscription_json(row: &SubscriptionRow) -> Value {
     })
 }
 
+/// The same shape as [`subscription_json`], from the subscription's own events: the answer of
+/// a command that shows a secret is built from the store, never from a view that may lag (the
+/// secret would be made and lost).
+pub fn subscription_json_from_store(
+    subscription: &aiforge_domain::api_subscription::ApiSubscription,
+) -> Value {
+    use aiforge_commands::clock::rfc3339;
+    use aiforge_domain::api_subscription::ApiSubscriptionEvent;
+    let Some(ApiSubscriptionEvent::ApiSubscriptionRequested {
+        subscription_id,
+        service_id,
+        model_id,
+        pricing,
+        pricing_version,
+        amount_due,
+        payment_id,
+        requested_at,
+        ..
+    }) = &subscription.requested
+    else {
+        return Value::Null;
+    };
+    json!({
+        "id": subscription_id,
+        "service_id": service_id,
+        "model_id": model_id,
+        "status": subscription.status.map(|s| s.as_str()),
+        "pricing": pricing,
+        "pricing_version": pricing_version,
+        "amount_due": amount_due.to_string(),
+        "credit": subscription.credit_added.to_string(),
+        "payment_id": payment_id,
+        "api_key_hint": subscription.key.as_ref().map(|k| format!("aiforge_…{}", k.hint)),
+        "period_end": subscription.period_end.map(rfc3339),
+        "requested_at": rfc3339(*requested_at),
+        "activated_at": subscription.activated_at.map(rfc3339),
+        "cancelled_at": subscription.cancelled_at.map(rfc3339),
+    })
+}
+
 async fn service_response(state: &AppState, service_id: &str) -> Result<Value, ApiError> {
     let row = aiforge_projections::marketplace::find_service(&state.db, service_id)
         .await?
@@ -276,21 +316,31 @@ pub async fn subscribe(
             "this request already created a subscription; its key was shown then (regenerate it if it was lost)",
         ));
     }
+    // The key exists from here on: whatever happens next, the answer carries it. The wait
+    // lets the key work at once and the next read see the subscription; a lagging projection
+    // only delays the answer (bounded), it never turns it into an error.
     read_your_writes(&state, subscribed.outcome.last).await;
-    let row =
-        aiforge_projections::marketplace::find_subscription(&state.db, &subscribed.subscription_id)
-            .await?
-            .ok_or_else(|| ApiError::internal("subscription not projected"))?;
+    let subscription = state
+        .marketplace
+        .api_subscription(&subscribed.subscription_id)
+        .await
+        .map(|s| subscription_json_from_store(&s))
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a new subscription could not be read back from the store");
+            json!({ "id": subscribed.subscription_id })
+        });
     let payment = match &subscribed.payment_id {
         Some(payment_id) => aiforge_projections::payments::find(&state.db, payment_id)
-            .await?
+            .await
+            .ok()
+            .flatten()
             .map(|p| json!(p)),
         None => None,
     };
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "subscription": subscription_json(&row),
+            "subscription": subscription,
             "api_key": subscribed.api_key,
             "api_key_notice": "this key is shown only once; store it now",
             "amount_due": subscribed.amount_due.to_string(),
