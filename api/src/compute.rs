@@ -32,8 +32,8 @@ pub const PASS_PROJECTION_WAIT_SECS: u64 = 5;
 /// The compute commands and the lock that keeps passes one at a time.
 pub struct ComputeNetwork {
     pub commands: Arc<Compute>,
-    /// Jobs' live logs, as their nodes stream them (memory only: `crate::job_logs`).
-    pub logs: crate::job_logs::JobLogs,
+    /// Jobs' live logs, as their nodes stream them (`aiforge_commands::job_logs`).
+    pub logs: aiforge_commands::job_logs::JobLogs,
     pass: tokio::sync::Mutex<()>,
 }
 
@@ -45,10 +45,10 @@ pub struct PassReport {
 }
 
 impl ComputeNetwork {
-    pub fn new(commands: Arc<Compute>) -> Self {
+    pub fn new(commands: Arc<Compute>, db: Database) -> Self {
         Self {
             commands,
-            logs: crate::job_logs::JobLogs::default(),
+            logs: aiforge_commands::job_logs::JobLogs::new(db),
             pass: tokio::sync::Mutex::new(()),
         }
     }
@@ -77,7 +77,12 @@ impl ComputeNetwork {
         let online = aiforge_projections::compute::online_node_ids(db)
             .await
             .map_err(|e| e.to_string())?;
-        for node_id in self.commands.expired(&online, self.commands.now()) {
+        let expired = self
+            .commands
+            .expired(&online, self.commands.now())
+            .await
+            .map_err(|e| e.to_string())?;
+        for node_id in expired {
             match self
                 .commands
                 .mark_offline(&node_id, OfflineReason::HeartbeatTimeout)
@@ -140,16 +145,22 @@ impl ComputeNetwork {
 }
 
 /// Runs the pass every `every` until shutdown.
+/// Runs a pass every `every` on the instance that holds the scheduler lease (the sweeper and
+/// the scheduler run once for the cluster; passes a request triggers run where it arrives, and
+/// the aggregates make a concurrent step harmless).
 pub async fn run_compute_passes(
     db: Database,
     projector: Projector,
     network: Arc<ComputeNetwork>,
+    lease: Arc<aiforge_commands::lease::Lease>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if let Err(e) = network.run_once(&db, &projector).await {
-            tracing::error!(error = %e, "compute pass failed");
+        if lease.is_held() {
+            if let Err(e) = network.run_once(&db, &projector).await {
+                tracing::error!(error = %e, "compute pass failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

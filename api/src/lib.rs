@@ -9,7 +9,6 @@ pub mod compute;
 pub mod error;
 pub mod extract;
 pub mod gateway;
-pub mod job_logs;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;
@@ -78,6 +77,8 @@ pub struct AppState {
     pub gateway: Arc<gateway::Gateway>,
     pub revenue_book: Arc<Executor<aiforge_domain::revenue_book::RevenueBook>>,
     pub compute: Arc<compute::ComputeNetwork>,
+    /// Held by the one instance that runs the cluster's periodic tasks.
+    pub scheduler_lease: Arc<aiforge_commands::lease::Lease>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -435,12 +436,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         payments.clone(),
     ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
-    let compute = Arc::new(compute::ComputeNetwork::new(Arc::new(
-        aiforge_commands::compute::Compute::new(db.clone(), clock.clone())
-            .with_heartbeat_timeout_secs(
-                i64::try_from(settings.node_heartbeat_timeout_secs).unwrap_or(i64::MAX),
-            ),
-    )));
+    let compute = Arc::new(compute::ComputeNetwork::new(
+        Arc::new(
+            aiforge_commands::compute::Compute::new(db.clone(), clock.clone())
+                .with_heartbeat_timeout_secs(
+                    i64::try_from(settings.node_heartbeat_timeout_secs).unwrap_or(i64::MAX),
+                ),
+        ),
+        db.clone(),
+    ));
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
         Some(url) => Some(bus::connect_jetstream(url, bus::NatsTarget::default()).await?),
@@ -469,11 +473,20 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let stopped = stopped.clone();
         tokio::spawn(async move { aiforge_commands::reactor::run(db, reactor, stopped).await })
     };
+    // The cluster's periodic tasks run on the holder of this lease; asked for once before the
+    // schedulers start, so a lone instance is the holder from its first pass.
+    let scheduler_lease =
+        aiforge_commands::lease::Lease::for_database(&db, aiforge_commands::lease::SCHEDULER_LEASE);
+    if let Err(e) = scheduler_lease.acquire_or_renew().await {
+        tracing::warn!(error = %e, "the scheduler lease could not be asked for; retrying");
+    }
+    let lease_task = tokio::spawn(scheduler_lease.clone().keep(stopped.clone()));
     let scheduler_task = tokio::spawn(scheduler::run_listing_scheduler(
         db.clone(),
         projector.clone(),
         marketplace.clone(),
         clock.clone(),
+        scheduler_lease.clone(),
         Duration::from_secs(settings.listing_scheduler_secs),
         stopped.clone(),
     ));
@@ -500,6 +513,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         db.clone(),
         projector.clone(),
         compute.clone(),
+        scheduler_lease.clone(),
         Duration::from_secs(compute::COMPUTE_PASS_SECS),
         stopped.clone(),
     ));
@@ -515,7 +529,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     };
 
     // The gateway: its key index is caught up before the first request, then follows the log.
-    let index = Arc::new(gateway::index::KeyIndex::default());
+    let index = Arc::new(aiforge_commands::gateway::KeyIndex::default());
     index
         .catch_up(&db)
         .await
@@ -541,8 +555,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             Duration::from_secs(settings.node_idle_timeout_secs),
         )));
     }
+    let admission = Arc::new(aiforge_commands::gateway::Admission::new(
+        db.clone(),
+        aiforge_commands::gateway::Admission::store_for(&db),
+        clock.clone(),
+        index.clone(),
+    ));
     let gateway = Arc::new(gateway::Gateway {
         index,
+        admission,
         recorder: aiforge_commands::metering::UsageRecorder::start(db.clone(), clock.clone()),
         nodes: Arc::new(gateway::nodes::FirstAvailable(transports)),
     });
@@ -572,6 +593,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         hf: Arc::new(hf),
         manual_clock,
         compute,
+        scheduler_lease,
     };
     // Heartbeats over NATS, beside the HTTP ones, when NATS is configured.
     let heartbeats_task = match &settings.nats_url {
@@ -648,6 +670,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let _ = tokio::time::timeout(grace, task).await;
     }
     let _ = tokio::time::timeout(grace, index_task).await;
+    let _ = tokio::time::timeout(grace, lease_task).await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -49,17 +49,22 @@ pub async fn run_once(
     Ok(moved)
 }
 
+/// Runs a pass every `every`, on the instance that holds the scheduler lease only (one pass for
+/// the cluster; the `Model` aggregate and the steps' fixed command ids make a repeat harmless).
 pub async fn run_listing_scheduler(
     db: Database,
     projector: Projector,
     marketplace: Arc<Marketplace>,
     clock: Arc<dyn Clock>,
+    lease: Arc<aiforge_commands::lease::Lease>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if let Err(e) = run_once(&db, &projector, &marketplace, clock.now()).await {
-            tracing::error!(error = %e, "listing scheduler pass failed");
+        if lease.is_held() {
+            if let Err(e) = run_once(&db, &projector, &marketplace, clock.now()).await {
+                tracing::error!(error = %e, "listing scheduler pass failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -2,8 +2,9 @@
 //! submission against a confirmed job payment, assignment, node reports and cancellation. The
 //! `Node` and `Job` aggregates decide; this layer makes ids, tokens and times, checks the
 //! payment, and keeps what must not be an event:
-//! - heartbeats live in memory only (`Compute::heartbeat`): the last one of each node and the
-//!   metrics it carried. Only the changes they cause are events (`NodeCameOnline`, and
+//! - heartbeats live in the database (`node_heartbeats`, through `liveness`), never in the log
+//!   (`Compute::heartbeat`): the last one of each node and the metrics it carried, shared by
+//!   every instance. Only the changes they cause are events (`NodeCameOnline`, and
 //!   `NodeWentOffline` when [`Compute::expired`] finds a node silent for
 //!   `node::HEARTBEAT_TIMEOUT_SECS`). A node the log says is online but that has not been heard
 //!   from since this process started counts from the start, so a restart gives every node a
@@ -27,9 +28,8 @@
 //! The scheduler's pass and the heartbeat sweeper read views, so their loops live in the API
 //! crate (`api/src/compute.rs`); the commands they send are here.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aiforge_domain::blob::{Blob, BlobCommand, BlobError, BlobPurpose, BlobServices};
 use aiforge_domain::fees::PaymentType;
@@ -219,7 +219,6 @@ pub struct Compute {
     payments: Executor<Payment>,
     blobs: Executor<Blob>,
     clock: Arc<dyn Clock>,
-    heartbeats: Mutex<HashMap<String, Heartbeat>>,
     /// When this process started: the last sign of life of a node not heard from since.
     since: OffsetDateTime,
     heartbeat_timeout_secs: i64,
@@ -241,7 +240,6 @@ impl Compute {
             payments: Executor::new(db, clock.clone(), PaymentServices),
             since: clock.now(),
             clock,
-            heartbeats: Mutex::new(HashMap::new()),
             heartbeat_timeout_secs: aiforge_domain::node::HEARTBEAT_TIMEOUT_SECS,
         }
     }
@@ -333,9 +331,9 @@ impl Compute {
         if node.status() == Some(NodeStatus::Deactivated) {
             return Err(CommandError::Rejected(NodeError::Deactivated).into());
         }
-        if let Ok(mut beats) = self.heartbeats.lock() {
-            beats.insert(node_id.to_string(), Heartbeat { at, metrics });
-        }
+        crate::liveness::record(self.database(), node_id, at, &metrics)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?;
         if node.status() == Some(NodeStatus::Online) {
             return Ok((NodeStatus::Online, None));
         }
@@ -351,27 +349,31 @@ impl Compute {
         Ok((NodeStatus::Online, Some(outcome)))
     }
 
-    /// The last heartbeat of a node, if one came since this process started.
-    pub fn last_heartbeat(&self, node_id: &str) -> Option<Heartbeat> {
-        self.heartbeats
-            .lock()
-            .ok()
-            .and_then(|beats| beats.get(node_id).cloned())
+    /// The last heartbeat of a node (recorded by any instance), if it has one.
+    pub async fn last_heartbeat(&self, node_id: &str) -> Result<Option<Heartbeat>, ComputeError> {
+        crate::liveness::last(self.database(), node_id)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))
     }
 
-    /// Of the nodes the log says are online, those silent for the heartbeat timeout at `now`.
-    pub fn expired(&self, online: &[String], now: OffsetDateTime) -> Vec<String> {
-        let Ok(beats) = self.heartbeats.lock() else {
-            return Vec::new();
-        };
-        online
+    /// Of the nodes the log says are online, those silent for the heartbeat timeout at `now`
+    /// (a node never heard of counts from when this process started).
+    pub async fn expired(
+        &self,
+        online: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, ComputeError> {
+        let beats = crate::liveness::last_of(self.database(), online)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?;
+        Ok(online
             .iter()
             .filter(|node_id| {
-                let last = beats.get(*node_id).map_or(self.since, |beat| beat.at);
+                let last = beats.get(*node_id).copied().unwrap_or(self.since);
                 heartbeat_expired(last, now, self.heartbeat_timeout_secs)
             })
             .cloned()
-            .collect()
+            .collect())
     }
 
     /// Takes a node offline (the sweeper on a timeout, or the node itself on shutdown).
@@ -381,21 +383,22 @@ impl Compute {
         reason: OfflineReason,
     ) -> Result<Outcome, ComputeError> {
         let at = self.clock.now();
-        if let Ok(mut beats) = self.heartbeats.lock() {
-            // A heartbeat newer than the decision keeps the node (the sweeper read it stale).
-            if reason == OfflineReason::HeartbeatTimeout
-                && beats.get(node_id).is_some_and(|beat| {
-                    !heartbeat_expired(beat.at, at, self.heartbeat_timeout_secs)
-                })
-            {
-                return Ok(Outcome {
-                    aggregate_id: node_id.to_string(),
-                    replayed: false,
-                    last: None,
-                });
-            }
-            beats.remove(node_id);
+        // A heartbeat newer than the decision keeps the node (the sweeper read it stale).
+        if reason == OfflineReason::HeartbeatTimeout
+            && self
+                .last_heartbeat(node_id)
+                .await?
+                .is_some_and(|beat| !heartbeat_expired(beat.at, at, self.heartbeat_timeout_secs))
+        {
+            return Ok(Outcome {
+                aggregate_id: node_id.to_string(),
+                replayed: false,
+                last: None,
+            });
         }
+        crate::liveness::forget(self.database(), node_id)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?;
         Ok(self
             .nodes
             .execute(
@@ -424,9 +427,9 @@ impl Compute {
         let command = if active {
             NodeCommand::Activate { by_admin, at }
         } else {
-            if let Ok(mut beats) = self.heartbeats.lock() {
-                beats.remove(node_id);
-            }
+            crate::liveness::forget(self.database(), node_id)
+                .await
+                .map_err(|e| ComputeError::Internal(e.to_string()))?;
             NodeCommand::Deactivate { by_admin, at }
         };
         Ok(self.nodes.execute(node_id, command, meta, &[]).await?)
@@ -841,9 +844,13 @@ mod tests {
         clock.advance(time::Duration::seconds(
             aiforge_domain::node::HEARTBEAT_TIMEOUT_SECS - 1,
         ));
-        assert!(compute.expired(&online, clock.now()).is_empty());
+        assert!(compute
+            .expired(&online, clock.now())
+            .await
+            .unwrap()
+            .is_empty());
         clock.advance(time::Duration::seconds(1));
-        assert_eq!(compute.expired(&online, clock.now()), online);
+        assert_eq!(compute.expired(&online, clock.now()).await.unwrap(), online);
         compute
             .mark_offline(&node.node_id, OfflineReason::HeartbeatTimeout)
             .await

@@ -14,7 +14,7 @@ use aiforge_domain::usage::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::store::{Database, FreshEvent};
+use crate::store::{Database, FreshEvent, UsageSettlement};
 
 /// Most calls one commit carries.
 pub const METERING_BATCH_MAX: usize = 512;
@@ -35,11 +35,12 @@ pub enum MeteringError {
 }
 
 type Ack = oneshot::Sender<Result<(), MeteringError>>;
+type Queued = (ApiCallMetered, Option<UsageSettlement>, Ack);
 
 /// A handle on the recorder task; clone freely.
 #[derive(Clone)]
 pub struct UsageRecorder {
-    queue: mpsc::Sender<(ApiCallMetered, Ack)>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl UsageRecorder {
@@ -52,10 +53,19 @@ impl UsageRecorder {
 
     /// Records one call; returns once it is committed.
     pub async fn record(&self, call: ApiCallMetered) -> Result<(), MeteringError> {
+        self.record_settling(call, None).await
+    }
+
+    /// Records one call and, in the same transaction, settles its admission's hold.
+    pub async fn record_settling(
+        &self,
+        call: ApiCallMetered,
+        settlement: Option<UsageSettlement>,
+    ) -> Result<(), MeteringError> {
         usage::validate(&call)?;
         let (ack, done) = oneshot::channel();
         self.queue
-            .send((call, ack))
+            .send((call, settlement, ack))
             .await
             .map_err(|_| MeteringError::Stopped)?;
         done.await.map_err(|_| MeteringError::Stopped)?
@@ -72,20 +82,20 @@ fn fresh(call: &ApiCallMetered) -> Result<FreshEvent, MeteringError> {
     })
 }
 
-async fn run(
-    db: Database,
-    clock: Arc<dyn Clock>,
-    mut receiver: mpsc::Receiver<(ApiCallMetered, Ack)>,
-) {
-    let mut pending: Vec<(ApiCallMetered, Ack)> = Vec::with_capacity(METERING_BATCH_MAX);
+async fn run(db: Database, clock: Arc<dyn Clock>, mut receiver: mpsc::Receiver<Queued>) {
+    let mut pending: Vec<Queued> = Vec::with_capacity(METERING_BATCH_MAX);
     while receiver.recv_many(&mut pending, METERING_BATCH_MAX).await > 0 {
         let batch: Result<Vec<FreshEvent>, MeteringError> =
-            pending.iter().map(|(call, _)| fresh(call)).collect();
+            pending.iter().map(|(call, _, _)| fresh(call)).collect();
+        let settlements: Vec<UsageSettlement> = pending
+            .iter()
+            .filter_map(|(_, settlement, _)| settlement.clone())
+            .collect();
         let result = match batch {
-            Ok(batch) => commit(&db, clock.as_ref(), &batch).await,
+            Ok(batch) => commit(&db, clock.as_ref(), &batch, &settlements).await,
             Err(err) => Err(err),
         };
-        for (_, ack) in pending.drain(..) {
+        for (_, _, ack) in pending.drain(..) {
             // A caller that went away no longer waits; its call is recorded all the same.
             let _ = ack.send(result.clone());
         }
@@ -96,12 +106,13 @@ async fn commit(
     db: &Database,
     clock: &dyn Clock,
     batch: &[FreshEvent],
+    settlements: &[UsageSettlement],
 ) -> Result<(), MeteringError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match db
-            .append_fresh(API_CALL_AGGREGATE, batch, clock.now())
+            .append_fresh_settling(API_CALL_AGGREGATE, batch, clock.now(), settlements)
             .await
         {
             Ok(_) => return Ok(()),

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod admission;
 pub mod api_subscription;
 pub mod blob;
 pub mod cid;

@@ -7,16 +7,10 @@
 //!
 //! Business rules do not live here: events carry the facts, projections copy them.
 
-/// Runs the same sqlx call on whichever engine the database is (view reads are written once).
-/// Defined before the modules so that every view module can use it.
-macro_rules! on_engine {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db.engine() {
-            aiforge_commands::store::Engine::Sqlite($pool) => $body,
-            aiforge_commands::store::Engine::Postgres($pool) => $body,
-        }
-    };
-}
+// The workspace's one engine dispatch (`aiforge_commands::on_engine!`), in textual scope for
+// every module below.
+#[macro_use]
+extern crate aiforge_commands;
 
 pub mod admins;
 pub mod compute;

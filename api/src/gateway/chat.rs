@@ -8,7 +8,6 @@
 //! billed for what was delivered up to then.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aiforge_domain::usage::{call_cost, ApiCallMetered, CallOutcome};
@@ -26,8 +25,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::index::{lock, Subscription};
-use super::limits::Limiters;
+use aiforge_commands::gateway::index::lock;
+use aiforge_commands::gateway::{AdmissionError, Admitted};
+use aiforge_domain::admission::{prompt_tokens_bound, CallEstimate, Refusal};
+
 use super::nodes::{ModelTarget, NodeError};
 use crate::routes::openai::{ApiKeyAuth, OpenAiError};
 use crate::AppState;
@@ -320,85 +321,51 @@ fn rate_limited(message: String, code: &'static str, retry_after: Option<Duratio
     response
 }
 
-/// What admission decided: the call's facts for metering.
-struct Admitted {
-    sub: Arc<Subscription>,
-    consumer: String,
-    service_id: String,
-    model_id: String,
-    pricing: aiforge_domain::service::Pricing,
-    pricing_version: u32,
-}
-
-/// Limits, quota and credit; counts the call as in flight when admitted.
-fn admit(state: &AppState, sub: &Arc<Subscription>) -> Result<Admitted, Box<Response>> {
-    let gateway = &state.gateway;
-    let now = state.clock.now();
-    let mut s = lock(sub);
-    let service = gateway.index.service_limits(&s.service_id);
-    let limits = service
-        .as_ref()
-        .map(|l| l.limits.clone())
-        .unwrap_or_default();
-    let version = service.as_ref().map_or(0, |l| l.version);
-    let limiters = match &s.limiters {
-        Some((v, limiters)) if *v == version => limiters.clone(),
-        _ => {
-            let limiters = Arc::new(Limiters::new(&limits));
-            s.limiters = Some((version, limiters.clone()));
-            limiters
-        }
-    };
-    s.roll_to(now);
-    if let Some(max) = limits.requests_per_month {
-        if s.period_usage.requests + s.in_flight >= max {
-            return Err(Box::new(rate_limited(
-                format!("You exceeded this subscription's monthly quota of {max} requests."),
-                "insufficient_quota",
-                None,
-            )));
-        }
-    }
-    if let Some(max) = limits.tokens_per_month {
-        if s.period_usage.tokens >= max {
-            return Err(Box::new(rate_limited(
-                format!("You exceeded this subscription's monthly quota of {max} tokens."),
-                "insufficient_quota",
-                None,
-            )));
-        }
-    }
-    let credit_only = matches!(
-        s.pricing,
-        aiforge_domain::service::Pricing::PayPerRequest { .. }
-    );
-    if credit_only && s.remaining_credit_micros() <= 0 {
-        return Err(Box::new(rate_limited(
-            "This key has no prepaid credit left. Add credit to keep using it.".into(),
+/// Admission's answer in OpenAI's shape: 429 with `Retry-After` for a rate window,
+/// `insufficient_quota` for a quota or the credit, a generic 503 when the counters are out of
+/// reach (the cause is logged).
+fn refused(err: AdmissionError) -> Response {
+    match err {
+        AdmissionError::Refused(Refusal::RequestQuota { max }) => rate_limited(
+            format!("You exceeded this subscription's monthly quota of {max} requests."),
             "insufficient_quota",
             None,
-        )));
+        ),
+        AdmissionError::Refused(Refusal::TokenQuota { max }) => rate_limited(
+            format!("You exceeded this subscription's monthly quota of {max} tokens (or this call's prompt needs more than is left)."),
+            "insufficient_quota",
+            None,
+        ),
+        AdmissionError::Refused(Refusal::NoCredit) => rate_limited(
+            "This key has no prepaid credit left for this call. Add credit to keep using it.".into(),
+            "insufficient_quota",
+            None,
+        ),
+        AdmissionError::Refused(Refusal::RateLimited {
+            window,
+            retry_after_micros,
+        }) => {
+            let wait = Duration::from_micros(u64::try_from(retry_after_micros).unwrap_or(0));
+            rate_limited(
+                format!(
+                    "Rate limit reached: this subscriber's requests per {window} are used up. Try again in {:.1}s.",
+                    wait.as_secs_f64()
+                ),
+                "rate_limit_exceeded",
+                Some(wait),
+            )
+        }
+        AdmissionError::Store(e) => {
+            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "admission could not read its counters");
+            OpenAiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "admission_unavailable",
+                "The gateway cannot check this key's limits right now. Please retry.",
+            )
+            .into_response()
+        }
     }
-    if let Err(refused) = limiters.check() {
-        return Err(Box::new(rate_limited(
-            format!(
-                "Rate limit reached: this key's requests per {} are used up. Try again in {:.1}s.",
-                refused.window,
-                refused.retry_after.as_secs_f64()
-            ),
-            "rate_limit_exceeded",
-            Some(refused.retry_after),
-        )));
-    }
-    s.in_flight += 1;
-    Ok(Admitted {
-        sub: sub.clone(),
-        consumer: s.consumer.clone(),
-        service_id: s.service_id.clone(),
-        model_id: s.model_id.clone(),
-        pricing: s.pricing.clone(),
-        pricing_version: s.pricing_version,
-    })
 }
 
 /// What the call task sends to the response.
@@ -515,10 +482,11 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
             };
             if delivered_pieces == 0 {
                 // Nothing reached the client: nothing to bill, the call is not counted.
-                {
-                    let mut sub = lock(&admitted.sub);
-                    sub.in_flight = sub.in_flight.saturating_sub(1);
-                }
+                state
+                    .gateway
+                    .admission
+                    .release(&admitted, &request_id)
+                    .await;
                 let _ = out.send(Piece::Failed(engine_error(err))).await;
                 return;
             }
@@ -544,11 +512,9 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
     } else {
         CallOutcome::Completed
     };
-    let before = {
-        let mut s = lock(&admitted.sub);
-        s.roll_to(state.clock.now());
-        s.period_usage
-    };
+    // Priced against the usage admission assumed (settled plus what other calls held), so two
+    // calls in flight never spend the same hybrid allowance.
+    let before = admitted.hold.before;
     let usage = completion.usage;
     let cost = match call_cost(
         &admitted.pricing,
@@ -564,10 +530,10 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
     };
     let call = ApiCallMetered {
         request_id,
-        subscription_id: admitted.sub.subscription_id.clone(),
-        consumer: admitted.consumer,
-        service_id: admitted.service_id,
-        model_id: admitted.model_id,
+        subscription_id: admitted.subscription.subscription_id.clone(),
+        consumer: admitted.consumer.clone(),
+        service_id: admitted.service_id.clone(),
+        model_id: admitted.model_id.clone(),
         node_id,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
@@ -579,8 +545,16 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         outcome,
         at: state.clock.now(),
     };
-    let recorded = state.gateway.recorder.record(call.clone()).await;
-    lock(&admitted.sub).settle(&call);
+    let gateway = &state.gateway;
+    let settlement = gateway
+        .admission
+        .is_shared()
+        .then(|| admitted.settlement(&call));
+    let recorded = gateway
+        .recorder
+        .record_settling(call.clone(), settlement)
+        .await;
+    gateway.admission.settled(&admitted, &call);
     let piece = match (recorded, failure) {
         (Err(err), _) => Piece::Failed(OpenAiError::internal(err)),
         (Ok(()), Some(failure)) => Piece::Failed(failure),
@@ -645,11 +619,30 @@ async fn handle(
     if parsed.model != key_model {
         return crate::routes::openai::model_not_permitted(&parsed.model).into_response();
     }
-    let admitted = match admit(&state, &auth.subscription) {
-        Ok(admitted) => admitted,
-        Err(response) => return *response,
-    };
     let request_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+    let estimate = CallEstimate {
+        prompt_tokens_max: prompt_tokens_bound(
+            parsed
+                .request
+                .messages
+                .iter()
+                .map(|m| m.content.len() + m.role.as_str().len()),
+        ),
+        completion_tokens: parsed.request.max_tokens,
+    };
+    let admitted = match state
+        .gateway
+        .admission
+        .admit(&auth.subscription, &request_id, estimate)
+        .await
+    {
+        Ok(admitted) => admitted,
+        Err(err) => return refused(err),
+    };
+    let mut parsed = parsed;
+    if let Some(cap) = admitted.hold.completion_tokens_max {
+        parsed.request.max_tokens = Some(cap);
+    }
     let created = state.clock.now().unix_timestamp();
     let target = ModelTarget {
         model_id: parsed.model.clone(),

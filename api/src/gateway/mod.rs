@@ -1,21 +1,22 @@
-//! The OpenAI-compatible gateway: key auth from the in-memory index (`index`), per-key limits
-//! (`limits`), routing to a node (`nodes`) and durable metering of every call (the usage
-//! recorder in `aiforge_commands::metering`). The HTTP handlers are in `chat`.
+//! The OpenAI-compatible gateway's transport: the HTTP handlers and SSE (`chat`), routing to a
+//! node (`nodes`, `nats`) and the local node (`local`). The rules of a call (the key index,
+//! admission with its limits, quota and credit holds, metering) are the application layer's:
+//! `aiforge_commands::gateway` and `aiforge_commands::metering`.
 
 pub mod chat;
-pub mod index;
-pub mod limits;
 pub mod local;
 pub mod nats;
 pub mod nodes;
 
 use std::sync::Arc;
 
+use aiforge_commands::gateway::{Admission, KeyIndex};
 use aiforge_commands::metering::UsageRecorder;
 
 /// Everything the `/api/v1` handlers share.
 pub struct Gateway {
-    pub index: Arc<index::KeyIndex>,
+    pub index: Arc<KeyIndex>,
+    pub admission: Arc<Admission>,
     pub recorder: UsageRecorder,
     pub nodes: Arc<dyn nodes::NodeTransport>,
 }

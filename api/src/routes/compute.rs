@@ -90,18 +90,19 @@ pub(crate) async fn creators_job(
     Ok(row)
 }
 
-fn node_json(state: &AppState, row: &NodeRow) -> Value {
+async fn node_json(state: &AppState, row: &NodeRow) -> Result<Value, ApiError> {
     let live = state
         .compute
         .commands
         .last_heartbeat(&row.node_id)
+        .await?
         .map(|beat| {
             json!({
                 "at": aiforge_commands::clock::rfc3339(beat.at),
                 "metrics": beat.metrics,
             })
         });
-    json!({
+    Ok(json!({
         "id": row.node_id,
         "owner": row.owner,
         "name": row.name,
@@ -112,7 +113,15 @@ fn node_json(state: &AppState, row: &NodeRow) -> Value {
         "last_heartbeat": live,
         "registered_at": row.registered_at,
         "updated_at": row.updated_at,
-    })
+    }))
+}
+
+async fn nodes_json(state: &AppState, rows: &[NodeRow]) -> Result<Vec<Value>, ApiError> {
+    let mut nodes = Vec::with_capacity(rows.len());
+    for row in rows {
+        nodes.push(node_json(state, row).await?);
+    }
+    Ok(nodes)
 }
 
 fn job_json(row: &JobRow) -> Value {
@@ -364,7 +373,7 @@ pub async fn get_node(
         .collect();
     let (payable, jobs_paid) =
         aiforge_projections::compute::node_earnings(&state.db, &node_id).await?;
-    let mut node = node_json(&state, &row);
+    let mut node = node_json(&state, &row).await?;
     node["history"] = json!(history);
     // 95% of every job it ran, as the ledger holds it for the node's owner.
     node["earnings"] = json!({
@@ -382,7 +391,7 @@ pub async fn my_nodes(
     user: AuthUser,
 ) -> Result<impl IntoResponse, ApiError> {
     let rows = aiforge_projections::compute::nodes(&state.db, Some(&user.user_id)).await?;
-    let nodes: Vec<Value> = rows.iter().map(|row| node_json(&state, row)).collect();
+    let nodes = nodes_json(&state, &rows).await?;
     Ok(Json(json!({ "nodes": nodes })))
 }
 
@@ -396,7 +405,7 @@ pub async fn admin_nodes(
     for row in &rows {
         *counts.entry(row.status.clone()).or_default() += 1;
     }
-    let nodes: Vec<Value> = rows.iter().map(|row| node_json(&state, row)).collect();
+    let nodes = nodes_json(&state, &rows).await?;
     Ok(Json(json!({ "nodes": nodes, "by_status": counts })))
 }
 
@@ -423,7 +432,7 @@ async fn set_active(
             .map_err(ApiError::internal)?;
     }
     let row = node_row(&state, &node_id).await?;
-    Ok(Json(json!({ "node": node_json(&state, &row) })))
+    Ok(Json(json!({ "node": node_json(&state, &row).await? })))
 }
 
 /// `POST /api/admin/nodes/{id}/activate`
@@ -694,11 +703,11 @@ pub async fn get_job(
 #[serde(deny_unknown_fields)]
 pub struct LogsRequest {
     attempt: u32,
-    lines: Vec<crate::job_logs::Line>,
+    lines: Vec<aiforge_commands::job_logs::Line>,
 }
 
 /// `POST /api/nodes/{id}/jobs/{job_id}/logs` (node token): lines the job printed, while the node
-/// holds that attempt; kept in memory for the creator (see `crate::job_logs`).
+/// holds that attempt; kept in the database for the creator, readable from any instance (`aiforge_commands::job_logs`).
 pub async fn node_logs(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
@@ -706,12 +715,12 @@ pub async fn node_logs(
     CommandJson { body, .. }: CommandJson<LogsRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     authenticated_node(&state, &node_id, &headers).await?;
-    if body.lines.len() > crate::job_logs::LINES_PER_REQUEST_MAX {
+    if body.lines.len() > aiforge_commands::job_logs::LINES_PER_REQUEST_MAX {
         return Err(ApiError::invalid_field(
             "lines",
             format!(
                 "at most {} lines per request",
-                crate::job_logs::LINES_PER_REQUEST_MAX
+                aiforge_commands::job_logs::LINES_PER_REQUEST_MAX
             ),
         ));
     }
@@ -727,9 +736,14 @@ pub async fn node_logs(
     let lines = body
         .lines
         .into_iter()
-        .map(|line| crate::job_logs::Line { attempt, ..line })
-        .collect();
-    state.compute.logs.append(&job_id, lines);
+        .map(|line| aiforge_commands::job_logs::Line { attempt, ..line })
+        .collect::<Vec<_>>();
+    state
+        .compute
+        .logs
+        .append(&job_id, &lines, state.clock.now().unix_timestamp())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -740,7 +754,12 @@ pub async fn job_logs(
     Path(job_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     creators_job(&state, &user, &job_id).await?;
-    let (lines, dropped) = state.compute.logs.read(&job_id);
+    let (lines, dropped) = state
+        .compute
+        .logs
+        .read(&job_id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({ "job_id": job_id, "lines": lines, "dropped": dropped }),
     ))

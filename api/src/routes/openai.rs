@@ -7,7 +7,7 @@
 use aiforge_commands::marketplace::{key_sha256, API_KEY_PREFIX};
 use std::sync::Arc;
 
-use crate::gateway::index::{lock, Subscription};
+use aiforge_commands::gateway::index::{lock, Subscription};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;

@@ -52,6 +52,16 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "aiforge_events_appended_total {}",
         EVENTS_APPENDED_TOTAL.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_scheduler_lease_held 1 on the instance that runs the cluster's periodic tasks."
+    );
+    let _ = writeln!(out, "# TYPE aiforge_scheduler_lease_held gauge");
+    let _ = writeln!(
+        out,
+        "aiforge_scheduler_lease_held {}",
+        u8::from(state.scheduler_lease.is_held())
+    );
     let status = state.projector.status().await.map_err(ApiError::internal)?;
     let _ = writeln!(
         out,
@@ -106,15 +116,21 @@ pub async fn advance_clock(
     }
     clock.advance(time::Duration::seconds(body.seconds));
     let now = aiforge_commands::Clock::now(clock.as_ref());
-    let done = crate::scheduler::run_once(&state.db, &state.projector, &state.marketplace, now)
-        .await
-        .map_err(ApiError::internal)?;
-    // The heartbeat sweeper and the scheduler see the new time at once.
-    let compute = state
-        .compute
-        .run_once(&state.db, &state.projector)
-        .await
-        .map_err(ApiError::internal)?;
+    // The cluster's periodic tasks see the new time at once, on the instance that runs them
+    // (another instance's clock moves; its lease holder's next pass acts).
+    let (done, compute) = if state.scheduler_lease.is_held() {
+        let done = crate::scheduler::run_once(&state.db, &state.projector, &state.marketplace, now)
+            .await
+            .map_err(ApiError::internal)?;
+        let compute = state
+            .compute
+            .run_once(&state.db, &state.projector)
+            .await
+            .map_err(ApiError::internal)?;
+        (done, compute)
+    } else {
+        (0, crate::compute::PassReport::default())
+    };
     Ok(Json(serde_json::json!({
         "now": aiforge_commands::clock::rfc3339(now),
         "listing_changes": done,

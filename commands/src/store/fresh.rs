@@ -25,6 +25,16 @@ pub struct FreshEvent {
     pub payload: serde_json::Value,
 }
 
+/// What a metered call used, settled against the hold its admission took (PostgreSQL's shared
+/// admission counters, `commands/src/gateway/admission.rs`), in the transaction that appends
+/// its event. Settling deletes the hold: a retried batch finds none and counts nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSettlement {
+    pub request_id: String,
+    pub tokens: i64,
+    pub micros: i64,
+}
+
 const EVENT_VERSION: &str = "1.0";
 
 impl Database {
@@ -36,6 +46,19 @@ impl Database {
         aggregate_type: &str,
         batch: &[FreshEvent],
         recorded_at: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        self.append_fresh_settling(aggregate_type, batch, recorded_at, &[])
+            .await
+    }
+
+    /// [`Database::append_fresh`], settling `settlements` in the same transaction (PostgreSQL;
+    /// on SQLite the admission counters live in memory and there is nothing to settle here).
+    pub async fn append_fresh_settling(
+        &self,
+        aggregate_type: &str,
+        batch: &[FreshEvent],
+        recorded_at: OffsetDateTime,
+        settlements: &[UsageSettlement],
     ) -> Result<usize, StoreError> {
         if batch.is_empty() {
             return Ok(0);
@@ -97,6 +120,9 @@ impl Database {
                 .execute(&mut *tx)
                 .await?;
                 appended = done.rows_affected() as usize;
+                if !settlements.is_empty() {
+                    settle(&mut tx, settlements).await?;
+                }
                 tx.commit().await?;
             }
         }
@@ -106,4 +132,40 @@ impl Database {
         }
         Ok(appended)
     }
+}
+
+/// Holds become usage: each settled call's hold is deleted, and what it really used is added to
+/// its subscription's period counters and credit spent. A call whose hold is gone (settled by an
+/// earlier attempt of this batch) adds nothing.
+async fn settle(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    settlements: &[UsageSettlement],
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = settlements.iter().map(|s| s.request_id.as_str()).collect();
+    let tokens: Vec<i64> = settlements.iter().map(|s| s.tokens).collect();
+    let micros: Vec<i64> = settlements.iter().map(|s| s.micros).collect();
+    sqlx::query(
+        "WITH settled AS ( \
+             DELETE FROM gateway_holds h \
+             USING unnest($1::text[], $2::bigint[], $3::bigint[]) AS x(id, tokens, micros) \
+             WHERE h.request_id = x.id \
+             RETURNING h.subscription_id, h.period, x.tokens, x.micros), \
+         usage AS ( \
+             UPDATE gateway_usage u \
+             SET requests = u.requests + s.n, tokens = u.tokens + s.t \
+             FROM (SELECT subscription_id, period, count(*)::bigint AS n, \
+                          sum(tokens)::bigint AS t \
+                   FROM settled GROUP BY subscription_id, period) s \
+             WHERE u.subscription_id = s.subscription_id AND u.period = s.period) \
+         UPDATE gateway_credit c SET spent_micros = c.spent_micros + s.m \
+         FROM (SELECT subscription_id, sum(micros)::bigint AS m \
+               FROM settled GROUP BY subscription_id) s \
+         WHERE c.subscription_id = s.subscription_id",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&micros)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::watch;
 
-pub use fresh::FreshEvent;
+pub use fresh::{FreshEvent, UsageSettlement};
 pub use log::{LogPosition, RecordedEvent};
 pub use repository::{AiforgeRepository, Claim, ClaimTaken};
 
@@ -46,6 +46,18 @@ pub async fn appended_or_polled(appended: &mut watch::Receiver<u64>, poll: Durat
     }
 }
 
+/// Runs `$body` with `$pool` bound to the engine's pool: the one engine dispatch of the
+/// workspace (queries written once, in the `$1` placeholder style both engines accept).
+#[macro_export]
+macro_rules! on_engine {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db.engine() {
+            $crate::store::Engine::Sqlite($pool) => $body,
+            $crate::store::Engine::Postgres($pool) => $body,
+        }
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -56,6 +68,8 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    #[error("not supported on this engine: {0}")]
+    Unsupported(&'static str),
 }
 
 /// A handle on the one database that holds events, claims, checkpoints and views.

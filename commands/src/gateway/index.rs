@@ -1,4 +1,5 @@
-//! The gateway's in-memory projection: keys, subscriptions, service limits and model content
+//! The gateway's in-memory projection (it moved here from `api/` with the admission, so the
+//! OpenAI endpoint and the web chat share one pipeline): keys, subscriptions, service limits and model content
 //! addresses, folded from the global event log. It sits on the hot path of every API call
 //! (SHA-256 -> subscription in one hash lookup, no database round trip) and follows the log:
 //! woken at once by local appends and polling every `INDEX_POLL_MILLIS` for other processes'
@@ -12,14 +13,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use aiforge_commands::{Database, LogPosition, RecordedEvent};
+use crate::{Database, LogPosition, RecordedEvent};
 use aiforge_domain::api_subscription::ApiSubscriptionEvent;
 use aiforge_domain::model::ModelEvent;
 use aiforge_domain::service::{Pricing, RateLimits, ServiceEvent};
 use aiforge_domain::usage::{ApiCallEvent, ApiCallMetered, PeriodUsage, API_CALL_AGGREGATE};
 use time::OffsetDateTime;
-
-use super::limits::Limiters;
 
 pub const INDEX_POLL_MILLIS: u64 = 250;
 pub const INDEX_BATCH_EVENTS_MAX: i64 = 2000;
@@ -46,12 +45,13 @@ pub struct SubscriptionState {
     /// The quota period the counters below are for.
     pub period: i64,
     pub period_usage: PeriodUsage,
-    /// Calls admitted and not yet settled.
-    pub in_flight: u64,
+    /// What calls admitted by this process and not yet settled hold (the in-memory admission;
+    /// the shared one keeps holds in the database).
+    pub held_requests: u64,
+    pub held_tokens: u64,
+    pub held_micros: i128,
     /// Request ids settled here and not yet seen in the log.
     pub settled_locally: HashSet<String>,
-    /// The limiters of the service's limits at `limits_version`.
-    pub limiters: Option<(u64, Arc<Limiters>)>,
 }
 
 impl SubscriptionState {
@@ -87,7 +87,6 @@ impl SubscriptionState {
 
     /// Counts a call this gateway metered, now; the log's copy of it will be skipped.
     pub fn settle(&mut self, call: &ApiCallMetered) {
-        self.in_flight = self.in_flight.saturating_sub(1);
         self.settled_locally.insert(call.request_id.clone());
         self.count(call);
     }
@@ -133,7 +132,7 @@ pub struct KeyIndex {
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error(transparent)]
-    Store(#[from] aiforge_commands::StoreError),
+    Store(#[from] crate::StoreError),
     #[error("event at position {position} ({event_type}) is malformed: {reason}")]
     BadEvent {
         position: i64,
@@ -244,7 +243,7 @@ impl KeyIndex {
             }
             tokio::select! {
                 // A burst of appends is read at once; revocation still takes milliseconds.
-                _ = aiforge_commands::store::appended_or_polled(
+                _ = crate::store::appended_or_polled(
                     &mut appended,
                     Duration::from_millis(INDEX_POLL_MILLIS),
                 ) => {}
@@ -299,9 +298,10 @@ fn apply_subscription(state: &mut State, event: ApiSubscriptionEvent) {
                     spent_micros: 0,
                     period: 0,
                     period_usage: PeriodUsage::default(),
-                    in_flight: 0,
+                    held_requests: 0,
+                    held_tokens: 0,
+                    held_micros: 0,
                     settled_locally: HashSet::new(),
-                    limiters: None,
                 }),
             });
             state.keys.insert(key.sha256, sub.clone());
