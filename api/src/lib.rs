@@ -13,7 +13,9 @@ pub mod job_logs;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;
+pub mod session;
 pub mod settings;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +80,8 @@ pub struct AppState {
     pub gateway: Arc<gateway::Gateway>,
     pub revenue_book: Arc<Executor<aiforge_domain::revenue_book::RevenueBook>>,
     pub compute: Arc<compute::ComputeNetwork>,
+    /// The browser session cookie and its CSRF rule (`session.rs`).
+    pub session: Arc<session::SessionCookies>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -85,6 +89,7 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route("/api/auth/register", post(routes::accounts::register))
         .route("/api/auth/login", post(routes::accounts::login))
         .route("/api/auth/me", get(routes::accounts::me))
+        .route("/api/auth/logout", post(routes::accounts::logout))
         .route(
             "/api/auth/wallet/auth-message",
             get(routes::wallets::auth_message),
@@ -371,6 +376,8 @@ pub enum StartError {
     Gateway(String),
     #[error("local node: {0}")]
     LocalNode(String),
+    #[error("web app: {0}")]
+    Web(String),
 }
 
 /// Opens (and migrates) the configured database.
@@ -572,6 +579,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         hf: Arc::new(hf),
         manual_clock,
         compute,
+        session: Arc::new(session::SessionCookies::new(
+            &settings.public_url,
+            settings.jwt_ttl_secs,
+        )),
     };
     // Heartbeats over NATS, beside the HTTP ones, when NATS is configured.
     let heartbeats_task = match &settings.nats_url {
@@ -602,7 +613,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         .catch_up(&state.db)
         .await
         .map_err(|e| StartError::Gateway(e.to_string()))?;
-    let app = router(state, settings.body_bytes_max);
+    let web_app = web::WebApp::locate(settings.web_dir.as_deref()).map_err(StartError::Web)?;
+    match &web_app {
+        Some(app) => tracing::info!(dir = %app.dir().display(), "serving the web app at /"),
+        None => tracing::info!("no web app: web/build not found (AIFORGE_WEB_DIR to set one)"),
+    }
+    let app = web::with_web_app(router(state, settings.body_bytes_max), web_app);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| StartError::Bind(settings.bind.to_string(), e))?;
