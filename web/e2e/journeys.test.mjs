@@ -55,7 +55,7 @@ describe('the web app in Chromium', { skip: skip ?? false }, () => {
 	before(async () => {
 		server = await startServer();
 		browser = await launchBrowser();
-		console.log(`# screenshots: ${artifacts}`);
+		process.stderr.write(`screenshots: ${artifacts}\n`);
 	});
 
 	after(async () => {

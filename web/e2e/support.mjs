@@ -41,7 +41,7 @@ export function skipReason() {
 		throw new Error(`Chromium journeys required (AIFORGE_REQUIRE_SERVICES=1): ${reason}`);
 	}
 	if (reason) {
-		console.log(`SKIPPED (Chromium): ${reason}`);
+		process.stderr.write(`SKIPPED (Chromium): ${reason}\n`);
 	}
 	return reason;
 }
