@@ -321,6 +321,7 @@ describe('the web app in Chromium', { skip: skip ?? false }, () => {
 		assert.deepEqual(unlabelled, []);
 		const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
 		assert.equal(await background(), 'rgb(15, 17, 23)', 'dark by prefers-color-scheme');
+		await page.screenshot({ path: artifactPath('phone-signin-dark.png'), fullPage: true });
 		await page.getByRole('button', { name: 'Switch to light theme' }).click();
 		assert.equal(await background(), 'rgb(247, 247, 251)');
 		await page.reload();
