@@ -135,7 +135,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The signed-in account of a request (`Authorization: Bearer <jwt>`).
+/// The signed-in account of a request: `Authorization: Bearer <jwt>` (API clients), or the
+/// browser's session cookie, which must pass the CSRF rule on unsafe methods (`session.rs`).
 pub struct AuthUser {
     pub user_id: String,
     pub wallet: Option<Wallet>,
@@ -149,24 +150,44 @@ fn parse_wallet_claim(claim: &str) -> Option<Wallet> {
     })
 }
 
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
+/// Where a request's session token came from.
+enum Credential<'a> {
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+/// The request's credential: the Authorization header wins over a cookie; None when it has
+/// neither.
+fn credential<'a>(parts: &'a Parts, state: &AppState) -> Result<Option<Credential<'a>>, ApiError> {
+    if let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let token = header
-            .strip_prefix("Bearer ")
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer token"))?;
+        return Ok(Some(Credential::Bearer(token.trim())));
+    }
+    Ok(state.session.token(&parts.headers).map(Credential::Cookie))
+}
+
+impl AuthUser {
+    fn verified(
+        parts: &Parts,
+        state: &AppState,
+        credential: Credential<'_>,
+    ) -> Result<Self, ApiError> {
+        let token = match credential {
+            Credential::Bearer(token) => token,
+            Credential::Cookie(token) => {
+                if crate::session::is_unsafe(&parts.method) {
+                    state.session.check_same_origin(&parts.headers)?;
+                }
+                token
+            }
+        };
         let claims = state
             .jwt
-            .verify(token.trim(), state.clock.now().unix_timestamp())?;
+            .verify(token, state.clock.now().unix_timestamp())?;
         Ok(AuthUser {
             user_id: claims.sub,
             wallet: claims.wallet.as_deref().and_then(parse_wallet_claim),
@@ -174,23 +195,38 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let credential = credential(parts, state)?.ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer token or session cookie")
+        })?;
+        Self::verified(parts, state, credential)
+    }
+}
+
 impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    /// No Authorization header: anonymous (`None`); a header that does not verify: 401.
+    /// No credential: anonymous (`None`). A Bearer token that does not verify: 401. A session
+    /// cookie that no longer verifies (expired): anonymous, so public pages keep working.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if !parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION)
-        {
-            return Ok(None);
+        match credential(parts, state)? {
+            None => Ok(None),
+            Some(bearer @ Credential::Bearer(_)) => Self::verified(parts, state, bearer).map(Some),
+            Some(cookie @ Credential::Cookie(_)) => match Self::verified(parts, state, cookie) {
+                Ok(user) => Ok(Some(user)),
+                Err(e) if e.code == "csrf_refused" => Err(e),
+                Err(_) => Ok(None),
+            },
         }
-        <AuthUser as FromRequestParts<AppState>>::from_request_parts(parts, state)
-            .await
-            .map(Some)
     }
 }
 

@@ -88,7 +88,9 @@ pub fn command_meta(
         Some(key) => {
             let caller = headers
                 .get(axum::http::header::AUTHORIZATION)
-                .map(|v| hex::encode(Sha256::digest(v.as_bytes()))[..16].to_string())
+                .map(|v| v.as_bytes())
+                .or_else(|| state.session.token(headers).map(str::as_bytes))
+                .map(|v| hex::encode(Sha256::digest(v))[..16].to_string())
                 .unwrap_or_else(|| "anonymous".to_string());
             // Only a keyed request can be retried, so only it needs the request's hash.
             let mut hasher = Sha256::new();

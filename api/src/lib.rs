@@ -12,7 +12,9 @@ pub mod gateway;
 pub mod metrics;
 pub mod routes;
 pub mod scheduler;
+pub mod session;
 pub mod settings;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +81,8 @@ pub struct AppState {
     pub compute: Arc<compute::ComputeNetwork>,
     /// Held by the one instance that runs the cluster's periodic tasks.
     pub scheduler_lease: Arc<aiforge_commands::lease::Lease>,
+    /// The browser session cookie and its CSRF rule (`session.rs`).
+    pub session: Arc<session::SessionCookies>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -86,6 +90,7 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route("/api/auth/register", post(routes::accounts::register))
         .route("/api/auth/login", post(routes::accounts::login))
         .route("/api/auth/me", get(routes::accounts::me))
+        .route("/api/auth/logout", post(routes::accounts::logout))
         .route(
             "/api/auth/wallet/auth-message",
             get(routes::wallets::auth_message),
@@ -372,6 +377,8 @@ pub enum StartError {
     Gateway(String),
     #[error("local node: {0}")]
     LocalNode(String),
+    #[error("web app: {0}")]
+    Web(String),
 }
 
 /// Opens (and migrates) the configured database.
@@ -594,6 +601,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         manual_clock,
         compute,
         scheduler_lease,
+        session: Arc::new(session::SessionCookies::new(
+            &settings.public_url,
+            settings.jwt_ttl_secs,
+        )),
     };
     // Heartbeats over NATS, beside the HTTP ones, when NATS is configured.
     let heartbeats_task = match &settings.nats_url {
@@ -624,7 +635,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         .catch_up(&state.db)
         .await
         .map_err(|e| StartError::Gateway(e.to_string()))?;
-    let app = router(state, settings.body_bytes_max);
+    let web_app = web::WebApp::locate(settings.web_dir.as_deref()).map_err(StartError::Web)?;
+    match &web_app {
+        Some(app) => tracing::info!(dir = %app.dir().display(), "serving the web app at /"),
+        None => tracing::info!("no web app: web/build not found (AIFORGE_WEB_DIR to set one)"),
+    }
+    let app = web::with_web_app(router(state, settings.body_bytes_max), web_app);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|e| StartError::Bind(settings.bind.to_string(), e))?;

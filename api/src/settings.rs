@@ -63,6 +63,7 @@ struct FileSettings {
     model_bytes_max: Option<u64>,
     listing_scheduler_secs: Option<u64>,
     hf_base_url: Option<String>,
+    web_dir: Option<PathBuf>,
 }
 
 /// Where USDT payments on one network are checked and sent.
@@ -117,6 +118,8 @@ pub struct Settings {
     pub listing_scheduler_secs: u64,
     /// Hugging Face hub base URL for model imports (tests point it at a local server).
     pub hf_base_url: String,
+    /// `AIFORGE_WEB_DIR`: the built web app served at `/` (None: `web/build` when it exists).
+    pub web_dir: Option<PathBuf>,
     /// `AIFORGE_MANUAL_CLOCK_START`: run on a manual clock that starts at this instant and moves
     /// only through `POST /api/ops/clock/advance` (for end-to-end tests of time-based rules;
     /// never set in production, and the server warns loudly when it is).
@@ -383,6 +386,7 @@ impl Settings {
                     .collect(),
                 None => file.admin_wallets.unwrap_or_default(),
             },
+            web_dir: env("AIFORGE_WEB_DIR").map(PathBuf::from).or(file.web_dir),
             public_url: env("AIFORGE_PUBLIC_URL")
                 .or(file.public_url)
                 .unwrap_or_else(|| DEFAULT_PUBLIC_URL.to_string()),

@@ -1,4 +1,4 @@
-//! `/api/auth/register`, `/api/auth/login`, `/api/auth/me`.
+//! `/api/auth/register`, `/api/auth/login`, `/api/auth/logout`, `/api/auth/me`.
 
 use std::time::Duration;
 
@@ -102,22 +102,34 @@ pub struct LoginRequest {
     password: String,
 }
 
+/// A browser (`X-AIForge-CSRF`) gets the session as a cookie, an API client in the body.
 pub async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     CommandJson { body, .. }: CommandJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let browser = state.session.wants_cookie(&headers)?;
     let user_id = state
         .accounts
         .authenticate(&body.email, &body.password)
         .await?;
     let now = state.clock.now().unix_timestamp();
     let token = state.jwt.issue(&user_id, None, now)?;
-    Ok(Json(serde_json::json!({
+    let body = serde_json::json!({
         "access_token": token,
         "token_type": "bearer",
         "expires_in": state.jwt.ttl_secs(),
         "user_id": user_id,
-    })))
+    });
+    Ok(state.session.signed_in(browser, &token, body))
+}
+
+/// `POST /api/auth/logout`: clears the browser's session cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state.session.signed_out(&headers)
 }
 
 pub async fn me(

@@ -3,7 +3,7 @@
 use aiforge_domain::admin::ADMIN_WHITELIST_ID;
 use aiforge_projections::users::WalletRow;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -60,11 +60,14 @@ pub struct SignedRequest {
     signature: String,
 }
 
-/// `POST /api/auth/wallet/login`: the same token as email login, plus the wallet it proves.
+/// `POST /api/auth/wallet/login`: the same token as email login, plus the wallet it proves
+/// (a cookie session for a browser, as email login).
 pub async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     CommandJson { body, meta }: CommandJson<SignedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let browser = state.session.wants_cookie(&headers)?;
     let wallet = parse_wallet(&body.network, &body.address)?;
     let session = state
         .wallets
@@ -81,7 +84,7 @@ pub async fn login(
         .await
         .map_err(command_error)?
         .is_admin(&session.wallet);
-    Ok(Json(json!({
+    let body = json!({
         "access_token": token,
         "token_type": "bearer",
         "expires_in": state.jwt.ttl_secs(),
@@ -89,7 +92,8 @@ pub async fn login(
         "wallet": {"network": session.wallet.network, "address": session.wallet.address},
         "account_created": session.created,
         "is_admin": is_admin,
-    })))
+    });
+    Ok(state.session.signed_in(browser, &token, body))
 }
 
 #[derive(Debug, Deserialize)]

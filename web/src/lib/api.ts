@@ -1,0 +1,207 @@
+/**
+ * The one client of the AIForge API that every page uses. Its types match the server's JSON
+ * (api/src/routes/*.rs). The browser's session is an HttpOnly cookie the page never sees: every
+ * request goes to the same origin with it, and every request carries `X-AIForge-CSRF`, which a
+ * cross-site form or script cannot send, so the server accepts cookie-authenticated writes only
+ * from this app (api/src/session.rs). Money is a decimal string from the server, shown as it is.
+ */
+
+/** The header the server requires on cookie-authenticated writes and sign-ins. */
+export const CSRF_HEADER = 'X-AIForge-CSRF';
+
+export type Network = 'ethereum' | 'tron';
+export type PlanId = 'free' | 'basic' | 'pro' | 'enterprise';
+/** A USDT amount as the server writes it ("10", "0.5"): never parsed into a float here. */
+export type Money = string;
+
+export interface WalletRecord {
+	network: Network;
+	address: string;
+	verified: boolean;
+	connected_at: string | null;
+	verified_at: string | null;
+}
+
+export interface Me {
+	id: string;
+	email: string | null;
+	username: string | null;
+	/** `network:address` of the wallet that created the account, if one did. */
+	wallet: string | null;
+	registered_at: string;
+	wallets: WalletRecord[];
+	/** `network:address` when this session was opened by a wallet signature. */
+	signed_in_with: string | null;
+	is_admin: boolean;
+}
+
+export interface RegisteredUser {
+	id: string;
+	email: string | null;
+	username: string | null;
+	registered_at: string;
+}
+
+/** What a sign-in answers when it opens a cookie session (no token: the cookie holds it). */
+export interface Session {
+	user_id: string;
+	session: 'cookie';
+	expires_in: number;
+	wallet?: { network: Network; address: string };
+	account_created?: boolean;
+	is_admin?: boolean;
+}
+
+export interface AuthMessage {
+	network: Network;
+	address: string;
+	domain: string;
+	message: string;
+	nonce: string;
+	issued_at: string;
+	expires_at: string;
+}
+
+export interface SignedMessage {
+	network: Network;
+	address: string;
+	message: string;
+	signature: string;
+}
+
+export interface Plan {
+	id: PlanId;
+	name: string;
+	price_per_month: Money;
+	requests_per_month: number;
+	tokens_per_month: number;
+}
+
+export interface SubscriptionPeriod {
+	plan: PlanId;
+	starts_at: string;
+	ends_at: string | null;
+}
+
+export interface PlatformSubscription {
+	active: SubscriptionPeriod | null;
+	upcoming: SubscriptionPeriod[];
+	awaiting_payment: { plan: PlanId; payment_id: string } | null;
+	cancelled: boolean;
+}
+
+/** The platform's error shape: `{"error":{"code","message"[,"field"]}}`. */
+export class ApiError extends Error {
+	readonly status: number;
+	readonly code: string;
+	readonly field: string | undefined;
+
+	constructor(status: number, code: string, message: string, field?: string) {
+		super(message);
+		this.name = 'ApiError';
+		this.status = status;
+		this.code = code;
+		this.field = field;
+	}
+}
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+	return typeof value === 'object' && value !== null;
+}
+
+function errorFrom(status: number, body: unknown): ApiError {
+	const error = isRecord(body) && isRecord(body.error) ? body.error : undefined;
+	const code = typeof error?.code === 'string' ? error.code : `http_${status}`;
+	const message =
+		typeof error?.message === 'string' ? error.message : `The server answered ${status}.`;
+	const field = typeof error?.field === 'string' ? error.field : undefined;
+	return new ApiError(status, code, message, field);
+}
+
+async function request<T>(method: Method, path: string, body?: unknown): Promise<T> {
+	const headers: Record<string, string> = { Accept: 'application/json', [CSRF_HEADER]: '1' };
+	if (body !== undefined) {
+		headers['Content-Type'] = 'application/json';
+	}
+	if (method !== 'GET') {
+		// A retried command with the same key is answered once (the server's idempotency rule).
+		headers['Idempotency-Key'] = crypto.randomUUID();
+	}
+	let response: Response;
+	try {
+		response = await fetch(path, {
+			method,
+			headers,
+			credentials: 'same-origin',
+			body: body === undefined ? undefined : JSON.stringify(body)
+		});
+	} catch {
+		throw new ApiError(0, 'network_error', 'The server cannot be reached. Try again.');
+	}
+	const text = await response.text();
+	let parsed: unknown = undefined;
+	if (text) {
+		try {
+			parsed = JSON.parse(text);
+		} catch {
+			parsed = undefined;
+		}
+	}
+	if (!response.ok) {
+		throw errorFrom(response.status, parsed);
+	}
+	return parsed as T;
+}
+
+export const api = {
+	me: () => request<Me>('GET', '/api/auth/me'),
+	register: (email: string, username: string, password: string) =>
+		request<{ user: RegisteredUser }>('POST', '/api/auth/register', { email, username, password }),
+	login: (email: string, password: string) =>
+		request<Session>('POST', '/api/auth/login', { email, password }),
+	logout: () => request<{ signed_out: boolean }>('POST', '/api/auth/logout'),
+
+	walletMessage: (network: Network, address: string) =>
+		request<AuthMessage>(
+			'GET',
+			`/api/auth/wallet/auth-message?network=${encodeURIComponent(network)}&address=${encodeURIComponent(address)}`
+		),
+	walletLogin: (signed: SignedMessage) =>
+		request<Session>('POST', '/api/auth/wallet/login', signed),
+	connectWallet: (network: Network, address: string) =>
+		request<{ wallet: Pick<WalletRecord, 'network' | 'address' | 'verified'> }>(
+			'POST',
+			'/api/wallets/connect',
+			{ network, address }
+		),
+	verifyWallet: (signed: SignedMessage) =>
+		request<{ wallet: Pick<WalletRecord, 'network' | 'address' | 'verified'> }>(
+			'POST',
+			'/api/wallets/verify',
+			signed
+		),
+	myWallets: () => request<{ wallets: WalletRecord[] }>('GET', '/api/wallets/my-wallets'),
+
+	plans: () => request<{ plans: Plan[] }>('GET', '/api/subscriptions/plans'),
+	mySubscription: () =>
+		request<{ subscription: PlatformSubscription }>('GET', '/api/subscriptions/my-subscription'),
+	subscribe: (plan: PlanId, network?: Network) =>
+		request<{ subscription: PlatformSubscription; payment?: unknown }>(
+			'POST',
+			'/api/subscriptions/create',
+			network ? { plan, network } : { plan }
+		)
+};
+
+/** A message for a person from any error a call can throw. */
+export function describeError(error: unknown): string {
+	if (error instanceof ApiError) {
+		return error.message;
+	}
+	if (error instanceof Error) {
+		return error.message;
+	}
+	return 'Something went wrong.';
+}
