@@ -163,7 +163,8 @@ pub fn parse_wallet(
 }
 
 /// `?page=&per_page=` of a paged list.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     page: Option<i64>,
     per_page: Option<i64>,
@@ -192,6 +193,7 @@ impl PageQuery {
 }
 
 /// The body of a command that takes no fields (`{}` or no body at all is accepted).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmptyBody)]
 pub struct Empty {}
