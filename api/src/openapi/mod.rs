@@ -162,7 +162,7 @@ pub struct ApiDoc;
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKey {
     /// 1-255 visible ASCII characters, chosen by the client (a UUID is a good choice).
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", nullable = false)]
     pub idempotency_key: Option<String>,
 }
 
