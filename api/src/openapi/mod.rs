@@ -14,11 +14,14 @@
 pub mod docs;
 pub mod schemas;
 
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use serde_json::Value;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -134,7 +137,7 @@ use crate::error::ApiError;
         docs::style,
     ),
     components(schemas(schemas::ApiErrorBody, schemas::OpenAiErrorBody)),
-    modifiers(&SecuritySchemes, &CommonAnswers),
+    modifiers(&SecuritySchemes, &CommonAnswers, &AnswersCarryTheirNulls),
     tags(
         (name = "accounts", description = "Email accounts and sessions"),
         (name = "wallets", description = "Wallet sign-in and an account's wallets"),
@@ -353,6 +356,102 @@ impl Modify for CommonAnswers {
                     add_if_absent(operation, "413", "BodyTooLarge");
                     add_if_absent(operation, "422", "InvalidBody");
                 }
+            }
+        }
+    }
+}
+
+/// An answer always carries its nullable fields (`null` when empty), while a request may leave
+/// an `Option` out; utoipa makes every `Option` field optional. For the schemas that only answers
+/// use, a nullable field is made required, so generated clients type it `T | null`, not
+/// `T | null | undefined`. Fields an answer really leaves out are not nullable in the schema
+/// (`#[schema(nullable = false)]`) and stay optional.
+struct AnswersCarryTheirNulls;
+
+/// The component schemas `value` refers to, directly or through other schemas.
+fn reachable_schemas(value: &Value, schemas: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if let ("$ref", Value::String(r)) = (key.as_str(), v) {
+                    if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                        if out.insert(name.to_string()) {
+                            reachable_schemas(&schemas[name], schemas, out);
+                        }
+                    }
+                } else {
+                    reachable_schemas(v, schemas, out);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| reachable_schemas(v, schemas, out)),
+        _ => {}
+    }
+}
+
+fn is_nullable(property: &Value) -> bool {
+    let null_type = |schema: &Value| match &schema["type"] {
+        Value::String(t) => t == "null",
+        Value::Array(types) => types.iter().any(|t| t == "null"),
+        _ => false,
+    };
+    null_type(property)
+        || ["oneOf", "anyOf"]
+            .iter()
+            .filter_map(|k| property[*k].as_array())
+            .any(|items| items.iter().any(null_type))
+}
+
+fn require_nullable(schema: &mut Schema, wanted: &Value) {
+    match schema {
+        Schema::Object(object) => {
+            let props = wanted["properties"].as_object();
+            for (name, property) in props.into_iter().flatten() {
+                if is_nullable(property) && !object.required.contains(name) {
+                    object.required.push(name.clone());
+                }
+            }
+        }
+        Schema::AllOf(all) => {
+            let parts = wanted["allOf"].as_array();
+            for (item, part) in all.items.iter_mut().zip(parts.into_iter().flatten()) {
+                if let RefOr::T(inner) = item {
+                    require_nullable(inner, part);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Modify for AnswersCarryTheirNulls {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Ok(doc) = serde_json::to_value(&*openapi) else {
+            return;
+        };
+        let schemas = &doc["components"]["schemas"];
+        let (mut answers, mut requests) = (BTreeSet::new(), BTreeSet::new());
+        reachable_schemas(&doc["components"]["responses"], schemas, &mut answers);
+        for item in doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, i)| i)
+        {
+            for operation in item.as_object().into_iter().flatten().map(|(_, o)| o) {
+                reachable_schemas(&operation["responses"], schemas, &mut answers);
+                reachable_schemas(&operation["requestBody"], schemas, &mut requests);
+                reachable_schemas(&operation["parameters"], schemas, &mut requests);
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in answers.difference(&requests) {
+            if let Some(RefOr::T(schema)) = components.schemas.get_mut(name) {
+                require_nullable(schema, &schemas[name.as_str()]);
             }
         }
     }
