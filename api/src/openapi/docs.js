@@ -3,6 +3,8 @@
 "use strict";
 
 const METHODS = ["get", "put", "post", "delete", "patch"];
+// The document, once loaded: schemas named by a $ref are looked up in it.
+let DOC = null;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -76,7 +78,9 @@ function schemaTree(schema, depth) {
   if (depth > 6) return el("span", { class: "note" }, "…");
   const list = el("ul");
   if (schema.$ref) {
-    list.append(el("li", {}, typeLabel(schema)));
+    // A body's own schema is shown with its fields; deeper ones are links.
+    const target = depth === 0 && DOC && DOC.components && DOC.components.schemas[refName(schema.$ref)];
+    list.append(el("li", {}, typeLabel(schema), target ? schemaTree(target, depth + 1) : null));
     return list;
   }
   const alternatives = schema.oneOf || schema.anyOf;
@@ -155,13 +159,13 @@ function operationView(doc, path, method, op) {
     const request = resolve(doc, op.requestBody);
     body.append(el("h4", {}, "Request body" + (request.required ? "" : " (optional)")));
     if (request.description) body.append(el("p", { class: "note" }, request.description));
-    body.append(contentBlock(request.content));
+    body.append(...contentBlock(request.content));
   }
   body.append(el("h4", {}, "Responses"));
   for (const [status, raw] of Object.entries(op.responses || {})) {
     const response = resolve(doc, raw);
     body.append(el("div", {}, el("span", { class: "status" }, status), " ", response.description || ""));
-    body.append(contentBlock(response.content));
+    body.append(...contentBlock(response.content));
   }
   const text = [method, path, op.summary || "", (op.tags || []).join(" "), op.operationId || ""].join(" ").toLowerCase();
   return el("details", { class: "op", id: "op-" + (op.operationId || method + path), "data-text": text },
@@ -174,6 +178,7 @@ function operationView(doc, path, method, op) {
 }
 
 function render(doc) {
+  DOC = doc;
   document.title = doc.info.title;
   document.getElementById("title").textContent = doc.info.title + " " + doc.info.version;
   const summary = document.getElementById("summary");
@@ -215,7 +220,10 @@ function render(doc) {
   // Opening a link to a schema opens its entry.
   const openTarget = () => {
     const target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
-    if (target && target.tagName === "DETAILS") target.open = true;
+    if (target && target.tagName === "DETAILS") {
+      target.open = true;
+      target.scrollIntoView();
+    }
   };
   window.addEventListener("hashchange", openTarget);
   openTarget();
