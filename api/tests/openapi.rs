@@ -1,7 +1,8 @@
 //! The OpenAPI document against the code: every route the router registers is in the document
 //! and every operation of the document is a route (`routes_and_document_agree`), and the
 //! document is well-formed OpenAPI 3.1 (every `$ref` resolves, path parameters match their
-//! templates, operation ids are unique, money is never a number).
+//! templates, operation ids are unique, money is never a number) and real tools accept it
+//! (`fixtures/openapi`: a 3.1 validator and openapi-typescript).
 //!
 //! Why the routes are read from the source: axum's `Router` does not list its routes, and the
 //! alternative, utoipa-axum's `OpenApiRouter`, still accepts plain undocumented `.route(..)`
@@ -455,6 +456,47 @@ async fn the_docs_page_runs_without_inline_script() {
         assert!(html.contains(wanted), "the page does not load {wanted}");
         assert!(documented.contains(&format!("/api/{wanted}")), "{wanted}");
     }
+}
+
+/// Real tools accept the document (`fixtures/openapi/check.mjs`): swagger-parser validates it as
+/// OpenAPI 3.1 and resolves every `$ref`, and openapi-typescript, what the web app's client
+/// types are generated with, turns it into TypeScript where `Usdt` is a string.
+#[test]
+fn real_openapi_tools_accept_the_document() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/openapi");
+    let installed = ["openapi-typescript", "@apidevtools/swagger-parser"]
+        .iter()
+        .all(|package| dir.join("node_modules").join(package).exists());
+    if !installed {
+        aiforge_commands::testing::skip_or_fail(
+            "OpenAPI tools",
+            "fixtures/openapi/node_modules missing; run `npm ci --prefix fixtures/openapi`",
+        );
+        return;
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), aiforge_api::openapi::document_text().unwrap()).unwrap();
+    let output = match std::process::Command::new("node")
+        .arg(dir.join("check.mjs"))
+        .arg(file.path())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => {
+            aiforge_commands::testing::skip_or_fail("node", &format!("cannot run node: {e}"));
+            return;
+        }
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["openapi"], "3.1.0");
+    assert_eq!(summary["usdt_is_string"], true, "{summary}");
+    let paths = document()["paths"].as_object().unwrap().len();
+    assert_eq!(summary["paths"], paths, "{summary}");
 }
 
 #[test]
