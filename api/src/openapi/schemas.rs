@@ -469,7 +469,7 @@ pub struct ApiSubscriptionBody {
     pub id: String,
     pub service_id: String,
     pub model_id: String,
-    /// `pending_payment`, `active`, `cancelled`, ...
+    /// `pending_payment`, `active` or `cancelled`.
     pub status: Option<String>,
     pub pricing: Pricing,
     pub pricing_version: i32,
@@ -875,7 +875,7 @@ pub struct NodeRegistered {
 #[derive(ToSchema)]
 pub struct NodeHistoryEntry {
     pub event: String,
-    pub status: Option<String>,
+    pub status: String,
     pub detail: Value,
     pub at: String,
 }
@@ -967,7 +967,7 @@ pub struct JobBody {
     pub job_type: String,
     pub spec: JobSpec,
     pub price: Usdt,
-    /// `pending`, `assigned`, `running`, `completed`, `failed`, `cancelled`, ...
+    /// `pending`, `assigned`, `running`, `completed`, `failed`, `timed_out` or `cancelled`.
     pub status: String,
     pub node_id: Option<String>,
     pub attempt: i64,
@@ -992,9 +992,9 @@ pub struct JobAnswer {
 #[derive(ToSchema)]
 pub struct JobHistoryEntry {
     pub event: String,
-    pub status: Option<String>,
+    pub status: String,
     pub node_id: Option<String>,
-    pub attempt: Option<i64>,
+    pub attempt: i64,
     pub at: String,
 }
 
