@@ -192,7 +192,8 @@ impl PageQuery {
     }
 }
 
-/// The body of a command that takes no fields (`{}` or no body at all is accepted).
+/// The body of a command that takes no fields: `{}`, or `null` where it is an `Option<Empty>`
+/// (an empty body is not JSON: 400 `malformed_json`).
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = EmptyBody)]

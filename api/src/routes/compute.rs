@@ -266,7 +266,7 @@ async fn heartbeat_answer(
     params(
         ("node_id" = String, Path, description = "The node's id"),
     ),
-    request_body(content = Option<aiforge_commands::compute::NodeMetrics>, description = "The node's current use (optional)"),
+    request_body(content = aiforge_commands::compute::NodeMetrics, description = "The node's current use; every field may be left out (`{}` or `null`: nothing to report)"),
     responses(
         (status = 200, description = "The node's state and the jobs the platform says it holds", body = crate::openapi::schemas::HeartbeatAnswer),
         (status = 401, description = "A wrong or missing node token (`bad_node_token`, `unauthorized`)", body = crate::openapi::schemas::ApiErrorBody),
@@ -525,7 +525,7 @@ async fn set_active(
         ("node_id" = String, Path, description = "The node's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body(content = Option<crate::extract::Empty>, description = "No fields: `{}` or no body at all"),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
     responses(
         (status = 200, description = "The node", body = crate::openapi::schemas::NodeAnswer),
         (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
@@ -552,7 +552,7 @@ pub async fn activate(
         ("node_id" = String, Path, description = "The node's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body(content = Option<crate::extract::Empty>, description = "No fields: `{}` or no body at all"),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
     responses(
         (status = 200, description = "The node, deactivated; its jobs back in the queue", body = crate::openapi::schemas::NodeAnswer),
         (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
@@ -1061,7 +1061,7 @@ pub async fn my_jobs(
         ("job_id" = String, Path, description = "The job's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body(content = Option<crate::extract::Empty>, description = "No fields: `{}` or no body at all"),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
     responses(
         (status = 200, description = "The job, cancelled (refund by the job's payment rule)", body = crate::openapi::schemas::JobAnswer),
         (status = 404, description = "No such job of the caller's", body = crate::openapi::schemas::ApiErrorBody),

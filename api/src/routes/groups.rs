@@ -217,7 +217,7 @@ pub async fn change_role(
         ("user_id" = String, Path, description = "The member's user id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body(content = Option<crate::extract::Empty>, description = "No fields: `{}` or no body at all"),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
     responses(
         (status = 200, description = "The group", body = crate::openapi::schemas::GroupWithMembers),
         (status = 403, description = "The caller's role may not do this (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
@@ -250,7 +250,7 @@ pub async fn remove_member(
         ("group_id" = String, Path, description = "The group's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body(content = Option<crate::extract::Empty>, description = "No fields: `{}` or no body at all"),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
     responses(
         (status = 200, description = "Left", body = crate::openapi::schemas::GroupLeft),
         (status = 404, description = "No such group", body = crate::openapi::schemas::ApiErrorBody),

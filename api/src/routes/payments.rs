@@ -350,7 +350,7 @@ pub async fn mine(
     params(
         crate::openapi::IdempotencyKey,
     ),
-    request_body(content = Option<crate::extract::Empty>, description = "No fields: `{}` or no body at all"),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
     responses(
         (status = 200, description = "The subscription, cancelled at the end of its period", body = crate::openapi::schemas::PlatformSubscriptionBody),
         (status = 409, description = "Nothing to cancel, or cancelled already (`nothing_to_cancel`, `already_cancelled`)", body = crate::openapi::schemas::ApiErrorBody),
