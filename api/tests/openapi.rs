@@ -11,7 +11,8 @@
 //! .METHOD(..))` call in `api/src` (comments and strings aside). It fails closed: a path that is
 //! not a string literal, a method router it does not know (`any`, `on`, `MethodRouter::new`),
 //! or a `.nest`/`.route_service`/`.nest_service` (whose routes it could not see) is an error
-//! to fix here, never a route silently skipped.
+//! to fix here, never a route silently skipped. The other direction is also checked against
+//! the running server: `tests/e2e_openapi.rs` calls every operation of the document.
 
 #![allow(
     clippy::unwrap_used,
