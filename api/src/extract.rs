@@ -166,7 +166,9 @@ pub fn parse_wallet(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// From 1 (the default).
     page: Option<i64>,
+    /// Items per page, from 1 to the route's maximum.
     per_page: Option<i64>,
 }
 

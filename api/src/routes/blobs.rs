@@ -219,6 +219,7 @@ pub async fn node_input(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OutputQuery {
+    /// The attempt the node runs (a file of an earlier attempt is 409 `stale_report`).
     attempt: u32,
 }
 

@@ -172,10 +172,15 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct BrowseQuery {
+    /// Text to find in a service's name or description or its model's name (case-insensitive).
     search: Option<String>,
+    /// `monthly`, `pay_per_request` or `hybrid`.
     pricing: Option<String>,
+    /// `newest` (the default), `popular` (most subscribers) or `price` (lowest first).
     sort: Option<String>,
+    /// From 1 (the default).
     page: Option<i64>,
+    /// 1-100, default 20.
     per_page: Option<i64>,
 }
 

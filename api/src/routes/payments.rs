@@ -47,12 +47,16 @@ async fn payment_json(state: &AppState, payment_id: &str) -> Result<Value, ApiEr
 #[serde(deny_unknown_fields)]
 #[schema(as = PaymentCreateRequest)]
 pub struct CreateRequest {
+    /// `job`, `publishing_fee` or `listing_fee` (the other types are created by their own
+    /// flows: subscriptions, sales).
     #[serde(rename = "type")]
     payment_type: String,
+    /// `ethereum` or `tron`.
     network: String,
     /// A decimal string like "10.50" (a JSON number is read as exact decimal text too).
     #[schema(value_type = aiforge_domain::Usdt)]
     amount: Value,
+    /// What the payment is for: for a `job`, the job's id to be (a UUID).
     reference: String,
 }
 

@@ -308,7 +308,9 @@ pub async fn model(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MonthQuery {
+    /// With `month`: one month only (both or neither).
     year: Option<i32>,
+    /// 1-12, with `year`.
     month: Option<u8>,
 }
 

@@ -27,7 +27,9 @@ pub fn wallet_json(row: &WalletRow) -> Value {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuthMessageQuery {
+    /// The wallet's address; required (422 `invalid_field` without it).
     address: Option<String>,
+    /// `ethereum` (the default) or `tron`.
     network: Option<String>,
 }
 
