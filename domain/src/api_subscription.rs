@@ -425,10 +425,7 @@ impl Aggregate for ApiSubscription {
                 ..
             } => {
                 self.status = Some(ApiSubscriptionStatus::Active);
-                self.credit_added = self
-                    .credit_added
-                    .checked_add(credit_added)
-                    .unwrap_or(self.credit_added);
+                self.credit_added = self.credit_added.checked_add(credit_added).unwrap_or(self.credit_added);
                 self.activated_at.get_or_insert(activated_at);
                 if period_end.is_some() {
                     self.period_end = period_end;
