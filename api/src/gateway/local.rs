@@ -138,12 +138,7 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
         .map_err(|e| err("model")(&e))?
         .aggregate_id;
     market
-        .publish(
-            &model_id,
-            &user_id,
-            None,
-            &meta(&format!("publish:{}", &blob.sha256[..16])),
-        )
+        .publish(&model_id, &user_id, None, &meta(&format!("publish:{}", &blob.sha256[..16])))
         .await
         .map_err(|e| err("publish")(&e))?;
     let service_id = market
@@ -164,13 +159,7 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
         .map_err(|e| err("service")(&e))?
         .aggregate_id;
     let subscribed = market
-        .subscribe(
-            &user_id,
-            &service_id,
-            None,
-            Usdt::ZERO,
-            &meta(&format!("subscribe:{}", &blob.sha256[..16])),
-        )
+        .subscribe(&user_id, &service_id, None, Usdt::ZERO, &meta(&format!("subscribe:{}", &blob.sha256[..16])))
         .await
         .map_err(|e| err("subscribe")(&e))?;
     // The key of a replayed subscription was shown at its first start only: make a new one.
