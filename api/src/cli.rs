@@ -1,5 +1,5 @@
 //! The `aiforge` command line: `serve` (the default), `migrate`, `events export`,
-//! `projections status|rebuild`, `revenue close`, `audit verify|replay`. Data goes to stdout, logs to stderr.
+//! `projections status|rebuild`, `revenue close`, `audit verify|replay`, `openapi`. Data goes to stdout, logs to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +57,8 @@ pub enum Command {
         #[command(subcommand)]
         command: RevenueCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (JSON) to stdout.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +346,11 @@ pub async fn run(cli: Cli) -> CliResult {
                 }
             }
             db.close().await;
+        }
+        Command::Openapi => {
+            // Made from the code alone: no database is opened.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", crate::openapi::document_text()?)?;
         }
     }
     Ok(())

@@ -37,7 +37,7 @@ pub struct ComputeNetwork {
     pass: tokio::sync::Mutex<()>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PassReport {
     pub nodes_offline: usize,
     pub jobs_requeued: usize,

@@ -165,9 +165,12 @@ pub fn parse_wallet(
 }
 
 /// `?page=&per_page=` of a paged list.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// From 1 (the default).
     page: Option<i64>,
+    /// Items per page, from 1 to the route's maximum.
     per_page: Option<i64>,
 }
 
@@ -193,7 +196,9 @@ impl PageQuery {
     }
 }
 
-/// The body of a command that takes no fields (`{}` or no body at all is accepted).
-#[derive(Debug, serde::Deserialize)]
+/// The body of a command that takes no fields: `{}`, or `null` where it is an `Option<Empty>`
+/// (an empty body is not JSON: 400 `malformed_json`).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmptyBody)]
 pub struct Empty {}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod scheduler;
 pub mod session;
@@ -328,6 +329,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
+        .route("/api/openapi.json", get(openapi::document_json))
+        .route("/api/docs", get(openapi::docs::page))
+        .route("/api/docs/app.js", get(openapi::docs::script))
+        .route("/api/docs/app.css", get(openapi::docs::style))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -65,7 +65,7 @@ pub const METRIC_GPU_MEMORY_MB: RangeInclusive<u64> = 0..=1024 * 1024;
 pub const METRIC_JOBS: RangeInclusive<u64> = 0..=256;
 
 /// A node's current use, as its last heartbeat said (kept in memory, never an event).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeMetrics {
     #[serde(default)]
@@ -80,7 +80,7 @@ pub struct NodeMetrics {
     pub running_jobs: u32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuUse {
     pub utilization_percent: u32,

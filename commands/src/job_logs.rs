@@ -15,7 +15,7 @@ pub const JOBS_KEPT_MAX: i64 = 1000;
 /// Lines one request may bring.
 pub const LINES_PER_REQUEST_MAX: usize = 1000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
     /// `stdout` or `stderr`.

@@ -22,7 +22,7 @@ pub const DESCRIPTION_CHARS_MAX: usize = 2000;
 /// Every command replays the whole member list; a cap keeps a group loadable in microseconds.
 pub const MEMBERS_MAX: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
     Owner,

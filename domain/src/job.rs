@@ -92,7 +92,7 @@ pub const ATTEMPTS_MAX: u32 = 3;
 /// clock starts before the platform hears of the start.
 pub const TIMEOUT_EARLY_SLACK_SECS: u64 = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobType {
     Training,
@@ -101,7 +101,7 @@ pub enum JobType {
 }
 
 /// What a job needs from its node. `gpu_memory_mb` is per GPU (0: any GPU).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobNeeds {
     pub cpu_cores: u32,
     pub memory_mb: u64,
@@ -109,7 +109,7 @@ pub struct JobNeeds {
     pub gpu_memory_mb: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSpec {
     pub job_type: JobType,
     /// A container image reference: `[host[:port]/]path[:tag][@sha256:digest]`.
@@ -269,7 +269,7 @@ pub fn is_cid_v0(cid: &str) -> bool {
 }
 
 /// A file the job left in its outputs directory, stored by the node in the blob store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Output {
     pub name: String,
     pub sha256: String,

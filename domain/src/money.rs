@@ -251,6 +251,24 @@ impl<'de> Deserialize<'de> for Usdt {
     }
 }
 
+/// In the OpenAPI document an amount is what it is on the wire: a decimal string, never a
+/// number (a JSON number may already have passed through a float).
+impl utoipa::PartialSchema for Usdt {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^-?[0-9]+(\.[0-9]{1,6})?$"))
+            .description(Some(
+                "An exact amount of USDT as a decimal string, at most 6 decimal places \
+                 (answers always carry 6); never a JSON number.",
+            ))
+            .examples(["10.500000"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Usdt {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

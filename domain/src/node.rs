@@ -73,14 +73,14 @@ pub fn heartbeat_expired(last: OffsetDateTime, now: OffsetDateTime, timeout_secs
     (now - last).whole_seconds() >= timeout_secs
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gpu {
     pub model: String,
     pub memory_mb: u64,
 }
 
 /// What a node offers to jobs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     pub cpu_cores: u32,
     pub memory_mb: u64,

@@ -22,7 +22,7 @@ pub const NAME_CHARS_MAX: usize = 100;
 pub const DESCRIPTION_CHARS_MAX: usize = 5000;
 
 /// How a service charges.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Pricing {
     /// A flat monthly fee (zero: a free service).
@@ -130,7 +130,7 @@ impl Pricing {
 }
 
 /// Per-key limits; `None` is unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RateLimits {
     #[serde(default)]
     pub requests_per_minute: Option<u32>,

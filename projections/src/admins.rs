@@ -60,7 +60,7 @@ impl Projection for AdminWalletsProjection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AdminWalletRow {
     pub network: String,
     pub address: String,

@@ -139,7 +139,7 @@ impl Projection for GroupsProjection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct GroupRow {
     pub group_id: String,
     pub name: String,
@@ -148,7 +148,7 @@ pub struct GroupRow {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MemberRow {
     pub user_id: String,
     pub role: String,

@@ -217,7 +217,7 @@ async fn apply_job(tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), Project
     post_to_ledger(tx, event, &payment_id, &settlement.postings, at).await
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PaymentRow {
     pub payment_id: String,
     pub payer: String,
@@ -291,7 +291,7 @@ pub async fn balances(db: &aiforge_commands::Database) -> Result<Vec<BalanceRow>
     .await)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PostingRow {
     pub position: i64,
     pub idx: i64,

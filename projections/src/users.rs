@@ -139,7 +139,7 @@ impl UsersProjection {
 }
 
 /// A row of `users_view`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserRow {
     pub user_id: String,
     pub email: Option<String>,

@@ -582,11 +582,50 @@ fn usage_json(usage: Usage) -> Value {
 }
 
 /// `POST /api/v1/chat/completions`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/completions",
+    tag = "openai",
+    operation_id = "create_chat_completion",
+    summary = "OpenAI: create a chat completion",
+    request_body = crate::openapi::schemas::ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events of `chat.completion.chunk` objects ending with `data: [DONE]` (a failure mid-stream is sent as an error event)", content((crate::openapi::schemas::ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "An invalid request (`invalid_request`, `context_length_exceeded`), JSON parse errors included", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 403, description = "The key is not for this model or service, or not active", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 404, description = "No such model (`model_not_found`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 429, description = "A rate limit, the quota or the credit is spent (`rate_limit_exceeded`, `insufficient_quota`); Retry-After when waiting helps", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 502, description = "The node failed mid-generation (`node_error`, `node_lost`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 503, description = "No node serves the model now (`no_node_available`)", body = crate::openapi::schemas::OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn completions(State(state): State<AppState>, auth: ApiKeyAuth, body: Bytes) -> Response {
     handle(state, auth, None, body).await
 }
 
 /// `POST /api/v1/services/{service_id}/chat/completions`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/services/{service_id}/chat/completions",
+    tag = "openai",
+    operation_id = "create_service_chat_completion",
+    summary = "OpenAI (service base URL): create a chat completion",
+    params(
+        ("service_id" = String, Path, description = "The API service's id"),
+    ),
+    request_body = crate::openapi::schemas::ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events of `chat.completion.chunk` objects ending with `data: [DONE]` (a failure mid-stream is sent as an error event)", content((crate::openapi::schemas::ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "An invalid request (`invalid_request`, `context_length_exceeded`), JSON parse errors included", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 403, description = "The key is not for this model or service, or not active", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 404, description = "No such model (`model_not_found`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 429, description = "A rate limit, the quota or the credit is spent (`rate_limit_exceeded`, `insufficient_quota`); Retry-After when waiting helps", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 502, description = "The node failed mid-generation (`node_error`, `node_lost`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 503, description = "No node serves the model now (`no_node_available`)", body = crate::openapi::schemas::OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn service_completions(
     State(state): State<AppState>,
     auth: ApiKeyAuth,

@@ -40,7 +40,7 @@ pub async fn read_your_writes(state: &AppState, last: Option<aiforge_commands::L
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     email: String,
@@ -58,6 +58,21 @@ pub struct UserBody {
     registered_at: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    tag = "accounts",
+    operation_id = "register",
+    summary = "Create an account with email and password",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new account", body = crate::openapi::schemas::Registered, headers(("idempotent-replayed" = String, description = "`true` when this answers a retried request"))),
+        (status = 409, description = "The email or username is taken (`already_taken`, naming `field`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     CommandJson { body, meta }: CommandJson<RegisterRequest>,
@@ -95,7 +110,7 @@ pub async fn register(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     email: String,
@@ -103,6 +118,18 @@ pub struct LoginRequest {
 }
 
 /// A browser (`X-AIForge-CSRF`) gets the session as a cookie, an API client in the body.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    tag = "accounts",
+    operation_id = "login",
+    summary = "Sign in with email and password",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A session token", body = crate::openapi::schemas::SessionToken),
+        (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -132,6 +159,18 @@ pub async fn logout(
     state.session.signed_out(&headers)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "accounts",
+    operation_id = "me",
+    summary = "The signed-in account and its wallets",
+    responses(
+        (status = 200, description = "The signed-in account", body = crate::openapi::schemas::Me),
+        (status = 404, description = "The account is not in the read model yet", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn me(
     State(state): State<AppState>,
     user: AuthUser,

@@ -17,8 +17,9 @@ use crate::AppState;
 
 pub const USERS_PAGE_MAX: i64 = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AdminWalletRequest)]
 pub struct WalletRequest {
     network: String,
     address: String,
@@ -65,6 +66,22 @@ async fn change(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/wallets/add",
+    tag = "admin",
+    operation_id = "admin_add_wallet",
+    summary = "Add a wallet to the admin whitelist",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = WalletRequest,
+    responses(
+        (status = 200, description = "The wallet added", body = crate::openapi::schemas::AdminWalletAdded),
+        (status = 409, description = "Already an admin (`already_admin`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn add_wallet(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -73,6 +90,23 @@ pub async fn add_wallet(
     change(&state, admin, &body, meta, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/wallets/remove",
+    tag = "admin",
+    operation_id = "admin_remove_wallet",
+    summary = "Remove a wallet from the admin whitelist",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = WalletRequest,
+    responses(
+        (status = 200, description = "The wallet removed", body = crate::openapi::schemas::AdminWalletRemoved),
+        (status = 404, description = "Not an admin", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The last admin cannot be removed (`last_admin`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn remove_wallet(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -81,6 +115,17 @@ pub async fn remove_wallet(
     change(&state, admin, &body, meta, false).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/wallets",
+    tag = "admin",
+    operation_id = "admin_wallets",
+    summary = "The admin whitelist",
+    responses(
+        (status = 200, description = "The whitelist", body = crate::openapi::schemas::AdminWallets),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn wallets(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -89,6 +134,21 @@ pub async fn wallets(
     Ok(Json(json!({"wallets": rows})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/users",
+    tag = "admin",
+    operation_id = "admin_users",
+    summary = "Every account, paged",
+    params(
+        crate::extract::PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of users", body = crate::openapi::schemas::UsersPage),
+        (status = 422, description = "`page` or `per_page` out of range (per_page 1-200, default 50)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn users(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -101,6 +161,17 @@ pub async fn users(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/admin/stats",
+    tag = "admin",
+    operation_id = "admin_stats",
+    summary = "Platform counts",
+    responses(
+        (status = 200, description = "Platform counts", body = crate::openapi::schemas::PlatformStats),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn stats(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -110,6 +110,23 @@ async fn store_and_record(
 
 /// `POST /api/blobs`: a job input, the raw body; 201 with its CID (what a job's `inputs` name),
 /// SHA-256 and size. Uploading the same content again answers the same blob.
+#[utoipa::path(
+    post,
+    path = "/api/blobs",
+    tag = "jobs",
+    operation_id = "upload_blob",
+    summary = "Upload a job input",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::openapi::schemas::Binary, content_type = "application/octet-stream", description = "The file, the raw body (at most AIFORGE_JOB_BLOB_BYTES_MAX)"),
+    responses(
+        (status = 201, description = "The stored blob: its CID is what a job's inputs name", body = crate::openapi::schemas::BlobAnswer),
+        (status = 400, description = "The upload was cut off (`upload_interrupted`); nothing is kept", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 413, description = "Over the size limit (`too_large`); nothing is kept", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -126,6 +143,21 @@ pub async fn upload(
 }
 
 /// `GET /api/blobs/{cid}`: a blob its caller uploaded, or an output of the caller's job.
+#[utoipa::path(
+    get,
+    path = "/api/blobs/{cid}",
+    tag = "jobs",
+    operation_id = "download_blob",
+    summary = "Download a blob the caller uploaded, or an output of the caller's job",
+    params(
+        ("cid" = String, Path, description = "The blob's CID (CIDv0)"),
+    ),
+    responses(
+        (status = 200, description = "The blob, verified against its SHA-256 as it streams", body = crate::openapi::schemas::Binary, content_type = "application/octet-stream", headers(("ETag" = String, description = "`\"sha256:<hex>\"` of the content"))),
+        (status = 404, description = "No such blob of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn download(
     State(state): State<AppState>,
     user: AuthUser,
@@ -146,6 +178,23 @@ pub async fn download(
 }
 
 /// `GET /api/nodes/{id}/blobs/{cid}` (node token): an input of a job the node holds now.
+#[utoipa::path(
+    get,
+    path = "/api/nodes/{node_id}/blobs/{cid}",
+    tag = "nodes",
+    operation_id = "node_job_input",
+    summary = "An input of a job the node holds (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("cid" = String, Path, description = "The blob's CID (CIDv0)"),
+    ),
+    responses(
+        (status = 200, description = "The input, verified as it streams", body = crate::openapi::schemas::Binary, content_type = "application/octet-stream", headers(("ETag" = String, description = "`\"sha256:<hex>\"` of the content"))),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No input with this CID in this node's jobs", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn node_input(
     State(state): State<AppState>,
     Path((node_id, cid)): Path<(String, String)>,
@@ -166,9 +215,11 @@ pub async fn node_input(
     blob_response(&state, stored(&row)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OutputQuery {
+    /// The attempt the node runs (a file of an earlier attempt is 409 `stale_report`).
     attempt: u32,
 }
 
@@ -184,6 +235,31 @@ fn plain_name(name: &str) -> bool {
 /// `PUT /api/nodes/{id}/jobs/{job_id}/outputs/{name}?attempt=N` (node token): one file the job
 /// wrote, the raw body, while the node runs that attempt; 201 with its SHA-256 and CID, which
 /// the node's `finished` report then lists (the report is checked against the store).
+#[utoipa::path(
+    put,
+    path = "/api/nodes/{node_id}/jobs/{job_id}/outputs/{name}",
+    tag = "nodes",
+    operation_id = "node_job_output",
+    summary = "Upload one output of a running job (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("job_id" = String, Path, description = "The job's id"),
+        ("name" = String, Path, description = "The output file's name (letters, digits, `.`, `_`, `-`; not starting with `.`)"),
+        OutputQuery,
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::openapi::schemas::Binary, content_type = "application/octet-stream", description = "The file, the raw body (at most AIFORGE_JOB_BLOB_BYTES_MAX)"),
+    responses(
+        (status = 201, description = "The stored output, to list in the `finished` report", body = crate::openapi::schemas::OutputAnswer),
+        (status = 400, description = "The upload was cut off (`upload_interrupted`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such job", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The node does not hold this attempt, or the job moved on (`stale_report`, `invalid_job_state`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 413, description = "Over the size limit (`too_large`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Not a plain file name (`invalid_field`: name)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn node_output(
     State(state): State<AppState>,
     Path((node_id, job_id, name)): Path<(String, String, String)>,
@@ -215,6 +291,22 @@ pub async fn node_output(
 }
 
 /// `GET /api/jobs/{job_id}/outputs/{name}`: a completed job's output, for its creator.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}/outputs/{name}",
+    tag = "jobs",
+    operation_id = "download_job_output",
+    summary = "Download an output of the caller's job",
+    params(
+        ("job_id" = String, Path, description = "The job's id"),
+        ("name" = String, Path, description = "The output file's name (letters, digits, `.`, `_`, `-`; not starting with `.`)"),
+    ),
+    responses(
+        (status = 200, description = "The output, verified as it streams", body = crate::openapi::schemas::Binary, content_type = "application/octet-stream", headers(("ETag" = String, description = "`\"sha256:<hex>\"` of the content"))),
+        (status = 404, description = "No such job of the caller's, or no output of this name", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn job_output(
     State(state): State<AppState>,
     user: AuthUser,

@@ -165,8 +165,9 @@ pub(crate) async fn job_row(state: &AppState, job_id: &str) -> Result<JobRow, Ap
         .ok_or_else(|| ApiError::not_found("no such job"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NodeRegisterRequest)]
 pub struct RegisterRequest {
     name: String,
     owner_wallet: String,
@@ -174,6 +175,22 @@ pub struct RegisterRequest {
 }
 
 /// `POST /api/nodes/register`: the node id and its token, shown this once.
+#[utoipa::path(
+    post,
+    path = "/api/nodes/register",
+    tag = "nodes",
+    operation_id = "register_node",
+    summary = "Register a compute node",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The node and its token, shown this once", body = crate::openapi::schemas::NodeRegistered),
+        (status = 409, description = "Registered already (`already_exists`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn register(
     State(state): State<AppState>,
     user: AuthUser,
@@ -249,6 +266,24 @@ async fn heartbeat_answer(
 }
 
 /// `POST /api/nodes/{id}/heartbeat` (node token): current use; brings the node online.
+#[utoipa::path(
+    post,
+    path = "/api/nodes/{node_id}/heartbeat",
+    tag = "nodes",
+    operation_id = "node_heartbeat",
+    summary = "A node's heartbeat (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+    ),
+    request_body(content = aiforge_commands::compute::NodeMetrics, description = "The node's current use; every field may be left out (`{}` or `null`: nothing to report)"),
+    responses(
+        (status = 200, description = "The node's state and the jobs the platform says it holds", body = crate::openapi::schemas::HeartbeatAnswer),
+        (status = 401, description = "A wrong or missing node token (`bad_node_token`, `unauthorized`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Path(node_id): Path<String>,
@@ -331,6 +366,22 @@ pub async fn serve_nats_heartbeats(
 
 /// `POST /api/nodes/{id}/offline` (node token): the node is shutting down. It goes offline
 /// now (not after the heartbeat timeout) and its assigned and running jobs go back to the queue.
+#[utoipa::path(
+    post,
+    path = "/api/nodes/{node_id}/offline",
+    tag = "nodes",
+    operation_id = "node_offline",
+    summary = "A node going offline (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+    ),
+    responses(
+        (status = 200, description = "The node, offline; its jobs back in the queue", body = crate::openapi::schemas::NodeOffline),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn offline(
     State(state): State<AppState>,
     Path(node_id): Path<String>,
@@ -357,6 +408,21 @@ pub async fn offline(
 }
 
 /// `GET /api/nodes/{id}`: the owner's node, with its state history and earnings.
+#[utoipa::path(
+    get,
+    path = "/api/nodes/{node_id}",
+    tag = "nodes",
+    operation_id = "get_node",
+    summary = "One of the caller's nodes",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+    ),
+    responses(
+        (status = 200, description = "The node with its state history and earnings", body = crate::openapi::schemas::NodeDetailAnswer),
+        (status = 404, description = "No such node of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn get_node(
     State(state): State<AppState>,
     user: AuthUser,
@@ -386,6 +452,17 @@ pub async fn get_node(
 }
 
 /// `GET /api/nodes/my-nodes`
+#[utoipa::path(
+    get,
+    path = "/api/nodes/my-nodes",
+    tag = "nodes",
+    operation_id = "my_nodes",
+    summary = "The caller's nodes",
+    responses(
+        (status = 200, description = "The caller's nodes", body = crate::openapi::schemas::Nodes),
+    ),
+    security(("session" = [])),
+)]
 pub async fn my_nodes(
     State(state): State<AppState>,
     user: AuthUser,
@@ -396,6 +473,17 @@ pub async fn my_nodes(
 }
 
 /// `GET /api/admin/nodes`: every node, and how many are in each state.
+#[utoipa::path(
+    get,
+    path = "/api/admin/nodes",
+    tag = "admin",
+    operation_id = "admin_nodes",
+    summary = "Every node",
+    responses(
+        (status = 200, description = "Every node, and how many are in each state", body = crate::openapi::schemas::AdminNodes),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn admin_nodes(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -436,6 +524,23 @@ async fn set_active(
 }
 
 /// `POST /api/admin/nodes/{id}/activate`
+#[utoipa::path(
+    post,
+    path = "/api/admin/nodes/{node_id}/activate",
+    tag = "admin",
+    operation_id = "admin_activate_node",
+    summary = "Activate a node",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
+    responses(
+        (status = 200, description = "The node", body = crate::openapi::schemas::NodeAnswer),
+        (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn activate(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -446,6 +551,23 @@ pub async fn activate(
 }
 
 /// `POST /api/admin/nodes/{id}/deactivate`: also hands its jobs back to the queue.
+#[utoipa::path(
+    post,
+    path = "/api/admin/nodes/{node_id}/deactivate",
+    tag = "admin",
+    operation_id = "admin_deactivate_node",
+    summary = "Deactivate a node",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
+    responses(
+        (status = 200, description = "The node, deactivated; its jobs back in the queue", body = crate::openapi::schemas::NodeAnswer),
+        (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn deactivate(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -468,6 +590,22 @@ fn assignment_json(row: &JobRow) -> Value {
 /// `GET /api/nodes/{id}/jobs/next` (node token): runs a scheduling pass, then answers the
 /// oldest job assigned to this node that it has not started (204 when there is none). The job
 /// stays assigned until the node reports it started, so a poll that got lost is repeated.
+#[utoipa::path(
+    get,
+    path = "/api/nodes/{node_id}/jobs/next",
+    tag = "nodes",
+    operation_id = "node_next_job",
+    summary = "A node's next job (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+    ),
+    responses(
+        (status = 200, description = "The oldest job assigned to this node that it has not started", body = crate::openapi::schemas::AssignmentAnswer),
+        (status = 204, description = "No job for this node now"),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn next_job(
     State(state): State<AppState>,
     Path(node_id): Path<String>,
@@ -486,14 +624,16 @@ pub async fn next_job(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobStartedRequest)]
 pub struct StartedRequest {
     attempt: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobFinishedRequest)]
 pub struct FinishedRequest {
     attempt: u32,
     exit_code: i64,
@@ -503,8 +643,9 @@ pub struct FinishedRequest {
 
 /// Why a node gives up an attempt. `timed_out`: the node killed the job at its max runtime
 /// (the creator pays, the node earns); the others are not the job's own outcome (refunded).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = JobFailedReason)]
 pub enum FailedReason {
     TimedOut,
     ImagePullFailed,
@@ -514,8 +655,9 @@ pub enum FailedReason {
     OutputTooLarge,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobFailedRequest)]
 pub struct FailedRequest {
     attempt: u32,
     reason: FailedReason,
@@ -548,6 +690,26 @@ async fn report(
 }
 
 /// `POST /api/nodes/{id}/jobs/{job_id}/started`
+#[utoipa::path(
+    post,
+    path = "/api/nodes/{node_id}/jobs/{job_id}/started",
+    tag = "nodes",
+    operation_id = "node_job_started",
+    summary = "A node started a job (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("job_id" = String, Path, description = "The job's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = StartedRequest,
+    responses(
+        (status = 200, description = "The job, running", body = crate::openapi::schemas::JobAnswer),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such job", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The node does not hold this attempt, or the job moved on (`stale_report`, `invalid_job_state`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn started(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
@@ -568,6 +730,27 @@ pub async fn started(
 
 /// `POST /api/nodes/{id}/jobs/{job_id}/finished`: the container exited (0 completes the job
 /// with its outputs; anything else fails it as the job's own outcome).
+#[utoipa::path(
+    post,
+    path = "/api/nodes/{node_id}/jobs/{job_id}/finished",
+    tag = "nodes",
+    operation_id = "node_job_finished",
+    summary = "A node's job exited (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("job_id" = String, Path, description = "The job's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = FinishedRequest,
+    responses(
+        (status = 200, description = "The job: completed (exit 0) or failed", body = crate::openapi::schemas::JobAnswer),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such job", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The node does not hold this attempt, or the job moved on (`stale_report`, `invalid_job_state`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "An output is not in the blob store as reported (`invalid_field`: outputs)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn finished(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
@@ -591,6 +774,26 @@ pub async fn finished(
 }
 
 /// `POST /api/nodes/{id}/jobs/{job_id}/failed`
+#[utoipa::path(
+    post,
+    path = "/api/nodes/{node_id}/jobs/{job_id}/failed",
+    tag = "nodes",
+    operation_id = "node_job_failed",
+    summary = "A node gives up a job attempt (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("job_id" = String, Path, description = "The job's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = FailedRequest,
+    responses(
+        (status = 200, description = "The job, failed or requeued", body = crate::openapi::schemas::JobAnswer),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such job", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The node does not hold this attempt, or the job moved on (`stale_report`, `invalid_job_state`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn failed(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
@@ -620,8 +823,9 @@ pub async fn failed(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobSubmitRequest)]
 pub struct SubmitRequest {
     /// The creator's confirmed job payment; its reference is the job's id.
     payment_id: String,
@@ -643,6 +847,25 @@ pub struct SubmitRequest {
 
 /// `POST /api/jobs`: submits a job paid by a confirmed job payment (see
 /// `aiforge_commands::compute` for the rule); 201 with the job, pending until a node takes it.
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "jobs",
+    operation_id = "submit_job",
+    summary = "Submit a compute job",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SubmitRequest,
+    responses(
+        (status = 201, description = "The job, pending until a node takes it", body = crate::openapi::schemas::JobAnswer),
+        (status = 402, description = "The job payment is not confirmed (`payment_not_confirmed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such payment (`field`: payment_id)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "A job exists for this payment (`already_exists`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "An invalid spec, a price that is not the payment (`escrow_mismatch`), or an input that is not a stored blob", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn submit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -683,6 +906,21 @@ pub async fn submit(
 }
 
 /// `GET /api/jobs/{id}`: the creator's job with its history.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}",
+    tag = "jobs",
+    operation_id = "get_job",
+    summary = "One of the caller's jobs",
+    params(
+        ("job_id" = String, Path, description = "The job's id"),
+    ),
+    responses(
+        (status = 200, description = "The job with its history", body = crate::openapi::schemas::JobDetailAnswer),
+        (status = 404, description = "No such job of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     user: AuthUser,
@@ -699,8 +937,9 @@ pub async fn get_job(
     Ok(Json(json!({ "job": job })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobLogsRequest)]
 pub struct LogsRequest {
     attempt: u32,
     lines: Vec<aiforge_commands::job_logs::Line>,
@@ -708,6 +947,26 @@ pub struct LogsRequest {
 
 /// `POST /api/nodes/{id}/jobs/{job_id}/logs` (node token): lines the job printed, while the node
 /// holds that attempt; kept in the database for the creator, readable from any instance (`aiforge_commands::job_logs`).
+#[utoipa::path(
+    post,
+    path = "/api/nodes/{node_id}/jobs/{job_id}/logs",
+    tag = "nodes",
+    operation_id = "node_job_logs",
+    summary = "Lines a job printed (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("job_id" = String, Path, description = "The job's id"),
+    ),
+    request_body = LogsRequest,
+    responses(
+        (status = 204, description = "Kept (in the database) for the job's creator"),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such job", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The node does not hold this attempt, or the job moved on (`stale_report`, `invalid_job_state`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Too many lines (`invalid_field`: lines)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
 pub async fn node_logs(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
@@ -748,6 +1007,21 @@ pub async fn node_logs(
 }
 
 /// `GET /api/jobs/{id}/logs`: the job's live logs, for its creator.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}/logs",
+    tag = "jobs",
+    operation_id = "job_logs",
+    summary = "A job's live logs",
+    params(
+        ("job_id" = String, Path, description = "The job's id"),
+    ),
+    responses(
+        (status = 200, description = "The job's live logs", body = crate::openapi::schemas::JobLogs),
+        (status = 404, description = "No such job of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn job_logs(
     State(state): State<AppState>,
     user: AuthUser,
@@ -766,6 +1040,21 @@ pub async fn job_logs(
 }
 
 /// `GET /api/jobs/my-jobs?page=&per_page=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/my-jobs",
+    tag = "jobs",
+    operation_id = "my_jobs",
+    summary = "The caller's jobs",
+    params(
+        crate::extract::PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the caller's jobs, newest first", body = crate::openapi::schemas::JobsPage),
+        (status = 422, description = "`page` or `per_page` out of range (per_page 1-100, default 20)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn my_jobs(
     State(state): State<AppState>,
     user: AuthUser,
@@ -781,6 +1070,24 @@ pub async fn my_jobs(
 }
 
 /// `POST /api/jobs/{id}/cancel`: the creator cancels (refund by the job's payment rule).
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{job_id}/cancel",
+    tag = "jobs",
+    operation_id = "cancel_job",
+    summary = "Cancel a job",
+    params(
+        ("job_id" = String, Path, description = "The job's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
+    responses(
+        (status = 200, description = "The job, cancelled (refund by the job's payment rule)", body = crate::openapi::schemas::JobAnswer),
+        (status = 404, description = "No such job of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The job has ended (`already_ended`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,

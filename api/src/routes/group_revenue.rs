@@ -19,16 +19,19 @@ use crate::error::ApiError;
 use crate::extract::CommandJson;
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SplitShareRequest)]
 pub struct ShareBody {
     user_id: String,
     /// A number or a decimal string: `50`, `33.33`, `"12.5"`.
+    #[schema(value_type = String, example = "33.33")]
     percent: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SplitRequest)]
 pub struct SplitBody {
     shares: Vec<ShareBody>,
 }
@@ -88,6 +91,26 @@ async fn answer(state: &AppState, user: &AuthUser, model_id: &str) -> Result<Val
 }
 
 /// `POST /api/group-revenue/model/{id}/split`.
+#[utoipa::path(
+    post,
+    path = "/api/group-revenue/model/{model_id}/split",
+    tag = "group-revenue",
+    operation_id = "set_revenue_split",
+    summary = "Set a group model's revenue split",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SplitBody,
+    responses(
+        (status = 200, description = "The split, in force from the next month", body = crate::openapi::schemas::GroupModelSplit),
+        (status = 403, description = "Only the group's OWNER or an ADMIN (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Not a group model (`not_a_group_model`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Shares that are not members or do not sum to exactly 100 (`invalid_field`: shares)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn set(
     State(state): State<AppState>,
     user: AuthUser,
@@ -114,6 +137,22 @@ pub async fn set(
 }
 
 /// `GET /api/group-revenue/model/{id}/split`.
+#[utoipa::path(
+    get,
+    path = "/api/group-revenue/model/{model_id}/split",
+    tag = "group-revenue",
+    operation_id = "get_revenue_split",
+    summary = "A group model's revenue split (any member)",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The split in force and one waiting for its month", body = crate::openapi::schemas::GroupModelSplit),
+        (status = 404, description = "No such model, or the caller is not in its group", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Not a group model (`not_a_group_model`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,

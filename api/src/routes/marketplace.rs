@@ -109,8 +109,9 @@ async fn service_response(state: &AppState, service_id: &str) -> Result<Value, A
     Ok(json!({ "service": service_json(&row) }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServiceCreateRequest)]
 pub struct CreateRequest {
     model_id: String,
     name: String,
@@ -122,6 +123,24 @@ pub struct CreateRequest {
 }
 
 /// `POST /api/marketplace/create`.
+#[utoipa::path(
+    post,
+    path = "/api/marketplace/create",
+    tag = "marketplace",
+    operation_id = "create_service",
+    summary = "Offer a listed model as an API service",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The service", body = crate::openapi::schemas::ServiceAnswer),
+        (status = 403, description = "Not the model's manager (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The model is not on the marketplace (`model_not_on_marketplace`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -149,18 +168,38 @@ pub async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BrowseQuery {
+    /// Text to find in a service's name or description or its model's name (case-insensitive).
     search: Option<String>,
+    /// `monthly`, `pay_per_request` or `hybrid`.
     pricing: Option<String>,
+    /// `newest` (the default), `popular` (most subscribers) or `price` (lowest first).
     sort: Option<String>,
+    /// From 1 (the default).
     page: Option<i64>,
+    /// 1-100, default 20.
     per_page: Option<i64>,
 }
 
 /// `GET /api/marketplace/marketplace` (public): active services of listed models;
 /// `?search=&pricing=monthly|pay_per_request|hybrid&sort=newest|popular|price&page=&per_page=`.
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/marketplace",
+    tag = "marketplace",
+    operation_id = "browse_marketplace",
+    summary = "Browse the marketplace",
+    params(
+        BrowseQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of active services of listed models", body = crate::openapi::schemas::ServicesPage),
+        (status = 422, description = "Unknown sort or pricing, or paging out of range", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn browse(
     State(state): State<AppState>,
     Query(query): Query<BrowseQuery>,
@@ -206,6 +245,17 @@ pub async fn browse(
 }
 
 /// `GET /api/marketplace/my-services`.
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/my-services",
+    tag = "marketplace",
+    operation_id = "my_services",
+    summary = "The caller's services",
+    responses(
+        (status = 200, description = "The caller's services", body = crate::openapi::schemas::Services),
+    ),
+    security(("session" = [])),
+)]
 pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
     let rows = aiforge_projections::marketplace::services_of(&state.db, &user.user_id).await?;
     Ok(Json(json!({
@@ -215,6 +265,21 @@ pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<
 
 /// `GET /api/marketplace/{service_id}` (public for services on the marketplace; the owner sees
 /// theirs in any state).
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/{service_id}",
+    tag = "marketplace",
+    operation_id = "get_service",
+    summary = "A service (public when on the marketplace)",
+    params(
+        ("service_id" = String, Path, description = "The API service's id"),
+    ),
+    responses(
+        (status = 200, description = "The service", body = crate::openapi::schemas::ServiceAnswer),
+        (status = 404, description = "No such service on the marketplace (the owner sees theirs in any state)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security((), ("session" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     user: Option<AuthUser>,
@@ -231,8 +296,9 @@ pub async fn get(
     Ok(Json(json!({ "service": service_json(&row) })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServiceUpdateRequest)]
 pub struct UpdateRequest {
     name: Option<String>,
     description: Option<String>,
@@ -243,6 +309,24 @@ pub struct UpdateRequest {
 
 /// `PUT /api/marketplace/{service_id}` (owner only): details, pricing (for new subscriptions
 /// only), limits, active.
+#[utoipa::path(
+    put,
+    path = "/api/marketplace/{service_id}",
+    tag = "marketplace",
+    operation_id = "update_service",
+    summary = "Update a service (owner only)",
+    params(
+        ("service_id" = String, Path, description = "The API service's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = UpdateRequest,
+    responses(
+        (status = 200, description = "The service", body = crate::openapi::schemas::ServiceAnswer),
+        (status = 403, description = "Not the owner (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such service", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -278,17 +362,38 @@ pub async fn update(
     Ok(Json(service_response(&state, &service_id).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ServiceSubscribeRequest)]
 pub struct SubscribeRequest {
     /// Where to pay, when anything is due: "ethereum" (default) or "tron".
     network: Option<String>,
     /// Prepaid credit (pay-per-request, optionally hybrid), as a decimal string.
+    #[schema(value_type = Option<aiforge_domain::Usdt>)]
     credit: Option<String>,
 }
 
 /// `POST /api/marketplace/{service_id}/subscribe`: the API key, shown this once, and the
 /// payment to make when anything is due (the subscription activates when it confirms).
+#[utoipa::path(
+    post,
+    path = "/api/marketplace/{service_id}/subscribe",
+    tag = "marketplace",
+    operation_id = "subscribe_to_service",
+    summary = "Subscribe to a service: an API key",
+    params(
+        ("service_id" = String, Path, description = "The API service's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SubscribeRequest,
+    responses(
+        (status = 201, description = "The subscription and its API key, shown this once; the payment to make when anything is due", body = crate::openapi::schemas::Subscribed),
+        (status = 404, description = "No such service", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The service takes no subscriptions, or this request already subscribed (`service_not_accepting`, `already_subscribed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Credit missing, not accepted or malformed; or an unknown network", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn subscribe(
     State(state): State<AppState>,
     user: AuthUser,
@@ -350,6 +455,17 @@ pub async fn subscribe(
 }
 
 /// `GET /api/marketplace/my-subscriptions`.
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/my-subscriptions",
+    tag = "marketplace",
+    operation_id = "my_api_subscriptions",
+    summary = "The caller's API subscriptions",
+    responses(
+        (status = 200, description = "The caller's API subscriptions (key hints only)", body = crate::openapi::schemas::ApiSubscriptions),
+    ),
+    security(("session" = [])),
+)]
 pub async fn my_subscriptions(
     State(state): State<AppState>,
     user: AuthUser,
@@ -362,6 +478,25 @@ pub async fn my_subscriptions(
 
 /// `POST /api/marketplace/subscriptions/{id}/regenerate-key`: a new key, shown this once; the
 /// old key stops working at once.
+#[utoipa::path(
+    post,
+    path = "/api/marketplace/subscriptions/{subscription_id}/regenerate-key",
+    tag = "marketplace",
+    operation_id = "regenerate_api_key",
+    summary = "Regenerate a subscription's API key",
+    params(
+        ("subscription_id" = String, Path, description = "The API subscription's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}`"),
+    responses(
+        (status = 200, description = "The new key, shown this once; the old key stops working at once", body = crate::openapi::schemas::KeyRegenerated),
+        (status = 403, description = "Not the subscriber (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such subscription", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Cancelled, or this request already regenerated the key (`cancelled`, `already_regenerated`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn regenerate_key(
     State(state): State<AppState>,
     user: AuthUser,
@@ -389,6 +524,25 @@ pub async fn regenerate_key(
 }
 
 /// `POST /api/marketplace/subscriptions/{id}/cancel`: the key stops working at once.
+#[utoipa::path(
+    post,
+    path = "/api/marketplace/subscriptions/{subscription_id}/cancel",
+    tag = "marketplace",
+    operation_id = "cancel_api_subscription",
+    summary = "Cancel an API subscription",
+    params(
+        ("subscription_id" = String, Path, description = "The API subscription's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}`"),
+    responses(
+        (status = 200, description = "The subscription, cancelled; its key stops working at once", body = crate::openapi::schemas::ApiSubscriptionAnswer),
+        (status = 403, description = "Not the subscriber (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such subscription", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Cancelled already (`cancelled`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -409,6 +563,21 @@ pub async fn cancel(
 
 /// `GET /api/marketplace/subscriptions/{id}/usage`: the subscription's metered calls in total
 /// (requests, tokens, cost) and its remaining prepaid credit; the consumer's own only.
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/subscriptions/{subscription_id}/usage",
+    tag = "marketplace",
+    operation_id = "api_subscription_usage",
+    summary = "A subscription's usage",
+    params(
+        ("subscription_id" = String, Path, description = "The API subscription's id"),
+    ),
+    responses(
+        (status = 200, description = "Metered calls in total and the remaining credit", body = crate::openapi::schemas::SubscriptionUsage),
+        (status = 404, description = "No such subscription of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn usage(
     State(state): State<AppState>,
     user: AuthUser,

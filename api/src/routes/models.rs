@@ -23,8 +23,9 @@ use crate::routes::accounts::read_your_writes;
 use crate::AppState;
 
 /// Metadata of an upload: in the query string, or as multipart text fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     name: Option<String>,
     description: Option<String>,
@@ -95,6 +96,25 @@ where
 /// `file` part of a multipart form (metadata as text parts, or in the query string). The bytes
 /// stream to the blob store; nothing is held whole in memory, and an upload that is cut off or
 /// over the size limit leaves no model and no blob.
+#[utoipa::path(
+    post,
+    path = "/api/models",
+    tag = "models",
+    operation_id = "upload_model",
+    summary = "Upload a model file (streamed)",
+    params(
+        UploadQuery,
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(description = "The file: the raw body (metadata in the query string), or a multipart form with a `file` part (metadata as text parts or in the query string). Streamed; at most AIFORGE_MODEL_BYTES_MAX.", content((crate::openapi::schemas::Binary = "application/octet-stream"), (crate::openapi::schemas::ModelUploadForm = "multipart/form-data"))),
+    responses(
+        (status = 201, description = "The model, uploaded (not yet published)", body = crate::openapi::schemas::ModelAnswer),
+        (status = 400, description = "A broken multipart form or an upload cut off (`invalid_multipart`, `upload_interrupted`); nothing is kept", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 413, description = "Over the size limit (`too_large`); nothing is kept", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Invalid metadata or form field (`invalid_field`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -191,8 +211,9 @@ pub async fn upload(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ModelImportRequest)]
 pub struct ImportRequest {
     repo: String,
     filename: String,
@@ -208,6 +229,24 @@ pub struct ImportRequest {
 /// `POST /api/models/import` `{repo, filename, revision?, name?, description?, tags?,
 /// group_id?}`: fetches the file from the Hugging Face hub (its resolve URL), streamed into the
 /// blob store with the same limit and hashing as an upload.
+#[utoipa::path(
+    post,
+    path = "/api/models/import",
+    tag = "models",
+    operation_id = "import_model",
+    summary = "Import a model file from the Hugging Face hub",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = ImportRequest,
+    responses(
+        (status = 201, description = "The model, imported (not yet published)", body = crate::openapi::schemas::ModelAnswer),
+        (status = 413, description = "Over the size limit (`too_large`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Bad repo, filename or revision, or the hub refused (`not_on_hub`, `hub_denied`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 502, description = "The hub failed (`hub_failed`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn import(
     State(state): State<AppState>,
     user: AuthUser,
@@ -257,6 +296,17 @@ fn blob_ref(state: &AppState, blob: &StoredBlob) -> BlobRef {
 }
 
 /// `GET /api/models/my-models`: the user's models and their groups' models.
+#[utoipa::path(
+    get,
+    path = "/api/models/my-models",
+    tag = "models",
+    operation_id = "my_models",
+    summary = "The caller's models",
+    responses(
+        (status = 200, description = "The caller's models and their groups' models", body = crate::openapi::schemas::Models),
+    ),
+    security(("session" = [])),
+)]
 pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
     let rows = aiforge_projections::marketplace::models_of(&state.db, &user.user_id).await?;
     Ok(Json(json!({
@@ -304,6 +354,21 @@ async fn visible_model(
 }
 
 /// `GET /api/models/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/models/{model_id}",
+    tag = "models",
+    operation_id = "get_model",
+    summary = "A model (owners, group members, or anyone once listed)",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The model", body = crate::openapi::schemas::ModelAnswer),
+        (status = 404, description = "No such model visible to the caller", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -316,6 +381,22 @@ pub async fn get(
 /// `GET /api/models/{id}/download`: the file, streamed from the blob store and verified as it
 /// goes; a blob that no longer matches its SHA-256 ends the transfer with an error instead of
 /// completing it.
+#[utoipa::path(
+    get,
+    path = "/api/models/{model_id}/download",
+    tag = "models",
+    operation_id = "download_model",
+    summary = "Download a model file (owners and group members)",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The file, verified against its SHA-256 as it streams", body = crate::openapi::schemas::Binary, content_type = "application/octet-stream", headers(("ETag" = String, description = "`\"sha256:<hex>\"` of the content"))),
+        (status = 403, description = "A listed model's file is for its owners only (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn download(
     State(state): State<AppState>,
     user: AuthUser,
@@ -343,8 +424,9 @@ pub async fn download(
     crate::routes::blobs::blob_response(&state, blob).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ModelEditRequest)]
 pub struct EditRequest {
     name: Option<String>,
     description: Option<String>,
@@ -352,6 +434,24 @@ pub struct EditRequest {
 }
 
 /// `PUT /api/models/{id}`: name, description, tags (missing ones keep their value).
+#[utoipa::path(
+    put,
+    path = "/api/models/{model_id}",
+    tag = "models",
+    operation_id = "edit_model",
+    summary = "Edit a model's name, description, tags",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = EditRequest,
+    responses(
+        (status = 200, description = "The model", body = crate::openapi::schemas::ModelAnswer),
+        (status = 403, description = "Not the model's manager (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn edit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -378,6 +478,24 @@ pub async fn edit(
 
 /// `DELETE /api/models/{id}`: the model leaves every list; its file is kept while any
 /// subscription still references it.
+#[utoipa::path(
+    delete,
+    path = "/api/models/{model_id}",
+    tag = "models",
+    operation_id = "delete_model",
+    summary = "Delete a model",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}`"),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not the model's manager (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
@@ -395,6 +513,21 @@ pub async fn delete(
 
 /// `GET /api/publishing/model/{id}/publishing`: where the model stands and what the next step
 /// costs.
+#[utoipa::path(
+    get,
+    path = "/api/publishing/model/{model_id}/publishing",
+    tag = "publishing",
+    operation_id = "model_publishing",
+    summary = "A model's publishing state and fees",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "Where the model stands and what the next step costs", body = crate::openapi::schemas::Publishing),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn publishing(
     State(state): State<AppState>,
     user: AuthUser,
@@ -421,14 +554,35 @@ pub async fn publishing(
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PublishingFeeRequest)]
 pub struct FeeRequest {
     payment_id: Option<String>,
 }
 
 /// `POST /api/publishing/model/{id}/publish`: free for the publisher's first model, otherwise
 /// with `payment_id` of a confirmed publishing_fee payment (402 asks for it).
+#[utoipa::path(
+    post,
+    path = "/api/publishing/model/{model_id}/publish",
+    tag = "publishing",
+    operation_id = "publish_model",
+    summary = "Publish a model on the marketplace",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = FeeRequest,
+    responses(
+        (status = 200, description = "The model, listed", body = crate::openapi::schemas::ModelAnswer),
+        (status = 402, description = "A confirmed publishing_fee payment is needed (`publishing_fee_required`, `payment_not_confirmed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 403, description = "Not the model's manager (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model or payment", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Published already, or the payment is used (`already_published`, `payment_already_used`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn publish(
     State(state): State<AppState>,
     user: AuthUser,
@@ -446,6 +600,26 @@ pub async fn publish(
 
 /// `POST /api/publishing/model/{id}/listing-fee`: a confirmed listing_fee payment extends the
 /// listing by 30 days (or relists a delisted model).
+#[utoipa::path(
+    post,
+    path = "/api/publishing/model/{model_id}/listing-fee",
+    tag = "publishing",
+    operation_id = "pay_listing_fee",
+    summary = "Extend a listing with a listing_fee payment",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = FeeRequest,
+    responses(
+        (status = 200, description = "The model, its listing extended by 30 days", body = crate::openapi::schemas::ModelAnswer),
+        (status = 402, description = "The payment is not confirmed (`payment_not_confirmed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 403, description = "Not the model's manager (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model or payment", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Not published, or the payment is used (`not_published`, `payment_already_used`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn listing_fee(
     State(state): State<AppState>,
     user: AuthUser,

@@ -176,6 +176,18 @@ fn key_model(auth: &ApiKeyAuth) -> String {
 }
 
 /// `GET /api/v1/models`: the models this key may use (its service's model).
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    tag = "openai",
+    operation_id = "list_models",
+    summary = "OpenAI: list models",
+    responses(
+        (status = 200, description = "The models this key may use", body = crate::openapi::schemas::ModelList),
+        (status = 403, description = "The key's subscription is not active (`subscription_inactive`)", body = crate::openapi::schemas::OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn list_models(State(state): State<AppState>, auth: ApiKeyAuth) -> Json<Value> {
     let data: Vec<Value> = model_object(&state, &key_model(&auth))
         .into_iter()
@@ -185,6 +197,22 @@ pub async fn list_models(State(state): State<AppState>, auth: ApiKeyAuth) -> Jso
 
 /// `GET /api/v1/models/{id}`: 404 for a model that does not exist, 403 for one this key is not
 /// for.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model_id}",
+    tag = "openai",
+    operation_id = "retrieve_model",
+    summary = "OpenAI: retrieve a model",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The model", body = crate::openapi::schemas::ModelObject),
+        (status = 403, description = "The key is not for this model (`model_not_permitted`) or not active", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 404, description = "No such model (`model_not_found`)", body = crate::openapi::schemas::OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn get_model(
     State(state): State<AppState>,
     auth: ApiKeyAuth,
@@ -198,6 +226,21 @@ pub async fn get_model(
 }
 
 /// `GET /api/v1/services/{service_id}/models`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{service_id}/models",
+    tag = "openai",
+    operation_id = "list_service_models",
+    summary = "OpenAI (service base URL): list models",
+    params(
+        ("service_id" = String, Path, description = "The API service's id"),
+    ),
+    responses(
+        (status = 200, description = "The models this key may use", body = crate::openapi::schemas::ModelList),
+        (status = 403, description = "The key is not for this service (`service_not_permitted`) or not active", body = crate::openapi::schemas::OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn service_models(
     State(state): State<AppState>,
     auth: ApiKeyAuth,
@@ -208,6 +251,23 @@ pub async fn service_models(
 }
 
 /// `GET /api/v1/services/{service_id}/models/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/services/{service_id}/models/{model_id}",
+    tag = "openai",
+    operation_id = "retrieve_service_model",
+    summary = "OpenAI (service base URL): retrieve a model",
+    params(
+        ("service_id" = String, Path, description = "The API service's id"),
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The model", body = crate::openapi::schemas::ModelObject),
+        (status = 403, description = "The key is not for this service or model", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 404, description = "No such model (`model_not_found`)", body = crate::openapi::schemas::OpenAiErrorBody),
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn service_model(
     State(state): State<AppState>,
     auth: ApiKeyAuth,

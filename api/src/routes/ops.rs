@@ -14,10 +14,31 @@ use crate::error::ApiError;
 use crate::metrics::HTTP_RESPONSES;
 use crate::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "The process answers", body = crate::openapi::schemas::Health),
+    ),
+)]
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    operation_id = "readyz",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "The database answers", body = crate::openapi::schemas::Ready),
+        (status = 503, description = "The database does not answer (`unavailable`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     state.db.ping().await.map_err(ApiError::unavailable)?;
     Ok(Json(
@@ -25,6 +46,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
     let _ = writeln!(
@@ -92,8 +123,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     ))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ClockAdvanceRequest)]
 pub struct AdvanceRequest {
     seconds: i64,
 }
@@ -101,6 +133,19 @@ pub struct AdvanceRequest {
 /// `POST /api/ops/clock/advance {"seconds": N}`: moves the manual clock forward and runs the
 /// listing scheduler and the compute pass (heartbeat timeouts, requeues, assignments). Exists only when the server was started on a manual clock
 /// (`AIFORGE_MANUAL_CLOCK_START`, for end-to-end tests); 404 otherwise.
+#[utoipa::path(
+    post,
+    path = "/api/ops/clock/advance",
+    tag = "ops",
+    operation_id = "advance_clock",
+    summary = "Advance the manual test clock",
+    request_body = AdvanceRequest,
+    responses(
+        (status = 200, description = "The new time and what the scheduler and the compute pass did", body = crate::openapi::schemas::ClockAdvanced),
+        (status = 404, description = "The server does not run on a manual clock (the route exists only with AIFORGE_MANUAL_CLOCK_START, for tests)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "The clock only moves forward (`invalid_field`: seconds)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn advance_clock(
     State(state): State<AppState>,
     crate::extract::CommandJson { body, .. }: crate::extract::CommandJson<AdvanceRequest>,

@@ -43,17 +43,41 @@ async fn payment_json(state: &AppState, payment_id: &str) -> Result<Value, ApiEr
     Ok(json!({ "payment": row }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PaymentCreateRequest)]
 pub struct CreateRequest {
+    /// `job`, `publishing_fee` or `listing_fee` (the other types are created by their own
+    /// flows: subscriptions, sales).
     #[serde(rename = "type")]
     payment_type: String,
+    /// `ethereum` or `tron`.
     network: String,
+    /// A decimal string like "10.50" (a JSON number is read as exact decimal text too).
+    #[schema(value_type = aiforge_domain::Usdt)]
     amount: Value,
+    /// What the payment is for: for a `job`, the job's id to be (a UUID).
     reference: String,
 }
 
 /// `POST /api/payments/create`: the platform wallet to pay and the exact amount.
+#[utoipa::path(
+    post,
+    path = "/api/payments/create",
+    tag = "payments",
+    operation_id = "create_payment",
+    summary = "Start a USDT payment",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The payment to make: its amount and the platform wallet to pay", body = crate::openapi::schemas::PaymentBody),
+        (status = 409, description = "A payment with this reference exists (`already_exists`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Invalid type, network, amount or reference; or the network is not configured (`network_not_configured`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -84,8 +108,9 @@ pub async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PaymentVerifyRequest)]
 pub struct VerifyRequest {
     payment_id: String,
     tx_hash: String,
@@ -93,6 +118,26 @@ pub struct VerifyRequest {
 
 /// `POST /api/payments/verify`: 200 when confirmed; 202 while the transaction is not yet
 /// final (poll again); 409 when the transaction already paid for something else.
+#[utoipa::path(
+    post,
+    path = "/api/payments/verify",
+    tag = "payments",
+    operation_id = "verify_payment",
+    summary = "Verify a payment by its transaction hash",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "Confirmed", body = crate::openapi::schemas::PaymentBody),
+        (status = 202, description = "The transaction is not final yet: poll again", body = crate::openapi::schemas::PaymentPending),
+        (status = 404, description = "No such payment", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The transaction paid for something else, or the payment is confirmed already (`tx_already_used`, `already_confirmed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "The transaction does not pay this payment (`tx_failed`, `underpaid`, `no_transfer_to_platform`, `sender_not_payer_wallet`, `wrong_network`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 503, description = "The chain could not be read (`unavailable`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     user: AuthUser,
@@ -126,6 +171,21 @@ pub async fn verify(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/payments/{payment_id}",
+    tag = "payments",
+    operation_id = "get_payment",
+    summary = "One of the caller's payments",
+    params(
+        ("payment_id" = String, Path, description = "The payment's id"),
+    ),
+    responses(
+        (status = 200, description = "The payment", body = crate::openapi::schemas::PaymentBody),
+        (status = 404, description = "No such payment of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -138,6 +198,21 @@ pub async fn get(
     Ok(Json(json!({ "payment": row })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/payments/history/all",
+    tag = "payments",
+    operation_id = "payment_history",
+    summary = "The caller's payments",
+    params(
+        crate::extract::PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the caller's payments, newest first", body = crate::openapi::schemas::PaymentsPage),
+        (status = 422, description = "`page` or `per_page` out of range (per_page 1-100, default 20)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -152,6 +227,16 @@ pub async fn history(
 }
 
 /// `GET /api/subscriptions/plans`
+#[utoipa::path(
+    get,
+    path = "/api/subscriptions/plans",
+    tag = "subscriptions",
+    operation_id = "subscription_plans",
+    summary = "Platform subscription plans",
+    responses(
+        (status = 200, description = "The plans", body = crate::openapi::schemas::Plans),
+    ),
+)]
 pub async fn plans() -> impl IntoResponse {
     let plans: Vec<Value> = PLANS
         .iter()
@@ -168,8 +253,9 @@ pub async fn plans() -> impl IntoResponse {
     Json(json!({ "plans": plans }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PlanSubscribeRequest)]
 pub struct SubscribeRequest {
     plan: PlanId,
     #[serde(default)]
@@ -178,6 +264,23 @@ pub struct SubscribeRequest {
 
 /// `POST /api/subscriptions/create`: Free activates at once; a paid plan answers with the
 /// payment to make, and activates for 30 days when that payment confirms.
+#[utoipa::path(
+    post,
+    path = "/api/subscriptions/create",
+    tag = "subscriptions",
+    operation_id = "subscribe_to_plan",
+    summary = "Subscribe to a plan",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SubscribeRequest,
+    responses(
+        (status = 201, description = "The subscription; for a paid plan, the payment to make", body = crate::openapi::schemas::PlatformSubscriptionBody),
+        (status = 409, description = "A payment for a plan is awaited already (`payment_already_awaited`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Unknown plan or network (`invalid_field`, `network_not_configured`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn subscribe(
     State(state): State<AppState>,
     user: AuthUser,
@@ -224,6 +327,17 @@ async fn subscription_json(state: &AppState, user_id: &str) -> Result<Value, Api
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/subscriptions/my-subscription",
+    tag = "subscriptions",
+    operation_id = "my_subscription",
+    summary = "The caller's platform subscription",
+    responses(
+        (status = 200, description = "The caller's subscription", body = crate::openapi::schemas::PlatformSubscriptionBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
@@ -231,6 +345,22 @@ pub async fn mine(
     Ok(Json(subscription_json(&state, &user.user_id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/subscriptions/cancel",
+    tag = "subscriptions",
+    operation_id = "cancel_subscription",
+    summary = "Cancel the platform subscription",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}` (`null` is accepted too)"),
+    responses(
+        (status = 200, description = "The subscription, cancelled at the end of its period", body = crate::openapi::schemas::PlatformSubscriptionBody),
+        (status = 409, description = "Nothing to cancel, or cancelled already (`nothing_to_cancel`, `already_cancelled`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -246,6 +376,17 @@ pub async fn cancel(
 }
 
 /// `GET /api/admin/ledger`: every account's balance; the balances sum to zero.
+#[utoipa::path(
+    get,
+    path = "/api/admin/ledger",
+    tag = "admin",
+    operation_id = "admin_ledger",
+    summary = "The ledger's balances",
+    responses(
+        (status = 200, description = "Every account's balance; they sum to zero", body = crate::openapi::schemas::Ledger),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn ledger(
     State(state): State<AppState>,
     _admin: crate::auth::AdminUser,
@@ -269,6 +410,20 @@ pub async fn ledger(
 }
 
 /// `GET /api/admin/ledger/{account}`: one account's postings in log order.
+#[utoipa::path(
+    get,
+    path = "/api/admin/ledger/{account}",
+    tag = "admin",
+    operation_id = "admin_ledger_account",
+    summary = "One ledger account's postings",
+    params(
+        ("account" = String, Path, description = "A ledger account, `kind:owner` (e.g. `platform_fees:platform`)"),
+    ),
+    responses(
+        (status = 200, description = "The account's postings in log order", body = crate::openapi::schemas::LedgerAccount),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn ledger_account(
     State(state): State<AppState>,
     _admin: crate::auth::AdminUser,

@@ -65,6 +65,25 @@ fn distribution_json(d: &MonthDistribution) -> Value {
 }
 
 /// `POST /api/revenue/close/{year}/{month}` (admin): closes a month that has ended.
+#[utoipa::path(
+    post,
+    path = "/api/revenue/close/{year}/{month}",
+    tag = "revenue",
+    operation_id = "close_month",
+    summary = "Close a month: distribute its revenue",
+    params(
+        ("year" = i32, Path, description = "The year, e.g. 2026"),
+        ("month" = u8, Path, description = "The month, 1-12"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}`"),
+    responses(
+        (status = 201, description = "The month's distribution, recorded as one event", body = crate::openapi::schemas::MonthClosed),
+        (status = 409, description = "The month has not ended, is closed already, or an earlier month is open (`month_not_over`, `already_closed`, `out_of_order`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Not a month", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn close(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -89,6 +108,17 @@ pub async fn close(
 }
 
 /// `GET /api/revenue/summary` (admin).
+#[utoipa::path(
+    get,
+    path = "/api/revenue/summary",
+    tag = "revenue",
+    operation_id = "revenue_summary",
+    summary = "Revenue summary",
+    responses(
+        (status = 200, description = "Revenue by type, distributions and balances", body = crate::openapi::schemas::RevenueSummary),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn summary(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -140,6 +170,22 @@ fn type_lines(by_type: &[views::TypeTotals]) -> Vec<Value> {
 }
 
 /// `GET /api/revenue/monthly/{year}/{month}` (admin): revenue by type.
+#[utoipa::path(
+    get,
+    path = "/api/revenue/monthly/{year}/{month}",
+    tag = "revenue",
+    operation_id = "monthly_revenue",
+    summary = "A month's revenue",
+    params(
+        ("year" = i32, Path, description = "The year, e.g. 2026"),
+        ("month" = u8, Path, description = "The month, 1-12"),
+    ),
+    responses(
+        (status = 200, description = "The month's revenue by type", body = crate::openapi::schemas::MonthlyRevenue),
+        (status = 422, description = "Not a month (`invalid_field`: month)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn monthly(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -167,6 +213,23 @@ fn recorded(row: &views::CloseRow) -> Result<MonthDistribution, ApiError> {
 }
 
 /// `GET /api/revenue/distribution/{year}/{month}` (admin): the month's close as recorded.
+#[utoipa::path(
+    get,
+    path = "/api/revenue/distribution/{year}/{month}",
+    tag = "revenue",
+    operation_id = "month_distribution",
+    summary = "A month's recorded distribution",
+    params(
+        ("year" = i32, Path, description = "The year, e.g. 2026"),
+        ("month" = u8, Path, description = "The month, 1-12"),
+    ),
+    responses(
+        (status = 200, description = "The month's close as recorded", body = crate::openapi::schemas::RecordedDistribution),
+        (status = 404, description = "The month is not closed (`month_not_closed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Not a month", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn distribution(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -186,6 +249,24 @@ pub async fn distribution(
 
 /// `GET /api/revenue/model/{model_id}/{year}/{month}` (admin): a model's usage (live) and, once
 /// the month is closed, its share and who received it.
+#[utoipa::path(
+    get,
+    path = "/api/revenue/model/{model_id}/{year}/{month}",
+    tag = "revenue",
+    operation_id = "model_month_revenue",
+    summary = "A model's revenue for a month",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        ("year" = i32, Path, description = "The year, e.g. 2026"),
+        ("month" = u8, Path, description = "The month, 1-12"),
+    ),
+    responses(
+        (status = 200, description = "The model's usage and, once closed, its share and payouts", body = crate::openapi::schemas::ModelMonthRevenue),
+        (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Not a month", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
 pub async fn model(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -223,10 +304,13 @@ pub async fn model(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MonthQuery {
+    /// With `month`: one month only (both or neither).
     year: Option<i32>,
+    /// 1-12, with `year`.
     month: Option<u8>,
 }
 
@@ -246,6 +330,21 @@ impl MonthQuery {
 /// `GET /api/revenue/my-earnings[?year=&month=]`: what the caller earned as a creator: direct
 /// API-subscription and model-sale net (as payments confirm) and distributions (pool shares and
 /// group splits, at each month's close), by month, with the payable balance.
+#[utoipa::path(
+    get,
+    path = "/api/revenue/my-earnings",
+    tag = "revenue",
+    operation_id = "my_earnings",
+    summary = "The caller's creator earnings",
+    params(
+        MonthQuery,
+    ),
+    responses(
+        (status = 200, description = "The caller's creator earnings by month, with the payable balance", body = crate::openapi::schemas::MyEarnings),
+        (status = 422, description = "Only one of year and month, or not a month", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn my_earnings(
     State(state): State<AppState>,
     user: AuthUser,
@@ -327,6 +426,25 @@ async fn group_distribution(
 }
 
 /// `GET /api/group-revenue/model/{id}/distribution/{year}/{month}` (any member of the group).
+#[utoipa::path(
+    get,
+    path = "/api/group-revenue/model/{model_id}/distribution/{year}/{month}",
+    tag = "group-revenue",
+    operation_id = "group_model_distribution",
+    summary = "A group model's distribution for a month (any member)",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        ("year" = i32, Path, description = "The year, e.g. 2026"),
+        ("month" = u8, Path, description = "The month, 1-12"),
+    ),
+    responses(
+        (status = 200, description = "The month's distribution of the model's revenue to the group's members", body = crate::openapi::schemas::GroupModelDistribution),
+        (status = 404, description = "No such model for the caller, or the month is not closed (`month_not_closed`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Not a group model (`not_a_group_model`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "Not a month (`invalid_field`: month)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn group_model_distribution(
     State(state): State<AppState>,
     user: AuthUser,
@@ -343,6 +461,26 @@ pub async fn group_model_distribution(
 /// ADMIN). A group model's revenue is distributed by the platform's monthly close, in the same
 /// record as every other model's (so the pool is split once, by one rule); this answers with
 /// that distribution once the month is closed, and 409 `month_not_closed` before.
+#[utoipa::path(
+    post,
+    path = "/api/group-revenue/model/{model_id}/distribute/{year}/{month}",
+    tag = "group-revenue",
+    operation_id = "group_model_distribute",
+    summary = "A group model's distribution, once the month is closed (OWNER or ADMIN)",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        ("year" = i32, Path, description = "The year, e.g. 2026"),
+        ("month" = u8, Path, description = "The month, 1-12"),
+    ),
+    request_body(content = crate::extract::Empty, description = "No fields: `{}`"),
+    responses(
+        (status = 200, description = "The distribution (made by the platform's monthly close)", body = crate::openapi::schemas::GroupModelDistribution),
+        (status = 403, description = "Only the group's OWNER or an ADMIN (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model for the caller", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The month is not closed yet (`month_not_closed`), or not a group model", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn group_model_distribute(
     State(state): State<AppState>,
     user: AuthUser,
@@ -373,6 +511,17 @@ pub async fn group_model_distribute(
 
 /// `GET /api/group-revenue/my-group-earnings`: what the caller received from group models, by
 /// model and month.
+#[utoipa::path(
+    get,
+    path = "/api/group-revenue/my-group-earnings",
+    tag = "group-revenue",
+    operation_id = "my_group_earnings",
+    summary = "The caller's earnings from group models",
+    responses(
+        (status = 200, description = "What the caller received from group models, by model and month", body = crate::openapi::schemas::MyGroupEarnings),
+    ),
+    security(("session" = [])),
+)]
 pub async fn my_group_earnings(
     State(state): State<AppState>,
     user: AuthUser,

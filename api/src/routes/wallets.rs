@@ -24,13 +24,30 @@ pub fn wallet_json(row: &WalletRow) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuthMessageQuery {
+    /// The wallet's address; required (422 `invalid_field` without it).
     address: Option<String>,
+    /// `ethereum` (the default) or `tron`.
     network: Option<String>,
 }
 
 /// `GET /api/auth/wallet/auth-message?address=…&network=ethereum|tron`
+#[utoipa::path(
+    get,
+    path = "/api/auth/wallet/auth-message",
+    tag = "wallets",
+    operation_id = "wallet_auth_message",
+    summary = "A sign-in message for a wallet to sign",
+    params(
+        AuthMessageQuery,
+    ),
+    responses(
+        (status = 200, description = "A message to sign, valid for a few minutes", body = crate::openapi::schemas::AuthMessage),
+        (status = 422, description = "A missing or malformed address, or an unknown network (`invalid_field`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn auth_message(
     State(state): State<AppState>,
     Query(query): Query<AuthMessageQuery>,
@@ -51,8 +68,9 @@ pub async fn auth_message(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WalletSignedRequest)]
 pub struct SignedRequest {
     network: String,
     address: String,
@@ -62,6 +80,21 @@ pub struct SignedRequest {
 
 /// `POST /api/auth/wallet/login`: the same token as email login, plus the wallet it proves
 /// (a cookie session for a browser, as email login).
+#[utoipa::path(
+    post,
+    path = "/api/auth/wallet/login",
+    tag = "wallets",
+    operation_id = "wallet_login",
+    summary = "Sign in with a wallet signature",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SignedRequest,
+    responses(
+        (status = 200, description = "A session token for the wallet's account (created on first sign-in)", body = crate::openapi::schemas::WalletSession),
+        (status = 401, description = "The signature or message is rejected (`signature_rejected`, `message_expired`, `nonce_used`, `message_rejected`, `wallet_not_verified`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -96,14 +129,31 @@ pub async fn login(
     Ok(state.session.signed_in(browser, &token, body))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WalletConnectRequest)]
 pub struct ConnectRequest {
     network: String,
     address: String,
 }
 
 /// `POST /api/wallets/connect`: lists a wallet on the account, unverified.
+#[utoipa::path(
+    post,
+    path = "/api/wallets/connect",
+    tag = "wallets",
+    operation_id = "wallet_connect",
+    summary = "List a wallet on the account, unverified",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = ConnectRequest,
+    responses(
+        (status = 201, description = "The wallet, unverified", body = crate::openapi::schemas::WalletChanged),
+        (status = 409, description = "The wallet is already linked (`wallet_already_linked`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn connect(
     State(state): State<AppState>,
     user: AuthUser,
@@ -125,6 +175,24 @@ pub async fn connect(
 }
 
 /// `POST /api/wallets/verify`: a signature over an issued message proves the wallet.
+#[utoipa::path(
+    post,
+    path = "/api/wallets/verify",
+    tag = "wallets",
+    operation_id = "wallet_verify",
+    summary = "Prove a wallet by signing an issued message",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SignedRequest,
+    responses(
+        (status = 200, description = "The wallet, verified", body = crate::openapi::schemas::WalletChanged),
+        (status = 401, description = "The signature or message is rejected", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "The wallet is not listed on this account (`wallet_not_linked`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The wallet is verified already or linked elsewhere (`wallet_already_linked`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     user: AuthUser,
@@ -149,6 +217,17 @@ pub async fn verify(
 }
 
 /// `GET /api/wallets/my-wallets`
+#[utoipa::path(
+    get,
+    path = "/api/wallets/my-wallets",
+    tag = "wallets",
+    operation_id = "my_wallets",
+    summary = "The account's wallets",
+    responses(
+        (status = 200, description = "The account's wallets", body = crate::openapi::schemas::AccountWallets),
+    ),
+    security(("session" = [])),
+)]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
