@@ -3,6 +3,12 @@
 //! rate limit exactly, see each other's revocations and nodes' heartbeats. Real binaries: the
 //! `aiforge` server, the mock OpenAI upstream as the local node's engine.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first broken assumption"
+)]
+
 mod support;
 
 use std::time::{Duration, Instant};
