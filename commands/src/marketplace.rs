@@ -634,8 +634,13 @@ impl Marketplace {
             .execute(&subscription_id, command, meta, &[])
             .await?;
         Ok(Subscribed {
+            // A replayed command answers with the subscription it made the first time.
+            subscription_id: if outcome.replayed {
+                outcome.aggregate_id.clone()
+            } else {
+                subscription_id
+            },
             outcome,
-            subscription_id,
             api_key: key.plaintext,
             payment_id,
             amount_due: due,

@@ -66,6 +66,11 @@ $$
 DECLARE
     v_now bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
 BEGIN
+    -- Admissions of one subscription, and of one subscriber's windows, take turns (always in
+    -- this order): first-use inserts of concurrent admissions would otherwise wait on each
+    -- other's uncommitted rows in any order, and deadlock.
+    PERFORM pg_advisory_xact_lock(hashtext('gateway:subscription:' || p_subscription));
+    PERFORM pg_advisory_xact_lock(hashtext('gateway:subject:' || p_subject));
     INSERT INTO gateway_usage (subscription_id, period, requests, tokens)
     VALUES (p_subscription, p_period, p_seed_requests, p_seed_tokens)
     ON CONFLICT DO NOTHING;

@@ -144,6 +144,16 @@ async fn settle(
     let ids: Vec<&str> = settlements.iter().map(|s| s.request_id.as_str()).collect();
     let tokens: Vec<i64> = settlements.iter().map(|s| s.tokens).collect();
     let micros: Vec<i64> = settlements.iter().map(|s| s.micros).collect();
+    // The subscriptions' admission locks first, in one order (as `gateway_snapshot` takes them),
+    // so a settlement never waits on an admission's rows while holding others' (deadlock).
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('gateway:subscription:' || s.id)) \
+         FROM (SELECT DISTINCT subscription_id AS id FROM gateway_holds \
+               WHERE request_id = ANY($1::text[]) ORDER BY 1) s",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "WITH settled AS ( \
              DELETE FROM gateway_holds h \
