@@ -35,7 +35,13 @@ pub struct ComputeNetwork {
     /// Jobs' live logs, as their nodes stream them (`aiforge_commands::job_logs`).
     pub logs: aiforge_commands::job_logs::JobLogs,
     pass: tokio::sync::Mutex<()>,
+    /// Passes asked for by submissions and not yet started (bounded).
+    pub queued: Arc<tokio::sync::Semaphore>,
 }
+
+/// Passes submissions may ask for at once: the running one and one waiting behind it (which
+/// sees every job submitted meanwhile); a further submission asks for none.
+pub const SUBMISSION_PASSES_MAX: usize = 2;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PassReport {
@@ -50,6 +56,7 @@ impl ComputeNetwork {
             commands,
             logs: aiforge_commands::job_logs::JobLogs::new(db),
             pass: tokio::sync::Mutex::new(()),
+            queued: Arc::new(tokio::sync::Semaphore::new(SUBMISSION_PASSES_MAX)),
         }
     }
 

@@ -574,6 +574,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         index.clone(),
     ));
     let gateway = Arc::new(gateway::Gateway {
+        calls: Arc::new(tokio::sync::Semaphore::new(gateway::CALLS_IN_FLIGHT_MAX)),
         index,
         admission,
         recorder: aiforge_commands::metering::UsageRecorder::start(db.clone(), clock.clone()),

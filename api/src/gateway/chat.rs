@@ -658,6 +658,18 @@ async fn handle(
     if parsed.model != key_model {
         return crate::routes::openai::model_not_permitted(&parsed.model).into_response();
     }
+    let Ok(permit) = state.gateway.calls.clone().try_acquire_owned() else {
+        return OpenAiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "server_overloaded",
+            format!(
+                "This gateway is generating {} answers already. Please retry shortly.",
+                super::CALLS_IN_FLIGHT_MAX
+            ),
+        )
+        .into_response();
+    };
     let request_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     let estimate = CallEstimate {
         prompt_tokens_max: prompt_tokens_bound(
@@ -697,7 +709,10 @@ async fn handle(
         streamed: parsed.stream,
         started,
     };
-    tokio::spawn(run_call(call, out));
+    tokio::spawn(async move {
+        run_call(call, out).await;
+        drop(permit);
+    });
     if !parsed.stream {
         let mut text = String::new();
         while let Some(piece) = pieces.recv().await {

@@ -13,8 +13,14 @@ use std::sync::Arc;
 use aiforge_commands::gateway::{Admission, KeyIndex};
 use aiforge_commands::metering::UsageRecorder;
 
+/// Calls generating at once on this instance; beyond it a call is refused 503
+/// `server_overloaded` at once (bounded memory, never an unbounded queue of tasks).
+pub const CALLS_IN_FLIGHT_MAX: usize = 1024;
+
 /// Everything the `/api/v1` handlers share.
 pub struct Gateway {
+    /// Permits for calls in flight (`CALLS_IN_FLIGHT_MAX`).
+    pub calls: Arc<tokio::sync::Semaphore>,
     pub index: Arc<KeyIndex>,
     pub admission: Arc<Admission>,
     pub recorder: UsageRecorder,

@@ -38,6 +38,7 @@ use crate::error::ApiError;
     paths(
         crate::routes::accounts::register,
         crate::routes::accounts::login,
+        crate::routes::accounts::logout,
         crate::routes::accounts::me,
         crate::routes::wallets::auth_message,
         crate::routes::wallets::login,

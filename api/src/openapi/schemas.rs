@@ -76,6 +76,13 @@ pub struct Registered {
     pub user: User,
 }
 
+/// The answer of a sign-out.
+#[derive(ToSchema)]
+pub struct SignedOut {
+    #[schema(example = true)]
+    pub signed_out: bool,
+}
+
 #[derive(ToSchema)]
 pub struct SessionToken {
     /// A JWT for `Authorization: Bearer`.

@@ -152,6 +152,17 @@ pub async fn login(
 }
 
 /// `POST /api/auth/logout`: clears the browser's session cookie.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "accounts",
+    operation_id = "logout",
+    summary = "Sign the browser out (clears the session cookie)",
+    responses(
+        (status = 200, description = "The cookie is cleared (`{\"signed_out\": true}`)", body = crate::openapi::schemas::SignedOut),
+        (status = 403, description = "A cookie-authenticated request from another origin, or without `X-AIForge-CSRF` (`csrf_refused`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -307,6 +307,10 @@ struct NatsHeartbeat {
 /// Heartbeats over NATS: requests on `aiforge.nodes.heartbeat.<node id>` (queue group
 /// `coordinators`, so one coordinator answers each), answered as the HTTP heartbeat, or
 /// `{"error": {"code", "message"}}`. Runs until `stopped`.
+/// Heartbeats over NATS answered at once; beyond it a heartbeat is answered `overloaded` (the
+/// node retries at its next beat) instead of queueing unbounded tasks.
+pub const NATS_HEARTBEATS_IN_FLIGHT_MAX: usize = 256;
+
 pub async fn serve_nats_heartbeats(
     client: async_nats::Client,
     state: AppState,
@@ -324,6 +328,7 @@ pub async fn serve_nats_heartbeats(
             return;
         }
     };
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(NATS_HEARTBEATS_IN_FLIGHT_MAX));
     loop {
         let message = tokio::select! {
             message = requests.next() => message,
@@ -335,7 +340,15 @@ pub async fn serve_nats_heartbeats(
         };
         let state = state.clone();
         let client = client.clone();
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let body = json!({ "error": { "code": "overloaded", "message": format!("more than {NATS_HEARTBEATS_IN_FLIGHT_MAX} heartbeats in flight; send the next one later"), "status": 503 } });
+            if let Err(e) = client.publish(reply, body.to_string().into()).await {
+                tracing::warn!(error = %e, "heartbeat answer over NATS not sent");
+            }
+            continue;
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             let answer = match serde_json::from_slice::<NatsHeartbeat>(&message.payload) {
                 Ok(beat)
                     if aiforge_domain::node::heartbeat_subject(&beat.node_id)
@@ -891,16 +904,21 @@ pub async fn submit(
         .await?;
     read_your_writes(&state, outcome.last).await;
     // Offer it to the nodes now rather than at the next pass; the answer does not wait.
+    // At most one pass waits behind the running one (`SUBMISSION_PASSES_MAX`): a burst
+    // of submissions is one pass, not one task each.
     let pass_state = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = pass_state
-            .compute
-            .run_once(&pass_state.db, &pass_state.projector)
-            .await
-        {
-            tracing::error!(error = %e, "compute pass after a submission failed");
-        }
-    });
+    if let Ok(queued) = state.compute.queued.clone().try_acquire_owned() {
+        tokio::spawn(async move {
+            let _queued = queued;
+            if let Err(e) = pass_state
+                .compute
+                .run_once(&pass_state.db, &pass_state.projector)
+                .await
+            {
+                tracing::error!(error = %e, "compute pass after a submission failed");
+            }
+        });
+    }
     let row = job_row(&state, &outcome.aggregate_id).await?;
     Ok((StatusCode::CREATED, Json(json!({ "job": job_json(&row) }))))
 }
