@@ -188,6 +188,31 @@ async fn service_key(
     (model, key, subscription)
 }
 
+/// `n` chat calls at once, spread over `servers` in turn: their statuses.
+async fn concurrent_calls(servers: &[&Server], key: &str, model: &str, n: usize) -> Vec<u16> {
+    let mut calls = Vec::new();
+    for i in 0..n {
+        let url = servers[i % servers.len()].url("/api/v1/chat/completions");
+        let (key, model) = (key.to_string(), model.to_string());
+        calls.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(&key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap());
+    }
+    statuses
+}
+
 /// Waits (bounded) until `server` answers `key` with something other than 401.
 async fn key_known(server: &Server, key: &str, model: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -232,27 +257,11 @@ async fn two_instances_on_one_database_behave_as_one() {
     let (model, key, subscription) =
         limited_key(&a, &token, &mock_url, json!({"requests_per_minute": 5})).await;
     key_known(&b, &key, &model).await;
-    let mut calls = Vec::new();
-    for i in 0..30 {
-        let server = if i % 2 == 0 { a.url("") } else { b.url("") };
-        let key = key.clone();
-        let model = model.clone();
-        calls.push(tokio::spawn(async move {
-            client()
-                .post(format!("{server}/api/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
+    let statuses = concurrent_calls(&[&a, &b], &key, &model, 30).await;
     let mut served = 0;
     let mut limited = 0;
-    for call in calls {
-        match call.await.unwrap() {
+    for status in statuses {
+        match status {
             200 => served += 1,
             429 => limited += 1,
             other => panic!("unexpected status {other:?}"),
@@ -268,29 +277,11 @@ async fn two_instances_on_one_database_behave_as_one() {
     let (model2, key2, _) =
         limited_key(&a, &token, &mock_url, json!({"requests_per_month": 3})).await;
     key_known(&b, &key2, &model2).await;
-    let mut calls = Vec::new();
-    for i in 0..30 {
-        let server = if i % 3 == 0 { a.url("") } else { b.url("") };
-        let key = key2.clone();
-        let model = model2.clone();
-        calls.push(tokio::spawn(async move {
-            client()
-                .post(format!("{server}/api/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut ok = 0;
-    for call in calls {
-        if call.await.unwrap() == 200 {
-            ok += 1;
-        }
-    }
+    let ok = concurrent_calls(&[&a, &b, &b], &key2, &model2, 30)
+        .await
+        .into_iter()
+        .filter(|status| *status == 200)
+        .count();
     assert_eq!(ok, 3, "a monthly quota of 3 serves 3 over both instances");
 
     // A key revoked through A is refused by B within a second.

@@ -596,7 +596,7 @@ fn usage_json(usage: Usage) -> Value {
         (status = 404, description = "No such model (`model_not_found`)", body = crate::openapi::schemas::OpenAiErrorBody),
         (status = 429, description = "A rate limit, the quota or the credit is spent (`rate_limit_exceeded`, `insufficient_quota`); Retry-After when waiting helps", body = crate::openapi::schemas::OpenAiErrorBody),
         (status = 502, description = "The node failed mid-generation (`node_error`, `node_lost`)", body = crate::openapi::schemas::OpenAiErrorBody),
-        (status = 503, description = "No node serves the model now (`no_node_available`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 503, description = "No node serves the model now (`no_node_available`), this instance is at `CALLS_IN_FLIGHT_MAX` (`server_overloaded`), or the limits store is out of reach (`admission_unavailable`)", body = crate::openapi::schemas::OpenAiErrorBody),
     ),
     security(("api_key" = [])),
 )]
@@ -622,7 +622,7 @@ pub async fn completions(State(state): State<AppState>, auth: ApiKeyAuth, body: 
         (status = 404, description = "No such model (`model_not_found`)", body = crate::openapi::schemas::OpenAiErrorBody),
         (status = 429, description = "A rate limit, the quota or the credit is spent (`rate_limit_exceeded`, `insufficient_quota`); Retry-After when waiting helps", body = crate::openapi::schemas::OpenAiErrorBody),
         (status = 502, description = "The node failed mid-generation (`node_error`, `node_lost`)", body = crate::openapi::schemas::OpenAiErrorBody),
-        (status = 503, description = "No node serves the model now (`no_node_available`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 503, description = "No node serves the model now (`no_node_available`), this instance is at `CALLS_IN_FLIGHT_MAX` (`server_overloaded`), or the limits store is out of reach (`admission_unavailable`)", body = crate::openapi::schemas::OpenAiErrorBody),
     ),
     security(("api_key" = [])),
 )]

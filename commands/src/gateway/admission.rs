@@ -132,14 +132,7 @@ impl Admission {
                 s.pricing.clone(),
                 s.pricing_version,
                 s.period,
-                UsageSnapshot {
-                    used: s.period_usage,
-                    held_requests: s.held_requests,
-                    held_tokens: s.held_tokens,
-                    credit_micros: s.credit_micros,
-                    spent_micros: s.spent_micros,
-                    held_micros: s.held_micros,
-                },
+                s.snapshot(),
             )
         };
         let limits = self
@@ -188,15 +181,7 @@ impl Admission {
     ) -> Result<Hold, Refusal> {
         // One lock order everywhere: the subscription, then the windows.
         let mut s = lock(subscription);
-        let usage = UsageSnapshot {
-            used: s.period_usage,
-            held_requests: s.held_requests,
-            held_tokens: s.held_tokens,
-            credit_micros: s.credit_micros,
-            spent_micros: s.spent_micros,
-            held_micros: s.held_micros,
-        };
-        let hold = decide(limits, pricing, &usage, estimate)?;
+        let hold = decide(limits, pricing, &s.snapshot(), estimate)?;
         let windows = rate_windows(limits);
         if !windows.is_empty() {
             let now = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);

@@ -91,6 +91,19 @@ impl SubscriptionState {
         self.count(call);
     }
 
+    /// What admission decides against: settled usage, holds and credit, as this process knows
+    /// them.
+    pub fn snapshot(&self) -> aiforge_domain::admission::UsageSnapshot {
+        aiforge_domain::admission::UsageSnapshot {
+            used: self.period_usage,
+            held_requests: self.held_requests,
+            held_tokens: self.held_tokens,
+            credit_micros: self.credit_micros,
+            spent_micros: self.spent_micros,
+            held_micros: self.held_micros,
+        }
+    }
+
     pub fn remaining_credit_micros(&self) -> i128 {
         self.credit_micros - self.spent_micros
     }
