@@ -55,7 +55,6 @@ pub struct Admitted {
     pub pricing: Pricing,
     pub pricing_version: u32,
     pub hold: Hold,
-    period: i64,
 }
 
 impl Admitted {
@@ -167,7 +166,6 @@ impl Admission {
             pricing,
             pricing_version,
             hold,
-            period,
         })
     }
 
@@ -324,10 +322,5 @@ impl Admission {
         s.held_requests = s.held_requests.saturating_sub(1);
         s.held_tokens = s.held_tokens.saturating_sub(admitted.hold.tokens);
         s.held_micros = (s.held_micros - admitted.hold.micros).max(0);
-    }
-
-    /// The period an admitted call's hold was counted in.
-    pub fn period_of(admitted: &Admitted) -> i64 {
-        admitted.period
     }
 }
