@@ -406,7 +406,7 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
     let call = &payload["ApiCallMetered"];
     assert_eq!(receipt["prompt_tokens"], call["prompt_tokens"]);
     assert_eq!(receipt["completion_tokens"], call["completion_tokens"]);
-    assert_eq!(receipt["event"]["global_position"], event["global_position"]);
+    assert_eq!(receipt["event"]["global_position"], event["position"]);
     assert_eq!(call["entitlement"]["kind"], "plan");
     assert!(
         !event["payload"].as_str().unwrap().contains("Hello"),

@@ -446,6 +446,8 @@ pub struct ServiceBody {
     pub pricing_version: i32,
     pub rate_limits: RateLimits,
     pub active: bool,
+    /// Holders of a platform plan may call the model under their plan (the creator opts in).
+    pub included_in_plans: bool,
     pub subscribers: i32,
     pub created_at: String,
     pub updated_at: String,
