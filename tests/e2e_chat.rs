@@ -66,7 +66,11 @@ async fn post_message(
         .unwrap();
     let status = response.status().as_u16();
     if status != 200 {
-        return (status, Vec::new(), response.json().await.unwrap_or(Value::Null));
+        return (
+            status,
+            Vec::new(),
+            response.json().await.unwrap_or(Value::Null),
+        );
     }
     assert!(response.headers()["content-type"]
         .to_str()
@@ -80,7 +84,11 @@ async fn post_message(
 fn answer_of(events: &[(String, String)]) -> (String, Value, Value) {
     let mut content = String::new();
     let (mut start, mut receipt) = (Value::Null, Value::Null);
-    assert_eq!(events.last().map(|e| e.1.as_str()), Some("[DONE]"), "{events:?}");
+    assert_eq!(
+        events.last().map(|e| e.1.as_str()),
+        Some("[DONE]"),
+        "{events:?}"
+    );
     for (name, data) in events {
         match name.as_str() {
             "start" => start = serde_json::from_str(data).unwrap(),
@@ -157,12 +165,19 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
     let models = body["models"].as_array().unwrap();
     assert_eq!(models.len(), 1, "{body}");
     assert_eq!(models[0]["id"], model.as_str());
-    assert_eq!(models[0]["entitlement"], json!({"kind": "plan", "plan": "free"}));
+    assert_eq!(
+        models[0]["entitlement"],
+        json!({"kind": "plan", "plan": "free"})
+    );
     assert_eq!(models[0]["label"], "Free plan");
     let (status, usage) = get(&server, "/api/plan/usage", Some(&ada)).await;
     assert_eq!(status, 200, "{usage}");
     assert_eq!(
-        (&usage["plan"], &usage["requests_used"], &usage["requests_limit"]),
+        (
+            &usage["plan"],
+            &usage["requests_used"],
+            &usage["requests_limit"]
+        ),
         (&json!("free"), &json!(0), &json!(5))
     );
 
@@ -175,7 +190,10 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
         Some(&ada),
     )
     .await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("temperature")));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("temperature"))
+    );
     let (status, body) = send(
         &server,
         Method::POST,
@@ -184,7 +202,10 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
         Some(&ada),
     )
     .await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("model")));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("model"))
+    );
     let (status, conversation) = send(
         &server,
         Method::POST,
@@ -199,16 +220,27 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
     let id = conversation["id"].as_str().unwrap().to_string();
 
     // Call 1: a message, answered in a stream, with its receipt.
-    let (status, events, error) =
-        post_message(&server, &ada, &id, json!({"parent_id": null, "content": "Hello"})).await;
+    let (status, events, error) = post_message(
+        &server,
+        &ada,
+        &id,
+        json!({"parent_id": null, "content": "Hello"}),
+    )
+    .await;
     assert_eq!(status, 200, "{error}");
     let (content, start, receipt) = answer_of(&events);
     assert_eq!(content, reply());
     let first_user = start["user_message"]["id"].as_str().unwrap().to_string();
     assert_eq!(start["user_message"]["content"], "Hello");
     let first_answer = start["assistant_message_id"].as_str().unwrap().to_string();
-    assert_eq!(receipt["entitlement"], json!({"kind": "plan", "plan": "free"}));
-    assert_eq!(receipt["cost"], "0.000000", "the Free plan's calls are worth nothing");
+    assert_eq!(
+        receipt["entitlement"],
+        json!({"kind": "plan", "plan": "free"})
+    );
+    assert_eq!(
+        receipt["cost"], "0.000000",
+        "the Free plan's calls are worth nothing"
+    );
     assert_eq!(receipt["completion_tokens"], 40);
     assert!(receipt["pool_share_this_month"].is_string(), "{receipt}");
     let parties: Vec<&str> = receipt["shares"]
@@ -222,7 +254,10 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
     let (status, again) = get(&server, &format!("/api/receipts/{request_id}"), Some(&ada)).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["prompt_tokens"], receipt["prompt_tokens"]);
-    assert_eq!(again["event"]["global_position"], receipt["event"]["global_position"]);
+    assert_eq!(
+        again["event"]["global_position"],
+        receipt["event"]["global_position"]
+    );
 
     // Call 2: regenerate the answer to the first message (a sibling of the first answer).
     let (status, events, error) =
@@ -270,8 +305,13 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stopped = cancelled["content"].as_str().expect("a cancelled answer is saved");
-    assert!(reply().starts_with(stopped) && !stopped.is_empty(), "{stopped}");
+    let stopped = cancelled["content"]
+        .as_str()
+        .expect("a cancelled answer is saved");
+    assert!(
+        reply().starts_with(stopped) && !stopped.is_empty(),
+        "{stopped}"
+    );
     assert!(stopped.len() < reply().len(), "stopped early: {stopped}");
     let billed = cancelled["receipt"]["completion_tokens"].as_u64().unwrap();
     assert!(
@@ -295,7 +335,10 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
     assert!(key.starts_with("aiforge_"));
     let (status, body) = get(&server, "/api/account/api-key", Some(&ada)).await;
     assert_eq!((status, &body["exists"]), (200, &json!(true)));
-    assert!(body.to_string().find(&key[8..]).is_none(), "the key is never shown again");
+    assert!(
+        body.to_string().find(&key[8..]).is_none(),
+        "the key is never shown again"
+    );
     let (status, listed) = get(&server, "/api/v1/models", Some(&key)).await;
     assert_eq!(status, 200, "{listed}");
     let ids: Vec<&str> = listed["data"]
@@ -311,8 +354,13 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
         let (status, body) = v1_chat(&server, &key, &model).await;
         assert_eq!(status, 200, "{body}");
     }
-    let (status, _, body) =
-        post_message(&server, &ada, &id, json!({"parent_id": null, "content": "Again"})).await;
+    let (status, _, body) = post_message(
+        &server,
+        &ada,
+        &id,
+        json!({"parent_id": null, "content": "Again"}),
+    )
+    .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (429, Some("insufficient_quota")),
@@ -345,7 +393,10 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
     assert_eq!(status, 201, "{body}");
     let new_key = body["key"].as_str().unwrap().to_string();
     let (status, body) = v1_chat(&server, &key, &model).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
     let (status, body) = v1_chat(&server, &new_key, &model).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -362,11 +413,23 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
         (Method::GET, format!("/api/conversations/{id}/export")),
         (Method::GET, format!("/api/receipts/{request_id}")),
     ] {
-        let (status, body) = send(&server, method.clone(), &path, json!({"title": "mine"}), Some(&bob)).await;
+        let (status, body) = send(
+            &server,
+            method.clone(),
+            &path,
+            json!({"title": "mine"}),
+            Some(&bob),
+        )
+        .await;
         assert_eq!(status, 404, "{method} {path}: {body}");
     }
-    let (status, _, _) =
-        post_message(&server, &bob, &id, json!({"parent_id": null, "content": "hi"})).await;
+    let (status, _, _) = post_message(
+        &server,
+        &bob,
+        &id,
+        json!({"parent_id": null, "content": "hi"}),
+    )
+    .await;
     assert_eq!(status, 404);
     let (_, list) = get(&server, "/api/conversations", Some(&bob)).await;
     assert_eq!(list["conversations"], json!([]));
@@ -398,7 +461,10 @@ async fn a_free_plan_chats_by_session_and_platform_key_within_its_exact_month() 
         .unwrap()
         .starts_with("attachment"));
     let markdown = response.text().await.unwrap();
-    assert!(markdown.starts_with("# Words") && markdown.contains("Tell me more"), "{markdown}");
+    assert!(
+        markdown.starts_with("# Words") && markdown.contains("Tell me more"),
+        "{markdown}"
+    );
 
     // The receipt's numbers are the metering event's.
     let event = metered(&dir, &request_id);

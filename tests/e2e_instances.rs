@@ -335,7 +335,10 @@ async fn two_instances_on_one_database_behave_as_one() {
         .into_iter()
         .filter(|status| *status == 200)
         .count();
-    assert_eq!(ok, 4, "a plan of 4 requests a month serves 4 over both instances");
+    assert_eq!(
+        ok, 4,
+        "a plan of 4 requests a month serves 4 over both instances"
+    );
 
     // A key revoked through A is refused by B within a second.
     let (status, body) = send(

@@ -534,7 +534,10 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
     assert_eq!(d["pool_total"], "700.000000");
     assert_eq!(d["pool_distributed"], "700.000000");
     assert_eq!(d["group_api_total"], "90.000000");
-    assert_eq!(d["usage_events"], 10, "the ten plan calls, not the API subscriptions'");
+    assert_eq!(
+        d["usage_events"], 10,
+        "the ten plan calls, not the API subscriptions'"
+    );
     assert_eq!(d["pool_rule_version"], 2);
     let pool_of = |model: &str| {
         d["models"]

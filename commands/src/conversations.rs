@@ -142,7 +142,10 @@ pub fn check_system_prompt(prompt: &str) -> Result<(), Invalid> {
 
 pub fn check_temperature(temperature: f64) -> Result<(), Invalid> {
     if !(0.0..=2.0).contains(&temperature) {
-        return Err(invalid("temperature", "temperature is a number from 0 to 2"));
+        return Err(invalid(
+            "temperature",
+            "temperature is a number from 0 to 2",
+        ));
     }
     Ok(())
 }
@@ -387,11 +390,7 @@ impl Conversations {
     }
 
     /// The user's conversation with its messages (in the order written), or None.
-    pub async fn get(
-        &self,
-        user_id: &str,
-        id: &str,
-    ) -> Result<Option<Conversation>, StoreError> {
+    pub async fn get(&self, user_id: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
         let sql = format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2"
         );

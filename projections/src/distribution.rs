@@ -845,7 +845,10 @@ mod tests {
                 ("m4".to_string(), usdt("70")),
             ]
         );
-        assert_eq!(close.usage_events, 4, "the API-subscription calls are not counted");
+        assert_eq!(
+            close.usage_events, 4,
+            "the API-subscription calls are not counted"
+        );
         // Rule 1 (closes made before plans) counted every call: the same log gives another
         // split, and its replay applies the rule the close recorded.
         let old = fold_by("2026-11", 11, vec![], &events, POOL_RULE_ALL_TOKENS);
@@ -861,7 +864,10 @@ mod tests {
                 &path,
             )?)))
         };
-        let replay = replay_export(&open, "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}")));
+        let replay = replay_export(
+            &open,
+            "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}")),
+        );
         let _ = std::fs::remove_file(&path);
         let replay = replay.unwrap_or_else(|e| panic!("{e}"));
         assert!(replay.matches(), "a rule-1 close replays exactly");

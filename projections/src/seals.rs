@@ -183,10 +183,16 @@ pub async fn seal_at(db: &Database, position: i64) -> Result<Option<(i64, String
     let sql = "SELECT CAST(seq AS bigint), seal FROM event_seals WHERE position = $1";
     match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => {
-            sqlx::query_as(sql).bind(position).fetch_optional(pool).await
+            sqlx::query_as(sql)
+                .bind(position)
+                .fetch_optional(pool)
+                .await
         }
         aiforge_commands::store::Engine::Postgres(pool) => {
-            sqlx::query_as(sql).bind(position).fetch_optional(pool).await
+            sqlx::query_as(sql)
+                .bind(position)
+                .fetch_optional(pool)
+                .await
         }
     }
 }

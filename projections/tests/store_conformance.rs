@@ -540,16 +540,15 @@ async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
                     tx: head.tx,
                     position: head.position,
                 };
-                let folded =
-                    aiforge_projections::distribution::fold_live(
+                let folded = aiforge_projections::distribution::fold_live(
                     &db,
                     month,
                     point,
                     vec![],
                     aiforge_domain::revenue_book::POOL_RULE_CURRENT,
                 )
-                        .await
-                        .unwrap();
+                .await
+                .unwrap();
                 if folded.usage_events == expected {
                     return (point, folded);
                 }
@@ -577,8 +576,8 @@ async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
         vec![],
         aiforge_domain::revenue_book::POOL_RULE_CURRENT,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(again.usage_events, 30);
     assert_eq!(again.digest, folded.digest);
     let (_, everything) = head_covering(40).await;

@@ -834,11 +834,15 @@ pub async fn handle(
         Ok(parsed) => parsed,
         Err(err) => return err.into_response(),
     };
-    let (terms, model) =
-        match resolve(&state, &entitlement, &parsed.model, service_scope.as_deref()) {
-            Ok(resolved) => resolved,
-            Err(err) => return err.into_response(),
-        };
+    let (terms, model) = match resolve(
+        &state,
+        &entitlement,
+        &parsed.model,
+        service_scope.as_deref(),
+    ) {
+        Ok(resolved) => resolved,
+        Err(err) => return err.into_response(),
+    };
     let Started {
         request_id,
         created,

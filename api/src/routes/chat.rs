@@ -262,9 +262,7 @@ pub async fn api_key(
 pub async fn issue_api_key(
     State(state): State<AppState>,
     user: AuthUser,
-    crate::extract::CommandJson { meta, .. }: crate::extract::CommandJson<
-        crate::extract::Empty,
-    >,
+    crate::extract::CommandJson { meta, .. }: crate::extract::CommandJson<crate::extract::Empty>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut meta = meta;
     meta.actor = Some(user.user_id.clone());
@@ -415,11 +413,9 @@ pub async fn receipt(
                         .and_then(|m| m.split_for(Month::of(call.at).start()).cloned());
                     match split {
                         Some(split) => {
-                            let parts = aiforge_domain::revenue::split_among_members(
-                                net,
-                                &split.shares,
-                            )
-                            .map_err(ApiError::internal)?;
+                            let parts =
+                                aiforge_domain::revenue::split_among_members(net, &split.shares)
+                                    .map_err(ApiError::internal)?;
                             for part in parts {
                                 shares.push(Share {
                                     party: "group_member".into(),

@@ -12,8 +12,8 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use aiforge_commands::conversations::{
-    new_message_id, path_to, ChatEntitlement, Conversation, Message, MessageError,
-    NewConversation, NewMessage, Patch,
+    new_message_id, path_to, ChatEntitlement, Conversation, Message, MessageError, NewConversation,
+    NewMessage, Patch,
 };
 use aiforge_inference::{ChatMessage, ChatRequest, FinishReason, Role};
 use axum::body::Bytes;
@@ -118,7 +118,10 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     if q.is_some_and(|q| q.chars().count() > aiforge_commands::conversations::SEARCH_CHARS_MAX) {
-        return Err(ApiError::invalid_field("q", "a search is at most 200 characters"));
+        return Err(ApiError::invalid_field(
+            "q",
+            "a search is at most 200 characters",
+        ));
     }
     let conversations = state.conversations.list(&user.user_id, q).await?;
     Ok(Json(json!({ "conversations": conversations })))
@@ -498,9 +501,7 @@ pub async fn post_message(
     };
     let conversation = match state.conversations.get(&user.user_id, &id).await {
         Ok(Some(conversation)) => conversation,
-        Ok(None) => {
-            return chat_error(StatusCode::NOT_FOUND, "not_found", "no such conversation")
-        }
+        Ok(None) => return chat_error(StatusCode::NOT_FOUND, "not_found", "no such conversation"),
         Err(e) => return OpenAiError::internal(e).into_response(),
     };
     let parent = match &body.parent_id {
@@ -751,8 +752,7 @@ impl Answer {
             } => {
                 let reason = if failure.is_some() {
                     "error"
-                } else if *client_gone || !listening || *finish_reason == FinishReason::Cancelled
-                {
+                } else if *client_gone || !listening || *finish_reason == FinishReason::Cancelled {
                     "cancelled"
                 } else if *finish_reason == FinishReason::Length {
                     "length"
@@ -793,7 +793,11 @@ impl Answer {
         }
         if let Some(failure) = failure {
             let _ = events
-                .send(Event::default().event("error").data(failure.body().to_string()))
+                .send(
+                    Event::default()
+                        .event("error")
+                        .data(failure.body().to_string()),
+                )
                 .await;
         }
         if metered {

@@ -192,9 +192,7 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
                 entitlement: Entitlement::Plan { user_id },
             });
         }
-        let subscription = index
-            .by_key(&digest)
-            .ok_or_else(OpenAiError::invalid_key)?;
+        let subscription = index.by_key(&digest).ok_or_else(OpenAiError::invalid_key)?;
         if !lock(&subscription).active {
             return Err(subscription_inactive());
         }
@@ -362,9 +360,7 @@ pub async fn service_model(
 /// platform key may use any service's base URL (its models are then that service's).
 pub fn check_service(auth: &ApiKeyAuth, service_id: &str) -> Result<(), OpenAiError> {
     match &auth.entitlement {
-        Entitlement::Subscription(subscription)
-            if lock(subscription).service_id != service_id =>
-        {
+        Entitlement::Subscription(subscription) if lock(subscription).service_id != service_id => {
             Err(service_not_permitted())
         }
         _ => Ok(()),
