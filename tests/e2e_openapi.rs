@@ -93,8 +93,13 @@ async fn the_server_serves_its_openapi_document_and_answers_every_operation_in_i
             if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
                 continue;
             }
+            // `/metrics` is served on the metrics listener only (README, "/metrics").
+            let url = match path.as_str() {
+                "/metrics" => server.metrics_url(path),
+                _ => server.url(&concrete(path)),
+            };
             let response = http
-                .request(verb, server.url(&concrete(path)))
+                .request(verb, url)
                 .send()
                 .await
                 .unwrap();

@@ -19,6 +19,7 @@ pub mod marketplace;
 pub mod metering;
 pub mod payments;
 pub mod reactor;
+pub mod sign_in_throttle;
 pub mod store;
 pub mod testing;
 pub mod wallet_auth;
