@@ -50,7 +50,8 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A route and a valid body for it (`MODEL`, `SERVICE`, `GROUP` replaced by real ids).
+/// A route and a valid body for it (`MODEL`, `SERVICE`, `GROUP` replaced by real ids). The
+/// Hugging Face import is left out: it calls the hub, and a hub out of reach is a 502 by design.
 fn routes() -> Vec<(Method, &'static str, Value)> {
     vec![
         (Method::POST, "/api/auth/register", json!({"email": "f@example.com", "password": "correct horse battery staple", "username": "f"})),
@@ -70,7 +71,6 @@ fn routes() -> Vec<(Method, &'static str, Value)> {
         (Method::POST, "/api/group-revenue/model/MODEL/split", json!({"shares": [{"user_id": "u", "percent": "100"}]})),
         (Method::POST, "/api/nodes/register", json!({"name": "n", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "resources": {"cpu_cores": 1, "memory_mb": 512, "disk_gb": 1, "gpus": [], "max_concurrent_jobs": 1}})),
         (Method::POST, "/api/jobs", json!({"payment_id": "p", "type": "training", "image": "busybox", "command": ["true"], "env": {}, "inputs": [], "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": 0, "gpu_memory_mb": 0}, "max_runtime_secs": 60, "price": "1"})),
-        (Method::POST, "/api/models/import", json!({"repo": "o/n", "filename": "m.gguf"})),
         (Method::POST, "/api/revenue/close/2026/1", json!({})),
         (Method::POST, "/api/v1/chat/completions", json!({"model": "MODEL", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})),
         (Method::POST, "/api/v1/completions", json!({"model": "MODEL", "prompt": "hi", "max_tokens": 4})),

@@ -121,10 +121,10 @@ pub fn command_meta(
 /// Parses a JSON body: malformed JSON is a 400, a well-formed body of the wrong shape a 422
 /// naming the field where serde can tell.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let json_error = |err: serde_json::Error| json_error(bytes, err);
+    let refuse = |err: serde_json::Error| json_error(bytes, err);
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde::Deserialize::deserialize(&mut deserializer).map_err(json_error)?;
-    deserializer.end().map_err(json_error)?;
+    let value: T = serde::Deserialize::deserialize(&mut deserializer).map_err(refuse)?;
+    deserializer.end().map_err(refuse)?;
     Ok(value)
 }
 
