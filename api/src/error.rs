@@ -75,7 +75,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
+        let mut error = json!({ "code": self.code, "message": bounded(&self.message) });
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
@@ -670,6 +670,18 @@ pub fn excerpt(text: &str) -> String {
     match text.char_indices().nth(ECHO_CHARS_MAX) {
         None => text.to_string(),
         Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// The longest error message answered: whatever a message quotes of the request, the answer
+/// stays small.
+pub const MESSAGE_CHARS_MAX: usize = 400;
+
+/// `message` cut to `MESSAGE_CHARS_MAX` characters (then `…`).
+pub fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_CHARS_MAX) {
+        None => message.to_string(),
+        Some((end, _)) => format!("{}…", &message[..end]),
     }
 }
 
