@@ -325,6 +325,7 @@ async fn no_month_before_the_first_event_nor_an_unfinished_one_can_be_closed() {
     // Once October is over, October (the month of the first event) closes.
     let (status, body) = post(&server, "/api/ops/clock/advance", json!({"seconds": 20 * 86_400}), None).await;
     assert_eq!(status, 200, "{body}");
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
     let (status, body) = send(&server, Method::POST, "/api/revenue/close/2026/10", json!({}), Some(&admin)).await;
     assert_eq!(status, 201, "{body}");
     server.stop();
@@ -523,9 +524,9 @@ async fn secrets_are_never_cached_metrics_are_not_public_and_cors_is_deliberate(
     let data = temp_dir();
     let server = Server::start(&data, &[]);
     let http = client();
-    let response = http.post(server.url("/api/auth/register")).json(&json!({"email": "h@example.com", "password": "correct horse battery staple", "username": "h"})).send().await.unwrap();
+    let response = http.post(server.url("/api/auth/register")).json(&json!({"email": "hedy@example.com", "password": "correct horse battery staple", "username": "hedy"})).send().await.unwrap();
     assert_eq!(response.status(), 201);
-    let response = http.post(server.url("/api/auth/login")).json(&json!({"email": "h@example.com", "password": "correct horse battery staple"})).send().await.unwrap();
+    let response = http.post(server.url("/api/auth/login")).json(&json!({"email": "hedy@example.com", "password": "correct horse battery staple"})).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
