@@ -38,7 +38,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("JSON numbers are finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         text.prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
@@ -54,26 +56,102 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// Hugging Face import is left out: it calls the hub, and a hub out of reach is a 502 by design.
 fn routes() -> Vec<(Method, &'static str, Value)> {
     vec![
-        (Method::POST, "/api/auth/register", json!({"email": "f@example.com", "password": "correct horse battery staple", "username": "f"})),
-        (Method::POST, "/api/auth/login", json!({"email": "f@example.com", "password": "correct horse battery staple"})),
-        (Method::POST, "/api/wallets/connect", json!({"network": "ethereum", "address": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"})),
-        (Method::POST, "/api/auth/wallet/login", json!({"network": "ethereum", "address": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "message": "m", "signature": "0x00"})),
-        (Method::POST, "/api/groups", json!({"name": "G", "description": ""})),
-        (Method::POST, "/api/groups/GROUP/members", json!({"user_id": "u", "role": "MEMBER"})),
-        (Method::POST, "/api/payments/create", json!({"type": "publishing_fee", "network": "ethereum", "amount": "5", "reference": "model:x"})),
-        (Method::POST, "/api/payments/verify", json!({"payment_id": "p", "tx_hash": "0x00"})),
-        (Method::POST, "/api/subscriptions/create", json!({"plan": "free"})),
-        (Method::PUT, "/api/models/MODEL", json!({"name": "n", "description": "d", "tags": ["a"]})),
-        (Method::POST, "/api/publishing/model/MODEL/publish", json!({})),
-        (Method::POST, "/api/marketplace/create", json!({"model_id": "MODEL", "name": "S", "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}})),
-        (Method::PUT, "/api/marketplace/SERVICE", json!({"active": true})),
-        (Method::POST, "/api/marketplace/SERVICE/subscribe", json!({})),
-        (Method::POST, "/api/group-revenue/model/MODEL/split", json!({"shares": [{"user_id": "u", "percent": "100"}]})),
-        (Method::POST, "/api/nodes/register", json!({"name": "n", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "resources": {"cpu_cores": 1, "memory_mb": 512, "disk_gb": 1, "gpus": [], "max_concurrent_jobs": 1}})),
-        (Method::POST, "/api/jobs", json!({"payment_id": "p", "type": "training", "image": "busybox", "command": ["true"], "env": {}, "inputs": [], "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": 0, "gpu_memory_mb": 0}, "max_runtime_secs": 60, "price": "1"})),
+        (
+            Method::POST,
+            "/api/auth/register",
+            json!({"email": "f@example.com", "password": "correct horse battery staple", "username": "f"}),
+        ),
+        (
+            Method::POST,
+            "/api/auth/login",
+            json!({"email": "f@example.com", "password": "correct horse battery staple"}),
+        ),
+        (
+            Method::POST,
+            "/api/wallets/connect",
+            json!({"network": "ethereum", "address": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"}),
+        ),
+        (
+            Method::POST,
+            "/api/auth/wallet/login",
+            json!({"network": "ethereum", "address": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "message": "m", "signature": "0x00"}),
+        ),
+        (
+            Method::POST,
+            "/api/groups",
+            json!({"name": "G", "description": ""}),
+        ),
+        (
+            Method::POST,
+            "/api/groups/GROUP/members",
+            json!({"user_id": "u", "role": "MEMBER"}),
+        ),
+        (
+            Method::POST,
+            "/api/payments/create",
+            json!({"type": "publishing_fee", "network": "ethereum", "amount": "5", "reference": "model:x"}),
+        ),
+        (
+            Method::POST,
+            "/api/payments/verify",
+            json!({"payment_id": "p", "tx_hash": "0x00"}),
+        ),
+        (
+            Method::POST,
+            "/api/subscriptions/create",
+            json!({"plan": "free"}),
+        ),
+        (
+            Method::PUT,
+            "/api/models/MODEL",
+            json!({"name": "n", "description": "d", "tags": ["a"]}),
+        ),
+        (
+            Method::POST,
+            "/api/publishing/model/MODEL/publish",
+            json!({}),
+        ),
+        (
+            Method::POST,
+            "/api/marketplace/create",
+            json!({"model_id": "MODEL", "name": "S", "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}}),
+        ),
+        (
+            Method::PUT,
+            "/api/marketplace/SERVICE",
+            json!({"active": true}),
+        ),
+        (
+            Method::POST,
+            "/api/marketplace/SERVICE/subscribe",
+            json!({}),
+        ),
+        (
+            Method::POST,
+            "/api/group-revenue/model/MODEL/split",
+            json!({"shares": [{"user_id": "u", "percent": "100"}]}),
+        ),
+        (
+            Method::POST,
+            "/api/nodes/register",
+            json!({"name": "n", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "resources": {"cpu_cores": 1, "memory_mb": 512, "disk_gb": 1, "gpus": [], "max_concurrent_jobs": 1}}),
+        ),
+        (
+            Method::POST,
+            "/api/jobs",
+            json!({"payment_id": "p", "type": "training", "image": "busybox", "command": ["true"], "env": {}, "inputs": [], "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": 0, "gpu_memory_mb": 0}, "max_runtime_secs": 60, "price": "1"}),
+        ),
         (Method::POST, "/api/revenue/close/2026/1", json!({})),
-        (Method::POST, "/api/v1/chat/completions", json!({"model": "MODEL", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})),
-        (Method::POST, "/api/v1/completions", json!({"model": "MODEL", "prompt": "hi", "max_tokens": 4})),
+        (
+            Method::POST,
+            "/api/v1/chat/completions",
+            json!({"model": "MODEL", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/completions",
+            json!({"model": "MODEL", "prompt": "hi", "max_tokens": 4}),
+        ),
     ]
 }
 
@@ -107,13 +185,26 @@ async fn fuzzed_bodies_never_get_a_5xx_nor_bring_the_server_down() {
     let mock_url = format!("{}/v1", line.trim_start_matches("listening on "));
     let data = temp_dir();
     let node = format!("upstream:{mock_url}#mock");
-    let server = Server::start(&data, &[("AIFORGE_LOCAL_NODE", &node), ("AIFORGE_DEMO", "on")]);
+    let server = Server::start(
+        &data,
+        &[("AIFORGE_LOCAL_NODE", &node), ("AIFORGE_DEMO", "on")],
+    );
     let model = server.printed("demo model: ").expect("demo model");
     let service = server.printed("demo service: ").expect("demo service");
     let key = server.printed("demo key (shown once): ").expect("demo key");
     let token = register_and_sign_in(&server, "fuzz@example.com").await;
-    let (_, group) = send(&server, Method::POST, "/api/groups", json!({"name": "Fuzz", "description": ""}), Some(&token)).await;
-    let group = group["group"]["group_id"].as_str().unwrap_or("g").to_string();
+    let (_, group) = send(
+        &server,
+        Method::POST,
+        "/api/groups",
+        json!({"name": "Fuzz", "description": ""}),
+        Some(&token),
+    )
+    .await;
+    let group = group["group"]["group_id"]
+        .as_str()
+        .unwrap_or("g")
+        .to_string();
 
     let routes = routes();
     let strategy = (0..routes.len(), fuzzed());
@@ -124,7 +215,10 @@ async fn fuzzed_bodies_never_get_a_5xx_nor_bring_the_server_down() {
     while Instant::now() < deadline {
         let (index, case) = strategy.new_tree(&mut runner).unwrap().current();
         let (method, path, valid) = &routes[index];
-        let path = path.replace("MODEL", &model).replace("SERVICE", &service).replace("GROUP", &group);
+        let path = path
+            .replace("MODEL", &model)
+            .replace("SERVICE", &service)
+            .replace("GROUP", &group);
         let body = match &case {
             Fuzzed::Mutated(field, value) => {
                 let mut body = valid.clone();
@@ -136,7 +230,11 @@ async fn fuzzed_bodies_never_get_a_5xx_nor_bring_the_server_down() {
             Fuzzed::Any(value) => value.to_string().into_bytes(),
             Fuzzed::Bytes(bytes) => bytes.clone(),
         };
-        let credential = if path.starts_with("/api/v1/") { &key } else { &token };
+        let credential = if path.starts_with("/api/v1/") {
+            &key
+        } else {
+            &token
+        };
         let response = http
             .request(method.clone(), server.url(&path))
             .bearer_auth(credential)
@@ -155,14 +253,23 @@ async fn fuzzed_bodies_never_get_a_5xx_nor_bring_the_server_down() {
         let text = response.text().await.unwrap_or_default();
         assert!(status < 500, "{method} {path} {case:?}: {status} {text}");
         if status >= 400 {
-            assert!(content_type.starts_with("application/json"), "{method} {path}: {status} {content_type} {text}");
+            assert!(
+                content_type.starts_with("application/json"),
+                "{method} {path}: {status} {content_type} {text}"
+            );
             let error: Value = serde_json::from_str(&text).unwrap();
-            assert!(error["error"]["message"].is_string(), "{method} {path}: {text}");
+            assert!(
+                error["error"]["message"].is_string(),
+                "{method} {path}: {text}"
+            );
         }
         sent += 1;
     }
     assert!(sent > 20, "only {sent} requests in {secs} s");
     let (status, _) = get(&server, "/healthz", None).await;
-    assert_eq!(status, 200, "the server still answers after {sent} fuzzed requests");
+    assert_eq!(
+        status, 200,
+        "the server still answers after {sent} fuzzed requests"
+    );
     server.stop();
 }

@@ -662,7 +662,10 @@ async fn marketplace_flow(database_url: Option<&str>) {
         Some(&creator),
     )
     .await;
-    assert_eq!(status, 404, "another's subscription is not there for anyone else");
+    assert_eq!(
+        status, 404,
+        "another's subscription is not there for anyone else"
+    );
 
     // Pay-per-request: prepaid credit, pending until its payment confirms.
     let (status, body) = post_as(

@@ -98,11 +98,7 @@ async fn the_server_serves_its_openapi_document_and_answers_every_operation_in_i
                 "/metrics" => server.metrics_url(path),
                 _ => server.url(&concrete(path)),
             };
-            let response = http
-                .request(verb, url)
-                .send()
-                .await
-                .unwrap();
+            let response = http.request(verb, url).send().await.unwrap();
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             assert_ne!(status, 405, "{method} {path}: {body}");

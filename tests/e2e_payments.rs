@@ -272,7 +272,14 @@ async fn malformed_amounts_are_refused_and_a_down_rpc_node_is_a_503_never_a_conf
     );
     assert_eq!(event_count(&server).await, events, "nothing written");
 
-    let payment = create_payment(&server, &token, "job", "12.5", "0191c1d2-7f3a-7c3e-9d1e-2b9f4e5a6c7d").await;
+    let payment = create_payment(
+        &server,
+        &token,
+        "job",
+        "12.5",
+        "0191c1d2-7f3a-7c3e-9d1e-2b9f4e5a6c7d",
+    )
+    .await;
     let response = client()
         .post(server.url("/api/payments/verify"))
         .bearer_auth(&token)

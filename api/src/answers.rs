@@ -208,7 +208,9 @@ fn query_field(text: &str) -> Option<String> {
     let (field, _) = rest.split_once(": ")?;
     (!field.is_empty()
         && field.len() <= 64
-        && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'))
     .then(|| field.to_string())
 }
 

@@ -235,11 +235,13 @@ impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
             Some(bearer @ Credential::Bearer(_)) => {
                 Self::verified(parts, state, bearer).await.map(Some)
             }
-            Some(cookie @ Credential::Cookie(_)) => match Self::verified(parts, state, cookie).await {
-                Ok(user) => Ok(Some(user)),
-                Err(e) if e.code == "csrf_refused" => Err(e),
-                Err(_) => Ok(None),
-            },
+            Some(cookie @ Credential::Cookie(_)) => {
+                match Self::verified(parts, state, cookie).await {
+                    Ok(user) => Ok(Some(user)),
+                    Err(e) if e.code == "csrf_refused" => Err(e),
+                    Err(_) => Ok(None),
+                }
+            }
         }
     }
 }

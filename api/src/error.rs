@@ -354,9 +354,7 @@ impl From<aiforge_domain::model::ModelError> for ApiError {
             | E::DescriptionTooLong
             | E::InvalidTag(_)
             | E::TooManyTags
-            | E::EmptyFile => {
-                ApiError::invalid_field(err.field().unwrap_or("body"), message)
-            }
+            | E::EmptyFile => ApiError::invalid_field(err.field().unwrap_or("body"), message),
             E::NotFound | E::Deleted => ApiError::not_found(message),
             E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
             E::NotPermitted => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
@@ -704,7 +702,11 @@ pub fn public_message(message: &str) -> String {
                     let (_, tail) = split_punctuation(name);
                     out.push(format!(
                         "{}{tail}",
-                        if core == "struct" { "an object" } else { "one of the documented values" }
+                        if core == "struct" {
+                            "an object"
+                        } else {
+                            "one of the documented values"
+                        }
                     ));
                 } else {
                     out.pop();
@@ -770,12 +772,21 @@ mod message_tests {
         let message = format!("invalid type: string \"{big}\", expected u32 at line 1 column 9");
         let public = public_message(&message);
         assert!(public.len() < 400, "{}", public.len());
-        assert!(public.contains("expected a non-negative integer"), "{public}");
+        assert!(
+            public.contains("expected a non-negative integer"),
+            "{public}"
+        );
         let public = public_message("invalid type: integer `1`, expected struct RegisterRequest");
         assert_eq!(public, "invalid type: integer `1`, expected an object");
         let public = public_message("invalid type: map, expected internally tagged enum Pricing");
-        assert_eq!(public, "invalid type: map, expected an object with a known \"type\"");
+        assert_eq!(
+            public,
+            "invalid type: map, expected an object with a known \"type\""
+        );
         assert_eq!(excerpt("short"), "short");
-        assert_eq!(excerpt(&"é".repeat(100)).chars().count(), ECHO_CHARS_MAX + 1);
+        assert_eq!(
+            excerpt(&"é".repeat(100)).chars().count(),
+            ECHO_CHARS_MAX + 1
+        );
     }
 }

@@ -226,8 +226,14 @@ mod tests {
 
     #[test]
     fn paging_is_bounded_and_never_wraps() {
-        assert_eq!(PageQuery::new(None, None).resolve(20, 100).unwrap(), (1, 20, 0));
-        assert_eq!(PageQuery::new(Some(3), Some(4)).resolve(20, 100).unwrap(), (3, 4, 8));
+        assert_eq!(
+            PageQuery::new(None, None).resolve(20, 100).unwrap(),
+            (1, 20, 0)
+        );
+        assert_eq!(
+            PageQuery::new(Some(3), Some(4)).resolve(20, 100).unwrap(),
+            (3, 4, 8)
+        );
         for (page, per_page, field) in [
             (Some(4_611_686_018_427_387_906), Some(4), "page"),
             (Some(0), None, "page"),

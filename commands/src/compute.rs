@@ -293,8 +293,9 @@ impl Compute {
     ) -> Result<Registered, ComputeError> {
         // Where a node's earnings are to be paid: a real address (checksummed when the
         // checksum is given), kept in its canonical form. The domain has no crypto to check it.
-        let owner_wallet = owner_wallet_address(owner_wallet)
-            .ok_or(ComputeError::Node(CommandError::Rejected(NodeError::InvalidOwnerWallet)))?;
+        let owner_wallet = owner_wallet_address(owner_wallet).ok_or(ComputeError::Node(
+            CommandError::Rejected(NodeError::InvalidOwnerWallet),
+        ))?;
         let node_id = uuid::Uuid::now_v7().to_string();
         let token = new_node_token();
         let command = NodeCommand::Register {
@@ -585,20 +586,17 @@ impl Compute {
             .await
         {
             // A concurrent first store of the same content claimed the CID: store as a later one.
-            Err(CommandError::Taken { .. }) => {
-                Ok(self.blobs.execute(&stored.sha256, command, meta, &[]).await?)
-            }
+            Err(CommandError::Taken { .. }) => Ok(self
+                .blobs
+                .execute(&stored.sha256, command, meta, &[])
+                .await?),
             other => Ok(other?),
         }
     }
 
     /// The blob `cid` names, when `user` may use it: they uploaded that content, or a job of
     /// theirs wrote it (`Blob::usable_by`). None otherwise, whether or not anyone stored it.
-    pub async fn usable_blob(
-        &self,
-        user: &str,
-        cid: &str,
-    ) -> Result<Option<Blob>, ComputeError> {
+    pub async fn usable_blob(&self, user: &str, cid: &str) -> Result<Option<Blob>, ComputeError> {
         let Some(sha256) = self
             .database()
             .claim_owner(CLAIM_BLOB_CID, cid)
@@ -631,7 +629,11 @@ impl Compute {
 
     /// Every output a node reports for `job_id` was stored for that job, with the SHA-256 and
     /// size it reports (content addressed: the same bytes stored before are the same blob).
-    pub async fn check_outputs(&self, job_id: &str, outputs: &[Output]) -> Result<(), ComputeError> {
+    pub async fn check_outputs(
+        &self,
+        job_id: &str,
+        outputs: &[Output],
+    ) -> Result<(), ComputeError> {
         for output in outputs {
             let sha256 = self
                 .database()

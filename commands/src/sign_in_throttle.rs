@@ -76,7 +76,9 @@ pub async fn attempt(
 ) -> Result<Result<(), Throttled>, StoreError> {
     let mut verdict = Ok(());
     for (subject, max) in subjects.each() {
-        let (window_start, attempts): (i64, i64) = crate::on_engine!(db, |pool| sqlx::query_as(
+        let (window_start, attempts): (i64, i64) =
+            crate::on_engine!(db, |pool| {
+                sqlx::query_as(
             "INSERT INTO sign_in_attempts (subject, window_start, attempts) VALUES ($1, $2, 1) \
              ON CONFLICT (subject) DO UPDATE SET \
              attempts = CASE WHEN sign_in_attempts.window_start + $3 <= $2 THEN 1 \
@@ -89,11 +91,16 @@ pub async fn attempt(
         .bind(now)
         .bind(WINDOW_SECS)
         .fetch_one(pool)
-        .await?);
+        .await?
+            });
         if let Err(throttled) = decide(window_start, attempts, max, now) {
             // The longest wait of the subjects refused.
             verdict = match verdict {
-                Err(Throttled { retry_after_secs }) if retry_after_secs >= throttled.retry_after_secs => verdict,
+                Err(Throttled { retry_after_secs })
+                    if retry_after_secs >= throttled.retry_after_secs =>
+                {
+                    verdict
+                }
                 _ => Err(throttled),
             };
         }
@@ -130,7 +137,10 @@ mod tests {
 
     #[test]
     fn the_attempt_past_the_limit_waits_for_the_window_to_end() {
-        assert_eq!(decide(1000, ACCOUNT_ATTEMPTS_MAX, ACCOUNT_ATTEMPTS_MAX, 1010), Ok(()));
+        assert_eq!(
+            decide(1000, ACCOUNT_ATTEMPTS_MAX, ACCOUNT_ATTEMPTS_MAX, 1010),
+            Ok(())
+        );
         assert_eq!(
             decide(1000, ACCOUNT_ATTEMPTS_MAX + 1, ACCOUNT_ATTEMPTS_MAX, 1010),
             Err(Throttled {
@@ -167,6 +177,9 @@ mod tests {
             Ok(())
         );
         succeeded(&db.db, &subjects).await.unwrap();
-        assert_eq!(attempt(&db.db, &subjects, 100 + WINDOW_SECS).await.unwrap(), Ok(()));
+        assert_eq!(
+            attempt(&db.db, &subjects, 100 + WINDOW_SECS).await.unwrap(),
+            Ok(())
+        );
     }
 }

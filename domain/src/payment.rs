@@ -90,9 +90,7 @@ impl PaymentError {
     pub fn field(&self) -> Option<&'static str> {
         match self {
             PaymentError::AmountNotPositive | PaymentError::WrongAmount { .. } => Some("amount"),
-            PaymentError::InvalidReference | PaymentError::JobReferenceNotUuid => {
-                Some("reference")
-            }
+            PaymentError::InvalidReference | PaymentError::JobReferenceNotUuid => Some("reference"),
             _ => None,
         }
     }

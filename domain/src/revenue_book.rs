@@ -269,7 +269,9 @@ pub enum RevenueBookError {
     AlreadyClosed { month: Month, digest: String },
     #[error("months close in order: the next month to close is {expected}")]
     OutOfOrder { expected: Month },
-    #[error("{month} ended before the platform's first event ({first}): it holds no facts to close")]
+    #[error(
+        "{month} ended before the platform's first event ({first}): it holds no facts to close"
+    )]
     BeforeTheLog { month: Month, first: Month },
     #[error("{month} ended before the platform's first event: the log is empty")]
     EmptyLog { month: Month },

@@ -116,7 +116,10 @@ pub(crate) fn chat_request(body: &[u8]) -> Result<Value, OpenAiError> {
             }
         },
         None | Some(Value::Null) => {
-            return Err(invalid("you must provide a prompt parameter", Some("prompt")))
+            return Err(invalid(
+                "you must provide a prompt parameter",
+                Some("prompt"),
+            ))
         }
         Some(_) => return Err(invalid("prompt must be a string", Some("prompt"))),
     };
@@ -242,8 +245,7 @@ fn text_chunk(chunk: &Value) -> Option<Value> {
         Some(choice) => {
             let finish_reason = &choice["finish_reason"];
             let text = choice["delta"]["content"].as_str().unwrap_or_default();
-            if choice["delta"].get("role").is_some() && text.is_empty() && finish_reason.is_null()
-            {
+            if choice["delta"].get("role").is_some() && text.is_empty() && finish_reason.is_null() {
                 return None;
             }
             out["choices"] = json!([{
@@ -331,7 +333,9 @@ async fn reshape(answer: Response) -> Response {
                             continue;
                         }
                         if let Some(out) = reshape_event(&data.join("\n")) {
-                            frames.ready.push_back(Bytes::from(format!("data: {out}\n\n")));
+                            frames
+                                .ready
+                                .push_back(Bytes::from(format!("data: {out}\n\n")));
                         }
                     }
                 }
@@ -452,7 +456,11 @@ mod tests {
             (r#"{"model":"m","prompt":"#, None),
         ] {
             let err = chat_request(body.as_bytes()).unwrap_err();
-            assert_eq!((err.status, err.param), (StatusCode::BAD_REQUEST, param), "{body}");
+            assert_eq!(
+                (err.status, err.param),
+                (StatusCode::BAD_REQUEST, param),
+                "{body}"
+            );
         }
     }
 
@@ -466,7 +474,8 @@ mod tests {
         assert_eq!(out["id"], "cmpl-1");
         assert_eq!(out["choices"][0]["text"], "Hel");
         assert_eq!(reshape_event("[DONE]").as_deref(), Some("[DONE]"));
-        let error = r#"{"error":{"message":"x","type":"server_error","param":null,"code":"node_lost"}}"#;
+        let error =
+            r#"{"error":{"message":"x","type":"server_error","param":null,"code":"node_lost"}}"#;
         assert_eq!(reshape_event(error).as_deref(), Some(error));
     }
 }

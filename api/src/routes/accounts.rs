@@ -100,7 +100,10 @@ pub async fn register(
             .unwrap_or_default(),
     };
     // `Idempotent-Replayed` is the answers layer's (`crate::answers`), for every command.
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "user": user }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "user": user })),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -3,7 +3,6 @@
 //! applies from the next month) and `GET` of the same (any member): the split in force now and
 //! one waiting for its month.
 
-
 use aiforge_domain::model::{ModelOwner, RevenueSplit};
 use aiforge_domain::revenue::Share;
 use axum::extract::{Path, State};

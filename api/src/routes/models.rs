@@ -197,10 +197,9 @@ async fn receive(
         *stored = Some(store_stream(state, request.into_body().into_data_stream()).await?);
         return Ok(());
     }
-    let multipart_error =
-        |e: axum::extract::multipart::MultipartError| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
-        };
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
+    };
     let mut multipart = axum::extract::Multipart::from_request(request, state)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;

@@ -225,7 +225,8 @@ impl Database {
     /// SHA-256) or an uploaded model. Read on the rare path of a refused upload only (it scans
     /// models' upload events).
     pub async fn content_recorded(&self, sha256: &str) -> Result<bool, StoreError> {
-        let sql = "SELECT COUNT(*) FROM events WHERE (aggregate_type = 'blob' AND aggregate_id = $1) \
+        let sql =
+            "SELECT COUNT(*) FROM events WHERE (aggregate_type = 'blob' AND aggregate_id = $1) \
                    OR (aggregate_type = 'model' AND event_type = 'ModelUploaded' \
                    AND CAST(payload AS TEXT) LIKE $2)";
         let pattern = format!("%\"{sha256}\"%");
