@@ -3,6 +3,7 @@
 //! are not here: they are in `aiforge_domain`, run by `aiforge_commands`, read back through
 //! `aiforge_projections`.
 
+pub mod answers;
 pub mod auth;
 pub mod cli;
 pub mod error;
@@ -325,12 +326,19 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/v1/services/{service_id}/chat/completions",
             post(gateway::chat::service_completions),
         )
+        .route(
+            "/api/v1/completions",
+            post(gateway::completions::completions),
+        )
+        .route(
+            "/api/v1/services/{service_id}/completions",
+            post(gateway::completions::service_completions),
+        )
         .layer(DefaultBodyLimit::max(body_bytes_max));
     let limited = Router::new()
         .merge(api)
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics))
         .route("/api/openapi.json", get(openapi::document_json))
         .route("/api/docs", get(openapi::docs::page))
         .route("/api/docs/app.js", get(openapi::docs::script))
@@ -353,8 +361,17 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .merge(uploads)
         .merge(chat)
         .merge(limited)
+        .layer(axum::middleware::from_fn(answers::answers))
         .layer(axum::middleware::from_fn(metrics::count_responses))
         .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The metrics listener's routes: `/metrics` only (the Prometheus text).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::ops::metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }
 
@@ -691,6 +708,28 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         Some(app) => tracing::info!(dir = %app.dir().display(), "serving the web app at /"),
         None => tracing::info!("no web app: web/build not found (AIFORGE_WEB_DIR to set one)"),
     }
+    // `/metrics` on a listener of its own, when one is configured (README, "/metrics").
+    let metrics_task = match settings.metrics_bind {
+        Some(bind) => {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .map_err(|e| StartError::Bind(bind.to_string(), e))?;
+            let address = listener
+                .local_addr()
+                .map_err(|e| StartError::Bind(bind.to_string(), e))?;
+            println!("aiforge metrics listening on http://{address}");
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let app = web::with_web_app(router(state, settings.body_bytes_max), web_app);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -716,6 +755,8 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // The peer's address reaches handlers (sign-in throttling per address).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -736,6 +777,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     }
     if let Some(task) = heartbeats_task {
         let _ = tokio::time::timeout(grace, task).await;
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     let _ = tokio::time::timeout(grace, index_task).await;
     let _ = tokio::time::timeout(grace, lease_task).await;

@@ -51,6 +51,9 @@ use crate::framework::{CommandError, CommandMeta, Executor, Outcome};
 use crate::store::{Claim, Database};
 
 pub const CLAIM_NODE_TOKEN: &str = "node_token";
+/// A content's CID, held by its `Blob` aggregate (id = its SHA-256): how a CID a job names
+/// finds its blob without a view.
+pub const CLAIM_BLOB_CID: &str = "blob_cid";
 /// Every node token starts with this.
 pub const NODE_TOKEN_PREFIX: &str = "aiforge_node_";
 /// Random bytes in a node token: 256 bits of entropy.
@@ -94,6 +97,12 @@ pub enum ComputeError {
     PaymentNotConfirmed { payment_id: String },
     #[error("the job payment's reference names the job and must be a UUID, got {reference:?}")]
     JobReferenceNotUuid { reference: String },
+    /// Said alike of a CID no one stored and of another user's file, so the answer tells no one
+    /// whether a file exists.
+    #[error("input {cid:?} is not a blob of yours; upload it with POST /api/blobs")]
+    InputNotYours { cid: String },
+    #[error("output {name:?} ({cid}) is not in the blob store as reported for this job; upload it first")]
+    OutputNotStored { name: String, cid: String },
     #[error(transparent)]
     InvalidMetrics(#[from] OutOfRange),
     #[error("internal error: {0}")]
@@ -110,6 +119,17 @@ impl From<CommandError<PaymentError>> for ComputeError {
 pub struct NodeToken {
     pub plaintext: String,
     pub sha256: String,
+}
+
+/// A node's owner wallet as an address of either network, canonical; None when it is neither.
+pub fn owner_wallet_address(text: &str) -> Option<String> {
+    use aiforge_domain::wallet::Network;
+    let text = text.trim();
+    let network = match text.starts_with("0x") || text.starts_with("0X") {
+        true => Network::Ethereum,
+        false => Network::Tron,
+    };
+    crate::wallet_crypto::normalize_address(network, text).ok()
 }
 
 /// SHA-256 (hex) of a token's full text: the only form of it the store holds.
@@ -217,13 +237,18 @@ impl Compute {
         resources: Resources,
         meta: &CommandMeta,
     ) -> Result<Registered, ComputeError> {
+        // Where a node's earnings are to be paid: a real address (checksummed when the
+        // checksum is given), kept in its canonical form. The domain has no crypto to check it.
+        let owner_wallet = owner_wallet_address(owner_wallet).ok_or(ComputeError::Node(
+            CommandError::Rejected(NodeError::InvalidOwnerWallet),
+        ))?;
         let node_id = uuid::Uuid::now_v7().to_string();
         let token = new_node_token();
         let command = NodeCommand::Register {
             node_id: node_id.clone(),
             owner: owner.to_string(),
             name: name.to_string(),
-            owner_wallet: owner_wallet.to_string(),
+            owner_wallet,
             resources,
             token_digest: token.sha256.clone(),
             at: self.clock.now(),
@@ -455,6 +480,7 @@ impl Compute {
         spec: JobSpec,
         meta: &CommandMeta,
     ) -> Result<Outcome, ComputeError> {
+        self.check_inputs(creator, &spec.inputs).await?;
         let (job_id, escrowed) = self.job_payment(creator, payment_id).await?;
         let command = JobCommand::Submit {
             job_id: job_id.clone(),
@@ -477,6 +503,20 @@ impl Compute {
         purpose: BlobPurpose,
         meta: &CommandMeta,
     ) -> Result<Outcome, ComputeError> {
+        // The first store of a content claims its CID; later ones find the claim there.
+        let claimed = self
+            .database()
+            .claim_owner(CLAIM_BLOB_CID, &stored.cid)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?
+            .is_some();
+        let claims = match claimed {
+            true => Vec::new(),
+            false => vec![Claim {
+                namespace: CLAIM_BLOB_CID.to_string(),
+                key: stored.cid.clone(),
+            }],
+        };
         let command = BlobCommand::Store {
             sha256: stored.sha256.clone(),
             cid: stored.cid.clone(),
@@ -486,10 +526,81 @@ impl Compute {
             purpose,
             at: self.clock.now(),
         };
-        Ok(self
+        match self
             .blobs
-            .execute(&stored.sha256, command, meta, &[])
-            .await?)
+            .execute(&stored.sha256, command.clone(), meta, &claims)
+            .await
+        {
+            // A concurrent first store of the same content claimed the CID: store as a later one.
+            Err(CommandError::Taken { .. }) => Ok(self
+                .blobs
+                .execute(&stored.sha256, command, meta, &[])
+                .await?),
+            other => Ok(other?),
+        }
+    }
+
+    /// The blob `cid` names, when `user` may use it: they uploaded that content, or a job of
+    /// theirs wrote it (`Blob::usable_by`). None otherwise, whether or not anyone stored it.
+    pub async fn usable_blob(&self, user: &str, cid: &str) -> Result<Option<Blob>, ComputeError> {
+        let Some(sha256) = self
+            .database()
+            .claim_owner(CLAIM_BLOB_CID, cid)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let blob = self.blobs.load(&sha256).await?;
+        let mut theirs = std::collections::BTreeSet::new();
+        for job_id in &blob.jobs {
+            if self.jobs.load(job_id).await?.creator.as_deref() == Some(user) {
+                theirs.insert(job_id.clone());
+            }
+        }
+        Ok(blob
+            .usable_by(user, |job| theirs.contains(job))
+            .then_some(blob))
+    }
+
+    /// Every input of a job `creator` submits is a blob they may use (`usable_blob`).
+    pub async fn check_inputs(&self, creator: &str, inputs: &[String]) -> Result<(), ComputeError> {
+        for cid in inputs {
+            if self.usable_blob(creator, cid).await?.is_none() {
+                return Err(ComputeError::InputNotYours { cid: cid.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every output a node reports for `job_id` was stored for that job, with the SHA-256 and
+    /// size it reports (content addressed: the same bytes stored before are the same blob).
+    pub async fn check_outputs(
+        &self,
+        job_id: &str,
+        outputs: &[Output],
+    ) -> Result<(), ComputeError> {
+        for output in outputs {
+            let sha256 = self
+                .database()
+                .claim_owner(CLAIM_BLOB_CID, &output.cid)
+                .await
+                .map_err(|e| ComputeError::Internal(e.to_string()))?;
+            let blob = match sha256 {
+                Some(sha256) if sha256 == output.sha256 => Some(self.blobs.load(&sha256).await?),
+                _ => None,
+            };
+            let stored = blob.is_some_and(|blob| {
+                blob.stored && blob.size_bytes == output.size_bytes && blob.jobs.contains(job_id)
+            });
+            if !stored {
+                return Err(ComputeError::OutputNotStored {
+                    name: output.name.clone(),
+                    cid: output.cid.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The scheduler's assignment; false when the job is no longer pending (another pass, a
@@ -551,6 +662,9 @@ impl Compute {
         meta: &CommandMeta,
     ) -> Result<Outcome, ComputeError> {
         self.job(job_id).await?;
+        if let Report::Exited { outputs, .. } = &report {
+            self.check_outputs(job_id, outputs).await?;
+        }
         let node_id = node_id.to_string();
         let at = self.clock.now();
         let command = match report {

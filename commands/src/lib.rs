@@ -20,6 +20,7 @@ pub mod metering;
 pub mod passes;
 pub mod payments;
 pub mod reactor;
+pub mod sign_in_throttle;
 pub mod store;
 pub mod testing;
 pub mod wallet_auth;

@@ -204,9 +204,9 @@ pub fn can(actor: Role, action: GroupAction) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
-    #[error("name must be {NAME_CHARS_MIN}-{NAME_CHARS_MAX} characters")]
+    #[error("name must be {NAME_CHARS_MIN}-{NAME_CHARS_MAX} characters, without control or bidirectional-override characters")]
     InvalidName,
-    #[error("description must be at most {DESCRIPTION_CHARS_MAX} characters")]
+    #[error("description must be at most {DESCRIPTION_CHARS_MAX} characters, without control or bidirectional-override characters")]
     DescriptionTooLong,
     #[error("this group already exists")]
     AlreadyCreated,

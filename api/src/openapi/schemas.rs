@@ -814,6 +814,50 @@ pub struct ChatCompletion {
     pub system_fingerprint: Option<String>,
 }
 
+/// OpenAI's legacy completion request (autocomplete clients): one prompt; `max_tokens`
+/// defaults to 16 as OpenAI's; `stop`, sampling, `seed`, `stream`, `stream_options` as the
+/// chat request; `echo` false, `best_of` 1, `logprobs` null and an empty `suffix` are accepted;
+/// any other field is refused (400).
+#[derive(ToSchema)]
+pub struct CompletionRequest {
+    pub model: String,
+    /// A string, or an array holding one string.
+    pub prompt: Value,
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
+    pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    /// A string or an array of up to 16 strings.
+    pub stop: Option<Value>,
+    pub seed: Option<i64>,
+    /// Answer as server-sent events of `text_completion` objects, ending with `data: [DONE]`.
+    pub stream: Option<bool>,
+    pub stream_options: Option<Value>,
+}
+
+#[derive(ToSchema)]
+pub struct TextChoice {
+    pub text: String,
+    pub index: u32,
+    pub logprobs: Option<Value>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+#[derive(ToSchema)]
+pub struct TextCompletion {
+    pub id: String,
+    #[schema(example = "text_completion")]
+    pub object: String,
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<TextChoice>,
+    pub usage: ChatUsage,
+    pub system_fingerprint: Option<String>,
+}
+
 // ---- ops -------------------------------------------------------------------------------------
 
 #[derive(ToSchema)]

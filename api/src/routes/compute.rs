@@ -640,9 +640,6 @@ async fn report(
     mut meta: aiforge_commands::CommandMeta,
 ) -> Result<Json<Value>, ApiError> {
     authenticated_node(state, node_id, headers).await?;
-    if let Report::Exited { outputs, .. } = &report {
-        crate::routes::blobs::check_outputs(state, outputs).await?;
-    }
     meta.actor = Some(format!("node:{node_id}"));
     let outcome = state
         .compute
@@ -837,7 +834,6 @@ pub async fn submit(
     CommandJson { body, mut meta }: CommandJson<SubmitRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     meta.actor = Some(user.user_id.clone());
-    crate::routes::blobs::check_inputs(&state, &body.inputs).await?;
     let spec = JobSpec {
         job_type: body.job_type,
         image: body.image,

@@ -70,7 +70,7 @@ impl OpenAiError {
     pub fn body(&self) -> Value {
         json!({
             "error": {
-                "message": self.message,
+                "message": crate::error::bounded(&self.message),
                 "type": self.kind,
                 "param": self.param,
                 "code": self.code,
