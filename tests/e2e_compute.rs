@@ -313,7 +313,7 @@ async fn node_tokens_open_their_own_node_only_and_bad_requests_are_refused() {
         &server,
         Method::POST,
         "/api/nodes/register",
-        json!({"name": "x", "owner_wallet": "0xabc", "resources": resources(0, 0)}),
+        json!({"name": "x", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1", "resources": resources(0, 0)}),
         Some(&owner),
     )
     .await;

@@ -93,11 +93,12 @@ async fn the_server_serves_its_openapi_document_and_answers_every_operation_in_i
             if !["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
                 continue;
             }
-            let response = http
-                .request(verb, server.url(&concrete(path)))
-                .send()
-                .await
-                .unwrap();
+            // `/metrics` is served on the metrics listener only (README, "/metrics").
+            let url = match path.as_str() {
+                "/metrics" => server.metrics_url(path),
+                _ => server.url(&concrete(path)),
+            };
+            let response = http.request(verb, url).send().await.unwrap();
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or(Value::Null);
             assert_ne!(status, 405, "{method} {path}: {body}");

@@ -230,7 +230,7 @@ async fn malformed_amounts_are_refused_and_a_down_rpc_node_is_a_503_never_a_conf
             &server,
             Method::POST,
             "/api/payments/create",
-            json!({"type": "job", "network": "ethereum", "amount": amount, "reference": "job-1"}),
+            json!({"type": "job", "network": "ethereum", "amount": amount, "reference": "0191c1d2-7f3a-7c3e-9d1e-2b9f4e5a6c7d"}),
             Some(&token),
         )
         .await;
@@ -262,7 +262,7 @@ async fn malformed_amounts_are_refused_and_a_down_rpc_node_is_a_503_never_a_conf
         &server,
         Method::POST,
         "/api/payments/create",
-        json!({"type": "job", "network": "tron", "amount": "1", "reference": "job-1"}),
+        json!({"type": "job", "network": "tron", "amount": "1", "reference": "0191c1d2-7f3a-7c3e-9d1e-2b9f4e5a6c7d"}),
         Some(&token),
     )
     .await;
@@ -272,7 +272,14 @@ async fn malformed_amounts_are_refused_and_a_down_rpc_node_is_a_503_never_a_conf
     );
     assert_eq!(event_count(&server).await, events, "nothing written");
 
-    let payment = create_payment(&server, &token, "job", "12.5", "job-1").await;
+    let payment = create_payment(
+        &server,
+        &token,
+        "job",
+        "12.5",
+        "0191c1d2-7f3a-7c3e-9d1e-2b9f4e5a6c7d",
+    )
+    .await;
     let response = client()
         .post(server.url("/api/payments/verify"))
         .bearer_auth(&token)

@@ -111,7 +111,10 @@ async fn group_splits_are_set_by_owners_and_admins_and_apply_from_the_next_month
         fifty_fifty(&owner.0, &member.0),
     )
     .await;
-    assert_eq!(status, 403);
+    assert_eq!(
+        status, 404,
+        "an outsider does not see the group's unpublished model"
+    );
     assert_eq!(event_count(&server).await, before);
 
     // An ADMIN sets 50/30/20: pending until November.

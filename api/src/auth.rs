@@ -171,7 +171,10 @@ fn credential<'a>(parts: &'a Parts, state: &AppState) -> Result<Option<Credentia
 }
 
 impl AuthUser {
-    fn verified(
+    /// The session's account: a token that verifies is not enough, its subject must be an
+    /// account that exists now (a validly signed token for no account opens nothing). The one
+    /// place every session extractor (`AuthUser`, optional or not, `AdminUser`) passes.
+    async fn verified(
         parts: &Parts,
         state: &AppState,
         credential: Credential<'_>,
@@ -188,6 +191,15 @@ impl AuthUser {
         let claims = state
             .jwt
             .verify(token, state.clock.now().unix_timestamp())?;
+        let account = state
+            .accounts
+            .executor()
+            .load(&claims.sub)
+            .await
+            .map_err(crate::error::command_error)?;
+        if account.user_id.as_deref() != Some(claims.sub.as_str()) {
+            return Err(ApiError::unauthorized("invalid or expired token"));
+        }
         Ok(AuthUser {
             user_id: claims.sub,
             wallet: claims.wallet.as_deref().and_then(parse_wallet_claim),
@@ -205,7 +217,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let credential = credential(parts, state)?.ok_or_else(|| {
             ApiError::unauthorized("missing Authorization: Bearer token or session cookie")
         })?;
-        Self::verified(parts, state, credential)
+        Self::verified(parts, state, credential).await
     }
 }
 
@@ -220,12 +232,16 @@ impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
     ) -> Result<Option<Self>, Self::Rejection> {
         match credential(parts, state)? {
             None => Ok(None),
-            Some(bearer @ Credential::Bearer(_)) => Self::verified(parts, state, bearer).map(Some),
-            Some(cookie @ Credential::Cookie(_)) => match Self::verified(parts, state, cookie) {
-                Ok(user) => Ok(Some(user)),
-                Err(e) if e.code == "csrf_refused" => Err(e),
-                Err(_) => Ok(None),
-            },
+            Some(bearer @ Credential::Bearer(_)) => {
+                Self::verified(parts, state, bearer).await.map(Some)
+            }
+            Some(cookie @ Credential::Cookie(_)) => {
+                match Self::verified(parts, state, cookie).await {
+                    Ok(user) => Ok(Some(user)),
+                    Err(e) if e.code == "csrf_refused" => Err(e),
+                    Err(_) => Ok(None),
+                }
+            }
         }
     }
 }

@@ -51,8 +51,10 @@ impl ApiError {
     }
 
     /// A failure whose details must not reach the client.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+    /// Its whole `source()` chain goes to the log.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let cause = cause.into();
+        tracing::error!(error = %aiforge_commands::error_chain(&*cause), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -60,8 +62,9 @@ impl ApiError {
         )
     }
 
-    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
-        tracing::warn!(error = %cause, "dependency unavailable");
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let cause = cause.into();
+        tracing::warn!(error = %aiforge_commands::error_chain(&*cause), "dependency unavailable");
         Self {
             retry_after_secs: Some(1),
             ..Self::new(
@@ -75,7 +78,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
+        let mut error = json!({ "code": self.code, "message": bounded(&self.message) });
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
@@ -171,6 +174,14 @@ impl From<SignInError> for ApiError {
                 "invalid_credentials",
                 err.to_string(),
             ),
+            SignInError::Throttled { retry_after_secs } => ApiError {
+                retry_after_secs: Some(u64::try_from(retry_after_secs).unwrap_or(1)),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    err.to_string(),
+                )
+            },
             SignInError::Store(e) => e.into(),
         }
     }
@@ -283,7 +294,8 @@ impl From<PaymentError> for ApiError {
         match err {
             PaymentError::AmountNotPositive
             | PaymentError::WrongAmount { .. }
-            | PaymentError::InvalidReference => {
+            | PaymentError::InvalidReference
+            | PaymentError::JobReferenceNotUuid => {
                 ApiError::invalid_field(err.field().unwrap_or("body"), message)
             }
             PaymentError::NotFound => ApiError::not_found(message),
@@ -341,9 +353,11 @@ impl From<aiforge_domain::model::ModelError> for ApiError {
         use aiforge_domain::model::ModelError as E;
         let message = err.to_string();
         match err {
-            E::InvalidName | E::DescriptionTooLong | E::InvalidTag(_) | E::TooManyTags => {
-                ApiError::invalid_field(err.field().unwrap_or("body"), message)
-            }
+            E::InvalidName
+            | E::DescriptionTooLong
+            | E::InvalidTag(_)
+            | E::TooManyTags
+            | E::EmptyFile => ApiError::invalid_field(err.field().unwrap_or("body"), message),
             E::NotFound | E::Deleted => ApiError::not_found(message),
             E::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "already_exists", message),
             E::NotPermitted => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
@@ -406,7 +420,8 @@ impl From<aiforge_domain::api_subscription::ApiSubscriptionError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "service_not_accepting", message)
             }
             E::PaymentRequired => ApiError::invalid_field("payment", message),
-            E::NotSubscriber => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            // A subscription is its subscriber's alone: to anyone else it does not exist.
+            E::NotSubscriber => ApiError::not_found("no such subscription"),
             E::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", message),
             E::Money(e) => ApiError::invalid_field("credit", e.to_string()),
         }
@@ -458,14 +473,14 @@ impl From<aiforge_commands::blob::BlobError> for ApiError {
             E::NotFound(_) => ApiError::not_found(message),
             E::BadDigest(_) => ApiError::invalid_field("sha256", message),
             E::BadCid(_) => ApiError::invalid_field("cid", message),
-            E::Backend { .. } => ApiError::unavailable(message),
+            backend @ E::Backend { .. } => ApiError::unavailable(backend),
             E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "upload_interrupted",
                 format!("the upload ended before its end: {e}; nothing was kept"),
             ),
-            E::Corrupt { .. } | E::Io(_) | E::CidMismatch { .. } | E::Config(_) => {
-                ApiError::internal(message)
+            other @ (E::Corrupt { .. } | E::Io(_) | E::CidMismatch { .. } | E::Config(_)) => {
+                ApiError::internal(other)
             }
         }
     }
@@ -490,7 +505,16 @@ impl From<aiforge_commands::blob::import::ImportError> for ApiError {
             E::TooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
             }
-            E::Http { .. } | E::TooManyRedirects | E::Transport(_) | E::HashMismatch { .. } => {
+            // A transport error names the hub's URL (a setting): it goes to the log only.
+            E::Transport(e) => {
+                tracing::warn!(error = %e, "the hub could not be reached");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "hub_failed",
+                    "the hub could not be reached; retry later",
+                )
+            }
+            E::Http { .. } | E::TooManyRedirects | E::HashMismatch { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "hub_failed", message)
             }
             E::Store(e) => e.into(),
@@ -514,12 +538,16 @@ impl From<aiforge_domain::revenue_book::RevenueBookError> for ApiError {
                 field: Some("month"),
                 ..ApiError::new(StatusCode::CONFLICT, "out_of_order", message)
             },
+            E::BeforeTheLog { .. } | E::EmptyLog { .. } => ApiError {
+                field: Some("month"),
+                ..ApiError::new(StatusCode::CONFLICT, "before_first_event", message)
+            },
             E::StaleInputs => ApiError {
                 retry_after_secs: Some(1),
                 ..ApiError::new(StatusCode::CONFLICT, "concurrent_modification", message)
             },
             // A distribution that does not balance or overflows is a bug, never the client's.
-            E::Revenue(_) | E::Ledger(_) => ApiError::internal(message),
+            other @ (E::Revenue(_) | E::Ledger(_)) => ApiError::internal(other),
         }
     }
 }
@@ -627,7 +655,141 @@ impl From<aiforge_commands::compute::ComputeError> for ApiError {
                 )
             },
             E::InvalidMetrics(e) => ApiError::invalid_field(e.field, message),
+            E::InputNotYours { .. } => ApiError::invalid_field("inputs", message),
+            E::OutputNotStored { .. } => ApiError::invalid_field("outputs", message),
             E::Internal(cause) => ApiError::internal(cause),
         }
+    }
+}
+
+/// The most characters of a client's input an error message repeats.
+pub const ECHO_CHARS_MAX: usize = 80;
+
+/// `text` as an error message may repeat it: at most `ECHO_CHARS_MAX` characters (then `…`),
+/// so an answer never carries back a large input.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS_MAX) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// The longest error message answered: whatever a message quotes of the request, the answer
+/// stays small.
+pub const MESSAGE_CHARS_MAX: usize = 400;
+
+/// `message` cut to `MESSAGE_CHARS_MAX` characters (then `…`).
+pub fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_CHARS_MAX) {
+        None => message.to_string(),
+        Some((end, _)) => format!("{}…", &message[..end]),
+    }
+}
+
+/// A deserializer's message as a client may read it: Rust's type names in words (`u32` is "a
+/// non-negative integer", `struct RegisterRequest` "an object"), and what it quotes of the
+/// input cut to `ECHO_CHARS_MAX`.
+pub fn public_message(message: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = message.split(' ').peekable();
+    while let Some(word) = words.next() {
+        let (core, tail) = split_punctuation(word);
+        let plain = match core {
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => Some("a non-negative integer"),
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => Some("an integer"),
+            "f32" | "f64" => Some("a number"),
+            "struct" | "enum" | "tagged" => {
+                // `struct Name`, `enum Name`, `internally tagged enum Name`: the name goes.
+                if core != "tagged" {
+                    let name = words.next().unwrap_or_default();
+                    let (_, tail) = split_punctuation(name);
+                    out.push(format!(
+                        "{}{tail}",
+                        if core == "struct" {
+                            "an object"
+                        } else {
+                            "one of the documented values"
+                        }
+                    ));
+                } else {
+                    out.pop();
+                    let _ = words.next();
+                    let name = words.next().unwrap_or_default();
+                    let (_, tail) = split_punctuation(name);
+                    out.push(format!("an object with a known \"type\"{tail}"));
+                }
+                continue;
+            }
+            _ => None,
+        };
+        match plain {
+            Some(plain) => out.push(format!("{plain}{tail}")),
+            None => out.push(word.to_string()),
+        }
+    }
+    excerpt_quotes(&out.join(" "))
+}
+
+fn split_punctuation(word: &str) -> (&str, &str) {
+    let end = word.trim_end_matches([',', '.', ';', ':']).len();
+    word.split_at(end)
+}
+
+/// Cuts every quoted part (between backticks or double quotes) to `ECHO_CHARS_MAX`, then the
+/// whole message to a few times that.
+fn excerpt_quotes(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted = String::new();
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push_str(&excerpt(&quoted));
+                out.push(c);
+                quoted.clear();
+                quote = None;
+            }
+            Some(_) => quoted.push(c),
+            None => {
+                out.push(c);
+                if c == '`' || c == '"' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    out.push_str(&excerpt(&quoted));
+    match out.char_indices().nth(ECHO_CHARS_MAX * 4) {
+        None => out,
+        Some((end, _)) => format!("{}…", &out[..end]),
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_no_rust_type_and_echo_no_large_input() {
+        let big = "x".repeat(1_000_000);
+        let message = format!("invalid type: string \"{big}\", expected u32 at line 1 column 9");
+        let public = public_message(&message);
+        assert!(public.len() < 400, "{}", public.len());
+        assert!(
+            public.contains("expected a non-negative integer"),
+            "{public}"
+        );
+        let public = public_message("invalid type: integer `1`, expected struct RegisterRequest");
+        assert_eq!(public, "invalid type: integer `1`, expected an object");
+        let public = public_message("invalid type: map, expected internally tagged enum Pricing");
+        assert_eq!(
+            public,
+            "invalid type: map, expected an object with a known \"type\""
+        );
+        assert_eq!(excerpt("short"), "short");
+        assert_eq!(
+            excerpt(&"é".repeat(100)).chars().count(),
+            ECHO_CHARS_MAX + 1
+        );
     }
 }

@@ -121,25 +121,31 @@ pub fn command_meta(
 /// Parses a JSON body: malformed JSON is a 400, a well-formed body of the wrong shape a 422
 /// naming the field where serde can tell.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let refuse = |err: serde_json::Error| json_error(bytes, err);
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde::Deserialize::deserialize(&mut deserializer).map_err(json_error)?;
-    deserializer.end().map_err(json_error)?;
+    let value: T = serde::Deserialize::deserialize(&mut deserializer).map_err(refuse)?;
+    deserializer.end().map_err(refuse)?;
     Ok(value)
 }
 
-fn json_error(err: serde_json::Error) -> ApiError {
-    use serde_json::error::Category;
-    match err.classify() {
-        Category::Data => ApiError::new(
+/// 400 `malformed_json` whenever the bytes are not JSON at all (whatever part of the body's
+/// type was reading when it noticed), else 422 `invalid_body`; the message in words a client
+/// reads (`crate::error::public_message`).
+fn json_error(bytes: &[u8], err: serde_json::Error) -> ApiError {
+    let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+    let message = crate::error::public_message(&err.to_string());
+    if well_formed && err.classify() == serde_json::error::Category::Data {
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
-            format!("request body does not match the expected shape: {err}"),
-        ),
-        Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+            format!("request body does not match the expected shape: {message}"),
+        )
+    } else {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
-            format!("request body is not valid JSON: {err}"),
-        ),
+            format!("request body is not valid JSON: {message}"),
+        )
     }
 }
 
@@ -164,6 +170,10 @@ pub fn parse_wallet(
     )?)
 }
 
+/// The last page a list may be asked for: far beyond any list's length, and small enough that
+/// `(page - 1) * per_page` stays exact.
+pub const PAGE_MAX: i64 = 1_000_000;
+
 /// `?page=&per_page=` of a paged list.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -179,12 +189,16 @@ impl PageQuery {
         Self { page, per_page }
     }
 
-    /// (page, per_page, offset), with `per_page` defaulting to `default` and bounded by `max`.
+    /// (page, per_page, offset), with `per_page` defaulting to `default` and bounded by `max`,
+    /// and `page` by `PAGE_MAX` (so the offset can neither overflow nor wrap).
     pub fn resolve(&self, default: i64, max: i64) -> Result<(i64, i64, i64), ApiError> {
         let page = self.page.unwrap_or(1);
         let per_page = self.per_page.unwrap_or(default);
-        if page < 1 {
-            return Err(ApiError::invalid_field("page", "page starts at 1"));
+        if !(1..=PAGE_MAX).contains(&page) {
+            return Err(ApiError::invalid_field(
+                "page",
+                format!("page is 1-{PAGE_MAX}"),
+            ));
         }
         if !(1..=max).contains(&per_page) {
             return Err(ApiError::invalid_field(
@@ -192,7 +206,10 @@ impl PageQuery {
                 format!("per_page is 1-{max}"),
             ));
         }
-        Ok((page, per_page, (page - 1) * per_page))
+        let offset = (page - 1)
+            .checked_mul(per_page)
+            .ok_or_else(|| ApiError::invalid_field("page", format!("page is 1-{PAGE_MAX}")))?;
+        Ok((page, per_page, offset))
     }
 }
 
@@ -202,3 +219,31 @@ impl PageQuery {
 #[serde(deny_unknown_fields)]
 #[schema(as = EmptyBody)]
 pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_is_bounded_and_never_wraps() {
+        assert_eq!(
+            PageQuery::new(None, None).resolve(20, 100).unwrap(),
+            (1, 20, 0)
+        );
+        assert_eq!(
+            PageQuery::new(Some(3), Some(4)).resolve(20, 100).unwrap(),
+            (3, 4, 8)
+        );
+        for (page, per_page, field) in [
+            (Some(4_611_686_018_427_387_906), Some(4), "page"),
+            (Some(0), None, "page"),
+            (Some(-1), None, "page"),
+            (Some(PAGE_MAX + 1), Some(1), "page"),
+            (Some(1), Some(0), "per_page"),
+            (Some(1), Some(101), "per_page"),
+        ] {
+            let err = PageQuery::new(page, per_page).resolve(20, 100).unwrap_err();
+            assert_eq!((err.status.as_u16(), err.field), (422, Some(field)));
+        }
+    }
+}

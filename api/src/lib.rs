@@ -3,16 +3,15 @@
 //! are not here: they are in `aiforge_domain`, run by `aiforge_commands`, read back through
 //! `aiforge_projections`.
 
+pub mod answers;
 pub mod auth;
 pub mod cli;
-pub mod compute;
 pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod scheduler;
 pub mod session;
 pub mod settings;
 pub mod web;
@@ -56,6 +55,8 @@ use crate::settings::Settings;
 pub const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// On SIGTERM, background readers get this long to finish the batch in hand.
 pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How often the scheduler lease's holder deletes expired admission holds.
+pub const HOLD_SWEEP_SECS: u64 = 60;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -79,7 +80,9 @@ pub struct AppState {
     pub manual_clock: Option<Arc<ManualClock>>,
     pub gateway: Arc<gateway::Gateway>,
     pub revenue_book: Arc<Executor<aiforge_domain::revenue_book::RevenueBook>>,
-    pub compute: Arc<compute::ComputeNetwork>,
+    pub compute: Arc<aiforge_commands::passes::compute::ComputeNetwork>,
+    /// What the cluster's passes read (the read models, settled).
+    pub views: Arc<dyn aiforge_commands::passes::Views>,
     /// Held by the one instance that runs the cluster's periodic tasks.
     pub scheduler_lease: Arc<aiforge_commands::lease::Lease>,
     /// The browser session cookie and its CSRF rule (`session.rs`).
@@ -352,12 +355,19 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/conversations/{conversation_id}/messages",
             post(routes::conversations::post_message),
         )
+        .route(
+            "/api/v1/completions",
+            post(gateway::completions::completions),
+        )
+        .route(
+            "/api/v1/services/{service_id}/completions",
+            post(gateway::completions::service_completions),
+        )
         .layer(DefaultBodyLimit::max(body_bytes_max));
     let limited = Router::new()
         .merge(api)
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics))
         .route("/api/openapi.json", get(openapi::document_json))
         .route("/api/docs", get(openapi::docs::page))
         .route("/api/docs/app.js", get(openapi::docs::script))
@@ -380,8 +390,17 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .merge(uploads)
         .merge(chat)
         .merge(limited)
+        .layer(axum::middleware::from_fn(answers::answers))
         .layer(axum::middleware::from_fn(metrics::count_responses))
         .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The metrics listener's routes: `/metrics` only (the Prometheus text).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::ops::metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }
 
@@ -477,7 +496,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         payments.clone(),
     ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
-    let compute = Arc::new(compute::ComputeNetwork::new(
+    let views: Arc<dyn aiforge_commands::passes::Views> =
+        Arc::new(aiforge_projections::views::ProjectedViews {
+            db: db.clone(),
+            projector: projector.clone(),
+        });
+    let compute = Arc::new(aiforge_commands::passes::compute::ComputeNetwork::new(
         Arc::new(
             aiforge_commands::compute::Compute::new(db.clone(), clock.clone())
                 .with_heartbeat_timeout_secs(
@@ -485,6 +509,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
                 ),
         ),
         db.clone(),
+        views.clone(),
     ));
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
@@ -522,15 +547,23 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         tracing::warn!(error = %e, "the scheduler lease could not be asked for; retrying");
     }
     let lease_task = tokio::spawn(scheduler_lease.clone().keep(stopped.clone()));
-    let scheduler_task = tokio::spawn(scheduler::run_listing_scheduler(
-        db.clone(),
-        projector.clone(),
-        marketplace.clone(),
-        clock.clone(),
-        scheduler_lease.clone(),
-        Duration::from_secs(settings.listing_scheduler_secs),
-        stopped.clone(),
-    ));
+    let scheduler_task = {
+        let (views, marketplace, clock) = (views.clone(), marketplace.clone(), clock.clone());
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(settings.listing_scheduler_secs),
+            stopped.clone(),
+            "listings",
+            move || {
+                let (views, marketplace, now) = (views.clone(), marketplace.clone(), clock.now());
+                async move {
+                    aiforge_commands::passes::listings::run_once(views.as_ref(), &marketplace, now)
+                        .await
+                        .map(drop)
+                }
+            },
+        ))
+    };
     // Assignments also go to nodes over JetStream when NATS is configured.
     let assignments_task = match &nats {
         Some(nats) => {
@@ -550,14 +583,42 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         }
         None => None,
     };
-    let compute_task = tokio::spawn(compute::run_compute_passes(
-        db.clone(),
-        projector.clone(),
-        compute.clone(),
-        scheduler_lease.clone(),
-        Duration::from_secs(compute::COMPUTE_PASS_SECS),
-        stopped.clone(),
-    ));
+    let compute_task = {
+        let compute = compute.clone();
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(aiforge_commands::passes::compute::COMPUTE_PASS_SECS),
+            stopped.clone(),
+            "compute",
+            move || {
+                let compute = compute.clone();
+                async move { compute.run_once().await.map(drop) }
+            },
+        ))
+    };
+    // Holds of calls whose instance died before settling them count for nothing after their
+    // TTL; the lease holder deletes them once a minute so the table does not grow.
+    let holds_task = {
+        let db = db.clone();
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(HOLD_SWEEP_SECS),
+            stopped.clone(),
+            "expired holds",
+            move || {
+                let db = db.clone();
+                async move {
+                    aiforge_commands::gateway::admission::sweep_expired_holds(&db)
+                        .await
+                        .map(|swept| {
+                            if swept > 0 {
+                                tracing::info!(swept, "expired admission holds deleted");
+                            }
+                        })
+                }
+            },
+        ))
+    };
     let publisher_task = {
         let db = db.clone();
         let event_bus = event_bus.clone();
@@ -638,6 +699,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         hf: Arc::new(hf),
         manual_clock,
         compute,
+        views,
         scheduler_lease,
         session: Arc::new(session::SessionCookies::new(
             &settings.public_url,
@@ -685,6 +747,28 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         Some(app) => tracing::info!(dir = %app.dir().display(), "serving the web app at /"),
         None => tracing::info!("no web app: web/build not found (AIFORGE_WEB_DIR to set one)"),
     }
+    // `/metrics` on a listener of its own, when one is configured (README, "/metrics").
+    let metrics_task = match settings.metrics_bind {
+        Some(bind) => {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .map_err(|e| StartError::Bind(bind.to_string(), e))?;
+            let address = listener
+                .local_addr()
+                .map_err(|e| StartError::Bind(bind.to_string(), e))?;
+            println!("aiforge metrics listening on http://{address}");
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let app = web::with_web_app(router(state, settings.body_bytes_max), web_app);
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
@@ -710,6 +794,8 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // The peer's address reaches handlers (sign-in throttling per address).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -724,11 +810,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, api_reactor_task).await;
     let _ = tokio::time::timeout(grace, scheduler_task).await;
     let _ = tokio::time::timeout(grace, compute_task).await;
+    let _ = tokio::time::timeout(grace, holds_task).await;
     if let Some(task) = assignments_task {
         let _ = tokio::time::timeout(grace, task).await;
     }
     if let Some(task) = heartbeats_task {
         let _ = tokio::time::timeout(grace, task).await;
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
     }
     let _ = tokio::time::timeout(grace, index_task).await;
     let _ = tokio::time::timeout(grace, lease_task).await;

@@ -41,6 +41,7 @@ pub enum SettingsError {
 struct FileSettings {
     data_dir: Option<PathBuf>,
     bind: Option<String>,
+    metrics_bind: Option<String>,
     database_url: Option<SecretString>,
     nats_url: Option<String>,
     jwt_secret: Option<SecretString>,
@@ -92,6 +93,9 @@ pub enum LogFormat {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub bind: SocketAddr,
+    /// `AIFORGE_METRICS_BIND`: where `/metrics` is served, on a listener of its own (None, the
+    /// default, or `off`: not served). Never on the public listener: see README, "/metrics".
+    pub metrics_bind: Option<SocketAddr>,
     /// None: the embedded SQLite file in the data dir.
     pub database_url: Option<SecretString>,
     pub nats_url: Option<String>,
@@ -325,6 +329,11 @@ impl Settings {
                 .or(file.bind)
                 .unwrap_or_else(|| DEFAULT_BIND.to_string()),
         )?;
+        let metrics_bind = match env("AIFORGE_METRICS_BIND").or(file.metrics_bind) {
+            None => None,
+            Some(v) if v == "off" => None,
+            Some(v) => Some(parse_bind(&v)?),
+        };
         let body_bytes_max = match env("AIFORGE_BODY_BYTES_MAX") {
             Some(v) => v.parse().map_err(|_| SettingsError::Invalid {
                 name: "AIFORGE_BODY_BYTES_MAX",
@@ -422,6 +431,7 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_HF_BASE_URL.to_string()),
             data_dir,
             bind,
+            metrics_bind,
             database_url: env("AIFORGE_DATABASE_URL")
                 .map(SecretString::from)
                 .or(file.database_url),

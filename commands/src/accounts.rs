@@ -24,6 +24,10 @@ pub enum SignInError {
     /// One error for unknown email and wrong password, so a caller cannot probe for accounts.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Too many attempts for this email or from this address (`sign_in_throttle`); said alike
+    /// whether or not an account has the email.
+    #[error("too many sign-in attempts; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: i64 },
     #[error(transparent)]
     Store(#[from] CommandError<AccountError>),
 }
@@ -93,9 +97,38 @@ impl Accounts {
             .await
     }
 
-    /// Checks an email and password; returns the account id.
+    /// Checks an email and password from a client at `address` (the TCP peer, when known);
+    /// returns the account id. Attempts are throttled per email and per address
+    /// (`sign_in_throttle`) before the password is looked at.
     #[tracing::instrument(skip_all)]
-    pub async fn authenticate(&self, email: &str, password: &str) -> Result<String, SignInError> {
+    pub async fn authenticate(
+        &self,
+        email: &str,
+        password: &str,
+        address: Option<&str>,
+    ) -> Result<String, SignInError> {
+        let db = self.executor.database();
+        let subjects = crate::sign_in_throttle::Subjects::new(
+            &normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase()),
+            address,
+        );
+        let now = self.clock.now().unix_timestamp();
+        let allowed = crate::sign_in_throttle::attempt(db, &subjects, now)
+            .await
+            .map_err(CommandError::from)?;
+        if let Err(throttled) = allowed {
+            return Err(SignInError::Throttled {
+                retry_after_secs: throttled.retry_after_secs,
+            });
+        }
+        let user_id = self.check_password(email, password).await?;
+        crate::sign_in_throttle::succeeded(db, &subjects)
+            .await
+            .map_err(CommandError::from)?;
+        Ok(user_id)
+    }
+
+    async fn check_password(&self, email: &str, password: &str) -> Result<String, SignInError> {
         let owner = match normalize_email(email) {
             Ok(email) => self
                 .executor

@@ -28,7 +28,6 @@
 //! The scheduler's pass and the heartbeat sweeper read views, so their loops live in the API
 //! crate (`api/src/compute.rs`); the commands they send are here.
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use aiforge_domain::blob::{Blob, BlobCommand, BlobError, BlobPurpose, BlobServices};
@@ -42,9 +41,8 @@ use aiforge_domain::node::{
     Resources,
 };
 use aiforge_domain::payment::{Payment, PaymentError, PaymentEvent, PaymentServices};
-use aiforge_domain::{within, OutOfRange};
+use aiforge_domain::OutOfRange;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -53,66 +51,17 @@ use crate::framework::{CommandError, CommandMeta, Executor, Outcome};
 use crate::store::{Claim, Database};
 
 pub const CLAIM_NODE_TOKEN: &str = "node_token";
+/// A content's CID, held by its `Blob` aggregate (id = its SHA-256): how a CID a job names
+/// finds its blob without a view.
+pub const CLAIM_BLOB_CID: &str = "blob_cid";
 /// Every node token starts with this.
 pub const NODE_TOKEN_PREFIX: &str = "aiforge_node_";
 /// Random bytes in a node token: 256 bits of entropy.
 pub const NODE_TOKEN_RANDOM_BYTES: usize = 32;
-pub const METRIC_PERCENT: RangeInclusive<u64> = 0..=100;
-/// Bounds of what a heartbeat may say is in use (the node's own limits are higher or equal).
-pub const METRIC_MEMORY_MB: RangeInclusive<u64> = 0..=64 * 1024 * 1024;
-pub const METRIC_DISK_GB: RangeInclusive<u64> = 0..=1_000_000;
-pub const METRIC_GPU_MEMORY_MB: RangeInclusive<u64> = 0..=1024 * 1024;
-pub const METRIC_JOBS: RangeInclusive<u64> = 0..=256;
-
-/// A node's current use, as its last heartbeat said (kept in memory, never an event).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NodeMetrics {
-    #[serde(default)]
-    pub cpu_percent: u32,
-    #[serde(default)]
-    pub memory_used_mb: u64,
-    #[serde(default)]
-    pub disk_used_gb: u64,
-    #[serde(default)]
-    pub gpus: Vec<GpuUse>,
-    #[serde(default)]
-    pub running_jobs: u32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GpuUse {
-    pub utilization_percent: u32,
-    pub memory_used_mb: u64,
-}
-
-impl NodeMetrics {
-    pub fn validate(&self) -> Result<(), OutOfRange> {
-        within("cpu_percent", self.cpu_percent, &METRIC_PERCENT)?;
-        within("memory_used_mb", self.memory_used_mb, &METRIC_MEMORY_MB)?;
-        within("disk_used_gb", self.disk_used_gb, &METRIC_DISK_GB)?;
-        within("running_jobs", self.running_jobs, &METRIC_JOBS)?;
-        within(
-            "gpus",
-            self.gpus.len() as u64,
-            &(0..=aiforge_domain::node::GPUS_MAX as u64),
-        )?;
-        for gpu in &self.gpus {
-            within(
-                "gpus.utilization_percent",
-                gpu.utilization_percent,
-                &METRIC_PERCENT,
-            )?;
-            within(
-                "gpus.memory_used_mb",
-                gpu.memory_used_mb,
-                &METRIC_GPU_MEMORY_MB,
-            )?;
-        }
-        Ok(())
-    }
-}
+pub use aiforge_domain::node_protocol::{
+    GpuUse, NodeMetrics, METRIC_DISK_GB, METRIC_GPU_MEMORY_MB, METRIC_JOBS, METRIC_MEMORY_MB,
+    METRIC_PERCENT,
+};
 
 /// The last heartbeat of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +97,12 @@ pub enum ComputeError {
     PaymentNotConfirmed { payment_id: String },
     #[error("the job payment's reference names the job and must be a UUID, got {reference:?}")]
     JobReferenceNotUuid { reference: String },
+    /// Said alike of a CID no one stored and of another user's file, so the answer tells no one
+    /// whether a file exists.
+    #[error("input {cid:?} is not a blob of yours; upload it with POST /api/blobs")]
+    InputNotYours { cid: String },
+    #[error("output {name:?} ({cid}) is not in the blob store as reported for this job; upload it first")]
+    OutputNotStored { name: String, cid: String },
     #[error(transparent)]
     InvalidMetrics(#[from] OutOfRange),
     #[error("internal error: {0}")]
@@ -164,6 +119,17 @@ impl From<CommandError<PaymentError>> for ComputeError {
 pub struct NodeToken {
     pub plaintext: String,
     pub sha256: String,
+}
+
+/// A node's owner wallet as an address of either network, canonical; None when it is neither.
+pub fn owner_wallet_address(text: &str) -> Option<String> {
+    use aiforge_domain::wallet::Network;
+    let text = text.trim();
+    let network = match text.starts_with("0x") || text.starts_with("0X") {
+        true => Network::Ethereum,
+        false => Network::Tron,
+    };
+    crate::wallet_crypto::normalize_address(network, text).ok()
 }
 
 /// SHA-256 (hex) of a token's full text: the only form of it the store holds.
@@ -271,13 +237,18 @@ impl Compute {
         resources: Resources,
         meta: &CommandMeta,
     ) -> Result<Registered, ComputeError> {
+        // Where a node's earnings are to be paid: a real address (checksummed when the
+        // checksum is given), kept in its canonical form. The domain has no crypto to check it.
+        let owner_wallet = owner_wallet_address(owner_wallet).ok_or(ComputeError::Node(
+            CommandError::Rejected(NodeError::InvalidOwnerWallet),
+        ))?;
         let node_id = uuid::Uuid::now_v7().to_string();
         let token = new_node_token();
         let command = NodeCommand::Register {
             node_id: node_id.clone(),
             owner: owner.to_string(),
             name: name.to_string(),
-            owner_wallet: owner_wallet.to_string(),
+            owner_wallet,
             resources,
             token_digest: token.sha256.clone(),
             at: self.clock.now(),
@@ -509,6 +480,7 @@ impl Compute {
         spec: JobSpec,
         meta: &CommandMeta,
     ) -> Result<Outcome, ComputeError> {
+        self.check_inputs(creator, &spec.inputs).await?;
         let (job_id, escrowed) = self.job_payment(creator, payment_id).await?;
         let command = JobCommand::Submit {
             job_id: job_id.clone(),
@@ -531,6 +503,20 @@ impl Compute {
         purpose: BlobPurpose,
         meta: &CommandMeta,
     ) -> Result<Outcome, ComputeError> {
+        // The first store of a content claims its CID; later ones find the claim there.
+        let claimed = self
+            .database()
+            .claim_owner(CLAIM_BLOB_CID, &stored.cid)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?
+            .is_some();
+        let claims = match claimed {
+            true => Vec::new(),
+            false => vec![Claim {
+                namespace: CLAIM_BLOB_CID.to_string(),
+                key: stored.cid.clone(),
+            }],
+        };
         let command = BlobCommand::Store {
             sha256: stored.sha256.clone(),
             cid: stored.cid.clone(),
@@ -540,10 +526,81 @@ impl Compute {
             purpose,
             at: self.clock.now(),
         };
-        Ok(self
+        match self
             .blobs
-            .execute(&stored.sha256, command, meta, &[])
-            .await?)
+            .execute(&stored.sha256, command.clone(), meta, &claims)
+            .await
+        {
+            // A concurrent first store of the same content claimed the CID: store as a later one.
+            Err(CommandError::Taken { .. }) => Ok(self
+                .blobs
+                .execute(&stored.sha256, command, meta, &[])
+                .await?),
+            other => Ok(other?),
+        }
+    }
+
+    /// The blob `cid` names, when `user` may use it: they uploaded that content, or a job of
+    /// theirs wrote it (`Blob::usable_by`). None otherwise, whether or not anyone stored it.
+    pub async fn usable_blob(&self, user: &str, cid: &str) -> Result<Option<Blob>, ComputeError> {
+        let Some(sha256) = self
+            .database()
+            .claim_owner(CLAIM_BLOB_CID, cid)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let blob = self.blobs.load(&sha256).await?;
+        let mut theirs = std::collections::BTreeSet::new();
+        for job_id in &blob.jobs {
+            if self.jobs.load(job_id).await?.creator.as_deref() == Some(user) {
+                theirs.insert(job_id.clone());
+            }
+        }
+        Ok(blob
+            .usable_by(user, |job| theirs.contains(job))
+            .then_some(blob))
+    }
+
+    /// Every input of a job `creator` submits is a blob they may use (`usable_blob`).
+    pub async fn check_inputs(&self, creator: &str, inputs: &[String]) -> Result<(), ComputeError> {
+        for cid in inputs {
+            if self.usable_blob(creator, cid).await?.is_none() {
+                return Err(ComputeError::InputNotYours { cid: cid.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every output a node reports for `job_id` was stored for that job, with the SHA-256 and
+    /// size it reports (content addressed: the same bytes stored before are the same blob).
+    pub async fn check_outputs(
+        &self,
+        job_id: &str,
+        outputs: &[Output],
+    ) -> Result<(), ComputeError> {
+        for output in outputs {
+            let sha256 = self
+                .database()
+                .claim_owner(CLAIM_BLOB_CID, &output.cid)
+                .await
+                .map_err(|e| ComputeError::Internal(e.to_string()))?;
+            let blob = match sha256 {
+                Some(sha256) if sha256 == output.sha256 => Some(self.blobs.load(&sha256).await?),
+                _ => None,
+            };
+            let stored = blob.is_some_and(|blob| {
+                blob.stored && blob.size_bytes == output.size_bytes && blob.jobs.contains(job_id)
+            });
+            if !stored {
+                return Err(ComputeError::OutputNotStored {
+                    name: output.name.clone(),
+                    cid: output.cid.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The scheduler's assignment; false when the job is no longer pending (another pass, a
@@ -605,6 +662,9 @@ impl Compute {
         meta: &CommandMeta,
     ) -> Result<Outcome, ComputeError> {
         self.job(job_id).await?;
+        if let Report::Exited { outputs, .. } = &report {
+            self.check_outputs(job_id, outputs).await?;
+        }
         let node_id = node_id.to_string();
         let at = self.clock.now();
         let command = match report {
@@ -693,7 +753,10 @@ impl crate::reactor::Reactor for AssignmentPublisher {
         "job_assignments_nats"
     }
 
-    async fn react(&self, event: &crate::store::RecordedEvent) -> Result<(), String> {
+    async fn react(
+        &self,
+        event: &crate::store::RecordedEvent,
+    ) -> Result<(), crate::reactor::ReactError> {
         if event.event_type != "JobAssigned" {
             return Ok(());
         }
@@ -702,11 +765,11 @@ impl crate::reactor::Reactor for AssignmentPublisher {
             node_id,
             attempt,
             at,
-        } = serde_json::from_str(&event.payload).map_err(|e| e.to_string())?
+        } = serde_json::from_str(&event.payload)?
         else {
             return Ok(());
         };
-        let job = self.compute.job(&job_id).await.map_err(|e| e.to_string())?;
+        let job = self.compute.job(&job_id).await?;
         let spec = job
             .spec
             .ok_or_else(|| format!("job {job_id} has no spec"))?;
@@ -717,21 +780,19 @@ impl crate::reactor::Reactor for AssignmentPublisher {
             spec,
             assigned_at: at,
         };
-        let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&message)?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{job_id}:{attempt}").as_str());
         let ack = self
             .js
             .publish_with_headers(assignment_subject(&node_id), headers, body.into())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         tokio::time::timeout(
             std::time::Duration::from_secs(ASSIGNMENT_ACK_TIMEOUT_SECS),
             ack,
         )
         .await
-        .map_err(|_| "timed out waiting for a JetStream ack".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "timed out waiting for a JetStream ack")??;
         Ok(())
     }
 }

@@ -54,6 +54,23 @@ impl CommandMeta {
     }
 }
 
+tokio::task_local! {
+    /// Set when a command answers from its first outcome within an `observe_replays` scope.
+    static REPLAYS: std::cell::Cell<bool>;
+}
+
+/// Runs `work` and says whether any command in it was a replay (Stripe's rule: a retried
+/// request answers as the first did, and says so). The HTTP layer wraps every request in it, so
+/// every replayed command's answer carries `Idempotent-Replayed: true`, whichever route ran it.
+pub async fn observe_replays<F: std::future::Future>(work: F) -> (F::Output, bool) {
+    REPLAYS
+        .scope(std::cell::Cell::new(false), async move {
+            let output = work.await;
+            (output, REPLAYS.with(std::cell::Cell::get))
+        })
+        .await
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub aggregate_id: String,
@@ -183,11 +200,15 @@ where
     async fn replay(&self, meta: &CommandMeta) -> Result<Option<Outcome>, CommandError<A::Error>> {
         match self.db.find_command(&meta.command_id).await? {
             None => Ok(None),
-            Some(record) if record.request_hash == meta.request_hash => Ok(Some(Outcome {
-                aggregate_id: record.aggregate_id,
-                replayed: true,
-                last: Some(record.last),
-            })),
+            Some(record) if record.request_hash == meta.request_hash => {
+                // Outside an `observe_replays` scope (reactors, the CLI) there is no one to tell.
+                let _ = REPLAYS.try_with(|seen| seen.set(true));
+                Ok(Some(Outcome {
+                    aggregate_id: record.aggregate_id,
+                    replayed: true,
+                    last: Some(record.last),
+                }))
+            }
             Some(_) => Err(CommandError::IdempotencyKeyReused),
         }
     }

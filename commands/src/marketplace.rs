@@ -191,6 +191,9 @@ impl Marketplace {
         let model = self.model(model_id).await?;
         let owner = model.owner.clone().ok_or(MarketplaceError::UnknownModel)?;
         let actor = self.actor(user_id, &owner).await?;
+        if !model.visible_to(&actor) {
+            return Err(MarketplaceError::UnknownModel);
+        }
         Ok((model, actor))
     }
 
@@ -265,11 +268,15 @@ impl Marketplace {
             }
             _ => (None, Vec::new()),
         };
+        let actor = Actor {
+            user_id: user_id.to_string(),
+            group_role,
+        };
+        if !model.visible_to(&actor) {
+            return Err(MarketplaceError::UnknownModel);
+        }
         let command = ModelCommand::SetRevenueSplit {
-            actor: Actor {
-                user_id: user_id.to_string(),
-                group_role,
-            },
+            actor,
             shares,
             members,
             at: self.clock.now(),
@@ -524,7 +531,11 @@ impl Marketplace {
         included_in_plans: Option<bool>,
         meta: &CommandMeta,
     ) -> Result<Outcome, MarketplaceError> {
-        self.service(service_id).await?;
+        let service = self.service(service_id).await?;
+        if service.owner.as_deref() != Some(user_id) && !self.service_public(&service).await? {
+            // Only its owner sees a service off the marketplace: to anyone else it is not there.
+            return Err(MarketplaceError::UnknownService);
+        }
         let command = ServiceCommand::Update {
             actor: user_id.to_string(),
             details,
@@ -538,6 +549,18 @@ impl Marketplace {
             .services
             .execute(service_id, command, meta, &[])
             .await?)
+    }
+
+    /// Whether a service is on the public marketplace: active, its model listed or in grace.
+    async fn service_public(&self, service: &ApiService) -> Result<bool, MarketplaceError> {
+        if !service.active {
+            return Ok(false);
+        }
+        let Some(model_id) = &service.model_id else {
+            return Ok(false);
+        };
+        let model = self.models.load(model_id).await?;
+        Ok(model.state().is_some_and(|s| s.is_on_marketplace()))
     }
 
     pub async fn service(&self, service_id: &str) -> Result<ApiService, MarketplaceError> {
@@ -585,6 +608,10 @@ impl Marketplace {
             pricing_version: service.pricing_version,
             accepting: service.active && model.state().is_some_and(|s| s.is_on_marketplace()),
         };
+        if !terms.accepting && owner != consumer {
+            // Off the marketplace, a service is its owner's to see: to anyone else, not there.
+            return Err(MarketplaceError::UnknownService);
+        }
         let due = amount_due(&pricing, credit).map_err(CommandError::Rejected)?;
         if !terms.accepting {
             return Err(CommandError::Rejected(ApiSubscriptionError::ServiceNotAccepting).into());

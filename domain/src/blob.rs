@@ -5,7 +5,10 @@
 //!
 //! Rules, all here:
 //! - Content addressing makes a store idempotent: the first `Store` of a content records
-//!   `BlobStored`; storing the same content again writes nothing (the first uploader stays).
+//!   `BlobStored`; storing the same content again writes nothing when the same user (or the same
+//!   job) already holds it, and `BlobHeld` when a new one does: the bytes are one, but each
+//!   uploader proved they have them, and only they (and the creators of the jobs that wrote
+//!   them) may name them (`Blob::usable_by`).
 //! - A CID and a SHA-256 are of one content: the store computed both from the same bytes, and a
 //!   command whose digests are not well-formed is refused.
 
@@ -54,12 +57,21 @@ pub enum BlobEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// Content already stored was stored again by another uploader, or written by another job.
+    BlobHeld {
+        sha256: String,
+        by: String,
+        purpose: BlobPurpose,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
 impl DomainEvent for BlobEvent {
     fn event_type(&self) -> String {
         match self {
             BlobEvent::BlobStored { .. } => "BlobStored".to_string(),
+            BlobEvent::BlobHeld { .. } => "BlobHeld".to_string(),
         }
     }
 
@@ -79,6 +91,41 @@ pub enum BlobError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blob {
     pub stored: bool,
+    pub sha256: String,
+    pub cid: String,
+    pub size_bytes: u64,
+    /// The users who uploaded this content as a job input.
+    pub uploaders: std::collections::BTreeSet<String>,
+    /// The jobs that wrote this content as an output.
+    pub jobs: std::collections::BTreeSet<String>,
+}
+
+impl Blob {
+    /// Whether `purpose` by `by` is already recorded.
+    fn holds(&self, by: &str, purpose: &BlobPurpose) -> bool {
+        match purpose {
+            BlobPurpose::JobInput => self.uploaders.contains(by),
+            BlobPurpose::JobOutput { job_id, .. } => self.jobs.contains(job_id),
+        }
+    }
+
+    fn hold(&mut self, by: String, purpose: BlobPurpose) {
+        match purpose {
+            BlobPurpose::JobInput => {
+                self.uploaders.insert(by);
+            }
+            BlobPurpose::JobOutput { job_id, .. } => {
+                self.jobs.insert(job_id);
+            }
+        }
+    }
+
+    /// Whether `user` may name this content (as a job's input, or to download it): they
+    /// uploaded it, or one of `their_jobs` wrote it. Whether anyone else did is not theirs to
+    /// learn.
+    pub fn usable_by(&self, user: &str, their_jobs: impl Fn(&str) -> bool) -> bool {
+        self.stored && (self.uploaders.contains(user) || self.jobs.iter().any(|j| their_jobs(j)))
+    }
 }
 
 pub struct BlobServices;
@@ -112,6 +159,18 @@ impl Aggregate for Blob {
             return Err(BlobError::InvalidCid(cid));
         }
         if self.stored {
+            if !self.holds(&by, &purpose) {
+                sink.write(
+                    BlobEvent::BlobHeld {
+                        sha256,
+                        by,
+                        purpose,
+                        at,
+                    },
+                    self,
+                )
+                .await;
+            }
             return Ok(());
         }
         sink.write(
@@ -132,7 +191,21 @@ impl Aggregate for Blob {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            BlobEvent::BlobStored { .. } => self.stored = true,
+            BlobEvent::BlobStored {
+                sha256,
+                cid,
+                size_bytes,
+                by,
+                purpose,
+                ..
+            } => {
+                self.stored = true;
+                self.sha256 = sha256;
+                self.cid = cid;
+                self.size_bytes = size_bytes;
+                self.hold(by, purpose);
+            }
+            BlobEvent::BlobHeld { by, purpose, .. } => self.hold(by, purpose),
         }
     }
 }
@@ -181,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_store_of_a_content_is_recorded_and_a_second_writes_nothing() {
+    fn the_first_store_of_a_content_is_recorded_and_a_second_by_the_same_user_writes_nothing() {
         TestFramework::<Blob>::with(BlobServices)
             .given_no_previous_events()
             .when(store(SHA, CID))
@@ -190,6 +263,41 @@ mod tests {
             .given(vec![stored()])
             .when(store(SHA, CID))
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn another_uploader_of_the_same_content_is_recorded_as_holding_it() {
+        let mut again = store(SHA, CID);
+        let BlobCommand::Store { by, .. } = &mut again;
+        *by = "user-2".into();
+        TestFramework::<Blob>::with(BlobServices)
+            .given(vec![stored()])
+            .when(again)
+            .then_expect_events(vec![BlobEvent::BlobHeld {
+                sha256: SHA.into(),
+                by: "user-2".into(),
+                purpose: BlobPurpose::JobInput,
+                at: OffsetDateTime::UNIX_EPOCH,
+            }]);
+    }
+
+    #[test]
+    fn only_its_uploaders_and_the_creators_of_the_jobs_that_wrote_it_may_use_a_blob() {
+        let mut blob = Blob::default();
+        blob.apply(stored());
+        blob.apply(BlobEvent::BlobHeld {
+            sha256: SHA.into(),
+            by: "node:n1".into(),
+            purpose: BlobPurpose::JobOutput {
+                job_id: "job-9".into(),
+                attempt: 1,
+            },
+            at: OffsetDateTime::UNIX_EPOCH,
+        });
+        assert!(blob.usable_by("user-1", |_| false));
+        assert!(!blob.usable_by("user-2", |_| false));
+        assert!(blob.usable_by("user-2", |job| job == "job-9"));
+        assert!(!Blob::default().usable_by("user-1", |_| true));
     }
 
     #[test]

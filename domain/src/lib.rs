@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod model;
 pub mod money;
 pub mod node;
+pub mod node_protocol;
 pub mod payment;
 pub mod platform_key;
 pub mod revenue;
@@ -30,13 +31,21 @@ pub use money::{MoneyError, Usdt};
 
 use std::ops::RangeInclusive;
 
-/// `text` trimmed, when its length in characters is within `chars`: the one rule for names
-/// and descriptions of groups, models and services.
+/// `text` trimmed, when its length in characters is within `chars` and it holds no character
+/// that hides or disguises text: the one rule for names and descriptions of groups, models,
+/// services and nodes. Refused: control characters (NUL and the rest; a tab and line breaks
+/// excepted, descriptions have paragraphs) and the bidirectional embedding, override and
+/// isolate controls (U+202A-U+202E, U+2066-U+2069), which make a name read as another.
 pub fn trimmed_within(text: &str, chars: std::ops::RangeInclusive<usize>) -> Option<String> {
     let text = text.trim();
-    chars
-        .contains(&text.chars().count())
+    (chars.contains(&text.chars().count()) && text.chars().all(is_plain_text_char))
         .then(|| text.to_string())
+}
+
+/// Not a control character (but `\t`, `\n`, `\r`) nor a bidirectional control.
+pub fn is_plain_text_char(c: char) -> bool {
+    let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    !bidi && (!c.is_control() || matches!(c, '\t' | '\n' | '\r'))
 }
 
 /// A SHA-256 digest as lower-case hex, the one form digests take in events.
@@ -73,5 +82,38 @@ pub fn within(
             max: *range.end(),
             got,
         })
+    }
+}
+
+/// An error and its whole `source()` chain, `outer: inner: root`, for the log (never for a client).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // `#[error(transparent)]` and `{0}` wrappers repeat their source's text: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn names_and_descriptions_refuse_nul_and_bidirectional_overrides() {
+        assert_eq!(trimmed_within(" Llama ", 1..=10).as_deref(), Some("Llama"));
+        assert_eq!(
+            trimmed_within("two\nlines\tok", 1..=20).as_deref(),
+            Some("two\nlines\tok")
+        );
+        for bad in ["a\0b", "evil\u{202E}txt.exe", "x\u{2066}y", "bell\u{7}"] {
+            assert_eq!(trimmed_within(bad, 1..=100), None, "{bad:?}");
+        }
     }
 }

@@ -133,14 +133,16 @@ pub enum ModelError {
     NotFound,
     #[error("the model already exists")]
     AlreadyExists,
-    #[error("the name must be 1 to {NAME_CHARS_MAX} characters")]
+    #[error("the name must be 1 to {NAME_CHARS_MAX} characters, without control or bidirectional-override characters")]
     InvalidName,
-    #[error("the description is longer than {DESCRIPTION_CHARS_MAX} characters")]
+    #[error("the description must be at most {DESCRIPTION_CHARS_MAX} characters, without control or bidirectional-override characters")]
     DescriptionTooLong,
     #[error("tag '{0}' must be 1 to {TAG_CHARS_MAX} letters, digits, '-', '_' or '.'")]
     InvalidTag(String),
     #[error("a model has at most {TAGS_MAX} tags")]
     TooManyTags,
+    #[error("the model file is empty")]
+    EmptyFile,
     #[error("only the model's owner (or a group member who may upload models) may do this")]
     NotPermitted,
     #[error("the model was deleted")]
@@ -169,6 +171,7 @@ impl ModelError {
             ModelError::InvalidName => Some("name"),
             ModelError::DescriptionTooLong => Some("description"),
             ModelError::InvalidTag(_) | ModelError::TooManyTags => Some("tags"),
+            ModelError::EmptyFile => Some("file"),
             ModelError::PublishingFeeRequired { .. } => Some("payment_id"),
             ModelError::InvalidSplit(_) | ModelError::NotAMember(_) => Some("shares"),
             _ => None,
@@ -401,6 +404,18 @@ impl Model {
         self.state
     }
 
+    /// Who may see a model at all: its owner, the members of its group, and anyone once it is
+    /// on the marketplace. A command from anyone else is answered as if the model did not
+    /// exist, so its existence does not leak.
+    pub fn visible_to(&self, actor: &Actor) -> bool {
+        let theirs = match &self.owner {
+            Some(ModelOwner::User(user_id)) => *user_id == actor.user_id,
+            Some(ModelOwner::Group(_)) => actor.group_role.is_some(),
+            None => false,
+        };
+        theirs || self.state.is_some_and(|s| s.is_on_marketplace())
+    }
+
     /// The manage rule (see the module docs).
     pub fn may_manage(&self, actor: &Actor) -> bool {
         match &self.owner {
@@ -484,6 +499,9 @@ impl Aggregate for Model {
                     return Err(ModelError::AlreadyExists);
                 }
                 let metadata = metadata.validated()?;
+                if blob.size_bytes == 0 {
+                    return Err(ModelError::EmptyFile);
+                }
                 if let ModelOwner::Group(_) = owner {
                     if !uploaded_by
                         .group_role

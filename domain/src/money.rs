@@ -37,6 +37,16 @@ pub enum MoneyError {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Usdt(Decimal);
 
+/// Digits with at most one `.`, an optional leading `-`, starting with a digit: the one form
+/// a decimal takes in a request (money, percentages). No exponent, no `+`, no spaces inside.
+pub fn is_plain_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    !unsigned.is_empty()
+        && unsigned.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && unsigned.matches('.').count() <= 1
+        && unsigned.starts_with(|c: char| c.is_ascii_digit())
+}
+
 impl Usdt {
     pub const ZERO: Usdt = Usdt(Decimal::ZERO);
 
@@ -53,16 +63,7 @@ impl Usdt {
     /// Parses user input strictly: plain decimal notation, at most 6 decimal places, within range.
     pub fn parse(input: &str) -> Result<Self, MoneyError> {
         let trimmed = input.trim();
-        let well_formed = !trimmed.is_empty()
-            && trimmed
-                .trim_start_matches('-')
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '.')
-            && trimmed.matches('.').count() <= 1
-            && trimmed
-                .trim_start_matches('-')
-                .starts_with(|c: char| c.is_ascii_digit());
-        if !well_formed {
+        if !is_plain_decimal(trimmed) {
             return Err(MoneyError::NotANumber(input.to_string()));
         }
         let value =

@@ -151,9 +151,9 @@ pub enum NodeError {
     NotFound,
     #[error("the node is already registered")]
     AlreadyRegistered,
-    #[error("the name must be 1 to {NAME_CHARS_MAX} characters")]
+    #[error("the name must be 1 to {NAME_CHARS_MAX} characters, without control or bidirectional-override characters")]
     InvalidName,
-    #[error("the owner wallet must be 1 to {OWNER_WALLET_CHARS_MAX} visible ASCII characters")]
+    #[error("the owner wallet must be an Ethereum (0x + 40 hex digits) or Tron (T…, base58check) address")]
     InvalidOwnerWallet,
     #[error("the token digest must be a SHA-256 in lower-case hex")]
     InvalidTokenDigest,

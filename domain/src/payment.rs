@@ -46,6 +46,11 @@ pub enum ChainObservation {
     },
 }
 
+/// A job id as the platform writes it: a UUID, lower-case and hyphenated.
+pub fn is_job_id(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok_and(|id| id.to_string() == text)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
     #[error("this payment already exists")]
@@ -61,6 +66,10 @@ pub enum PaymentError {
     },
     #[error("reference must be 1-{REFERENCE_CHARS_MAX} characters")]
     InvalidReference,
+    /// A job payment escrows for the job it names: its reference is that job's id, a UUID
+    /// (lower-case, hyphenated), or no job could ever use the money.
+    #[error("a job payment's reference is the id of the job it pays for: a UUID such as 0191c1d2-7f3a-7c3e-9d1e-2b9f4e5a6c7d")]
+    JobReferenceNotUuid,
     #[error("this payment is already confirmed by transaction {tx_hash}")]
     AlreadyConfirmed { tx_hash: String },
     #[error("the transaction failed on chain (reverted); it paid nothing")]
@@ -81,7 +90,7 @@ impl PaymentError {
     pub fn field(&self) -> Option<&'static str> {
         match self {
             PaymentError::AmountNotPositive | PaymentError::WrongAmount { .. } => Some("amount"),
-            PaymentError::InvalidReference => Some("reference"),
+            PaymentError::InvalidReference | PaymentError::JobReferenceNotUuid => Some("reference"),
             _ => None,
         }
     }
@@ -242,6 +251,9 @@ impl Aggregate for Payment {
                 let reference = reference.trim().to_string();
                 if reference.is_empty() || reference.chars().count() > REFERENCE_CHARS_MAX {
                     return Err(PaymentError::InvalidReference);
+                }
+                if payment_type == PaymentType::Job && !is_job_id(&reference) {
+                    return Err(PaymentError::JobReferenceNotUuid);
                 }
                 sink.write(
                     PaymentEvent::PaymentCreated {

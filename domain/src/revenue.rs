@@ -41,6 +41,16 @@ pub enum RevenueError {
     Money(#[from] MoneyError),
 }
 
+/// A percentage as a request writes it: a plain decimal (`33.33`; no exponent, as money);
+/// whether it is a valid share is `validate_split`'s to say.
+pub fn parse_percent(text: &str) -> Option<Decimal> {
+    let text = text.trim();
+    if !crate::money::is_plain_decimal(text) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// One member's percentage of a group model's revenue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Share {
@@ -145,6 +155,15 @@ mod tests {
 
     fn usdt(s: &str) -> Usdt {
         Usdt::parse(s).unwrap_or(Usdt::ZERO)
+    }
+
+    #[test]
+    fn percentages_are_plain_decimals() {
+        assert_eq!(parse_percent("33.33"), Some(Decimal::new(3333, 2)));
+        assert_eq!(parse_percent(" 50 "), Some(Decimal::from(50)));
+        for bad in ["1e2", "1E2", "+50", "5 0", "", ".5", "0x10", "NaN"] {
+            assert_eq!(parse_percent(bad), None, "{bad}");
+        }
     }
 
     fn share(user: &str, percent: &str) -> Share {

@@ -319,6 +319,12 @@ pub enum RevenueBookError {
     AlreadyClosed { month: Month, digest: String },
     #[error("months close in order: the next month to close is {expected}")]
     OutOfOrder { expected: Month },
+    #[error(
+        "{month} ended before the platform's first event ({first}): it holds no facts to close"
+    )]
+    BeforeTheLog { month: Month, first: Month },
+    #[error("{month} ended before the platform's first event: the log is empty")]
+    EmptyLog { month: Month },
     #[error("the distribution was computed before another close was recorded; compute it again")]
     StaleInputs,
     #[error(transparent)]
@@ -563,6 +569,9 @@ pub enum RevenueBookCommand {
         closed_by: String,
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
+        /// When the log's first event was recorded (`check_closable`).
+        #[serde(with = "time::serde::rfc3339::option")]
+        log_began: Option<OffsetDateTime>,
     },
 }
 
@@ -611,8 +620,16 @@ impl RevenueBook {
         self.closed.last().map(|(c, _)| c.month.next())
     }
 
-    /// Whether `month` may be closed at `at` (module docs), before any work is done.
-    pub fn check_closable(&self, month: Month, at: OffsetDateTime) -> Result<(), RevenueBookError> {
+    /// Whether `month` may be closed at `at` (module docs), before any work is done. `log_began`
+    /// is when the log's first event was recorded: the first close is of that month or a later
+    /// one (an earlier month holds no facts, and closing it would make every month between
+    /// it and now wait for its own empty close, a mistake the log cannot forget).
+    pub fn check_closable(
+        &self,
+        month: Month,
+        at: OffsetDateTime,
+        log_began: Option<OffsetDateTime>,
+    ) -> Result<(), RevenueBookError> {
         if let Some((_, digest)) = self.closed.iter().find(|(c, _)| c.month == month) {
             return Err(RevenueBookError::AlreadyClosed {
                 month,
@@ -627,7 +644,15 @@ impl RevenueBook {
         }
         match self.next_to_close() {
             Some(expected) if expected != month => Err(RevenueBookError::OutOfOrder { expected }),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None => match log_began {
+                None => Err(RevenueBookError::EmptyLog { month }),
+                Some(first) if month.end() <= first => Err(RevenueBookError::BeforeTheLog {
+                    month,
+                    first: Month::of(first),
+                }),
+                Some(_) => Ok(()),
+            },
         }
     }
 }
@@ -652,8 +677,9 @@ impl Aggregate for RevenueBook {
                 distribution,
                 closed_by,
                 at,
+                log_began,
             } => {
-                self.check_closable(distribution.month, at)?;
+                self.check_closable(distribution.month, at, log_began)?;
                 if distribution.prior != self.prior() {
                     return Err(RevenueBookError::StaleInputs);
                 }
@@ -877,6 +903,7 @@ mod tests {
             distribution,
             closed_by: "admin".into(),
             at: datetime!(2027-01-02 00:00 UTC),
+            log_began: Some(datetime!(2026-10-05 12:00 UTC)),
         }
     }
 
@@ -885,6 +912,7 @@ mod tests {
             distribution,
             closed_by,
             at,
+            ..
         } = command;
         RevenueBookEvent::MonthClosed {
             distribution,
@@ -935,10 +963,32 @@ mod tests {
                 .unwrap(),
                 closed_by: "admin".into(),
                 at: datetime!(2026-12-31 23:59 UTC),
+                log_began: Some(datetime!(2026-10-05 12:00 UTC)),
             })
             .then_expect_error(RevenueBookError::MonthNotOver {
                 month: month("2026-12"),
                 closes_from: "2027-01-01T00:00:00Z".into(),
             });
+    }
+
+    #[test]
+    fn no_month_before_the_platforms_first_event_can_be_closed() {
+        let mut before = closing("2026-09", vec![], 10);
+        TestFramework::<RevenueBook>::with(RevenueBookServices)
+            .given_no_previous_events()
+            .when(before.clone())
+            .then_expect_error(RevenueBookError::BeforeTheLog {
+                month: month("2026-09"),
+                first: month("2026-10"),
+            });
+        let RevenueBookCommand::CloseMonth { log_began, .. } = &mut before;
+        *log_began = None;
+        TestFramework::<RevenueBook>::with(RevenueBookServices)
+            .given_no_previous_events()
+            .when(before)
+            .then_expect_error(RevenueBookError::EmptyLog {
+                month: month("2026-09"),
+            });
+        // The month of the first event closes (`a_month_closes_once_in_order_and_only_when_over`).
     }
 }

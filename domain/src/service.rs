@@ -23,7 +23,8 @@ pub const DESCRIPTION_CHARS_MAX: usize = 5000;
 
 /// How a service charges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
+// Unknown keys are refused, as in every other body: a misspelt price must not pass as "no price".
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pricing {
     /// A flat monthly fee (zero: a free service).
     Monthly { price_per_month: Usdt },
@@ -131,6 +132,7 @@ impl Pricing {
 
 /// Per-key limits; `None` is unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RateLimits {
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
@@ -183,9 +185,9 @@ pub enum ServiceError {
     NotFound,
     #[error("the service already exists")]
     AlreadyExists,
-    #[error("the name must be 1 to {NAME_CHARS_MAX} characters")]
+    #[error("the name must be 1 to {NAME_CHARS_MAX} characters, without control or bidirectional-override characters")]
     InvalidName,
-    #[error("the description is longer than {DESCRIPTION_CHARS_MAX} characters")]
+    #[error("the description must be at most {DESCRIPTION_CHARS_MAX} characters, without control or bidirectional-override characters")]
     DescriptionTooLong,
     #[error("prices may not be negative")]
     NegativePrice,
@@ -721,5 +723,24 @@ mod tests {
             ..RateLimits::default()
         };
         assert_eq!(limits.validate(), Err(ServiceError::ZeroLimit));
+    }
+}
+
+#[cfg(test)]
+mod strict_bodies {
+    use super::*;
+
+    #[test]
+    fn pricing_and_limits_refuse_unknown_keys() {
+        let ok: Pricing =
+            serde_json::from_str(r#"{"type":"monthly","price_per_month":"1"}"#).unwrap();
+        assert!(matches!(ok, Pricing::Monthly { .. }));
+        for bad in [
+            r#"{"type":"monthly","price_per_month":"1","price_per_mont":"0"}"#,
+            r#"{"type":"pay_per_request","price_per_requests":"1"}"#,
+        ] {
+            assert!(serde_json::from_str::<Pricing>(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<RateLimits>(r#"{"requests_per_minit":1}"#).is_err());
     }
 }

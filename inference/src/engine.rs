@@ -215,5 +215,9 @@ pub(crate) fn validate_request(request: &ChatRequest) -> Result<(), EngineError>
     Ok(())
 }
 
-/// OpenAI's limit on stop sequences.
-pub const STOP_SEQUENCES_MAX: usize = 4;
+/// Stop sequences a request may give: 16, as llama.cpp and DeepSeek take (OpenAI's own API
+/// takes 4, but clients such as Continue send every stop word of a model's template, often 10,
+/// to any host that is not api.openai.com).
+pub const STOP_SEQUENCES_MAX: usize = 16;
+/// The longest stop sequence, in bytes.
+pub const STOP_SEQUENCE_BYTES_MAX: usize = 256;

@@ -522,6 +522,7 @@ impl ComputeProjection {
 }
 
 async fn apply_blob(tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    // The view names a content's first store; who else holds it is the aggregate's to know.
     let BlobEvent::BlobStored {
         sha256,
         cid,
@@ -530,7 +531,10 @@ async fn apply_blob(tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), Projec
         by,
         purpose,
         at,
-    } = decode_payload::<BlobEvent>(event)?;
+    } = decode_payload::<BlobEvent>(event)?
+    else {
+        return Ok(());
+    };
     let (kind, job_id) = match purpose {
         BlobPurpose::JobInput => ("job_input", SqlValue::Null),
         BlobPurpose::JobOutput { job_id, .. } => ("job_output", text(job_id)),

@@ -389,7 +389,8 @@ pub async fn close(
 ) -> Result<Closed, DistributionError> {
     let db = book.database();
     let state = book.load(REVENUE_BOOK_ID).await?;
-    state.check_closable(month, clock.now())?;
+    let log_began = db.log_began().await?;
+    state.check_closable(month, clock.now(), log_began)?;
     let head = db.log_head().await?;
     let through = LogPoint {
         tx: head.tx,
@@ -405,6 +406,7 @@ pub async fn close(
                 distribution: distribution.clone(),
                 closed_by: closed_by.to_string(),
                 at: clock.now(),
+                log_began,
             },
             meta,
             &[],

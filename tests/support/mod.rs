@@ -47,6 +47,8 @@ impl Server {
             .env("RUST_LOG", "warn")
             // No in-process model unless a test asks for one (loading it takes a while).
             .env("AIFORGE_LOCAL_NODE", "off")
+            // `/metrics` on a listener of its own (never the public one), on a free port.
+            .env("AIFORGE_METRICS_BIND", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in env {
@@ -99,6 +101,14 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `path` on the metrics listener (printed at start, before the main listener's line).
+    pub fn metrics_url(&self, path: &str) -> String {
+        let base = self
+            .printed("aiforge metrics listening on ")
+            .expect("the server printed its metrics address (AIFORGE_METRICS_BIND)");
+        format!("{base}{path}")
     }
 
     /// SIGTERM, then the process must exit cleanly on its own.
@@ -187,7 +197,7 @@ pub async fn me(server: &Server, token: &str) -> (u16, Value) {
 
 pub async fn event_count(server: &Server) -> u64 {
     let text = client()
-        .get(server.url("/metrics"))
+        .get(server.metrics_url("/metrics"))
         .send()
         .await
         .unwrap()

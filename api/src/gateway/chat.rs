@@ -44,8 +44,13 @@ use crate::AppState;
 /// stops the generation).
 const DELTA_BUFFER: usize = 16;
 
-/// Fields of OpenAI's request that are accepted and have no effect here.
-const IGNORED_FIELDS: &[&str] = &[
+/// Fields of OpenAI's chat request that are accepted and have no effect here (some are checked
+/// first: `n` must be 1, `tools` empty, `response_format` text, `modalities` text only). The
+/// list follows OpenAI's API reference for `POST /v1/chat/completions` (checked December 2025:
+/// `prompt_cache_key`, `prompt_cache_retention`, `safety_identifier`, `verbosity`, `audio`,
+/// `web_search_options` are the newest); a field it documents belongs here or among the
+/// understood ones, and a field it does not know stays a 400.
+pub(crate) const IGNORED_FIELDS: &[&str] = &[
     "frequency_penalty",
     "presence_penalty",
     "logit_bias",
@@ -64,8 +69,14 @@ const IGNORED_FIELDS: &[&str] = &[
     "functions",
     "function_call",
     "modalities",
+    "audio",
     "prediction",
     "reasoning_effort",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "verbosity",
+    "web_search_options",
 ];
 
 fn invalid(message: impl Into<String>, param: Option<&'static str>) -> OpenAiError {
@@ -87,7 +98,7 @@ struct StreamOptions {
 }
 
 /// A request after validation.
-struct Parsed {
+pub(crate) struct Parsed {
     model: String,
     request: ChatRequest,
     stream: bool,
@@ -121,7 +132,7 @@ fn message_text(content: &Value) -> Result<String, OpenAiError> {
     }
 }
 
-fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         invalid(
             format!("We could not parse the JSON body of your request: {e}"),
@@ -145,7 +156,10 @@ fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
         ];
         if !known.contains(&name.as_str()) && !IGNORED_FIELDS.contains(&name.as_str()) {
             return Err(invalid(
-                format!("Unrecognized request argument supplied: {name}"),
+                format!(
+                    "Unrecognized request argument supplied: {}",
+                    crate::error::excerpt(name)
+                ),
                 None,
             ));
         }
@@ -172,10 +186,30 @@ fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
         }
     }
     if let Some(format) = get("response_format") {
-        if format.get("type").and_then(Value::as_str) != Some("text") {
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some(kind @ ("json_object" | "json_schema")) => {
+                return Err(invalid(
+                    format!("response_format {{\"type\": \"{kind}\"}} is not supported by this model; only {{\"type\": \"text\"}}"),
+                    Some("response_format"),
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "response_format must be {\"type\": \"text\"} (the only format this model supports)",
+                    Some("response_format"),
+                ))
+            }
+        }
+    }
+    if let Some(modalities) = get("modalities") {
+        let text_only = modalities
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m.as_str() == Some("text")));
+        if !text_only {
             return Err(invalid(
-                "only response_format {\"type\": \"text\"} is supported",
-                Some("response_format"),
+                "this model answers in text only: modalities must be [\"text\"]",
+                Some("modalities"),
             ));
         }
     }
@@ -253,12 +287,15 @@ fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
         }
     };
     if stop.len() > aiforge_inference::engine::STOP_SEQUENCES_MAX
-        || stop.iter().any(String::is_empty)
+        || stop
+            .iter()
+            .any(|s| s.is_empty() || s.len() > aiforge_inference::engine::STOP_SEQUENCE_BYTES_MAX)
     {
         return Err(invalid(
             format!(
-                "stop takes at most {} non-empty strings",
-                aiforge_inference::engine::STOP_SEQUENCES_MAX
+                "stop takes at most {} non-empty strings of at most {} bytes each",
+                aiforge_inference::engine::STOP_SEQUENCES_MAX,
+                aiforge_inference::engine::STOP_SEQUENCE_BYTES_MAX
             ),
             Some("stop"),
         ));

@@ -1,9 +1,11 @@
-//! The OpenAI-compatible gateway's transport: the HTTP handlers and SSE (`chat`), routing to a
+//! The OpenAI-compatible gateway's transport: the HTTP handlers and SSE (`chat`; `completions`,
+//! the legacy text completions re-shaped from the chat pipeline), routing to a
 //! node (`nodes`, `nats`) and the local node (`local`). The rules of a call (the key index,
 //! admission with its limits, quota and credit holds, metering) are the application layer's:
 //! `aiforge_commands::gateway` and `aiforge_commands::metering`.
 
 pub mod chat;
+pub mod completions;
 pub mod local;
 pub mod nats;
 pub mod nodes;

@@ -117,6 +117,8 @@ use crate::error::ApiError;
         crate::routes::openai::service_model,
         crate::gateway::chat::completions,
         crate::gateway::chat::service_completions,
+        crate::gateway::completions::completions,
+        crate::gateway::completions::service_completions,
         crate::routes::compute::register,
         crate::routes::compute::my_nodes,
         crate::routes::compute::get_node,

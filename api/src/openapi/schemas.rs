@@ -816,6 +816,50 @@ pub struct ChatCompletion {
     pub system_fingerprint: Option<String>,
 }
 
+/// OpenAI's legacy completion request (autocomplete clients): one prompt; `max_tokens`
+/// defaults to 16 as OpenAI's; `stop`, sampling, `seed`, `stream`, `stream_options` as the
+/// chat request; `echo` false, `best_of` 1, `logprobs` null and an empty `suffix` are accepted;
+/// any other field is refused (400).
+#[derive(ToSchema)]
+pub struct CompletionRequest {
+    pub model: String,
+    /// A string, or an array holding one string.
+    pub prompt: Value,
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
+    pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    /// A string or an array of up to 16 strings.
+    pub stop: Option<Value>,
+    pub seed: Option<i64>,
+    /// Answer as server-sent events of `text_completion` objects, ending with `data: [DONE]`.
+    pub stream: Option<bool>,
+    pub stream_options: Option<Value>,
+}
+
+#[derive(ToSchema)]
+pub struct TextChoice {
+    pub text: String,
+    pub index: u32,
+    pub logprobs: Option<Value>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+#[derive(ToSchema)]
+pub struct TextCompletion {
+    pub id: String,
+    #[schema(example = "text_completion")]
+    pub object: String,
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<TextChoice>,
+    pub usage: ChatUsage,
+    pub system_fingerprint: Option<String>,
+}
+
 // ---- ops -------------------------------------------------------------------------------------
 
 #[derive(ToSchema)]
@@ -837,7 +881,7 @@ pub struct ClockAdvanced {
     pub now: String,
     /// Listing changes the scheduler made (lapses, delistings).
     pub listing_changes: u64,
-    pub compute: crate::compute::PassReport,
+    pub compute: aiforge_commands::passes::compute::PassReport,
 }
 
 // ---- compute ---------------------------------------------------------------------------------
@@ -922,21 +966,9 @@ pub struct AdminNodes {
     pub by_status: BTreeMap<String, u64>,
 }
 
-#[derive(ToSchema)]
-pub struct HeldJob {
-    pub job_id: String,
-    pub attempt: i64,
-    pub status: String,
-}
+pub use aiforge_domain::node_protocol::HeldJob;
 
-#[derive(ToSchema)]
-pub struct HeartbeatAnswer {
-    pub node_id: String,
-    pub status: String,
-    pub heartbeat_timeout_secs: i64,
-    /// The jobs the platform says this node holds; it stops any other it still runs.
-    pub jobs: Vec<HeldJob>,
-}
+pub use aiforge_domain::node_protocol::HeartbeatReply as HeartbeatAnswer;
 
 #[derive(ToSchema)]
 pub struct NodeOffline {
@@ -945,19 +977,9 @@ pub struct NodeOffline {
     pub jobs_requeued: u64,
 }
 
-#[derive(ToSchema)]
-pub struct Assignment {
-    pub job_id: String,
-    /// The attempt the node's reports must name.
-    pub attempt: i64,
-    pub spec: JobSpec,
-    pub assigned_at: Option<String>,
-}
+pub use aiforge_domain::node_protocol::AssignedJob as Assignment;
 
-#[derive(ToSchema)]
-pub struct AssignmentAnswer {
-    pub job: Assignment,
-}
+pub use aiforge_domain::node_protocol::NextJob as AssignmentAnswer;
 
 #[derive(ToSchema)]
 pub struct Settlement {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -99,13 +99,9 @@ pub async fn register(
             .map(aiforge_commands::clock::rfc3339)
             .unwrap_or_default(),
     };
-    let mut headers = HeaderMap::new();
-    if outcome.replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
+    // `Idempotent-Replayed` is the answers layer's (`crate::answers`), for every command.
     Ok((
         StatusCode::CREATED,
-        headers,
         Json(serde_json::json!({ "user": user })),
     ))
 }
@@ -128,17 +124,23 @@ pub struct LoginRequest {
     responses(
         (status = 200, description = "A session token", body = crate::openapi::schemas::SessionToken),
         (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 429, description = "Too many attempts for this email or from this address (`too_many_attempts`); Retry-After says when to try again", body = crate::openapi::schemas::ApiErrorBody),
     ),
 )]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     CommandJson { body, .. }: CommandJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let browser = state.session.wants_cookie(&headers)?;
+    // The TCP peer (README, "Sign-in throttling": behind a proxy, the proxy's address).
+    let address = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|peer| peer.0.ip().to_string());
     let user_id = state
         .accounts
-        .authenticate(&body.email, &body.password)
+        .authenticate(&body.email, &body.password, address.as_deref())
         .await?;
     let now = state.clock.now().unix_timestamp();
     let token = state.jwt.issue(&user_id, None, now)?;

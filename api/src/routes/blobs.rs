@@ -25,7 +25,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::command_meta;
 use crate::routes::accounts::read_your_writes;
-use crate::routes::compute::{authenticated_node, creators_job, held_job, job_row};
+use crate::routes::compute::{authenticated_node, creators_job, held_job};
 use crate::AppState;
 
 fn blob_json(row: &BlobRow) -> Value {
@@ -97,13 +97,23 @@ async fn store_and_record(
         .blobs
         .put(&mut reader, state.job_blob_bytes_max)
         .await?;
-    let mut meta = command_meta(state, &headers, &method, &path, blob.sha256.as_bytes())?;
-    meta.actor = Some(by.to_string());
-    let outcome = state
-        .compute
-        .commands
-        .record_blob(&blob, state.blobs.backend(), by, purpose, &meta)
-        .await?;
+    let outcome = aiforge_commands::blob::recorded_or_discarded(
+        &state.db,
+        state.blobs.as_ref(),
+        &blob,
+        async {
+            let mut meta = command_meta(state, &headers, &method, &path, blob.sha256.as_bytes())?;
+            meta.actor = Some(by.to_string());
+            Ok::<_, ApiError>(
+                state
+                    .compute
+                    .commands
+                    .record_blob(&blob, state.blobs.backend(), by, purpose, &meta)
+                    .await?,
+            )
+        },
+    )
+    .await?;
     read_your_writes(state, outcome.last).await;
     Ok(blob)
 }
@@ -163,18 +173,21 @@ pub async fn download(
     user: AuthUser,
     Path(cid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::not_found("no such blob of yours");
-    let row = blob_row(&state, &cid).await?.ok_or_else(not_found)?;
-    let creator_of_job = match &row.job_id {
-        Some(job_id) => job_row(&state, job_id)
-            .await
-            .is_ok_and(|job| job.creator == user.user_id),
-        None => false,
-    };
-    if row.stored_by != user.user_id && !creator_of_job {
-        return Err(not_found());
-    }
-    blob_response(&state, stored(&row)).await
+    let blob = state
+        .compute
+        .commands
+        .usable_blob(&user.user_id, &cid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such blob of yours"))?;
+    blob_response(
+        &state,
+        StoredBlob {
+            sha256: blob.sha256,
+            cid: blob.cid,
+            size_bytes: blob.size_bytes,
+        },
+    )
+    .await
 }
 
 /// `GET /api/nodes/{id}/blobs/{cid}` (node token): an input of a job the node holds now.
@@ -328,43 +341,4 @@ pub async fn job_output(
         },
     )
     .await
-}
-
-/// Checks a `finished` report's outputs against the store: each one must be stored (content
-/// addressed: identical bytes from another job or upload are the same blob) with the SHA-256
-/// and size the node reports.
-pub(crate) async fn check_outputs(
-    state: &AppState,
-    outputs: &[aiforge_domain::job::Output],
-) -> Result<(), ApiError> {
-    for output in outputs {
-        let row = blob_row(state, &output.cid).await?;
-        let matches = row.as_ref().is_some_and(|row| {
-            row.sha256 == output.sha256
-                && u64::try_from(row.size_bytes).ok() == Some(output.size_bytes)
-        });
-        if !matches {
-            return Err(ApiError::invalid_field(
-                "outputs",
-                format!(
-                    "output {:?} ({}) is not in the blob store as reported; upload it first",
-                    output.name, output.cid
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks that every input CID of a submitted job names a stored blob.
-pub(crate) async fn check_inputs(state: &AppState, inputs: &[String]) -> Result<(), ApiError> {
-    for cid in inputs {
-        if blob_row(state, cid).await?.is_none() {
-            return Err(ApiError::invalid_field(
-                "inputs",
-                format!("input {cid:?} is not a stored blob; upload it with POST /api/blobs"),
-            ));
-        }
-    }
-    Ok(())
 }

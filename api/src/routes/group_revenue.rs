@@ -3,8 +3,6 @@
 //! applies from the next month) and `GET` of the same (any member): the split in force now and
 //! one waiting for its month.
 
-use std::str::FromStr;
-
 use aiforge_domain::model::{ModelOwner, RevenueSplit};
 use aiforge_domain::revenue::Share;
 use axum::extract::{Path, State};
@@ -42,10 +40,10 @@ fn percent(value: &Value) -> Result<Decimal, ApiError> {
         Value::String(s) => s.trim().to_string(),
         _ => String::new(),
     };
-    Decimal::from_str(&text).map_err(|_| {
+    aiforge_domain::revenue::parse_percent(&text).ok_or_else(|| {
         ApiError::invalid_field(
             "shares",
-            format!("percent must be a decimal number, got {value}"),
+            "percent must be a plain decimal number such as 33.33 (no exponent)",
         )
     })
 }

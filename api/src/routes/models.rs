@@ -123,92 +123,117 @@ pub async fn upload(
 ) -> Result<impl IntoResponse, ApiError> {
     let headers = request.headers().clone();
     let path = request.uri().path().to_string();
-    let is_multipart = headers
+    let mut fields = query;
+    let mut stored = None;
+    let received = receive(&state, request, &mut fields, &mut stored).await;
+    let result = async {
+        received?;
+        let blob = stored
+            .as_ref()
+            .ok_or_else(|| ApiError::invalid_field("file", "the form has no 'file' part"))?;
+        let filename = fields
+            .filename
+            .clone()
+            .unwrap_or_else(|| "model.bin".into());
+        let metadata = ModelMetadata {
+            name: fields.name.clone().unwrap_or_else(|| filename.clone()),
+            description: fields.description.clone().unwrap_or_default(),
+            tags: split_tags(fields.tags.as_deref()),
+        };
+        let digest = serde_json::to_vec(&json!([
+            blob.sha256,
+            metadata.name,
+            metadata.description,
+            metadata.tags,
+            fields.group_id,
+            filename
+        ]))
+        .map_err(ApiError::internal)?;
+        let mut meta = command_meta(&state, &headers, "POST", &path, &digest)?;
+        meta.actor = Some(user.user_id.clone());
+        let outcome = state
+            .marketplace
+            .upload(
+                &user.user_id,
+                fields.group_id.as_deref(),
+                metadata,
+                blob_ref(&state, blob),
+                ModelSource::Upload { filename },
+                &meta,
+            )
+            .await?;
+        read_your_writes(&state, outcome.last).await;
+        Ok::<_, ApiError>(outcome.aggregate_id)
+    }
+    .await;
+    let model_id = match (result, &stored) {
+        (Ok(model_id), _) => model_id,
+        (Err(e), Some(blob)) => {
+            aiforge_commands::blob::discard_refused(&state.db, state.blobs.as_ref(), blob).await;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(model_response(&state, &model_id).await?),
+    ))
+}
+
+/// Reads an upload's body: the file streams into the blob store (`stored` is set as soon as it
+/// is there, so a later refusal can discard it) and the metadata fields into `fields`.
+async fn receive(
+    state: &AppState,
+    request: Request,
+    fields: &mut UploadQuery,
+    stored: &mut Option<StoredBlob>,
+) -> Result<(), ApiError> {
+    let is_multipart = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let mut fields = query;
-    let blob = if is_multipart {
-        let mut multipart = axum::extract::Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
-            })?;
-        let mut blob = None;
-        while let Some(field) = multipart.next_field().await.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
-        })? {
-            let name = field.name().unwrap_or_default().to_string();
-            if name == "file" {
-                if blob.is_some() {
-                    return Err(ApiError::invalid_field(
-                        "file",
-                        "send exactly one file part",
-                    ));
-                }
-                if fields.filename.is_none() {
-                    fields.filename = field.file_name().map(str::to_string);
-                }
-                blob = Some(store_stream(&state, field).await?);
-                continue;
+    if !is_multipart {
+        *stored = Some(store_stream(state, request.into_body().into_data_stream()).await?);
+        return Ok(());
+    }
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
+    };
+    let mut multipart = axum::extract::Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            if stored.is_some() {
+                return Err(ApiError::invalid_field(
+                    "file",
+                    "send exactly one file part",
+                ));
             }
-            let text = field.text().await.map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
-            })?;
-            match name.as_str() {
-                "name" => fields.name = Some(text),
-                "description" => fields.description = Some(text),
-                "tags" => fields.tags = Some(text),
-                "group_id" => fields.group_id = Some(text),
-                "filename" => fields.filename = Some(text),
-                other => {
-                    return Err(ApiError::invalid_field(
-                        "body",
-                        format!("unknown form field '{other}'"),
-                    ))
-                }
+            if fields.filename.is_none() {
+                fields.filename = field.file_name().map(str::to_string);
+            }
+            *stored = Some(store_stream(state, field).await?);
+            continue;
+        }
+        let text = field.text().await.map_err(multipart_error)?;
+        match name.as_str() {
+            "name" => fields.name = Some(text),
+            "description" => fields.description = Some(text),
+            "tags" => fields.tags = Some(text),
+            "group_id" => fields.group_id = Some(text),
+            "filename" => fields.filename = Some(text),
+            _ => {
+                return Err(ApiError::invalid_field(
+                    "body",
+                    "unknown form field: the fields are file, name, description, tags, group_id, filename",
+                ))
             }
         }
-        blob.ok_or_else(|| ApiError::invalid_field("file", "the form has no 'file' part"))?
-    } else {
-        store_stream(&state, request.into_body().into_data_stream()).await?
-    };
-    let filename = fields
-        .filename
-        .clone()
-        .unwrap_or_else(|| "model.bin".into());
-    let metadata = ModelMetadata {
-        name: fields.name.clone().unwrap_or_else(|| filename.clone()),
-        description: fields.description.clone().unwrap_or_default(),
-        tags: split_tags(fields.tags.as_deref()),
-    };
-    let digest = serde_json::to_vec(&json!([
-        blob.sha256,
-        metadata.name,
-        metadata.description,
-        metadata.tags,
-        fields.group_id,
-        filename
-    ]))
-    .map_err(ApiError::internal)?;
-    let mut meta = command_meta(&state, &headers, "POST", &path, &digest)?;
-    meta.actor = Some(user.user_id.clone());
-    let outcome = state
-        .marketplace
-        .upload(
-            &user.user_id,
-            fields.group_id.as_deref(),
-            metadata,
-            blob_ref(&state, &blob),
-            ModelSource::Upload { filename },
-            &meta,
-        )
-        .await?;
-    read_your_writes(&state, outcome.last).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(model_response(&state, &outcome.aggregate_id).await?),
-    ))
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -264,9 +289,11 @@ pub async fn import(
         description: body.description,
         tags: body.tags,
     };
-    let outcome = state
-        .marketplace
-        .upload(
+    let outcome = aiforge_commands::blob::recorded_or_discarded(
+        &state.db,
+        state.blobs.as_ref(),
+        &blob,
+        state.marketplace.upload(
             &user.user_id,
             body.group_id.as_deref(),
             metadata,
@@ -277,8 +304,9 @@ pub async fn import(
                 revision: source.revision.clone().unwrap_or_else(|| "main".into()),
             },
             &meta,
-        )
-        .await?;
+        ),
+    )
+    .await?;
     read_your_writes(&state, outcome.last).await;
     Ok((
         StatusCode::CREATED,

@@ -50,6 +50,43 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, blob: &StoredBlob) -> Result<(), BlobError>;
 }
 
+/// Removes the bytes of an upload whose command was refused (invalid metadata, a group the
+/// user is not in, a broken form), so a refused upload keeps nothing: unless a recorded fact
+/// names the same content (content addressing: they may be another model's or another user's
+/// file). A failure here is logged; the client's answer is the refusal.
+pub async fn discard_refused(
+    db: &crate::store::Database,
+    store: &dyn BlobStore,
+    blob: &StoredBlob,
+) {
+    match db.content_recorded(&blob.sha256).await {
+        Ok(false) => {
+            if let Err(e) = store.delete(blob).await {
+                tracing::warn!(error = %e, sha256 = %blob.sha256, "removing a refused upload failed");
+            }
+        }
+        Ok(true) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, sha256 = %blob.sha256, "a refused upload is kept: its references could not be read")
+        }
+    }
+}
+
+/// Runs `record`, the command that makes `blob` (just stored) referenced; when it fails, the
+/// bytes are discarded ([`discard_refused`]) before the error is returned.
+pub async fn recorded_or_discarded<T, E>(
+    db: &crate::store::Database,
+    store: &dyn BlobStore,
+    blob: &StoredBlob,
+    record: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let result = record.await;
+    if result.is_err() {
+        discard_refused(db, store, blob).await;
+    }
+    result
+}
+
 /// Wraps a raw byte stream so that it ends in `BlobError::Corrupt` unless the bytes hash to
 /// `sha256` (and their length is `size_bytes`): the one verification every backend shares.
 /// Each chunk is held back until the next one arrives, and the last is released only after the

@@ -292,6 +292,33 @@ impl Database {
     }
 
     /// The position of the last event a reader can safely see now (`START` if none).
+    /// When the log's first event was recorded: the platform's first fact (None on an empty
+    /// log). No month before it can hold a fact.
+    pub async fn log_began(&self) -> Result<Option<time::OffsetDateTime>, StoreError> {
+        let text: Option<String> = match self.engine() {
+            Engine::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT recorded_at FROM events ORDER BY global_position LIMIT 1",
+                )
+                .fetch_optional(pool)
+                .await?
+            }
+            Engine::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT to_char(MIN(recorded_at) AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM events",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        text.map(|text| {
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| StoreError::Corrupt(format!("recorded_at '{text}': {e}")))
+        })
+        .transpose()
+    }
+
     pub async fn log_head(&self) -> Result<LogPosition, StoreError> {
         match self.engine() {
             Engine::Sqlite(pool) => {

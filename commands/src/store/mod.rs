@@ -221,6 +221,23 @@ impl Database {
         }
     }
 
+    /// Whether a recorded fact names the content `sha256`: a job blob (`Blob` aggregate, id = the
+    /// SHA-256) or an uploaded model. Read on the rare path of a refused upload only (it scans
+    /// models' upload events).
+    pub async fn content_recorded(&self, sha256: &str) -> Result<bool, StoreError> {
+        let sql =
+            "SELECT COUNT(*) FROM events WHERE (aggregate_type = 'blob' AND aggregate_id = $1) \
+                   OR (aggregate_type = 'model' AND event_type = 'ModelUploaded' \
+                   AND CAST(payload AS TEXT) LIKE $2)";
+        let pattern = format!("%\"{sha256}\"%");
+        let count: i64 = on_engine!(self, |pool| sqlx::query_scalar(sql)
+            .bind(sha256)
+            .bind(&pattern)
+            .fetch_one(pool)
+            .await?);
+        Ok(count > 0)
+    }
+
     /// The owner of a uniqueness claim, e.g. the account id that holds an email.
     pub async fn claim_owner(
         &self,
