@@ -1,5 +1,5 @@
 //! The web chat's conversations, stored per user in plain tables (`conversations`,
-//! `conversation_messages`; migration 0013), never in the event log: chat text is user content,
+//! `conversation_messages`; migration 0014), never in the event log: chat text is user content,
 //! the log is immutable and exported, and deleting a conversation must really delete it.
 //! Metering events carry a call's tokens, never its text.
 //!
