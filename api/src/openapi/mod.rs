@@ -166,6 +166,7 @@ use crate::error::ApiError;
         (name = "revenue", description = "Revenue views, the monthly close and earnings"),
         (name = "group-revenue", description = "Group models' revenue splits and distributions"),
         (name = "openai", description = "The OpenAI-compatible API (API key); errors in OpenAI's shape"),
+        (name = "chat", description = "The web chat: models by entitlement, plan usage, the platform API key, conversations and their streamed answers, receipts"),
         (name = "nodes", description = "Compute nodes: registration by their owner; heartbeats, work and reports by the node (node token)"),
         (name = "jobs", description = "Compute jobs and their files"),
         (name = "ops", description = "Health, readiness, metrics and the test clock"),
