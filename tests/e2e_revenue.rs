@@ -634,7 +634,9 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
             body["usage"]["requests"].as_i64(),
             body["distribution"]["pool_share"].as_str()
         ),
-        (Some(4), Some("280.000000"))
+        // Its usage counts every call (4 under the plan, 1 under its API subscription); its
+        // pool share only the plan's.
+        (Some(5), Some("280.000000"))
     );
 
     // Creators and group members see their own earnings.
