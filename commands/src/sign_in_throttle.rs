@@ -76,9 +76,8 @@ pub async fn attempt(
 ) -> Result<Result<(), Throttled>, StoreError> {
     let mut verdict = Ok(());
     for (subject, max) in subjects.each() {
-        let (window_start, attempts): (i64, i64) =
-            crate::on_engine!(db, |pool| {
-                sqlx::query_as(
+        let (window_start, attempts): (i64, i64) = crate::on_engine!(db, |pool| {
+            sqlx::query_as(
             "INSERT INTO sign_in_attempts (subject, window_start, attempts) VALUES ($1, $2, 1) \
              ON CONFLICT (subject) DO UPDATE SET \
              attempts = CASE WHEN sign_in_attempts.window_start + $3 <= $2 THEN 1 \
@@ -92,7 +91,7 @@ pub async fn attempt(
         .bind(WINDOW_SECS)
         .fetch_one(pool)
         .await?
-            });
+        });
         if let Err(throttled) = decide(window_start, attempts, max, now) {
             // The longest wait of the subjects refused.
             verdict = match verdict {
