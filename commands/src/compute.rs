@@ -848,11 +848,23 @@ mod tests {
         let (db, _clock, compute) = compute().await;
         let meta = || CommandMeta::generated(Some("u1".into()));
         let one = compute
-            .register("u1", "one", "0xabc", resources(0), &meta())
+            .register(
+                "u1",
+                "one",
+                "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
+                resources(0),
+                &meta(),
+            )
             .await
             .unwrap();
         let two = compute
-            .register("u1", "two", "0xabc", resources(0), &meta())
+            .register(
+                "u1",
+                "two",
+                "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
+                resources(0),
+                &meta(),
+            )
             .await
             .unwrap();
         let token_one = one.token.clone().unwrap();
@@ -880,7 +892,7 @@ mod tests {
             .register(
                 "u1",
                 "rig",
-                "0xabc",
+                "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
                 resources(1),
                 &CommandMeta::generated(None),
             )
