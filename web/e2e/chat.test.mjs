@@ -396,7 +396,7 @@ describe('the chat against a fixed-answer engine', { skip: skip ?? false }, () =
 		mock = await startMockOpenAi({ reply });
 		server = await startServer({
 			localNode: `upstream:${mock.url}/v1#mock`,
-			env: { AIFORGE_PLAN_FREE_REQUESTS_PER_MONTH: String(PLAN_REQUESTS) }
+			env: { AIFORGE_PLAN_LIMITS: `free=${PLAN_REQUESTS}/1000000` }
 		});
 		browser = await launchBrowser();
 	});
