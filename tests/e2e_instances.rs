@@ -188,6 +188,20 @@ async fn service_key(
     (model, key, subscription)
 }
 
+/// The id of the user's service on `model` (the newest).
+async fn service_of(server: &Server, token: &str, model: &str) -> String {
+    let (status, body) = support::get(server, "/api/marketplace/my-services", Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["model"]["id"] == model)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .max()
+        .expect("a service on the model")
+}
+
 /// `n` chat calls at once, spread over `servers` in turn: their statuses.
 async fn concurrent_calls(servers: &[&Server], key: &str, model: &str, n: usize) -> Vec<u16> {
     let mut calls = Vec::new();
@@ -248,6 +262,7 @@ async fn two_instances_on_one_database_behave_as_one() {
         ("AIFORGE_LOCAL_NODE", node.as_str()),
         ("AIFORGE_DEMO", "off"),
         ("AIFORGE_JWT_SECRET", JWT_SECRET),
+        ("AIFORGE_PLAN_LIMITS", "free=4/100000"),
     ];
     let a = Server::start(&temp_dir(), &env);
     let b = Server::start(&temp_dir(), &env);
@@ -283,6 +298,44 @@ async fn two_instances_on_one_database_behave_as_one() {
         .filter(|status| *status == 200)
         .count();
     assert_eq!(ok, 3, "a monthly quota of 3 serves 3 over both instances");
+
+    // A plan's month is as exact: a Free plan of 4 requests, the model included in plans, the
+    // platform key used on both instances at once: 4 are served.
+    let (status, body) = send(
+        &a,
+        Method::PUT,
+        &format!("/api/marketplace/{}", service_of(&a, &token, &model2).await),
+        json!({"included_in_plans": true}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        &a,
+        Method::POST,
+        "/api/subscriptions/create",
+        json!({"plan": "free"}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(
+        &a,
+        Method::POST,
+        "/api/account/api-key",
+        json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let platform_key = body["key"].as_str().unwrap().to_string();
+    key_known(&b, &platform_key, &model2).await;
+    let ok = concurrent_calls(&[&a, &b], &platform_key, &model2, 30)
+        .await
+        .into_iter()
+        .filter(|status| *status == 200)
+        .count();
+    assert_eq!(ok, 4, "a plan of 4 requests a month serves 4 over both instances");
 
     // A key revoked through A is refused by B within a second.
     let (status, body) = send(

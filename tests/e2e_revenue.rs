@@ -240,11 +240,13 @@ async fn service(server: &Server, token: &str, model: &str, price: &str) -> Stri
         Method::POST,
         "/api/marketplace/create",
         json!({"model_id": model, "name": "Served", "description": "",
-               "pricing": {"type": "monthly", "price_per_month": price}, "rate_limits": {}}),
+               "pricing": {"type": "monthly", "price_per_month": price}, "rate_limits": {},
+               "included_in_plans": true}),
         Some(token),
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    assert_eq!(body["service"]["included_in_plans"], true, "{body}");
     body["service"]["id"].as_str().unwrap().to_string()
 }
 
@@ -415,15 +417,26 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
         }
         keys.push(body["api_key"].as_str().unwrap().to_string());
     }
+    // The payer's platform key: every model included in plans, under the Enterprise plan.
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        "/api/account/api-key",
+        json!({}),
+        Some(&payer),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let platform_key = body["key"].as_str().unwrap().to_string();
     let mut tokens = Vec::new();
     for (i, calls) in [4, 3, 2, 1].into_iter().enumerate() {
         for _ in 0..calls {
             let mut answered = None;
-            // The paid subscription activates when the reactor reads its payment.
+            // The plan activates when the reactor reads its payment.
             for _ in 0..100 {
                 let response = client()
                     .post(server.url("/api/v1/chat/completions"))
-                    .bearer_auth(&keys[i])
+                    .bearer_auth(&platform_key)
                     .json(&json!({"model": models[i], "max_tokens": 16,
                                   "messages": [{"role": "user", "content": "What is the capital of France?"}]}))
                     .send()
@@ -438,6 +451,27 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
             let answered = answered.expect("the call is served");
             tokens.push(answered["usage"]["total_tokens"].as_u64().unwrap());
         }
+    }
+    // Calls under the API subscriptions are paid by them: they do not draw on the pool (rule
+    // 2), however many tokens they use.
+    for (i, key) in keys.iter().enumerate() {
+        let mut served = false;
+        for _ in 0..100 {
+            let response = client()
+                .post(server.url("/api/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": models[i], "max_tokens": 16 + 8 * i,
+                              "messages": [{"role": "user", "content": "Tell me about Paris."}]}))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(served, "the API subscription's call is served");
     }
     assert!(
         tokens.iter().all(|t| *t == tokens[0] && *t > 0),
@@ -500,7 +534,8 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
     assert_eq!(d["pool_total"], "700.000000");
     assert_eq!(d["pool_distributed"], "700.000000");
     assert_eq!(d["group_api_total"], "90.000000");
-    assert_eq!(d["usage_events"], 10);
+    assert_eq!(d["usage_events"], 10, "the ten plan calls, not the API subscriptions'");
+    assert_eq!(d["pool_rule_version"], 2);
     let pool_of = |model: &str| {
         d["models"]
             .as_array()
@@ -667,7 +702,8 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
             .await
             .unwrap();
     let position: i64 = sqlx::query_scalar(
-        "SELECT global_position FROM events WHERE event_type = 'ApiCallMetered' ORDER BY global_position LIMIT 1",
+        "SELECT global_position FROM events WHERE event_type = 'ApiCallMetered' \
+         AND payload LIKE '%\"kind\":\"plan\"%' ORDER BY global_position LIMIT 1",
     )
     .fetch_one(&connection)
     .await

@@ -84,6 +84,10 @@ pub struct AppState {
     pub scheduler_lease: Arc<aiforge_commands::lease::Lease>,
     /// The browser session cookie and its CSRF rule (`session.rs`).
     pub session: Arc<session::SessionCookies>,
+    /// Users' platform API keys.
+    pub platform_keys: Arc<aiforge_commands::platform_keys::PlatformKeys>,
+    /// The web chat's conversations (plain tables, not events).
+    pub conversations: Arc<aiforge_commands::conversations::Conversations>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -232,6 +236,27 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/revenue/my-earnings",
             get(routes::revenue::my_earnings),
         )
+        .route("/api/chat/models", get(routes::chat::models))
+        .route("/api/plan/usage", get(routes::chat::plan_usage))
+        .route(
+            "/api/account/api-key",
+            get(routes::chat::api_key).post(routes::chat::issue_api_key),
+        )
+        .route("/api/receipts/{request_id}", get(routes::chat::get_receipt))
+        .route(
+            "/api/conversations",
+            get(routes::conversations::list).post(routes::conversations::create),
+        )
+        .route(
+            "/api/conversations/{conversation_id}",
+            get(routes::conversations::get)
+                .patch(routes::conversations::patch)
+                .delete(routes::conversations::delete),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/export",
+            get(routes::conversations::export),
+        )
         .route("/api/v1/models", get(routes::openai::list_models))
         .route("/api/v1/models/{model_id}", get(routes::openai::get_model))
         .route(
@@ -322,6 +347,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route(
             "/api/v1/services/{service_id}/chat/completions",
             post(gateway::chat::service_completions),
+        )
+        .route(
+            "/api/conversations/{conversation_id}/messages",
+            post(routes::conversations::post_message),
         )
         .layer(DefaultBodyLimit::max(body_bytes_max));
     let limited = Router::new()
@@ -541,7 +570,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     };
 
     // The gateway: its key index is caught up before the first request, then follows the log.
-    let index = Arc::new(aiforge_commands::gateway::KeyIndex::default());
+    let index = Arc::new(aiforge_commands::gateway::KeyIndex::with_plan_limits(
+        settings.plan_limits.clone(),
+    ));
     index
         .catch_up(&db)
         .await
@@ -610,6 +641,13 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         session: Arc::new(session::SessionCookies::new(
             &settings.public_url,
             settings.jwt_ttl_secs,
+        )),
+        platform_keys: Arc::new(aiforge_commands::platform_keys::PlatformKeys::new(
+            db.clone(),
+            clock.clone(),
+        )),
+        conversations: Arc::new(aiforge_commands::conversations::Conversations::new(
+            db.clone(),
         )),
     };
     // Heartbeats over NATS, beside the HTTP ones, when NATS is configured.

@@ -144,6 +144,56 @@ pub struct Settings {
     /// `AIFORGE_JOB_BLOB_BYTES_MAX`: the largest job input a user uploads, and the largest single
     /// output a node uploads (default 1 GiB).
     pub job_blob_bytes_max: u64,
+    /// `AIFORGE_PLAN_LIMITS` (environment only): plans whose monthly limits differ from the
+    /// domain's `PLANS` on this deployment, as `plan=requests/tokens[,…]`, e.g. `free=5/100000`
+    /// (tests of exact plan limits; a production deployment leaves it unset).
+    pub plan_limits: std::collections::HashMap<
+        aiforge_domain::subscription::PlanId,
+        aiforge_domain::subscription::PlanLimits,
+    >,
+}
+
+/// Parses `AIFORGE_PLAN_LIMITS` (`plan=requests/tokens[,…]`).
+pub fn parse_plan_limits(
+    value: &str,
+) -> Result<
+    std::collections::HashMap<
+        aiforge_domain::subscription::PlanId,
+        aiforge_domain::subscription::PlanLimits,
+    >,
+    SettingsError,
+> {
+    let bad = |reason: String| SettingsError::Invalid {
+        name: "AIFORGE_PLAN_LIMITS",
+        reason,
+    };
+    let mut limits = std::collections::HashMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (plan, numbers) = entry
+            .split_once('=')
+            .ok_or_else(|| bad(format!("'{entry}': expected plan=requests/tokens")))?;
+        let plan: aiforge_domain::subscription::PlanId =
+            serde_json::from_value(serde_json::Value::String(plan.trim().to_string()))
+                .map_err(|_| bad(format!("'{plan}' is not free, basic, pro or enterprise")))?;
+        let (requests, tokens) = numbers
+            .split_once('/')
+            .ok_or_else(|| bad(format!("'{entry}': expected plan=requests/tokens")))?;
+        let count = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(format!("'{v}' is not a positive count")))
+        };
+        limits.insert(
+            plan,
+            aiforge_domain::subscription::PlanLimits {
+                requests_per_month: count(requests)?,
+                tokens_per_month: count(tokens)?,
+            },
+        );
+    }
+    Ok(limits)
 }
 
 /// The in-process node `aiforge serve` runs.
@@ -329,7 +379,12 @@ impl Settings {
         };
         let demo = parse_flag("AIFORGE_DEMO", env("AIFORGE_DEMO"))?
             .unwrap_or(local_node != LocalNode::Off);
+        let plan_limits = match env("AIFORGE_PLAN_LIMITS") {
+            Some(value) => parse_plan_limits(&value)?,
+            None => std::collections::HashMap::new(),
+        };
         Ok(Self {
+            plan_limits,
             node_idle_timeout_secs: parse_count(
                 "AIFORGE_NODE_IDLE_TIMEOUT_SECS",
                 env("AIFORGE_NODE_IDLE_TIMEOUT_SECS"),
@@ -492,6 +547,28 @@ impl Settings {
         match &self.database_url {
             Some(url) if url.expose_secret().starts_with("postgres") => "postgres",
             _ => "sqlite",
+        }
+    }
+}
+
+#[cfg(test)]
+mod plan_limit_tests {
+    use super::parse_plan_limits;
+    use aiforge_domain::subscription::{PlanId, PlanLimits};
+
+    #[test]
+    fn plan_limits_parse_and_bad_ones_are_named() {
+        let limits = parse_plan_limits("free=5/100000, pro=10/20").unwrap_or_default();
+        assert_eq!(
+            limits.get(&PlanId::Free),
+            Some(&PlanLimits {
+                requests_per_month: 5,
+                tokens_per_month: 100_000
+            })
+        );
+        assert_eq!(limits.len(), 2);
+        for bad in ["free=5", "gold=1/1", "free=0/10", "free=x/10"] {
+            assert!(parse_plan_limits(bad).is_err(), "{bad}");
         }
     }
 }

@@ -486,6 +486,7 @@ impl Marketplace {
         details: ServiceDetails,
         pricing: Pricing,
         rate_limits: RateLimits,
+        included_in_plans: bool,
         meta: &CommandMeta,
     ) -> Result<Outcome, MarketplaceError> {
         let (model, actor) = self.model_actor(model_id, user_id).await?;
@@ -499,6 +500,7 @@ impl Marketplace {
             details,
             pricing,
             rate_limits,
+            included_in_plans,
             at: self.clock.now(),
         };
         Ok(self
@@ -519,6 +521,7 @@ impl Marketplace {
         pricing: Option<Pricing>,
         rate_limits: Option<RateLimits>,
         active: Option<bool>,
+        included_in_plans: Option<bool>,
         meta: &CommandMeta,
     ) -> Result<Outcome, MarketplaceError> {
         self.service(service_id).await?;
@@ -528,6 +531,7 @@ impl Marketplace {
             pricing,
             rate_limits,
             active,
+            included_in_plans,
             at: self.clock.now(),
         };
         Ok(self

@@ -17,6 +17,7 @@ pub mod model;
 pub mod money;
 pub mod node;
 pub mod payment;
+pub mod platform_key;
 pub mod revenue;
 pub mod revenue_book;
 pub mod scheduler;

@@ -42,6 +42,26 @@ use crate::revenue::{distribute_pool, split_among_members, RevenueError};
 
 pub const REVENUE_BOOK_ID: &str = "platform";
 
+/// Pool rule 1: the pool is split by every metered token (the closes made before platform plans
+/// granted access to models).
+pub const POOL_RULE_ALL_TOKENS: u32 = 1;
+/// Pool rule 2: the pool is split by the tokens used under platform plans only; calls under an
+/// API subscription are paid by that subscription and do not draw on the pool.
+pub const POOL_RULE_PLAN_TOKENS: u32 = 2;
+/// The rule a close made now applies (recorded in its `MonthDistribution::pool_rule_version`;
+/// a replay applies the recorded one).
+pub const POOL_RULE_CURRENT: u32 = POOL_RULE_PLAN_TOKENS;
+
+fn pool_rule_all_tokens() -> u32 {
+    POOL_RULE_ALL_TOKENS
+}
+
+/// Rule 1 is not written, so a close recorded before the version existed keeps its canonical
+/// bytes (and digest) when it is read and written back.
+fn is_pool_rule_all_tokens(version: &u32) -> bool {
+    *version == POOL_RULE_ALL_TOKENS
+}
+
 /// A calendar month in UTC, written `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
@@ -161,7 +181,7 @@ pub fn counted_by(prior: &[ClosedMonth], at: OffsetDateTime, point: LogPoint) ->
 
 /// What the fold gathered for a month: the facts `distribute` needs, already filtered by the
 /// membership rule. Keys are sorted, so the distribution is a pure function of these totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthTotals {
     /// Money posted to the subscription pool, by the pool's month (the closed month and late
     /// money of earlier ones).
@@ -183,6 +203,30 @@ pub struct MonthTotals {
     /// Facts counted: usage events and payments.
     pub usage_events: u64,
     pub payments: u64,
+    /// The pool rule the tokens above were gathered by.
+    #[serde(
+        default = "pool_rule_all_tokens",
+        skip_serializing_if = "is_pool_rule_all_tokens"
+    )]
+    pub pool_rule_version: u32,
+}
+
+impl Default for MonthTotals {
+    fn default() -> Self {
+        Self {
+            pool: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            group_api: BTreeMap::new(),
+            fee_schedule_versions: Vec::new(),
+            owners: BTreeMap::new(),
+            splits: BTreeMap::new(),
+            group_owners: BTreeMap::new(),
+            usage_events: 0,
+            payments: 0,
+            pool_rule_version: POOL_RULE_CURRENT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +303,12 @@ pub struct MonthDistribution {
     /// SHA-256 (hex) of `input_digest` and this distribution's canonical JSON with `digest`
     /// empty.
     pub digest: String,
+    /// Which tokens split the pool (`POOL_RULE_*`); absent in closes made under rule 1.
+    #[serde(
+        default = "pool_rule_all_tokens",
+        skip_serializing_if = "is_pool_rule_all_tokens"
+    )]
+    pub pool_rule_version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -493,6 +543,7 @@ pub fn distribute(
         payments: totals.payments,
         input_digest: String::new(),
         digest: String::new(),
+        pool_rule_version: totals.pool_rule_version,
     })
 }
 
@@ -729,6 +780,22 @@ mod tests {
         assert_eq!(d.models[0].usage_percent, "40");
         balanced(&d.postings).unwrap();
         assert!(d.corrections.is_empty());
+    }
+
+    #[test]
+    fn a_close_records_its_pool_rule_and_a_rule_one_close_keeps_its_bytes() {
+        let m = month("2026-10");
+        let d = distribute(m, LogPoint::default(), vec![], &seeds_totals(m)).unwrap();
+        assert_eq!(d.pool_rule_version, POOL_RULE_PLAN_TOKENS);
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["pool_rule_version"], 2);
+        // A close recorded before the rule had a version: read as rule 1, written back without
+        // the field, so its canonical bytes (and so its digest) are unchanged.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("pool_rule_version");
+        let read: MonthDistribution = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(read.pool_rule_version, POOL_RULE_ALL_TOKENS);
+        assert_eq!(serde_json::to_value(&read).unwrap(), old);
     }
 
     #[test]

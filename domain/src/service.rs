@@ -227,6 +227,8 @@ pub enum ServiceCommand {
         details: ServiceDetails,
         pricing: Pricing,
         rate_limits: RateLimits,
+        /// Whether holders of a platform plan may call the model under their plan.
+        included_in_plans: bool,
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
@@ -236,6 +238,7 @@ pub enum ServiceCommand {
         pricing: Option<Pricing>,
         rate_limits: Option<RateLimits>,
         active: Option<bool>,
+        included_in_plans: Option<bool>,
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
@@ -251,8 +254,18 @@ pub enum ServiceEvent {
         pricing: Pricing,
         pricing_version: u32,
         rate_limits: RateLimits,
+        /// Services created before the flag existed were not included (the default).
+        #[serde(default)]
+        included_in_plans: bool,
         #[serde(with = "time::serde::rfc3339")]
         created_at: OffsetDateTime,
+    },
+    /// The creator included the service in platform plans, or took it out (from now on).
+    ServicePlanInclusionChanged {
+        service_id: String,
+        included_in_plans: bool,
+        #[serde(with = "time::serde::rfc3339")]
+        changed_at: OffsetDateTime,
     },
     ServiceDetailsEdited {
         service_id: String,
@@ -293,6 +306,7 @@ impl DomainEvent for ServiceEvent {
             ServiceEvent::ServiceDetailsEdited { .. } => "ServiceDetailsEdited",
             ServiceEvent::ServicePricingChanged { .. } => "ServicePricingChanged",
             ServiceEvent::ServiceRateLimitsChanged { .. } => "ServiceRateLimitsChanged",
+            ServiceEvent::ServicePlanInclusionChanged { .. } => "ServicePlanInclusionChanged",
             ServiceEvent::ServiceDeactivated { .. } => "ServiceDeactivated",
             ServiceEvent::ServiceActivated { .. } => "ServiceActivated",
         }
@@ -314,6 +328,7 @@ pub struct ApiService {
     pub pricing_version: u32,
     pub rate_limits: RateLimits,
     pub active: bool,
+    pub included_in_plans: bool,
 }
 
 pub struct ServiceServices;
@@ -341,6 +356,7 @@ impl Aggregate for ApiService {
                 details,
                 pricing,
                 rate_limits,
+                included_in_plans,
                 at,
             } => {
                 if self.id.is_some() {
@@ -364,6 +380,7 @@ impl Aggregate for ApiService {
                         pricing,
                         pricing_version: 1,
                         rate_limits,
+                        included_in_plans,
                         created_at: at,
                     },
                     self,
@@ -376,6 +393,7 @@ impl Aggregate for ApiService {
                 pricing,
                 rate_limits,
                 active,
+                included_in_plans,
                 at,
             } => {
                 let service_id = self.id.clone().ok_or(ServiceError::NotFound)?;
@@ -415,6 +433,15 @@ impl Aggregate for ApiService {
                         });
                     }
                 }
+                if let Some(included) = included_in_plans {
+                    if included != self.included_in_plans {
+                        events.push(ServiceEvent::ServicePlanInclusionChanged {
+                            service_id: service_id.clone(),
+                            included_in_plans: included,
+                            changed_at: at,
+                        });
+                    }
+                }
                 match active {
                     Some(true) if !self.active => events.push(ServiceEvent::ServiceActivated {
                         service_id: service_id.clone(),
@@ -447,8 +474,10 @@ impl Aggregate for ApiService {
                 pricing,
                 pricing_version,
                 rate_limits,
+                included_in_plans,
                 ..
             } => {
+                self.included_in_plans = included_in_plans;
                 self.id = Some(service_id);
                 self.owner = Some(owner);
                 self.model_id = Some(model_id);
@@ -470,6 +499,9 @@ impl Aggregate for ApiService {
             ServiceEvent::ServiceRateLimitsChanged { rate_limits, .. } => {
                 self.rate_limits = rate_limits
             }
+            ServiceEvent::ServicePlanInclusionChanged {
+                included_in_plans, ..
+            } => self.included_in_plans = included_in_plans,
             ServiceEvent::ServiceDeactivated { .. } => self.active = false,
             ServiceEvent::ServiceActivated { .. } => self.active = true,
         }
@@ -502,6 +534,7 @@ mod tests {
             },
             pricing_version: 1,
             rate_limits: RateLimits::default(),
+            included_in_plans: false,
             created_at: T0,
         }
     }
@@ -519,6 +552,7 @@ mod tests {
             },
             pricing,
             rate_limits: RateLimits::default(),
+            included_in_plans: false,
             at: T0,
         }
     }
@@ -580,6 +614,7 @@ mod tests {
                 }),
                 rate_limits: None,
                 active: Some(false),
+                included_in_plans: None,
                 at: T0,
             })
             .then_expect_events(vec![
@@ -608,6 +643,7 @@ mod tests {
                 pricing: None,
                 rate_limits: None,
                 active: Some(false),
+                included_in_plans: None,
                 at: T0,
             })
             .then_expect_error(ServiceError::NotOwner);
@@ -619,9 +655,63 @@ mod tests {
                 pricing: None,
                 rate_limits: None,
                 active: Some(true),
+                included_in_plans: None,
                 at: T0,
             })
             .then_expect_error(ServiceError::NothingToChange);
+    }
+
+    #[test]
+    fn the_creator_includes_a_service_in_plans_and_takes_it_out() {
+        TestFramework::<ApiService>::with(ServiceServices)
+            .given(vec![created()])
+            .when(ServiceCommand::Update {
+                actor: "u1".into(),
+                details: None,
+                pricing: None,
+                rate_limits: None,
+                active: None,
+                included_in_plans: Some(true),
+                at: T0,
+            })
+            .then_expect_events(vec![ServiceEvent::ServicePlanInclusionChanged {
+                service_id: "s1".into(),
+                included_in_plans: true,
+                changed_at: T0,
+            }]);
+        TestFramework::<ApiService>::with(ServiceServices)
+            .given(vec![created()])
+            .when(ServiceCommand::Update {
+                actor: "u1".into(),
+                details: None,
+                pricing: None,
+                rate_limits: None,
+                active: None,
+                included_in_plans: Some(false),
+                at: T0,
+            })
+            .then_expect_error(ServiceError::NothingToChange);
+        TestFramework::<ApiService>::with(ServiceServices)
+            .given(vec![created()])
+            .when(ServiceCommand::Update {
+                actor: "u2".into(),
+                details: None,
+                pricing: None,
+                rate_limits: None,
+                active: None,
+                included_in_plans: Some(true),
+                at: T0,
+            })
+            .then_expect_error(ServiceError::NotOwner);
+    }
+
+    #[test]
+    fn a_service_created_before_the_flag_is_not_included() {
+        let old = r#"{"ServiceCreated":{"service_id":"s1","owner":"u1","model_id":"m1","details":{"name":"Chat","description":""},"pricing":{"type":"monthly","price_per_month":"10"},"pricing_version":1,"rate_limits":{},"created_at":"2026-10-01T00:00:00Z"}}"#;
+        let event: ServiceEvent = serde_json::from_str(old).unwrap();
+        let mut service = ApiService::default();
+        service.apply(event);
+        assert!(!service.included_in_plans);
     }
 
     #[test]

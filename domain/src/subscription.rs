@@ -11,6 +11,10 @@ use time::OffsetDateTime;
 use crate::money::Usdt;
 
 pub const SUBSCRIPTION_PERIOD_DAYS: i64 = 30;
+/// A plan's requests and tokens are counted per 30-day usage period from the plan period's
+/// start (a paid period is exactly one; the Free plan, which does not lapse, has one after
+/// another from its first activation).
+pub const PLAN_USAGE_PERIOD_DAYS: i64 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -61,7 +65,46 @@ pub const PLANS: [Plan; 4] = [
     },
 ];
 
+/// A plan's monthly limits (the domain's `PLANS`, or a test deployment's override).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    pub requests_per_month: u64,
+    pub tokens_per_month: u64,
+}
+
+impl Plan {
+    pub fn limits(&self) -> PlanLimits {
+        PlanLimits {
+            requests_per_month: self.requests_per_month,
+            tokens_per_month: self.tokens_per_month,
+        }
+    }
+
+    /// What `tokens` are worth under this plan: the plan's monthly price spread evenly over its
+    /// monthly tokens (price × tokens / tokens per month), rounded once, half-even, to the
+    /// micro-USDT. The receipt of a plan call shows it as the call's cost; nothing is charged
+    /// per call (the plan's fee was paid), so the Free plan's calls are worth 0.
+    pub fn worth_of(&self, tokens: u64) -> Usdt {
+        if self.tokens_per_month == 0 {
+            return Usdt::ZERO;
+        }
+        let exact = rust_decimal::Decimal::from(self.price_usd_per_month)
+            * rust_decimal::Decimal::from(tokens)
+            / rust_decimal::Decimal::from(self.tokens_per_month);
+        Usdt::from_decimal_rounded(exact).unwrap_or(Usdt::ZERO)
+    }
+}
+
 impl PlanId {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PlanId::Free => "free",
+            PlanId::Basic => "basic",
+            PlanId::Pro => "pro",
+            PlanId::Enterprise => "enterprise",
+        }
+    }
+
     pub fn plan(&self) -> &'static Plan {
         match self {
             PlanId::Free => &PLANS[0],
@@ -160,6 +203,24 @@ pub struct Period {
     pub plan: PlanId,
     pub starts_at: OffsetDateTime,
     pub ends_at: Option<OffsetDateTime>,
+}
+
+impl Period {
+    /// The usage period (`PLAN_USAGE_PERIOD_DAYS`) `at` falls in: its number from the plan
+    /// period's start, and its bounds (the last one ends with the plan period).
+    pub fn usage_period(&self, at: OffsetDateTime) -> (i64, OffsetDateTime, OffsetDateTime) {
+        let number = if at > self.starts_at {
+            (at - self.starts_at).whole_days() / PLAN_USAGE_PERIOD_DAYS
+        } else {
+            0
+        };
+        let start = self.starts_at + time::Duration::days(number * PLAN_USAGE_PERIOD_DAYS);
+        let mut end = start + time::Duration::days(PLAN_USAGE_PERIOD_DAYS);
+        if let Some(ends_at) = self.ends_at {
+            end = end.min(ends_at);
+        }
+        (number, start, end)
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -348,6 +409,51 @@ mod tests {
             starts_at,
             ends_at: Some(starts_at + time::Duration::days(30)),
         }
+    }
+
+    #[test]
+    fn a_plans_usage_periods_are_thirty_days_from_its_start() {
+        let free = Period {
+            plan: PlanId::Free,
+            starts_at: AT,
+            ends_at: None,
+        };
+        assert_eq!(
+            free.usage_period(AT + time::Duration::days(29)),
+            (0, AT, AT + time::Duration::days(30))
+        );
+        assert_eq!(
+            free.usage_period(AT + time::Duration::days(65)),
+            (
+                2,
+                AT + time::Duration::days(60),
+                AT + time::Duration::days(90)
+            )
+        );
+        let pro = Period {
+            plan: PlanId::Pro,
+            starts_at: AT,
+            ends_at: Some(AT + time::Duration::days(20)),
+        };
+        assert_eq!(
+            pro.usage_period(AT + time::Duration::days(1)).2,
+            AT + time::Duration::days(20)
+        );
+    }
+
+    #[test]
+    fn a_plan_calls_worth_is_the_price_spread_over_the_plans_tokens() {
+        // Basic: $10 for 2,000,000 tokens = $0.000005 a token.
+        assert_eq!(
+            PlanId::Basic.plan().worth_of(1_000),
+            Usdt::parse("0.005").unwrap()
+        );
+        // Pro: $30 / 20,000,000 = 0.0000015 a token; 1 token rounds half-even to 0.000002.
+        assert_eq!(
+            PlanId::Pro.plan().worth_of(1),
+            Usdt::parse("0.000002").unwrap()
+        );
+        assert_eq!(PlanId::Free.plan().worth_of(50_000), Usdt::ZERO);
     }
 
     #[test]

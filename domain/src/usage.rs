@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::money::{MoneyError, Usdt};
 use crate::service::Pricing;
+use crate::subscription::PlanId;
 
 /// The aggregate type of metered calls in the event store.
 pub const API_CALL_AGGREGATE: &str = "api_call";
@@ -38,6 +39,28 @@ pub struct PeriodUsage {
     pub tokens: u64,
 }
 
+/// What entitled a call, recorded on its metering event: an API subscription (paid by the
+/// subscription's own pricing) or a platform plan (paid by the plan's fee; its tokens are what
+/// the month's pool is split by, `revenue_book::POOL_RULE_PLAN_TOKENS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallEntitlement {
+    /// The API subscription named by the event's `subscription_id`. Every call metered before
+    /// plans granted access was one (the serde default for those events).
+    #[default]
+    Subscription,
+    /// A platform plan held by `user_id`; the event's `subscription_id` names the plan's usage
+    /// counter (`plan:<user>:<period start>`), and its `service_id` the service that included
+    /// the model in plans.
+    Plan { plan: PlanId, user_id: String },
+}
+
+impl CallEntitlement {
+    pub fn is_plan(&self) -> bool {
+        matches!(self, CallEntitlement::Plan { .. })
+    }
+}
+
 /// One call as the gateway metered it. Token counts come from the node's tokenizer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiCallMetered {
@@ -58,6 +81,9 @@ pub struct ApiCallMetered {
     pub outcome: CallOutcome,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// What entitled the call (events from before plans: an API subscription).
+    #[serde(default)]
+    pub entitlement: CallEntitlement,
 }
 
 impl ApiCallMetered {
@@ -155,6 +181,29 @@ pub fn call_cost(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_metered_before_plans_was_an_api_subscriptions_and_a_plan_call_says_whose() {
+        let old = r#"{"request_id":"r1","subscription_id":"s1","consumer":"u1","service_id":"svc","model_id":"m1","node_id":"local","prompt_tokens":3,"completion_tokens":4,"usage_exact":true,"cost":"0","pricing_version":1,"streamed":false,"latency_ms":5,"outcome":"completed","at":"2026-10-01T00:00:00Z"}"#;
+        let call: ApiCallMetered = serde_json::from_str(old).unwrap();
+        assert_eq!(call.entitlement, CallEntitlement::Subscription);
+        let plan = ApiCallMetered {
+            entitlement: CallEntitlement::Plan {
+                plan: PlanId::Free,
+                user_id: "u1".into(),
+            },
+            ..call
+        };
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            json["entitlement"],
+            serde_json::json!({"kind": "plan", "plan": "free", "user_id": "u1"})
+        );
+        assert!(serde_json::from_value::<ApiCallMetered>(json)
+            .unwrap()
+            .entitlement
+            .is_plan());
+    }
 
     fn usdt(s: &str) -> Usdt {
         Usdt::parse(s).unwrap_or(Usdt::ZERO)

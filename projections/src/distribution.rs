@@ -28,7 +28,7 @@ use aiforge_domain::payment::PaymentEvent;
 use aiforge_domain::revenue_book::{
     counted_by, distribute, ClosedMonth, LogPoint, Month, MonthDistribution, MonthTotals,
     RevenueBook, RevenueBookCommand, RevenueBookError, RevenueBookEvent, MONTH_CLOSED,
-    REVENUE_BOOK_ID,
+    POOL_RULE_CURRENT, POOL_RULE_PLAN_TOKENS, REVENUE_BOOK_ID,
 };
 use aiforge_domain::usage::{API_CALL_AGGREGATE, API_CALL_METERED};
 use aiforge_domain::Usdt;
@@ -73,6 +73,15 @@ struct MeteredCall<'a> {
     completion_tokens: u32,
     #[serde(with = "time::serde::rfc3339")]
     at: OffsetDateTime,
+    /// Absent on calls metered before plans: an API subscription's.
+    #[serde(default, borrow)]
+    entitlement: Option<MeteredEntitlement<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MeteredEntitlement<'a> {
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +100,8 @@ fn point(event: &RecordedEvent) -> LogPoint {
 /// The streaming fold of one month (module docs).
 pub struct MonthFold {
     month: Month,
+    /// Which calls' tokens split the pool (`revenue_book::POOL_RULE_*`).
+    pool_rule: u32,
     through: LogPoint,
     prior: Vec<ClosedMonth>,
     totals: MonthTotals,
@@ -101,12 +112,17 @@ pub struct MonthFold {
 }
 
 impl MonthFold {
-    pub fn new(month: Month, through: LogPoint, prior: Vec<ClosedMonth>) -> Self {
+    /// A fold under `pool_rule` (a close: `POOL_RULE_CURRENT`; a replay: the recorded close's).
+    pub fn new(month: Month, through: LogPoint, prior: Vec<ClosedMonth>, pool_rule: u32) -> Self {
         Self {
             month,
+            pool_rule,
             through,
             prior,
-            totals: MonthTotals::default(),
+            totals: MonthTotals {
+                pool_rule_version: pool_rule,
+                ..MonthTotals::default()
+            },
             owners: HashMap::new(),
             splits: HashMap::new(),
             group_owners: HashMap::new(),
@@ -153,6 +169,11 @@ impl MonthFold {
                         reason: e.to_string(),
                     })?;
                 if !self.counts(call.at, event) {
+                    return Ok(true);
+                }
+                // Rule 2: only calls under a platform plan draw on the pool.
+                let plan_call = call.entitlement.as_ref().is_some_and(|e| e.kind == "plan");
+                if self.pool_rule >= POOL_RULE_PLAN_TOKENS && !plan_call {
                     return Ok(true);
                 }
                 let tokens = u64::from(call.prompt_tokens) + u64::from(call.completion_tokens);
@@ -325,8 +346,9 @@ pub async fn fold_live(
     month: Month,
     through: LogPoint,
     prior: Vec<ClosedMonth>,
+    pool_rule: u32,
 ) -> Result<MonthDistribution, DistributionError> {
-    let mut fold = MonthFold::new(month, through, prior);
+    let mut fold = MonthFold::new(month, through, prior, pool_rule);
     db.fold_log_through(to_log(through), |event| {
         fold.feed(&event).map_err(DistributionError::from)
     })
@@ -374,7 +396,7 @@ pub async fn close(
         position: head.position,
     };
     let started = std::time::Instant::now();
-    let distribution = fold_live(db, month, through, state.prior()).await?;
+    let distribution = fold_live(db, month, through, state.prior(), POOL_RULE_CURRENT).await?;
     tracing::info!(%month, seconds = started.elapsed().as_secs_f64(), usage_events = distribution.usage_events, "month folded");
     let outcome = book
         .execute(
@@ -448,7 +470,10 @@ pub async fn replay_live(db: &Database, month: Month) -> Result<Replay, Distribu
             }
         }
     };
-    let computed = fold_live(db, month, through, prior_of(&closes, month)).await?;
+    let pool_rule = recorded
+        .as_ref()
+        .map_or(POOL_RULE_CURRENT, |d| d.pool_rule_version);
+    let computed = fold_live(db, month, through, prior_of(&closes, month), pool_rule).await?;
     Ok(Replay { computed, recorded })
 }
 
@@ -492,6 +517,9 @@ pub fn replay_export(
             |d| d.through,
         ),
         prior_of(&closes, month),
+        recorded
+            .as_ref()
+            .map_or(POOL_RULE_CURRENT, |d| d.pool_rule_version),
     );
     let mut head = LogPoint::default();
     for (n, line) in open()?.lines().enumerate() {
@@ -520,7 +548,7 @@ mod tests {
     use aiforge_domain::ledger::{month_key, payment_postings, Beneficiary};
     use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
     use aiforge_domain::revenue_book::PayoutSource;
-    use aiforge_domain::usage::{ApiCallEvent, ApiCallMetered, CallOutcome};
+    use aiforge_domain::usage::{ApiCallEvent, ApiCallMetered, CallEntitlement, CallOutcome};
     use aiforge_domain::wallet::Network;
     use proptest::prelude::*;
     use time::macros::datetime;
@@ -574,7 +602,32 @@ mod tests {
         )
     }
 
+    /// A call under the Free plan (what the pool is split by).
     fn call(position: i64, model: &str, tokens: u32, at: OffsetDateTime) -> RecordedEvent {
+        metered(
+            position,
+            model,
+            tokens,
+            at,
+            CallEntitlement::Plan {
+                plan: aiforge_domain::subscription::PlanId::Free,
+                user_id: "c".into(),
+            },
+        )
+    }
+
+    /// A call under an API subscription (paid by it; not in the pool under rule 2).
+    fn api_call(position: i64, model: &str, tokens: u32, at: OffsetDateTime) -> RecordedEvent {
+        metered(position, model, tokens, at, CallEntitlement::Subscription)
+    }
+
+    fn metered(
+        position: i64,
+        model: &str,
+        tokens: u32,
+        at: OffsetDateTime,
+        entitlement: CallEntitlement,
+    ) -> RecordedEvent {
         let event = ApiCallEvent::ApiCallMetered(ApiCallMetered {
             request_id: format!("r{position}"),
             subscription_id: "s".into(),
@@ -591,6 +644,7 @@ mod tests {
             latency_ms: 1,
             outcome: CallOutcome::Completed,
             at,
+            entitlement,
         });
         recorded(
             position,
@@ -648,6 +702,16 @@ mod tests {
         prior: Vec<ClosedMonth>,
         events: &[RecordedEvent],
     ) -> MonthDistribution {
+        fold_by(month, through, prior, events, POOL_RULE_CURRENT)
+    }
+
+    fn fold_by(
+        month: &str,
+        through: i64,
+        prior: Vec<ClosedMonth>,
+        events: &[RecordedEvent],
+        pool_rule: u32,
+    ) -> MonthDistribution {
         let month: Month = month.parse().unwrap_or_else(|e: String| panic!("{e}"));
         let mut fold = MonthFold::new(
             month,
@@ -656,6 +720,7 @@ mod tests {
                 position: through,
             },
             prior,
+            pool_rule,
         );
         for event in events {
             if !fold.feed(event).unwrap_or_else(|e| panic!("{e}")) {
@@ -741,7 +806,66 @@ mod tests {
         );
     }
 
-    use aiforge_domain::revenue_book::CorrectionKind;
+    use aiforge_domain::revenue_book::{CorrectionKind, POOL_RULE_ALL_TOKENS};
+
+    /// The product description's example under rule 2: a $700 pool ($1000 of plan fees) and
+    /// plan tokens of 40/30/20/10% give $280/$210/$140/$70, however many tokens API
+    /// subscriptions used (they are paid by their subscriptions).
+    #[test]
+    fn the_pool_is_split_by_plan_tokens_only() {
+        let nov = datetime!(2026-11-10 00:00 UTC);
+        let mut events = vec![
+            uploaded(1, "m1", "u1"),
+            uploaded(2, "m2", "u2"),
+            uploaded(3, "m3", "u3"),
+            uploaded(4, "m4", "u4"),
+            pool_payment(5, 1_000_000_000, nov),
+            call(6, "m1", 4000, nov),
+            call(7, "m2", 3000, nov),
+            call(8, "m3", 2000, nov),
+            call(9, "m4", 1000, nov),
+        ];
+        events.push(api_call(10, "m4", 90_000, nov));
+        events.push(api_call(11, "m3", 5_000, nov));
+        let close = fold("2026-11", 11, vec![], &events);
+        assert_eq!(close.pool_rule_version, POOL_RULE_PLAN_TOKENS);
+        assert_eq!(close.pool_total, usdt("700"));
+        assert_eq!(close.tokens_total, 10_000);
+        let pools: Vec<(String, Usdt)> = close
+            .models
+            .iter()
+            .map(|l| (l.model_id.clone(), l.pool_amount))
+            .collect();
+        assert_eq!(
+            pools,
+            [
+                ("m1".to_string(), usdt("280")),
+                ("m2".to_string(), usdt("210")),
+                ("m3".to_string(), usdt("140")),
+                ("m4".to_string(), usdt("70")),
+            ]
+        );
+        assert_eq!(close.usage_events, 4, "the API-subscription calls are not counted");
+        // Rule 1 (closes made before plans) counted every call: the same log gives another
+        // split, and its replay applies the rule the close recorded.
+        let old = fold_by("2026-11", 11, vec![], &events, POOL_RULE_ALL_TOKENS);
+        assert_eq!(old.tokens_total, 105_000);
+        assert_eq!(old.pool_rule_version, POOL_RULE_ALL_TOKENS);
+        let path = std::env::temp_dir().join(format!(
+            "aiforge-replay-rule1-{}.jsonl",
+            uuid::Uuid::now_v7()
+        ));
+        export_with_close(&events, &old, &path);
+        let open = || -> std::io::Result<Box<dyn BufRead>> {
+            Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+                &path,
+            )?)))
+        };
+        let replay = replay_export(&open, "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}")));
+        let _ = std::fs::remove_file(&path);
+        let replay = replay.unwrap_or_else(|e| panic!("{e}"));
+        assert!(replay.matches(), "a rule-1 close replays exactly");
+    }
 
     fn export_with_close(
         events: &[RecordedEvent],

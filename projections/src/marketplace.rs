@@ -240,6 +240,7 @@ async fn apply_service(tx: &mut ViewTx, event: ServiceEvent) -> Result<(), Proje
             pricing,
             pricing_version,
             rate_limits,
+            included_in_plans,
             created_at,
         } => {
             let at = rfc3339(created_at);
@@ -248,8 +249,8 @@ async fn apply_service(tx: &mut ViewTx, event: ServiceEvent) -> Result<(), Proje
             tx.execute(
                 "INSERT INTO services_view (service_id, owner, model_id, model_name, model_state, \
                  name, description, pricing, pricing_kind, sort_price_micros, pricing_version, \
-                 rate_limits, active, subscribers, created_at, updated_at) \
-                 SELECT $1, $2, $3, m.name, m.state, $4, $5, $6, $7, $8, $9, $10, 1, 0, $11, $11 \
+                 rate_limits, active, subscribers, created_at, updated_at, included_in_plans) \
+                 SELECT $1, $2, $3, m.name, m.state, $4, $5, $6, $7, $8, $9, $10, 1, 0, $11, $11, $12 \
                  FROM models_view m WHERE m.model_id = $3",
                 &[
                     text(service_id),
@@ -263,6 +264,23 @@ async fn apply_service(tx: &mut ViewTx, event: ServiceEvent) -> Result<(), Proje
                     SqlValue::Int(i64::from(pricing_version)),
                     json(&rate_limits)?,
                     text(at),
+                    SqlValue::Int(i64::from(included_in_plans)),
+                ],
+            )
+            .await?;
+        }
+        ServiceEvent::ServicePlanInclusionChanged {
+            service_id,
+            included_in_plans,
+            changed_at,
+        } => {
+            tx.execute(
+                "UPDATE services_view SET included_in_plans = $1, updated_at = $2 \
+                 WHERE service_id = $3",
+                &[
+                    SqlValue::Int(i64::from(included_in_plans)),
+                    text(rfc3339(changed_at)),
+                    text(service_id),
                 ],
             )
             .await?;
@@ -587,11 +605,13 @@ pub struct ServiceRow {
     pub subscribers: i32,
     pub created_at: String,
     pub updated_at: String,
+    pub included_in_plans: i32,
 }
 
 const SERVICE_COLUMNS: &str = "service_id, owner, model_id, model_name, model_state, name, \
     description, pricing, pricing_kind, sort_price_micros, pricing_version, rate_limits, \
-    CAST(active AS integer) AS active, CAST(subscribers AS integer) AS subscribers, created_at, updated_at";
+    CAST(active AS integer) AS active, CAST(subscribers AS integer) AS subscribers, created_at, updated_at, \
+    CAST(included_in_plans AS integer) AS included_in_plans";
 
 pub async fn find_service(
     db: &Database,

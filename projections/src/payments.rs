@@ -317,3 +317,22 @@ pub async fn postings_of(
     .await
     })
 }
+
+/// The money posted into a ledger account so far (its positive postings), in micro-USDT: for a
+/// month's subscription pool, the pool before its close moves it out.
+pub async fn posted_into(
+    db: &aiforge_commands::Database,
+    account: &str,
+) -> Result<i64, sqlx::Error> {
+    let sql = "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS bigint) FROM ledger_postings_view \
+               WHERE account = $1 AND amount_micros > 0";
+    let (micros,): (i64,) = match db.engine() {
+        aiforge_commands::store::Engine::Sqlite(pool) => {
+            sqlx::query_as(sql).bind(account).fetch_one(pool).await?
+        }
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_as(sql).bind(account).fetch_one(pool).await?
+        }
+    };
+    Ok(micros)
+}

@@ -176,3 +176,17 @@ pub async fn verify(db: &Database) -> Result<Verdict, ProjectionError> {
     }
     Ok(Verdict::Intact { sealed: seq })
 }
+
+/// The seal of the event at global `position` (its sequence number in the chain and the hex
+/// seal), once the `seals` projection has reached it.
+pub async fn seal_at(db: &Database, position: i64) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let sql = "SELECT CAST(seq AS bigint), seal FROM event_seals WHERE position = $1";
+    match db.engine() {
+        aiforge_commands::store::Engine::Sqlite(pool) => {
+            sqlx::query_as(sql).bind(position).fetch_optional(pool).await
+        }
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_as(sql).bind(position).fetch_optional(pool).await
+        }
+    }
+}

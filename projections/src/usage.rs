@@ -108,3 +108,36 @@ pub async fn subscription_usage(
         .fetch_one(pool)
         .await?))
 }
+
+/// Tokens metered under platform plans (calls whose counter is a plan's, `plan:…`), by model,
+/// for calls timed in `[from, until)` (RFC 3339 texts, the view's format): what a month's pool
+/// is split by so far (pool rule 2).
+pub async fn plan_tokens_by_model(
+    db: &aiforge_commands::Database,
+    from: &str,
+    until: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, sqlx::Error> {
+    let sql = "SELECT model_id, CAST(SUM(prompt_tokens + completion_tokens) AS bigint) \
+               FROM api_calls_view WHERE subscription_id LIKE 'plan:%' AND at >= $1 AND at < $2 \
+               GROUP BY model_id";
+    let rows: Vec<(String, i64)> = match db.engine() {
+        aiforge_commands::store::Engine::Sqlite(pool) => {
+            sqlx::query_as(sql)
+                .bind(from)
+                .bind(until)
+                .fetch_all(pool)
+                .await?
+        }
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_as(sql)
+                .bind(from)
+                .bind(until)
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(model, tokens)| (model, u64::try_from(tokens).unwrap_or(0)))
+        .collect())
+}

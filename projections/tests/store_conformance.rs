@@ -456,6 +456,11 @@ fn metered(n: usize, subscription: &str) -> aiforge_domain::usage::ApiCallMetere
         latency_ms: 5,
         outcome: aiforge_domain::usage::CallOutcome::Completed,
         at: datetime!(2026-11-21 10:00 UTC),
+        // Plan calls: the month's fold below counts them (pool rule 2).
+        entitlement: aiforge_domain::usage::CallEntitlement::Plan {
+            plan: aiforge_domain::subscription::PlanId::Free,
+            user_id: "consumer".into(),
+        },
     }
 }
 
@@ -536,7 +541,13 @@ async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
                     position: head.position,
                 };
                 let folded =
-                    aiforge_projections::distribution::fold_live(&db, month, point, vec![])
+                    aiforge_projections::distribution::fold_live(
+                    &db,
+                    month,
+                    point,
+                    vec![],
+                    aiforge_domain::revenue_book::POOL_RULE_CURRENT,
+                )
                         .await
                         .unwrap();
                 if folded.usage_events == expected {
@@ -559,7 +570,13 @@ async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
         (1..=30u64).map(|n| 10 + 2 * n).sum::<u64>()
     );
     // The point read again, after ten more calls: the same 30, the same digest.
-    let again = aiforge_projections::distribution::fold_live(&db, month, through, vec![])
+    let again = aiforge_projections::distribution::fold_live(
+        &db,
+        month,
+        through,
+        vec![],
+        aiforge_domain::revenue_book::POOL_RULE_CURRENT,
+    )
         .await
         .unwrap();
     assert_eq!(again.usage_events, 30);

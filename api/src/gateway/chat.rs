@@ -6,6 +6,11 @@
 //! -> generation -> metering -> the end of the response. The generation and its metering run in
 //! their own task, so a client that goes away cannot stop a call from being metered: it is
 //! billed for what was delivered up to then.
+//!
+//! One pipeline for every caller, parameterised by the caller's [`Entitlement`] (an API
+//! subscription's key, a platform key or a browser session under the user's plan, or a session
+//! naming one of the user's subscriptions): [`handle`] for OpenAI's shapes, [`start`] for a
+//! caller that shapes the answer itself (the web chat, `routes/conversations.rs`).
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -25,11 +30,13 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use aiforge_commands::gateway::index::lock;
-use aiforge_commands::gateway::{AdmissionError, Admitted};
+use aiforge_commands::gateway::index::{lock, ModelEntry};
+use aiforge_commands::gateway::{AdmissionError, Admitted, CallTerms};
 use aiforge_domain::admission::{prompt_tokens_bound, CallEstimate, Refusal};
+use aiforge_domain::usage::CallEntitlement;
 
 use super::nodes::{ModelTarget, NodeError};
+use super::Entitlement;
 use crate::routes::openai::{ApiKeyAuth, OpenAiError};
 use crate::AppState;
 
@@ -324,15 +331,19 @@ fn rate_limited(message: String, code: &'static str, retry_after: Option<Duratio
 /// Admission's answer in OpenAI's shape: 429 with `Retry-After` for a rate window,
 /// `insufficient_quota` for a quota or the credit, a generic 503 when the counters are out of
 /// reach (the cause is logged).
-fn refused(err: AdmissionError) -> Response {
+pub fn refused(err: AdmissionError, entitlement: &CallEntitlement) -> Response {
+    let whose = match entitlement {
+        CallEntitlement::Subscription => "this subscription's".to_string(),
+        CallEntitlement::Plan { plan, .. } => format!("your {} plan's", plan.plan().name),
+    };
     match err {
         AdmissionError::Refused(Refusal::RequestQuota { max }) => rate_limited(
-            format!("You exceeded this subscription's monthly quota of {max} requests."),
+            format!("You exceeded {whose} monthly quota of {max} requests."),
             "insufficient_quota",
             None,
         ),
         AdmissionError::Refused(Refusal::TokenQuota { max }) => rate_limited(
-            format!("You exceeded this subscription's monthly quota of {max} tokens (or this call's prompt needs more than is left)."),
+            format!("You exceeded {whose} monthly quota of {max} tokens (or this call's prompt needs more than is left)."),
             "insufficient_quota",
             None,
         ),
@@ -369,7 +380,7 @@ fn refused(err: AdmissionError) -> Response {
 }
 
 /// What the call task sends to the response.
-enum Piece {
+pub enum Piece {
     Text(String),
     /// Generation ended and its usage is recorded.
     End {
@@ -425,6 +436,24 @@ fn engine_error(err: NodeError) -> OpenAiError {
     }
 }
 
+/// How a call ended, told to a caller that must know even when its client went away (the
+/// web chat saves what was delivered).
+#[derive(Debug, Clone)]
+pub enum Finished {
+    /// Metered: the usage event is durable.
+    Metered {
+        finish_reason: FinishReason,
+        usage: Usage,
+        /// The call's reader went away before the end.
+        client_gone: bool,
+        /// A failure mid-answer (what was delivered is billed).
+        failure: Option<OpenAiError>,
+    },
+    /// Nothing was metered: the call failed before anything was delivered, or its metering
+    /// could not be recorded.
+    NotMetered(OpenAiError),
+}
+
 /// One admitted call, for its task.
 struct Call {
     state: AppState,
@@ -434,9 +463,11 @@ struct Call {
     request: ChatRequest,
     streamed: bool,
     started: Instant,
+    finished: Option<tokio::sync::oneshot::Sender<Finished>>,
 }
 
-/// Runs one call: generation on a node, then metering; sends what happens to `out`.
+/// Runs one call: generation on a node, then metering; sends what happens to `out` (and how it
+/// ended to `finished`, when asked).
 async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
     let Call {
         state,
@@ -446,7 +477,13 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         request,
         streamed,
         started,
+        finished,
     } = call;
+    let tell = |report: Finished| {
+        if let Some(finished) = finished {
+            let _ = finished.send(report);
+        }
+    };
     let (deltas, mut received) = mpsc::channel(DELTA_BUFFER);
     let nodes = state.gateway.nodes.clone();
     let generation = tokio::spawn({
@@ -487,7 +524,9 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
                     .admission
                     .release(&admitted, &request_id)
                     .await;
-                let _ = out.send(Piece::Failed(engine_error(err))).await;
+                let error = engine_error(err);
+                tell(Finished::NotMetered(error.clone()));
+                let _ = out.send(Piece::Failed(error)).await;
                 return;
             }
             // Failed mid-answer: bill what was delivered, one token per delta (the node's own
@@ -524,7 +563,9 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
     ) {
         Ok(cost) => cost,
         Err(err) => {
-            let _ = out.send(Piece::Failed(OpenAiError::internal(err))).await;
+            let error = OpenAiError::internal(err);
+            tell(Finished::NotMetered(error.clone()));
+            let _ = out.send(Piece::Failed(error)).await;
             return;
         }
     };
@@ -544,6 +585,7 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         outcome,
         at: state.clock.now(),
+        entitlement: admitted.entitlement.clone(),
     };
     let gateway = &state.gateway;
     let settlement = gateway
@@ -556,17 +598,31 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         .await;
     gateway.admission.settled(&admitted, &call);
     let piece = match (recorded, failure) {
-        (Err(err), _) => Piece::Failed(OpenAiError::internal(err)),
-        (Ok(()), Some(failure)) => Piece::Failed(failure),
-        (Ok(()), None) => Piece::End {
-            finish_reason: completion.finish_reason,
-            usage,
-        },
+        (Err(err), _) => {
+            let error = OpenAiError::internal(err);
+            tell(Finished::NotMetered(error.clone()));
+            Piece::Failed(error)
+        }
+        (Ok(()), failure) => {
+            tell(Finished::Metered {
+                finish_reason: completion.finish_reason,
+                usage,
+                client_gone,
+                failure: failure.clone(),
+            });
+            match failure {
+                Some(failure) => Piece::Failed(failure),
+                None => Piece::End {
+                    finish_reason: completion.finish_reason,
+                    usage,
+                },
+            }
+        }
     };
     let _ = out.send(piece).await;
 }
 
-fn finish_reason_name(reason: FinishReason) -> &'static str {
+pub fn finish_reason_name(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Length => "length",
         FinishReason::Stop | FinishReason::Cancelled => "stop",
@@ -601,7 +657,7 @@ fn usage_json(usage: Usage) -> Value {
     security(("api_key" = [])),
 )]
 pub async fn completions(State(state): State<AppState>, auth: ApiKeyAuth, body: Bytes) -> Response {
-    handle(state, auth, None, body).await
+    handle(state, auth.entitlement, None, body).await
 }
 
 /// `POST /api/v1/services/{service_id}/chat/completions`.
@@ -632,34 +688,76 @@ pub async fn service_completions(
     Path(service_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    handle(state, auth, Some(service_id), body).await
+    handle(state, auth.entitlement, Some(service_id), body).await
 }
 
-async fn handle(
-    state: AppState,
-    auth: ApiKeyAuth,
-    service_id: Option<String>,
-    body: Bytes,
-) -> Response {
-    let started = Instant::now();
-    let parsed = match parse(&body) {
-        Ok(parsed) => parsed,
-        Err(err) => return err.into_response(),
-    };
-    if let Some(service_id) = &service_id {
-        if let Err(err) = crate::routes::openai::check_service(&auth, service_id) {
-            return err.into_response();
+/// The terms `entitlement` gives for `model_id` (under the service-scoped base URL, only that
+/// service's): 404 for a model that does not exist, 403 for one the entitlement does not cover.
+pub fn resolve(
+    state: &AppState,
+    entitlement: &Entitlement,
+    model_id: &str,
+    service_scope: Option<&str>,
+) -> Result<(CallTerms, ModelEntry), OpenAiError> {
+    let index = &state.gateway.index;
+    if let Entitlement::Subscription(subscription) = entitlement {
+        let key_service = lock(subscription).service_id.clone();
+        if service_scope.is_some_and(|scope| scope != key_service) {
+            return Err(crate::routes::openai::service_not_permitted());
         }
     }
-    let key_model = lock(&auth.subscription).model_id.clone();
-    let Some(model) = state.gateway.index.model(&parsed.model) else {
-        return crate::routes::openai::model_not_found(&parsed.model).into_response();
+    let model = index
+        .model(model_id)
+        .ok_or_else(|| crate::routes::openai::model_not_found(model_id))?;
+    let terms = match entitlement {
+        Entitlement::Subscription(subscription) => {
+            let (key_model, active) = {
+                let s = lock(subscription);
+                (s.model_id.clone(), s.active)
+            };
+            if !active {
+                return Err(crate::routes::openai::subscription_inactive());
+            }
+            if model_id != key_model {
+                return Err(crate::routes::openai::model_not_permitted(model_id));
+            }
+            CallTerms::subscription(index, subscription)
+        }
+        Entitlement::Plan { user_id } => {
+            let grant = index
+                .plan_of(user_id, state.clock.now())
+                .ok_or_else(crate::routes::openai::no_active_plan)?;
+            let included = index
+                .plan_model(model_id)
+                .filter(|m| service_scope.is_none_or(|scope| scope == m.service_id))
+                .ok_or_else(|| crate::routes::openai::model_not_in_plan(model_id))?;
+            CallTerms::plan(index, &grant, &included)
+        }
     };
-    if parsed.model != key_model {
-        return crate::routes::openai::model_not_permitted(&parsed.model).into_response();
-    }
+    Ok((terms, model))
+}
+
+/// A call under way: its id, when it was made, and its pieces as they come.
+pub struct Started {
+    pub request_id: String,
+    pub created: i64,
+    pub entitlement: CallEntitlement,
+    pub pieces: mpsc::Receiver<Piece>,
+}
+
+/// Admits a call under `terms` and starts it (the pipeline after parsing and resolution):
+/// the error answer when it cannot start (503 overloaded, 429 limits).
+pub async fn start(
+    state: &AppState,
+    terms: CallTerms,
+    model: &ModelEntry,
+    mut request: ChatRequest,
+    streamed: bool,
+    started: Instant,
+    finished: Option<tokio::sync::oneshot::Sender<Finished>>,
+) -> Result<Started, Response> {
     let Ok(permit) = state.gateway.calls.clone().try_acquire_owned() else {
-        return OpenAiError::new(
+        return Err(OpenAiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             "server_overloaded",
@@ -668,51 +766,98 @@ async fn handle(
                 super::CALLS_IN_FLIGHT_MAX
             ),
         )
-        .into_response();
+        .into_response());
     };
     let request_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     let estimate = CallEstimate {
         prompt_tokens_max: prompt_tokens_bound(
-            parsed
-                .request
+            request
                 .messages
                 .iter()
                 .map(|m| m.content.len() + m.role.as_str().len()),
         ),
-        completion_tokens: parsed.request.max_tokens,
+        completion_tokens: request.max_tokens,
     };
+    let entitlement = terms.entitlement.clone();
+    let model_id = terms.model_id.clone();
     let admitted = match state
         .gateway
         .admission
-        .admit(&auth.subscription, &request_id, estimate)
+        .admit_under(terms, &request_id, estimate)
         .await
     {
         Ok(admitted) => admitted,
-        Err(err) => return refused(err),
+        Err(err) => return Err(refused(err, &entitlement)),
     };
-    let mut parsed = parsed;
     if let Some(cap) = admitted.hold.completion_tokens_max {
-        parsed.request.max_tokens = Some(cap);
+        request.max_tokens = Some(cap);
     }
     let created = state.clock.now().unix_timestamp();
     let target = ModelTarget {
-        model_id: parsed.model.clone(),
-        sha256: model.sha256,
+        model_id,
+        sha256: model.sha256.clone(),
     };
-    let (out, mut pieces) = mpsc::channel(DELTA_BUFFER);
+    let (out, pieces) = mpsc::channel(DELTA_BUFFER);
     let call = Call {
         state: state.clone(),
         admitted,
         target,
         request_id: request_id.clone(),
-        request: parsed.request,
-        streamed: parsed.stream,
+        request,
+        streamed,
         started,
+        finished,
     };
     tokio::spawn(async move {
         run_call(call, out).await;
         drop(permit);
     });
+    Ok(Started {
+        request_id,
+        created,
+        entitlement,
+        pieces,
+    })
+}
+
+/// The OpenAI-compatible pipeline for a caller with `entitlement` (under a service's base URL
+/// when `service_scope` names one): parse, resolve the model, admit, generate, answer in
+/// OpenAI's shapes.
+pub async fn handle(
+    state: AppState,
+    entitlement: Entitlement,
+    service_scope: Option<String>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let parsed = match parse(&body) {
+        Ok(parsed) => parsed,
+        Err(err) => return err.into_response(),
+    };
+    let (terms, model) =
+        match resolve(&state, &entitlement, &parsed.model, service_scope.as_deref()) {
+            Ok(resolved) => resolved,
+            Err(err) => return err.into_response(),
+        };
+    let Started {
+        request_id,
+        created,
+        mut pieces,
+        ..
+    } = match start(
+        &state,
+        terms,
+        &model,
+        parsed.request,
+        parsed.stream,
+        started,
+        None,
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(response) => return response,
+    };
     if !parsed.stream {
         let mut text = String::new();
         while let Some(piece) = pieces.recv().await {
@@ -764,7 +909,8 @@ async fn handle(
     (headers, Sse::new(stream)).into_response()
 }
 
-fn chunk(
+/// One `chat.completion.chunk` object (the web chat streams the same).
+pub fn chunk(
     id: &str,
     created: i64,
     model: &str,

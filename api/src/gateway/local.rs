@@ -158,11 +158,34 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
                 price_per_month: Usdt::ZERO,
             },
             RateLimits::default(),
+            true,
             &meta(&format!("service:{}", &blob.sha256[..16])),
         )
         .await
         .map_err(|e| err("service")(&e))?
         .aggregate_id;
+    // A data dir from before plans existed holds the demo's service without the flag (its
+    // create command is replayed above): include it, so a Free user can chat with the model.
+    if !market
+        .service(&service_id)
+        .await
+        .map_err(|e| err("service")(&e))?
+        .included_in_plans
+    {
+        market
+            .update_service(
+                &service_id,
+                &user_id,
+                None,
+                None,
+                None,
+                None,
+                Some(true),
+                &meta(&format!("service-in-plans:{}", &blob.sha256[..16])),
+            )
+            .await
+            .map_err(|e| err("service in plans")(&e))?;
+    }
     let subscribed = market
         .subscribe(
             &user_id,

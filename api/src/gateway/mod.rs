@@ -10,12 +10,24 @@ pub mod nodes;
 
 use std::sync::Arc;
 
-use aiforge_commands::gateway::{Admission, KeyIndex};
+use aiforge_commands::gateway::{Admission, KeyIndex, Subscription};
 use aiforge_commands::metering::UsageRecorder;
 
 /// Calls generating at once on this instance; beyond it a call is refused 503
 /// `server_overloaded` at once (bounded memory, never an unbounded queue of tasks).
 pub const CALLS_IN_FLIGHT_MAX: usize = 1024;
+
+/// What entitles a caller to call models: the pipeline (`chat::handle`, `chat::start`) is
+/// parameterised by it, whoever the caller is.
+#[derive(Clone)]
+pub enum Entitlement {
+    /// An API subscription: its key on `/api/v1`, or a session naming one of the user's
+    /// subscriptions in the web chat. Its own model, its pricing and its service's limits.
+    Subscription(Arc<Subscription>),
+    /// The user's platform plan: the platform key on `/api/v1`, or the session in the web chat.
+    /// Any model included in plans, within the plan's monthly requests and tokens.
+    Plan { user_id: String },
+}
 
 /// Everything the `/api/v1` handlers share.
 pub struct Gateway {

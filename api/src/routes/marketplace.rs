@@ -37,6 +37,7 @@ pub fn service_json(row: &ServiceRow) -> Value {
         "pricing_version": row.pricing_version,
         "rate_limits": parsed(&row.rate_limits),
         "active": row.active == 1,
+        "included_in_plans": row.included_in_plans == 1,
         "subscribers": row.subscribers,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
@@ -120,6 +121,10 @@ pub struct CreateRequest {
     pricing: Pricing,
     #[serde(default)]
     rate_limits: RateLimits,
+    /// Whether platform-plan holders may call the model under their plan (paid from the plans'
+    /// pool by tokens) besides subscribers. Default false: a creator opts in.
+    #[serde(default)]
+    included_in_plans: bool,
 }
 
 /// `POST /api/marketplace/create`.
@@ -158,6 +163,7 @@ pub async fn create(
             },
             body.pricing,
             body.rate_limits,
+            body.included_in_plans,
             &meta,
         )
         .await?;
@@ -305,6 +311,7 @@ pub struct UpdateRequest {
     pricing: Option<Pricing>,
     rate_limits: Option<RateLimits>,
     active: Option<bool>,
+    included_in_plans: Option<bool>,
 }
 
 /// `PUT /api/marketplace/{service_id}` (owner only): details, pricing (for new subscriptions
@@ -355,6 +362,7 @@ pub async fn update(
             body.pricing,
             body.rate_limits,
             body.active,
+            body.included_in_plans,
             &meta,
         )
         .await?;

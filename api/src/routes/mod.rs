@@ -3,7 +3,9 @@
 pub mod accounts;
 pub mod admin;
 pub mod blobs;
+pub mod chat;
 pub mod compute;
+pub mod conversations;
 pub mod group_revenue;
 pub mod groups;
 pub mod marketplace;

@@ -3,11 +3,13 @@
 //! `{"error":{"message","type","param","code"}}`, so the official SDKs raise their usual
 //! exceptions. A key is looked up by its SHA-256 and the digests compared in constant time; the
 //! plaintext is never stored, logged or echoed.
+//!
+//! Two kinds of key: an API subscription's (its service's model) and a user's platform key
+//! (`/api/account/api-key`: every model included in plans, under the user's plan).
 
 use aiforge_commands::marketplace::{key_sha256, API_KEY_PREFIX};
-use std::sync::Arc;
 
-use aiforge_commands::gateway::index::{lock, Subscription};
+use aiforge_commands::gateway::index::lock;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -15,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::gateway::Entitlement;
 use crate::AppState;
 
 /// An error in OpenAI's shape.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OpenAiError {
     pub status: StatusCode,
     pub kind: &'static str,
@@ -113,6 +116,45 @@ pub fn model_not_permitted(model_id: &str) -> OpenAiError {
     }
 }
 
+pub fn service_not_permitted() -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "service_not_permitted",
+        "This key is not for this service.",
+    )
+}
+
+pub fn subscription_inactive() -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "subscription_inactive",
+        "This key's subscription is not active: its payment has not confirmed, or it was cancelled.",
+    )
+}
+
+pub fn no_active_plan() -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "plan_inactive",
+        "You have no active platform plan. Choose one (Free included) on the plans page.",
+    )
+}
+
+pub fn model_not_in_plan(model_id: &str) -> OpenAiError {
+    OpenAiError {
+        param: Some("model"),
+        ..OpenAiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "model_not_in_plan",
+            format!("The model '{model_id}' is not included in platform plans; subscribe to one of its services for access."),
+        )
+    }
+}
+
 /// Compares two equal-length byte strings without an early exit.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -121,10 +163,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A request authenticated by a live API key whose subscription is active. The key is looked
-/// up by its SHA-256 in the gateway's in-memory index (kept current from the event log).
+/// A request authenticated by a live key: an API subscription's (active) or a user's platform
+/// key. The key is looked up by its SHA-256 in the gateway's in-memory index (kept current from
+/// the event log, so a replaced or revoked key is refused on every instance).
 pub struct ApiKeyAuth {
-    pub subscription: Arc<Subscription>,
+    pub entitlement: Entitlement,
 }
 
 impl FromRequestParts<AppState> for ApiKeyAuth {
@@ -143,20 +186,21 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
             .filter(|k| k.starts_with(API_KEY_PREFIX))
             .ok_or_else(OpenAiError::invalid_key)?;
         let digest = key_sha256(presented);
-        let subscription = state
-            .gateway
-            .index
+        let index = &state.gateway.index;
+        if let Some(user_id) = index.platform_key_user(&digest) {
+            return Ok(ApiKeyAuth {
+                entitlement: Entitlement::Plan { user_id },
+            });
+        }
+        let subscription = index
             .by_key(&digest)
             .ok_or_else(OpenAiError::invalid_key)?;
         if !lock(&subscription).active {
-            return Err(OpenAiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_request_error",
-                "subscription_inactive",
-                "This key's subscription is not active: its payment has not confirmed, or it was cancelled.",
-            ));
+            return Err(subscription_inactive());
         }
-        Ok(ApiKeyAuth { subscription })
+        Ok(ApiKeyAuth {
+            entitlement: Entitlement::Subscription(subscription),
+        })
     }
 }
 
@@ -171,11 +215,28 @@ fn model_object(state: &AppState, model_id: &str) -> Option<Value> {
     }))
 }
 
-fn key_model(auth: &ApiKeyAuth) -> String {
-    lock(&auth.subscription).model_id.clone()
+/// The models a key may use (under a service's base URL, only that service's): an API
+/// subscription's model, or every model included in plans (none without an active plan).
+fn key_models(state: &AppState, auth: &ApiKeyAuth, service_scope: Option<&str>) -> Vec<String> {
+    match &auth.entitlement {
+        Entitlement::Subscription(subscription) => vec![lock(subscription).model_id.clone()],
+        Entitlement::Plan { user_id } => {
+            let index = &state.gateway.index;
+            if index.plan_of(user_id, state.clock.now()).is_none() {
+                return Vec::new();
+            }
+            index
+                .plan_models()
+                .into_iter()
+                .filter(|m| service_scope.is_none_or(|scope| scope == m.service_id))
+                .map(|m| m.model_id)
+                .collect()
+        }
+    }
 }
 
-/// `GET /api/v1/models`: the models this key may use (its service's model).
+/// `GET /api/v1/models`: the models this key may use (an API subscription's key: its service's
+/// model; the platform key: every model included in plans).
 #[utoipa::path(
     get,
     path = "/api/v1/models",
@@ -189,8 +250,13 @@ fn key_model(auth: &ApiKeyAuth) -> String {
     security(("api_key" = [])),
 )]
 pub async fn list_models(State(state): State<AppState>, auth: ApiKeyAuth) -> Json<Value> {
-    let data: Vec<Value> = model_object(&state, &key_model(&auth))
-        .into_iter()
+    models_json(&state, &auth, None)
+}
+
+fn models_json(state: &AppState, auth: &ApiKeyAuth, service_scope: Option<&str>) -> Json<Value> {
+    let data: Vec<Value> = key_models(state, auth, service_scope)
+        .iter()
+        .filter_map(|id| model_object(state, id))
         .collect();
     Json(json!({ "object": "list", "data": data }))
 }
@@ -218,9 +284,24 @@ pub async fn get_model(
     auth: ApiKeyAuth,
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let object = model_object(&state, &model_id).ok_or_else(|| model_not_found(&model_id))?;
-    if model_id != key_model(&auth) {
-        return Err(model_not_permitted(&model_id));
+    model_for(&state, &auth, &model_id, None)
+}
+
+fn model_for(
+    state: &AppState,
+    auth: &ApiKeyAuth,
+    model_id: &str,
+    service_scope: Option<&str>,
+) -> Result<Json<Value>, OpenAiError> {
+    let object = model_object(state, model_id).ok_or_else(|| model_not_found(model_id))?;
+    if !key_models(state, auth, service_scope)
+        .iter()
+        .any(|m| m == model_id)
+    {
+        return Err(match auth.entitlement {
+            Entitlement::Subscription(_) => model_not_permitted(model_id),
+            Entitlement::Plan { .. } => model_not_in_plan(model_id),
+        });
     }
     Ok(Json(object))
 }
@@ -247,7 +328,7 @@ pub async fn service_models(
     Path(service_id): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
     check_service(&auth, &service_id)?;
-    Ok(list_models(State(state), auth).await)
+    Ok(models_json(&state, &auth, Some(&service_id)))
 }
 
 /// `GET /api/v1/services/{service_id}/models/{id}`.
@@ -274,20 +355,20 @@ pub async fn service_model(
     Path((service_id, model_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, OpenAiError> {
     check_service(&auth, &service_id)?;
-    get_model(State(state), auth, Path(model_id)).await
+    model_for(&state, &auth, &model_id, Some(&service_id))
 }
 
-/// 403 unless the key is for `service_id` (the service-scoped base URL).
+/// 403 unless an API subscription's key is for `service_id` (the service-scoped base URL); a
+/// platform key may use any service's base URL (its models are then that service's).
 pub fn check_service(auth: &ApiKeyAuth, service_id: &str) -> Result<(), OpenAiError> {
-    if lock(&auth.subscription).service_id != service_id {
-        return Err(OpenAiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_request_error",
-            "service_not_permitted",
-            "This key is not for this service.",
-        ));
+    match &auth.entitlement {
+        Entitlement::Subscription(subscription)
+            if lock(subscription).service_id != service_id =>
+        {
+            Err(service_not_permitted())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@
 //!
 //! Rate windows bind a subscriber (consumer and service), not a key: subscribing again does not
 //! multiply them. Quotas and credit bind a subscription (each is paid for).
+//!
+//! One admission for every entitlement ([`CallTerms`]): an API subscription's terms are its
+//! pricing and its service's limits; a platform plan's are the plan's monthly requests and
+//! tokens, counted on the plan period's counter (`index::PlanGrant`), with no price per call.
+//! Both hold and settle alike, in memory or in the same shared rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +27,10 @@ use aiforge_domain::admission::{
     check_windows, decide, rate_windows, CallEstimate, Hold, Refusal, UsageSnapshot,
 };
 use aiforge_domain::service::{Pricing, RateLimits};
-use aiforge_domain::usage::ApiCallMetered;
+use aiforge_domain::usage::{ApiCallMetered, CallEntitlement};
+use aiforge_domain::Usdt;
 
-use super::index::{lock, KeyIndex, Subscription};
+use super::index::{lock, KeyIndex, PlanGrant, PlanModel, Subscription};
 use crate::clock::Clock;
 use crate::store::{Database, Engine, StoreError, UsageSettlement};
 
@@ -46,6 +52,77 @@ pub enum AdmissionError {
     Store(#[from] StoreError),
 }
 
+/// What a call is admitted under: whose counters, which limits and prices, and the
+/// entitlement its metering records.
+#[derive(Clone)]
+pub struct CallTerms {
+    /// The counters the call is held against and settles into (an API subscription, or a plan
+    /// period's counter).
+    pub counter: Arc<Subscription>,
+    pub consumer: String,
+    pub service_id: String,
+    pub model_id: String,
+    pub pricing: Pricing,
+    pub pricing_version: u32,
+    pub limits: RateLimits,
+    pub entitlement: CallEntitlement,
+}
+
+impl CallTerms {
+    /// An API subscription's terms: its pricing, its service's limits.
+    pub fn subscription(index: &KeyIndex, subscription: &Arc<Subscription>) -> CallTerms {
+        let (consumer, service_id, model_id, pricing, pricing_version) = {
+            let s = lock(subscription);
+            (
+                s.consumer.clone(),
+                s.service_id.clone(),
+                s.model_id.clone(),
+                s.pricing.clone(),
+                s.pricing_version,
+            )
+        };
+        let limits = index
+            .service_limits(&service_id)
+            .map(|l| l.limits)
+            .unwrap_or_default();
+        CallTerms {
+            counter: subscription.clone(),
+            consumer,
+            service_id,
+            model_id,
+            pricing,
+            pricing_version,
+            limits,
+            entitlement: CallEntitlement::Subscription,
+        }
+    }
+
+    /// A plan's terms for one of the models included in plans: the plan's monthly requests and
+    /// tokens on this deployment, nothing priced per call, no rate windows.
+    pub fn plan(index: &KeyIndex, grant: &PlanGrant, model: &PlanModel) -> CallTerms {
+        let limits = index.plan_limits(grant.plan);
+        CallTerms {
+            counter: grant.counter.clone(),
+            consumer: grant.user_id.clone(),
+            service_id: model.service_id.clone(),
+            model_id: model.model_id.clone(),
+            pricing: Pricing::Monthly {
+                price_per_month: Usdt::ZERO,
+            },
+            pricing_version: 0,
+            limits: RateLimits {
+                requests_per_month: Some(limits.requests_per_month),
+                tokens_per_month: Some(limits.tokens_per_month),
+                ..RateLimits::default()
+            },
+            entitlement: CallEntitlement::Plan {
+                plan: grant.plan,
+                user_id: grant.user_id.clone(),
+            },
+        }
+    }
+}
+
 /// An admitted call: the facts its metering needs and what it holds.
 pub struct Admitted {
     pub subscription: Arc<Subscription>,
@@ -54,6 +131,7 @@ pub struct Admitted {
     pub model_id: String,
     pub pricing: Pricing,
     pub pricing_version: u32,
+    pub entitlement: CallEntitlement,
     pub hold: Hold,
 }
 
@@ -113,33 +191,46 @@ impl Admission {
     }
 
     /// Admits a call of `subscription` with id `request_id`, or says why not.
-    #[tracing::instrument(skip_all, fields(request_id))]
     pub async fn admit(
         &self,
         subscription: &Arc<Subscription>,
         request_id: &str,
         estimate: CallEstimate,
     ) -> Result<Admitted, AdmissionError> {
+        let terms = CallTerms::subscription(&self.index, subscription);
+        self.admit_under(terms, request_id, estimate).await
+    }
+
+    /// Admits a call under `terms` (any entitlement) with id `request_id`, or says why not.
+    #[tracing::instrument(skip_all, fields(request_id))]
+    pub async fn admit_under(
+        &self,
+        terms: CallTerms,
+        request_id: &str,
+        estimate: CallEstimate,
+    ) -> Result<Admitted, AdmissionError> {
         let now = self.clock.now();
-        let (consumer, service_id, model_id, pricing, pricing_version, period, seed) = {
+        let CallTerms {
+            counter: subscription,
+            consumer,
+            service_id,
+            model_id,
+            pricing,
+            pricing_version,
+            limits,
+            entitlement,
+        } = terms;
+        let subscription = &subscription;
+        let (period, seed) = {
             let mut s = lock(subscription);
             s.roll_to(now);
-            (
-                s.consumer.clone(),
-                s.service_id.clone(),
-                s.model_id.clone(),
-                s.pricing.clone(),
-                s.pricing_version,
-                s.period,
-                s.snapshot(),
-            )
+            (s.period, s.snapshot())
         };
-        let limits = self
-            .index
-            .service_limits(&service_id)
-            .map(|l| l.limits)
-            .unwrap_or_default();
-        let subject = subject(&consumer, &service_id);
+        // A plan's counter has no rate windows; its subject is the counter itself.
+        let subject = match &entitlement {
+            CallEntitlement::Subscription => subject(&consumer, &service_id),
+            CallEntitlement::Plan { .. } => subscription.subscription_id.clone(),
+        };
         let hold = match self.store {
             AdmissionStore::Memory => {
                 self.admit_in_memory(subscription, &subject, &limits, &pricing, estimate)?
@@ -165,6 +256,7 @@ impl Admission {
             model_id,
             pricing,
             pricing_version,
+            entitlement,
             hold,
         })
     }

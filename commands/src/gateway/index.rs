@@ -16,8 +16,11 @@ use std::time::Duration;
 use crate::{Database, LogPosition, RecordedEvent};
 use aiforge_domain::api_subscription::ApiSubscriptionEvent;
 use aiforge_domain::model::ModelEvent;
+use aiforge_domain::platform_key::{PlatformKeyEvent, PLATFORM_KEY_AGGREGATE};
 use aiforge_domain::service::{Pricing, RateLimits, ServiceEvent};
+use aiforge_domain::subscription::{Period, PlanId, PlanLimits, SubscriptionEvent};
 use aiforge_domain::usage::{ApiCallEvent, ApiCallMetered, PeriodUsage, API_CALL_AGGREGATE};
+use aiforge_domain::Usdt;
 use time::OffsetDateTime;
 
 pub const INDEX_POLL_MILLIS: u64 = 250;
@@ -114,6 +117,11 @@ pub struct ServiceLimits {
     pub limits: RateLimits,
     /// Bumped on every change, so limiters are rebuilt.
     pub version: u64,
+    pub model_id: String,
+    pub name: String,
+    pub active: bool,
+    /// Holders of a platform plan may call its model under their plan.
+    pub included_in_plans: bool,
 }
 
 #[derive(Clone)]
@@ -123,6 +131,30 @@ pub struct ModelEntry {
     pub owned_by: String,
     pub created: i64,
     pub deleted: bool,
+    /// Listed or in its grace period.
+    pub on_marketplace: bool,
+}
+
+/// One period of a user's platform plan, with the counter of its usage: an
+/// [`Subscription`] whose id is `plan:<user>:<period start, unix seconds>`, whose quota periods
+/// run from the plan period's start, and which admission treats as it treats an API
+/// subscription's (the same holds, the same shared rows).
+#[derive(Clone)]
+pub struct PlanGrant {
+    pub user_id: String,
+    pub plan: PlanId,
+    pub period: Period,
+    pub counter: Arc<Subscription>,
+}
+
+/// A model that holders of a plan may call, and the service that included it in plans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanModel {
+    pub model_id: String,
+    pub name: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub owned_by: String,
 }
 
 #[derive(Default)]
@@ -132,11 +164,17 @@ struct State {
     subscriptions: HashMap<String, Arc<Subscription>>,
     services: HashMap<String, ServiceLimits>,
     models: HashMap<String, ModelEntry>,
+    /// Each user's plan periods, oldest first.
+    plans: HashMap<String, Vec<PlanGrant>>,
+    /// Live platform keys: SHA-256 -> user id.
+    platform_keys: HashMap<String, String>,
 }
 
 #[derive(Default)]
 pub struct KeyIndex {
     state: RwLock<State>,
+    /// Plan limits that differ from the domain's `PLANS` (a test deployment's setting).
+    plan_limits: HashMap<PlanId, PlanLimits>,
     /// One reader of the log at a time (the follower, or a handler catching up to its own
     /// write): an event must be applied exactly once.
     reading: tokio::sync::Mutex<()>,
@@ -178,10 +216,114 @@ pub fn lock(sub: &Subscription) -> std::sync::MutexGuard<'_, SubscriptionState> 
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The counter id of a plan period (see [`PlanGrant`]).
+pub fn plan_counter_id(user_id: &str, starts_at: OffsetDateTime) -> String {
+    format!("plan:{user_id}:{}", starts_at.unix_timestamp())
+}
+
 impl KeyIndex {
+    /// An index whose plans have these limits instead of the domain's (tests).
+    pub fn with_plan_limits(overrides: HashMap<PlanId, PlanLimits>) -> Self {
+        Self {
+            plan_limits: overrides,
+            ..Self::default()
+        }
+    }
+
+    /// A plan's monthly limits on this deployment.
+    pub fn plan_limits(&self, plan: PlanId) -> PlanLimits {
+        self.plan_limits
+            .get(&plan)
+            .copied()
+            .unwrap_or_else(|| plan.plan().limits())
+    }
+
+    /// The plan period of `user_id` in force at `at` (a paid period over the Free plan).
+    pub fn plan_of(&self, user_id: &str, at: OffsetDateTime) -> Option<PlanGrant> {
+        read(&self.state)
+            .plans
+            .get(user_id)?
+            .iter()
+            .rev()
+            .find(|g| g.period.starts_at <= at && g.period.ends_at.is_none_or(|end| at < end))
+            .cloned()
+    }
+
+    /// Every model holders of a plan may call, by model id: listed (or in grace), not deleted,
+    /// with an active service its creator included in plans (the lowest service id when
+    /// several are).
+    pub fn plan_models(&self) -> Vec<PlanModel> {
+        let state = read(&self.state);
+        let mut by_model: std::collections::BTreeMap<String, PlanModel> =
+            std::collections::BTreeMap::new();
+        for (service_id, service) in &state.services {
+            if !(service.active && service.included_in_plans) {
+                continue;
+            }
+            let Some(model) = state
+                .models
+                .get(&service.model_id)
+                .filter(|m| !m.deleted && m.on_marketplace)
+            else {
+                continue;
+            };
+            let candidate = PlanModel {
+                model_id: service.model_id.clone(),
+                name: model.name.clone(),
+                service_id: service_id.clone(),
+                service_name: service.name.clone(),
+                owned_by: model.owned_by.clone(),
+            };
+            match by_model.get(&service.model_id) {
+                Some(kept) if kept.service_id <= candidate.service_id => {}
+                _ => {
+                    by_model.insert(service.model_id.clone(), candidate);
+                }
+            }
+        }
+        by_model.into_values().collect()
+    }
+
+    /// The model if holders of a plan may call it.
+    pub fn plan_model(&self, model_id: &str) -> Option<PlanModel> {
+        self.plan_models()
+            .into_iter()
+            .find(|m| m.model_id == model_id)
+    }
+
+    /// The user whose live platform key has this SHA-256 (hex), if any.
+    pub fn platform_key_user(&self, key_sha256: &str) -> Option<String> {
+        read(&self.state).platform_keys.get(key_sha256).cloned()
+    }
+
+    /// An API subscription (or a plan counter) by id.
+    pub fn subscription(&self, subscription_id: &str) -> Option<Arc<Subscription>> {
+        read(&self.state)
+            .subscriptions
+            .get(subscription_id)
+            .cloned()
+    }
+
+    /// The API subscriptions of `consumer` (plan counters excluded).
+    pub fn subscriptions_of(&self, consumer: &str) -> Vec<Arc<Subscription>> {
+        let state = read(&self.state);
+        let mut found: Vec<Arc<Subscription>> = state
+            .subscriptions
+            .values()
+            .filter(|s| !s.subscription_id.starts_with("plan:") && lock(s).consumer == consumer)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
+        found
+    }
+
     /// The subscription of the live key with this SHA-256 (hex), if any.
     pub fn by_key(&self, key_sha256: &str) -> Option<Arc<Subscription>> {
         read(&self.state).keys.get(key_sha256).cloned()
+    }
+
+    pub fn service(&self, service_id: &str) -> Option<ServiceLimits> {
+        self.service_limits(service_id)
     }
 
     pub fn service_limits(&self, service_id: &str) -> Option<ServiceLimits> {
@@ -278,6 +420,19 @@ fn apply(state: &mut State, event: &RecordedEvent) -> Result<(), IndexError> {
             }
         }
         "api_subscription" => apply_subscription(state, decode(event)?),
+        "platform_subscription" => apply_plan(state, decode(event)?),
+        PLATFORM_KEY_AGGREGATE => {
+            let PlatformKeyEvent::PlatformKeyIssued {
+                user_id,
+                key,
+                revoked,
+                ..
+            } = decode(event)?;
+            if let Some(revoked) = revoked {
+                state.platform_keys.remove(&revoked.sha256);
+            }
+            state.platform_keys.insert(key.sha256, user_id);
+        }
         "api_service" => apply_service(state, decode(event)?),
         "model" => apply_model(state, decode(event)?),
         _ => {}
@@ -357,11 +512,67 @@ fn apply_subscription(state: &mut State, event: ApiSubscriptionEvent) {
     }
 }
 
+fn apply_plan(state: &mut State, event: SubscriptionEvent) {
+    let SubscriptionEvent::SubscriptionActivated {
+        user_id,
+        plan,
+        starts_at,
+        ends_at,
+        ..
+    } = event
+    else {
+        return;
+    };
+    let periods = state.plans.entry(user_id.clone()).or_default();
+    // Asking for the Free plan again does not start a new Free period: its usage goes on
+    // being counted where it was (a fresh counter would be a fresh quota).
+    if plan == PlanId::Free && periods.iter().any(|g| g.plan == PlanId::Free) {
+        return;
+    }
+    let counter_id = plan_counter_id(&user_id, starts_at);
+    let counter = Arc::new(Subscription {
+        subscription_id: counter_id.clone(),
+        state: Mutex::new(SubscriptionState {
+            consumer: user_id.clone(),
+            service_id: String::new(),
+            model_id: String::new(),
+            pricing: Pricing::Monthly {
+                price_per_month: Usdt::ZERO,
+            },
+            pricing_version: 0,
+            active: true,
+            activated_at: Some(starts_at),
+            credit_micros: 0,
+            spent_micros: 0,
+            period: 0,
+            period_usage: PeriodUsage::default(),
+            held_requests: 0,
+            held_tokens: 0,
+            held_micros: 0,
+            settled_locally: HashSet::new(),
+        }),
+    });
+    periods.push(PlanGrant {
+        user_id,
+        plan,
+        period: Period {
+            plan,
+            starts_at,
+            ends_at,
+        },
+        counter: counter.clone(),
+    });
+    state.subscriptions.insert(counter_id, counter);
+}
+
 fn apply_service(state: &mut State, event: ServiceEvent) {
     match event {
         ServiceEvent::ServiceCreated {
             service_id,
             rate_limits,
+            model_id,
+            details,
+            included_in_plans,
             ..
         } => {
             state.services.insert(
@@ -369,8 +580,40 @@ fn apply_service(state: &mut State, event: ServiceEvent) {
                 ServiceLimits {
                     limits: rate_limits,
                     version: 1,
+                    model_id,
+                    name: details.name,
+                    active: true,
+                    included_in_plans,
                 },
             );
+        }
+        ServiceEvent::ServiceDetailsEdited {
+            service_id,
+            details,
+            ..
+        } => {
+            if let Some(service) = state.services.get_mut(&service_id) {
+                service.name = details.name;
+            }
+        }
+        ServiceEvent::ServicePlanInclusionChanged {
+            service_id,
+            included_in_plans,
+            ..
+        } => {
+            if let Some(service) = state.services.get_mut(&service_id) {
+                service.included_in_plans = included_in_plans;
+            }
+        }
+        ServiceEvent::ServiceActivated { service_id, .. } => {
+            if let Some(service) = state.services.get_mut(&service_id) {
+                service.active = true;
+            }
+        }
+        ServiceEvent::ServiceDeactivated { service_id, .. } => {
+            if let Some(service) = state.services.get_mut(&service_id) {
+                service.active = false;
+            }
         }
         ServiceEvent::ServiceRateLimitsChanged {
             service_id,
@@ -408,6 +651,7 @@ fn apply_model(state: &mut State, event: ModelEvent) {
                     owned_by,
                     created: uploaded_at.unix_timestamp(),
                     deleted: false,
+                    on_marketplace: false,
                 },
             );
         }
@@ -421,6 +665,18 @@ fn apply_model(state: &mut State, event: ModelEvent) {
         ModelEvent::ModelDeleted { model_id, .. } => {
             if let Some(model) = state.models.get_mut(&model_id) {
                 model.deleted = true;
+            }
+        }
+        ModelEvent::ModelPublished { model_id, .. }
+        | ModelEvent::ModelListingExtended { model_id, .. }
+        | ModelEvent::ModelListingLapsed { model_id, .. } => {
+            if let Some(model) = state.models.get_mut(&model_id) {
+                model.on_marketplace = true;
+            }
+        }
+        ModelEvent::ModelDelisted { model_id, .. } => {
+            if let Some(model) = state.models.get_mut(&model_id) {
+                model.on_marketplace = false;
             }
         }
         _ => {}

@@ -6,5 +6,5 @@
 pub mod admission;
 pub mod index;
 
-pub use admission::{Admission, AdmissionError, AdmissionStore, Admitted};
-pub use index::{KeyIndex, Subscription};
+pub use admission::{Admission, AdmissionError, AdmissionStore, Admitted, CallTerms};
+pub use index::{KeyIndex, PlanGrant, PlanModel, Subscription};
