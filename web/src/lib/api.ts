@@ -303,7 +303,7 @@ export const api = {
 	planUsage: () => request<PlanUsage>('GET', '/api/plan/usage'),
 
 	apiKey: () => request<ApiKeyStatus>('GET', '/api/account/api-key'),
-	createApiKey: () => request<CreatedApiKey>('POST', '/api/account/api-key'),
+	createApiKey: () => request<CreatedApiKey>('POST', '/api/account/api-key', {}),
 
 	chatModels: () => request<{ models: ChatModel[] }>('GET', '/api/chat/models'),
 	conversations: (q?: string) =>
