@@ -8,7 +8,13 @@
 //!   cargo build --release -p aiforge-inference --bin aiforge-mock-openai
 //!   cargo bench -p aiforge-api --bench gateway
 //!
-//! Settings: BENCH_SECS (throughput window, default 5), BENCH_LATENCY_N (default 2000).
+//! Then the cost of exact shared limits: the same load through 1, 2 and 3 `aiforge` instances on
+//! one PostgreSQL database (admission holds, quotas and rate windows in shared rows; calls spread
+//! round-robin over the instances, all of them on core 0), beside the single SQLite instance's
+//! in-memory limiter above. Skipped when PostgreSQL does not answer.
+//!
+//! Settings: BENCH_SECS (throughput window, default 5), BENCH_LATENCY_N (default 2000),
+//! BENCH_INSTANCES (default `1,2,3`; empty skips the shared-limits part).
 
 #![allow(
     clippy::unwrap_used,
@@ -90,13 +96,29 @@ fn printed(lines: &std::sync::Mutex<Vec<String>>, prefix: &str) -> String {
 }
 
 struct Target {
-    name: &'static str,
-    url: String,
+    name: String,
+    /// Calls go round-robin over these base URLs.
+    urls: Vec<String>,
     key: String,
     model: String,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Target {
+    fn new(name: &str, urls: Vec<String>, key: &str, model: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            urls,
+            key: key.to_string(),
+            model: model.to_string(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn url(&self) -> &str {
+        &self.urls[self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()]
+    }
+
     fn body(&self, stream: bool) -> Value {
         let mut body = json!({"model": self.model, "max_tokens": 32,
                               "messages": [{"role": "user", "content": "Say something."}]});
@@ -116,7 +138,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn one(client: &reqwest::Client, target: &Target, body: &Value) -> Duration {
     let started = Instant::now();
     let response = client
-        .post(format!("{}/chat/completions", target.url))
+        .post(format!("{}/chat/completions", target.url()))
         .bearer_auth(&target.key)
         .json(body)
         .send()
@@ -182,7 +204,7 @@ async fn first_token(client: &reqwest::Client, target: &Target, n: u64) -> Durat
     for _ in 0..n {
         let started = Instant::now();
         let response = client
-            .post(format!("{}/chat/completions", target.url))
+            .post(format!("{}/chat/completions", target.url()))
             .bearer_auth(&target.key)
             .json(&body)
             .send()
@@ -310,22 +332,12 @@ fn main() {
         println!("gateway overhead (aiforge on core 0; load generator and mock on core 1)");
         let direct = measure(
             &client,
-            Target {
-                name: "direct",
-                url: mock_v1.clone(),
-                key: "unused".into(),
-                model: "mock".into(),
-            },
+            Target::new("direct", vec![mock_v1.clone()], "unused", "mock"),
         )
         .await;
         let via = measure(
             &client,
-            Target {
-                name: "aiforge",
-                url: format!("{gateway_url}/api/v1"),
-                key: key.clone(),
-                model: model.clone(),
-            },
+            Target::new("aiforge", vec![format!("{gateway_url}/api/v1")], &key, &model),
         )
         .await;
         added("aiforge", &direct, &via);
@@ -362,12 +374,7 @@ fn main() {
             if up {
                 let lite = measure(
                     &client,
-                    Target {
-                        name: "litellm",
-                        url: format!("{url}/v1"),
-                        key: LITELLM_KEY.into(),
-                        model: "mock".into(),
-                    },
+                    Target::new("litellm", vec![format!("{url}/v1")], LITELLM_KEY, "mock"),
                 )
                 .await;
                 added("litellm", &direct, &lite);
@@ -385,9 +392,111 @@ fn main() {
         } else {
             println!("litellm not installed at {}; not measured", litellm.display());
         }
+        shared_limits(&client, aiforge, &mock_v1, &direct, &via).await;
     });
     let _ = gateway.kill();
     let _ = mock.kill();
     let _ = gateway.wait();
     let _ = mock.wait();
+}
+
+/// The cost of exact shared limits: 1, 2 and 3 instances on one PostgreSQL database.
+async fn shared_limits(
+    client: &reqwest::Client,
+    aiforge: &str,
+    mock_v1: &str,
+    direct: &Measured,
+    memory: &Measured,
+) {
+    let counts: Vec<usize> = std::env::var("BENCH_INSTANCES")
+        .unwrap_or_else(|_| "1,2,3".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    if counts.is_empty() {
+        return;
+    }
+    let Ok((url, name)) = aiforge_commands::testing::TestDatabase::create_postgres_database().await
+    else {
+        println!("PostgreSQL does not answer; shared limits not measured");
+        return;
+    };
+    println!("shared limits (PostgreSQL; instances on core 0, calls round-robin over them)");
+    let spec = format!("upstream:{mock_v1}#mock");
+    let max = counts.iter().copied().max().unwrap_or(1);
+    let mut instances = Vec::new();
+    let mut urls = Vec::new();
+    let mut demo = None;
+    let dirs: Vec<_> = (0..max).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        // The first instance makes the demo (and prints its key); the others serve the same
+        // upstream model and learn the key from the shared log.
+        let demo_flag = if i == 0 { "on" } else { "off" };
+        let (child, gateway_url, lines) = start(
+            0,
+            aiforge,
+            &[
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+            &[
+                ("AIFORGE_LOCAL_NODE", spec.as_str()),
+                ("AIFORGE_DATABASE_URL", url.as_str()),
+                ("AIFORGE_DEMO", demo_flag),
+                ("RUST_LOG", "error"),
+            ],
+            "aiforge listening on ",
+        );
+        if i == 0 {
+            demo = Some((
+                printed(&lines, "demo key (shown once): "),
+                printed(&lines, "demo model: "),
+            ));
+        }
+        instances.push(child);
+        urls.push(format!("{gateway_url}/api/v1"));
+    }
+    let (key, model) = demo.unwrap();
+    // Each instance answers the key once its index has read it from the log.
+    for base in &urls {
+        let target = Target::new("probe", vec![base.clone()], &key, &model);
+        let body = target.body(false);
+        for _ in 0..600 {
+            let status = client
+                .post(format!("{base}/chat/completions"))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for &n in &counts {
+        let target = Target::new(&format!("pg x{n}"), urls[..n].to_vec(), &key, &model);
+        let shared = measure(client, target).await;
+        added(&format!("{n} instance(s), shared limits"), direct, &shared);
+        println!(
+            "shared vs in-memory (1 SQLite instance): p50 {:+.3} ms, p99 {:+.3} ms, {:.0}% of its req/s @50",
+            (shared.p50.as_secs_f64() - memory.p50.as_secs_f64()) * 1e3,
+            (shared.p99.as_secs_f64() - memory.p99.as_secs_f64()) * 1e3,
+            100.0 * shared.rps50 / memory.rps50,
+        );
+    }
+    for mut child in instances {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    aiforge_commands::testing::drop_postgres_database(
+        &aiforge_commands::testing::postgres_admin_url(),
+        &name,
+    )
+    .await;
 }

@@ -51,8 +51,10 @@ impl ApiError {
     }
 
     /// A failure whose details must not reach the client.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+    /// Its whole `source()` chain goes to the log.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let cause = cause.into();
+        tracing::error!(error = %aiforge_commands::error_chain(&*cause), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -60,8 +62,9 @@ impl ApiError {
         )
     }
 
-    pub fn unavailable(cause: impl std::fmt::Display) -> Self {
-        tracing::warn!(error = %cause, "dependency unavailable");
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let cause = cause.into();
+        tracing::warn!(error = %aiforge_commands::error_chain(&*cause), "dependency unavailable");
         Self {
             retry_after_secs: Some(1),
             ..Self::new(
@@ -458,14 +461,14 @@ impl From<aiforge_commands::blob::BlobError> for ApiError {
             E::NotFound(_) => ApiError::not_found(message),
             E::BadDigest(_) => ApiError::invalid_field("sha256", message),
             E::BadCid(_) => ApiError::invalid_field("cid", message),
-            E::Backend { .. } => ApiError::unavailable(message),
+            backend @ E::Backend { .. } => ApiError::unavailable(backend),
             E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "upload_interrupted",
                 format!("the upload ended before its end: {e}; nothing was kept"),
             ),
-            E::Corrupt { .. } | E::Io(_) | E::CidMismatch { .. } | E::Config(_) => {
-                ApiError::internal(message)
+            other @ (E::Corrupt { .. } | E::Io(_) | E::CidMismatch { .. } | E::Config(_)) => {
+                ApiError::internal(other)
             }
         }
     }
@@ -519,7 +522,7 @@ impl From<aiforge_domain::revenue_book::RevenueBookError> for ApiError {
                 ..ApiError::new(StatusCode::CONFLICT, "concurrent_modification", message)
             },
             // A distribution that does not balance or overflows is a bug, never the client's.
-            E::Revenue(_) | E::Ledger(_) => ApiError::internal(message),
+            other @ (E::Revenue(_) | E::Ledger(_)) => ApiError::internal(other),
         }
     }
 }

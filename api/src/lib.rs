@@ -5,14 +5,12 @@
 
 pub mod auth;
 pub mod cli;
-pub mod compute;
 pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod scheduler;
 pub mod session;
 pub mod settings;
 pub mod web;
@@ -56,6 +54,8 @@ use crate::settings::Settings;
 pub const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// On SIGTERM, background readers get this long to finish the batch in hand.
 pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How often the scheduler lease's holder deletes expired admission holds.
+pub const HOLD_SWEEP_SECS: u64 = 60;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -79,7 +79,9 @@ pub struct AppState {
     pub manual_clock: Option<Arc<ManualClock>>,
     pub gateway: Arc<gateway::Gateway>,
     pub revenue_book: Arc<Executor<aiforge_domain::revenue_book::RevenueBook>>,
-    pub compute: Arc<compute::ComputeNetwork>,
+    pub compute: Arc<aiforge_commands::passes::compute::ComputeNetwork>,
+    /// What the cluster's passes read (the read models, settled).
+    pub views: Arc<dyn aiforge_commands::passes::Views>,
     /// Held by the one instance that runs the cluster's periodic tasks.
     pub scheduler_lease: Arc<aiforge_commands::lease::Lease>,
     /// The browser session cookie and its CSRF rule (`session.rs`).
@@ -477,7 +479,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         payments.clone(),
     ));
     let projector = Projector::new(db.clone(), aiforge_projections::all());
-    let compute = Arc::new(compute::ComputeNetwork::new(
+    let views: Arc<dyn aiforge_commands::passes::Views> =
+        Arc::new(aiforge_projections::views::ProjectedViews {
+            db: db.clone(),
+            projector: projector.clone(),
+        });
+    let compute = Arc::new(aiforge_commands::passes::compute::ComputeNetwork::new(
         Arc::new(
             aiforge_commands::compute::Compute::new(db.clone(), clock.clone())
                 .with_heartbeat_timeout_secs(
@@ -485,6 +492,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
                 ),
         ),
         db.clone(),
+        views.clone(),
     ));
     let event_bus = EventBus::default();
     let nats = match &settings.nats_url {
@@ -522,15 +530,23 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         tracing::warn!(error = %e, "the scheduler lease could not be asked for; retrying");
     }
     let lease_task = tokio::spawn(scheduler_lease.clone().keep(stopped.clone()));
-    let scheduler_task = tokio::spawn(scheduler::run_listing_scheduler(
-        db.clone(),
-        projector.clone(),
-        marketplace.clone(),
-        clock.clone(),
-        scheduler_lease.clone(),
-        Duration::from_secs(settings.listing_scheduler_secs),
-        stopped.clone(),
-    ));
+    let scheduler_task = {
+        let (views, marketplace, clock) = (views.clone(), marketplace.clone(), clock.clone());
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(settings.listing_scheduler_secs),
+            stopped.clone(),
+            "listings",
+            move || {
+                let (views, marketplace, now) = (views.clone(), marketplace.clone(), clock.now());
+                async move {
+                    aiforge_commands::passes::listings::run_once(views.as_ref(), &marketplace, now)
+                        .await
+                        .map(drop)
+                }
+            },
+        ))
+    };
     // Assignments also go to nodes over JetStream when NATS is configured.
     let assignments_task = match &nats {
         Some(nats) => {
@@ -550,14 +566,42 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         }
         None => None,
     };
-    let compute_task = tokio::spawn(compute::run_compute_passes(
-        db.clone(),
-        projector.clone(),
-        compute.clone(),
-        scheduler_lease.clone(),
-        Duration::from_secs(compute::COMPUTE_PASS_SECS),
-        stopped.clone(),
-    ));
+    let compute_task = {
+        let compute = compute.clone();
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(aiforge_commands::passes::compute::COMPUTE_PASS_SECS),
+            stopped.clone(),
+            "compute",
+            move || {
+                let compute = compute.clone();
+                async move { compute.run_once().await.map(drop) }
+            },
+        ))
+    };
+    // Holds of calls whose instance died before settling them count for nothing after their
+    // TTL; the lease holder deletes them once a minute so the table does not grow.
+    let holds_task = {
+        let db = db.clone();
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(HOLD_SWEEP_SECS),
+            stopped.clone(),
+            "expired holds",
+            move || {
+                let db = db.clone();
+                async move {
+                    aiforge_commands::gateway::admission::sweep_expired_holds(&db)
+                        .await
+                        .map(|swept| {
+                            if swept > 0 {
+                                tracing::info!(swept, "expired admission holds deleted");
+                            }
+                        })
+                }
+            },
+        ))
+    };
     let publisher_task = {
         let db = db.clone();
         let event_bus = event_bus.clone();
@@ -637,6 +681,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         hf: Arc::new(hf),
         manual_clock,
         compute,
+        views,
         scheduler_lease,
         session: Arc::new(session::SessionCookies::new(
             &settings.public_url,
@@ -723,6 +768,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, api_reactor_task).await;
     let _ = tokio::time::timeout(grace, scheduler_task).await;
     let _ = tokio::time::timeout(grace, compute_task).await;
+    let _ = tokio::time::timeout(grace, holds_task).await;
     if let Some(task) = assignments_task {
         let _ = tokio::time::timeout(grace, task).await;
     }

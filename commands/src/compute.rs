@@ -28,7 +28,6 @@
 //! The scheduler's pass and the heartbeat sweeper read views, so their loops live in the API
 //! crate (`api/src/compute.rs`); the commands they send are here.
 
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use aiforge_domain::blob::{Blob, BlobCommand, BlobError, BlobPurpose, BlobServices};
@@ -42,9 +41,8 @@ use aiforge_domain::node::{
     Resources,
 };
 use aiforge_domain::payment::{Payment, PaymentError, PaymentEvent, PaymentServices};
-use aiforge_domain::{within, OutOfRange};
+use aiforge_domain::OutOfRange;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -57,62 +55,10 @@ pub const CLAIM_NODE_TOKEN: &str = "node_token";
 pub const NODE_TOKEN_PREFIX: &str = "aiforge_node_";
 /// Random bytes in a node token: 256 bits of entropy.
 pub const NODE_TOKEN_RANDOM_BYTES: usize = 32;
-pub const METRIC_PERCENT: RangeInclusive<u64> = 0..=100;
-/// Bounds of what a heartbeat may say is in use (the node's own limits are higher or equal).
-pub const METRIC_MEMORY_MB: RangeInclusive<u64> = 0..=64 * 1024 * 1024;
-pub const METRIC_DISK_GB: RangeInclusive<u64> = 0..=1_000_000;
-pub const METRIC_GPU_MEMORY_MB: RangeInclusive<u64> = 0..=1024 * 1024;
-pub const METRIC_JOBS: RangeInclusive<u64> = 0..=256;
-
-/// A node's current use, as its last heartbeat said (kept in memory, never an event).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NodeMetrics {
-    #[serde(default)]
-    pub cpu_percent: u32,
-    #[serde(default)]
-    pub memory_used_mb: u64,
-    #[serde(default)]
-    pub disk_used_gb: u64,
-    #[serde(default)]
-    pub gpus: Vec<GpuUse>,
-    #[serde(default)]
-    pub running_jobs: u32,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GpuUse {
-    pub utilization_percent: u32,
-    pub memory_used_mb: u64,
-}
-
-impl NodeMetrics {
-    pub fn validate(&self) -> Result<(), OutOfRange> {
-        within("cpu_percent", self.cpu_percent, &METRIC_PERCENT)?;
-        within("memory_used_mb", self.memory_used_mb, &METRIC_MEMORY_MB)?;
-        within("disk_used_gb", self.disk_used_gb, &METRIC_DISK_GB)?;
-        within("running_jobs", self.running_jobs, &METRIC_JOBS)?;
-        within(
-            "gpus",
-            self.gpus.len() as u64,
-            &(0..=aiforge_domain::node::GPUS_MAX as u64),
-        )?;
-        for gpu in &self.gpus {
-            within(
-                "gpus.utilization_percent",
-                gpu.utilization_percent,
-                &METRIC_PERCENT,
-            )?;
-            within(
-                "gpus.memory_used_mb",
-                gpu.memory_used_mb,
-                &METRIC_GPU_MEMORY_MB,
-            )?;
-        }
-        Ok(())
-    }
-}
+pub use aiforge_domain::node_protocol::{
+    GpuUse, NodeMetrics, METRIC_DISK_GB, METRIC_GPU_MEMORY_MB, METRIC_JOBS, METRIC_MEMORY_MB,
+    METRIC_PERCENT,
+};
 
 /// The last heartbeat of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -693,7 +639,10 @@ impl crate::reactor::Reactor for AssignmentPublisher {
         "job_assignments_nats"
     }
 
-    async fn react(&self, event: &crate::store::RecordedEvent) -> Result<(), String> {
+    async fn react(
+        &self,
+        event: &crate::store::RecordedEvent,
+    ) -> Result<(), crate::reactor::ReactError> {
         if event.event_type != "JobAssigned" {
             return Ok(());
         }
@@ -702,11 +651,11 @@ impl crate::reactor::Reactor for AssignmentPublisher {
             node_id,
             attempt,
             at,
-        } = serde_json::from_str(&event.payload).map_err(|e| e.to_string())?
+        } = serde_json::from_str(&event.payload)?
         else {
             return Ok(());
         };
-        let job = self.compute.job(&job_id).await.map_err(|e| e.to_string())?;
+        let job = self.compute.job(&job_id).await?;
         let spec = job
             .spec
             .ok_or_else(|| format!("job {job_id} has no spec"))?;
@@ -717,21 +666,19 @@ impl crate::reactor::Reactor for AssignmentPublisher {
             spec,
             assigned_at: at,
         };
-        let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&message)?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("{job_id}:{attempt}").as_str());
         let ack = self
             .js
             .publish_with_headers(assignment_subject(&node_id), headers, body.into())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         tokio::time::timeout(
             std::time::Duration::from_secs(ASSIGNMENT_ACK_TIMEOUT_SECS),
             ack,
         )
         .await
-        .map_err(|_| "timed out waiting for a JetStream ack".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "timed out waiting for a JetStream ack")??;
         Ok(())
     }
 }

@@ -6,8 +6,6 @@
 //! first, counted as dropped) and [`JOBS_KEPT_MAX`] jobs (the job written to least recently goes
 //! first).
 
-use serde::{Deserialize, Serialize};
-
 use crate::store::{Database, Engine, StoreError};
 
 pub const JOB_LOG_BYTES_MAX: i64 = 1024 * 1024;
@@ -15,16 +13,8 @@ pub const JOBS_KEPT_MAX: i64 = 1000;
 /// Lines one request may bring.
 pub const LINES_PER_REQUEST_MAX: usize = 1000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Line {
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    pub text: String,
-    /// The attempt that printed it.
-    #[serde(default)]
-    pub attempt: u32,
-}
+/// One line a job printed (the node-agent's and the coordinator's shared type).
+pub use aiforge_domain::node_protocol::LogLine as Line;
 
 /// Jobs' logs in the database.
 #[derive(Clone)]

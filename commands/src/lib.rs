@@ -18,6 +18,7 @@ pub mod lease;
 pub mod liveness;
 pub mod marketplace;
 pub mod metering;
+pub mod passes;
 pub mod payments;
 pub mod platform_keys;
 pub mod reactor;
@@ -27,5 +28,7 @@ pub mod wallet_auth;
 pub mod wallet_crypto;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+
+pub use aiforge_domain::error_chain;
 pub use framework::{CommandError, CommandMeta, Executor, Outcome};
 pub use store::{Database, LogPosition, RecordedEvent, StoreError};

@@ -17,11 +17,27 @@ pub const REACTOR_BATCH_EVENTS_MAX: i64 = 200;
 pub const REACTOR_POLL_MILLIS: u64 = 250;
 pub const REACTOR_RETRY_MILLIS: u64 = 1000;
 
+/// Why a reactor could not handle an event (retried; its chain goes to the log).
+pub type ReactError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A reactor's batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReactorError {
+    #[error("cannot read the log or save the checkpoint")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot react to the event at {position}")]
+    React {
+        position: String,
+        #[source]
+        source: ReactError,
+    },
+}
+
 #[async_trait::async_trait]
 pub trait Reactor: Send + Sync {
     fn name(&self) -> &'static str;
     /// Reacts to one event. An error is retried (the reactor never skips an event).
-    async fn react(&self, event: &RecordedEvent) -> Result<(), String>;
+    async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError>;
 }
 
 /// Runs a reactor until `shutdown` turns true.
@@ -33,7 +49,7 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(reactor = reactor.name(), error = %e, "reactor failed; retrying");
+                tracing::error!(reactor = reactor.name(), error = %crate::error_chain(&e), "reactor failed; retrying");
                 tokio::time::sleep(Duration::from_millis(REACTOR_RETRY_MILLIS)).await;
             }
         }
@@ -48,23 +64,25 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
 }
 
 /// One batch; true when it made progress.
-pub async fn step(db: &Database, reactor: &dyn Reactor, checkpoint: &str) -> Result<bool, String> {
-    let from = db
-        .load_checkpoint(checkpoint)
-        .await
-        .map_err(|e| e.to_string())?;
-    let batch = db
-        .read_log_after(from, REACTOR_BATCH_EVENTS_MAX)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn step(
+    db: &Database,
+    reactor: &dyn Reactor,
+    checkpoint: &str,
+) -> Result<bool, ReactorError> {
+    let from = db.load_checkpoint(checkpoint).await?;
+    let batch = db.read_log_after(from, REACTOR_BATCH_EVENTS_MAX).await?;
     if batch.is_empty() {
         return Ok(false);
     }
     for event in &batch {
-        reactor.react(event).await?;
-        db.save_checkpoint(checkpoint, event.log_position())
+        reactor
+            .react(event)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| ReactorError::React {
+                position: format!("{:?}", event.log_position()),
+                source,
+            })?;
+        db.save_checkpoint(checkpoint, event.log_position()).await?;
     }
     Ok(true)
 }
@@ -80,7 +98,7 @@ impl Reactor for SubscriptionActivation {
         "subscription_activation"
     }
 
-    async fn react(&self, event: &RecordedEvent) -> Result<(), String> {
+    async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError> {
         if event.event_type != "PaymentConfirmed" {
             return Ok(());
         }
@@ -89,7 +107,7 @@ impl Reactor for SubscriptionActivation {
             payment_type,
             reference,
             ..
-        } = serde_json::from_str::<PaymentEvent>(&event.payload).map_err(|e| e.to_string())?
+        } = serde_json::from_str::<PaymentEvent>(&event.payload)?
         else {
             return Ok(());
         };
@@ -102,7 +120,7 @@ impl Reactor for SubscriptionActivation {
         self.payments
             .activate_subscription(user_id, &payment_id)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 }
 
@@ -117,7 +135,7 @@ impl Reactor for ApiSubscriptionActivation {
         "api_subscription_activation"
     }
 
-    async fn react(&self, event: &RecordedEvent) -> Result<(), String> {
+    async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError> {
         if event.event_type != "PaymentConfirmed" {
             return Ok(());
         }
@@ -126,7 +144,7 @@ impl Reactor for ApiSubscriptionActivation {
             payment_type,
             reference,
             ..
-        } = serde_json::from_str::<PaymentEvent>(&event.payload).map_err(|e| e.to_string())?
+        } = serde_json::from_str::<PaymentEvent>(&event.payload)?
         else {
             return Ok(());
         };
@@ -141,6 +159,6 @@ impl Reactor for ApiSubscriptionActivation {
         self.marketplace
             .activate_subscription(subscription_id, &payment_id)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 }

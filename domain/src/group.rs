@@ -81,6 +81,8 @@ pub enum GroupAction {
     TransferOwnership,
     UploadModel,
     ConfigureRevenueSplit,
+    /// Ask for a group model's distribution of a closed month.
+    DistributeRevenue,
     Leave,
 }
 
@@ -96,6 +98,7 @@ impl fmt::Display for GroupAction {
             GroupAction::TransferOwnership => write!(f, "transfer ownership"),
             GroupAction::UploadModel => write!(f, "upload a model to the group"),
             GroupAction::ConfigureRevenueSplit => write!(f, "configure the group's revenue split"),
+            GroupAction::DistributeRevenue => write!(f, "distribute a group model's revenue"),
             GroupAction::Leave => write!(f, "leave the group"),
         }
     }
@@ -111,6 +114,7 @@ pub struct Permissions {
     pub transfer_ownership: bool,
     pub upload_model: bool,
     pub configure_revenue_split: bool,
+    pub distribute_revenue: bool,
     pub view: bool,
     /// The owner may not leave: a group without an owner would have no one to manage it.
     pub leave: bool,
@@ -127,6 +131,7 @@ const OWNER_MAY: Permissions = Permissions {
     transfer_ownership: true,
     upload_model: true,
     configure_revenue_split: true,
+    distribute_revenue: true,
     view: true,
     leave: false,
 };
@@ -135,6 +140,7 @@ const ADMIN_MAY: Permissions = Permissions {
     transfer_ownership: false,
     upload_model: true,
     configure_revenue_split: true,
+    distribute_revenue: true,
     view: true,
     leave: true,
 };
@@ -143,6 +149,7 @@ const MEMBER_MAY: Permissions = Permissions {
     transfer_ownership: false,
     upload_model: true,
     configure_revenue_split: false,
+    distribute_revenue: false,
     view: true,
     leave: true,
 };
@@ -151,6 +158,7 @@ const VIEWER_MAY: Permissions = Permissions {
     transfer_ownership: false,
     upload_model: false,
     configure_revenue_split: false,
+    distribute_revenue: false,
     view: true,
     leave: true,
 };
@@ -173,6 +181,7 @@ const VIEWER_MAY: Permissions = Permissions {
 /// | transfer ownership (to a current member)       |  yes  |  no   |  no    |  no    |
 /// | upload a model to the group                    |  yes  |  yes  |  yes   |  no    |
 /// | configure the group's revenue split            |  yes  |  yes  |  no    |  no    |
+/// | distribute a group model's revenue             |  yes  |  yes  |  no    |  no    |
 /// | leave the group                                |  no¹  |  yes  |  yes   |  yes   |
 ///
 /// ¹ The owner must transfer ownership first; the old owner then becomes an ADMIN.
@@ -188,6 +197,7 @@ pub fn can(actor: Role, action: GroupAction) -> bool {
         GroupAction::TransferOwnership => may.transfer_ownership,
         GroupAction::UploadModel => may.upload_model,
         GroupAction::ConfigureRevenueSplit => may.configure_revenue_split,
+        GroupAction::DistributeRevenue => may.distribute_revenue,
         GroupAction::Leave => may.leave,
     }
 }
@@ -1389,6 +1399,11 @@ mod tests {
                 vec![A::ConfigureRevenueSplit],
                 [true, true, false, false],
             ),
+            (
+                "distribute revenue",
+                vec![A::DistributeRevenue],
+                [true, true, false, false],
+            ),
             ("leave", vec![A::Leave], [false, true, true, true]),
         ];
         let mut checked = 0;
@@ -1401,9 +1416,10 @@ mod tests {
                 }
             }
         }
-        // 4 roles x (View, TransferOwnership, UploadModel, ConfigureRevenueSplit, Leave,
-        // 4 AddMember, 4 RemoveMember, 12 ChangeRole): the table covers every action once.
-        assert_eq!(checked, 4 * (5 + 4 + 4 + 12));
+        // 4 roles x (View, TransferOwnership, UploadModel, ConfigureRevenueSplit,
+        // DistributeRevenue, Leave, 4 AddMember, 4 RemoveMember, 12 ChangeRole): the table
+        // covers every action once.
+        assert_eq!(checked, 4 * (6 + 4 + 4 + 12));
     }
 
     // Serialization

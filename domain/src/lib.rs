@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod model;
 pub mod money;
 pub mod node;
+pub mod node_protocol;
 pub mod payment;
 pub mod platform_key;
 pub mod revenue;
@@ -74,4 +75,20 @@ pub fn within(
             got,
         })
     }
+}
+
+/// An error and its whole `source()` chain, `outer: inner: root`, for the log (never for a client).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // `#[error(transparent)]` and `{0}` wrappers repeat their source's text: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

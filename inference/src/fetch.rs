@@ -433,7 +433,7 @@ pub struct ServedModel {
 pub async fn load_served(
     path: Option<PathBuf>,
     options: crate::CandleOptions,
-) -> Result<ServedModel, String> {
+) -> Result<ServedModel, ServedLoadError> {
     let path = match path {
         Some(path) => path,
         None => fetch_model(
@@ -441,18 +441,24 @@ pub async fn load_served(
             &FetchOptions::default(),
         )
         .await
-        .map_err(|e| format!("fetching SmolLM2: {e}"))?,
+        .map_err(ServedLoadError::Fetch)?,
     };
     tokio::task::spawn_blocking(move || {
+        let read = |source| ServedLoadError::Read {
+            path: path.clone(),
+            source,
+        };
         let sha256 = {
-            let mut file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut file = File::open(&path).map_err(read)?;
             let mut hasher = Sha256::new();
-            std::io::copy(&mut file, &mut hasher)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::io::copy(&mut file, &mut hasher).map_err(read)?;
             hex::encode(hasher.finalize())
         };
-        let engine = crate::CandleEngine::load(&path, options)
-            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+        let engine =
+            crate::CandleEngine::load(&path, options).map_err(|source| ServedLoadError::Load {
+                path: path.clone(),
+                source,
+            })?;
         tracing::info!(path = %path.display(), %sha256, "loaded a GGUF model");
         Ok(ServedModel {
             path,
@@ -461,5 +467,26 @@ pub async fn load_served(
         })
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| ServedLoadError::Task(e.to_string()))?
+}
+
+/// Why [`load_served`] could not open a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ServedLoadError {
+    #[error("cannot fetch SmolLM2-135M-Instruct")]
+    Fetch(#[source] FetchError),
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load {} on the candle engine", path.display())]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: crate::candle_engine::LoadError,
+    },
+    #[error("the loading task ended: {0}")]
+    Task(String),
 }

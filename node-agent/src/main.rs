@@ -162,7 +162,9 @@ async fn gguf_engine(
         threads,
         ..CandleOptions::default()
     };
-    let served = load_served(path, options).await?;
+    let served = load_served(path, options)
+        .await
+        .map_err(|e| aiforge_domain::error_chain(&e))?;
     Ok((content_target(&served.sha256), Arc::new(served.engine)))
 }
 

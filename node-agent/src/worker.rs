@@ -29,9 +29,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiforge_domain::cid::CidV0Builder;
-use aiforge_domain::job::{self as domain_job, AssignmentMessage};
+use aiforge_domain::job::{self as domain_job, AssignmentMessage, Output};
+use aiforge_domain::node_protocol::{
+    AssignedJob as Assignment, FailedReason, GpuUse, HeartbeatReply, JobFailed, JobFinished,
+    JobLogLines, JobStarted, LogLine as ShippedLine, NatsHeartbeat, NextJob as Next, NodeMetrics,
+};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -103,38 +106,14 @@ impl std::fmt::Display for CallError {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Held {
-    job_id: String,
-    attempt: u32,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeartbeatReply {
-    #[serde(default)]
-    jobs: Vec<Held>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Assignment {
-    job_id: String,
-    attempt: u32,
-    spec: domain_job::JobSpec,
-}
-
-#[derive(Debug, Deserialize)]
-struct Next {
-    job: Assignment,
-}
-
 /// How a run ended, as the coordinator is told.
 enum Verdict {
     Finished {
         exit_code: i64,
-        outputs: Vec<Value>,
+        outputs: Vec<Output>,
     },
     Failed {
-        reason: &'static str,
+        reason: FailedReason,
         message: String,
     },
     /// Killed because the platform no longer gives it to this node: nothing to report.
@@ -293,12 +272,12 @@ impl Worker {
     async fn heartbeat_over_nats(
         &self,
         client: &async_nats::Client,
-        metrics: &Value,
+        metrics: &NodeMetrics,
     ) -> Result<Value, CallError> {
-        let body = json!({
-            "node_id": self.config.node_id,
-            "token": self.config.token,
-            "metrics": metrics,
+        let body = json!(NatsHeartbeat {
+            node_id: self.config.node_id.clone(),
+            token: self.config.token.clone(),
+            metrics: metrics.clone(),
         });
         let subject = aiforge_domain::node::heartbeat_subject(&self.config.node_id);
         let reply = tokio::time::timeout(
@@ -473,10 +452,7 @@ impl Worker {
     ) {
         let reports = format!("/jobs/{job_id}");
         match self
-            .call_json(
-                &format!("{reports}/started"),
-                &json!({ "attempt": attempt }),
-            )
+            .call_json(&format!("{reports}/started"), &JobStarted { attempt })
             .await
         {
             Ok(_) => {}
@@ -499,17 +475,25 @@ impl Worker {
             Verdict::Finished { exit_code, outputs } => self
                 .call_json(
                     &format!("{reports}/finished"),
-                    &json!({ "attempt": attempt, "exit_code": exit_code, "outputs": outputs }),
+                    &JobFinished {
+                        attempt,
+                        exit_code,
+                        outputs,
+                    },
                 )
                 .await
                 .map(|_| format!("finished with exit code {exit_code}")),
             Verdict::Failed { reason, message } => self
                 .call_json(
                     &format!("{reports}/failed"),
-                    &json!({ "attempt": attempt, "reason": reason, "message": message }),
+                    &JobFailed {
+                        attempt,
+                        reason,
+                        message,
+                    },
                 )
                 .await
-                .map(|_| format!("failed: {reason}")),
+                .map(|_| format!("failed: {reason:?}")),
             Verdict::Stopped => Ok("stopped".to_string()),
         };
         match report {
@@ -534,7 +518,7 @@ impl Worker {
         cancel: CancellationToken,
     ) -> Verdict {
         let node_error = |message: String| Verdict::Failed {
-            reason: "node_error",
+            reason: FailedReason::NodeError,
             message,
         };
         if let Err(e) = fresh_dir(work_dir).await {
@@ -546,7 +530,7 @@ impl Worker {
             let path = inputs_dir.join(cid);
             if let Err(message) = self.download(cid, &path).await {
                 return Verdict::Failed {
-                    reason: "inputs_unavailable",
+                    reason: FailedReason::InputsUnavailable,
                     message,
                 };
             }
@@ -572,7 +556,7 @@ impl Worker {
         match outcome {
             Ok(outcome) => self.verdict(job_id, attempt, outcome, tail).await,
             Err(ExecError::ImageNotFound { image }) => Verdict::Failed {
-                reason: "image_pull_failed",
+                reason: FailedReason::ImagePullFailed,
                 message: format!("image {image:?} is not in this node's container engine"),
             },
             Err(e) => node_error(e.to_string()),
@@ -591,13 +575,13 @@ impl Worker {
             JobState::Failed { exit_code } => exit_code,
             JobState::TimedOut => {
                 return Verdict::Failed {
-                    reason: "timed_out",
+                    reason: FailedReason::TimedOut,
                     message: tail,
                 }
             }
             JobState::OutputTooLarge { bytes, limit_bytes } => {
                 return Verdict::Failed {
-                    reason: "output_too_large",
+                    reason: FailedReason::OutputTooLarge,
                     message: format!(
                         "the job wrote at least {bytes} bytes of output; this node accepts {limit_bytes}"
                     ),
@@ -619,7 +603,7 @@ impl Worker {
             let name = file.path.to_string_lossy().replace('/', "_");
             if !names.insert(name.clone()) {
                 return Verdict::Failed {
-                    reason: "node_error",
+                    reason: FailedReason::NodeError,
                     message: format!("two outputs are both named {name:?} once flattened"),
                 };
             }
@@ -627,7 +611,7 @@ impl Worker {
                 Ok(output) => outputs.push(output),
                 Err(e) => {
                     return Verdict::Failed {
-                        reason: "node_error",
+                        reason: FailedReason::NodeError,
                         message: format!("uploading output {name:?}: {e}"),
                     }
                 }
@@ -682,7 +666,7 @@ impl Worker {
         attempt: u32,
         name: &str,
         path: &Path,
-    ) -> Result<Value, String> {
+    ) -> Result<Output, String> {
         let (sha256, cid, size) = digest_file(path).await?;
         let url = self.url(&format!("/jobs/{job_id}/outputs/{name}?attempt={attempt}"));
         let answer = send_retried(|| async {
@@ -700,18 +684,23 @@ impl Worker {
         })
         .await
         .map_err(|e| e.to_string())?;
-        let output = answer["output"].clone();
-        if output["sha256"] != sha256.as_str() || output["cid"] != cid.as_str() {
+        let output: Output = serde_json::from_value(answer["output"].clone())
+            .map_err(|e| format!("the coordinator's answer to an upload: {e}"))?;
+        if output.sha256 != sha256 || output.cid != cid {
             return Err(format!(
                 "the coordinator stored {} / {}, the file is {sha256} / {cid}",
-                output["sha256"], output["cid"]
+                output.sha256, output.cid
             ));
         }
         Ok(output)
     }
 
     /// A JSON call to one of this node's endpoints, retried on network errors and 5xx.
-    async fn call_json(&self, path: &str, body: &Value) -> Result<Value, CallError> {
+    async fn call_json(
+        &self,
+        path: &str,
+        body: &(impl serde::Serialize + Sync),
+    ) -> Result<Value, CallError> {
         let url = self.url(path);
         send_retried(|| async {
             Ok(self
@@ -775,7 +764,7 @@ impl LogShipper {
 
     async fn ship(self, mut lines: mpsc::Receiver<LogLine>) -> String {
         let mut tail = std::collections::VecDeque::with_capacity(LOG_TAIL_LINES);
-        let mut batch: Vec<Value> = Vec::new();
+        let mut batch: Vec<ShippedLine> = Vec::new();
         let mut every = tokio::time::interval(Self::BATCH_EVERY);
         loop {
             tokio::select! {
@@ -785,11 +774,11 @@ impl LogShipper {
                         crate::executor::LogStream::Stdout => "stdout",
                         crate::executor::LogStream::Stderr => "stderr",
                     };
-                    batch.push(json!({ "stream": stream, "text": line.text }));
                     if tail.len() == LOG_TAIL_LINES {
                         tail.pop_front();
                     }
-                    tail.push_back(line.text);
+                    tail.push_back(line.text.clone());
+                    batch.push(ShippedLine { stream: stream.to_string(), text: line.text, attempt: self.attempt });
                     if batch.len() >= Self::BATCH_LINES {
                         self.send(&mut batch).await;
                     }
@@ -801,11 +790,14 @@ impl LogShipper {
         Vec::from(tail).join("\n")
     }
 
-    async fn send(&self, batch: &mut Vec<Value>) {
+    async fn send(&self, batch: &mut Vec<ShippedLine>) {
         if batch.is_empty() {
             return;
         }
-        let body = json!({ "attempt": self.attempt, "lines": std::mem::take(batch) });
+        let body = JobLogLines {
+            attempt: self.attempt,
+            lines: std::mem::take(batch),
+        };
         match self
             .http
             .post(&self.url)
@@ -893,7 +885,7 @@ async fn digest_file(path: &Path) -> Result<(String, String, u64), String> {
 /// What a heartbeat says: the load and memory in use (from /proc on Linux; 0 elsewhere), the
 /// disk in use where the work directories are (`df`), and each GPU's use (`nvidia-smi`, when
 /// the node has it).
-async fn metrics(running_jobs: usize, work_root: &Path) -> Value {
+async fn metrics(running_jobs: usize, work_root: &Path) -> NodeMetrics {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> u64 {
         meminfo
@@ -919,13 +911,13 @@ async fn metrics(running_jobs: usize, work_root: &Path) -> Value {
         ],
     )
     .await;
-    json!({
-        "cpu_percent": cpu_percent,
-        "memory_used_mb": used_mb,
-        "disk_used_gb": df.as_deref().and_then(disk_used_gb).unwrap_or(0),
-        "gpus": gpus.as_deref().map(gpu_use).unwrap_or_default(),
-        "running_jobs": running_jobs,
-    })
+    NodeMetrics {
+        cpu_percent,
+        memory_used_mb: used_mb,
+        disk_used_gb: df.as_deref().and_then(disk_used_gb).unwrap_or(0),
+        gpus: gpus.as_deref().map(gpu_use).unwrap_or_default(),
+        running_jobs: u32::try_from(running_jobs).unwrap_or(u32::MAX),
+    }
 }
 
 /// A command's stdout, or `None` when it is missing, fails or takes over 5 s.
@@ -948,16 +940,16 @@ fn disk_used_gb(df: &str) -> Option<u64> {
 
 /// Each GPU's use from `nvidia-smi --query-gpu=utilization.gpu,memory.used
 /// --format=csv,noheader,nounits`: one `percent, MiB` line per GPU; unreadable lines are skipped.
-fn gpu_use(csv: &str) -> Vec<Value> {
+fn gpu_use(csv: &str) -> Vec<GpuUse> {
     csv.lines()
         .filter_map(|line| {
             let (utilization, memory) = line.split_once(',')?;
             let utilization: u32 = utilization.trim().parse().ok()?;
             let memory: u64 = memory.trim().parse().ok()?;
-            Some(json!({
-                "utilization_percent": utilization.min(100),
-                "memory_used_mb": memory,
-            }))
+            Some(GpuUse {
+                utilization_percent: utilization.min(100),
+                memory_used_mb: memory,
+            })
         })
         .collect()
 }
@@ -1022,8 +1014,14 @@ mod tests {
         assert_eq!(
             gpu_use(smi),
             vec![
-                json!({"utilization_percent": 37, "memory_used_mb": 10240}),
-                json!({"utilization_percent": 100, "memory_used_mb": 24000}),
+                GpuUse {
+                    utilization_percent: 37,
+                    memory_used_mb: 10240
+                },
+                GpuUse {
+                    utilization_percent: 100,
+                    memory_used_mb: 24000
+                },
             ]
         );
     }
@@ -1032,19 +1030,17 @@ mod tests {
     async fn a_heartbeat_reports_the_disk_in_use_where_jobs_run() {
         let dir = tempfile::tempdir().unwrap();
         let reported = metrics(2, dir.path()).await;
-        assert_eq!(reported["running_jobs"], 2);
+        assert_eq!(reported.running_jobs, 2);
         let df = command_output("df", &["-Pk", &dir.path().to_string_lossy()])
             .await
             .unwrap();
         assert_eq!(
-            reported["disk_used_gb"].as_u64(),
+            Some(reported.disk_used_gb),
             disk_used_gb(&df),
-            "{reported}"
+            "{reported:?}"
         );
-        assert!(
-            reported["memory_used_mb"].as_u64().unwrap() > 0,
-            "{reported}"
-        );
+        assert!(reported.memory_used_mb > 0, "{reported:?}");
+        reported.validate().unwrap();
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub mod revenue;
 pub mod seals;
 pub mod usage;
 pub mod users;
+pub mod views;
 
 use std::collections::HashMap;
 use std::sync::Arc;

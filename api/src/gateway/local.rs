@@ -56,7 +56,9 @@ pub async fn load(settings: &Settings) -> Result<Option<LocalModel>, String> {
         LocalNode::File(path) => Some(path.clone()),
         LocalNode::SmolLm2 => None,
     };
-    let served = aiforge_inference::fetch::load_served(path, CandleOptions::default()).await?;
+    let served = aiforge_inference::fetch::load_served(path, CandleOptions::default())
+        .await
+        .map_err(|e| aiforge_commands::error_chain(&e))?;
     Ok(Some(LocalModel {
         path: served.path,
         sha256: served.sha256,

@@ -835,7 +835,7 @@ pub struct ClockAdvanced {
     pub now: String,
     /// Listing changes the scheduler made (lapses, delistings).
     pub listing_changes: u64,
-    pub compute: crate::compute::PassReport,
+    pub compute: aiforge_commands::passes::compute::PassReport,
 }
 
 // ---- compute ---------------------------------------------------------------------------------
@@ -920,21 +920,9 @@ pub struct AdminNodes {
     pub by_status: BTreeMap<String, u64>,
 }
 
-#[derive(ToSchema)]
-pub struct HeldJob {
-    pub job_id: String,
-    pub attempt: i64,
-    pub status: String,
-}
+pub use aiforge_domain::node_protocol::HeldJob;
 
-#[derive(ToSchema)]
-pub struct HeartbeatAnswer {
-    pub node_id: String,
-    pub status: String,
-    pub heartbeat_timeout_secs: i64,
-    /// The jobs the platform says this node holds; it stops any other it still runs.
-    pub jobs: Vec<HeldJob>,
-}
+pub use aiforge_domain::node_protocol::HeartbeatReply as HeartbeatAnswer;
 
 #[derive(ToSchema)]
 pub struct NodeOffline {
@@ -943,19 +931,9 @@ pub struct NodeOffline {
     pub jobs_requeued: u64,
 }
 
-#[derive(ToSchema)]
-pub struct Assignment {
-    pub job_id: String,
-    /// The attempt the node's reports must name.
-    pub attempt: i64,
-    pub spec: JobSpec,
-    pub assigned_at: Option<String>,
-}
+pub use aiforge_domain::node_protocol::AssignedJob as Assignment;
 
-#[derive(ToSchema)]
-pub struct AssignmentAnswer {
-    pub job: Assignment,
-}
+pub use aiforge_domain::node_protocol::NextJob as AssignmentAnswer;
 
 #[derive(ToSchema)]
 pub struct Settlement {

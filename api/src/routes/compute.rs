@@ -6,8 +6,12 @@
 use std::collections::BTreeMap;
 
 use aiforge_commands::compute::{NodeMetrics, Report};
-use aiforge_domain::job::{JobNeeds, JobSpec, JobType, Output, ReportedFailure};
+use aiforge_domain::job::{JobNeeds, JobSpec, JobType, ReportedFailure};
 use aiforge_domain::node::{OfflineReason, Resources};
+use aiforge_domain::node_protocol::{
+    AssignedJob, FailedReason, HeartbeatReply, HeldJob, JobFailed, JobFinished, JobLogLines,
+    JobStarted, NatsHeartbeat, NextJob,
+};
 use aiforge_domain::Usdt;
 use aiforge_projections::compute::{JobRow, NodeRow};
 use axum::extract::{Path, Query, State};
@@ -243,7 +247,7 @@ async fn heartbeat_answer(
     node_id: &str,
     token: &str,
     metrics: NodeMetrics,
-) -> Result<Value, ApiError> {
+) -> Result<HeartbeatReply, ApiError> {
     let (status, outcome) = state
         .compute
         .commands
@@ -252,17 +256,21 @@ async fn heartbeat_answer(
     if let Some(outcome) = outcome {
         read_your_writes(state, outcome.last).await;
     }
-    let held: Vec<Value> = aiforge_projections::compute::held_by(&state.db, node_id)
+    let jobs = aiforge_projections::compute::held_by(&state.db, node_id)
         .await?
         .iter()
-        .map(|job| json!({ "job_id": job.job_id, "attempt": job.attempt, "status": job.status }))
+        .map(|job| HeldJob {
+            job_id: job.job_id.clone(),
+            attempt: u32::try_from(job.attempt).unwrap_or(u32::MAX),
+            status: job.status.clone(),
+        })
         .collect();
-    Ok(json!({
-        "node_id": node_id,
-        "status": status.as_str(),
-        "heartbeat_timeout_secs": state.compute.commands.heartbeat_timeout_secs(),
-        "jobs": held,
-    }))
+    Ok(HeartbeatReply {
+        node_id: node_id.to_string(),
+        status: status.as_str().to_string(),
+        heartbeat_timeout_secs: state.compute.commands.heartbeat_timeout_secs(),
+        jobs,
+    })
 }
 
 /// `POST /api/nodes/{id}/heartbeat` (node token): current use; brings the node online.
@@ -293,15 +301,6 @@ pub async fn heartbeat(
     let token = node_token(&headers)?;
     let answer = heartbeat_answer(&state, &node_id, &token, body.unwrap_or_default()).await?;
     Ok(Json(answer))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NatsHeartbeat {
-    node_id: String,
-    token: String,
-    #[serde(default)]
-    metrics: NodeMetrics,
 }
 
 /// Heartbeats over NATS: requests on `aiforge.nodes.heartbeat.<node id>` (queue group
@@ -367,9 +366,12 @@ pub async fn serve_nats_heartbeats(
                     format!("a heartbeat is {{\"node_id\", \"token\", \"metrics\"}}: {e}"),
                 )),
             };
-            let body = answer.unwrap_or_else(|e| {
-                json!({ "error": { "code": e.code, "message": e.message, "status": e.status.as_u16() } })
-            });
+            let body = match answer {
+                Ok(reply) => json!(reply),
+                Err(e) => {
+                    json!({ "error": { "code": e.code, "message": e.message, "status": e.status.as_u16() } })
+                }
+            };
             if let Err(e) = client.publish(reply, body.to_string().into()).await {
                 tracing::warn!(error = %e, "heartbeat answer over NATS not sent");
             }
@@ -407,11 +409,7 @@ pub async fn offline(
         .mark_offline(&node_id, OfflineReason::Shutdown)
         .await?;
     read_your_writes(&state, outcome.last).await;
-    let report = state
-        .compute
-        .run_once(&state.db, &state.projector)
-        .await
-        .map_err(ApiError::internal)?;
+    let report = state.compute.run_once().await.map_err(ApiError::internal)?;
     let row = node_row(&state, &node_id).await?;
     Ok(Json(json!({
         "node_id": node_id,
@@ -526,11 +524,7 @@ async fn set_active(
     read_your_writes(&state, outcome.last).await;
     if !active {
         // Its jobs go back to the queue now, not at the next pass.
-        state
-            .compute
-            .run_once(&state.db, &state.projector)
-            .await
-            .map_err(ApiError::internal)?;
+        state.compute.run_once().await.map_err(ApiError::internal)?;
     }
     let row = node_row(&state, &node_id).await?;
     Ok(Json(json!({ "node": node_json(&state, &row).await? })))
@@ -591,12 +585,12 @@ pub async fn deactivate(
 }
 
 /// What a node is given to run: the spec and the attempt its reports must name.
-fn assignment_json(row: &JobRow) -> Value {
-    json!({
-        "job_id": row.job_id,
-        "attempt": row.attempt,
-        "spec": parsed(&row.spec),
-        "assigned_at": row.assigned_at,
+fn assigned_job(row: &JobRow) -> Result<AssignedJob, ApiError> {
+    Ok(AssignedJob {
+        job_id: row.job_id.clone(),
+        attempt: u32::try_from(row.attempt).map_err(ApiError::internal)?,
+        spec: serde_json::from_str(&row.spec).map_err(ApiError::internal)?,
+        assigned_at: row.assigned_at.clone(),
     })
 }
 
@@ -625,57 +619,15 @@ pub async fn next_job(
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     authenticated_node(&state, &node_id, &headers).await?;
-    state
-        .compute
-        .run_once(&state.db, &state.projector)
-        .await
-        .map_err(ApiError::internal)?;
+    state.compute.run_once().await.map_err(ApiError::internal)?;
     let held = aiforge_projections::compute::held_by(&state.db, &node_id).await?;
     Ok(match held.iter().find(|job| job.status == "assigned") {
-        Some(row) => Json(json!({ "job": assignment_json(row) })).into_response(),
+        Some(row) => Json(NextJob {
+            job: assigned_job(row)?,
+        })
+        .into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = JobStartedRequest)]
-pub struct StartedRequest {
-    attempt: u32,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = JobFinishedRequest)]
-pub struct FinishedRequest {
-    attempt: u32,
-    exit_code: i64,
-    #[serde(default)]
-    outputs: Vec<Output>,
-}
-
-/// Why a node gives up an attempt. `timed_out`: the node killed the job at its max runtime
-/// (the creator pays, the node earns); the others are not the job's own outcome (refunded).
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = JobFailedReason)]
-pub enum FailedReason {
-    TimedOut,
-    ImagePullFailed,
-    InputsUnavailable,
-    NodeError,
-    /// The job wrote more than the node accepts: the job's own outcome (paid).
-    OutputTooLarge,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = JobFailedRequest)]
-pub struct FailedRequest {
-    attempt: u32,
-    reason: FailedReason,
-    #[serde(default)]
-    message: String,
 }
 
 async fn report(
@@ -714,7 +666,7 @@ async fn report(
         ("job_id" = String, Path, description = "The job's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body = StartedRequest,
+    request_body = JobStarted,
     responses(
         (status = 200, description = "The job, running", body = crate::openapi::schemas::JobAnswer),
         (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
@@ -727,7 +679,7 @@ pub async fn started(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
     headers: HeaderMap,
-    CommandJson { body, meta }: CommandJson<StartedRequest>,
+    CommandJson { body, meta }: CommandJson<JobStarted>,
 ) -> Result<impl IntoResponse, ApiError> {
     report(
         &state,
@@ -754,7 +706,7 @@ pub async fn started(
         ("job_id" = String, Path, description = "The job's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body = FinishedRequest,
+    request_body = JobFinished,
     responses(
         (status = 200, description = "The job: completed (exit 0) or failed", body = crate::openapi::schemas::JobAnswer),
         (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
@@ -768,7 +720,7 @@ pub async fn finished(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
     headers: HeaderMap,
-    CommandJson { body, meta }: CommandJson<FinishedRequest>,
+    CommandJson { body, meta }: CommandJson<JobFinished>,
 ) -> Result<impl IntoResponse, ApiError> {
     let exited = Report::Exited {
         exit_code: body.exit_code,
@@ -798,7 +750,7 @@ pub async fn finished(
         ("job_id" = String, Path, description = "The job's id"),
         crate::openapi::IdempotencyKey,
     ),
-    request_body = FailedRequest,
+    request_body = JobFailed,
     responses(
         (status = 200, description = "The job, failed or requeued", body = crate::openapi::schemas::JobAnswer),
         (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
@@ -811,7 +763,7 @@ pub async fn failed(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
     headers: HeaderMap,
-    CommandJson { body, meta }: CommandJson<FailedRequest>,
+    CommandJson { body, meta }: CommandJson<JobFailed>,
 ) -> Result<impl IntoResponse, ApiError> {
     let failure = |failure| Report::Failed {
         failure,
@@ -910,11 +862,7 @@ pub async fn submit(
     if let Ok(queued) = state.compute.queued.clone().try_acquire_owned() {
         tokio::spawn(async move {
             let _queued = queued;
-            if let Err(e) = pass_state
-                .compute
-                .run_once(&pass_state.db, &pass_state.projector)
-                .await
-            {
+            if let Err(e) = pass_state.compute.run_once().await {
                 tracing::error!(error = %e, "compute pass after a submission failed");
             }
         });
@@ -955,14 +903,6 @@ pub async fn get_job(
     Ok(Json(json!({ "job": job })))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = JobLogsRequest)]
-pub struct LogsRequest {
-    attempt: u32,
-    lines: Vec<aiforge_commands::job_logs::Line>,
-}
-
 /// `POST /api/nodes/{id}/jobs/{job_id}/logs` (node token): lines the job printed, while the node
 /// holds that attempt; kept in the database for the creator, readable from any instance (`aiforge_commands::job_logs`).
 #[utoipa::path(
@@ -975,7 +915,7 @@ pub struct LogsRequest {
         ("node_id" = String, Path, description = "The node's id"),
         ("job_id" = String, Path, description = "The job's id"),
     ),
-    request_body = LogsRequest,
+    request_body = JobLogLines,
     responses(
         (status = 204, description = "Kept (in the database) for the job's creator"),
         (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
@@ -989,7 +929,7 @@ pub async fn node_logs(
     State(state): State<AppState>,
     Path((node_id, job_id)): Path<(String, String)>,
     headers: HeaderMap,
-    CommandJson { body, .. }: CommandJson<LogsRequest>,
+    CommandJson { body, .. }: CommandJson<JobLogLines>,
 ) -> Result<impl IntoResponse, ApiError> {
     authenticated_node(&state, &node_id, &headers).await?;
     if body.lines.len() > aiforge_commands::job_logs::LINES_PER_REQUEST_MAX {

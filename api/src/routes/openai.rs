@@ -55,8 +55,10 @@ impl OpenAiError {
         )
     }
 
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "OpenAI-compatible request failed");
+    /// Its whole `source()` chain goes to the log; the client gets a generic message.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let cause = cause.into();
+        tracing::error!(error = %aiforge_commands::error_chain(&*cause), "OpenAI-compatible request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",

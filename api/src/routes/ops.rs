@@ -164,17 +164,17 @@ pub async fn advance_clock(
     // The cluster's periodic tasks see the new time at once, on the instance that runs them
     // (another instance's clock moves; its lease holder's next pass acts).
     let (done, compute) = if state.scheduler_lease.is_held() {
-        let done = crate::scheduler::run_once(&state.db, &state.projector, &state.marketplace, now)
-            .await
-            .map_err(ApiError::internal)?;
-        let compute = state
-            .compute
-            .run_once(&state.db, &state.projector)
-            .await
-            .map_err(ApiError::internal)?;
+        let done = aiforge_commands::passes::listings::run_once(
+            state.views.as_ref(),
+            &state.marketplace,
+            now,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let compute = state.compute.run_once().await.map_err(ApiError::internal)?;
         (done, compute)
     } else {
-        (0, crate::compute::PassReport::default())
+        (0, aiforge_commands::passes::compute::PassReport::default())
     };
     Ok(Json(serde_json::json!({
         "now": aiforge_commands::clock::rfc3339(now),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_domain::fees::PaymentType;
-use aiforge_domain::group::Role;
+use aiforge_domain::group::{can, GroupAction, Role};
 use aiforge_domain::model::ModelOwner;
 use aiforge_domain::revenue_book::{Month, MonthDistribution};
 use aiforge_projections::distribution::{self, DistributionError};
@@ -489,11 +489,12 @@ pub async fn group_model_distribute(
 ) -> Result<Json<Value>, ApiError> {
     let month = month_of(year, month)?;
     let (group_id, role) = group_role(&state, &user, &model_id).await?;
-    if !matches!(role, Role::Owner | Role::Admin) {
+    let action = GroupAction::DistributeRevenue;
+    if !can(role, action) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "only the group's OWNER or an ADMIN may distribute its revenue",
+            format!("a {role} may not {action}: only the group's OWNER or an ADMIN may"),
         ));
     }
     match group_distribution(&state, &model_id, &group_id, month).await {

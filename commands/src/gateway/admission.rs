@@ -416,3 +416,68 @@ impl Admission {
         s.held_micros = (s.held_micros - admitted.hold.micros).max(0);
     }
 }
+
+/// Deletes the shared store's holds older than [`HOLD_TTL_SECS`]: those of calls whose instance
+/// died before settling or releasing them. They already count for nothing (`gateway_snapshot`
+/// skips them); this keeps the table from growing. Run by the scheduler lease's holder. On
+/// SQLite (the memory store) there is nothing to sweep.
+pub async fn sweep_expired_holds(db: &Database) -> Result<u64, StoreError> {
+    let Engine::Postgres(pool) = db.engine() else {
+        return Ok(0);
+    };
+    let swept = sqlx::query(
+        "DELETE FROM gateway_holds \
+         WHERE held_at_micros <= (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - $1",
+    )
+    .bind(HOLD_TTL_SECS * 1_000_000)
+    .execute(pool)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(swept.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn the_sweep_deletes_expired_holds_and_keeps_live_ones() {
+        let Some(db) = TestDatabase::postgres().await else {
+            return;
+        };
+        let Engine::Postgres(pool) = db.db.engine() else {
+            unreachable!("a PostgreSQL test database")
+        };
+        let now: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        for (request_id, held_at) in [
+            ("crashed", now - (HOLD_TTL_SECS + 1) * 1_000_000),
+            ("in-flight", now),
+        ] {
+            sqlx::query(
+                "INSERT INTO gateway_holds \
+                 (request_id, subscription_id, period, tokens, micros, held_at_micros) \
+                 VALUES ($1, 'sub', 0, 10, 10, $2)",
+            )
+            .bind(request_id)
+            .bind(held_at)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        assert_eq!(sweep_expired_holds(&db.db).await.unwrap(), 1);
+        let left: Vec<String> = sqlx::query_scalar("SELECT request_id FROM gateway_holds")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(left, vec!["in-flight".to_string()]);
+        assert_eq!(sweep_expired_holds(&db.db).await.unwrap(), 0);
+        db.cleanup().await;
+    }
+}

@@ -1,0 +1,87 @@
+//! The cluster's periodic passes: the compute network's (heartbeat sweeper and job scheduler) and
+//! the listing scheduler's. Their rules live here; what they read comes through the [`Views`] port
+//! (implemented over the read models by `aiforge_projections::views`), and what they change goes
+//! through the aggregates, which re-check everything: a stale view can delay a step, never make a
+//! wrong one. `api/` only starts them and calls them after requests that should not wait.
+
+pub mod compute;
+pub mod listings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiforge_domain::scheduler::{ActiveNode, PendingJob};
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::lease::Lease;
+
+/// A read of the views failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the views")]
+pub struct ViewError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl ViewError {
+    pub fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(source))
+    }
+}
+
+/// A job assigned to or running on a node that is not online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOnLostNode {
+    pub job_id: String,
+    pub node_id: String,
+    pub attempt: u32,
+    /// The node was deactivated by its owner (not merely silent).
+    pub node_deactivated: bool,
+}
+
+/// What the passes read: the views, after they have applied the log up to now.
+#[async_trait]
+pub trait Views: Send + Sync {
+    /// Waits (a bounded time) until the views have applied every event in the log now, so a step
+    /// sees the previous step's effect. Never fails: a lagging view delays a step at worst.
+    async fn settle(&self);
+    async fn online_node_ids(&self) -> Result<Vec<String>, ViewError>;
+    async fn online_nodes(&self) -> Result<Vec<ActiveNode>, ViewError>;
+    async fn jobs_on_lost_nodes(&self) -> Result<Vec<JobOnLostNode>, ViewError>;
+    /// The oldest pending jobs, at most `limit`.
+    async fn pending_jobs(&self, limit: i64) -> Result<Vec<PendingJob>, ViewError>;
+    /// Models whose listing (false) or grace (true: delist) has ended by `now`, at most `limit`.
+    async fn listings_due(
+        &self,
+        now: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(String, bool)>, ViewError>;
+}
+
+/// Runs `pass` every `every` on the instance that holds `lease` (one pass for the cluster), until
+/// `shutdown` turns true.
+pub async fn every<F, Fut, E>(
+    lease: Arc<Lease>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    name: &'static str,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
+{
+    loop {
+        if lease.is_held() {
+            if let Err(e) = pass().await {
+                tracing::error!(pass = name, error = %crate::error_chain(&e), "periodic pass failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
