@@ -661,6 +661,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         clock.clone(),
         aiforge_domain::revenue_book::RevenueBookServices,
     ));
+    let state_clock = clock.clone();
     let state = AppState {
         gateway,
         revenue_book,
@@ -689,7 +690,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         )),
         platform_keys: Arc::new(aiforge_commands::platform_keys::PlatformKeys::new(
             db.clone(),
-            clock.clone(),
+            state_clock.clone(),
         )),
         conversations: Arc::new(aiforge_commands::conversations::Conversations::new(
             db.clone(),
