@@ -274,16 +274,14 @@ describe('the chat with the real local model', { skip: skip ?? false }, () => {
 			assert.equal(log.includes(marker), false, 'no chat text in the event log');
 
 			// Screenshots of the conversation at desktop and phone width.
-			await page.screenshot({
-				path: artifactPath('desktop-chat-conversation.png'),
-				fullPage: true
-			});
+			// The chat is an app-height view whose messages scroll inside it: no full-page shots.
+			await page.screenshot({ path: artifactPath('desktop-chat-conversation.png') });
 			await page.setViewportSize(PHONE);
 			const overflow = await page.evaluate(
 				() => document.documentElement.scrollWidth - window.innerWidth
 			);
 			assert.ok(overflow <= 0, `the chat scrolls sideways by ${overflow}px at phone width`);
-			await page.screenshot({ path: artifactPath('phone-chat-conversation.png'), fullPage: true });
+			await page.screenshot({ path: artifactPath('phone-chat-conversation.png') });
 			await page.getByRole('button', { name: 'Conversations' }).click();
 			await page.getByRole('navigation', { name: 'Conversations' }).waitFor();
 			await page.screenshot({ path: artifactPath('phone-chat-sidebar.png'), fullPage: true });
@@ -519,7 +517,7 @@ describe('the chat against a fixed-answer engine', { skip: skip ?? false }, () =
 			assert.match(await textOf(error), /quota is used up/);
 			assert.equal(await input.inputValue(), 'one too many');
 			assert.equal(await page.getByTestId('assistant-message').count(), 3, 'no answer was made');
-			await page.screenshot({ path: artifactPath('desktop-chat-quota.png'), fullPage: true });
+			await page.screenshot({ path: artifactPath('desktop-chat-quota.png') });
 
 			// And by key.
 			const refused = await call();
