@@ -184,4 +184,22 @@ mod tests {
         assert_eq!(script.trim(), "script-src 'self'");
         assert!(CONTENT_SECURITY_POLICY_VALUE.contains("frame-ancestors 'none'"));
     }
+
+    /// The chat shows model output: should its sanitiser ever let an image or a connection
+    /// through, the browser still fetches nothing from another origin.
+    #[test]
+    fn the_policy_loads_images_and_connects_to_this_origin_only() {
+        let directive = |name: &str| {
+            CONTENT_SECURITY_POLICY_VALUE
+                .split(';')
+                .map(str::trim)
+                .find(|d| d.split_whitespace().next() == Some(name))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(directive("img-src"), "img-src 'self' data:");
+        assert_eq!(directive("connect-src"), "connect-src 'self'");
+        assert_eq!(directive("default-src"), "default-src 'self'");
+        assert_eq!(directive("object-src"), "object-src 'none'");
+    }
 }

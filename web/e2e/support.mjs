@@ -1,7 +1,7 @@
 // Shared by the browser journeys: the real `aiforge` binary on a free port with a fresh data
 // dir, Debian's Chromium through playwright-core, real wallet keys (ethers.js, tronweb from
 // fixtures/wallets) answering an injected EIP-1193 provider and a TronLink-shaped one.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -68,11 +68,16 @@ async function freePort() {
 	});
 }
 
+/** A local model can take minutes to fetch (once, into the model cache) and load. */
+const START_WITH_MODEL_TIMEOUT_MS = 600_000;
+
 /**
  * Starts the real server. The public URL must be the origin the browser sees (sign-in messages
- * name its host), so the port is chosen first and given to both.
+ * name its host), so the port is chosen first and given to both. `localNode` is
+ * AIFORGE_LOCAL_NODE (`off` unless given: `smollm2`, `upstream:<url>#<model>`); `env` adds
+ * settings.
  */
-export async function startServer() {
+export async function startServer({ localNode = 'off', env: extra = {} } = {}) {
 	const port = await freePort();
 	const base = `http://127.0.0.1:${port}`;
 	const dataDir = mkdtempSync(join(tmpdir(), 'aiforge-web-e2e-'));
@@ -80,11 +85,13 @@ export async function startServer() {
 	delete env.AIFORGE_DATABASE_URL;
 	delete env.AIFORGE_NATS_URL;
 	Object.assign(env, {
-		AIFORGE_LOCAL_NODE: 'off',
+		AIFORGE_LOCAL_NODE: localNode,
 		AIFORGE_WEB_DIR: join(repo, 'web', 'build'),
 		AIFORGE_PUBLIC_URL: base,
-		RUST_LOG: 'warn'
+		RUST_LOG: 'warn',
+		...extra
 	});
+	const startTimeoutMs = localNode === 'off' ? START_TIMEOUT_MS : START_WITH_MODEL_TIMEOUT_MS;
 	const child = spawn(
 		aiforgeBinary(),
 		['--data-dir', dataDir, 'serve', '--bind', `127.0.0.1:${port}`],
@@ -96,7 +103,7 @@ export async function startServer() {
 	await new Promise((done, fail) => {
 		const timer = setTimeout(
 			() => fail(new Error('aiforge did not start in time')),
-			START_TIMEOUT_MS
+			startTimeoutMs
 		);
 		let seen = '';
 		child.stdout.on('data', (chunk) => {
@@ -110,12 +117,67 @@ export async function startServer() {
 	});
 	return {
 		base,
+		dataDir,
 		url: (path) => base + path,
+		/** The event log as `aiforge events export` writes it (JSON lines), parsed. */
+		async events({ from, to } = {}) {
+			const args = ['--data-dir', dataDir, 'events', 'export'];
+			if (from !== undefined) args.push('--from', String(from));
+			if (to !== undefined) args.push('--to', String(to));
+			const stdout = await new Promise((done, fail) =>
+				execFile(aiforgeBinary(), args, { env, maxBuffer: 256 * 1024 * 1024 }, (error, out, err) =>
+					error ? fail(new Error(`${error.message}\n${err}`)) : done(out)
+				)
+			);
+			return stdout
+				.split('\n')
+				.filter((line) => line.trim())
+				.map((line) => JSON.parse(line));
+		},
 		async stop() {
 			const exited = new Promise((done) => child.once('exit', done));
 			child.kill('SIGTERM');
 			await exited;
 			rmSync(dataDir, { recursive: true, force: true });
+		}
+	};
+}
+
+/**
+ * The workspace's `aiforge-mock-openai` (next to the aiforge binary): an OpenAI-compatible
+ * engine that answers every completion with `reply`, streamed word by word.
+ */
+export async function startMockOpenAi({ reply, chunkDelayMs = 0 }) {
+	const binary = join(dirname(aiforgeBinary()), 'aiforge-mock-openai');
+	if (!existsSync(binary)) {
+		throw new Error(
+			`${binary} not found: cargo build -p aiforge-inference --bin aiforge-mock-openai`
+		);
+	}
+	const child = spawn(
+		binary,
+		['--port', '0', '--reply', reply, '--chunk-delay-ms', String(chunkDelayMs)],
+		{ stdio: ['ignore', 'pipe', 'inherit'] }
+	);
+	const url = await new Promise((done, fail) => {
+		const timer = setTimeout(() => fail(new Error('the mock did not start')), START_TIMEOUT_MS);
+		let seen = '';
+		child.stdout.on('data', (chunk) => {
+			seen += chunk;
+			const found = /listening on (http:\/\/\S+)/.exec(seen);
+			if (found) {
+				clearTimeout(timer);
+				done(found[1]);
+			}
+		});
+		child.once('exit', (code) => fail(new Error(`the mock exited with ${code}`)));
+	});
+	return {
+		url,
+		async stop() {
+			const exited = new Promise((done) => child.once('exit', done));
+			child.kill('SIGTERM');
+			await exited;
 		}
 	};
 }

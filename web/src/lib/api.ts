@@ -90,6 +90,113 @@ export interface PlatformSubscription {
 	cancelled: boolean;
 }
 
+/** What pays for a chat model: the platform plan, or one of the user's API subscriptions. */
+export type Entitlement =
+	{ kind: 'plan'; plan: PlanId } | { kind: 'subscription'; subscription_id: string };
+
+/** A model the signed-in user may chat with, and which entitlement pays (`label`). */
+export interface ChatModel {
+	id: string;
+	name: string;
+	service_id: string;
+	entitlement: Entitlement;
+	label: string;
+}
+
+/** The current plan's use of its monthly limits. */
+export interface PlanUsage {
+	plan: PlanId;
+	period_start: string;
+	period_end: string;
+	requests_used: number;
+	requests_limit: number;
+	tokens_used: number;
+	tokens_limit: number;
+}
+
+export interface ApiKeyStatus {
+	exists: boolean;
+	prefix: string | null;
+	created_at: string | null;
+}
+
+/** A freshly made platform API key: `key` is shown once and never again. */
+export interface CreatedApiKey {
+	key: string;
+	prefix: string;
+	created_at: string;
+}
+
+export interface ConversationSummary {
+	id: string;
+	title: string;
+	model: string;
+	updated_at: string;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
+
+export interface Share {
+	party: 'creator' | 'group_member' | 'platform' | 'plan_pool';
+	name: string;
+	amount: Money;
+}
+
+/** What one answer cost and where its money went, tied to its metering event. */
+export interface Receipt {
+	request_id: string;
+	model: string;
+	prompt_tokens: number;
+	completion_tokens: number;
+	total_tokens: number;
+	cost: Money;
+	entitlement: Entitlement;
+	shares: Share[];
+	pool_share_this_month: Money | null;
+	event: { global_position: number; seal: Record<string, unknown> | null };
+	verify: string;
+}
+
+export interface Message {
+	id: string;
+	parent_id: string | null;
+	role: 'user' | 'assistant';
+	content: string;
+	created_at: string;
+	model?: string;
+	finish_reason?: FinishReason;
+	error?: { code: string; message: string };
+	receipt?: Receipt;
+}
+
+export interface ConversationSettings {
+	system_prompt: string | null;
+	temperature: number | null;
+	max_tokens: number | null;
+}
+
+export interface Conversation extends ConversationSettings {
+	id: string;
+	title: string;
+	model: string;
+	entitlement: Entitlement;
+	created_at: string;
+	updated_at: string;
+	messages: Message[];
+}
+
+export interface NewConversation extends Partial<ConversationSettings> {
+	title?: string;
+	model: string;
+	entitlement: Entitlement;
+}
+
+export type ConversationChanges = Partial<
+	ConversationSettings & { title: string; model: string; entitlement: Entitlement }
+>;
+
+export type ExportFormat = 'markdown' | 'json';
+
 /** The platform's error shape: `{"error":{"code","message"[,"field"]}}`. */
 export class ApiError extends Error {
 	readonly status: number;
@@ -105,7 +212,7 @@ export class ApiError extends Error {
 	}
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 function isRecord(value: unknown): value is Record<string, unknown> {
 	return typeof value === 'object' && value !== null;
@@ -192,8 +299,41 @@ export const api = {
 			'POST',
 			'/api/subscriptions/create',
 			network ? { plan, network } : { plan }
-		)
+		),
+	planUsage: () => request<PlanUsage>('GET', '/api/plan/usage'),
+
+	apiKey: () => request<ApiKeyStatus>('GET', '/api/account/api-key'),
+	createApiKey: () => request<CreatedApiKey>('POST', '/api/account/api-key', {}),
+
+	chatModels: () => request<{ models: ChatModel[] }>('GET', '/api/chat/models'),
+	conversations: (q?: string) =>
+		request<{ conversations: ConversationSummary[] }>(
+			'GET',
+			q ? `/api/conversations?q=${encodeURIComponent(q)}` : '/api/conversations'
+		),
+	createConversation: (conversation: NewConversation) =>
+		request<Conversation>('POST', '/api/conversations', conversation),
+	conversation: (id: string) =>
+		request<Conversation>('GET', `/api/conversations/${encodeURIComponent(id)}`),
+	updateConversation: (id: string, changes: ConversationChanges) =>
+		request<Conversation>('PATCH', `/api/conversations/${encodeURIComponent(id)}`, changes),
+	deleteConversation: (id: string) =>
+		request<undefined>('DELETE', `/api/conversations/${encodeURIComponent(id)}`),
+	receipt: (requestId: string) =>
+		request<Receipt>('GET', `/api/receipts/${encodeURIComponent(requestId)}`)
 };
+
+/** The download link of a conversation's export (a GET: the cookie is enough). */
+export function exportUrl(id: string, format: ExportFormat): string {
+	return `/api/conversations/${encodeURIComponent(id)}/export?format=${format}`;
+}
+
+/** Whether two entitlements are the same payer. */
+export function sameEntitlement(a: Entitlement, b: Entitlement): boolean {
+	return a.kind === 'plan'
+		? b.kind === 'plan' && a.plan === b.plan
+		: b.kind === 'subscription' && a.subscription_id === b.subscription_id;
+}
 
 /** A message for a person from any error a call can throw. */
 export function describeError(error: unknown): string {
