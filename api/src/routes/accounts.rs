@@ -13,33 +13,6 @@ use crate::error::ApiError;
 use crate::extract::CommandJson;
 use crate::AppState;
 
-/// A command's response waits at most this long for the read models to include it, so that a
-/// client's next read sees its own write.
-pub const READ_YOUR_WRITES_WAIT_MILLIS: u64 = 2000;
-
-/// Waits (bounded) until the projections include a command's last event, so the client's next
-/// read sees its write. A timeout is logged, not failed: the write itself succeeded.
-pub async fn read_your_writes(state: &AppState, last: Option<aiforge_commands::LogPosition>) {
-    if let Some(at) = last {
-        if let Err(e) = state
-            .projector
-            .wait_for(at, Duration::from_millis(READ_YOUR_WRITES_WAIT_MILLIS))
-            .await
-        {
-            tracing::warn!(error = %e, "projections lag behind a command");
-        }
-        state
-            .gateway
-            .index
-            .catch_up_to(
-                &state.db,
-                at,
-                Duration::from_millis(READ_YOUR_WRITES_WAIT_MILLIS),
-            )
-            .await;
-    }
-}
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
@@ -81,7 +54,7 @@ pub async fn register(
         .accounts
         .register(&body.email, &body.username, &body.password, &meta)
         .await?;
-    read_your_writes(&state, outcome.last).await;
+    super::read_your_writes(&state, outcome.last).await;
     // The answer comes from the aggregate itself, so a replayed request gets exactly the
     // account the first one created.
     let account = state

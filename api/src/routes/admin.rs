@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::auth::AdminUser;
 use crate::error::{command_error, ApiError};
 use crate::extract::{parse_wallet, CommandJson, PageQuery};
-use crate::routes::accounts::read_your_writes;
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 pub const USERS_PAGE_MAX: i64 = 200;

@@ -24,8 +24,8 @@ use tokio_util::io::StreamReader;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::command_meta;
-use crate::routes::accounts::read_your_writes;
 use crate::routes::compute::{authenticated_node, creators_job, held_job};
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 fn blob_json(row: &BlobRow) -> Value {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::gateway::Entitlement;
-use crate::routes::accounts::read_your_writes;
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 /// A model the user may chat with, and what pays for it.

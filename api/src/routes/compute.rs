@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::auth::{AdminUser, AuthUser};
 use crate::error::ApiError;
 use crate::extract::{CommandJson, Empty, PageQuery};
-use crate::routes::accounts::read_your_writes;
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 pub const JOBS_PAGE_MAX: i64 = 100;

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::accounts::read_your_writes;
+use super::read_your_writes;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::CommandJson;

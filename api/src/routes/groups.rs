@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{CommandJson, Empty};
-use crate::routes::accounts::read_your_writes;
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

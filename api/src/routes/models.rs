@@ -19,7 +19,7 @@ use tokio_util::io::StreamReader;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{command_meta, CommandJson};
-use crate::routes::accounts::read_your_writes;
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 /// Metadata of an upload: in the query string, or as multipart text fields.

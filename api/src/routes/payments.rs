@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{parse_network, CommandJson, Empty, PageQuery};
-use crate::routes::accounts::read_your_writes;
+use crate::routes::read_your_writes;
 use crate::AppState;
 
 pub const HISTORY_PAGE_MAX: i64 = 100;

@@ -19,7 +19,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::accounts::read_your_writes;
+use super::read_your_writes;
 use crate::auth::{AdminUser, AuthUser};
 use crate::error::{command_error, ApiError};
 use crate::extract::{CommandJson, Empty};

@@ -106,7 +106,7 @@ pub async fn login(
         .wallets
         .sign_in(wallet, &body.message, &body.signature, &meta)
         .await?;
-    crate::routes::accounts::read_your_writes(&state, session.outcome.last).await;
+    crate::routes::read_your_writes(&state, session.outcome.last).await;
     let now = state.clock.now().unix_timestamp();
     let token = state
         .jwt
@@ -165,7 +165,7 @@ pub async fn connect(
         .wallets
         .connect(&user.user_id, wallet.clone(), &meta)
         .await?;
-    crate::routes::accounts::read_your_writes(&state, outcome.last).await;
+    crate::routes::read_your_writes(&state, outcome.last).await;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -210,7 +210,7 @@ pub async fn verify(
             &meta,
         )
         .await?;
-    crate::routes::accounts::read_your_writes(&state, outcome.last).await;
+    crate::routes::read_your_writes(&state, outcome.last).await;
     Ok(Json(
         json!({"wallet": {"network": wallet.network, "address": wallet.address, "verified": true}}),
     ))
