@@ -1,7 +1,5 @@
 //! `/api/auth/register`, `/api/auth/login`, `/api/auth/logout`, `/api/auth/me`.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
