@@ -315,13 +315,25 @@ async fn a_paid_job_is_scheduled_run_settled_and_rebuilt_identically(db: Databas
         .unwrap();
     let events = db.count_events().await.unwrap();
     compute
-        .record_blob(&input, "local", "u-other", BlobPurpose::JobInput, &meta())
+        .record_blob(&input, "local", PAYER, BlobPurpose::JobInput, &meta())
         .await
         .unwrap();
     assert_eq!(
         db.count_events().await.unwrap(),
         events,
-        "the same content again writes nothing"
+        "the same content again, by its holder, writes nothing"
+    );
+    // Another uploader of the same bytes holds them too (one `BlobHeld`), once.
+    for _ in 0..2 {
+        compute
+            .record_blob(&input, "local", "u-other", BlobPurpose::JobInput, &meta())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        db.count_events().await.unwrap(),
+        events + 1,
+        "another uploader is recorded once as a holder"
     );
     let from_node = format!("node:{}", cpu.node_id);
     let written = BlobPurpose::JobOutput {
