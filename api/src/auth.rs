@@ -200,6 +200,11 @@ impl AuthUser {
         if account.user_id.as_deref() != Some(claims.sub.as_str()) {
             return Err(ApiError::unauthorized("invalid or expired token"));
         }
+        // Loaded from the event store, not a view: a deactivation on any instance is seen by the
+        // next request here.
+        if account.deactivated.is_some() {
+            return Err(aiforge_domain::account::AccountError::Deactivated.into());
+        }
         Ok(AuthUser {
             user_id: claims.sub,
             wallet: claims.wallet.as_deref().and_then(parse_wallet_claim),

@@ -118,6 +118,18 @@ impl From<AccountError> for ApiError {
                 ..ApiError::new(StatusCode::NOT_FOUND, "wallet_not_linked", err.to_string())
             },
             AccountError::TooManyWallets => ApiError::invalid_field("address", err.to_string()),
+            AccountError::InvalidReason => ApiError::invalid_field("reason", err.to_string()),
+            AccountError::Deactivated => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "account_deactivated",
+                "this account is deactivated; contact the platform's administrators",
+            ),
+            AccountError::NotDeactivated => {
+                ApiError::new(StatusCode::CONFLICT, "not_deactivated", err.to_string())
+            }
+            AccountError::AlreadyDeactivated => {
+                ApiError::new(StatusCode::CONFLICT, "already_deactivated", err.to_string())
+            }
         }
     }
 }
@@ -637,6 +649,9 @@ impl From<aiforge_commands::compute::ComputeError> for ApiError {
             E::Blob(e) => command_error(e),
             E::BadNodeToken => ApiError::new(StatusCode::UNAUTHORIZED, "bad_node_token", message),
             E::WrongNode => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::OwnerDeactivated => {
+                ApiError::new(StatusCode::FORBIDDEN, "account_deactivated", message)
+            }
             E::UnknownNode => ApiError::not_found(message),
             E::UnknownJob => ApiError::not_found(message),
             E::UnknownPayment => ApiError {

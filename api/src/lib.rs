@@ -115,6 +115,16 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         )
         .route("/api/admin/users", get(routes::admin::users))
         .route("/api/admin/stats", get(routes::admin::stats))
+        .route("/api/admin/payments", get(routes::admin::payments))
+        .route("/api/admin/users/{user_id}", get(routes::admin::user))
+        .route(
+            "/api/admin/users/{user_id}/deactivate",
+            post(routes::admin::deactivate_user),
+        )
+        .route(
+            "/api/admin/users/{user_id}/reactivate",
+            post(routes::admin::reactivate_user),
+        )
         .route("/api/groups", post(routes::groups::create))
         .route("/api/groups/my-groups", get(routes::groups::mine))
         .route("/api/groups/{group_id}", get(routes::groups::get))
@@ -299,6 +309,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             post(routes::compute::failed),
         )
         .route("/api/admin/nodes", get(routes::compute::admin_nodes))
+        .route(
+            "/api/admin/nodes/{node_id}/jobs",
+            get(routes::compute::admin_node_jobs),
+        )
         .route(
             "/api/admin/nodes/{node_id}/activate",
             post(routes::compute::activate),

@@ -97,6 +97,54 @@ impl Accounts {
             .await
     }
 
+    /// An admin (`by`: the whitelisted wallet the admin signed in with) deactivates an account:
+    /// its sessions, keys and node tokens are refused from then on, on every instance; its data
+    /// stays. The whitelist was checked by the caller.
+    #[tracing::instrument(skip(self, reason, meta), fields(command_id = %meta.command_id))]
+    pub async fn deactivate(
+        &self,
+        user_id: &str,
+        by: &str,
+        reason: &str,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, CommandError<AccountError>> {
+        let command = AccountCommand::Deactivate {
+            by: by.to_string(),
+            reason: reason.to_string(),
+            at: self.clock.now(),
+        };
+        self.executor
+            .execute(
+                user_id,
+                (AccountId(user_id.to_string()), command),
+                meta,
+                &[],
+            )
+            .await
+    }
+
+    /// Lifts a deactivation.
+    #[tracing::instrument(skip(self, meta), fields(command_id = %meta.command_id))]
+    pub async fn reactivate(
+        &self,
+        user_id: &str,
+        by: &str,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, CommandError<AccountError>> {
+        let command = AccountCommand::Reactivate {
+            by: by.to_string(),
+            at: self.clock.now(),
+        };
+        self.executor
+            .execute(
+                user_id,
+                (AccountId(user_id.to_string()), command),
+                meta,
+                &[],
+            )
+            .await
+    }
+
     /// Checks an email and password from a client at `address` (the TCP peer, when known);
     /// returns the account id. Attempts are throttled per email and per address
     /// (`sign_in_throttle`) before the password is looked at.
@@ -138,12 +186,13 @@ impl Accounts {
                 .map_err(CommandError::from)?,
             Err(_) => None,
         };
-        let (user_id, stored_hash) = match owner {
+        let (user_id, stored_hash, deactivated) = match owner {
             Some(user_id) => {
                 let account = self.executor.load(&user_id).await?;
-                (Some(user_id), account.password_hash)
+                let deactivated = account.deactivated.is_some();
+                (Some(user_id), account.password_hash, deactivated)
             }
-            None => (None, None),
+            None => (None, None, false),
         };
         let hash = stored_hash
             .clone()
@@ -153,6 +202,10 @@ impl Accounts {
             .await
             .map_err(|e| CommandError::<AccountError>::Internal(e.to_string()))?;
         match (user_id, stored_hash.is_some() && matches) {
+            // Said only to whoever knows the password: it reveals nothing to a prober.
+            (Some(_), true) if deactivated => Err(SignInError::Store(CommandError::Rejected(
+                AccountError::Deactivated,
+            ))),
             (Some(user_id), true) => Ok(user_id),
             _ => Err(SignInError::InvalidCredentials),
         }

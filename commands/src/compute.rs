@@ -82,6 +82,8 @@ pub enum ComputeError {
     BadNodeToken,
     #[error("this node token belongs to another node")]
     WrongNode,
+    #[error("the node's owner account is deactivated")]
+    OwnerDeactivated,
     #[error("no such node")]
     UnknownNode,
     #[error("no such job")]
@@ -181,6 +183,8 @@ pub enum Report {
 
 pub struct Compute {
     nodes: Executor<Node>,
+    /// Node owners' accounts: a deactivated owner's node tokens are refused.
+    accounts: Executor<aiforge_domain::account::Account>,
     jobs: Executor<Job>,
     payments: Executor<Payment>,
     blobs: Executor<Blob>,
@@ -201,6 +205,11 @@ impl Compute {
     pub fn new(db: Database, clock: Arc<dyn Clock>) -> Self {
         Self {
             nodes: Executor::new(db.clone(), clock.clone(), NodeServices),
+            accounts: Executor::new(
+                db.clone(),
+                clock.clone(),
+                aiforge_domain::account::AccountServices,
+            ),
             jobs: Executor::new(db.clone(), clock.clone(), JobServices),
             blobs: Executor::new(db.clone(), clock.clone(), BlobServices),
             payments: Executor::new(db, clock.clone(), PaymentServices),
@@ -282,9 +291,21 @@ impl Compute {
         }
         let node = self.nodes.load(node_id).await?;
         match &node.token_digest {
-            Some(stored) if same_digest(stored, &digest) => Ok(node),
-            _ => Err(ComputeError::BadNodeToken),
+            Some(stored) if same_digest(stored, &digest) => {}
+            _ => return Err(ComputeError::BadNodeToken),
         }
+        // From the event store, so a deactivation on any instance counts at the next request.
+        if let Some(owner) = &node.owner {
+            let account = self
+                .accounts
+                .load(owner)
+                .await
+                .map_err(|e| ComputeError::Internal(e.to_string()))?;
+            if account.deactivated.is_some() {
+                return Err(ComputeError::OwnerDeactivated);
+            }
+        }
+        Ok(node)
     }
 
     /// Records a heartbeat in memory and brings an offline node online (the one event a

@@ -21,6 +21,8 @@ pub const PASSWORD_CHARS_MIN: usize = 8;
 pub const PASSWORD_CHARS_MAX: usize = 128;
 /// Wallets one account may link; more is abuse, not use.
 pub const WALLETS_PER_ACCOUNT_MAX: usize = 20;
+/// A deactivation's reason is read by people; a paragraph is enough.
+pub const DEACTIVATION_REASON_CHARS_MAX: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
@@ -42,6 +44,14 @@ pub enum AccountError {
     WalletAlreadyVerified,
     #[error("an account links at most {WALLETS_PER_ACCOUNT_MAX} wallets")]
     TooManyWallets,
+    #[error("this account is deactivated")]
+    Deactivated,
+    #[error("this account is already deactivated")]
+    AlreadyDeactivated,
+    #[error("this account is not deactivated")]
+    NotDeactivated,
+    #[error("a deactivation needs a reason of 1-{DEACTIVATION_REASON_CHARS_MAX} characters")]
+    InvalidReason,
 }
 
 impl AccountError {
@@ -51,6 +61,10 @@ impl AccountError {
             AccountError::InvalidEmail => Some("email"),
             AccountError::InvalidUsername => Some("username"),
             AccountError::InvalidPassword => Some("password"),
+            AccountError::InvalidReason => Some("reason"),
+            AccountError::Deactivated
+            | AccountError::AlreadyDeactivated
+            | AccountError::NotDeactivated => None,
             AccountError::AlreadyRegistered
             | AccountError::NotRegistered
             | AccountError::WalletAlreadyLinked
@@ -132,11 +146,26 @@ pub enum AccountCommand {
         at: OffsetDateTime,
     },
     /// An account lists a wallet it says it owns; unproven until `VerifyWallet`.
-    ConnectWallet { wallet: Wallet, at: OffsetDateTime },
+    ConnectWallet {
+        wallet: Wallet,
+        at: OffsetDateTime,
+    },
     /// A checked signature proves the account owns a connected wallet.
     VerifyWallet {
         wallet: Wallet,
         nonce: String,
+        at: OffsetDateTime,
+    },
+    /// An admin (the application layer checked the whitelist; `by` is the admin's wallet key)
+    /// stops the account: its sessions, API keys and node tokens are refused from the next request.
+    /// Its data stays.
+    Deactivate {
+        by: String,
+        reason: String,
+        at: OffsetDateTime,
+    },
+    Reactivate {
+        by: String,
         at: OffsetDateTime,
     },
 }
@@ -183,6 +212,19 @@ pub enum AccountEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    UserDeactivated {
+        user_id: String,
+        by: String,
+        reason: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    UserReactivated {
+        user_id: String,
+        by: String,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
 /// Event types whose payload must not leave the store (exports and the bus redact them).
@@ -197,6 +239,8 @@ impl DomainEvent for AccountEvent {
             AccountEvent::WalletConnected { .. } => "WalletConnected".to_string(),
             AccountEvent::WalletVerified { .. } => "WalletVerified".to_string(),
             AccountEvent::SignedInWithWallet { .. } => "SignedInWithWallet".to_string(),
+            AccountEvent::UserDeactivated { .. } => "UserDeactivated".to_string(),
+            AccountEvent::UserReactivated { .. } => "UserReactivated".to_string(),
         }
     }
 
@@ -216,6 +260,17 @@ pub struct Account {
     /// Linked wallets by `network:address`, with whether ownership is proven.
     #[serde(default)]
     pub wallets: BTreeMap<String, LinkedWallet>,
+    /// Set while an admin has the account deactivated.
+    #[serde(default)]
+    pub deactivated: Option<Deactivation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deactivation {
+    pub by: String,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +282,12 @@ pub struct LinkedWallet {
 impl Account {
     pub fn is_registered(&self) -> bool {
         self.user_id.is_some()
+    }
+
+    /// Registered and not deactivated: what every session, key and node token of the account
+    /// needs.
+    pub fn is_active(&self) -> bool {
+        self.is_registered() && self.deactivated.is_none()
     }
 }
 
@@ -312,6 +373,9 @@ impl Aggregate for Account {
                 if !self.is_registered() {
                     return Err(AccountError::NotRegistered);
                 }
+                if self.deactivated.is_some() {
+                    return Err(AccountError::Deactivated);
+                }
                 // Only a proven wallet signs in (the application layer finds the account through
                 // the wallet's claim, which exists only once ownership was proven).
                 match self.wallets.get(&wallet.key()) {
@@ -357,6 +421,34 @@ impl Aggregate for Account {
                     }
                 }
             }
+            AccountCommand::Deactivate { by, reason, at } => {
+                let user_id = self.user_id.clone().ok_or(AccountError::NotRegistered)?;
+                if self.deactivated.is_some() {
+                    return Err(AccountError::AlreadyDeactivated);
+                }
+                let reason = crate::trimmed_within(&reason, 1..=DEACTIVATION_REASON_CHARS_MAX)
+                    .ok_or(AccountError::InvalidReason)?;
+                sink.write(
+                    AccountEvent::UserDeactivated {
+                        user_id,
+                        by,
+                        reason,
+                        at,
+                    },
+                    self,
+                )
+                .await;
+                Ok(())
+            }
+            AccountCommand::Reactivate { by, at } => {
+                let user_id = self.user_id.clone().ok_or(AccountError::NotRegistered)?;
+                if self.deactivated.is_none() {
+                    return Err(AccountError::NotDeactivated);
+                }
+                sink.write(AccountEvent::UserReactivated { user_id, by, at }, self)
+                    .await;
+                Ok(())
+            }
         }
     }
 
@@ -396,6 +488,10 @@ impl Aggregate for Account {
                 }
             }
             AccountEvent::SignedInWithWallet { .. } => {}
+            AccountEvent::UserDeactivated { by, reason, at, .. } => {
+                self.deactivated = Some(Deactivation { by, reason, at });
+            }
+            AccountEvent::UserReactivated { .. } => self.deactivated = None,
         }
     }
 }
@@ -490,5 +586,121 @@ mod tests {
             Err(AccountError::InvalidPassword)
         );
         assert_eq!(validate_password("long enough"), Ok(()));
+    }
+
+    fn deactivated_event() -> AccountEvent {
+        AccountEvent::UserDeactivated {
+            user_id: "u1".into(),
+            by: "ethereum:0xadmin".into(),
+            reason: "fraudulent payments".into(),
+            at: datetime!(2026-11-22 10:00 UTC),
+        }
+    }
+
+    #[test]
+    fn an_admin_deactivates_an_account_with_a_trimmed_reason() {
+        AccountTest::with(AccountServices)
+            .given(registered_events())
+            .when((
+                AccountId("u1".into()),
+                AccountCommand::Deactivate {
+                    by: "ethereum:0xadmin".into(),
+                    reason: "  fraudulent payments ".into(),
+                    at: datetime!(2026-11-22 10:00 UTC),
+                },
+            ))
+            .then_expect_events(vec![deactivated_event()]);
+    }
+
+    #[test]
+    fn a_deactivation_without_a_reason_or_twice_is_refused() {
+        for reason in ["", "   ", &"r".repeat(501)] {
+            AccountTest::with(AccountServices)
+                .given(registered_events())
+                .when((
+                    AccountId("u1".into()),
+                    AccountCommand::Deactivate {
+                        by: "ethereum:0xadmin".into(),
+                        reason: reason.to_string(),
+                        at: datetime!(2026-11-22 10:00 UTC),
+                    },
+                ))
+                .then_expect_error(AccountError::InvalidReason);
+        }
+        let mut given = registered_events();
+        given.push(deactivated_event());
+        AccountTest::with(AccountServices)
+            .given(given)
+            .when((
+                AccountId("u1".into()),
+                AccountCommand::Deactivate {
+                    by: "ethereum:0xadmin".into(),
+                    reason: "again".into(),
+                    at: datetime!(2026-11-22 11:00 UTC),
+                },
+            ))
+            .then_expect_error(AccountError::AlreadyDeactivated);
+    }
+
+    #[test]
+    fn a_deactivated_account_cannot_sign_in_with_its_wallet_until_reactivated() {
+        let wallet = Wallet {
+            network: crate::wallet::Network::Ethereum,
+            address: "0x52908400098527886E0F7030069857D2E4169EE7".into(),
+        };
+        let mut given = vec![
+            AccountEvent::WalletUserRegistered {
+                user_id: "u1".into(),
+                wallet: wallet.clone(),
+                registered_at: datetime!(2026-11-21 10:00 UTC),
+            },
+            AccountEvent::WalletConnected {
+                wallet: wallet.clone(),
+                verified: true,
+                at: datetime!(2026-11-21 10:00 UTC),
+            },
+            deactivated_event(),
+        ];
+        let sign_in = |nonce: &str| {
+            (
+                AccountId("u1".into()),
+                AccountCommand::SignInWithWallet {
+                    wallet: wallet.clone(),
+                    nonce: nonce.into(),
+                    at: datetime!(2026-11-23 10:00 UTC),
+                },
+            )
+        };
+        AccountTest::with(AccountServices)
+            .given(given.clone())
+            .when(sign_in("n1"))
+            .then_expect_error(AccountError::Deactivated);
+        given.push(AccountEvent::UserReactivated {
+            user_id: "u1".into(),
+            by: "ethereum:0xadmin".into(),
+            at: datetime!(2026-11-23 09:00 UTC),
+        });
+        AccountTest::with(AccountServices)
+            .given(given)
+            .when(sign_in("n2"))
+            .then_expect_events(vec![AccountEvent::SignedInWithWallet {
+                wallet: wallet.clone(),
+                nonce: "n2".into(),
+                at: datetime!(2026-11-23 10:00 UTC),
+            }]);
+    }
+
+    #[test]
+    fn reactivating_an_active_account_is_refused() {
+        AccountTest::with(AccountServices)
+            .given(registered_events())
+            .when((
+                AccountId("u1".into()),
+                AccountCommand::Reactivate {
+                    by: "ethereum:0xadmin".into(),
+                    at: datetime!(2026-11-22 10:00 UTC),
+                },
+            ))
+            .then_expect_error(AccountError::NotDeactivated);
     }
 }

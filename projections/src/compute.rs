@@ -980,3 +980,29 @@ pub async fn node_earnings(
     .await)?;
     Ok((payable.unwrap_or(0), jobs_paid))
 }
+
+/// The jobs a node ran or holds, newest first, and their total count (the admin's job history
+/// of a node; `node_id` is the last assignee).
+pub async fn jobs_on_node(
+    db: &aiforge_commands::Database,
+    node_id: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<JobRow>, i64), sqlx::Error> {
+    let sql = format!(
+        "{SELECT_JOB} WHERE node_id = $1 ORDER BY submitted_at DESC, job_id DESC LIMIT $2 OFFSET $3"
+    );
+    let rows = on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(node_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)?;
+    let total = on_engine!(db, |pool| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs_view WHERE node_id = $1"
+    )
+    .bind(node_id)
+    .fetch_one(pool)
+    .await)?;
+    Ok((rows, total))
+}

@@ -336,3 +336,52 @@ pub async fn posted_into(
     };
     Ok(micros)
 }
+
+/// What an admin narrows the payment list by; an empty field matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    pub payment_type: String,
+    pub status: String,
+    pub network: String,
+    pub payer: String,
+    /// RFC 3339 bounds on `created_at`: `from` inclusive, `to` exclusive.
+    pub from: String,
+    pub to: String,
+}
+
+/// Every payment matching `filter`, newest first, and their total count (the admin's list).
+pub async fn search(
+    db: &aiforge_commands::Database,
+    filter: &PaymentFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<PaymentRow>, i64), sqlx::Error> {
+    let predicate = "($1 = '' OR payment_type = $1) AND ($2 = '' OR status = $2) \
+        AND ($3 = '' OR network = $3) AND ($4 = '' OR payer = $4) \
+        AND ($5 = '' OR created_at >= $5) AND ($6 = '' OR created_at < $6)";
+    let sql = format!(
+        "{SELECT_PAYMENT} WHERE {predicate} ORDER BY created_at DESC, payment_id DESC LIMIT $7 OFFSET $8"
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM payments_view WHERE {predicate}");
+    let rows = on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(&filter.payment_type)
+        .bind(&filter.status)
+        .bind(&filter.network)
+        .bind(&filter.payer)
+        .bind(&filter.from)
+        .bind(&filter.to)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await)?;
+    let total = on_engine!(db, |pool| sqlx::query_scalar(&count_sql)
+        .bind(&filter.payment_type)
+        .bind(&filter.status)
+        .bind(&filter.network)
+        .bind(&filter.payer)
+        .bind(&filter.from)
+        .bind(&filter.to)
+        .fetch_one(pool)
+        .await)?;
+    Ok((rows, total))
+}

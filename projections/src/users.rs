@@ -48,20 +48,31 @@ impl Projection for UsersProjection {
             if event.aggregate_type != Account::TYPE {
                 continue;
             }
+            // A deactivation updates a row that may still be among the batch's pending inserts.
+            if matches!(
+                event.event_type.as_str(),
+                "UserDeactivated" | "UserReactivated"
+            ) {
+                insert_users(tx, std::mem::take(&mut rows)).await?;
+            }
             if let Some(row) = self.apply_one(tx, event).await? {
                 rows.push(row);
             }
         }
-        let values: Vec<SqlValue> = rows.into_iter().flatten().collect();
-        tx.insert_rows(
-            "INSERT INTO users_view (user_id, email, username, wallet, registered_at) VALUES",
-            5,
-            &values,
-            "",
-        )
-        .await?;
-        Ok(())
+        insert_users(tx, rows).await
     }
+}
+
+async fn insert_users(tx: &mut ViewTx, rows: Vec<[SqlValue; 5]>) -> Result<(), ProjectionError> {
+    let values: Vec<SqlValue> = rows.into_iter().flatten().collect();
+    tx.insert_rows(
+        "INSERT INTO users_view (user_id, email, username, wallet, registered_at) VALUES",
+        5,
+        &values,
+        "",
+    )
+    .await?;
+    Ok(())
 }
 
 impl UsersProjection {
@@ -132,6 +143,31 @@ impl UsersProjection {
                 )
                 .await?;
             }
+            AccountEvent::UserDeactivated {
+                user_id,
+                reason,
+                at,
+                ..
+            } => {
+                tx.execute(
+                    "UPDATE users_view SET deactivated_at = $1, deactivation_reason = $2 \
+                     WHERE user_id = $3",
+                    &[
+                        SqlValue::Text(aiforge_commands::clock::rfc3339(at)),
+                        SqlValue::Text(reason),
+                        SqlValue::Text(user_id),
+                    ],
+                )
+                .await?;
+            }
+            AccountEvent::UserReactivated { user_id, .. } => {
+                tx.execute(
+                    "UPDATE users_view SET deactivated_at = NULL, deactivation_reason = NULL \
+                     WHERE user_id = $1",
+                    &[SqlValue::Text(user_id)],
+                )
+                .await?;
+            }
             AccountEvent::PasswordSet { .. } | AccountEvent::SignedInWithWallet { .. } => {}
         }
         Ok(None)
@@ -146,9 +182,13 @@ pub struct UserRow {
     pub username: Option<String>,
     pub wallet: Option<String>,
     pub registered_at: String,
+    /// Set while an admin has the account deactivated, with the reason given.
+    pub deactivated_at: Option<String>,
+    pub deactivation_reason: Option<String>,
 }
 
-const SELECT_USER: &str = "SELECT user_id, email, username, wallet, registered_at FROM users_view";
+const SELECT_USER: &str = "SELECT user_id, email, username, wallet, registered_at, \
+    deactivated_at, deactivation_reason FROM users_view";
 
 /// A row of `wallets_view`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]

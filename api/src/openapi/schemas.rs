@@ -195,6 +195,61 @@ pub struct UserCounts {
     pub total: i64,
     pub with_email: i64,
     pub created_by_wallet: i64,
+    /// Users with a metered call (API or chat) in the last 30 days.
+    pub active_30d: i64,
+    pub deactivated: i64,
+}
+
+#[derive(ToSchema)]
+pub struct AdminPaymentsPage {
+    pub payments: Vec<PaymentRow>,
+    pub page: i64,
+    pub per_page: i64,
+    pub total: i64,
+}
+
+#[derive(ToSchema)]
+pub struct AdminUserAnswer {
+    pub user: UserRow,
+}
+
+#[derive(ToSchema)]
+pub struct AdminUserPlan {
+    #[schema(example = "pro")]
+    pub plan: String,
+    pub starts_at: String,
+    pub ends_at: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct AdminUserNode {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub registered_at: String,
+}
+
+/// One user in full (`GET /api/admin/users/{user_id}`).
+#[derive(ToSchema)]
+pub struct AdminUserDetails {
+    pub user: UserRow,
+    pub wallets: Vec<AccountWallet>,
+    /// The plan in force now, if any.
+    pub plan: Option<AdminUserPlan>,
+    pub api_subscriptions: Vec<ApiSubscriptionBody>,
+    pub models: Vec<ModelBody>,
+    pub groups: Vec<GroupWithRole>,
+    pub nodes: Vec<AdminUserNode>,
+    /// The newest 50 payments; `payments_total` counts all.
+    pub payments: Vec<PaymentRow>,
+    pub payments_total: i64,
+}
+
+#[derive(ToSchema)]
+pub struct RevenueThisMonth {
+    #[schema(example = "2026-12")]
+    pub month: String,
+    pub by_type: Vec<RevenueTypeLine>,
 }
 
 #[derive(ToSchema)]
@@ -241,6 +296,12 @@ pub struct PlatformStats {
     pub groups: i64,
     pub payments: PaymentCounts,
     pub compute: ComputeCounts,
+    /// Users with each plan in force now.
+    pub plans_active: BTreeMap<String, i64>,
+    pub api_subscriptions_active: i64,
+    /// Models by state (`uploaded`, `listed`, `grace`, `delisted`, `deleted`).
+    pub models: BTreeMap<String, i64>,
+    pub revenue_this_month: RevenueThisMonth,
     /// Events in the log.
     pub events: i64,
 }
@@ -958,6 +1019,15 @@ pub struct NodeDetailAnswer {
 #[derive(ToSchema)]
 pub struct Nodes {
     pub nodes: Vec<NodeBody>,
+}
+
+#[derive(ToSchema)]
+pub struct AdminNodeJobs {
+    pub node: NodeBody,
+    pub jobs: Vec<JobBody>,
+    pub page: i64,
+    pub per_page: i64,
+    pub total: i64,
 }
 
 #[derive(ToSchema)]

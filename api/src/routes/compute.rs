@@ -508,6 +508,44 @@ pub async fn admin_nodes(
     Ok(Json(json!({ "nodes": nodes, "by_status": counts })))
 }
 
+pub const NODE_JOBS_PAGE_MAX: i64 = 200;
+
+/// `GET /api/admin/nodes/{id}/jobs`: the node's job history (any creator's), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/admin/nodes/{node_id}/jobs",
+    tag = "admin",
+    operation_id = "admin_node_jobs",
+    summary = "A node's job history",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        crate::extract::PageQuery,
+    ),
+    responses(
+        (status = 200, description = "The node and a page of the jobs it ran or holds", body = crate::openapi::schemas::AdminNodeJobs),
+        (status = 404, description = "No such node", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("admin_session" = [])),
+)]
+pub async fn admin_node_jobs(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(node_id): Path<String>,
+    Query(query): Query<crate::extract::PageQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (page, per_page, offset) = query.resolve(50, NODE_JOBS_PAGE_MAX)?;
+    let row = node_row(&state, &node_id).await?;
+    let (jobs, total) =
+        aiforge_projections::compute::jobs_on_node(&state.db, &node_id, offset, per_page).await?;
+    Ok(Json(json!({
+        "node": node_json(&state, &row).await?,
+        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    })))
+}
+
 async fn set_active(
     state: AppState,
     admin: AdminUser,

@@ -136,6 +136,16 @@ pub fn subscription_inactive() -> OpenAiError {
     )
 }
 
+/// The key's account was deactivated by an admin.
+pub fn account_deactivated() -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "account_deactivated",
+        "This account is deactivated; contact the platform's administrators.",
+    )
+}
+
 pub fn no_active_plan() -> OpenAiError {
     OpenAiError::new(
         StatusCode::FORBIDDEN,
@@ -190,12 +200,22 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
         let digest = key_sha256(presented);
         let index = &state.gateway.index;
         if let Some(user_id) = index.platform_key_user(&digest) {
+            if index.is_deactivated(&user_id) {
+                return Err(account_deactivated());
+            }
             return Ok(ApiKeyAuth {
                 entitlement: Entitlement::Plan { user_id },
             });
         }
         let subscription = index.by_key(&digest).ok_or_else(OpenAiError::invalid_key)?;
-        if !lock(&subscription).active {
+        let (active, consumer) = {
+            let sub = lock(&subscription);
+            (sub.active, sub.consumer.clone())
+        };
+        if index.is_deactivated(&consumer) {
+            return Err(account_deactivated());
+        }
+        if !active {
             return Err(subscription_inactive());
         }
         Ok(ApiKeyAuth {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::{Database, LogPosition, RecordedEvent};
+use aiforge_domain::account::AccountEvent;
 use aiforge_domain::api_subscription::ApiSubscriptionEvent;
 use aiforge_domain::model::ModelEvent;
 use aiforge_domain::platform_key::{PlatformKeyEvent, PLATFORM_KEY_AGGREGATE};
@@ -168,6 +169,8 @@ struct State {
     plans: HashMap<String, Vec<PlanGrant>>,
     /// Live platform keys: SHA-256 -> user id.
     platform_keys: HashMap<String, String>,
+    /// Accounts an admin has deactivated: every key of theirs is refused.
+    deactivated: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -249,6 +252,22 @@ impl KeyIndex {
             .cloned()
     }
 
+    /// How many users have each plan in force at `at` (the plan `plan_of` gives each user).
+    pub fn plans_in_force(&self, at: OffsetDateTime) -> std::collections::BTreeMap<String, u64> {
+        let state = read(&self.state);
+        let mut counts = std::collections::BTreeMap::new();
+        for grants in state.plans.values() {
+            let in_force = grants
+                .iter()
+                .rev()
+                .find(|g| g.period.starts_at <= at && g.period.ends_at.is_none_or(|end| at < end));
+            if let Some(grant) = in_force {
+                *counts.entry(grant.plan.as_str().to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// Every model holders of a plan may call, by model id: listed (or in grace), not deleted,
     /// with an active service its creator included in plans (the lowest service id when
     /// several are).
@@ -289,6 +308,11 @@ impl KeyIndex {
         self.plan_models()
             .into_iter()
             .find(|m| m.model_id == model_id)
+    }
+
+    /// Whether an admin has deactivated the account (its keys are refused).
+    pub fn is_deactivated(&self, user_id: &str) -> bool {
+        read(&self.state).deactivated.contains(user_id)
     }
 
     /// The user whose live platform key has this SHA-256 (hex), if any.
@@ -435,6 +459,21 @@ fn apply(state: &mut State, event: &RecordedEvent) -> Result<(), IndexError> {
         }
         "api_service" => apply_service(state, decode(event)?),
         "model" => apply_model(state, decode(event)?),
+        // Only the two events that matter here are decoded (an account's other events are
+        // frequent and, one of them, secret).
+        "account"
+            if event.event_type == "UserDeactivated" || event.event_type == "UserReactivated" =>
+        {
+            match decode(event)? {
+                AccountEvent::UserDeactivated { user_id, .. } => {
+                    state.deactivated.insert(user_id);
+                }
+                AccountEvent::UserReactivated { user_id, .. } => {
+                    state.deactivated.remove(&user_id);
+                }
+                _ => {}
+            }
+        }
         _ => {}
     }
     Ok(())
