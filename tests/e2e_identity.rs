@@ -103,7 +103,15 @@ async fn metamask_and_tronlink_signatures_sign_in_and_a_new_wallet_becomes_an_ac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_expired_foreign_and_forged_sign_ins_are_refused_and_change_nothing() {
     let dir = temp_dir();
-    let server = Server::start(&dir, &[("AIFORGE_SIGN_IN_TTL_SECS", "10")]);
+    // The app's manual clock: a message expires when the test moves the clock, never because
+    // a loaded machine was slow to sign.
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_SIGN_IN_TTL_SECS", "300"),
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-21T10:00:00Z"),
+        ],
+    );
     let Some((address, _)) = wallet_sign("ethereum", KEY_A, "probe") else {
         return;
     };
@@ -193,17 +201,15 @@ async fn replayed_expired_foreign_and_forged_sign_ins_are_refused_and_change_not
         (422, Some("network"))
     );
 
-    // Expired: the message outlives its 10-second validity.
-    let expires = time::OffsetDateTime::parse(
-        fresh["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
+    // Expired: the clock moves past the message's 300-second validity.
+    let (status, body) = post(
+        &server,
+        "/api/ops/clock/advance",
+        json!({ "seconds": 301 }),
+        None,
     )
-    .unwrap();
-    let wait = expires - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500);
-    tokio::time::sleep(std::time::Duration::from_millis(
-        wait.whole_milliseconds().max(0) as u64,
-    ))
     .await;
+    assert_eq!(status, 200, "{body}");
     expect(
         401,
         "message_expired",
