@@ -555,15 +555,6 @@ async fn sales_flow(database_url: Option<&str>) {
         other_key.trim_start_matches("0x"),
     );
     let creator = wallet_session(&server, payer_key).await.unwrap();
-    let (creator_id, buyer_id) = {
-        let (_, a) = me(&server, &creator).await;
-        let buyer = wallet_session(&server, other_key).await.unwrap();
-        let (_, b) = me(&server, &buyer).await;
-        (
-            a["id"].as_str().unwrap().to_string(),
-            b["id"].as_str().unwrap().to_string(),
-        )
-    };
     let buyer = wallet_session(&server, other_key).await.unwrap();
     chain.transfer(payer_key, &token, &chain.s("other"), 100_000_000);
     let (_, outsider) = signed_up(&server, "outsider@example.com").await;
@@ -679,6 +670,9 @@ async fn sales_flow(database_url: Option<&str>) {
     .await;
     assert_eq!(status, 200);
     let sale_payment = pay_answer(&chain, &server, &buyer, "other_key", &asked).await;
+    let buyer_id = asked["payment"]["payer"].as_str().unwrap().to_string();
+    let (_, shown) = get(&server, &format!("/api/models/{model}"), Some(&creator)).await;
+    let creator_id = shown["model"]["owner"]["id"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let downloaded = loop {
         let response = client()
