@@ -130,6 +130,8 @@ async fn a_month_closes_by_itself_once_it_has_ended_and_settled_and_by_hand_too(
     assert_eq!(status, 201, "{body}");
     let body = advance(&server, 86_400).await;
     assert_eq!(body["months_closed"], json!([]), "{body}");
+    // Sessions last a day on the app clock.
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
     let (status, body) = closed_by(&server, &admin, "2026/11").await;
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["closed_by"], "scheduler", "{body}");

@@ -180,7 +180,9 @@ pub async fn wallets_of(
     user_id: &str,
 ) -> Result<Vec<WalletRow>, sqlx::Error> {
     let sql =
-        "SELECT network, address, verified, connected_at, verified_at, payout FROM wallets_view \
+        // CAST: `integer` columns are INT4 on PostgreSQL; read as i64 on both engines.
+        "SELECT network, address, CAST(verified AS bigint) AS verified, connected_at, verified_at, \
+         CAST(payout AS bigint) AS payout FROM wallets_view \
                WHERE user_id = $1 ORDER BY connected_at, network, address";
     match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => {
