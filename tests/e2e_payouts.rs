@@ -392,10 +392,9 @@ async fn a_month_pays_out(crash: bool) {
         assert_eq!(status, 201, "{body}");
     }
     let mut services = Vec::new();
-    for i in 0..3 {
-        services.push(
-            model_and_service(&server, &tokens[i], format!("model {i}").as_bytes(), None).await,
-        );
+    for (i, token) in tokens.iter().take(3).enumerate() {
+        services
+            .push(model_and_service(&server, token, format!("model {i}").as_bytes(), None).await);
     }
     let response = client()
         .post(server.url(&format!("/api/models?name=m&group_id={group}")))

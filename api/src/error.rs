@@ -773,35 +773,6 @@ fn excerpt_quotes(message: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod message_tests {
-    use super::*;
-
-    #[test]
-    fn messages_name_no_rust_type_and_echo_no_large_input() {
-        let big = "x".repeat(1_000_000);
-        let message = format!("invalid type: string \"{big}\", expected u32 at line 1 column 9");
-        let public = public_message(&message);
-        assert!(public.len() < 400, "{}", public.len());
-        assert!(
-            public.contains("expected a non-negative integer"),
-            "{public}"
-        );
-        let public = public_message("invalid type: integer `1`, expected struct RegisterRequest");
-        assert_eq!(public, "invalid type: integer `1`, expected an object");
-        let public = public_message("invalid type: map, expected internally tagged enum Pricing");
-        assert_eq!(
-            public,
-            "invalid type: map, expected an object with a known \"type\""
-        );
-        assert_eq!(excerpt("short"), "short");
-        assert_eq!(
-            excerpt(&"é".repeat(100)).chars().count(),
-            ECHO_CHARS_MAX + 1
-        );
-    }
-}
-
 impl From<aiforge_domain::payout::PayoutError> for ApiError {
     fn from(err: aiforge_domain::payout::PayoutError) -> Self {
         use aiforge_domain::payout::PayoutError;
@@ -844,5 +815,34 @@ impl From<aiforge_commands::payouts::WithdrawError> for ApiError {
             WithdrawError::Command(e) => command_error(e),
             WithdrawError::Views(_) | WithdrawError::Account(_) => ApiError::internal(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_no_rust_type_and_echo_no_large_input() {
+        let big = "x".repeat(1_000_000);
+        let message = format!("invalid type: string \"{big}\", expected u32 at line 1 column 9");
+        let public = public_message(&message);
+        assert!(public.len() < 400, "{}", public.len());
+        assert!(
+            public.contains("expected a non-negative integer"),
+            "{public}"
+        );
+        let public = public_message("invalid type: integer `1`, expected struct RegisterRequest");
+        assert_eq!(public, "invalid type: integer `1`, expected an object");
+        let public = public_message("invalid type: map, expected internally tagged enum Pricing");
+        assert_eq!(
+            public,
+            "invalid type: map, expected an object with a known \"type\""
+        );
+        assert_eq!(excerpt("short"), "short");
+        assert_eq!(
+            excerpt(&"é".repeat(100)).chars().count(),
+            ECHO_CHARS_MAX + 1
+        );
     }
 }
