@@ -406,6 +406,8 @@ async fn no_month_before_the_first_event_nor_an_unfinished_one_can_be_closed() {
         &[
             ("AIFORGE_MANUAL_CLOCK_START", "2026-10-15T12:00:00Z"),
             ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            // Every close here is the admin's (the scheduled one: e2e_payouts).
+            ("AIFORGE_CLOSE_AUTOMATIC", "false"),
         ],
     );
     let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();

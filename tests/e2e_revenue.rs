@@ -320,6 +320,8 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
             ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
             ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
             ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            // Every close here is the admin's (the scheduled one: e2e_payouts).
+            ("AIFORGE_CLOSE_AUTOMATIC", "false"),
         ],
     );
 

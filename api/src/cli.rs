@@ -1,5 +1,5 @@
 //! The `aiforge` command line: `serve` (the default), `migrate`, `events export`,
-//! `projections status|rebuild`, `revenue close`, `audit verify|replay`, `openapi`. Data goes to stdout, logs to stderr.
+//! `projections status|rebuild`, `revenue close`, `audit verify|replay`, `payouts run|list`, `openapi`. Data goes to stdout, logs to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,8 +57,22 @@ pub enum Command {
         #[command(subcommand)]
         command: RevenueCommand,
     },
+    /// Money out: payouts of payables to payees' wallets.
+    Payouts {
+        #[command(subcommand)]
+        command: PayoutsCommand,
+    },
     /// Print the HTTP API's OpenAPI 3.1 document (JSON) to stdout.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayoutsCommand {
+    /// One payout pass now: follow transactions in progress, make payouts after the latest
+    /// close, sign, record and send those awaiting payment.
+    Run,
+    /// Every payout: id, state, amount, wallet, transaction.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +302,57 @@ pub async fn run(cli: Cli) -> CliResult {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Payouts { command } => {
+            let db = crate::open_database(&settings).await?;
+            let projector = Projector::new(db.clone(), aiforge_projections::all());
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let projecting = {
+                let projector = projector.clone();
+                tokio::spawn(async move { projector.run(stopped).await })
+            };
+            let views: std::sync::Arc<dyn aiforge_commands::passes::Views> =
+                std::sync::Arc::new(aiforge_projections::views::ProjectedViews {
+                    db: db.clone(),
+                    projector: projector.clone(),
+                });
+            let result: CliResult = async {
+                match command {
+                    PayoutsCommand::Run => {
+                        let clock: std::sync::Arc<dyn aiforge_commands::Clock> =
+                            std::sync::Arc::new(aiforge_commands::SystemClock);
+                        let payouts = crate::payouts_of(&settings, &db, clock, views).await?;
+                        let report = payouts.run_once().await?;
+                        println!("{}", serde_json::to_string(&report)?);
+                    }
+                    PayoutsCommand::List => {
+                        views.settle().await;
+                        let rows = aiforge_projections::payouts::list(
+                            &db,
+                            aiforge_projections::payouts::PayoutFilter::All,
+                            i64::MAX,
+                        )
+                        .await?;
+                        for p in rows {
+                            println!(
+                                "{}\t{}\t{}\t{}:{}\t{}",
+                                p.payout_id,
+                                p.state,
+                                aiforge_projections::revenue::usdt_text(p.amount_micros),
+                                p.network,
+                                p.address,
+                                p.tx_hash.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            let _ = stop.send(true);
+            let _ = projecting.await;
+            db.close().await;
+            result?;
         }
         Command::Audit {
             command: AuditCommand::Verify,

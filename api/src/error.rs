@@ -130,6 +130,14 @@ impl From<AccountError> for ApiError {
             AccountError::AlreadyDeactivated => {
                 ApiError::new(StatusCode::CONFLICT, "already_deactivated", err.to_string())
             }
+            AccountError::WalletNotVerified => ApiError {
+                field: Some("address"),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "payout_wallet_unverified",
+                    err.to_string(),
+                )
+            },
         }
     }
 }
@@ -793,6 +801,51 @@ fn excerpt_quotes(message: &str) -> String {
     match out.char_indices().nth(ECHO_CHARS_MAX * 4) {
         None => out,
         Some((end, _)) => format!("{}…", &out[..end]),
+    }
+}
+
+impl From<aiforge_domain::payout::PayoutError> for ApiError {
+    fn from(err: aiforge_domain::payout::PayoutError) -> Self {
+        use aiforge_domain::payout::PayoutError;
+        match err {
+            PayoutError::NotFound => ApiError::not_found(err.to_string()),
+            PayoutError::AlreadyRequested
+            | PayoutError::WrongState { .. }
+            | PayoutError::AlreadySigned
+            | PayoutError::NonceMismatch { .. }
+            | PayoutError::UnknownTransaction { .. }
+            | PayoutError::WrongNetwork { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "payout_state", err.to_string())
+            }
+            PayoutError::BelowMinimum { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "below_payout_minimum",
+                err.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<aiforge_commands::payouts::WithdrawError> for ApiError {
+    fn from(err: aiforge_commands::payouts::WithdrawError) -> Self {
+        use aiforge_commands::payouts::WithdrawError;
+        match err {
+            WithdrawError::BelowMinimum { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "below_payout_minimum",
+                err.to_string(),
+            ),
+            WithdrawError::NoPayoutWallet { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "no_payout_wallet", err.to_string())
+            }
+            WithdrawError::NotConfigured => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payouts_not_configured",
+                err.to_string(),
+            ),
+            WithdrawError::Command(e) => command_error(e),
+            WithdrawError::Views(_) | WithdrawError::Account(_) => ApiError::internal(err),
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub const REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const SHUTDOWN_GRACE_SECS: u64 = 10;
 /// How often the scheduler lease's holder deletes expired admission holds.
 pub const HOLD_SWEEP_SECS: u64 = 60;
+/// How often the lease holder looks for a month whose scheduled close is due.
+pub const CLOSE_PASS_SECS: u64 = 60;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -85,6 +87,11 @@ pub struct AppState {
     pub views: Arc<dyn aiforge_commands::passes::Views>,
     /// Held by the one instance that runs the cluster's periodic tasks.
     pub scheduler_lease: Arc<aiforge_commands::lease::Lease>,
+    /// The scheduled close's settling delay; None when every close is left to an admin
+    /// (`AIFORGE_CLOSE_AUTOMATIC=false`).
+    pub close_settle: Option<time::Duration>,
+    /// Money out: the payout pass, withdraws, approvals.
+    pub payouts: Arc<aiforge_commands::payouts::Payouts>,
     /// The browser session cookie and its CSRF rule (`session.rs`).
     pub session: Arc<session::SessionCookies>,
     /// Users' platform API keys.
@@ -107,6 +114,31 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route("/api/wallets/connect", post(routes::wallets::connect))
         .route("/api/wallets/verify", post(routes::wallets::verify))
         .route("/api/wallets/my-wallets", get(routes::wallets::mine))
+        .route("/api/wallets/payout", post(routes::wallets::choose_payout))
+        .route("/api/payouts/mine", get(routes::payouts::mine))
+        .route("/api/payouts/withdraw", post(routes::payouts::withdraw))
+        .route(
+            "/api/payouts/receipts/{year}/{month}",
+            get(routes::payouts::receipt),
+        )
+        .route(
+            "/api/payouts/{payout_id}/proof",
+            get(routes::payouts::proof),
+        )
+        .route("/api/admin/payouts", get(routes::payouts::all))
+        .route(
+            "/api/admin/payouts/{payout_id}/approve",
+            post(routes::payouts::approve),
+        )
+        .route(
+            "/api/admin/payouts/{payout_id}/cancel",
+            post(routes::payouts::cancel),
+        )
+        .route(
+            "/api/admin/payouts/hot-wallet",
+            get(routes::payouts::hot_wallet),
+        )
+        .route("/api/admin/payouts/run", post(routes::payouts::run))
         .route("/api/admin/wallets", get(routes::admin::wallets))
         .route("/api/admin/wallets/add", post(routes::admin::add_wallet))
         .route(
@@ -715,8 +747,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         clock.clone(),
         aiforge_domain::revenue_book::RevenueBookServices,
     ));
+    let payouts = Arc::new(payouts_of(&settings, &db, clock.clone(), views.clone()).await?);
     let state_clock = clock.clone();
     let state = AppState {
+        payouts,
         gateway,
         revenue_book,
         db: db.clone(),
@@ -737,7 +771,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         manual_clock,
         compute,
         views,
-        scheduler_lease,
+        scheduler_lease: scheduler_lease.clone(),
+        close_settle: settings.close_automatic.then(|| {
+            time::Duration::seconds(i64::try_from(settings.close_settle_secs).unwrap_or(i64::MAX))
+        }),
         session: Arc::new(session::SessionCookies::new(
             &settings.public_url,
             settings.jwt_ttl_secs,
@@ -749,6 +786,38 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         conversations: Arc::new(aiforge_commands::conversations::Conversations::new(
             db.clone(),
         )),
+    };
+    // The scheduled close (README, "The monthly close"), on the lease holder.
+    let close_task = state.close_settle.map(|settle| {
+        let (book, clock) = (state.revenue_book.clone(), state.clock.clone());
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(CLOSE_PASS_SECS),
+            stopped.clone(),
+            "monthly close",
+            move || {
+                let (book, clock) = (book.clone(), clock.clone());
+                async move {
+                    aiforge_projections::distribution::close_due(&book, &clock, settle)
+                        .await
+                        .map(drop)
+                }
+            },
+        ))
+    });
+    // Money out (README, "Payouts"), on the lease holder.
+    let payouts_task = {
+        let payouts = state.payouts.clone();
+        tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(aiforge_commands::payouts::PAYOUT_PASS_SECS),
+            stopped.clone(),
+            "payouts",
+            move || {
+                let payouts = payouts.clone();
+                async move { payouts.run_once().await.map(drop) }
+            },
+        ))
     };
     // Heartbeats over NATS, beside the HTTP ones, when NATS is configured.
     let heartbeats_task = match &settings.nats_url {
@@ -855,6 +924,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     if let Some(task) = heartbeats_task {
         let _ = tokio::time::timeout(grace, task).await;
     }
+    if let Some(task) = close_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
+    let _ = tokio::time::timeout(grace, payouts_task).await;
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -863,6 +936,39 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The payout commands and pass, with a hot wallet on each network whose key is configured.
+pub async fn payouts_of(
+    settings: &Settings,
+    db: &Database,
+    clock: Arc<dyn Clock>,
+    views: Arc<dyn aiforge_commands::passes::Views>,
+) -> Result<aiforge_commands::payouts::Payouts, StartError> {
+    let mut hot_wallets: Vec<Arc<dyn aiforge_commands::payouts::HotWallet>> = Vec::new();
+    if let (Some(eth), Some(key)) = (&settings.ethereum, &settings.eth_hot_wallet_key) {
+        let wallet = aiforge_commands::chain::hot_wallet::EthereumHotWallet::connect(
+            &secrecy::SecretString::from(eth.url.clone()),
+            &eth.usdt_contract,
+            key,
+            Some(eth.confirmations),
+        )
+        .await
+        .map_err(|e| StartError::Payments(e.to_string()))?;
+        tracing::info!(address = %aiforge_commands::payouts::HotWallet::address(&wallet), "payouts on ethereum from the hot wallet");
+        hot_wallets.push(Arc::new(wallet));
+    }
+    Ok(aiforge_commands::payouts::Payouts::new(
+        db.clone(),
+        clock,
+        views,
+        aiforge_commands::payouts::PayoutSettings {
+            minimum: settings.payout_minimum,
+            approval_threshold: settings.payout_approval_threshold,
+            abort_after_sign: settings.payout_abort_after_sign,
+        },
+        hot_wallets,
+    ))
 }
 
 /// The configured blob store.

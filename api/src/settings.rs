@@ -19,6 +19,16 @@ pub const DEFAULT_MODEL_BYTES_MAX: u64 = 20 * 1024 * 1024 * 1024;
 /// How often the listing scheduler looks for ended listings and grace periods.
 pub const DEFAULT_LISTING_SCHEDULER_SECS: u64 = 60;
 pub const DEFAULT_HF_BASE_URL: &str = "https://huggingface.co";
+/// How long after a month's end the scheduled close waits (README, "The monthly close"): a day
+/// lets the month's last payments reach their confirmations and be verified (a payer may verify
+/// hours later), and nodes' late reports arrive, so fewer facts become the next month's
+/// corrections; and it leaves an operator a working day to pause closes (and so payouts) after
+/// an incident. A later fact is never lost: the next close counts it.
+pub const DEFAULT_CLOSE_SETTLE_SECS: u64 = 24 * 3600;
+/// A payable below this waits for more (a transfer's gas would be a large share of it).
+pub const DEFAULT_PAYOUT_MINIMUM: &str = "10";
+/// A payout above this waits for an admin's approval.
+pub const DEFAULT_PAYOUT_APPROVAL_THRESHOLD: &str = "1000";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -155,6 +165,23 @@ pub struct Settings {
         aiforge_domain::subscription::PlanId,
         aiforge_domain::subscription::PlanLimits,
     >,
+    /// `AIFORGE_CLOSE_AUTOMATIC` (default true): each month closes by itself once it has ended
+    /// and `close_settle_secs` more have passed; false leaves every close to an admin.
+    pub close_automatic: bool,
+    /// `AIFORGE_CLOSE_SETTLE_SECS`: the settling delay of the scheduled close
+    /// ([`DEFAULT_CLOSE_SETTLE_SECS`]).
+    pub close_settle_secs: u64,
+    /// `AIFORGE_ETH_HOT_WALLET_KEY` (environment only, a secret): the private key of the
+    /// Ethereum hot wallet payouts are sent from; no payouts on Ethereum without it.
+    pub eth_hot_wallet_key: Option<SecretString>,
+    /// `AIFORGE_PAYOUT_MINIMUM` (default 10 USDT): a smaller payable waits.
+    pub payout_minimum: aiforge_domain::Usdt,
+    /// `AIFORGE_PAYOUT_APPROVAL_THRESHOLD` (default 1000 USDT): a larger payout waits for an
+    /// admin's approval.
+    pub payout_approval_threshold: aiforge_domain::Usdt,
+    /// `AIFORGE_PAYOUT_FAILPOINT=after_sign` (TESTS ONLY, off by default): the process aborts
+    /// right after recording a signed payout transaction, before broadcasting it.
+    pub payout_abort_after_sign: bool,
 }
 
 /// Parses `AIFORGE_PLAN_LIMITS` (`plan=requests/tokens[,…]`).
@@ -392,8 +419,43 @@ impl Settings {
             Some(value) => parse_plan_limits(&value)?,
             None => std::collections::HashMap::new(),
         };
+        let usdt =
+            |name: &'static str, default: &str| -> Result<aiforge_domain::Usdt, SettingsError> {
+                let value = env(name).unwrap_or_else(|| default.to_string());
+                aiforge_domain::Usdt::parse(&value)
+                    .ok()
+                    .filter(|u| !u.is_negative())
+                    .ok_or(SettingsError::Invalid {
+                        name,
+                        reason: format!("'{value}' is not an amount of USDT"),
+                    })
+            };
+        let payout_abort_after_sign = match env("AIFORGE_PAYOUT_FAILPOINT").as_deref() {
+            None | Some("") | Some("off") => false,
+            Some("after_sign") => true,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "AIFORGE_PAYOUT_FAILPOINT",
+                    reason: format!("'{other}' (expected after_sign or off)"),
+                })
+            }
+        };
         Ok(Self {
+            eth_hot_wallet_key: env("AIFORGE_ETH_HOT_WALLET_KEY").map(SecretString::from),
+            payout_minimum: usdt("AIFORGE_PAYOUT_MINIMUM", DEFAULT_PAYOUT_MINIMUM)?,
+            payout_approval_threshold: usdt(
+                "AIFORGE_PAYOUT_APPROVAL_THRESHOLD",
+                DEFAULT_PAYOUT_APPROVAL_THRESHOLD,
+            )?,
+            payout_abort_after_sign,
             plan_limits,
+            close_automatic: parse_flag("AIFORGE_CLOSE_AUTOMATIC", env("AIFORGE_CLOSE_AUTOMATIC"))?
+                .unwrap_or(true),
+            close_settle_secs: parse_count(
+                "AIFORGE_CLOSE_SETTLE_SECS",
+                env("AIFORGE_CLOSE_SETTLE_SECS"),
+            )?
+            .unwrap_or(DEFAULT_CLOSE_SETTLE_SECS),
             node_idle_timeout_secs: parse_count(
                 "AIFORGE_NODE_IDLE_TIMEOUT_SECS",
                 env("AIFORGE_NODE_IDLE_TIMEOUT_SECS"),

@@ -20,6 +20,7 @@ pub mod marketplace;
 pub mod metering;
 pub mod passes;
 pub mod payments;
+pub mod payouts;
 pub mod platform_keys;
 pub mod reactor;
 pub mod sign_in_throttle;

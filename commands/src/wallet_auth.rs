@@ -451,6 +451,28 @@ impl WalletAuth {
         }
     }
 
+    /// Chooses one of the account's verified wallets as its payout wallet on that network.
+    pub async fn choose_payout_wallet(
+        &self,
+        user_id: &str,
+        wallet: Wallet,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, WalletSignInError> {
+        let command = AccountCommand::ChoosePayoutWallet {
+            wallet,
+            at: self.clock.now(),
+        };
+        Ok(self
+            .executor
+            .execute(
+                user_id,
+                (AccountId(user_id.to_string()), command),
+                meta,
+                &[],
+            )
+            .await?)
+    }
+
     pub async fn account(&self, user_id: &str) -> Result<Account, CommandError<AccountError>> {
         self.executor.load(user_id).await
     }

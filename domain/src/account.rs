@@ -11,7 +11,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::wallet::Wallet;
+use crate::wallet::{Network, Wallet};
 
 pub const EMAIL_BYTES_MAX: usize = 254;
 pub const USERNAME_CHARS_MIN: usize = 3;
@@ -52,6 +52,8 @@ pub enum AccountError {
     NotDeactivated,
     #[error("a deactivation needs a reason of 1-{DEACTIVATION_REASON_CHARS_MAX} characters")]
     InvalidReason,
+    #[error("only a verified wallet receives payouts: verify this wallet first")]
+    WalletNotVerified,
 }
 
 impl AccountError {
@@ -70,7 +72,8 @@ impl AccountError {
             | AccountError::WalletAlreadyLinked
             | AccountError::WalletNotLinked
             | AccountError::WalletAlreadyVerified
-            | AccountError::TooManyWallets => None,
+            | AccountError::TooManyWallets
+            | AccountError::WalletNotVerified => None,
         }
     }
 }
@@ -168,6 +171,8 @@ pub enum AccountCommand {
         by: String,
         at: OffsetDateTime,
     },
+    /// Payouts on the wallet's network go to this verified wallet from now on.
+    ChoosePayoutWallet { wallet: Wallet, at: OffsetDateTime },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +230,12 @@ pub enum AccountEvent {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// The account's payouts on `wallet.network` go to `wallet` (verified when chosen).
+    PayoutWalletChosen {
+        wallet: Wallet,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
 /// Event types whose payload must not leave the store (exports and the bus redact them).
@@ -241,6 +252,7 @@ impl DomainEvent for AccountEvent {
             AccountEvent::SignedInWithWallet { .. } => "SignedInWithWallet".to_string(),
             AccountEvent::UserDeactivated { .. } => "UserDeactivated".to_string(),
             AccountEvent::UserReactivated { .. } => "UserReactivated".to_string(),
+            AccountEvent::PayoutWalletChosen { .. } => "PayoutWalletChosen".to_string(),
         }
     }
 
@@ -263,6 +275,9 @@ pub struct Account {
     /// Set while an admin has the account deactivated.
     #[serde(default)]
     pub deactivated: Option<Deactivation>,
+    /// The chosen payout wallet of each network.
+    #[serde(default)]
+    pub payout_wallets: BTreeMap<Network, Wallet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +303,12 @@ impl Account {
     /// needs.
     pub fn is_active(&self) -> bool {
         self.is_registered() && self.deactivated.is_none()
+    }
+
+    /// Where this account's payouts on `network` go: the payout wallet it chose (verified when
+    /// chosen). None until it chooses one: a payout never guesses between wallets.
+    pub fn payout_wallet(&self, network: Network) -> Option<Wallet> {
+        self.payout_wallets.get(&network).cloned()
     }
 }
 
@@ -449,6 +470,22 @@ impl Aggregate for Account {
                     .await;
                 Ok(())
             }
+            AccountCommand::ChoosePayoutWallet { wallet, at } => {
+                if !self.is_registered() {
+                    return Err(AccountError::NotRegistered);
+                }
+                match self.wallets.get(&wallet.key()) {
+                    None => Err(AccountError::WalletNotLinked),
+                    Some(linked) if !linked.verified => Err(AccountError::WalletNotVerified),
+                    // Choosing the wallet already chosen records nothing.
+                    Some(_) if self.payout_wallets.get(&wallet.network) == Some(&wallet) => Ok(()),
+                    Some(_) => {
+                        sink.write(AccountEvent::PayoutWalletChosen { wallet, at }, self)
+                            .await;
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 
@@ -492,6 +529,9 @@ impl Aggregate for Account {
                 self.deactivated = Some(Deactivation { by, reason, at });
             }
             AccountEvent::UserReactivated { .. } => self.deactivated = None,
+            AccountEvent::PayoutWalletChosen { wallet, .. } => {
+                self.payout_wallets.insert(wallet.network, wallet);
+            }
         }
     }
 }
@@ -669,6 +709,23 @@ mod tests {
                     nonce: nonce.into(),
                     at: datetime!(2026-11-23 10:00 UTC),
                 },
+    #[test]
+    fn only_a_verified_wallet_becomes_the_payout_wallet_of_its_network() {
+        let at = datetime!(2026-11-22 10:00 UTC);
+        let wallet = |address: &str| Wallet {
+            network: Network::Ethereum,
+            address: address.into(),
+        };
+        let mut given = registered_events();
+        given.push(AccountEvent::WalletConnected {
+            wallet: wallet("0xA"),
+            verified: false,
+            at,
+        });
+        let choose = |w: Wallet| {
+            (
+                AccountId("u1".into()),
+                AccountCommand::ChoosePayoutWallet { wallet: w, at },
             )
         };
         AccountTest::with(AccountServices)
@@ -702,5 +759,63 @@ mod tests {
                 },
             ))
             .then_expect_error(AccountError::NotDeactivated);
+            .when(choose(wallet("0xA")))
+            .then_expect_error(AccountError::WalletNotVerified);
+        AccountTest::with(AccountServices)
+            .given(given.clone())
+            .when(choose(wallet("0xB")))
+            .then_expect_error(AccountError::WalletNotLinked);
+        given.push(AccountEvent::WalletVerified {
+            wallet: wallet("0xA"),
+            nonce: "n".into(),
+            at,
+        });
+        AccountTest::with(AccountServices)
+            .given(given.clone())
+            .when(choose(wallet("0xA")))
+            .then_expect_events(vec![AccountEvent::PayoutWalletChosen {
+                wallet: wallet("0xA"),
+                at,
+            }]);
+        given.push(AccountEvent::PayoutWalletChosen {
+            wallet: wallet("0xA"),
+            at,
+        });
+        AccountTest::with(AccountServices)
+            .given(given)
+            .when(choose(wallet("0xA")))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_payout_wallet_is_only_ever_the_chosen_one() {
+        let at = datetime!(2026-11-22 10:00 UTC);
+        let wallet = |address: &str| Wallet {
+            network: Network::Ethereum,
+            address: address.into(),
+        };
+        let mut account = Account::default();
+        for event in registered_events() {
+            account.apply(event);
+        }
+        account.apply(AccountEvent::WalletConnected {
+            wallet: wallet("0xA"),
+            verified: true,
+            at,
+        });
+        assert_eq!(
+            account.payout_wallet(Network::Ethereum),
+            None,
+            "never guessed"
+        );
+        account.apply(AccountEvent::PayoutWalletChosen {
+            wallet: wallet("0xA"),
+            at,
+        });
+        assert_eq!(
+            account.payout_wallet(Network::Ethereum),
+            Some(wallet("0xA"))
+        );
+        assert_eq!(account.payout_wallet(Network::Tron), None);
     }
 }

@@ -30,6 +30,9 @@ pub enum AccountKind {
     /// A group model's API-subscription revenue, split among the group's members at the
     /// month's close (key: the model id).
     GroupRevenue,
+    /// Paid out through the platform's hot wallet on a network (key: the network): positive,
+    /// what left the platform to payees, as a payer's account is negative for what came in.
+    HotWallet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,6 +87,13 @@ impl LedgerAccount {
         }
     }
 
+    pub fn hot_wallet(network: crate::wallet::Network) -> Self {
+        Self {
+            kind: AccountKind::HotWallet,
+            key: network.as_str().to_string(),
+        }
+    }
+
     /// `kind:key`, the account's one text name in views and exports.
     pub fn name(&self) -> String {
         let kind = match self.kind {
@@ -94,6 +104,7 @@ impl LedgerAccount {
             AccountKind::NodePayable => "node_payable",
             AccountKind::JobEscrow => "job_escrow",
             AccountKind::GroupRevenue => "group_revenue",
+            AccountKind::HotWallet => "hot_wallet",
         };
         format!("{kind}:{}", self.key)
     }

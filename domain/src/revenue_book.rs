@@ -620,6 +620,23 @@ impl RevenueBook {
         self.closed.last().map(|(c, _)| c.month.next())
     }
 
+    /// The month the scheduled close records at `at`, if one is due: the next month to close
+    /// (before the first close, the month of the log's first event) once it has ended and
+    /// `settle` more has passed. `None` on an empty log. A month closed by hand is simply not
+    /// due any more; the aggregate still refuses a second close of any month.
+    pub fn due(
+        &self,
+        at: OffsetDateTime,
+        settle: time::Duration,
+        log_began: Option<OffsetDateTime>,
+    ) -> Option<Month> {
+        let candidate = match self.next_to_close() {
+            Some(next) => next,
+            None => Month::of(log_began?),
+        };
+        (candidate.end() + settle <= at).then_some(candidate)
+    }
+
     /// Whether `month` may be closed at `at` (module docs), before any work is done. `log_began`
     /// is when the log's first event was recorded: the first close is of that month or a later
     /// one (an earlier month holds no facts, and closing it would make every month between
@@ -990,5 +1007,38 @@ mod tests {
                 month: month("2026-09"),
             });
         // The month of the first event closes (`a_month_closes_once_in_order_and_only_when_over`).
+    }
+
+    #[test]
+    fn the_scheduled_close_takes_the_next_month_once_it_has_ended_and_settled() {
+        let day = time::Duration::days(1);
+        let began = Some(datetime!(2026-10-05 12:00 UTC));
+        let empty = RevenueBook::default();
+        // Before the first close: the month of the first event, one settling day after its end.
+        assert_eq!(empty.due(datetime!(2026-10-31 23:59 UTC), day, began), None);
+        assert_eq!(empty.due(datetime!(2026-11-01 23:59 UTC), day, began), None);
+        assert_eq!(
+            empty.due(datetime!(2026-11-02 00:00 UTC), day, began),
+            Some(month("2026-10"))
+        );
+        // Months later, still the oldest open month first: closes go in order.
+        assert_eq!(
+            empty.due(datetime!(2027-03-15 00:00 UTC), day, began),
+            Some(month("2026-10"))
+        );
+        assert_eq!(empty.due(datetime!(2027-03-15 00:00 UTC), day, None), None);
+        let mut book = RevenueBook::default();
+        book.apply(closed_event(closing("2026-10", vec![], 10)));
+        assert_eq!(book.due(datetime!(2026-12-01 12:00 UTC), day, began), None);
+        assert_eq!(
+            book.due(datetime!(2026-12-02 00:00 UTC), day, began),
+            Some(month("2026-11"))
+        );
+        // What `due` names, the aggregate accepts.
+        let due = book.due(datetime!(2026-12-02 00:00 UTC), time::Duration::ZERO, began);
+        assert!(book
+            .check_closable(month("2026-11"), datetime!(2026-12-02 00:00 UTC), began)
+            .is_ok());
+        assert_eq!(due, Some(month("2026-11")));
     }
 }

@@ -429,6 +429,53 @@ pub async fn close(
     })
 }
 
+/// Who records a scheduled close (`closed_by` of its `MonthClosed`).
+pub const SCHEDULED_CLOSER: &str = "scheduler";
+/// Months one scheduled pass closes at most (a platform that was down for a year catches up
+/// over a few passes, never in one unbounded loop).
+pub const SCHEDULED_CLOSES_MAX: usize = 12;
+
+/// The scheduled close: closes every month that is due at the clock's now (ended, and `settle`
+/// more has passed; `RevenueBook::due`), oldest first, and returns them. Run by the holder of
+/// the scheduler lease; exactly once across instances all the same, since each close's command
+/// id is fixed by its month (`close:YYYY-MM`: a retry replays the first outcome) and the
+/// aggregate refuses a second close of a month. A month someone else closed meanwhile (by hand,
+/// or another instance) is not an error: the pass reads the book again and moves on.
+pub async fn close_due(
+    book: &Executor<RevenueBook>,
+    clock: &Arc<dyn Clock>,
+    settle: time::Duration,
+) -> Result<Vec<Month>, DistributionError> {
+    let db = book.database();
+    let mut closed = Vec::new();
+    for _ in 0..SCHEDULED_CLOSES_MAX {
+        let state = book.load(REVENUE_BOOK_ID).await?;
+        let Some(month) = state.due(clock.now(), settle, db.log_began().await?) else {
+            break;
+        };
+        let id = format!("close:{month}");
+        let meta = CommandMeta {
+            command_id: id.clone(),
+            request_hash: id,
+            actor: Some(SCHEDULED_CLOSER.to_string()),
+            request_id: None,
+        };
+        match close(book, clock, month, SCHEDULED_CLOSER, &meta).await {
+            Ok(done) => {
+                if !done.outcome.replayed {
+                    tracing::info!(%month, digest = %done.distribution.digest, "month closed by the schedule");
+                }
+                closed.push(month);
+            }
+            Err(DistributionError::Rejected(
+                RevenueBookError::AlreadyClosed { .. } | RevenueBookError::StaleInputs,
+            )) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(closed)
+}
+
 /// What a replay found.
 #[derive(Debug)]
 pub struct Replay {

@@ -18,6 +18,7 @@ pub mod distribution;
 pub mod groups;
 pub mod marketplace;
 pub mod payments;
+pub mod payouts;
 pub mod revenue;
 pub mod seals;
 pub mod usage;
@@ -238,6 +239,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(marketplace::MarketplaceProjection),
         Arc::new(usage::UsageProjection),
         Arc::new(compute::ComputeProjection),
+        Arc::new(payouts::PayoutsProjection),
         Arc::new(seals::SealsProjection),
     ]
 }

@@ -72,6 +72,15 @@ impl Projection for PaymentsProjection {
         if event.aggregate_type == Job::TYPE {
             return apply_job(tx, event).await;
         }
+        if event.aggregate_type == aiforge_domain::payout::Payout::TYPE {
+            // A completed payout moves its amount from the payable to the hot wallet's account.
+            if let aiforge_domain::payout::PayoutEvent::PayoutCompleted { postings, at, .. } =
+                decode_payload::<aiforge_domain::payout::PayoutEvent>(event)?
+            {
+                return post_to_ledger(tx, event, &event.aggregate_id, &postings, at).await;
+            }
+            return Ok(());
+        }
         if event.aggregate_type != Payment::TYPE {
             return Ok(());
         }

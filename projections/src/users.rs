@@ -1,6 +1,6 @@
 //! `users_view`: one row per account (id, email and username or the wallet that created it,
 //! registration time), and `wallets_view`: the wallets each account connected and whether they
-//! are proven; for `me`, `my-wallets`, the admin's user list and counts.
+//! are proven and which is the payout wallet of its network; for `me`, `my-wallets`, the admin's user list and counts.
 
 use aiforge_commands::RecordedEvent;
 use aiforge_domain::account::{Account, AccountEvent};
@@ -160,6 +160,18 @@ impl UsersProjection {
                 )
                 .await?;
             }
+            AccountEvent::PayoutWalletChosen { wallet, .. } => {
+                tx.execute(
+                    "UPDATE wallets_view SET payout = CASE WHEN address = $1 THEN 1 ELSE 0 END \
+                     WHERE user_id = $2 AND network = $3",
+                    &[
+                        SqlValue::Text(wallet.address),
+                        SqlValue::Text(event.aggregate_id.clone()),
+                        SqlValue::Text(wallet.network.to_string()),
+                    ],
+                )
+                .await?;
+            }
             AccountEvent::UserReactivated { user_id, .. } => {
                 tx.execute(
                     "UPDATE users_view SET deactivated_at = NULL, deactivation_reason = NULL \
@@ -198,6 +210,8 @@ pub struct WalletRow {
     pub verified: i64,
     pub connected_at: String,
     pub verified_at: Option<String>,
+    /// 1 on the account's chosen payout wallet of its network.
+    pub payout: i64,
 }
 
 /// The wallets an account connected, oldest first.
@@ -205,7 +219,10 @@ pub async fn wallets_of(
     db: &aiforge_commands::Database,
     user_id: &str,
 ) -> Result<Vec<WalletRow>, sqlx::Error> {
-    let sql = "SELECT network, address, verified, connected_at, verified_at FROM wallets_view \
+    let sql =
+        // CAST: `integer` columns are INT4 on PostgreSQL; read as i64 on both engines.
+        "SELECT network, address, CAST(verified AS bigint) AS verified, connected_at, verified_at, \
+         CAST(payout AS bigint) AS payout FROM wallets_view \
                WHERE user_id = $1 ORDER BY connected_at, network, address";
     match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => {

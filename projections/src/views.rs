@@ -71,6 +71,41 @@ impl Views for ProjectedViews {
             .map_err(ViewError::new)
     }
 
+    async fn payables(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<aiforge_commands::passes::PayableLine>, ViewError> {
+        crate::payouts::payables(&self.db, limit)
+            .await
+            .map_err(ViewError::new)
+    }
+
+    async fn payouts_in(
+        &self,
+        state: &str,
+        limit: i64,
+    ) -> Result<Vec<aiforge_commands::passes::PayoutLine>, ViewError> {
+        crate::payouts::in_state(&self.db, state, limit)
+            .await
+            .map_err(ViewError::new)
+    }
+
+    async fn node_owner(&self, node_id: &str) -> Result<Option<String>, ViewError> {
+        let sql = "SELECT owner FROM nodes_view WHERE node_id = $1";
+        aiforge_commands::on_engine!(self.db, |pool| sqlx::query_scalar(sql)
+            .bind(node_id)
+            .fetch_optional(pool)
+            .await)
+        .map_err(ViewError::new)
+    }
+
+    async fn last_closed_month(&self) -> Result<Option<String>, ViewError> {
+        crate::revenue::closes_summary(&self.db)
+            .await
+            .map(|s| s.last_closed)
+            .map_err(ViewError::new)
+    }
+
     async fn listings_due(
         &self,
         now: OffsetDateTime,

@@ -121,6 +121,8 @@ pub struct AccountWallet {
     pub verified: bool,
     pub connected_at: String,
     pub verified_at: Option<String>,
+    /// This wallet receives the account's payouts on its network.
+    pub payout: bool,
 }
 
 #[derive(ToSchema)]
@@ -158,6 +160,17 @@ pub struct WalletState {
 #[derive(ToSchema)]
 pub struct WalletChanged {
     pub wallet: WalletState,
+}
+
+#[derive(ToSchema)]
+pub struct PayoutWalletChosen {
+    pub payout_wallet: PayoutWallet,
+}
+
+#[derive(ToSchema)]
+pub struct PayoutWallet {
+    pub network: String,
+    pub address: String,
 }
 
 #[derive(ToSchema)]
@@ -1061,6 +1074,10 @@ pub struct ClockAdvanced {
     /// Listing changes the scheduler made (lapses, delistings).
     pub listing_changes: u64,
     pub compute: aiforge_commands::passes::compute::PassReport,
+    /// Months the scheduled close closed (`YYYY-MM`, oldest first).
+    pub months_closed: Vec<String>,
+    /// What the payout pass did.
+    pub payouts: aiforge_commands::payouts::PayoutPassReport,
 }
 
 // ---- compute ---------------------------------------------------------------------------------
@@ -1290,3 +1307,70 @@ pub struct ModelUploadForm {
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(pub Vec<u8>);
+
+// ---- payouts ---------------------------------------------------------------------------------
+
+#[derive(ToSchema)]
+pub struct PayoutEntry {
+    pub payout_id: String,
+    /// The ledger account paid: `creator_payable:<user>` or `node_payable:<node>`.
+    pub payable: String,
+    pub user_id: String,
+    pub network: String,
+    pub address: String,
+    #[schema(value_type = String, example = "12.500000")]
+    pub amount: String,
+    /// The close that made it (`YYYY-MM`); null for a withdraw.
+    pub month: Option<String>,
+    /// `awaiting_approval`, `awaiting_payment`, `in_progress`, `completed`, `cancelled`, `failed`.
+    pub state: String,
+    pub tx_hash: Option<String>,
+    pub explorer_url: Option<String>,
+    /// Why it waits, was cancelled or failed.
+    pub reason: Option<String>,
+    pub requested_at: String,
+    pub updated_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct PayoutList {
+    pub payouts: Vec<PayoutEntry>,
+}
+
+#[derive(ToSchema)]
+pub struct PayoutOne {
+    pub payout: PayoutEntry,
+}
+
+#[derive(ToSchema)]
+pub struct HotWallet {
+    pub network: String,
+    pub address: String,
+    pub usdt: Option<String>,
+    pub gas: Option<String>,
+    pub transfers_gas_pays: Option<u64>,
+    /// Why the balances could not be read.
+    pub error: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct HotWallets {
+    pub hot_wallets: Vec<HotWallet>,
+}
+
+#[derive(ToSchema)]
+pub struct PayoutReceipt {
+    pub month: String,
+    /// Hex SHA-256 (README, "Payout receipts").
+    pub root: String,
+    pub payouts: u64,
+}
+
+#[derive(ToSchema)]
+pub struct PayoutProof {
+    pub leaf: aiforge_domain::merkle::ReceiptLeaf,
+    /// What the leaf hashes: `payee|network:address|amount|month`.
+    pub leaf_text: String,
+    pub proof: Vec<aiforge_domain::merkle::ProofStep>,
+    pub root: String,
+}

@@ -15,6 +15,7 @@ pub mod models;
 pub mod openai;
 pub mod ops;
 pub mod payments;
+pub mod payouts;
 pub mod revenue;
 pub mod wallets;
 

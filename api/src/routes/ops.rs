@@ -131,7 +131,7 @@ pub struct AdvanceRequest {
 }
 
 /// `POST /api/ops/clock/advance {"seconds": N}`: moves the manual clock forward and runs the
-/// listing scheduler and the compute pass (heartbeat timeouts, requeues, assignments). Exists only when the server was started on a manual clock
+/// scheduled monthly close, the listing scheduler and the compute pass (heartbeat timeouts, requeues, assignments). Exists only when the server was started on a manual clock
 /// (`AIFORGE_MANUAL_CLOCK_START`, for end-to-end tests); 404 otherwise.
 #[utoipa::path(
     post,
@@ -163,7 +163,19 @@ pub async fn advance_clock(
     let now = aiforge_commands::Clock::now(clock.as_ref());
     // The cluster's periodic tasks see the new time at once, on the instance that runs them
     // (another instance's clock moves; its lease holder's next pass acts).
-    let (done, compute) = if state.scheduler_lease.is_held() {
+    let (months_closed, payouts, done, compute) = if state.scheduler_lease.is_held() {
+        let months_closed = match state.close_settle {
+            Some(settle) => {
+                aiforge_projections::distribution::close_due(
+                    &state.revenue_book,
+                    &state.clock,
+                    settle,
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
+        let payouts = state.payouts.run_once().await.map_err(ApiError::internal)?;
         let done = aiforge_commands::passes::listings::run_once(
             state.views.as_ref(),
             &state.marketplace,
@@ -172,13 +184,20 @@ pub async fn advance_clock(
         .await
         .map_err(ApiError::internal)?;
         let compute = state.compute.run_once().await.map_err(ApiError::internal)?;
-        (done, compute)
+        (months_closed, payouts, done, compute)
     } else {
-        (0, aiforge_commands::passes::compute::PassReport::default())
+        (
+            Vec::new(),
+            aiforge_commands::payouts::PayoutPassReport::default(),
+            0,
+            aiforge_commands::passes::compute::PassReport::default(),
+        )
     };
     Ok(Json(serde_json::json!({
         "now": aiforge_commands::clock::rfc3339(now),
         "listing_changes": done,
         "compute": compute,
+        "months_closed": months_closed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "payouts": payouts,
     })))
 }

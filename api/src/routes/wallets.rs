@@ -21,6 +21,7 @@ pub fn wallet_json(row: &WalletRow) -> Value {
         "verified": row.verified != 0,
         "connected_at": row.connected_at,
         "verified_at": row.verified_at,
+        "payout": row.payout != 0,
     })
 }
 
@@ -213,6 +214,42 @@ pub async fn verify(
     crate::routes::read_your_writes(&state, outcome.last).await;
     Ok(Json(
         json!({"wallet": {"network": wallet.network, "address": wallet.address, "verified": true}}),
+    ))
+}
+
+/// `POST /api/wallets/payout`: the account's payouts on the wallet's network go to this
+/// verified wallet of its own.
+#[utoipa::path(
+    post,
+    path = "/api/wallets/payout",
+    tag = "wallets",
+    operation_id = "choose_payout_wallet",
+    summary = "Choose the wallet payouts on its network go to",
+    params(
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = ConnectRequest,
+    responses(
+        (status = 200, description = "The payout wallet of that network", body = crate::openapi::schemas::PayoutWalletChosen),
+        (status = 404, description = "The wallet is not listed on this account (`wallet_not_linked`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "The wallet is not verified (`payout_wallet_unverified`)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn choose_payout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    CommandJson { body, mut meta }: CommandJson<ConnectRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let wallet = parse_wallet(&body.network, &body.address)?;
+    meta.actor = Some(user.user_id.clone());
+    let outcome = state
+        .wallets
+        .choose_payout_wallet(&user.user_id, wallet.clone(), &meta)
+        .await?;
+    crate::routes::read_your_writes(&state, outcome.last).await;
+    Ok(Json(
+        json!({"payout_wallet": {"network": wallet.network, "address": wallet.address}}),
     ))
 }
 

@@ -5,6 +5,7 @@
 //! aggregate in `aiforge_domain`.
 
 pub mod ethereum;
+pub mod hot_wallet;
 pub mod tron;
 
 use aiforge_domain::wallet::Network;

@@ -38,6 +38,30 @@ pub struct JobOnLostNode {
     pub node_deactivated: bool,
 }
 
+/// A payable ledger account (`creator_payable:*`, `node_payable:*`) with money in it, and what
+/// its payouts hold (the payout pass, `crate::payouts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayableLine {
+    /// The account's name, `kind:key`.
+    pub account: String,
+    pub balance_micros: i64,
+    /// Payouts of this account so far (any state): the next one's number.
+    pub payouts: u64,
+    /// What its open payouts (awaiting approval or payment, in progress) hold.
+    pub open_micros: i64,
+    /// Months whose close already made a payout of this account.
+    pub paid_closes: Vec<String>,
+}
+
+/// A payout as the pass reads it from the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutLine {
+    pub payout_id: String,
+    pub network: String,
+    pub amount_micros: i64,
+    pub nonce: Option<i64>,
+}
+
 /// What the passes read: the views, after they have applied the log up to now.
 #[async_trait]
 pub trait Views: Send + Sync {
@@ -49,6 +73,14 @@ pub trait Views: Send + Sync {
     async fn jobs_on_lost_nodes(&self) -> Result<Vec<JobOnLostNode>, ViewError>;
     /// The oldest pending jobs, at most `limit`.
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<PendingJob>, ViewError>;
+    /// Payable accounts with a positive balance, at most `limit`.
+    async fn payables(&self, limit: i64) -> Result<Vec<PayableLine>, ViewError>;
+    /// Payouts in `state` (`awaiting_payment`, `in_progress`), oldest first, at most `limit`.
+    async fn payouts_in(&self, state: &str, limit: i64) -> Result<Vec<PayoutLine>, ViewError>;
+    /// The user who owns a compute node.
+    async fn node_owner(&self, node_id: &str) -> Result<Option<String>, ViewError>;
+    /// The latest month closed (`YYYY-MM`).
+    async fn last_closed_month(&self) -> Result<Option<String>, ViewError>;
     /// Models whose listing (false) or grace (true: delist) has ended by `now`, at most `limit`.
     async fn listings_due(
         &self,

@@ -1,0 +1,262 @@
+//! `payouts_view`: one row per payout (money out, `aiforge_domain::payout`) with its state, the
+//! transaction that pays it, why it waits or failed; copied from the `Payout` events. The ledger
+//! postings of a completed payout are written by the ledger projection (`payments.rs`).
+
+use aiforge_commands::clock::rfc3339;
+use aiforge_commands::{Database, RecordedEvent};
+use aiforge_domain::payout::{Payout, PayoutCause, PayoutEvent};
+use cqrs_es::Aggregate;
+
+use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, ViewTx};
+
+pub struct PayoutsProjection;
+
+const TABLES: &[ViewTable] = &[ViewTable {
+    name: "payouts_view",
+    order_by: "payout_id",
+}];
+
+#[async_trait::async_trait]
+impl Projection for PayoutsProjection {
+    fn name(&self) -> &'static str {
+        "payouts"
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        TABLES
+    }
+
+    async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Payout::TYPE {
+            return Ok(());
+        }
+        let id = SqlValue::Text(event.aggregate_id.clone());
+        match decode_payload::<PayoutEvent>(event)? {
+            PayoutEvent::PayoutRequested {
+                payout_id,
+                payable,
+                user_id,
+                wallet,
+                amount,
+                cause,
+                needs_approval,
+                at,
+            } => {
+                let month = match cause {
+                    PayoutCause::Close { month } => SqlValue::Text(month.to_string()),
+                    PayoutCause::Withdraw => SqlValue::Null,
+                };
+                tx.execute(
+                    "INSERT INTO payouts_view (payout_id, payable, user_id, network, address, \
+                     amount_micros, month, state, requested_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                    &[
+                        SqlValue::Text(payout_id),
+                        SqlValue::Text(payable.name()),
+                        SqlValue::Text(user_id),
+                        SqlValue::Text(wallet.network.to_string()),
+                        SqlValue::Text(wallet.address),
+                        SqlValue::Int(crate::revenue::micros(amount, event)?),
+                        month,
+                        SqlValue::Text(
+                            if needs_approval {
+                                "awaiting_approval"
+                            } else {
+                                "awaiting_payment"
+                            }
+                            .into(),
+                        ),
+                        SqlValue::Text(rfc3339(at)),
+                    ],
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutApproved { at, .. } => {
+                tx.execute(
+                    "UPDATE payouts_view SET state = 'awaiting_payment', updated_at = $1 WHERE payout_id = $2",
+                    &[SqlValue::Text(rfc3339(at)), id],
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutCancelled { reason, at, .. } => {
+                tx.execute(
+                    "UPDATE payouts_view SET state = 'cancelled', reason = $1, updated_at = $2 WHERE payout_id = $3",
+                    &[SqlValue::Text(reason), SqlValue::Text(rfc3339(at)), id],
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutWaiting { reason, at } => {
+                tx.execute(
+                    "UPDATE payouts_view SET reason = $1, updated_at = $2 WHERE payout_id = $3",
+                    &[SqlValue::Text(reason), SqlValue::Text(rfc3339(at)), id],
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutTransactionSigned { transfer, at, .. } => {
+                tx.execute(
+                    "UPDATE payouts_view SET state = 'in_progress', reason = NULL, tx_hash = $1, \
+                     nonce = $2, updated_at = $3 WHERE payout_id = $4",
+                    &[
+                        SqlValue::Text(transfer.hash),
+                        transfer
+                            .nonce
+                            .and_then(|n| i64::try_from(n).ok())
+                            .map_or(SqlValue::Null, SqlValue::Int),
+                        SqlValue::Text(rfc3339(at)),
+                        id,
+                    ],
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutCompleted { hash, at, .. } => {
+                tx.execute(
+                    "UPDATE payouts_view SET state = 'completed', tx_hash = $1, updated_at = $2 WHERE payout_id = $3",
+                    &[SqlValue::Text(hash), SqlValue::Text(rfc3339(at)), id],
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutFailed { message, at, .. } => {
+                tx.execute(
+                    "UPDATE payouts_view SET state = 'failed', reason = $1, updated_at = $2 WHERE payout_id = $3",
+                    &[SqlValue::Text(message), SqlValue::Text(rfc3339(at)), id],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A row of `payouts_view`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct PayoutRow {
+    pub payout_id: String,
+    pub payable: String,
+    pub user_id: String,
+    pub network: String,
+    pub address: String,
+    pub amount_micros: i64,
+    pub month: Option<String>,
+    pub state: String,
+    pub tx_hash: Option<String>,
+    pub nonce: Option<i64>,
+    pub reason: Option<String>,
+    pub requested_at: String,
+    pub updated_at: String,
+}
+
+const SELECT: &str = "SELECT payout_id, payable, user_id, network, address, amount_micros, month, \
+                      state, tx_hash, nonce, reason, requested_at, updated_at FROM payouts_view";
+
+/// One payout.
+pub async fn find(db: &Database, payout_id: &str) -> Result<Option<PayoutRow>, sqlx::Error> {
+    let sql = format!("{SELECT} WHERE payout_id = $1");
+    aiforge_commands::on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(payout_id)
+        .fetch_optional(pool)
+        .await)
+}
+
+/// Which payouts to list.
+#[derive(Debug, Clone, Copy)]
+pub enum PayoutFilter<'a> {
+    All,
+    User(&'a str),
+    Payable(&'a str),
+    State(&'a str),
+    Month(&'a str),
+}
+
+/// Payouts, oldest first, at most `limit`.
+pub async fn list(
+    db: &Database,
+    filter: PayoutFilter<'_>,
+    limit: i64,
+) -> Result<Vec<PayoutRow>, sqlx::Error> {
+    let (clause, arg) = match filter {
+        PayoutFilter::All => ("", None),
+        PayoutFilter::User(u) => (" WHERE user_id = $1", Some(u)),
+        PayoutFilter::Payable(p) => (" WHERE payable = $1", Some(p)),
+        PayoutFilter::State(s) => (" WHERE state = $1", Some(s)),
+        PayoutFilter::Month(m) => (" WHERE month = $1", Some(m)),
+    };
+    let limit_at = if arg.is_some() { "$2" } else { "$1" };
+    let sql = format!("{SELECT}{clause} ORDER BY requested_at, payout_id LIMIT {limit_at}");
+    aiforge_commands::on_engine!(db, |pool| {
+        let mut q = sqlx::query_as(&sql);
+        if let Some(arg) = arg {
+            q = q.bind(arg);
+        }
+        q.bind(limit).fetch_all(pool).await
+    })
+}
+
+/// Payable accounts with a positive balance and their payouts (the payout pass's read).
+pub async fn payables(
+    db: &Database,
+    limit: i64,
+) -> Result<Vec<aiforge_commands::passes::PayableLine>, sqlx::Error> {
+    let sql = "SELECT b.account, b.balance_micros, \
+               (SELECT COUNT(*) FROM payouts_view p WHERE p.payable = b.account), \
+               (SELECT CAST(COALESCE(SUM(p.amount_micros), 0) AS bigint) FROM payouts_view p \
+                WHERE p.payable = b.account AND p.state IN ('awaiting_approval', 'awaiting_payment', 'in_progress')), \
+               (SELECT string_agg(p.month, ',') FROM payouts_view p WHERE p.payable = b.account AND p.month IS NOT NULL) \
+               FROM ledger_balances_view b \
+               WHERE b.kind IN ('creator_payable', 'node_payable') AND b.balance_micros > 0 \
+               ORDER BY b.account LIMIT $1";
+    // SQLite names string_agg group_concat (string_agg only from 3.44).
+    let sqlite_sql = sql.replace("string_agg(p.month, ',')", "group_concat(p.month, ',')");
+    let rows: Vec<(String, i64, i64, i64, Option<String>)> = match db.engine() {
+        aiforge_commands::store::Engine::Sqlite(pool) => {
+            sqlx::query_as(&sqlite_sql)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_as(sql).bind(limit).fetch_all(pool).await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(account, balance_micros, payouts, open_micros, months)| {
+            aiforge_commands::passes::PayableLine {
+                account,
+                balance_micros,
+                payouts: u64::try_from(payouts).unwrap_or(0),
+                open_micros,
+                paid_closes: months
+                    .map(|m| m.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// Payouts in `state`, oldest first (the payout pass's read).
+pub async fn in_state(
+    db: &Database,
+    state: &str,
+    limit: i64,
+) -> Result<Vec<aiforge_commands::passes::PayoutLine>, sqlx::Error> {
+    let sql = "SELECT payout_id, network, amount_micros, nonce FROM payouts_view WHERE state = $1 \
+               ORDER BY requested_at, payout_id LIMIT $2";
+    let rows: Vec<(String, String, i64, Option<i64>)> = aiforge_commands::on_engine!(db, |pool| {
+        sqlx::query_as(sql)
+            .bind(state)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(payout_id, network, amount_micros, nonce)| aiforge_commands::passes::PayoutLine {
+                payout_id,
+                network,
+                amount_micros,
+                nonce,
+            },
+        )
+        .collect())
+}
