@@ -533,7 +533,7 @@ async fn nodes_on_nats_serve_the_real_model_and_an_upstream() {
     let (upstream_model, upstream_creator) = published_model(
         &server,
         "upstream@example.com",
-        b"an upstream's card".to_vec(),
+        format!("aiforge upstream model card\nbase_url: {mock_url}\nmodel: mock\n").into_bytes(),
     )
     .await;
     let (_, upstream_key) =

@@ -404,7 +404,9 @@ async fn marketplace_flow(database_url: Option<&str>) {
             &server,
             &creator,
             &format!("name={name}"),
-            format!("weights of {name}").into_bytes(),
+            // Servable files (upstream model cards): a service needs a model an engine serves.
+            format!("aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: {name}\n")
+                .into_bytes(),
         )
         .await;
         assert_eq!(status, 201, "{body}");

@@ -427,6 +427,14 @@ impl From<aiforge_domain::service::ServiceError> for ApiError {
                 ..ApiError::new(StatusCode::CONFLICT, "model_not_on_marketplace", message)
             },
             E::NothingToChange => ApiError::invalid_field("body", message),
+            E::ModelNotServable { .. } => ApiError {
+                field: Some("model_id"),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "model_not_servable",
+                    message,
+                )
+            },
         }
     }
 }

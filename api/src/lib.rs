@@ -77,6 +77,8 @@ pub struct AppState {
     pub model_bytes_max: u64,
     /// The largest job input or single job output (`AIFORGE_JOB_BLOB_BYTES_MAX`).
     pub job_blob_bytes_max: u64,
+    /// `AIFORGE_SERVING_MEMORY_BYTES`: the largest memory a model may need to be servable here.
+    pub serving_memory_bytes: u64,
     pub hf: Arc<HfImporter>,
     /// Set only when the server runs on a manual clock (`AIFORGE_MANUAL_CLOCK_START`).
     pub manual_clock: Option<Arc<ManualClock>>,
@@ -717,7 +719,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     if let Some(model) = &local_model {
         gateway::local::serve(&local_nodes, model);
     }
-    // Nodes: the in-process one first, then any node on NATS when a NATS URL is set.
+    // Nodes: the in-process one first, then any node on NATS when a NATS URL is set, then the
+    // in-process node's pool, which loads any other servable model on its first call (last, so
+    // a model a NATS node already serves is not loaded here too).
     let mut transports: Vec<Arc<dyn gateway::nodes::NodeTransport>> = vec![local_nodes];
     if let Some(url) = &settings.nats_url {
         let client = async_nats::connect(url.as_str())
@@ -726,6 +730,15 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         transports.push(Arc::new(gateway::nats::NatsNodes::new(
             client,
             Duration::from_secs(settings.node_idle_timeout_secs),
+        )));
+    }
+    if settings.local_node != settings::LocalNode::Off {
+        transports.push(Arc::new(gateway::pool::ModelPool::new(
+            gateway::local::LOCAL_NODE_ID,
+            settings.serving_memory_bytes,
+            settings.data_dir.join("serving"),
+            marketplace.clone(),
+            blobs.clone(),
         )));
     }
     let admission = Arc::new(aiforge_commands::gateway::Admission::new(
@@ -767,6 +780,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         blobs,
         model_bytes_max: settings.model_bytes_max,
         job_blob_bytes_max: settings.job_blob_bytes_max,
+        serving_memory_bytes: settings.serving_memory_bytes,
         hf: Arc::new(hf),
         manual_clock,
         compute,

@@ -16,6 +16,8 @@ pub const DEFAULT_BODY_BYTES_MAX: usize = 1024 * 1024;
 pub const DEFAULT_JWT_TTL_SECS: i64 = 24 * 3600;
 /// Model uploads stream to the blob store; this caps one file.
 pub const DEFAULT_MODEL_BYTES_MAX: u64 = 20 * 1024 * 1024 * 1024;
+/// The in-process node's memory for models unless `AIFORGE_SERVING_MEMORY_BYTES` says otherwise.
+pub const DEFAULT_SERVING_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// How often the listing scheduler looks for ended listings and grace periods.
 pub const DEFAULT_LISTING_SCHEDULER_SECS: u64 = 60;
 pub const DEFAULT_HF_BASE_URL: &str = "https://huggingface.co";
@@ -158,6 +160,9 @@ pub struct Settings {
     /// `AIFORGE_JOB_BLOB_BYTES_MAX`: the largest job input a user uploads, and the largest single
     /// output a node uploads (default 1 GiB).
     pub job_blob_bytes_max: u64,
+    /// `AIFORGE_SERVING_MEMORY_BYTES`: the memory the in-process node may give to models (their
+    /// weights as loaded and KV caches). A model that needs more is judged not servable at upload.
+    pub serving_memory_bytes: u64,
     /// `AIFORGE_PLAN_LIMITS` (environment only): plans whose monthly limits differ from the
     /// domain's `PLANS` on this deployment, as `plan=requests/tokens[,…]`, e.g. `free=5/100000`
     /// (tests of exact plan limits; a production deployment leaves it unset).
@@ -231,6 +236,9 @@ pub fn parse_plan_limits(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocalNode {
     Off,
+    /// No model loaded at start: the node serves the instance's servable models on demand
+    /// (`gateway::pool`), as every other setting but `off` does too.
+    Auto,
     SmolLm2,
     File(PathBuf),
     /// `upstream:<base_url>#<model>`: an OpenAI-compatible server, served for a model whose file
@@ -392,6 +400,7 @@ impl Settings {
         let local_node = match env("AIFORGE_LOCAL_NODE").as_deref() {
             None | Some("smollm2") => LocalNode::SmolLm2,
             Some("off") => LocalNode::Off,
+            Some("auto") => LocalNode::Auto,
             Some(path) if path.ends_with(".gguf") => LocalNode::File(PathBuf::from(path)),
             Some(spec) if spec.starts_with("upstream:") => {
                 let rest = &spec["upstream:".len()..];
@@ -408,13 +417,13 @@ impl Settings {
                 return Err(SettingsError::Invalid {
                     name: "AIFORGE_LOCAL_NODE",
                     reason: format!(
-                        "'{other}': expected smollm2, off, a path to a .gguf file or upstream:<base_url>#<model>"
+                        "'{other}': expected smollm2, auto, off, a path to a .gguf file or upstream:<base_url>#<model>"
                     ),
                 })
             }
         };
         let demo = parse_flag("AIFORGE_DEMO", env("AIFORGE_DEMO"))?
-            .unwrap_or(local_node != LocalNode::Off);
+            .unwrap_or(!matches!(local_node, LocalNode::Off | LocalNode::Auto));
         let plan_limits = match env("AIFORGE_PLAN_LIMITS") {
             Some(value) => parse_plan_limits(&value)?,
             None => std::collections::HashMap::new(),
@@ -471,6 +480,11 @@ impl Settings {
                 env("AIFORGE_JOB_BLOB_BYTES_MAX"),
             )?
             .unwrap_or(1 << 30),
+            serving_memory_bytes: parse_count(
+                "AIFORGE_SERVING_MEMORY_BYTES",
+                env("AIFORGE_SERVING_MEMORY_BYTES"),
+            )?
+            .unwrap_or(DEFAULT_SERVING_MEMORY_BYTES),
             local_node,
             demo,
             blob_backend,

@@ -24,6 +24,7 @@ use aiforge_domain::payment::{Payment, PaymentError, PaymentEvent, PaymentServic
 use aiforge_domain::service::{
     ApiService, Pricing, RateLimits, ServiceCommand, ServiceDetails, ServiceError, ServiceServices,
 };
+use aiforge_domain::serving::Servability;
 use aiforge_domain::wallet::Network;
 use aiforge_domain::Usdt;
 use rand::RngCore;
@@ -242,6 +243,7 @@ impl Marketplace {
         metadata: ModelMetadata,
         blob: BlobRef,
         source: ModelSource,
+        servability: Servability,
         meta: &CommandMeta,
     ) -> Result<Outcome, MarketplaceError> {
         let owner = match group_id {
@@ -263,6 +265,7 @@ impl Marketplace {
             metadata,
             blob,
             source,
+            servability,
             at: self.clock.now(),
         };
         Ok(self.models.execute(&model_id, command, meta, &[]).await?)
@@ -663,6 +666,10 @@ impl Marketplace {
             model_id: model_id.to_string(),
             actor_manages_model: model.may_manage(&actor),
             model_on_marketplace: model.state().is_some_and(|s| s.is_on_marketplace()),
+            model_not_servable: model
+                .servability
+                .as_ref()
+                .and_then(|s| s.reason().cloned()),
             details,
             pricing,
             rate_limits,

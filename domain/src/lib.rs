@@ -25,6 +25,7 @@ pub mod revenue;
 pub mod revenue_book;
 pub mod scheduler;
 pub mod service;
+pub mod serving;
 pub mod subscription;
 pub mod usage;
 pub mod wallet;

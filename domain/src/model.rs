@@ -19,6 +19,8 @@
 //! - When the listing ends the model enters [`GRACE_DAYS`] of grace (still on the marketplace,
 //!   flagged), then is delisted: off the marketplace, its services take no new subscriptions.
 //!   The clock is the command's `at`: the scheduler sends these commands; nothing here reads time.
+//! - Whether the file can be served is assessed at upload (see [`crate::serving`]) and recorded
+//!   right after `ModelUploaded` as `ModelServabilityAssessed`.
 //! - Deleting keeps the blob: the application layer removes it only when no subscription
 //!   references the model.
 //! - Sales: the model's seller (its owning user, or a group OWNER or ADMIN: the roles that
@@ -35,6 +37,7 @@ use time::{Duration, OffsetDateTime};
 use crate::group::{can, GroupAction, Role};
 use crate::money::Usdt;
 use crate::revenue::{validate_split, Share};
+use crate::serving::Servability;
 
 pub const LISTING_PERIOD_DAYS: i64 = 30;
 pub const GRACE_DAYS: i64 = 7;
@@ -204,6 +207,8 @@ pub enum ModelCommand {
         metadata: ModelMetadata,
         blob: BlobRef,
         source: ModelSource,
+        /// Whether an engine here can serve the file (read from it by the application layer).
+        servability: Servability,
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
@@ -377,6 +382,13 @@ pub enum ModelEvent {
         #[serde(with = "time::serde::rfc3339")]
         purchased_at: OffsetDateTime,
     },
+    /// Whether an engine here can serve the model's file, and why not.
+    ModelServabilityAssessed {
+        model_id: String,
+        servability: Servability,
+        #[serde(with = "time::serde::rfc3339")]
+        assessed_at: OffsetDateTime,
+    },
 }
 
 impl DomainEvent for ModelEvent {
@@ -392,6 +404,7 @@ impl DomainEvent for ModelEvent {
             ModelEvent::ModelDeleted { .. } => "ModelDeleted",
             ModelEvent::ModelSalePriceSet { .. } => "ModelSalePriceSet",
             ModelEvent::ModelPurchased { .. } => "ModelPurchased",
+            ModelEvent::ModelServabilityAssessed { .. } => "ModelServabilityAssessed",
         }
         .to_string()
     }
@@ -447,6 +460,9 @@ pub struct Model {
     /// Who bought the model (each once).
     #[serde(default)]
     pub buyers: Vec<String>,
+    /// `None` for a model recorded before uploads were assessed.
+    #[serde(default)]
+    pub servability: Option<Servability>,
 }
 
 pub struct ModelServices;
@@ -561,6 +577,7 @@ impl Aggregate for Model {
                 metadata,
                 blob,
                 source,
+                servability,
                 at,
             } => {
                 if self.id.is_some() {
@@ -578,14 +595,23 @@ impl Aggregate for Model {
                         return Err(ModelError::NotPermitted);
                     }
                 }
-                ModelEvent::ModelUploaded {
+                sink.write(
+                    ModelEvent::ModelUploaded {
+                        model_id: model_id.clone(),
+                        owner,
+                        uploaded_by: uploaded_by.user_id,
+                        metadata,
+                        blob,
+                        source,
+                        uploaded_at: at,
+                    },
+                    self,
+                )
+                .await;
+                ModelEvent::ModelServabilityAssessed {
                     model_id,
-                    owner,
-                    uploaded_by: uploaded_by.user_id,
-                    metadata,
-                    blob,
-                    source,
-                    uploaded_at: at,
+                    servability,
+                    assessed_at: at,
                 }
             }
             ModelCommand::EditMetadata {
@@ -777,6 +803,9 @@ impl Aggregate for Model {
             ModelEvent::ModelRevenueSplitSet { split, .. } => self.splits.push(split),
             ModelEvent::ModelSalePriceSet { price, .. } => self.sale_price = price,
             ModelEvent::ModelPurchased { buyer, .. } => self.buyers.push(buyer),
+            ModelEvent::ModelServabilityAssessed { servability, .. } => {
+                self.servability = Some(servability)
+            }
         }
     }
 }
@@ -866,6 +895,44 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_records_whether_the_file_can_be_served() {
+        let servability = crate::serving::Servability::NotServable {
+            reason: crate::serving::NotServable::NotGguf,
+        };
+        let ModelEvent::ModelUploaded {
+            model_id,
+            owner: ModelOwner::User(_),
+            metadata,
+            blob,
+            source,
+            ..
+        } = uploaded()
+        else {
+            unreachable!()
+        };
+        framework()
+            .given_no_previous_events()
+            .when(ModelCommand::Upload {
+                model_id,
+                owner: ModelOwner::User("u1".into()),
+                uploaded_by: owner(),
+                metadata,
+                blob,
+                source,
+                servability: servability.clone(),
+                at: T0,
+            })
+            .then_expect_events(vec![
+                uploaded(),
+                ModelEvent::ModelServabilityAssessed {
+                    model_id: "m1".into(),
+                    servability,
+                    assessed_at: T0,
+                },
+            ]);
+    }
+
+    #[test]
     fn someone_else_may_not_publish() {
         framework()
             .given(vec![uploaded()])
@@ -898,6 +965,9 @@ mod tests {
             blob: blob(),
             source: ModelSource::Upload {
                 filename: "m.gguf".into(),
+            },
+            servability: crate::serving::Servability::NotServable {
+                reason: crate::serving::NotServable::NotGguf,
             },
             at: T0,
         };

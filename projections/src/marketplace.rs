@@ -294,6 +294,17 @@ async fn apply_model(tx: &mut ViewTx, event: ModelEvent) -> Result<(), Projectio
             )
             .await?;
         }
+        ModelEvent::ModelServabilityAssessed {
+            model_id,
+            servability,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE models_view SET servability = $1 WHERE model_id = $2",
+                &[json(&servability)?, text(model_id)],
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -634,11 +645,13 @@ pub struct ModelRow {
     pub uploaded_at: String,
     pub updated_at: String,
     pub sale_price: Option<String>,
+    /// `Servability` as JSON; `None` for a model recorded before uploads were assessed.
+    pub servability: Option<String>,
 }
 
 const MODEL_COLUMNS: &str = "model_id, owner_kind, owner_id, uploaded_by, name, description, \
     tags, sha256, cid, size_bytes, backend, source, state, publish_fee, published_at, \
-    listed_until, grace_until, uploaded_at, updated_at, sale_price";
+    listed_until, grace_until, uploaded_at, updated_at, sale_price, servability";
 
 pub async fn find_model(db: &Database, model_id: &str) -> Result<Option<ModelRow>, sqlx::Error> {
     let sql = format!("SELECT {MODEL_COLUMNS} FROM models_view WHERE model_id = $1");

@@ -33,7 +33,7 @@ pub struct LocalModel {
 /// Fetches (when needed) and loads the configured local model; `None` when the node is off.
 pub async fn load(settings: &Settings) -> Result<Option<LocalModel>, String> {
     let path = match &settings.local_node {
-        LocalNode::Off => return Ok(None),
+        LocalNode::Off | LocalNode::Auto => return Ok(None),
         LocalNode::Upstream { base_url, model } => {
             let card =
                 format!("aiforge upstream model card\nbase_url: {base_url}\nmodel: {model}\n");
@@ -115,6 +115,9 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "local-model".into());
+    let servability = crate::routes::models::servability(state, &blob)
+        .await
+        .map_err(|e| format!("demo servability: {e:?}"))?;
     let market = &state.marketplace;
     let model_id = market
         .upload(
@@ -134,6 +137,7 @@ pub async fn seed_demo(state: &AppState, model: &LocalModel) -> Result<Demo, Str
             ModelSource::Upload {
                 filename: format!("{name}.gguf"),
             },
+            servability,
             &meta(&format!("model:{}", &blob.sha256[..16])),
         )
         .await

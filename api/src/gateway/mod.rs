@@ -9,6 +9,7 @@ pub mod completions;
 pub mod local;
 pub mod nats;
 pub mod nodes;
+pub mod pool;
 
 use std::sync::Arc;
 

@@ -475,6 +475,36 @@ pub struct ModelBody {
     pub sale_price: Option<Usdt>,
     /// Whether the caller bought it (in `GET /api/models/{id}` only).
     pub purchased: Option<bool>,
+    /// Whether an engine here can serve the file (judged at upload from its GGUF header);
+    /// `null` for a model recorded before uploads were judged. A model that is not servable may
+    /// be sold as a download but gets no API service (422 `model_not_servable`).
+    pub servable: Option<bool>,
+    pub serving: Option<ModelServing>,
+}
+
+/// What the upload's judgement found (`routes::models::serving_json`).
+#[derive(ToSchema)]
+pub struct ModelServing {
+    /// `servable` or `not_servable`.
+    pub status: String,
+    /// `candle` (the built-in GGUF engine) or `upstream` (an upstream model card); servable only.
+    pub engine: Option<String>,
+    /// `general.architecture` of the GGUF file.
+    pub architecture: Option<String>,
+    /// The most common tensor type (`Q4_1`, `Q8_0`, ...).
+    pub quantisation: Option<String>,
+    /// Memory the engine needs for it (weights as loaded and a full KV cache).
+    pub memory_bytes: Option<u64>,
+    pub context_tokens: Option<u32>,
+    /// Why not: `code` (`not_gguf`, `unreadable_gguf`, `architecture`, `quantisation`,
+    /// `tokenizer`, `too_large`) and `message`; not servable only.
+    pub reason: Option<ServingReason>,
+}
+
+#[derive(ToSchema)]
+pub struct ServingReason {
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(ToSchema)]

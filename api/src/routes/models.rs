@@ -6,6 +6,7 @@ use aiforge_commands::blob::import::HfSource;
 use aiforge_commands::blob::StoredBlob;
 use aiforge_domain::fees::FeeSchedule;
 use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
+use aiforge_domain::serving::Servability;
 use aiforge_projections::marketplace::ModelRow;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -52,6 +53,10 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 pub fn model_json(row: &ModelRow) -> Value {
+    let serving = row
+        .servability
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Servability>(s).ok());
     json!({
         "id": row.model_id,
         "owner": { "kind": row.owner_kind, "id": row.owner_id },
@@ -71,7 +76,18 @@ pub fn model_json(row: &ModelRow) -> Value {
         "uploaded_at": row.uploaded_at,
         "updated_at": row.updated_at,
         "sale_price": row.sale_price,
+        "servable": serving.as_ref().map(Servability::is_servable),
+        "serving": serving.as_ref().map(serving_json),
     })
+}
+
+/// The recorded judgement, with the reason in words beside its code.
+fn serving_json(servability: &Servability) -> Value {
+    let mut value = serde_json::to_value(servability).unwrap_or(Value::Null);
+    if let (Some(reason), Some(json)) = (servability.reason(), value.get_mut("reason")) {
+        json["message"] = Value::String(reason.to_string());
+    }
+    value
 }
 
 async fn model_response(state: &AppState, model_id: &str) -> Result<Value, ApiError> {
@@ -152,6 +168,7 @@ pub async fn upload(
         .map_err(ApiError::internal)?;
         let mut meta = command_meta(&state, &headers, "POST", &path, &digest)?;
         meta.actor = Some(user.user_id.clone());
+        let servability = servability(&state, blob).await?;
         let outcome = state
             .marketplace
             .upload(
@@ -160,6 +177,7 @@ pub async fn upload(
                 metadata,
                 blob_ref(&state, blob),
                 ModelSource::Upload { filename },
+                servability,
                 &meta,
             )
             .await?;
@@ -290,6 +308,13 @@ pub async fn import(
         description: body.description,
         tags: body.tags,
     };
+    let servability = match servability(&state, &blob).await {
+        Ok(servability) => servability,
+        Err(e) => {
+            aiforge_commands::blob::discard_refused(&state.db, state.blobs.as_ref(), &blob).await;
+            return Err(e);
+        }
+    };
     let outcome = aiforge_commands::blob::recorded_or_discarded(
         &state.db,
         state.blobs.as_ref(),
@@ -304,6 +329,7 @@ pub async fn import(
                 filename: source.filename.clone(),
                 revision: source.revision.clone().unwrap_or_else(|| "main".into()),
             },
+            servability,
             &meta,
         ),
     )
@@ -313,6 +339,14 @@ pub async fn import(
         StatusCode::CREATED,
         Json(model_response(&state, &outcome.aggregate_id).await?),
     ))
+}
+
+/// Whether an engine here can serve a stored file, judged from its header (read back from the
+/// store; the weights are never read) and the memory a node here may give it.
+pub async fn servability(state: &AppState, blob: &StoredBlob) -> Result<Servability, ApiError> {
+    let bytes = state.blobs.get(blob).await?;
+    let judged = aiforge_inference::servable::judge_stream(bytes, blob.size_bytes).await?;
+    Ok(judged.within_budget(state.serving_memory_bytes))
 }
 
 fn blob_ref(state: &AppState, blob: &StoredBlob) -> BlobRef {

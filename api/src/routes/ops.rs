@@ -93,6 +93,21 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "aiforge_scheduler_lease_held {}",
         u8::from(state.scheduler_lease.is_held())
     );
+    {
+        use crate::gateway::pool::{
+            MODELS_LOADED, MODEL_LOADS_TOTAL, MODEL_MEMORY_BYTES, MODEL_UNLOADS_TOTAL,
+        };
+        for (name, kind, help, value) in [
+            ("aiforge_local_model_loads_total", "counter", "Models the in-process node's pool loaded.", &MODEL_LOADS_TOTAL),
+            ("aiforge_local_model_unloads_total", "counter", "Models the in-process node's pool unloaded (least recently used, to stay within AIFORGE_SERVING_MEMORY_BYTES).", &MODEL_UNLOADS_TOTAL),
+            ("aiforge_local_models_loaded", "gauge", "Models the in-process node's pool holds now.", &MODELS_LOADED),
+            ("aiforge_local_model_memory_bytes", "gauge", "Memory the pool's models need, as judged at upload.", &MODEL_MEMORY_BYTES),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
     let status = state.projector.status().await.map_err(ApiError::internal)?;
     let _ = writeln!(
         out,

