@@ -5,13 +5,55 @@
 //   cd web && npm run test:e2e   (after `npm run build`, `cargo build --bins`,
 //   `npm ci --prefix fixtures/chain`)
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chainSkipReason, injectPayingEthereum, startChain, usdt } from './chain.mjs';
-import { artifactPath, launchBrowser, skipReason, startServer, watchProblems } from './support.mjs';
+import {
+	artifactPath,
+	launchBrowser,
+	skipReason,
+	startMockOpenAi,
+	startServer,
+	watchProblems
+} from './support.mjs';
 
 const skip = skipReason() ?? chainSkipReason();
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
+const PASSWORD = 'analytical engine';
+const MOCK_REPLY = 'Hello from the marketplace model';
+/** The official OpenAI Python SDK, when scripts/python-sdk installed it (else plain fetch). */
+const PYTHON_SDK = join(
+	process.env.AIFORGE_TOOLS_DIR ?? '/var/cache/aiforge/tools',
+	'python',
+	'bin',
+	'python'
+);
+
+/** One chat completion with an API key: through the official Python SDK when it is here. */
+async function chatWithKey(base, key, model) {
+	if (existsSync(PYTHON_SDK)) {
+		const script = [
+			'import sys',
+			'from openai import OpenAI',
+			'client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2])',
+			'r = client.chat.completions.create(model=sys.argv[3], messages=[{"role": "user", "content": "Hi"}])',
+			'print(r.choices[0].message.content)'
+		].join('\n');
+		return execFileSync(PYTHON_SDK, ['-c', script, `${base}/api/v1`, key, model], {
+			encoding: 'utf8'
+		}).trim();
+	}
+	const response = await fetch(`${base}/api/v1/chat/completions`, {
+		method: 'POST',
+		headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+		body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hi' }] })
+	});
+	assert.equal(response.status, 200, await response.clone().text());
+	return (await response.json()).choices[0].message.content;
+}
 
 /** Polls `check` until it returns a truthy value; fails with `what` at the deadline. */
 async function until(what, check, timeoutMs = 15_000) {
@@ -70,12 +112,18 @@ async function apiFromPage(page, path, init = {}) {
 
 describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 	let chain;
+	let mock;
 	let server;
 	let browser;
 
 	before(async () => {
 		chain = await startChain();
-		server = await startServer({ env: chain.serverEnv() });
+		mock = await startMockOpenAi({ reply: MOCK_REPLY });
+		// The local node serves the mock for the model whose bytes are its card (api/src/gateway/local.rs).
+		server = await startServer({
+			localNode: `upstream:${mock.url}/v1#mock`,
+			env: chain.serverEnv()
+		});
 		browser = await launchBrowser();
 		// A second person with USDT of their own: 100 from the funded payer.
 		await chain.transfer(chain.payer_key, chain.other, usdt('100'));
@@ -84,6 +132,7 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 	after(async () => {
 		await browser?.close();
 		await server?.stop();
+		await mock?.stop();
 		await chain?.stop();
 	});
 
@@ -98,6 +147,27 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await page.getByRole('button', { name: 'Sign in with MetaMask' }).click();
 		await page.waitForURL(server.url('/account'));
 		return { context, page, problems, wallet, metamask };
+	}
+
+	/** A creator with an email account (no wallet needed to offer a free first model). */
+	async function creatorPage(name, viewport = DESKTOP) {
+		const context = await browser.newContext({ viewport });
+		const page = await context.newPage();
+		const problems = watchProblems(page);
+		await page.goto(server.url('/register'));
+		await page.getByLabel('Email').fill(`${name}@example.com`);
+		await page.getByLabel('Username').fill(name);
+		await page.getByLabel('Password').fill(PASSWORD);
+		await page.getByRole('button', { name: 'Create account' }).click();
+		await page.waitForURL(server.url('/plans'));
+		return { context, page, problems };
+	}
+
+	/** The bytes the local node serves: its upstream card in the data dir. */
+	function servedCard() {
+		const name = readdirSync(server.dataDir).find((f) => /^upstream-.*\.card$/.test(f));
+		assert.ok(name, 'the local node wrote its card');
+		return readFileSync(join(server.dataDir, name), 'utf8');
 	}
 
 	test('a consumer buys the Basic plan paying from the page and watches 1/3, 2/3, 3/3', async () => {
@@ -174,6 +244,83 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await textMatches(payment.getByTestId('payment-status'), /Payment confirmed/);
 		await textMatches(page.getByTestId('subscription-status'), /You are on the Pro plan/);
 		assert.equal(metamask.sent.length, 1);
+		assert.deepEqual(problems, []);
+		await context.close();
+	});
+
+	test('a consumer finds a service by search, subscribes paying from the page, copies the key, and the key answers', async () => {
+		// The creator's side through the API (the studio's own journey is below).
+		const creator = await creatorPage('quill');
+		const uploaded = await apiFromPage(
+			creator.page,
+			'/api/models?name=Quill%20Writer&tags=writing,demo',
+			{
+				method: 'POST',
+				body: servedCard(),
+				headers: { 'content-type': 'application/octet-stream' }
+			}
+		);
+		assert.equal(uploaded.status, 201, JSON.stringify(uploaded.body));
+		const modelId = uploaded.body.model.id;
+		const published = await apiFromPage(creator.page, `/api/publishing/model/${modelId}/publish`, {
+			method: 'POST',
+			body: '{}'
+		});
+		assert.equal(published.status, 200, JSON.stringify(published.body));
+		const created = await apiFromPage(creator.page, '/api/marketplace/create', {
+			method: 'POST',
+			body: JSON.stringify({
+				model_id: modelId,
+				name: 'Quill Writer API',
+				description: 'Writes prose on request.',
+				pricing: { type: 'monthly', price_per_month: '5' },
+				rate_limits: { requests_per_minute: 60 }
+			})
+		});
+		assert.equal(created.status, 201, JSON.stringify(created.body));
+		await creator.context.close();
+
+		const { context, page, problems } = await signedInWithWallet(chain.payer_key);
+		await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.base });
+		await page.goto(server.url('/marketplace'));
+		await page.getByRole('searchbox', { name: 'Search' }).fill('quill');
+		await page.getByRole('button', { name: 'Search', exact: true }).click();
+		await page.waitForURL(/search=quill/);
+		await textMatches(page.getByTestId('marketplace-count'), /^1 service for “quill”/);
+		await page.screenshot({ path: artifactPath('desktop-marketplace.png'), fullPage: true });
+		await page.getByRole('link', { name: 'Quill Writer API' }).click();
+		await textMatches(page.getByTestId('service-price'), /^\$5 \/ month$/);
+		await page.getByText('60 requests a minute').waitFor();
+		await page.screenshot({ path: artifactPath('desktop-service.png'), fullPage: true });
+
+		await page.getByRole('button', { name: 'Subscribe' }).click();
+		const reveal = page.getByTestId('api-key-reveal');
+		const key = await reveal.getByTestId('new-api-key').inputValue();
+		assert.match(key, /^aiforge_/);
+		await reveal.getByRole('button', { name: 'Copy key' }).click();
+		assert.equal(await page.evaluate(() => navigator.clipboard.readText()), key);
+		assert.equal(await textOf(reveal.getByTestId('api-model-id')), modelId);
+		assert.equal(await textOf(reveal.getByTestId('api-base-url')), `${server.base}/api/v1`);
+		await reveal.getByRole('tab', { name: 'Python (openai)' }).click();
+		assert.match(
+			await textOf(reveal.getByTestId('snippet-python')),
+			new RegExp(`api_key="${key}"`)
+		);
+
+		const payment = page.getByTestId('payment');
+		await payment.getByRole('button', { name: 'Pay 5 USDT from my wallet' }).click();
+		await textMatches(payment.getByTestId('payment-confirmations'), /^1\/3$/);
+		await chain.mine(2);
+		await page.getByTestId('subscription-active').waitFor();
+		await page.screenshot({ path: artifactPath('desktop-subscribed.png'), fullPage: true });
+
+		assert.equal(await chatWithKey(server.base, key, modelId), MOCK_REPLY);
+
+		await page.getByRole('link', { name: 'My subscriptions' }).click();
+		const item = page.getByTestId('subscription-item');
+		await textMatches(item.getByTestId('subscription-state'), /^Active$/);
+		await textMatches(item.getByTestId('subscription-usage'), /^1 requests?,/);
+		await page.screenshot({ path: artifactPath('desktop-subscriptions.png'), fullPage: true });
 		assert.deepEqual(problems, []);
 		await context.close();
 	});

@@ -561,6 +561,15 @@ export const api = {
 	myServices: () => request<{ services: Service[] }>('GET', '/api/marketplace/my-services'),
 	createService: (service: NewService) =>
 		request<{ service: Service }>('POST', '/api/marketplace/create', service),
+	importModel: (source: {
+		repo: string;
+		filename: string;
+		revision?: string;
+		name?: string;
+		description?: string;
+		tags?: string[];
+		group_id?: string;
+	}) => request<{ model: Model }>('POST', '/api/models/import', source),
 	updateService: (id: string, changes: Partial<NewService> & { active?: boolean }) =>
 		request<{ service: Service }>('PUT', `/api/marketplace/${encodeURIComponent(id)}`, changes)
 };
@@ -584,6 +593,70 @@ export function query(params: object): string {
 	}
 	const text = search.toString();
 	return text ? `?${text}` : '';
+}
+
+export interface ModelUploadMeta {
+	name: string;
+	description?: string;
+	/** Comma-separated on the wire. */
+	tags?: string[];
+	group_id?: string;
+	filename?: string;
+}
+
+/** A model upload in flight: its answer, and a way to stop it. */
+export interface Upload {
+	done: Promise<{ model: Model }>;
+	abort(): void;
+}
+
+/**
+ * `POST /api/models` with the file as the raw body. XMLHttpRequest, not fetch, because only it
+ * reports upload progress; the browser streams the File from disk, the page never reads it
+ * into memory. `onprogress` gets bytes sent and the total.
+ */
+export function uploadModel(
+	file: File,
+	meta: ModelUploadMeta,
+	onprogress: (sent: number, total: number) => void
+): Upload {
+	const xhr = new XMLHttpRequest();
+	const done = new Promise<{ model: Model }>((resolve, reject) => {
+		const params = query({
+			name: meta.name,
+			description: meta.description,
+			tags: meta.tags?.join(','),
+			group_id: meta.group_id,
+			filename: meta.filename ?? file.name
+		});
+		xhr.open('POST', `/api/models${params}`);
+		xhr.withCredentials = true;
+		xhr.setRequestHeader('Accept', 'application/json');
+		xhr.setRequestHeader(CSRF_HEADER, '1');
+		xhr.setRequestHeader('Idempotency-Key', crypto.randomUUID());
+		xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+		xhr.upload.onprogress = (event) => {
+			onprogress(event.loaded, event.lengthComputable ? event.total : file.size);
+		};
+		xhr.onload = () => {
+			let body: unknown = undefined;
+			try {
+				body = xhr.responseText ? JSON.parse(xhr.responseText) : undefined;
+			} catch {
+				body = undefined;
+			}
+			if (xhr.status >= 200 && xhr.status < 300) {
+				resolve(body as { model: Model });
+			} else {
+				reject(errorFrom(xhr.status, body));
+			}
+		};
+		xhr.onerror = () =>
+			reject(new ApiError(0, 'network_error', 'The upload was cut off. Try again.'));
+		xhr.onabort = () => reject(new ApiError(0, 'aborted', 'The upload was stopped.'));
+		xhr.send(file);
+	});
+	return { done, abort: () => xhr.abort() };
 }
 
 /** The download link of a conversation's export (a GET: the cookie is enough). */
