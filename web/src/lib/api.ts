@@ -561,6 +561,41 @@ export const api = {
 	myServices: () => request<{ services: Service[] }>('GET', '/api/marketplace/my-services'),
 	createService: (service: NewService) =>
 		request<{ service: Service }>('POST', '/api/marketplace/create', service),
+	myGroups: () =>
+		request<{ groups: { group: Group; role: GroupRole }[] }>('GET', '/api/groups/my-groups'),
+	group: (id: string) =>
+		request<{ group: Group; members: GroupMember[] }>(
+			'GET',
+			`/api/groups/${encodeURIComponent(id)}`
+		),
+	createGroup: (name: string, description: string) =>
+		request<{ group: Group; members: GroupMember[] }>('POST', '/api/groups', { name, description }),
+	addGroupMember: (id: string, userId: string, role: GroupRole) =>
+		request<unknown>('POST', `/api/groups/${encodeURIComponent(id)}/members`, {
+			user_id: userId,
+			role
+		}),
+	changeGroupRole: (id: string, userId: string, role: GroupRole) =>
+		request<unknown>(
+			'PUT',
+			`/api/groups/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}`,
+			{ role }
+		),
+	removeGroupMember: (id: string, userId: string) =>
+		request<unknown>(
+			'DELETE',
+			`/api/groups/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}`
+		),
+	transferGroup: (id: string, newOwnerId: string) =>
+		request<unknown>('POST', `/api/groups/${encodeURIComponent(id)}/transfer-ownership`, {
+			new_owner_id: newOwnerId
+		}),
+	modelSplit: (modelId: string) =>
+		request<ModelSplit>('GET', `/api/group-revenue/model/${encodeURIComponent(modelId)}/split`),
+	setModelSplit: (modelId: string, shares: { user_id: string; percent: string }[]) =>
+		request<ModelSplit>('POST', `/api/group-revenue/model/${encodeURIComponent(modelId)}/split`, {
+			shares
+		}),
 	importModel: (source: {
 		repo: string;
 		filename: string;
@@ -602,6 +637,38 @@ export interface ModelUploadMeta {
 	tags?: string[];
 	group_id?: string;
 	filename?: string;
+}
+
+export type GroupRole = 'OWNER' | 'ADMIN' | 'MEMBER' | 'VIEWER';
+
+export interface Group {
+	group_id: string;
+	name: string;
+	description: string;
+	owner_id: string;
+	created_at: string;
+}
+
+export interface GroupMember {
+	user_id: string;
+	role: GroupRole;
+	joined_at: string;
+}
+
+/** A revenue split: percentages as the server writes them ("33.33"), never parsed to floats. */
+export interface RevenueSplit {
+	version: number;
+	effective_from: string;
+	set_by: string;
+	set_at: string;
+	shares: { user_id: string; percent: string }[];
+}
+
+export interface ModelSplit {
+	model_id: string;
+	group_id: string;
+	current: RevenueSplit | null;
+	pending: RevenueSplit | null;
 }
 
 /** A model upload in flight: its answer, and a way to stop it. */
