@@ -314,6 +314,21 @@ export interface ApiSubscription {
 	requested_at: string;
 	activated_at: string | null;
 	cancelled_at: string | null;
+	/** On the app clock: pending_payment | active | grace | expired | cancelled. */
+	state?: SubscriptionState;
+	grace_until?: string | null;
+	/** The monthly fee a renewal costs (null: nothing to renew). */
+	renewal_price?: Money | null;
+	accepts_top_up?: boolean;
+}
+
+export type SubscriptionState = 'pending_payment' | 'active' | 'grace' | 'expired' | 'cancelled';
+
+/** A renewal or a top-up: the payment to make (null when nothing is due). */
+export interface SubscriptionPayment {
+	subscription: ApiSubscription;
+	amount_due: Money;
+	payment: Payment | null;
 }
 
 /** A new subscription: its key is in this answer only. */
@@ -334,6 +349,15 @@ export interface SubscriptionUsage {
 	cost: Money;
 	credit: Money;
 	credit_remaining: Money;
+	/** The current period (null for pay-per-request). */
+	period?: { start: string; end: string; requests: number; tokens: number } | null;
+	/** What is left this period; null members are unlimited. */
+	quota?: {
+		requests_per_month: number | null;
+		tokens_per_month: number | null;
+		requests_remaining: number | null;
+		tokens_remaining: number | null;
+	} | null;
 }
 
 export interface Model {
@@ -355,6 +379,67 @@ export interface Model {
 	grace_until: string | null;
 	uploaded_at: string;
 	updated_at: string;
+	/** Null: not for sale. */
+	sale_price?: Money | null;
+	/** The caller bought it. */
+	purchased?: boolean;
+}
+
+/** One result of the marketplace search: a published model, or a service. */
+export interface SearchItem {
+	kind: 'model' | 'service';
+	id: string;
+	model_id: string;
+	name: string;
+	description: string;
+	tags: string[];
+	owner: { kind: 'user' | 'group'; id: string };
+	/** A service's monthly fee or per-request price; a model's sale price. */
+	price: Money | null;
+	pricing_kind: PricingType | null;
+	requests_30d: number;
+	created_at: string;
+}
+
+export type SearchSort = 'newest' | 'popular' | 'price_asc' | 'price_desc';
+
+export interface SearchFilter {
+	q?: string;
+	kind?: 'model' | 'service' | '';
+	pricing?: PricingType | '';
+	min_price?: Money;
+	max_price?: Money;
+	/** Comma-separated; every tag must match. */
+	tags?: string;
+	sort?: SearchSort;
+	page?: number;
+	per_page?: number;
+}
+
+export interface SearchPage {
+	items: SearchItem[];
+	page: number;
+	per_page: number;
+	total: number;
+}
+
+/** A model on the marketplace, with its services and last 30 days of use. */
+export interface MarketplaceModel {
+	model: {
+		id: string;
+		name: string;
+		description: string;
+		tags: string[];
+		size_bytes: number;
+		sha256: string;
+		cid: string | null;
+		owner: { kind: 'user' | 'group'; id: string };
+		state: string;
+		published_at: string | null;
+		sale_price: Money | null;
+	};
+	services: Service[];
+	usage_30d: { requests: number; tokens: number };
 }
 
 export interface Publishing {
@@ -561,6 +646,34 @@ export const api = {
 	myServices: () => request<{ services: Service[] }>('GET', '/api/marketplace/my-services'),
 	createService: (service: NewService) =>
 		request<{ service: Service }>('POST', '/api/marketplace/create', service),
+	search: (filter: SearchFilter = {}) =>
+		request<SearchPage>('GET', `/api/marketplace/search${query(filter)}`),
+	marketplaceModel: (id: string) =>
+		request<MarketplaceModel>('GET', `/api/marketplace/models/${encodeURIComponent(id)}`),
+	buyModel: (id: string, network: Network) =>
+		request<{ model_id: string; price: Money; payment: Payment }>(
+			'POST',
+			`/api/models/${encodeURIComponent(id)}/buy`,
+			{ network }
+		),
+	setSalePrice: (id: string, price: Money | null) =>
+		request<{ model_id: string; sale_price: Money | null }>(
+			'PUT',
+			`/api/models/${encodeURIComponent(id)}/sale`,
+			{ price }
+		),
+	renewSubscription: (id: string, network: Network) =>
+		request<SubscriptionPayment>(
+			'POST',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/renew`,
+			{ network }
+		),
+	topUpSubscription: (id: string, amount: Money, network: Network) =>
+		request<SubscriptionPayment>(
+			'POST',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/top-up`,
+			{ amount, network }
+		),
 	myGroups: () =>
 		request<{ groups: { group: Group; role: GroupRole }[] }>('GET', '/api/groups/my-groups'),
 	group: (id: string) =>
@@ -724,6 +837,11 @@ export function uploadModel(
 		xhr.send(file);
 	});
 	return { done, abort: () => xhr.abort() };
+}
+
+/** A model's verified download (a GET: the session cookie is enough). */
+export function modelDownloadUrl(id: string): string {
+	return `/api/models/${encodeURIComponent(id)}/download`;
 }
 
 /** The download link of a conversation's export (a GET: the cookie is enough). */
