@@ -67,21 +67,25 @@ async function until(what, check, timeoutMs = 15_000) {
 	assert.fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
+/** The text a person reads: whitespace of the markup collapsed. */
 async function textOf(locator) {
-	return (
+	const text =
 		(await locator
 			.first()
 			.textContent({ timeout: 5_000 })
-			.catch(() => '')) ?? ''
-	).trim();
+			.catch(() => '')) ?? '';
+	return text.replace(/\s+/g, ' ').trim();
 }
 
 async function textMatches(locator, pattern, timeoutMs = 15_000) {
-	return until(
-		`${pattern}`,
-		async () => pattern.test(await textOf(locator)) && (await textOf(locator)),
-		timeoutMs
-	);
+	const deadline = Date.now() + timeoutMs;
+	let text = '';
+	while (Date.now() < deadline) {
+		text = await textOf(locator);
+		if (pattern.test(text)) return text;
+		await new Promise((r) => setTimeout(r, 100));
+	}
+	assert.fail(`expected ${pattern} in ${JSON.stringify(text)}`);
 }
 
 /** The API as the page's cookie session sees it. */
