@@ -85,7 +85,7 @@ export async function startChain() {
 			return new ethers.Wallet(key, provider);
 		},
 		/** Sends a real transaction and waits until it is in a block; answers its hash. */
-		async send(wallet, { to, data, value = 0n }) {
+		async send(wallet, { to, data = '0x', value = 0n }) {
 			const tx = await wallet.sendTransaction({ to, data, value, gasLimit: TRANSFER_GAS_LIMIT });
 			await mined(tx.hash);
 			return tx.hash;
@@ -96,6 +96,16 @@ export async function startChain() {
 				to: token,
 				data: erc20.encodeFunctionData('transfer', [to, amount])
 			});
+		},
+		/** A new account with 1 ETH for gas and `usdtAmount` base units of USDT from the payer. */
+		async fundedWallet(usdtAmount) {
+			const wallet = ethers.Wallet.createRandom().connect(provider);
+			await this.send(this.wallet(info.payer_key), {
+				to: wallet.address,
+				value: ethers.parseEther('1')
+			});
+			await this.transfer(info.payer_key, wallet.address, usdtAmount);
+			return wallet;
 		},
 		async balance(address, token = info.token) {
 			const data = new ethers.Interface([

@@ -88,6 +88,41 @@ async function textMatches(locator, pattern, timeoutMs = 15_000) {
 	assert.fail(`expected ${pattern} in ${JSON.stringify(text)}`);
 }
 
+/**
+ * A small but well-formed GGUF file (version 3, no tensors, one metadata string) padded to
+ * `size` bytes: enough for the upload's progress to be seen.
+ */
+function tinyGguf(name, size) {
+	const text = (t) => {
+		const bytes = Buffer.from(t, 'utf8');
+		const length = Buffer.alloc(8);
+		length.writeBigUInt64LE(BigInt(bytes.length));
+		return Buffer.concat([length, bytes]);
+	};
+	const u32 = (n) => {
+		const b = Buffer.alloc(4);
+		b.writeUInt32LE(n);
+		return b;
+	};
+	const u64 = (n) => {
+		const b = Buffer.alloc(8);
+		b.writeBigUInt64LE(BigInt(n));
+		return b;
+	};
+	const header = Buffer.concat([
+		Buffer.from('GGUF'),
+		u32(3),
+		u64(0),
+		u64(1),
+		text('general.name'),
+		u32(8),
+		text(name)
+	]);
+	const file = Buffer.alloc(Math.max(size, header.length));
+	header.copy(file);
+	return file;
+}
+
 /** The API as the page's cookie session sees it. */
 async function apiFromPage(page, path, init = {}) {
 	return page.evaluate(
@@ -143,7 +178,7 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 	/** A browser whose MetaMask holds `key`, signed in with it (the wallet is then the user's). */
 	async function signedInWithWallet(key, viewport = DESKTOP) {
 		const context = await browser.newContext({ viewport });
-		const wallet = chain.wallet(key);
+		const wallet = typeof key === 'string' ? chain.wallet(key) : key;
 		const metamask = await injectPayingEthereum(context, chain, wallet);
 		const page = await context.newPage();
 		const problems = watchProblems(page);
@@ -327,5 +362,201 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await page.screenshot({ path: artifactPath('desktop-subscriptions.png'), fullPage: true });
 		assert.deepEqual(problems, []);
 		await context.close();
+	});
+
+	test('a creator uploads a GGUF with a progress bar, publishes it free, pays $5 from the page for a second, and creates a monthly service', async () => {
+		const creatorWallet = await chain.fundedWallet(usdt('20'));
+		const { context, page, problems, metamask } = await signedInWithWallet(creatorWallet);
+		await page.goto(server.url('/studio'));
+		// Upload at 4 MB/s (Chromium's own throttling): the bar is seen between 0 and 100%.
+		const cdp = await context.newCDPSession(page);
+		await cdp.send('Network.enable');
+		await cdp.send('Network.emulateNetworkConditions', {
+			offline: false,
+			latency: 0,
+			downloadThroughput: -1,
+			uploadThroughput: 4 * 1024 * 1024
+		});
+		const gguf = tinyGguf('tiny-first', 6 * 1024 * 1024);
+		const upload = page.getByRole('form', { name: 'Upload a model' });
+		await upload.getByLabel('Model file (GGUF)').setInputFiles({
+			name: 'tiny-first.gguf',
+			mimeType: 'application/octet-stream',
+			buffer: gguf
+		});
+		await upload.getByLabel('Tags (comma-separated)').fill('tiny, test');
+		await upload.getByRole('button', { name: 'Upload' }).click();
+		const seen = await until('a percentage between 0 and 100', async () => {
+			const percent = Number((await textOf(upload.getByTestId('upload-percent'))).replace('%', ''));
+			return percent > 0 && percent < 100 ? percent : null;
+		});
+		assert.ok(seen > 0 && seen < 100);
+		await page.screenshot({ path: artifactPath('desktop-studio-uploading.png'), fullPage: true });
+		await textMatches(upload.getByTestId('upload-done'), /^Uploaded tiny-first\.$/, 30_000);
+		await cdp.send('Network.emulateNetworkConditions', {
+			offline: false,
+			latency: 0,
+			downloadThroughput: -1,
+			uploadThroughput: -1
+		});
+		const first = page.getByTestId('studio-model').filter({ hasText: 'tiny-first' });
+		await textMatches(first.getByTestId('studio-model-state'), /^Not published$/);
+
+		// The server has exactly the bytes sent.
+		const { body: mine } = await apiFromPage(page, '/api/models/my-models');
+		const stored = mine.models.find((m) => m.name === 'tiny-first');
+		assert.equal(stored.size_bytes, gguf.length);
+		const { createHash } = await import('node:crypto');
+		assert.equal(stored.sha256, createHash('sha256').update(gguf).digest('hex'));
+
+		await first.getByRole('link', { name: 'tiny-first' }).click();
+		await page.getByRole('button', { name: 'Publish free' }).click();
+		await textMatches(page.getByTestId('model-state'), /^Listed · \d+ d \d+ h left$/);
+
+		// A second model: the first free publication is used, so $5 from the wallet.
+		await page.goto(server.url('/studio'));
+		await upload.getByLabel('Model file (GGUF)').setInputFiles({
+			name: 'tiny-second.gguf',
+			mimeType: 'application/octet-stream',
+			buffer: tinyGguf('tiny-second', 64 * 1024)
+		});
+		await upload.getByRole('button', { name: 'Upload' }).click();
+		await textMatches(upload.getByTestId('upload-done'), /^Uploaded tiny-second\.$/);
+		await page
+			.getByTestId('studio-model')
+			.filter({ hasText: 'tiny-second' })
+			.getByRole('link', { name: 'tiny-second' })
+			.click();
+		await page.getByRole('button', { name: 'Pay $5 and publish' }).click();
+		const payment = page.getByTestId('payment');
+		await payment.getByRole('button', { name: 'Pay 5 USDT from my wallet' }).click();
+		await textMatches(payment.getByTestId('payment-confirmations'), /^1\/3$/);
+		await chain.mine(2);
+		await textMatches(page.getByTestId('model-state'), /^Listed · /);
+		assert.equal(metamask.sent.length, 1);
+
+		// A monthly service; a limit of 0 is refused by the server, at its field.
+		await page.getByRole('button', { name: 'Create a service' }).click();
+		await page.getByLabel('Service name').fill('Tiny Second API');
+		await page.getByLabel('Price a month (USDT)').fill('3');
+		await page.getByLabel('Requests a minute').fill('0');
+		await page.getByRole('button', { name: 'Create the service' }).click();
+		await textMatches(page.locator('fieldset.invalid .field-error'), /limit of 0/);
+		await page.screenshot({ path: artifactPath('desktop-studio-model.png'), fullPage: true });
+		await page.getByLabel('Requests a minute').fill('30');
+		await page.getByRole('button', { name: 'Create the service' }).click();
+		await page.getByText('Tiny Second API', { exact: false }).first().waitFor();
+		const { body: services } = await apiFromPage(page, '/api/marketplace/my-services');
+		assert.deepEqual(
+			services.services.map((s) => [s.name, s.pricing.type, s.rate_limits.requests_per_minute]),
+			[['Tiny Second API', 'monthly', 30]]
+		);
+		await page.goto(server.url('/studio'));
+		await page.getByTestId('studio-model').first().waitFor();
+		await page.screenshot({ path: artifactPath('desktop-studio.png'), fullPage: true });
+		await page.setViewportSize(PHONE);
+		await page.screenshot({ path: artifactPath('phone-studio.png'), fullPage: true });
+		assert.deepEqual(problems, []);
+		await context.close();
+	});
+
+	test('a group of three: roles, a 50/30/20 split saved in the editor, 50/30/19 refused', async () => {
+		const people = [];
+		for (const name of ['ada', 'grace', 'hedy']) {
+			const person = await creatorPage(`split_${name}`);
+			const { body } = await apiFromPage(person.page, '/api/auth/me');
+			people.push({ ...person, id: body.id });
+		}
+		const [owner, admin, member] = people;
+		await admin.context.close();
+		await member.context.close();
+		const { page, problems } = owner;
+		await page.goto(server.url('/studio/groups'));
+		await page.getByLabel('Name').fill('Three of us');
+		await page.getByRole('button', { name: 'Create the group' }).click();
+		await page.waitForURL(/\/studio\/groups\/[0-9a-f-]+$/);
+		const groupId = page.url().split('/').pop();
+		for (const [person, role] of [
+			[admin, 'ADMIN'],
+			[member, 'MEMBER']
+		]) {
+			await page.getByLabel('Add a member').fill(person.id);
+			await page.getByLabel('Role of the new member').selectOption(role);
+			await page.getByRole('button', { name: 'Add', exact: true }).click();
+			await page.getByTestId('group-member').filter({ hasText: person.id }).waitFor();
+		}
+		// A role changed in the table.
+		await page.getByLabel(`Role of ${member.id}`).selectOption('VIEWER');
+		await until('the new role', async () => {
+			const { body } = await apiFromPage(page, `/api/groups/${groupId}`);
+			return body.members.find((m) => m.user_id === member.id)?.role === 'VIEWER';
+		});
+		await page.getByLabel(`Role of ${member.id}`).selectOption('MEMBER');
+
+		const uploaded = await apiFromPage(page, `/api/models?name=Group%20Model&group_id=${groupId}`, {
+			method: 'POST',
+			body: 'group model bytes',
+			headers: { 'content-type': 'application/octet-stream' }
+		});
+		assert.equal(uploaded.status, 201, JSON.stringify(uploaded.body));
+		const modelId = uploaded.body.model.id;
+		await page.reload();
+		const editor = page.getByTestId('split-editor');
+		await textMatches(
+			editor.getByTestId('split-current'),
+			/none: all of it goes to the group's owner/
+		);
+		const share = (person) => editor.getByLabel(`Share of ${person.id}`);
+
+		await share(owner).fill('50');
+		await share(admin).fill('30');
+		await share(member).fill('19');
+		await textMatches(
+			editor.getByTestId('split-total'),
+			/^The shares add up to 99%; they must add up to exactly 100%\.$/
+		);
+		assert.equal(await editor.getByRole('button', { name: 'Save the split' }).isDisabled(), true);
+		// The server refuses it too (the page's check is only a courtesy).
+		const refused = await apiFromPage(page, `/api/group-revenue/model/${modelId}/split`, {
+			method: 'POST',
+			body: JSON.stringify({
+				shares: [
+					{ user_id: owner.id, percent: '50' },
+					{ user_id: admin.id, percent: '30' },
+					{ user_id: member.id, percent: '19' }
+				]
+			})
+		});
+		assert.equal(refused.status, 422);
+		await page.screenshot({
+			path: artifactPath('desktop-group-split-refused.png'),
+			fullPage: true
+		});
+
+		await share(member).fill('20');
+		await textMatches(editor.getByTestId('split-total'), /^Total 100%\.$/);
+		await editor.getByRole('button', { name: 'Save the split' }).click();
+		await textMatches(editor.getByTestId('split-pending'), /50%.*30%.*20%/);
+		const { body: split } = await apiFromPage(page, `/api/group-revenue/model/${modelId}/split`);
+		assert.deepEqual(
+			split.pending.shares.map((s) => [s.user_id, s.percent]),
+			[
+				[owner.id, '50'],
+				[admin.id, '30'],
+				[member.id, '20']
+			]
+		);
+
+		// Ownership goes to the admin; the former owner stays a member.
+		await page.getByLabel('Transfer ownership to').selectOption(admin.id);
+		await page.getByRole('button', { name: 'Transfer ownership' }).click();
+		await until('the new owner', async () => {
+			const { body } = await apiFromPage(page, `/api/groups/${groupId}`);
+			return body.group.owner_id === admin.id;
+		});
+		await page.setViewportSize(PHONE);
+		await page.screenshot({ path: artifactPath('phone-group.png'), fullPage: true });
+		assert.deepEqual(problems, []);
+		await owner.context.close();
 	});
 });
