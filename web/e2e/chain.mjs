@@ -55,9 +55,11 @@ export async function startChain() {
 		});
 		child.once('exit', (code) => fail(new Error(`chain.mjs exited with ${code}`)));
 	});
+	// No response cache: two transactions of one account in a row must each read its nonce.
 	const provider = new ethers.JsonRpcProvider(info.rpc_url, info.chain_id, {
 		staticNetwork: true,
-		pollingInterval: 50
+		pollingInterval: 50,
+		cacheTimeout: -1
 	});
 	const rpc = (method, params = []) => provider.send(method, params);
 

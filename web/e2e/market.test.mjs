@@ -360,6 +360,16 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await textMatches(item.getByTestId('subscription-state'), /^Active$/);
 		await textMatches(item.getByTestId('subscription-usage'), /^1 requests?,/);
 		await page.screenshot({ path: artifactPath('desktop-subscriptions.png'), fullPage: true });
+
+		// The same pages at phone width.
+		await page.setViewportSize(PHONE);
+		await page.screenshot({ path: artifactPath('phone-subscriptions.png'), fullPage: true });
+		await page.goto(server.url('/marketplace?search=quill'));
+		await textMatches(page.getByTestId('marketplace-count'), /^1 service for “quill”/);
+		await page.screenshot({ path: artifactPath('phone-marketplace.png'), fullPage: true });
+		await page.getByRole('link', { name: 'Quill Writer API' }).click();
+		await textMatches(page.getByTestId('service-price'), /^\$5 \/ month$/);
+		await page.screenshot({ path: artifactPath('phone-service.png'), fullPage: true });
 		assert.deepEqual(problems, []);
 		await context.close();
 	});
@@ -443,6 +453,9 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await page.getByRole('button', { name: 'Create the service' }).click();
 		await textMatches(page.locator('fieldset.invalid .field-error'), /limit of 0/);
 		await page.screenshot({ path: artifactPath('desktop-studio-model.png'), fullPage: true });
+		await page.setViewportSize(PHONE);
+		await page.screenshot({ path: artifactPath('phone-studio-model.png'), fullPage: true });
+		await page.setViewportSize(DESKTOP);
 		await page.getByLabel('Requests a minute').fill('30');
 		await page.getByRole('button', { name: 'Create the service' }).click();
 		await page.getByText('Tiny Second API', { exact: false }).first().waitFor();
