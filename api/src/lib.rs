@@ -863,9 +863,12 @@ fn payment_chains(settings: &Settings) -> Arc<[routes::payments::PaymentChain]> 
             chain_id,
             usdt_contract: c.usdt_contract.clone(),
             decimals: 6,
-            platform_wallet: aiforge_commands::wallet_auth::parse_wallet(network, &c.platform_wallet)
-                .map(|w| w.address)
-                .unwrap_or_else(|_| c.platform_wallet.clone()),
+            platform_wallet: aiforge_commands::wallet_auth::parse_wallet(
+                network,
+                &c.platform_wallet,
+            )
+            .map(|w| w.address)
+            .unwrap_or_else(|_| c.platform_wallet.clone()),
             confirmations: c.confirmations,
         }
     };
