@@ -378,6 +378,11 @@ impl From<aiforge_domain::model::ModelError> for ApiError {
             }
             E::NotAGroupModel => ApiError::new(StatusCode::CONFLICT, "not_a_group_model", message),
             E::InvalidSplit(_) | E::NotAMember(_) => ApiError::invalid_field("shares", message),
+            E::SalePriceNotPositive => ApiError::invalid_field("price", message),
+            E::NotSeller => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::AlreadyPurchased => {
+                ApiError::new(StatusCode::CONFLICT, "already_purchased", message)
+            }
         }
     }
 }
@@ -423,6 +428,12 @@ impl From<aiforge_domain::api_subscription::ApiSubscriptionError> for ApiError {
             // A subscription is its subscriber's alone: to anyone else it does not exist.
             E::NotSubscriber => ApiError::not_found("no such subscription"),
             E::Cancelled => ApiError::new(StatusCode::CONFLICT, "cancelled", message),
+            E::NothingToRenew => ApiError::new(StatusCode::CONFLICT, "nothing_to_renew", message),
+            E::NotActive => ApiError::new(StatusCode::CONFLICT, "not_active", message),
+            E::TopUpNotPositive => ApiError::invalid_field("amount", message),
+            E::WrongRenewalAmount { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_amount", message)
+            }
             E::Money(e) => ApiError::invalid_field("credit", e.to_string()),
         }
     }
@@ -457,6 +468,11 @@ impl From<aiforge_commands::marketplace::MarketplaceError> for ApiError {
                 field: Some("payment_id"),
                 ..ApiError::new(StatusCode::CONFLICT, "payment_already_used", message)
             },
+            E::NotForSale => ApiError::new(StatusCode::CONFLICT, "not_for_sale", message),
+            E::AlreadyPurchased => {
+                ApiError::new(StatusCode::CONFLICT, "already_purchased", message)
+            }
+            E::OwnModel => ApiError::new(StatusCode::CONFLICT, "own_model", message),
             E::Internal(cause) => ApiError::internal(cause),
         }
     }

@@ -154,6 +154,8 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             get(routes::payments::ledger_account),
         )
         .route("/api/models/my-models", get(routes::models::mine))
+        .route("/api/models/{model_id}/sale", put(routes::models::set_sale))
+        .route("/api/models/{model_id}/buy", post(routes::models::buy))
         .route(
             "/api/models/{model_id}",
             get(routes::models::get)
@@ -177,6 +179,11 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/marketplace/marketplace",
             get(routes::marketplace::browse),
         )
+        .route("/api/marketplace/search", get(routes::marketplace::search))
+        .route(
+            "/api/marketplace/models/{model_id}",
+            get(routes::marketplace::model_detail),
+        )
         .route(
             "/api/marketplace/my-services",
             get(routes::marketplace::mine),
@@ -196,6 +203,14 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route(
             "/api/marketplace/subscriptions/{subscription_id}/cancel",
             post(routes::marketplace::cancel),
+        )
+        .route(
+            "/api/marketplace/subscriptions/{subscription_id}/renew",
+            post(routes::marketplace::renew),
+        )
+        .route(
+            "/api/marketplace/subscriptions/{subscription_id}/top-up",
+            post(routes::marketplace::top_up),
         )
         .route(
             "/api/marketplace/{service_id}",
@@ -542,6 +557,14 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let stopped = stopped.clone();
         tokio::spawn(async move { aiforge_commands::reactor::run(db, reactor, stopped).await })
     };
+    let purchases_reactor_task = {
+        let reactor = Arc::new(aiforge_commands::reactor::ModelPurchases {
+            marketplace: marketplace.clone(),
+        });
+        let db = db.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move { aiforge_commands::reactor::run(db, reactor, stopped).await })
+    };
     // The cluster's periodic tasks run on the holder of this lease; asked for once before the
     // schedulers start, so a lone instance is the holder from its first pass.
     let scheduler_lease =
@@ -812,6 +835,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, publisher_task).await;
     let _ = tokio::time::timeout(grace, reactor_task).await;
     let _ = tokio::time::timeout(grace, api_reactor_task).await;
+    let _ = tokio::time::timeout(grace, purchases_reactor_task).await;
     let _ = tokio::time::timeout(grace, scheduler_task).await;
     let _ = tokio::time::timeout(grace, compute_task).await;
     let _ = tokio::time::timeout(grace, holds_task).await;

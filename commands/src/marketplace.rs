@@ -4,13 +4,14 @@
 //! service is created or subscribed to), makes ids, keys and times, and holds the claims that
 //! make cross-aggregate rules safe under concurrency:
 //! - `payment_use:<payment id>`: a publishing or listing-fee payment pays for one thing only;
-//! - `free_publish:<user id>`: a user's first free publication happens once.
+//! - `free_publish:<user id>`: a user's first free publication happens once;
+//! - `model_purchase:<model id>:<buyer>`: a buyer buys a model once.
 
 use std::sync::Arc;
 
 use aiforge_domain::api_subscription::{
     amount_due, ApiSubscription, ApiSubscriptionCommand, ApiSubscriptionError,
-    ApiSubscriptionServices, AwaitedPayment, KeyDigest, ServiceTerms,
+    ApiSubscriptionEvent, ApiSubscriptionServices, AwaitedPayment, KeyDigest, ServiceTerms,
 };
 use aiforge_domain::fees::{FeeSchedule, PaymentType};
 use aiforge_domain::group::{Group, GroupError, GroupServices};
@@ -35,8 +36,15 @@ use crate::store::{Claim, Database};
 
 pub const CLAIM_PAYMENT_USE: &str = "payment_use";
 pub const CLAIM_FREE_PUBLISH: &str = "free_publish";
+pub const CLAIM_MODEL_PURCHASE: &str = "model_purchase";
+/// A model sale's payment names the model it buys as `model-sale:<model id>`.
+pub const MODEL_SALE_REFERENCE_PREFIX: &str = "model-sale:";
 /// An API subscription's payment names what it pays for as `api-subscription:<subscription id>`.
 pub const API_SUBSCRIPTION_REFERENCE_PREFIX: &str = "api-subscription:";
+/// A renewal of an API subscription: `api-subscription-renewal:<subscription id>`.
+pub const API_RENEWAL_REFERENCE_PREFIX: &str = "api-subscription-renewal:";
+/// A top-up of an API subscription's credit: `api-subscription-top-up:<subscription id>`.
+pub const API_TOP_UP_REFERENCE_PREFIX: &str = "api-subscription-top-up:";
 /// Every API key starts with this.
 pub const API_KEY_PREFIX: &str = "aiforge_";
 /// Random bytes in a key: 256 bits of entropy.
@@ -70,6 +78,12 @@ pub enum MarketplaceError {
     },
     #[error("payment {payment_id} already paid for something else")]
     PaymentAlreadyUsed { payment_id: String },
+    #[error("this model is not for sale")]
+    NotForSale,
+    #[error("you have bought this model already")]
+    AlreadyPurchased,
+    #[error("you may already download this model: it is yours or your group's")]
+    OwnModel,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -119,6 +133,13 @@ pub fn new_key() -> NewKey {
     }
 }
 
+/// A renewal or top-up asked for: the payment to make (None: a free service renewed at once).
+pub struct PaymentAsked {
+    pub outcome: Outcome,
+    pub payment_id: Option<String>,
+    pub amount_due: Usdt,
+}
+
 /// What a new subscription answers with; `api_key` is the only time the key is ever shown.
 pub struct Subscribed {
     pub outcome: Outcome,
@@ -136,6 +157,21 @@ pub struct Marketplace {
     payment_store: Executor<Payment>,
     payments: Arc<Payments>,
     clock: Arc<dyn Clock>,
+}
+
+/// Who receives the net of a payment for a model's API service or for the model itself: a group
+/// model's revenue is held for the month's close, which splits it among the members
+/// (domain/src/revenue_book.rs); a user's goes straight to `creator`.
+fn revenue_beneficiary(model: &Model, model_id: &str, creator: &str) -> Beneficiary {
+    match &model.owner {
+        Some(ModelOwner::Group(group_id)) => Beneficiary::GroupModel {
+            group_id: group_id.clone(),
+            model_id: model_id.to_string(),
+        },
+        _ => Beneficiary::Creator {
+            user_id: creator.to_string(),
+        },
+    }
 }
 
 fn sub_meta(meta: &CommandMeta, suffix: &str) -> CommandMeta {
@@ -451,6 +487,129 @@ impl Marketplace {
             .map_err(|e| Self::used(e, payment_id))
     }
 
+    /// Puts a model on sale at `price`, or takes it off sale (`None`): its owner, or its
+    /// group's OWNER or ADMIN. A new price applies to purchases asked for from now on.
+    pub async fn set_sale_price(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        price: Option<Usdt>,
+        meta: &CommandMeta,
+    ) -> Result<Outcome, MarketplaceError> {
+        let (_, actor) = self.model_actor(model_id, user_id).await?;
+        let command = ModelCommand::SetSalePrice {
+            actor,
+            price,
+            at: self.clock.now(),
+        };
+        Ok(self.models.execute(model_id, command, meta, &[]).await?)
+    }
+
+    /// Whether `user_id` bought the model (they may download it for good).
+    pub async fn bought(&self, model_id: &str, user_id: &str) -> Result<bool, MarketplaceError> {
+        Ok(self.models.load(model_id).await?.bought_by(user_id))
+    }
+
+    /// Checks that `user_id` may buy the model now and returns its price: visible to them, on
+    /// sale, not theirs or their group's, not bought by them already.
+    pub async fn sale_price_for(
+        &self,
+        model_id: &str,
+        user_id: &str,
+    ) -> Result<Usdt, MarketplaceError> {
+        let (model, actor) = self.model_actor(model_id, user_id).await?;
+        let theirs = match &model.owner {
+            Some(ModelOwner::User(owner)) => owner == user_id,
+            Some(ModelOwner::Group(_)) => actor.group_role.is_some(),
+            None => false,
+        };
+        if theirs {
+            return Err(MarketplaceError::OwnModel);
+        }
+        if model.bought_by(user_id) {
+            return Err(MarketplaceError::AlreadyPurchased);
+        }
+        if model.state() == Some(aiforge_domain::model::ListingState::Deleted) {
+            return Err(MarketplaceError::UnknownModel);
+        }
+        model.sale_price.ok_or(MarketplaceError::NotForSale)
+    }
+
+    /// Asks to buy a model: the `model_sale` payment of its price now (5% platform, the rest to
+    /// the creator or held for the group's split), which records the purchase when it confirms.
+    pub async fn buy(
+        &self,
+        model_id: &str,
+        user_id: &str,
+        network: Option<Network>,
+        meta: &CommandMeta,
+    ) -> Result<(Outcome, Usdt), MarketplaceError> {
+        let price = self.sale_price_for(model_id, user_id).await?;
+        let model = self.model(model_id).await?;
+        let creator = match &model.owner {
+            Some(ModelOwner::User(owner)) => owner.clone(),
+            // A group model's net goes to group_revenue:<model> (see revenue_beneficiary).
+            _ => String::new(),
+        };
+        let outcome = self
+            .payments
+            .create_for(
+                user_id,
+                PaymentType::ModelSale,
+                network.unwrap_or(Network::Ethereum),
+                price,
+                &format!("{MODEL_SALE_REFERENCE_PREFIX}{model_id}"),
+                revenue_beneficiary(&model, model_id, &creator),
+                meta,
+            )
+            .await?;
+        Ok((outcome, price))
+    }
+
+    /// Records the purchase a confirmed `model_sale` payment paid for (called by the reactor;
+    /// the command id makes a repeat a no-op, the claim makes a buyer's second purchase fail).
+    pub async fn record_purchase(
+        &self,
+        model_id: &str,
+        buyer: &str,
+        payment_id: &str,
+        price: Usdt,
+        confirmed_at: time::OffsetDateTime,
+    ) -> Result<(), MarketplaceError> {
+        let id = format!("model-purchase:{payment_id}");
+        let meta = CommandMeta {
+            command_id: id.clone(),
+            request_hash: id,
+            actor: Some("payments-reactor".into()),
+            request_id: None,
+        };
+        let command = ModelCommand::RecordPurchase {
+            buyer: buyer.to_string(),
+            payment_id: payment_id.to_string(),
+            price,
+            at: confirmed_at,
+        };
+        let claim = Claim {
+            namespace: CLAIM_MODEL_PURCHASE.to_string(),
+            key: format!("{model_id}:{buyer}"),
+        };
+        match self
+            .models
+            .execute(model_id, command, &meta, &[claim])
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A second payment of one buyer for one model (two asked at once and both paid):
+            // it stays recorded in the ledger for support to refund; no second purchase.
+            Err(CommandError::Taken { .. })
+            | Err(CommandError::Rejected(ModelError::AlreadyPurchased | ModelError::NotFound)) => {
+                tracing::warn!(%payment_id, %model_id, %buyer, "a confirmed model sale payment recorded no purchase");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The scheduler's step for one model: lapse or delist it if its time has come. Returns
     /// whether anything happened. The command id makes a repeated step a no-op.
     pub async fn advance_listing(
@@ -617,17 +776,7 @@ impl Marketplace {
             return Err(CommandError::Rejected(ApiSubscriptionError::ServiceNotAccepting).into());
         }
         let subscription_id = uuid::Uuid::now_v7().to_string();
-        // A group model's API revenue is held for the month's close, which splits it among the
-        // members (domain/src/revenue_book.rs); a user's goes straight to the service owner.
-        let beneficiary = match &model.owner {
-            Some(ModelOwner::Group(group_id)) => Beneficiary::GroupModel {
-                group_id: group_id.clone(),
-                model_id: terms.model_id.clone(),
-            },
-            _ => Beneficiary::Creator {
-                user_id: owner.clone(),
-            },
-        };
+        let beneficiary = revenue_beneficiary(&model, &terms.model_id, &owner);
         let payment = if due.is_positive() {
             let network = network.unwrap_or(Network::Ethereum);
             let outcome = self
@@ -712,6 +861,186 @@ impl Marketplace {
             .subscriptions
             .execute(subscription_id, command, meta, &[])
             .await?)
+    }
+
+    /// The subscriber's own subscription, with the service's owner and the model (for the
+    /// beneficiary of a payment on it); another user's is not there.
+    async fn own_subscription(
+        &self,
+        subscription_id: &str,
+        consumer: &str,
+    ) -> Result<(ApiSubscription, String, Model, String), MarketplaceError> {
+        let subscription = self.api_subscription(subscription_id).await?;
+        let Some(ApiSubscriptionEvent::ApiSubscriptionRequested {
+            consumer: subscriber,
+            service_owner,
+            model_id,
+            ..
+        }) = subscription.requested.clone()
+        else {
+            return Err(CommandError::Rejected(ApiSubscriptionError::NotFound).into());
+        };
+        if subscriber != consumer {
+            return Err(CommandError::Rejected(ApiSubscriptionError::NotFound).into());
+        }
+        let model = self.models.load(&model_id).await?;
+        Ok((subscription, service_owner, model, model_id))
+    }
+
+    /// Creates the payment for a payment on a subscription (renewal or top-up), paid like the
+    /// subscription itself (10% platform, the rest to the creator or the group model).
+    #[allow(clippy::too_many_arguments, reason = "a payment has this many facts")]
+    async fn subscription_payment(
+        &self,
+        consumer: &str,
+        prefix: &str,
+        subscription_id: &str,
+        model: &Model,
+        model_id: &str,
+        service_owner: &str,
+        amount: Usdt,
+        network: Option<Network>,
+        meta: &CommandMeta,
+    ) -> Result<PaymentAsked, MarketplaceError> {
+        let outcome = self
+            .payments
+            .create_for(
+                consumer,
+                PaymentType::ApiSubscription,
+                network.unwrap_or(Network::Ethereum),
+                amount,
+                &format!("{prefix}{subscription_id}"),
+                revenue_beneficiary(model, model_id, service_owner),
+                meta,
+            )
+            .await?;
+        Ok(PaymentAsked {
+            payment_id: Some(outcome.aggregate_id.clone()),
+            outcome,
+            amount_due: amount,
+        })
+    }
+
+    /// Asks to renew a monthly or hybrid subscription: the payment of one monthly fee, which
+    /// extends the period when it confirms (see `domain/src/api_subscription.rs`). A free
+    /// service's subscription is renewed at once.
+    pub async fn renew(
+        &self,
+        consumer: &str,
+        subscription_id: &str,
+        network: Option<Network>,
+        meta: &CommandMeta,
+    ) -> Result<PaymentAsked, MarketplaceError> {
+        let (subscription, service_owner, model, model_id) =
+            self.own_subscription(subscription_id, consumer).await?;
+        let price = subscription
+            .renewal_price(consumer)
+            .map_err(CommandError::Rejected)?;
+        if !price.is_positive() {
+            let command = ApiSubscriptionCommand::Renew {
+                payment_id: format!("free:{}", meta.command_id),
+                amount: price,
+                at: self.clock.now(),
+            };
+            let outcome = self
+                .subscriptions
+                .execute(subscription_id, command, meta, &[])
+                .await?;
+            return Ok(PaymentAsked {
+                outcome,
+                payment_id: None,
+                amount_due: price,
+            });
+        }
+        self.subscription_payment(
+            consumer,
+            API_RENEWAL_REFERENCE_PREFIX,
+            subscription_id,
+            &model,
+            &model_id,
+            &service_owner,
+            price,
+            network,
+            meta,
+        )
+        .await
+    }
+
+    /// Asks to top up a pay-per-request or hybrid subscription's credit by `amount`.
+    pub async fn top_up(
+        &self,
+        consumer: &str,
+        subscription_id: &str,
+        amount: Usdt,
+        network: Option<Network>,
+        meta: &CommandMeta,
+    ) -> Result<PaymentAsked, MarketplaceError> {
+        let (subscription, service_owner, model, model_id) =
+            self.own_subscription(subscription_id, consumer).await?;
+        subscription
+            .check_top_up(consumer, amount)
+            .map_err(CommandError::Rejected)?;
+        self.subscription_payment(
+            consumer,
+            API_TOP_UP_REFERENCE_PREFIX,
+            subscription_id,
+            &model,
+            &model_id,
+            &service_owner,
+            amount,
+            network,
+            meta,
+        )
+        .await
+    }
+
+    /// Applies a confirmed renewal (`renewal`) or top-up payment to its subscription (called by
+    /// the reactor; the command id makes a repeat a no-op).
+    pub async fn apply_subscription_payment(
+        &self,
+        subscription_id: &str,
+        payment_id: &str,
+        amount: Usdt,
+        renewal: bool,
+        // When the payment confirmed: what decides whether it came within the grace.
+        confirmed_at: time::OffsetDateTime,
+    ) -> Result<(), MarketplaceError> {
+        let what = if renewal { "renew" } else { "top-up" };
+        let id = format!("{what}-api-subscription:{payment_id}");
+        let meta = CommandMeta {
+            command_id: id.clone(),
+            request_hash: id,
+            actor: Some("payments-reactor".into()),
+            request_id: None,
+        };
+        let (payment_id, at) = (payment_id.to_string(), confirmed_at);
+        let command = if renewal {
+            ApiSubscriptionCommand::Renew {
+                payment_id: payment_id.clone(),
+                amount,
+                at,
+            }
+        } else {
+            ApiSubscriptionCommand::AddCredit {
+                payment_id: payment_id.clone(),
+                amount,
+                at,
+            }
+        };
+        match self
+            .subscriptions
+            .execute(subscription_id, command, &meta, &[])
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Money paid into a subscription that cannot take it (cancelled meanwhile): the
+            // payment stays recorded (and in the ledger) for support to refund; nothing else.
+            Err(CommandError::Rejected(e)) => {
+                tracing::warn!(%payment_id, %subscription_id, error = %e, "a confirmed renewal or top-up applied to nothing");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Activates the API subscription a confirmed payment paid for (called by the reactor).

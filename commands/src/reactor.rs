@@ -124,7 +124,8 @@ impl Reactor for SubscriptionActivation {
     }
 }
 
-/// Activates an API subscription when its payment confirms.
+/// Activates an API subscription when its payment confirms; renews it or adds to its credit
+/// when a renewal or top-up payment on it confirms.
 pub struct ApiSubscriptionActivation {
     pub marketplace: Arc<crate::marketplace::Marketplace>,
 }
@@ -143,6 +144,8 @@ impl Reactor for ApiSubscriptionActivation {
             payment_id,
             payment_type,
             reference,
+            amount,
+            confirmed_at,
             ..
         } = serde_json::from_str::<PaymentEvent>(&event.payload)?
         else {
@@ -151,13 +154,69 @@ impl Reactor for ApiSubscriptionActivation {
         if payment_type != PaymentType::ApiSubscription {
             return Ok(());
         }
-        let Some(subscription_id) =
-            reference.strip_prefix(crate::marketplace::API_SUBSCRIPTION_REFERENCE_PREFIX)
+        use crate::marketplace::{
+            API_RENEWAL_REFERENCE_PREFIX, API_SUBSCRIPTION_REFERENCE_PREFIX,
+            API_TOP_UP_REFERENCE_PREFIX,
+        };
+        if let Some(subscription_id) = reference.strip_prefix(API_SUBSCRIPTION_REFERENCE_PREFIX) {
+            return self
+                .marketplace
+                .activate_subscription(subscription_id, &payment_id)
+                .await
+                .map_err(Into::into);
+        }
+        let (subscription_id, renewal) = match reference.strip_prefix(API_RENEWAL_REFERENCE_PREFIX)
+        {
+            Some(id) => (id, true),
+            None => match reference.strip_prefix(API_TOP_UP_REFERENCE_PREFIX) {
+                Some(id) => (id, false),
+                None => return Ok(()),
+            },
+        };
+        self.marketplace
+            .apply_subscription_payment(subscription_id, &payment_id, amount, renewal, confirmed_at)
+            .await
+            .map_err(Into::into)
+    }
+}
+
+/// Records a model purchase when its `model_sale` payment confirms.
+pub struct ModelPurchases {
+    pub marketplace: Arc<crate::marketplace::Marketplace>,
+}
+
+#[async_trait::async_trait]
+impl Reactor for ModelPurchases {
+    fn name(&self) -> &'static str {
+        "model_purchases"
+    }
+
+    async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError> {
+        if event.event_type != "PaymentConfirmed" {
+            return Ok(());
+        }
+        let PaymentEvent::PaymentConfirmed {
+            payment_id,
+            payer,
+            payment_type,
+            reference,
+            amount,
+            confirmed_at,
+            ..
+        } = serde_json::from_str::<PaymentEvent>(&event.payload)?
+        else {
+            return Ok(());
+        };
+        if payment_type != PaymentType::ModelSale {
+            return Ok(());
+        }
+        let Some(model_id) =
+            reference.strip_prefix(crate::marketplace::MODEL_SALE_REFERENCE_PREFIX)
         else {
             return Ok(());
         };
         self.marketplace
-            .activate_subscription(subscription_id, &payment_id)
+            .record_purchase(model_id, &payer, &payment_id, amount, confirmed_at)
             .await
             .map_err(Into::into)
     }

@@ -14,6 +14,15 @@
 //!   recognise it). Regenerating replaces the hash, which revokes the old key at once; cancelling
 //!   revokes the key.
 //! - Only the subscriber regenerates the key or cancels.
+//! - Lifecycle (monthly and hybrid): the key works until `period_end` and then for a grace of
+//!   [`RENEWAL_GRACE_DAYS`]; after that it is refused (`subscription_expired`). The state is a
+//!   pure function of `period_end` and the clock ([`access_at`]), so the gateway decides it
+//!   itself, exact to the second, and no event has to be written for the expiry to happen.
+//!   A renewal payment (`api-subscription-renewal:<id>`) that confirms before the grace ends
+//!   extends the period by 30 days from its end; one that confirms later starts a new period of
+//!   30 days from the confirmation (as the listing fee does once delisted). The key stays.
+//! - Credit (pay-per-request and hybrid) is topped up by a payment on the same subscription
+//!   (`api-subscription-top-up:<id>`); the key stays.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -24,6 +33,76 @@ use crate::money::{MoneyError, Usdt};
 use crate::service::Pricing;
 
 pub const PERIOD_DAYS: i64 = 30;
+/// Days a monthly subscription's key keeps working after `period_end` while its renewal is paid.
+/// Three days: long enough for a renewal started on the last day (or over a weekend) to reach
+/// its confirmations, short enough that unpaid use stays a tenth of a period at most.
+pub const RENEWAL_GRACE_DAYS: i64 = 3;
+
+/// Where a subscription stands at an instant (the app clock's now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    PendingPayment,
+    Active,
+    /// Past `period_end`, within the grace: the key still works.
+    Grace,
+    /// Past the grace: the key is refused until a renewal confirms.
+    Expired,
+    Cancelled,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::PendingPayment => "pending_payment",
+            Access::Active => "active",
+            Access::Grace => "grace",
+            Access::Expired => "expired",
+            Access::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether a key in this state may call.
+    pub fn admits(self) -> bool {
+        matches!(self, Access::Active | Access::Grace)
+    }
+}
+
+/// The end of the grace after `period_end`.
+pub fn grace_until(period_end: OffsetDateTime) -> OffsetDateTime {
+    period_end + Duration::days(RENEWAL_GRACE_DAYS)
+}
+
+/// The state of a subscription with this stored status and period end at `now` (no period:
+/// pay-per-request, active until cancelled).
+pub fn access_at(
+    status: ApiSubscriptionStatus,
+    period_end: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Access {
+    match (status, period_end) {
+        (ApiSubscriptionStatus::PendingPayment, _) => Access::PendingPayment,
+        (ApiSubscriptionStatus::Cancelled, _) => Access::Cancelled,
+        (ApiSubscriptionStatus::Active, None) => Access::Active,
+        (ApiSubscriptionStatus::Active, Some(end)) if now < end => Access::Active,
+        (ApiSubscriptionStatus::Active, Some(end)) if now < grace_until(end) => Access::Grace,
+        (ApiSubscriptionStatus::Active, Some(_)) => Access::Expired,
+    }
+}
+
+/// Where a renewal or top-up payment's period starts and ends: extended from the end while the
+/// grace runs, from `at` once it has expired.
+pub fn renewed_period(
+    period_end: OffsetDateTime,
+    at: OffsetDateTime,
+) -> (OffsetDateTime, OffsetDateTime) {
+    let start = if at < grace_until(period_end) {
+        period_end
+    } else {
+        at
+    };
+    (start, start + Duration::days(PERIOD_DAYS))
+}
 
 /// What the store keeps of a key: its SHA-256 (hex) and the last 4 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +149,14 @@ pub enum ApiSubscriptionError {
     Cancelled,
     #[error("payment {payment_id} is not the one this subscription awaits")]
     UnknownPayment { payment_id: String },
+    #[error("a pay-per-request subscription has no period to renew; top up its credit instead")]
+    NothingToRenew,
+    #[error("the subscription is not active yet: its first payment has not confirmed")]
+    NotActive,
+    #[error("a top-up must be greater than zero")]
+    TopUpNotPositive,
+    #[error("the payment is {paid} USDT, a renewal is {price} USDT")]
+    WrongRenewalAmount { paid: Usdt, price: Usdt },
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -80,6 +167,7 @@ impl ApiSubscriptionError {
             ApiSubscriptionError::CreditRequired | ApiSubscriptionError::CreditNotAccepted => {
                 Some("credit")
             }
+            ApiSubscriptionError::TopUpNotPositive => Some("amount"),
             _ => None,
         }
     }
@@ -135,6 +223,20 @@ pub enum ApiSubscriptionCommand {
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
+    /// A renewal payment confirmed (sent by the reactor with the amount the payment was for).
+    Renew {
+        payment_id: String,
+        amount: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A top-up payment confirmed (sent by the reactor).
+    AddCredit {
+        payment_id: String,
+        amount: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +283,27 @@ pub enum ApiSubscriptionEvent {
         #[serde(with = "time::serde::rfc3339")]
         cancelled_at: OffsetDateTime,
     },
+    /// A renewal payment confirmed: the period now runs from `period_start` to `period_end`
+    /// (`period_start` is the old end, or the confirmation once the old period had expired).
+    ApiSubscriptionRenewed {
+        subscription_id: String,
+        payment_id: String,
+        amount: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        period_start: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        period_end: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        renewed_at: OffsetDateTime,
+    },
+    /// A top-up payment confirmed: the prepaid credit grows by `credit_added`.
+    ApiSubscriptionCreditAdded {
+        subscription_id: String,
+        payment_id: String,
+        credit_added: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        added_at: OffsetDateTime,
+    },
 }
 
 impl DomainEvent for ApiSubscriptionEvent {
@@ -190,6 +313,8 @@ impl DomainEvent for ApiSubscriptionEvent {
             ApiSubscriptionEvent::ApiSubscriptionActivated { .. } => "ApiSubscriptionActivated",
             ApiSubscriptionEvent::ApiKeyRegenerated { .. } => "ApiKeyRegenerated",
             ApiSubscriptionEvent::ApiSubscriptionCancelled { .. } => "ApiSubscriptionCancelled",
+            ApiSubscriptionEvent::ApiSubscriptionRenewed { .. } => "ApiSubscriptionRenewed",
+            ApiSubscriptionEvent::ApiSubscriptionCreditAdded { .. } => "ApiSubscriptionCreditAdded",
         }
         .to_string()
     }
@@ -213,6 +338,9 @@ pub struct ApiSubscription {
     pub period_end: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// Renewal and top-up payments applied (a repeated confirmation adds nothing).
+    #[serde(default)]
+    pub applied_payments: Vec<String>,
 }
 
 pub struct ApiSubscriptionServices;
@@ -241,6 +369,60 @@ impl ApiSubscription {
         }
         let key = self.key.clone().ok_or(ApiSubscriptionError::NotFound)?;
         Ok((subscription_id.clone(), key))
+    }
+
+    /// The pricing the subscription was made at.
+    pub fn pricing(&self) -> Option<&Pricing> {
+        match &self.requested {
+            Some(ApiSubscriptionEvent::ApiSubscriptionRequested { pricing, .. }) => Some(pricing),
+            _ => None,
+        }
+    }
+
+    /// Where the subscription stands at `now`.
+    pub fn access_at(&self, now: OffsetDateTime) -> Option<Access> {
+        Some(access_at(self.status?, self.period_end, now))
+    }
+
+    /// The price of a renewal the subscriber may ask for now (the monthly fee subscribed at).
+    pub fn renewal_price(&self, actor: &str) -> Result<Usdt, ApiSubscriptionError> {
+        self.subscriber_acting(actor)?;
+        match self.pricing() {
+            Some(Pricing::PayPerRequest { .. }) | None => Err(ApiSubscriptionError::NothingToRenew),
+            Some(pricing) if self.period_end.is_some() => Ok(pricing.monthly_fee()),
+            Some(_) => Err(ApiSubscriptionError::NotActive),
+        }
+    }
+
+    /// Checks a top-up the subscriber asks for.
+    pub fn check_top_up(&self, actor: &str, amount: Usdt) -> Result<(), ApiSubscriptionError> {
+        self.subscriber_acting(actor)?;
+        if !amount.is_positive() {
+            return Err(ApiSubscriptionError::TopUpNotPositive);
+        }
+        match self.pricing() {
+            Some(Pricing::Monthly { .. }) | None => Err(ApiSubscriptionError::CreditNotAccepted),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The subscription's id, status and whether `payment_id` was applied already, for the
+    /// commands a confirmed payment sends.
+    fn paid_into(&self, payment_id: &str) -> Result<(String, bool), ApiSubscriptionError> {
+        let ApiSubscriptionEvent::ApiSubscriptionRequested {
+            subscription_id, ..
+        } = self.requested()?
+        else {
+            return Err(ApiSubscriptionError::NotFound);
+        };
+        if self.applied_payments.iter().any(|p| p == payment_id) {
+            return Ok((subscription_id.clone(), true));
+        }
+        match self.status {
+            Some(ApiSubscriptionStatus::Cancelled) => Err(ApiSubscriptionError::Cancelled),
+            Some(ApiSubscriptionStatus::Active) => Ok((subscription_id.clone(), false)),
+            _ => Err(ApiSubscriptionError::NotActive),
+        }
     }
 
     fn activation(&self, payment_id: Option<String>, at: OffsetDateTime) -> ApiSubscriptionEvent {
@@ -395,6 +577,68 @@ impl Aggregate for ApiSubscription {
                 )
                 .await;
             }
+            ApiSubscriptionCommand::Renew {
+                payment_id,
+                amount,
+                at,
+            } => {
+                let (subscription_id, applied) = self.paid_into(&payment_id)?;
+                if applied {
+                    return Ok(());
+                }
+                let price = match self.pricing() {
+                    Some(Pricing::PayPerRequest { .. }) | None => {
+                        return Err(ApiSubscriptionError::NothingToRenew)
+                    }
+                    Some(pricing) => pricing.monthly_fee(),
+                };
+                if amount != price {
+                    return Err(ApiSubscriptionError::WrongRenewalAmount {
+                        paid: amount,
+                        price,
+                    });
+                }
+                let end = self.period_end.ok_or(ApiSubscriptionError::NotActive)?;
+                let (period_start, period_end) = renewed_period(end, at);
+                sink.write(
+                    ApiSubscriptionEvent::ApiSubscriptionRenewed {
+                        subscription_id,
+                        payment_id,
+                        amount,
+                        period_start,
+                        period_end,
+                        renewed_at: at,
+                    },
+                    self,
+                )
+                .await;
+            }
+            ApiSubscriptionCommand::AddCredit {
+                payment_id,
+                amount,
+                at,
+            } => {
+                let (subscription_id, applied) = self.paid_into(&payment_id)?;
+                if applied {
+                    return Ok(());
+                }
+                if !amount.is_positive() {
+                    return Err(ApiSubscriptionError::TopUpNotPositive);
+                }
+                if matches!(self.pricing(), Some(Pricing::Monthly { .. }) | None) {
+                    return Err(ApiSubscriptionError::CreditNotAccepted);
+                }
+                sink.write(
+                    ApiSubscriptionEvent::ApiSubscriptionCreditAdded {
+                        subscription_id,
+                        payment_id,
+                        credit_added: amount,
+                        added_at: at,
+                    },
+                    self,
+                )
+                .await;
+            }
             ApiSubscriptionCommand::Cancel { actor, at } => {
                 let (subscription_id, revoked) = self.subscriber_acting(&actor)?;
                 sink.write(
@@ -438,6 +682,25 @@ impl Aggregate for ApiSubscription {
             ApiSubscriptionEvent::ApiSubscriptionCancelled { cancelled_at, .. } => {
                 self.status = Some(ApiSubscriptionStatus::Cancelled);
                 self.cancelled_at = Some(cancelled_at);
+            }
+            ApiSubscriptionEvent::ApiSubscriptionRenewed {
+                payment_id,
+                period_end,
+                ..
+            } => {
+                self.period_end = Some(period_end);
+                self.applied_payments.push(payment_id);
+            }
+            ApiSubscriptionEvent::ApiSubscriptionCreditAdded {
+                payment_id,
+                credit_added,
+                ..
+            } => {
+                self.credit_added = self
+                    .credit_added
+                    .checked_add(credit_added)
+                    .unwrap_or(self.credit_added);
+                self.applied_payments.push(payment_id);
             }
         }
     }
@@ -617,5 +880,184 @@ mod tests {
                 key: key(2),
                 regenerated_at: T0,
             }]);
+    }
+
+    fn active_monthly(price: &str) -> Vec<ApiSubscriptionEvent> {
+        let requested = TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given_no_previous_events()
+            .when(subscribe(monthly(price), "0", Some(("p1", price))))
+            .inspect_result()
+            .unwrap();
+        let activated = TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(requested.clone())
+            .when(ApiSubscriptionCommand::Activate {
+                payment_id: "p1".into(),
+                at: T0,
+            })
+            .inspect_result()
+            .unwrap();
+        requested.into_iter().chain(activated).collect()
+    }
+
+    fn renew(payment_id: &str, amount: &str, at: OffsetDateTime) -> ApiSubscriptionCommand {
+        ApiSubscriptionCommand::Renew {
+            payment_id: payment_id.into(),
+            amount: usdt(amount),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_monthly_key_works_to_the_end_of_the_grace_and_not_a_second_longer() {
+        let end = T0 + Duration::days(30);
+        let status = ApiSubscriptionStatus::Active;
+        assert_eq!(
+            access_at(status, Some(end), end - Duration::seconds(1)),
+            Access::Active
+        );
+        assert_eq!(access_at(status, Some(end), end), Access::Grace);
+        let grace_end = end + Duration::days(RENEWAL_GRACE_DAYS);
+        assert_eq!(
+            access_at(status, Some(end), grace_end - Duration::seconds(1)),
+            Access::Grace
+        );
+        assert_eq!(access_at(status, Some(end), grace_end), Access::Expired);
+        assert!(!Access::Expired.admits());
+        assert!(Access::Grace.admits());
+        // Pay-per-request has no period: active until cancelled.
+        assert_eq!(access_at(status, None, grace_end), Access::Active);
+    }
+
+    #[test]
+    fn a_renewal_inside_the_grace_extends_thirty_days_from_the_old_end() {
+        let end = T0 + Duration::days(30);
+        let at = end + Duration::days(2);
+        TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(active_monthly("10"))
+            .when(renew("p2", "10", at))
+            .then_expect_events(vec![ApiSubscriptionEvent::ApiSubscriptionRenewed {
+                subscription_id: "sub1".into(),
+                payment_id: "p2".into(),
+                amount: usdt("10"),
+                period_start: end,
+                period_end: end + Duration::days(30),
+                renewed_at: at,
+            }]);
+    }
+
+    #[test]
+    fn a_renewal_after_the_grace_starts_a_new_period_from_its_confirmation() {
+        let at = T0 + Duration::days(40);
+        TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(active_monthly("10"))
+            .when(renew("p2", "10", at))
+            .then_expect_events(vec![ApiSubscriptionEvent::ApiSubscriptionRenewed {
+                subscription_id: "sub1".into(),
+                payment_id: "p2".into(),
+                amount: usdt("10"),
+                period_start: at,
+                period_end: at + Duration::days(30),
+                renewed_at: at,
+            }]);
+    }
+
+    #[test]
+    fn a_renewal_of_the_wrong_amount_or_a_repeated_one_changes_nothing() {
+        TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(active_monthly("10"))
+            .when(renew("p2", "9", T0))
+            .then_expect_error(ApiSubscriptionError::WrongRenewalAmount {
+                paid: usdt("9"),
+                price: usdt("10"),
+            });
+        let mut given = active_monthly("10");
+        given.extend(
+            TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+                .given(given.clone())
+                .when(renew("p2", "10", T0))
+                .inspect_result()
+                .unwrap(),
+        );
+        TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(given)
+            .when(renew("p2", "10", T0 + Duration::days(1)))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn pay_per_request_tops_up_its_credit_and_has_nothing_to_renew() {
+        let ppr = Pricing::PayPerRequest {
+            price_per_request: usdt("0.01"),
+            price_per_1k_input_tokens: Usdt::ZERO,
+            price_per_1k_output_tokens: Usdt::ZERO,
+        };
+        let requested = TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given_no_previous_events()
+            .when(subscribe(ppr, "1", Some(("p1", "1"))))
+            .inspect_result()
+            .unwrap();
+        let mut subscription = ApiSubscription::default();
+        for event in requested.clone() {
+            subscription.apply(event);
+        }
+        subscription.apply(subscription.activation(Some("p1".into()), T0));
+        assert_eq!(
+            subscription.renewal_price("c1"),
+            Err(ApiSubscriptionError::NothingToRenew)
+        );
+        assert_eq!(
+            subscription.check_top_up("c1", Usdt::ZERO),
+            Err(ApiSubscriptionError::TopUpNotPositive)
+        );
+        assert_eq!(
+            subscription.check_top_up("other", usdt("1")),
+            Err(ApiSubscriptionError::NotSubscriber)
+        );
+        assert_eq!(subscription.check_top_up("c1", usdt("2")), Ok(()));
+        TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(requested.clone())
+            .when(ApiSubscriptionCommand::AddCredit {
+                payment_id: "p2".into(),
+                amount: usdt("2"),
+                at: T0,
+            })
+            .then_expect_error(ApiSubscriptionError::NotActive);
+        let mut active = requested;
+        active.push(subscription.activation(Some("p1".into()), T0));
+        TestFramework::<ApiSubscription>::with(ApiSubscriptionServices)
+            .given(active)
+            .when(ApiSubscriptionCommand::AddCredit {
+                payment_id: "p2".into(),
+                amount: usdt("2"),
+                at: T0,
+            })
+            .then_expect_events(vec![ApiSubscriptionEvent::ApiSubscriptionCreditAdded {
+                subscription_id: "sub1".into(),
+                payment_id: "p2".into(),
+                credit_added: usdt("2"),
+                added_at: T0,
+            }]);
+    }
+
+    #[test]
+    fn a_monthly_subscription_takes_no_top_up_and_a_cancelled_one_no_renewal() {
+        let mut subscription = ApiSubscription::default();
+        for event in active_monthly("10") {
+            subscription.apply(event);
+        }
+        assert_eq!(subscription.renewal_price("c1"), Ok(usdt("10")));
+        assert_eq!(
+            subscription.check_top_up("c1", usdt("1")),
+            Err(ApiSubscriptionError::CreditNotAccepted)
+        );
+        subscription.apply(ApiSubscriptionEvent::ApiSubscriptionCancelled {
+            subscription_id: "sub1".into(),
+            revoked: key(1),
+            cancelled_at: T0,
+        });
+        assert_eq!(
+            subscription.renewal_price("c1"),
+            Err(ApiSubscriptionError::Cancelled)
+        );
     }
 }

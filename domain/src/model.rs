@@ -21,6 +21,11 @@
 //!   The clock is the command's `at`: the scheduler sends these commands; nothing here reads time.
 //! - Deleting keeps the blob: the application layer removes it only when no subscription
 //!   references the model.
+//! - Sales: the model's seller (its owning user, or a group OWNER or ADMIN: the roles that
+//!   configure the group's revenue) sets a sale price or takes it down. A buyer's confirmed
+//!   `model_sale` payment records the purchase at the price the payment was created at (a price
+//!   change applies to later payments only); one purchase per buyer (also a claim in the
+//!   application layer); a buyer may download the file for good, whatever happens to the sale.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -163,6 +168,12 @@ pub enum ModelError {
     InvalidSplit(String),
     #[error("{0} is not a member of the model's group")]
     NotAMember(String),
+    #[error("a sale price must be greater than zero")]
+    SalePriceNotPositive,
+    #[error("only the model's owner (or its group's OWNER or ADMIN) may sell it")]
+    NotSeller,
+    #[error("you have bought this model already")]
+    AlreadyPurchased,
 }
 
 impl ModelError {
@@ -174,6 +185,7 @@ impl ModelError {
             ModelError::EmptyFile => Some("file"),
             ModelError::PublishingFeeRequired { .. } => Some("payment_id"),
             ModelError::InvalidSplit(_) | ModelError::NotAMember(_) => Some("shares"),
+            ModelError::SalePriceNotPositive => Some("price"),
             _ => None,
         }
     }
@@ -240,6 +252,21 @@ pub enum ModelCommand {
         actor: Actor,
         shares: Vec<Share>,
         members: Vec<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// Puts the model on sale at `price`, or takes it down (`None`).
+    SetSalePrice {
+        actor: Actor,
+        price: Option<Usdt>,
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+    /// A buyer's `model_sale` payment confirmed (sent by the reactor with the payment's amount).
+    RecordPurchase {
+        buyer: String,
+        payment_id: String,
+        price: Usdt,
         #[serde(with = "time::serde::rfc3339")]
         at: OffsetDateTime,
     },
@@ -333,6 +360,23 @@ pub enum ModelEvent {
         group_id: String,
         split: RevenueSplit,
     },
+    ModelSalePriceSet {
+        model_id: String,
+        /// None: taken off sale.
+        price: Option<Usdt>,
+        set_by: String,
+        #[serde(with = "time::serde::rfc3339")]
+        set_at: OffsetDateTime,
+    },
+    ModelPurchased {
+        model_id: String,
+        buyer: String,
+        payment_id: String,
+        /// What the buyer paid: the price when the payment was created.
+        price: Usdt,
+        #[serde(with = "time::serde::rfc3339")]
+        purchased_at: OffsetDateTime,
+    },
 }
 
 impl DomainEvent for ModelEvent {
@@ -346,6 +390,8 @@ impl DomainEvent for ModelEvent {
             ModelEvent::ModelListingLapsed { .. } => "ModelListingLapsed",
             ModelEvent::ModelDelisted { .. } => "ModelDelisted",
             ModelEvent::ModelDeleted { .. } => "ModelDeleted",
+            ModelEvent::ModelSalePriceSet { .. } => "ModelSalePriceSet",
+            ModelEvent::ModelPurchased { .. } => "ModelPurchased",
         }
         .to_string()
     }
@@ -395,6 +441,12 @@ pub struct Model {
     /// Every split recorded, oldest first.
     #[serde(default)]
     pub splits: Vec<RevenueSplit>,
+    /// The price of a purchase now (None: not for sale).
+    #[serde(default)]
+    pub sale_price: Option<Usdt>,
+    /// Who bought the model (each once).
+    #[serde(default)]
+    pub buyers: Vec<String>,
 }
 
 pub struct ModelServices;
@@ -447,6 +499,22 @@ impl Model {
             (Some(id), Some(state)) => Ok((id.clone(), state)),
             _ => Err(ModelError::NotFound),
         }
+    }
+
+    /// Who may sell the model: its owning user, or its group's OWNER or ADMIN.
+    pub fn may_sell(&self, actor: &Actor) -> bool {
+        match &self.owner {
+            Some(ModelOwner::User(user_id)) => *user_id == actor.user_id,
+            Some(ModelOwner::Group(_)) => actor
+                .group_role
+                .is_some_and(|role| can(role, GroupAction::ConfigureRevenueSplit)),
+            None => false,
+        }
+    }
+
+    /// Whether `user_id` bought the model.
+    pub fn bought_by(&self, user_id: &str) -> bool {
+        self.buyers.iter().any(|b| b == user_id)
     }
 
     fn managed_by(&self, actor: &Actor) -> Result<(String, ListingState), ModelError> {
@@ -629,6 +697,41 @@ impl Aggregate for Model {
                     },
                 }
             }
+            ModelCommand::SetSalePrice { actor, price, at } => {
+                let (model_id, _) = self.live()?;
+                if !self.may_sell(&actor) {
+                    return Err(ModelError::NotSeller);
+                }
+                if price.is_some_and(|p| !p.is_positive()) {
+                    return Err(ModelError::SalePriceNotPositive);
+                }
+                ModelEvent::ModelSalePriceSet {
+                    model_id,
+                    price,
+                    set_by: actor.user_id,
+                    set_at: at,
+                }
+            }
+            ModelCommand::RecordPurchase {
+                buyer,
+                payment_id,
+                price,
+                at,
+            } => {
+                // A purchase paid is recorded even if the model was deleted or taken off sale
+                // meanwhile: the buyer paid the price of the moment they asked.
+                let model_id = self.id.clone().ok_or(ModelError::NotFound)?;
+                if self.bought_by(&buyer) {
+                    return Err(ModelError::AlreadyPurchased);
+                }
+                ModelEvent::ModelPurchased {
+                    model_id,
+                    buyer,
+                    payment_id,
+                    price,
+                    purchased_at: at,
+                }
+            }
             ModelCommand::Delete { actor, at } => {
                 let (model_id, _) = self.managed_by(&actor)?;
                 ModelEvent::ModelDeleted {
@@ -672,6 +775,8 @@ impl Aggregate for Model {
             ModelEvent::ModelDelisted { .. } => self.state = Some(ListingState::Delisted),
             ModelEvent::ModelDeleted { .. } => self.state = Some(ListingState::Deleted),
             ModelEvent::ModelRevenueSplitSet { split, .. } => self.splits.push(split),
+            ModelEvent::ModelSalePriceSet { price, .. } => self.sale_price = price,
+            ModelEvent::ModelPurchased { buyer, .. } => self.buyers.push(buyer),
         }
     }
 }
@@ -914,6 +1019,103 @@ mod tests {
             })
             .then_expect_error(ModelError::Deleted);
     }
+    #[test]
+    fn the_seller_sets_a_sale_price_and_a_stranger_or_a_bad_price_is_refused() {
+        let price = Usdt::parse("25").unwrap();
+        TestFramework::<Model>::with(ModelServices)
+            .given(vec![uploaded()])
+            .when(ModelCommand::SetSalePrice {
+                actor: owner(),
+                price: Some(price),
+                at: T0,
+            })
+            .then_expect_events(vec![ModelEvent::ModelSalePriceSet {
+                model_id: "m1".into(),
+                price: Some(price),
+                set_by: "u1".into(),
+                set_at: T0,
+            }]);
+        TestFramework::<Model>::with(ModelServices)
+            .given(vec![uploaded()])
+            .when(ModelCommand::SetSalePrice {
+                actor: Actor {
+                    user_id: "stranger".into(),
+                    group_role: None,
+                },
+                price: Some(price),
+                at: T0,
+            })
+            .then_expect_error(ModelError::NotSeller);
+        TestFramework::<Model>::with(ModelServices)
+            .given(vec![uploaded()])
+            .when(ModelCommand::SetSalePrice {
+                actor: owner(),
+                price: Some(Usdt::ZERO),
+                at: T0,
+            })
+            .then_expect_error(ModelError::SalePriceNotPositive);
+    }
+
+    #[test]
+    fn a_group_model_is_sold_by_its_owner_or_admin_not_a_plain_member() {
+        let group_model = ModelEvent::ModelUploaded {
+            model_id: "m1".into(),
+            owner: ModelOwner::Group("g1".into()),
+            uploaded_by: "u1".into(),
+            metadata: ModelMetadata {
+                name: "tiny".into(),
+                description: String::new(),
+                tags: vec![],
+            },
+            blob: blob(),
+            source: ModelSource::Upload {
+                filename: "m.gguf".into(),
+            },
+            uploaded_at: T0,
+        };
+        let mut model = Model::default();
+        model.apply(group_model);
+        let as_role = |role| Actor {
+            user_id: "x".into(),
+            group_role: Some(role),
+        };
+        assert!(model.may_sell(&as_role(Role::Owner)));
+        assert!(model.may_sell(&as_role(Role::Admin)));
+        assert!(!model.may_sell(&as_role(Role::Member)));
+    }
+
+    #[test]
+    fn a_buyer_buys_once_at_the_price_of_their_payment() {
+        let purchase = |price: &str| ModelCommand::RecordPurchase {
+            buyer: "b1".into(),
+            payment_id: "p1".into(),
+            price: Usdt::parse(price).unwrap(),
+            at: T0,
+        };
+        TestFramework::<Model>::with(ModelServices)
+            .given(vec![uploaded()])
+            .when(purchase("25"))
+            .then_expect_events(vec![ModelEvent::ModelPurchased {
+                model_id: "m1".into(),
+                buyer: "b1".into(),
+                payment_id: "p1".into(),
+                price: Usdt::parse("25").unwrap(),
+                purchased_at: T0,
+            }]);
+        TestFramework::<Model>::with(ModelServices)
+            .given(vec![
+                uploaded(),
+                ModelEvent::ModelPurchased {
+                    model_id: "m1".into(),
+                    buyer: "b1".into(),
+                    payment_id: "p0".into(),
+                    price: Usdt::parse("20").unwrap(),
+                    purchased_at: T0,
+                },
+            ])
+            .when(purchase("25"))
+            .then_expect_error(ModelError::AlreadyPurchased);
+    }
 }
 
 #[cfg(test)]
@@ -1034,4 +1236,5 @@ mod split_tests {
             datetime!(2027-01-01 00:00 UTC)
         );
     }
+
 }

@@ -33,7 +33,35 @@ const TABLES: &[ViewTable] = &[
         name: "api_keys_view",
         order_by: "key_sha256",
     },
+    ViewTable {
+        name: "model_purchases_view",
+        order_by: "model_id, buyer",
+    },
+    ViewTable {
+        name: "model_tags_view",
+        order_by: "tag, model_id",
+    },
 ];
+
+/// Replaces a model's rows in `model_tags_view` (lower case, each once).
+async fn set_tags(tx: &mut ViewTx, model_id: &str, tags: &[String]) -> Result<(), ProjectionError> {
+    tx.execute(
+        "DELETE FROM model_tags_view WHERE model_id = $1",
+        &[text(model_id)],
+    )
+    .await?;
+    let mut lower: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
+    lower.sort();
+    lower.dedup();
+    for tag in lower {
+        tx.execute(
+            "INSERT INTO model_tags_view (tag, model_id) VALUES ($1, $2)",
+            &[text(tag), text(model_id)],
+        )
+        .await?;
+    }
+    Ok(())
+}
 
 fn text(value: impl Into<String>) -> SqlValue {
     SqlValue::Text(value.into())
@@ -94,6 +122,7 @@ async fn apply_model(tx: &mut ViewTx, event: ModelEvent) -> Result<(), Projectio
                 ModelOwner::Group(id) => ("group", id),
             };
             let at = rfc3339(uploaded_at);
+            set_tags(tx, &model_id, &metadata.tags).await?;
             tx.execute(
                 "INSERT INTO models_view (model_id, owner_kind, owner_id, uploaded_by, name, \
                  description, tags, sha256, cid, size_bytes, backend, source, state, uploaded_at, \
@@ -124,6 +153,7 @@ async fn apply_model(tx: &mut ViewTx, event: ModelEvent) -> Result<(), Projectio
             edited_at,
             ..
         } => {
+            set_tags(tx, &model_id, &metadata.tags).await?;
             tx.execute(
                 "UPDATE models_view SET name = $1, description = $2, tags = $3, updated_at = $4 \
                  WHERE model_id = $5",
@@ -226,6 +256,44 @@ async fn apply_model(tx: &mut ViewTx, event: ModelEvent) -> Result<(), Projectio
         // Revenue splits are read from the model itself (and, at the monthly close, from the
         // log); no view holds them yet.
         ModelEvent::ModelRevenueSplitSet { .. } => {}
+        ModelEvent::ModelSalePriceSet {
+            model_id,
+            price,
+            set_at,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE models_view SET sale_price = $1, sale_price_micros = $2, updated_at = $3 \
+                 WHERE model_id = $4",
+                &[
+                    price.map_or(SqlValue::Null, |p| text(p.to_string())),
+                    price.map_or(SqlValue::Null, micros),
+                    text(rfc3339(set_at)),
+                    text(model_id),
+                ],
+            )
+            .await?;
+        }
+        ModelEvent::ModelPurchased {
+            model_id,
+            buyer,
+            payment_id,
+            price,
+            purchased_at,
+        } => {
+            tx.execute(
+                "INSERT INTO model_purchases_view (model_id, buyer, payment_id, price, \
+                 purchased_at) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    text(model_id),
+                    text(buyer),
+                    text(payment_id),
+                    text(price.to_string()),
+                    text(rfc3339(purchased_at)),
+                ],
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -495,6 +563,29 @@ async fn apply_subscription(
             )
             .await?;
         }
+        ApiSubscriptionEvent::ApiSubscriptionRenewed {
+            subscription_id,
+            period_end,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE api_subscriptions_view SET period_end = $1 WHERE subscription_id = $2",
+                &[text(rfc3339(period_end)), text(subscription_id)],
+            )
+            .await?;
+        }
+        ApiSubscriptionEvent::ApiSubscriptionCreditAdded {
+            subscription_id,
+            credit_added,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE api_subscriptions_view SET credit_micros = credit_micros + $1 \
+                 WHERE subscription_id = $2",
+                &[micros(credit_added), text(subscription_id)],
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -542,11 +633,12 @@ pub struct ModelRow {
     pub grace_until: Option<String>,
     pub uploaded_at: String,
     pub updated_at: String,
+    pub sale_price: Option<String>,
 }
 
 const MODEL_COLUMNS: &str = "model_id, owner_kind, owner_id, uploaded_by, name, description, \
     tags, sha256, cid, size_bytes, backend, source, state, publish_fee, published_at, \
-    listed_until, grace_until, uploaded_at, updated_at";
+    listed_until, grace_until, uploaded_at, updated_at, sale_price";
 
 pub async fn find_model(db: &Database, model_id: &str) -> Result<Option<ModelRow>, sqlx::Error> {
     let sql = format!("SELECT {MODEL_COLUMNS} FROM models_view WHERE model_id = $1");
@@ -703,6 +795,190 @@ pub async fn marketplace(
         .fetch_one(pool)
         .await?);
     Ok((rows, total))
+}
+
+/// How the marketplace search orders its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchSort {
+    Newest,
+    /// Requests in the last 30 days.
+    Popular,
+    PriceAsc,
+    PriceDesc,
+}
+
+/// Tags a search may require at once.
+pub const SEARCH_TAGS_MAX: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// Matched case-insensitively against the item's name, description and model name.
+    pub text: Option<String>,
+    /// `model` or `service`; None: both.
+    pub kind: Option<String>,
+    /// A pricing kind (service items only).
+    pub pricing: Option<String>,
+    /// Price bounds in micro-USDT (a service's sort price; a model's sale price).
+    pub min_price_micros: Option<i64>,
+    pub max_price_micros: Option<i64>,
+    /// Lower-case tags, all required (at most [`SEARCH_TAGS_MAX`]).
+    pub tags: Vec<String>,
+    pub sort: SearchSort,
+    /// Days from this one (`YYYY-MM-DD`, exclusive) count as "the last 30 days".
+    pub since_day: String,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// One marketplace item: a public service, or a published model (with or without services).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MarketItemRow {
+    pub kind: String,
+    pub id: String,
+    pub model_id: String,
+    pub name: String,
+    pub description: String,
+    pub tags: String,
+    pub owner_kind: String,
+    pub owner_id: String,
+    pub price_micros: Option<i64>,
+    pub pricing_kind: Option<String>,
+    pub created_at: String,
+    pub requests_30d: i64,
+}
+
+/// Public services (active, their model listed or in grace) and published models, as one list.
+const MARKET_ITEMS: &str = "WITH items AS ( \
+    SELECT 'service' AS kind, s.service_id AS id, s.model_id AS model_id, s.name AS name, \
+           s.description AS description, m.name AS model_name, m.tags AS tags, \
+           m.owner_kind AS owner_kind, m.owner_id AS owner_id, s.sort_price_micros AS price_micros, \
+           s.pricing_kind AS pricing_kind, s.created_at AS created_at \
+      FROM services_view s JOIN models_view m ON m.model_id = s.model_id \
+     WHERE s.active = 1 AND s.model_state IN ('listed', 'grace') \
+    UNION ALL \
+    SELECT 'model', m.model_id, m.model_id, m.name, m.description, m.name, m.tags, m.owner_kind, \
+           m.owner_id, m.sale_price_micros, CAST(NULL AS text), COALESCE(m.published_at, m.uploaded_at) \
+      FROM models_view m WHERE m.state IN ('listed', 'grace')) ";
+
+const MARKET_FILTER: &str = "($1 = '' OR lower(name) LIKE $2 ESCAPE '\\' \
+      OR lower(description) LIKE $2 ESCAPE '\\' OR lower(model_name) LIKE $2 ESCAPE '\\') \
+    AND ($3 = '' OR kind = $3) AND ($4 = '' OR pricing_kind = $4) \
+    AND ($5 < 0 OR price_micros >= $5) AND ($6 < 0 OR price_micros <= $6) \
+    AND ($7 = '' OR EXISTS (SELECT 1 FROM model_tags_view t WHERE t.tag = $7 AND t.model_id = items.model_id)) \
+    AND ($8 = '' OR EXISTS (SELECT 1 FROM model_tags_view t WHERE t.tag = $8 AND t.model_id = items.model_id)) \
+    AND ($9 = '' OR EXISTS (SELECT 1 FROM model_tags_view t WHERE t.tag = $9 AND t.model_id = items.model_id)) \
+    AND ($10 = '' OR EXISTS (SELECT 1 FROM model_tags_view t WHERE t.tag = $10 AND t.model_id = items.model_id)) \
+    AND ($11 = '' OR EXISTS (SELECT 1 FROM model_tags_view t WHERE t.tag = $11 AND t.model_id = items.model_id))";
+
+/// The marketplace search: a page of items and the number of matches. Bounded: one page
+/// (`limit`), the recent usage read from the daily rows (at most 30 per item).
+pub async fn search(
+    db: &Database,
+    query: &SearchQuery,
+) -> Result<(Vec<MarketItemRow>, i64), sqlx::Error> {
+    let order = match query.sort {
+        // Ids are UUIDv7: on a tie of times, the later id is the newer item.
+        SearchSort::Newest => "created_at DESC, id DESC",
+        SearchSort::Popular => "requests_30d DESC, created_at DESC, id DESC",
+        SearchSort::PriceAsc => "price_micros IS NULL, price_micros ASC, created_at DESC, id DESC",
+        SearchSort::PriceDesc => {
+            "price_micros IS NULL, price_micros DESC, created_at DESC, id DESC"
+        }
+    };
+    let rows_sql = format!(
+        "{MARKET_ITEMS} SELECT kind, id, model_id, name, description, tags, owner_kind, owner_id, \
+         price_micros, pricing_kind, created_at, CAST(CASE WHEN kind = 'model' THEN \
+         COALESCE((SELECT SUM(d.requests) FROM model_usage_daily_view d \
+                   WHERE d.model_id = items.model_id AND d.day > $12), 0) \
+         ELSE COALESCE((SELECT SUM(d.requests) FROM model_usage_daily_view d \
+                   WHERE d.service_id = items.id AND d.day > $12), 0) END AS bigint) AS requests_30d \
+         FROM items WHERE {MARKET_FILTER} ORDER BY {order} LIMIT $13 OFFSET $14"
+    );
+    let count_sql = format!("{MARKET_ITEMS} SELECT COUNT(*) FROM items WHERE {MARKET_FILTER}");
+    let text = query.text.clone().unwrap_or_default().trim().to_string();
+    let pattern = like_pattern(&text);
+    let kind = query.kind.clone().unwrap_or_default();
+    let pricing = query.pricing.clone().unwrap_or_default();
+    let (min, max) = (
+        query.min_price_micros.unwrap_or(-1),
+        query.max_price_micros.unwrap_or(-1),
+    );
+    let tag = |i: usize| query.tags.get(i).cloned().unwrap_or_default();
+    let rows: Vec<MarketItemRow> = on_engine!(db, |pool| sqlx::query_as(&rows_sql)
+        .bind(&text)
+        .bind(&pattern)
+        .bind(&kind)
+        .bind(&pricing)
+        .bind(min)
+        .bind(max)
+        .bind(tag(0))
+        .bind(tag(1))
+        .bind(tag(2))
+        .bind(tag(3))
+        .bind(tag(4))
+        .bind(&query.since_day)
+        .bind(query.limit)
+        .bind(query.offset)
+        .fetch_all(pool)
+        .await?);
+    // The count takes the same first eleven parameters (not the day, the page).
+    let total: i64 = on_engine!(db, |pool| sqlx::query_scalar(&count_sql)
+        .bind(&text)
+        .bind(&pattern)
+        .bind(&kind)
+        .bind(&pricing)
+        .bind(min)
+        .bind(max)
+        .bind(tag(0))
+        .bind(tag(1))
+        .bind(tag(2))
+        .bind(tag(3))
+        .bind(tag(4))
+        .fetch_one(pool)
+        .await?);
+    Ok((rows, total))
+}
+
+/// A model's public services (active, its model on the marketplace), oldest first.
+pub async fn public_services_of_model(
+    db: &Database,
+    model_id: &str,
+) -> Result<Vec<ServiceRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SERVICE_COLUMNS} FROM services_view WHERE model_id = $1 AND active = 1 \
+         AND model_state IN ('listed', 'grace') ORDER BY created_at, service_id"
+    );
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(model_id)
+        .fetch_all(pool)
+        .await?))
+}
+
+/// A model's requests and tokens on days after `since_day` (`YYYY-MM-DD`).
+pub async fn model_usage_since(
+    db: &Database,
+    model_id: &str,
+    since_day: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let sql = "SELECT CAST(COALESCE(SUM(requests), 0) AS bigint), \
+               CAST(COALESCE(SUM(tokens), 0) AS bigint) FROM model_usage_daily_view \
+               WHERE model_id = $1 AND day > $2";
+    Ok(on_engine!(db, |pool| sqlx::query_as(sql)
+        .bind(model_id)
+        .bind(since_day)
+        .fetch_one(pool)
+        .await?))
+}
+
+/// Whether `buyer` bought the model.
+pub async fn purchased(db: &Database, model_id: &str, buyer: &str) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM model_purchases_view WHERE model_id = $1 AND buyer = $2";
+    let n: i64 = on_engine!(db, |pool| sqlx::query_scalar(sql)
+        .bind(model_id)
+        .bind(buyer)
+        .fetch_one(pool)
+        .await?);
+    Ok(n > 0)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

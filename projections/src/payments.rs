@@ -252,6 +252,26 @@ pub async fn find(
         .await)
 }
 
+/// The payer's newest unconfirmed payment of this type and reference, if any (a purchase asked
+/// for again answers with the payment already waiting). Read through the payer's index.
+pub async fn pending_for(
+    db: &aiforge_commands::Database,
+    payer: &str,
+    payment_type: &str,
+    reference: &str,
+) -> Result<Option<PaymentRow>, sqlx::Error> {
+    let sql = format!(
+        "{SELECT_PAYMENT} WHERE payer = $1 AND payment_type = $2 AND reference = $3 \
+         AND status = 'pending' ORDER BY created_at DESC, payment_id DESC LIMIT 1"
+    );
+    on_engine!(db, |pool| sqlx::query_as(&sql)
+        .bind(payer)
+        .bind(payment_type)
+        .bind(reference)
+        .fetch_optional(pool)
+        .await)
+}
+
 /// A payer's payments, newest first, and their total count.
 pub async fn history(
     db: &aiforge_commands::Database,

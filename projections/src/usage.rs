@@ -11,10 +11,16 @@ use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, Vi
 
 pub struct UsageProjection;
 
-const TABLES: &[ViewTable] = &[ViewTable {
-    name: "api_calls_view",
-    order_by: "request_id",
-}];
+const TABLES: &[ViewTable] = &[
+    ViewTable {
+        name: "api_calls_view",
+        order_by: "request_id",
+    },
+    ViewTable {
+        name: "model_usage_daily_view",
+        order_by: "model_id, day, service_id",
+    },
+];
 const COLUMNS: usize = 15;
 
 fn row(event: &RecordedEvent) -> Result<Vec<SqlValue>, ProjectionError> {
@@ -64,11 +70,38 @@ impl Projection for UsageProjection {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut values = Vec::new();
+        // Requests and tokens per (model, service, UTC day) of this batch, added to the daily
+        // rows below (a batch is applied exactly once, with the checkpoint).
+        let mut daily: std::collections::BTreeMap<(String, String, String), (i64, i64)> =
+            std::collections::BTreeMap::new();
         for event in events
             .iter()
             .filter(|e| e.aggregate_type == API_CALL_AGGREGATE)
         {
+            let ApiCallEvent::ApiCallMetered(call) = decode_payload(event)?;
+            let day = rfc3339(call.at).chars().take(10).collect::<String>();
+            let slot = daily
+                .entry((call.model_id.clone(), call.service_id.clone(), day))
+                .or_default();
+            slot.0 += 1;
+            slot.1 += i64::try_from(call.total_tokens()).unwrap_or(i64::MAX);
             values.extend(row(event)?);
+        }
+        for ((model_id, service_id, day), (requests, tokens)) in daily {
+            tx.execute(
+                "INSERT INTO model_usage_daily_view (model_id, service_id, day, requests, tokens) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (model_id, day, service_id) DO UPDATE \
+                 SET requests = model_usage_daily_view.requests + excluded.requests, \
+                 tokens = model_usage_daily_view.tokens + excluded.tokens",
+                &[
+                    SqlValue::Text(model_id),
+                    SqlValue::Text(service_id),
+                    SqlValue::Text(day),
+                    SqlValue::Int(requests),
+                    SqlValue::Int(tokens),
+                ],
+            )
+            .await?;
         }
         // A re-delivered event (a retried batch) leaves one row.
         tx.insert_rows(

@@ -748,13 +748,8 @@ pub fn resolve(
         .ok_or_else(|| crate::routes::openai::model_not_found(model_id))?;
     let terms = match entitlement {
         Entitlement::Subscription(subscription) => {
-            let (key_model, active) = {
-                let s = lock(subscription);
-                (s.model_id.clone(), s.active)
-            };
-            if !active {
-                return Err(crate::routes::openai::subscription_inactive());
-            }
+            crate::routes::openai::check_access(subscription, state.clock.now())?;
+            let key_model = lock(subscription).model_id.clone();
             if model_id != key_model {
                 return Err(crate::routes::openai::model_not_permitted(model_id));
             }

@@ -397,6 +397,10 @@ pub struct ModelBody {
     pub grace_until: Option<String>,
     pub uploaded_at: String,
     pub updated_at: String,
+    /// The price a purchase costs now (null: not for sale).
+    pub sale_price: Option<Usdt>,
+    /// Whether the caller bought it (in `GET /api/models/{id}` only).
+    pub purchased: Option<bool>,
 }
 
 #[derive(ToSchema)]
@@ -491,6 +495,100 @@ pub struct ApiSubscriptionBody {
     pub requested_at: String,
     pub activated_at: Option<String>,
     pub cancelled_at: Option<String>,
+    /// On the app clock: `pending_payment`, `active`, `grace` (past `period_end`, the key still
+    /// works), `expired` (the key is refused with `subscription_expired`) or `cancelled`.
+    pub state: Option<String>,
+    /// When the grace after `period_end` ends (null: pay-per-request, no period).
+    pub grace_until: Option<String>,
+    /// What a renewal costs (null: pay-per-request, nothing to renew).
+    pub renewal_price: Option<Usdt>,
+    /// Whether its credit may be topped up (pay-per-request and hybrid).
+    pub accepts_top_up: bool,
+}
+
+/// One item of the marketplace search: a public service or a published model.
+#[derive(ToSchema)]
+pub struct MarketItem {
+    /// `service` or `model`.
+    pub kind: String,
+    /// The service's id, or the model's.
+    pub id: String,
+    pub model_id: String,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub owner: ModelOwnerRef,
+    /// A service's sort price (monthly fee; per-request price for pay-per-request); a model's
+    /// sale price (null: not for sale).
+    pub price: Option<Usdt>,
+    /// A service's pricing kind (null for a model).
+    pub pricing_kind: Option<String>,
+    /// Requests in the last 30 days (app clock).
+    pub requests_30d: i64,
+    pub created_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct MarketItemsPage {
+    pub items: Vec<MarketItem>,
+    pub page: i64,
+    pub per_page: i64,
+    pub total: i64,
+}
+
+#[derive(ToSchema)]
+pub struct MarketModelBody {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub cid: String,
+    pub owner: ModelOwnerRef,
+    pub state: String,
+    pub published_at: Option<String>,
+    /// Null: not for sale.
+    pub sale_price: Option<Usdt>,
+}
+
+#[derive(ToSchema)]
+pub struct Usage30Days {
+    pub requests: i64,
+    pub tokens: i64,
+}
+
+#[derive(ToSchema)]
+pub struct MarketModel {
+    pub model: MarketModelBody,
+    pub services: Vec<ServiceBody>,
+    pub usage_30d: Usage30Days,
+}
+
+/// A model's sale price now.
+#[derive(ToSchema)]
+pub struct SalePrice {
+    pub model_id: String,
+    /// Null: not for sale.
+    pub sale_price: Option<Usdt>,
+}
+
+/// A model purchase asked for: the `model_sale` payment to make.
+#[derive(ToSchema)]
+pub struct Purchase {
+    pub model_id: String,
+    /// The price the payment was created at.
+    pub price: Usdt,
+    pub payment: Option<PaymentRow>,
+}
+
+/// A renewal or top-up asked for: the payment to make.
+#[derive(ToSchema)]
+pub struct PaymentOnSubscription {
+    pub subscription: ApiSubscriptionBody,
+    pub amount_due: Usdt,
+    /// The payment to make (null: a free service's renewal, done at once).
+    pub payment: Option<PaymentRow>,
 }
 
 #[derive(ToSchema)]
@@ -524,8 +622,28 @@ pub struct ApiSubscriptions {
 }
 
 #[derive(ToSchema)]
+pub struct UsagePeriod {
+    pub start: String,
+    pub end: String,
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// The service's monthly quota and what is left of it this period (null: unlimited).
+#[derive(ToSchema)]
+pub struct QuotaLeft {
+    pub requests_per_month: Option<u64>,
+    pub tokens_per_month: Option<u64>,
+    pub requests_remaining: Option<u64>,
+    pub tokens_remaining: Option<u64>,
+}
+
+#[derive(ToSchema)]
 pub struct SubscriptionUsage {
     pub subscription_id: String,
+    /// This quota period's counters (30 days from activation; null before activation).
+    pub period: Option<UsagePeriod>,
+    pub quota: Option<QuotaLeft>,
     pub requests: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,

@@ -1,6 +1,7 @@
 //! `/api/marketplace/*`: API services (create, browse, update) and API subscriptions with
 //! their keys (subscribe, list, cancel, regenerate the key).
 
+use aiforge_domain::api_subscription::{access_at, grace_until, ApiSubscriptionStatus};
 use aiforge_domain::service::{Pricing, RateLimits, ServiceDetails};
 use aiforge_domain::Usdt;
 use aiforge_projections::marketplace::{
@@ -12,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use time::OffsetDateTime;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -44,23 +46,74 @@ pub fn service_json(row: &ServiceRow) -> Value {
     })
 }
 
-pub fn subscription_json(row: &SubscriptionRow) -> Value {
+/// The lifecycle fields of a subscription at `now` (see `domain/src/api_subscription.rs`):
+/// `state` (pending_payment, active, grace, expired, cancelled), `grace_until`, the price a
+/// renewal costs (null: pay-per-request, nothing to renew) and whether it takes top-ups.
+fn lifecycle_json(
+    status: Option<ApiSubscriptionStatus>,
+    period_end: Option<OffsetDateTime>,
+    pricing: Option<&Pricing>,
+    now: OffsetDateTime,
+) -> Value {
+    use aiforge_commands::clock::rfc3339;
+    let state = status.map(|status| access_at(status, period_end, now).as_str());
+    let renewal_price = match pricing {
+        Some(Pricing::PayPerRequest { .. }) | None => None,
+        Some(pricing) => Some(pricing.monthly_fee().to_string()),
+    };
     json!({
-        "id": row.subscription_id,
-        "service_id": row.service_id,
-        "model_id": row.model_id,
-        "status": row.status,
-        "pricing": parsed(&row.pricing),
-        "pricing_version": row.pricing_version,
-        "amount_due": row.amount_due,
-        "credit": Usdt::from_micros(row.credit_micros).map(|c| c.to_string()).unwrap_or_default(),
-        "payment_id": row.payment_id,
-        "api_key_hint": format!("aiforge_…{}", row.key_hint),
-        "period_end": row.period_end,
-        "requested_at": row.requested_at,
-        "activated_at": row.activated_at,
-        "cancelled_at": row.cancelled_at,
+        "state": state,
+        "grace_until": period_end.map(|end| rfc3339(grace_until(end))),
+        "renewal_price": renewal_price,
+        "accepts_top_up": matches!(pricing, Some(Pricing::PayPerRequest { .. } | Pricing::Hybrid { .. })),
     })
+}
+
+fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
+}
+
+fn stored_status(text: &str) -> Option<ApiSubscriptionStatus> {
+    match text {
+        "pending_payment" => Some(ApiSubscriptionStatus::PendingPayment),
+        "active" => Some(ApiSubscriptionStatus::Active),
+        "cancelled" => Some(ApiSubscriptionStatus::Cancelled),
+        _ => None,
+    }
+}
+
+pub fn subscription_json(row: &SubscriptionRow, now: OffsetDateTime) -> Value {
+    let pricing: Option<Pricing> = serde_json::from_str(&row.pricing).ok();
+    let period_end = row.period_end.as_deref().and_then(|t| {
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
+    merged(
+        json!({
+            "id": row.subscription_id,
+            "service_id": row.service_id,
+            "model_id": row.model_id,
+            "status": row.status,
+            "pricing": parsed(&row.pricing),
+            "pricing_version": row.pricing_version,
+            "amount_due": row.amount_due,
+            "credit": Usdt::from_micros(row.credit_micros).map(|c| c.to_string()).unwrap_or_default(),
+            "payment_id": row.payment_id,
+            "api_key_hint": format!("aiforge_…{}", row.key_hint),
+            "period_end": row.period_end,
+            "requested_at": row.requested_at,
+            "activated_at": row.activated_at,
+            "cancelled_at": row.cancelled_at,
+        }),
+        lifecycle_json(
+            stored_status(&row.status),
+            period_end,
+            pricing.as_ref(),
+            now,
+        ),
+    )
 }
 
 /// The same shape as [`subscription_json`], from the subscription's own events: the answer of
@@ -68,6 +121,7 @@ pub fn subscription_json(row: &SubscriptionRow) -> Value {
 /// secret would be made and lost).
 pub fn subscription_json_from_store(
     subscription: &aiforge_domain::api_subscription::ApiSubscription,
+    now: OffsetDateTime,
 ) -> Value {
     use aiforge_commands::clock::rfc3339;
     use aiforge_domain::api_subscription::ApiSubscriptionEvent;
@@ -85,22 +139,30 @@ pub fn subscription_json_from_store(
     else {
         return Value::Null;
     };
-    json!({
-        "id": subscription_id,
-        "service_id": service_id,
-        "model_id": model_id,
-        "status": subscription.status.map(|s| s.as_str()),
-        "pricing": pricing,
-        "pricing_version": pricing_version,
-        "amount_due": amount_due.to_string(),
-        "credit": subscription.credit_added.to_string(),
-        "payment_id": payment_id,
-        "api_key_hint": subscription.key.as_ref().map(|k| format!("aiforge_…{}", k.hint)),
-        "period_end": subscription.period_end.map(rfc3339),
-        "requested_at": rfc3339(*requested_at),
-        "activated_at": subscription.activated_at.map(rfc3339),
-        "cancelled_at": subscription.cancelled_at.map(rfc3339),
-    })
+    merged(
+        json!({
+            "id": subscription_id,
+            "service_id": service_id,
+            "model_id": model_id,
+            "status": subscription.status.map(|s| s.as_str()),
+            "pricing": pricing,
+            "pricing_version": pricing_version,
+            "amount_due": amount_due.to_string(),
+            "credit": subscription.credit_added.to_string(),
+            "payment_id": payment_id,
+            "api_key_hint": subscription.key.as_ref().map(|k| format!("aiforge_…{}", k.hint)),
+            "period_end": subscription.period_end.map(rfc3339),
+            "requested_at": rfc3339(*requested_at),
+            "activated_at": subscription.activated_at.map(rfc3339),
+            "cancelled_at": subscription.cancelled_at.map(rfc3339),
+        }),
+        lifecycle_json(
+            subscription.status,
+            subscription.period_end,
+            Some(pricing),
+            now,
+        ),
+    )
 }
 
 async fn service_response(state: &AppState, service_id: &str) -> Result<Value, ApiError> {
@@ -247,6 +309,218 @@ pub async fn browse(
         "page": page,
         "per_page": per_page,
         "total": total,
+    })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SearchQuery {
+    /// Text to find in a name or description (an item's or its model's), case-insensitive.
+    q: Option<String>,
+    /// `model` or `service` (default: both).
+    kind: Option<String>,
+    /// `monthly`, `pay_per_request` or `hybrid` (service items only).
+    pricing: Option<String>,
+    /// Lowest price in USDT: a service's monthly fee (per-request price for pay-per-request), a
+    /// model's sale price.
+    min_price: Option<String>,
+    /// Highest price in USDT.
+    max_price: Option<String>,
+    /// Comma-separated tags, all required (at most 5).
+    tags: Option<String>,
+    /// `newest` (default), `popular` (requests in the last 30 days), `price_asc`, `price_desc`.
+    sort: Option<String>,
+    /// From 1 (the default).
+    page: Option<i64>,
+    /// 1-100, default 20.
+    per_page: Option<i64>,
+}
+
+/// The day (`YYYY-MM-DD`, UTC) after which "the last 30 days" start, on the app clock.
+fn last_30_days_after(now: OffsetDateTime) -> String {
+    aiforge_commands::clock::rfc3339(now - time::Duration::days(30))
+        .chars()
+        .take(10)
+        .collect()
+}
+
+fn price_micros(field: &'static str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.map(|t| {
+        Usdt::parse(t)
+            .map_err(|e| ApiError::invalid_field(field, e.to_string()))
+            .and_then(|p| {
+                if p.is_negative() {
+                    return Err(ApiError::invalid_field(field, "a price is not negative"));
+                }
+                i64::try_from(p.to_micros())
+                    .map_err(|_| ApiError::invalid_field(field, "too large"))
+            })
+    })
+    .transpose()
+}
+
+fn owner_json(kind: &str, id: &str) -> Value {
+    json!({ "kind": kind, "id": id })
+}
+
+/// `GET /api/marketplace/search` (public): public services and published models (listed or in
+/// grace, with or without a service) as one list, filtered and sorted.
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/search",
+    tag = "marketplace",
+    operation_id = "search_marketplace",
+    summary = "Search the marketplace: services and published models",
+    params(
+        SearchQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of services and models", body = crate::openapi::schemas::MarketItemsPage),
+        (status = 422, description = "Unknown kind, pricing or sort; a malformed price; too many tags; paging out of range", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    use aiforge_projections::marketplace::{SearchSort, SEARCH_TAGS_MAX};
+    let (page, per_page, offset) = PageQuery::new(query.page, query.per_page)
+        .resolve(MARKETPLACE_PAGE_DEFAULT, MARKETPLACE_PAGE_MAX)?;
+    let sort = match query.sort.as_deref() {
+        None | Some("newest") => SearchSort::Newest,
+        Some("popular") => SearchSort::Popular,
+        Some("price_asc") => SearchSort::PriceAsc,
+        Some("price_desc") => SearchSort::PriceDesc,
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "sort",
+                format!("'{other}': sort is newest, popular, price_asc or price_desc"),
+            ))
+        }
+    };
+    if let Some(kind) = query.kind.as_deref() {
+        if !matches!(kind, "model" | "service") {
+            return Err(ApiError::invalid_field(
+                "kind",
+                format!("'{kind}': kind is model or service"),
+            ));
+        }
+    }
+    if let Some(pricing) = query.pricing.as_deref() {
+        if !matches!(pricing, "monthly" | "pay_per_request" | "hybrid") {
+            return Err(ApiError::invalid_field(
+                "pricing",
+                format!("'{pricing}': pricing is monthly, pay_per_request or hybrid"),
+            ));
+        }
+    }
+    let mut tags: Vec<String> = query
+        .tags
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    if tags.len() > SEARCH_TAGS_MAX {
+        return Err(ApiError::invalid_field(
+            "tags",
+            format!("at most {SEARCH_TAGS_MAX} tags"),
+        ));
+    }
+    let (rows, total) = aiforge_projections::marketplace::search(
+        &state.db,
+        &aiforge_projections::marketplace::SearchQuery {
+            text: query.q,
+            kind: query.kind,
+            pricing: query.pricing,
+            min_price_micros: price_micros("min_price", query.min_price.as_deref())?,
+            max_price_micros: price_micros("max_price", query.max_price.as_deref())?,
+            tags,
+            sort,
+            since_day: last_30_days_after(state.clock.now()),
+            limit: per_page,
+            offset,
+        },
+    )
+    .await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "kind": row.kind,
+                "id": row.id,
+                "model_id": row.model_id,
+                "name": row.name,
+                "description": row.description,
+                "tags": parsed(&row.tags),
+                "owner": owner_json(&row.owner_kind, &row.owner_id),
+                "price": row.price_micros.and_then(|m| Usdt::from_micros(m).ok()).map(|p| p.to_string()),
+                "pricing_kind": row.pricing_kind,
+                "requests_30d": row.requests_30d,
+                "created_at": row.created_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "items": items,
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+    })))
+}
+
+/// `GET /api/marketplace/models/{model_id}` (public): a model on the marketplace (listed or in
+/// grace) with its public services and its last 30 days of calls.
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/models/{model_id}",
+    tag = "marketplace",
+    operation_id = "marketplace_model",
+    summary = "A model on the marketplace: details, services, recent usage, sale price",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The model, its services and its last 30 days", body = crate::openapi::schemas::MarketModel),
+        (status = 404, description = "No such model on the marketplace", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+)]
+pub async fn model_detail(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = aiforge_projections::marketplace::find_model(&state.db, &model_id)
+        .await?
+        .filter(|row| matches!(row.state.as_str(), "listed" | "grace"))
+        .ok_or_else(|| ApiError::not_found("no such model on the marketplace"))?;
+    let services =
+        aiforge_projections::marketplace::public_services_of_model(&state.db, &model_id).await?;
+    let (requests, tokens) = aiforge_projections::marketplace::model_usage_since(
+        &state.db,
+        &model_id,
+        &last_30_days_after(state.clock.now()),
+    )
+    .await?;
+    Ok(Json(json!({
+        "model": {
+            "id": row.model_id,
+            "name": row.name,
+            "description": row.description,
+            "tags": parsed(&row.tags),
+            "size_bytes": row.size_bytes,
+            "sha256": row.sha256,
+            "cid": row.cid,
+            "owner": owner_json(&row.owner_kind, &row.owner_id),
+            "state": row.state,
+            "published_at": row.published_at,
+            "sale_price": row.sale_price,
+        },
+        "services": services.iter().map(service_json).collect::<Vec<_>>(),
+        "usage_30d": { "requests": requests, "tokens": tokens },
     })))
 }
 
@@ -437,7 +711,7 @@ pub async fn subscribe(
         .marketplace
         .api_subscription(&subscribed.subscription_id)
         .await
-        .map(|s| subscription_json_from_store(&s))
+        .map(|s| subscription_json_from_store(&s, state.clock.now()))
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "a new subscription could not be read back from the store");
             json!({ "id": subscribed.subscription_id })
@@ -480,7 +754,10 @@ pub async fn my_subscriptions(
 ) -> Result<Json<Value>, ApiError> {
     let rows = aiforge_projections::marketplace::subscriptions_of(&state.db, &user.user_id).await?;
     Ok(Json(json!({
-        "subscriptions": rows.iter().map(subscription_json).collect::<Vec<_>>()
+        "subscriptions": rows
+            .iter()
+            .map(|row| subscription_json(row, state.clock.now()))
+            .collect::<Vec<_>>()
     })))
 }
 
@@ -566,7 +843,126 @@ pub async fn cancel(
     let row = aiforge_projections::marketplace::find_subscription(&state.db, &subscription_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such subscription"))?;
-    Ok(Json(json!({ "subscription": subscription_json(&row) })))
+    Ok(Json(
+        json!({ "subscription": subscription_json(&row, state.clock.now()) }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// ethereum (default) or tron: where the renewal is paid.
+    network: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpRequest {
+    /// The credit to add, in USDT (a plain decimal string).
+    #[schema(value_type = aiforge_domain::Usdt)]
+    amount: String,
+    /// ethereum (default) or tron.
+    network: Option<String>,
+}
+
+/// The answer to a renewal or a top-up: the subscription as the store holds it and the payment
+/// to make (null: a free service's renewal, done at once).
+async fn payment_asked(
+    state: &AppState,
+    subscription_id: &str,
+    asked: aiforge_commands::marketplace::PaymentAsked,
+) -> Result<impl IntoResponse, ApiError> {
+    read_your_writes(state, asked.outcome.last).await;
+    let subscription = state.marketplace.api_subscription(subscription_id).await?;
+    let payment = match &asked.payment_id {
+        Some(payment_id) => aiforge_projections::payments::find(&state.db, payment_id)
+            .await?
+            .map(|p| json!(p)),
+        None => None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "subscription": subscription_json_from_store(&subscription, state.clock.now()),
+            "amount_due": asked.amount_due.to_string(),
+            "payment": payment,
+        })),
+    ))
+}
+
+/// `POST /api/marketplace/subscriptions/{id}/renew`: the payment of one more period (the
+/// monthly fee subscribed at). Confirmed before the grace ends, it extends the period 30 days
+/// from its end; later, 30 days from the confirmation. The key stays the same.
+#[utoipa::path(
+    post,
+    path = "/api/marketplace/subscriptions/{subscription_id}/renew",
+    tag = "marketplace",
+    operation_id = "renew_api_subscription",
+    summary = "Renew a monthly or hybrid API subscription",
+    params(
+        ("subscription_id" = String, Path, description = "The API subscription's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = RenewRequest,
+    responses(
+        (status = 201, description = "The subscription and the renewal payment to make (null for a free service: renewed at once)", body = crate::openapi::schemas::PaymentOnSubscription),
+        (status = 404, description = "No such subscription of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Cancelled, not active yet, or pay-per-request (`cancelled`, `not_active`, `nothing_to_renew`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "An unknown network", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn renew(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(subscription_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<RenewRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let network = body.network.as_deref().map(parse_network).transpose()?;
+    let asked = state
+        .marketplace
+        .renew(&user.user_id, &subscription_id, network, &meta)
+        .await?;
+    payment_asked(&state, &subscription_id, asked).await
+}
+
+/// `POST /api/marketplace/subscriptions/{id}/top-up`: the payment that adds `amount` to a
+/// pay-per-request or hybrid subscription's prepaid credit when it confirms (same key).
+#[utoipa::path(
+    post,
+    path = "/api/marketplace/subscriptions/{subscription_id}/top-up",
+    tag = "marketplace",
+    operation_id = "top_up_api_subscription",
+    summary = "Top up an API subscription's prepaid credit",
+    params(
+        ("subscription_id" = String, Path, description = "The API subscription's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = TopUpRequest,
+    responses(
+        (status = 201, description = "The subscription and the top-up payment to make", body = crate::openapi::schemas::PaymentOnSubscription),
+        (status = 404, description = "No such subscription of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Cancelled or not active yet (`cancelled`, `not_active`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "The amount is not positive or malformed; a monthly subscription takes no credit (`credit`); an unknown network", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn top_up(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(subscription_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<TopUpRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let network = body.network.as_deref().map(parse_network).transpose()?;
+    let amount =
+        Usdt::parse(&body.amount).map_err(|e| ApiError::invalid_field("amount", e.to_string()))?;
+    let asked = state
+        .marketplace
+        .top_up(&user.user_id, &subscription_id, amount, network, &meta)
+        .await?;
+    payment_asked(&state, &subscription_id, asked).await
 }
 
 /// `GET /api/marketplace/subscriptions/{id}/usage`: the subscription's metered calls in total
@@ -602,8 +998,44 @@ pub async fn usage(
             .map(|u| u.to_string())
             .unwrap_or_default()
     };
+    // This period's counters and the quota, from the gateway's index (what admission decides
+    // on; it follows the log).
+    let (period, quota) = match state.gateway.index.subscription(&subscription_id) {
+        Some(subscription) => {
+            let now = state.clock.now();
+            let mut sub = aiforge_commands::gateway::index::lock(&subscription);
+            sub.roll_to(now);
+            let limits = state
+                .gateway
+                .index
+                .service_limits(&sub.service_id)
+                .map(|s| s.limits)
+                .unwrap_or_default();
+            let used = sub.period_usage;
+            let period = sub.activated_at.map(|start| {
+                let days = aiforge_commands::gateway::index::QUOTA_PERIOD_DAYS;
+                let from = start + time::Duration::days(days * sub.period_of(now));
+                json!({
+                    "start": aiforge_commands::clock::rfc3339(from),
+                    "end": aiforge_commands::clock::rfc3339(from + time::Duration::days(days)),
+                    "requests": used.requests,
+                    "tokens": used.tokens,
+                })
+            });
+            let quota = json!({
+                "requests_per_month": limits.requests_per_month,
+                "tokens_per_month": limits.tokens_per_month,
+                "requests_remaining": limits.requests_per_month.map(|m| m.saturating_sub(used.requests)),
+                "tokens_remaining": limits.tokens_per_month.map(|m| m.saturating_sub(used.tokens)),
+            });
+            (period, quota)
+        }
+        None => (None, Value::Null),
+    };
     Ok(Json(json!({
         "subscription_id": subscription_id,
+        "period": period,
+        "quota": quota,
         "requests": totals.requests,
         "prompt_tokens": totals.prompt_tokens,
         "completion_tokens": totals.completion_tokens,

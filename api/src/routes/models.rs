@@ -70,6 +70,7 @@ pub fn model_json(row: &ModelRow) -> Value {
         "grace_until": row.grace_until,
         "uploaded_at": row.uploaded_at,
         "updated_at": row.updated_at,
+        "sale_price": row.sale_price,
     })
 }
 
@@ -403,7 +404,12 @@ pub async fn get(
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = visible_model(&state, &model_id, &user.user_id).await?;
-    Ok(Json(json!({ "model": model_json(&row) })))
+    let mut model = model_json(&row);
+    model["purchased"] =
+        aiforge_projections::marketplace::purchased(&state.db, &model_id, &user.user_id)
+            .await?
+            .into();
+    Ok(Json(json!({ "model": model })))
 }
 
 /// `GET /api/models/{id}/download`: the file, streamed from the blob store and verified as it
@@ -414,13 +420,13 @@ pub async fn get(
     path = "/api/models/{model_id}/download",
     tag = "models",
     operation_id = "download_model",
-    summary = "Download a model file (owners and group members)",
+    summary = "Download a model file (owners, group members and buyers)",
     params(
         ("model_id" = String, Path, description = "The model's id"),
     ),
     responses(
         (status = 200, description = "The file, verified against its SHA-256 as it streams", body = crate::openapi::schemas::Binary, content_type = "application/octet-stream", headers(("ETag" = String, description = "`\"sha256:<hex>\"` of the content"))),
-        (status = 403, description = "A listed model's file is for its owners only (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 403, description = "A listed model's file is for its owners and buyers only (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
         (status = 404, description = "No such model", body = crate::openapi::schemas::ApiErrorBody),
     ),
     security(("session" = [])),
@@ -433,12 +439,16 @@ pub async fn download(
     // One membership check decides both: a stranger learns nothing of an unpublished model
     // (404) and may not download a public one (403).
     let row = live_model(&state, &model_id).await?;
-    if !member_of_owner(&state, &row, &user.user_id).await? {
+    // A buyer keeps the file for good, listed or not; the store's aggregate decides (a view
+    // that lags would refuse a purchase just confirmed).
+    if !member_of_owner(&state, &row, &user.user_id).await?
+        && !state.marketplace.bought(&model_id, &user.user_id).await?
+    {
         return Err(if is_public(&row) {
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "only the model's owner (or its group's members) may download the file",
+                "only the model's owners (or its group's members) and its buyers may download the file",
             )
         } else {
             ApiError::not_found("no such model")
@@ -664,4 +674,140 @@ pub async fn listing_fee(
         .await?;
     read_your_writes(&state, outcome.last).await;
     Ok(Json(model_response(&state, &model_id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleRequest {
+    /// The sale price in USDT (a plain decimal string); null takes the model off sale.
+    #[schema(value_type = Option<aiforge_domain::Usdt>)]
+    price: Option<String>,
+}
+
+/// `PUT /api/models/{id}/sale`: puts the model on sale at `price` (a change applies to later
+/// purchases only) or takes it off sale (`null`). The owner, or the group's OWNER or ADMIN.
+#[utoipa::path(
+    put,
+    path = "/api/models/{model_id}/sale",
+    tag = "models",
+    operation_id = "set_model_sale_price",
+    summary = "Put a model on sale, change its price, or take it off sale",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = SaleRequest,
+    responses(
+        (status = 200, description = "The sale price now (null: not for sale)", body = crate::openapi::schemas::SalePrice),
+        (status = 403, description = "Not the owner or the group's OWNER or ADMIN (`forbidden`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such model (or deleted)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "The price is not positive or malformed", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn set_sale(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<SaleRequest>,
+) -> Result<Json<Value>, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let price = body
+        .price
+        .as_deref()
+        .map(aiforge_domain::Usdt::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("price", e.to_string()))?;
+    state
+        .marketplace
+        .set_sale_price(&model_id, &user.user_id, price, &meta)
+        .await?;
+    let model = state.marketplace.model(&model_id).await?;
+    Ok(Json(json!({
+        "model_id": model_id,
+        "sale_price": model.sale_price.map(|p| p.to_string()),
+    })))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuyRequest {
+    /// ethereum (default) or tron.
+    network: Option<String>,
+}
+
+/// `POST /api/models/{id}/buy`: the `model_sale` payment of the model's price now; when it
+/// confirms the caller may download the model for good. Asked again while that payment waits,
+/// the same payment is the answer (200).
+#[utoipa::path(
+    post,
+    path = "/api/models/{model_id}/buy",
+    tag = "models",
+    operation_id = "buy_model",
+    summary = "Buy a model: the payment to make",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+        crate::openapi::IdempotencyKey,
+    ),
+    request_body = BuyRequest,
+    responses(
+        (status = 201, description = "The model_sale payment to make", body = crate::openapi::schemas::Purchase),
+        (status = 200, description = "The purchase payment already waiting for this model", body = crate::openapi::schemas::Purchase),
+        (status = 404, description = "No such model visible to the caller", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 409, description = "Not for sale, bought already, or the caller's own (`not_for_sale`, `already_purchased`, `own_model`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 422, description = "An unknown network", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn buy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+    CommandJson { body, mut meta }: CommandJson<BuyRequest>,
+) -> Result<Response, ApiError> {
+    meta.actor = Some(user.user_id.clone());
+    let network = body
+        .network
+        .as_deref()
+        .map(crate::extract::parse_network)
+        .transpose()?;
+    let price = state
+        .marketplace
+        .sale_price_for(&model_id, &user.user_id)
+        .await?;
+    let reference = format!(
+        "{}{model_id}",
+        aiforge_commands::marketplace::MODEL_SALE_REFERENCE_PREFIX
+    );
+    if let Some(waiting) = aiforge_projections::payments::pending_for(
+        &state.db,
+        &user.user_id,
+        "model_sale",
+        &reference,
+    )
+    .await?
+    .filter(|p| aiforge_domain::Usdt::parse(&p.amount).ok() == Some(price))
+    {
+        return Ok(Json(json!({
+            "model_id": model_id,
+            "price": price.to_string(),
+            "payment": waiting,
+        }))
+        .into_response());
+    }
+    let (outcome, price) = state
+        .marketplace
+        .buy(&model_id, &user.user_id, network, &meta)
+        .await?;
+    read_your_writes(&state, outcome.last).await;
+    let payment = aiforge_projections::payments::find(&state.db, &outcome.aggregate_id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "model_id": model_id,
+            "price": price.to_string(),
+            "payment": payment,
+        })),
+    )
+        .into_response())
 }

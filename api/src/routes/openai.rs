@@ -136,6 +136,30 @@ pub fn subscription_inactive() -> OpenAiError {
     )
 }
 
+pub fn subscription_expired() -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        "subscription_expired",
+        "This key's subscription period and its grace have ended; renew the subscription to use this key again.",
+    )
+}
+
+/// Refuses a subscription's key unless its subscription admits calls at `now` (active, or past
+/// its period within the grace): the gateway checks the date itself, so expiry is exact to the
+/// second on the app clock and needs no event.
+pub fn check_access(
+    subscription: &aiforge_commands::gateway::index::Subscription,
+    now: time::OffsetDateTime,
+) -> Result<(), OpenAiError> {
+    use aiforge_domain::api_subscription::Access;
+    match lock(subscription).access_at(now) {
+        Access::Active | Access::Grace => Ok(()),
+        Access::Expired => Err(subscription_expired()),
+        Access::PendingPayment | Access::Cancelled => Err(subscription_inactive()),
+    }
+}
+
 pub fn no_active_plan() -> OpenAiError {
     OpenAiError::new(
         StatusCode::FORBIDDEN,
@@ -195,9 +219,7 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
             });
         }
         let subscription = index.by_key(&digest).ok_or_else(OpenAiError::invalid_key)?;
-        if !lock(&subscription).active {
-            return Err(subscription_inactive());
-        }
+        check_access(&subscription, state.clock.now())?;
         Ok(ApiKeyAuth {
             entitlement: Entitlement::Subscription(subscription),
         })
@@ -245,7 +267,7 @@ fn key_models(state: &AppState, auth: &ApiKeyAuth, service_scope: Option<&str>) 
     summary = "OpenAI: list models",
     responses(
         (status = 200, description = "The models this key may use", body = crate::openapi::schemas::ModelList),
-        (status = 403, description = "The key's subscription is not active (`subscription_inactive`)", body = crate::openapi::schemas::OpenAiErrorBody),
+        (status = 403, description = "The key's subscription is not active (`subscription_inactive`) or expired (`subscription_expired`)", body = crate::openapi::schemas::OpenAiErrorBody),
     ),
     security(("api_key" = [])),
 )]

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::{Database, LogPosition, RecordedEvent};
-use aiforge_domain::api_subscription::ApiSubscriptionEvent;
+use aiforge_domain::api_subscription::{
+    access_at, Access, ApiSubscriptionEvent, ApiSubscriptionStatus,
+};
 use aiforge_domain::model::ModelEvent;
 use aiforge_domain::platform_key::{PlatformKeyEvent, PLATFORM_KEY_AGGREGATE};
 use aiforge_domain::service::{Pricing, RateLimits, ServiceEvent};
@@ -42,6 +44,9 @@ pub struct SubscriptionState {
     pub pricing_version: u32,
     pub active: bool,
     pub activated_at: Option<OffsetDateTime>,
+    /// The paid period's end (monthly and hybrid; moved on by renewals): the key works to the
+    /// end of the grace after it, checked on the app clock at every call.
+    pub period_end: Option<OffsetDateTime>,
     /// Prepaid credit added, and spent, in micro-USDT.
     pub credit_micros: i128,
     pub spent_micros: i128,
@@ -58,6 +63,18 @@ pub struct SubscriptionState {
 }
 
 impl SubscriptionState {
+    /// Where the subscription stands at `now` (`active` false: pending or cancelled).
+    pub fn access_at(&self, now: OffsetDateTime) -> Access {
+        let status = if self.active {
+            ApiSubscriptionStatus::Active
+        } else if self.activated_at.is_some() {
+            ApiSubscriptionStatus::Cancelled
+        } else {
+            ApiSubscriptionStatus::PendingPayment
+        };
+        access_at(status, self.period_end, now)
+    }
+
     /// The quota period `at` falls in (0 before activation).
     pub fn period_of(&self, at: OffsetDateTime) -> i64 {
         match self.activated_at {
@@ -462,6 +479,7 @@ fn apply_subscription(state: &mut State, event: ApiSubscriptionEvent) {
                     pricing_version,
                     active: false,
                     activated_at: None,
+                    period_end: None,
                     credit_micros: 0,
                     spent_micros: 0,
                     period: 0,
@@ -479,13 +497,35 @@ fn apply_subscription(state: &mut State, event: ApiSubscriptionEvent) {
             subscription_id,
             credit_added,
             activated_at,
+            period_end,
             ..
         } => {
             if let Some(sub) = state.subscriptions.get(&subscription_id) {
                 let mut sub = lock(sub);
                 sub.active = true;
                 sub.activated_at.get_or_insert(activated_at);
+                if period_end.is_some() {
+                    sub.period_end = period_end;
+                }
                 sub.credit_micros += credit_added.to_micros();
+            }
+        }
+        ApiSubscriptionEvent::ApiSubscriptionRenewed {
+            subscription_id,
+            period_end,
+            ..
+        } => {
+            if let Some(sub) = state.subscriptions.get(&subscription_id) {
+                lock(sub).period_end = Some(period_end);
+            }
+        }
+        ApiSubscriptionEvent::ApiSubscriptionCreditAdded {
+            subscription_id,
+            credit_added,
+            ..
+        } => {
+            if let Some(sub) = state.subscriptions.get(&subscription_id) {
+                lock(sub).credit_micros += credit_added.to_micros();
             }
         }
         ApiSubscriptionEvent::ApiKeyRegenerated {
@@ -542,6 +582,8 @@ fn apply_plan(state: &mut State, event: SubscriptionEvent) {
             pricing_version: 0,
             active: true,
             activated_at: Some(starts_at),
+            // A plan period's end is the plan's own (`plan_of` checks it).
+            period_end: None,
             credit_micros: 0,
             spent_micros: 0,
             period: 0,
