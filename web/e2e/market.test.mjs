@@ -324,8 +324,12 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await page.goto(server.url('/marketplace'));
 		await page.getByRole('searchbox', { name: 'Search' }).fill('quill');
 		await page.getByRole('button', { name: 'Search', exact: true }).click();
-		await page.waitForURL(/search=quill/);
-		await textMatches(page.getByTestId('marketplace-count'), /^1 service for “quill”/);
+		await page.waitForURL(/q=quill/);
+		// The published model and its service.
+		await textMatches(page.getByTestId('marketplace-count'), /^2 results for “quill”$/);
+		await page.getByLabel('Show').selectOption('service');
+		await page.waitForURL(/kind=service/);
+		await textMatches(page.getByTestId('marketplace-count'), /^1 result for “quill”$/);
 		await page.screenshot({ path: artifactPath('desktop-marketplace.png'), fullPage: true });
 		await page.getByRole('link', { name: 'Quill Writer API' }).click();
 		await textMatches(page.getByTestId('service-price'), /^\$5 \/ month$/);
@@ -364,8 +368,8 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		// The same pages at phone width.
 		await page.setViewportSize(PHONE);
 		await page.screenshot({ path: artifactPath('phone-subscriptions.png'), fullPage: true });
-		await page.goto(server.url('/marketplace?search=quill'));
-		await textMatches(page.getByTestId('marketplace-count'), /^1 service for “quill”/);
+		await page.goto(server.url('/marketplace?q=quill&kind=service'));
+		await textMatches(page.getByTestId('marketplace-count'), /^1 result for “quill”$/);
 		await page.screenshot({ path: artifactPath('phone-marketplace.png'), fullPage: true });
 		await page.getByRole('link', { name: 'Quill Writer API' }).click();
 		await textMatches(page.getByTestId('service-price'), /^\$5 \/ month$/);
@@ -571,5 +575,71 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await page.screenshot({ path: artifactPath('phone-group.png'), fullPage: true });
 		assert.deepEqual(problems, []);
 		await owner.context.close();
+	});
+	test('a buyer buys a model on its page and downloads it byte for byte; a non-buyer is refused', async () => {
+		const creator = await signedInWithWallet(await chain.fundedWallet(usdt('1')));
+		const bytes = tinyGguf('for-sale', 256 * 1024);
+		await creator.page.goto(server.url('/studio'));
+		const upload = creator.page.getByRole('form', { name: 'Upload a model' });
+		await upload.getByLabel('Model file (GGUF)').setInputFiles({
+			name: 'for-sale.gguf',
+			mimeType: 'application/octet-stream',
+			buffer: bytes
+		});
+		await upload.getByRole('button', { name: 'Upload' }).click();
+		await textMatches(upload.getByTestId('upload-done'), /^Uploaded for-sale\.$/);
+		await creator.page.getByRole('link', { name: 'for-sale' }).click();
+		await creator.page.getByRole('button', { name: 'Publish free' }).click();
+		await textMatches(creator.page.getByTestId('model-state'), /^Listed · /);
+		await creator.page.getByLabel('Price (USDT)').fill('7');
+		await creator.page.getByRole('button', { name: 'Put it up for sale' }).click();
+		await textMatches(creator.page.getByTestId('sale-state'), /^For sale at \$7/);
+		const modelId = creator.page.url().split('/').pop();
+		assert.deepEqual(creator.problems, []);
+		await creator.context.close();
+
+		const buyerWallet = await chain.fundedWallet(usdt('10'));
+		const { context, page, problems } = await signedInWithWallet(buyerWallet);
+		await page.goto(server.url('/marketplace?kind=model&q=for-sale'));
+		await textMatches(page.getByTestId('marketplace-count'), /^1 result for “for-sale”$/);
+		await textMatches(page.getByTestId('search-result-price'), /^Buy the file for \$7$/);
+		await page.getByRole('link', { name: 'for-sale' }).click();
+		await page.waitForURL(server.url(`/marketplace/models/${modelId}`));
+		const { createHash } = await import('node:crypto');
+		const sha256 = createHash('sha256').update(bytes).digest('hex');
+		assert.equal(await textOf(page.getByTestId('model-sha256')), sha256);
+		await page.screenshot({ path: artifactPath('desktop-model.png'), fullPage: true });
+		await page.getByRole('button', { name: 'Buy for $7' }).click();
+		const payment = page.getByTestId('payment');
+		await payment.getByRole('button', { name: 'Pay 7 USDT from my wallet' }).click();
+		await textMatches(payment.getByTestId('payment-confirmations'), /^1\/3$/);
+		await chain.mine(2);
+		const download = page.getByTestId('model-download');
+		await download.waitFor();
+		const got = await page.evaluate(
+			async (href) => {
+				const response = await fetch(href);
+				const body = await response.arrayBuffer();
+				const digest = await crypto.subtle.digest('SHA-256', body);
+				return {
+					status: response.status,
+					size: body.byteLength,
+					sha256: Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join(
+						''
+					)
+				};
+			},
+			await download.getAttribute('href')
+		);
+		assert.deepEqual(got, { status: 200, size: bytes.length, sha256 });
+		await page.setViewportSize(PHONE);
+		await page.screenshot({ path: artifactPath('phone-model.png'), fullPage: true });
+		assert.deepEqual(problems, []);
+		await context.close();
+
+		const stranger = await creatorPage('stranger');
+		const refused = await apiFromPage(stranger.page, `/api/models/${modelId}/download`);
+		assert.equal(refused.status, 403);
+		await stranger.context.close();
 	});
 });
