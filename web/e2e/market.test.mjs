@@ -88,6 +88,16 @@ async function textMatches(locator, pattern, timeoutMs = 15_000) {
 	assert.fail(`expected ${pattern} in ${JSON.stringify(text)}`);
 }
 
+/** One chat completion by plain HTTP: the status and the body (OpenAI's error shape on refusal). */
+async function callWithKey(base, key, model) {
+	const response = await fetch(`${base}/api/v1/chat/completions`, {
+		method: 'POST',
+		headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+		body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hi' }] })
+	});
+	return { status: response.status, body: await response.json() };
+}
+
 /**
  * A small but well-formed GGUF file (version 3, no tensors, one metadata string) padded to
  * `size` bytes: enough for the upload's progress to be seen.
@@ -643,3 +653,170 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await stranger.context.close();
 	});
 });
+
+describe(
+	'renewing and topping up from the page, on a manual clock',
+	{ skip: skip ?? false },
+	() => {
+		const DAY_SECS = 86_400;
+		let chain;
+		let mock;
+		let server;
+		let browser;
+		let modelId;
+		const services = {};
+
+		before(async () => {
+			chain = await startChain();
+			mock = await startMockOpenAi({ reply: MOCK_REPLY });
+			server = await startServer({
+				localNode: `upstream:${mock.url}/v1#mock`,
+				env: { ...chain.serverEnv(), AIFORGE_MANUAL_CLOCK_START: '2026-10-01T00:00:00Z' }
+			});
+			browser = await launchBrowser();
+			// The creator's side through the API: the served model, published, with two services.
+			const context = await browser.newContext();
+			const page = await context.newPage();
+			await page.goto(server.url('/register'));
+			await page.getByLabel('Email').fill('renewals@example.com');
+			await page.getByLabel('Username').fill('renewals');
+			await page.getByLabel('Password').fill(PASSWORD);
+			await page.getByRole('button', { name: 'Create account' }).click();
+			await page.waitForURL(server.url('/plans'));
+			const card = readdirSync(server.dataDir).find((f) => /^upstream-.*\.card$/.test(f));
+			const uploaded = await apiFromPage(page, '/api/models?name=Renewable', {
+				method: 'POST',
+				body: readFileSync(join(server.dataDir, card), 'utf8'),
+				headers: { 'content-type': 'application/octet-stream' }
+			});
+			modelId = uploaded.body.model.id;
+			await apiFromPage(page, `/api/publishing/model/${modelId}/publish`, {
+				method: 'POST',
+				body: '{}'
+			});
+			for (const [name, pricing] of [
+				['Monthly Renewable', { type: 'monthly', price_per_month: '4' }],
+				['Per Call Renewable', { type: 'pay_per_request', price_per_request: '1' }]
+			]) {
+				const created = await apiFromPage(page, '/api/marketplace/create', {
+					method: 'POST',
+					body: JSON.stringify({ model_id: modelId, name, pricing })
+				});
+				assert.equal(created.status, 201, JSON.stringify(created.body));
+				services[name] = created.body.service.id;
+			}
+			await context.close();
+		});
+
+		after(async () => {
+			await browser?.close();
+			await server?.stop();
+			await mock?.stop();
+			await chain?.stop();
+		});
+
+		async function signIn(context) {
+			const page = await context.newPage();
+			await page.goto(server.url('/signin'));
+			await page.getByRole('button', { name: 'Sign in with MetaMask' }).click();
+			await page.waitForURL(server.url('/account'));
+			return page;
+		}
+
+		/** Subscribes on the service page and pays from the wallet; answers the key shown once. */
+		async function subscribe(page, serviceId, credit) {
+			await page.goto(server.url(`/marketplace/services/${serviceId}`));
+			if (credit) await page.getByLabel(/Prepaid credit/).fill(credit);
+			await page.getByRole('button', { name: 'Subscribe' }).click();
+			const key = await page.getByTestId('new-api-key').inputValue();
+			const payment = page.getByTestId('payment');
+			await payment.getByRole('button', { name: /^Pay .* USDT from my wallet$/ }).click();
+			await textMatches(payment.getByTestId('payment-confirmations'), /^1\/3$/);
+			await chain.mine(2);
+			await page.getByTestId('subscription-active').waitFor();
+			return key;
+		}
+
+		/** Pays the payment shown in `within` from the wallet, mining the confirmations. */
+		async function payIn(within) {
+			const payment = within.getByTestId('payment');
+			await payment.getByRole('button', { name: /^Pay .* USDT from my wallet$/ }).click();
+			await textMatches(payment.getByTestId('payment-confirmations'), /^1\/3$/);
+			await chain.mine(2);
+		}
+
+		test('an expired key works again, the same key, after a renewal paid from My subscriptions', async () => {
+			const wallet = await chain.fundedWallet(usdt('20'));
+			const context = await browser.newContext({ viewport: DESKTOP });
+			await injectPayingEthereum(context, chain, wallet);
+			let page = await signIn(context);
+			const problems = watchProblems(page);
+			const key = await subscribe(page, services['Monthly Renewable']);
+			assert.equal((await callWithKey(server.base, key, modelId)).status, 200);
+
+			// Past the period and its 3 days of grace.
+			const advanced = await fetch(server.url('/api/ops/clock/advance'), {
+				method: 'POST',
+				headers: { 'content-type': 'application/json' },
+				body: JSON.stringify({ seconds: 33 * DAY_SECS + 60 })
+			});
+			assert.equal(advanced.status, 200);
+			const expired = await callWithKey(server.base, key, modelId);
+			assert.equal(expired.status, 403);
+			assert.equal(expired.body.error.code, 'subscription_expired');
+
+			// The session expired with the clock too: sign in again.
+			await page.close();
+			page = await signIn(context);
+			await page.goto(server.url('/subscriptions'));
+			const item = page.getByRole('article', { name: 'Monthly Renewable' });
+			await textMatches(item.getByTestId('subscription-state'), /^Expired$/);
+			await page.screenshot({
+				path: artifactPath('desktop-subscriptions-expired.png'),
+				fullPage: true
+			});
+			await item.getByRole('button', { name: 'Renew for $4' }).click();
+			await payIn(item);
+			await textMatches(
+				page.getByRole('article', { name: 'Monthly Renewable' }).getByTestId('subscription-state'),
+				/^Active$/
+			);
+			assert.equal((await callWithKey(server.base, key, modelId)).status, 200, 'the same key');
+			assert.deepEqual(problems, []);
+			await context.close();
+		});
+
+		test('pay-per-request credit runs out (429 insufficient_quota) and a top-up from the page restores it', async () => {
+			const wallet = await chain.fundedWallet(usdt('20'));
+			const context = await browser.newContext({ viewport: PHONE });
+			await injectPayingEthereum(context, chain, wallet);
+			const page = await signIn(context);
+			const problems = watchProblems(page);
+			const key = await subscribe(page, services['Per Call Renewable'], '1');
+			assert.equal((await callWithKey(server.base, key, modelId)).status, 200);
+			const out = await callWithKey(server.base, key, modelId);
+			assert.equal(out.status, 429);
+			assert.equal(out.body.error.code, 'insufficient_quota');
+
+			await page.goto(server.url('/subscriptions'));
+			const item = page.getByRole('article', { name: 'Per Call Renewable' });
+			await textMatches(item.getByTestId('subscription-credit'), /^\$0 of \$1$/);
+			await item.getByLabel('Add credit (USDT)').fill('2');
+			await item.getByRole('button', { name: 'Top up' }).click();
+			await payIn(item);
+			await textMatches(
+				page
+					.getByRole('article', { name: 'Per Call Renewable' })
+					.getByTestId('subscription-credit'),
+				/^\$2 of \$3$/
+			);
+			await page.screenshot({
+				path: artifactPath('phone-subscriptions-topped-up.png'),
+				fullPage: true
+			});
+			assert.equal((await callWithKey(server.base, key, modelId)).status, 200, 'the same key');
+			assert.deepEqual(problems, []);
+			await context.close();
+		});
+	}
+);
