@@ -221,6 +221,20 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 
 	test('a consumer buys the Basic plan paying from the page and watches 1/3, 2/3, 3/3', async () => {
 		const { context, page, problems, metamask } = await signedInWithWallet(chain.payer_key);
+		// What the page pays with is the server's configuration, public.
+		const networks = await (await fetch(server.url('/api/payments/networks'))).json();
+		assert.deepEqual(networks, {
+			networks: [
+				{
+					network: 'ethereum',
+					chain_id: chain.chain_id,
+					usdt_contract: chain.token,
+					decimals: 6,
+					platform_wallet: chain.platform,
+					confirmations: 3
+				}
+			]
+		});
 		const platformBefore = await chain.balance(chain.platform);
 		await page.goto(server.url('/plans'));
 		await textMatches(page.getByTestId('subscription-status'), /no plan yet/);
