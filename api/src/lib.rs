@@ -68,6 +68,8 @@ pub struct AppState {
     pub admins: Arc<Executor<AdminWhitelist>>,
     pub groups: Arc<Groups>,
     pub payments: Arc<Payments>,
+    /// What the page needs to pay from a browser wallet (`GET /api/payments/networks`).
+    pub payment_chains: Arc<[routes::payments::PaymentChain]>,
     pub projector: Projector,
     pub jwt: Arc<JwtKeys>,
     pub clock: Arc<dyn Clock>,
@@ -177,6 +179,7 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         )
         .route("/api/payments/create", post(routes::payments::create))
         .route("/api/payments/verify", post(routes::payments::verify))
+        .route("/api/payments/networks", get(routes::payments::networks))
         .route("/api/payments/history/all", get(routes::payments::history))
         .route("/api/payments/{payment_id}", get(routes::payments::get))
         .route("/api/subscriptions/plans", get(routes::payments::plans))
@@ -772,6 +775,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         admins: Arc::new(admins),
         groups: Arc::new(groups),
         payments,
+        payment_chains: payment_chains(&settings),
         projector,
         jwt: Arc::new(jwt),
         clock,
@@ -1003,6 +1007,37 @@ pub async fn open_blob_store(
             Arc::new(aiforge_commands::blob::ipfs::IpfsBlobStore::new(ipfs.clone()).map_err(blobs)?)
         }
     })
+}
+
+/// The public half of each configured network's settings, for browser wallets. Addresses are
+/// canonical (as payments' `pay_to`); a wallet that cannot be parsed failed startup already.
+fn payment_chains(settings: &Settings) -> Arc<[routes::payments::PaymentChain]> {
+    let chain = |network: Network, chain_id: Option<u64>, c: &settings::ChainSettings| {
+        routes::payments::PaymentChain {
+            network: match network {
+                Network::Ethereum => "ethereum",
+                Network::Tron => "tron",
+            },
+            chain_id,
+            usdt_contract: c.usdt_contract.clone(),
+            decimals: 6,
+            platform_wallet: aiforge_commands::wallet_auth::parse_wallet(
+                network,
+                &c.platform_wallet,
+            )
+            .map(|w| w.address)
+            .unwrap_or_else(|_| c.platform_wallet.clone()),
+            confirmations: c.confirmations,
+        }
+    };
+    let mut chains = Vec::new();
+    if let Some(eth) = &settings.ethereum {
+        chains.push(chain(Network::Ethereum, Some(settings.chain_id), eth));
+    }
+    if let Some(tron) = &settings.tron {
+        chains.push(chain(Network::Tron, None, tron));
+    }
+    chains.into()
 }
 
 /// The chain verifiers of the networks whose settings are complete.

@@ -32,7 +32,9 @@ const PAGES = [
 	'/plans',
 	'/chat',
 	'/marketplace',
+	'/subscriptions',
 	'/studio',
+	'/studio/groups',
 	'/dashboard'
 ];
 

@@ -67,6 +67,7 @@ use crate::error::ApiError;
         crate::routes::payments::verify,
         crate::routes::payments::history,
         crate::routes::payments::get,
+        crate::routes::payments::networks,
         crate::routes::payments::plans,
         crate::routes::payments::subscribe,
         crate::routes::payments::mine,

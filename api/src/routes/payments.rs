@@ -226,6 +226,53 @@ pub async fn history(
     ))
 }
 
+/// How the page pays on one network: what a browser wallet needs to build the USDT transfer
+/// itself (the chain to switch to, the token contract, the platform wallet). Public settings,
+/// never a secret: the RPC URL and API keys stay on the server.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentChain {
+    /// `ethereum` or `tron`.
+    #[schema(example = "ethereum")]
+    pub network: &'static str,
+    /// The EIP-155 chain id a wallet must be on (Ethereum only; null on Tron).
+    #[schema(example = 1)]
+    pub chain_id: Option<u64>,
+    /// The USDT token contract payments must use.
+    #[schema(example = "0xdAC17F958D2ee523a2206206994597C13D831ec7")]
+    pub usdt_contract: String,
+    /// USDT's decimals (6 on both networks): base units = amount × 10^decimals.
+    #[schema(example = 6)]
+    pub decimals: u32,
+    /// The wallet every payment is sent to (as `pay_to` of a payment).
+    pub platform_wallet: String,
+    /// Blocks a transfer needs before the payment is confirmed.
+    #[schema(example = 3)]
+    pub confirmations: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentChains {
+    /// The networks this platform accepts payments on (empty: none configured).
+    pub networks: Vec<PaymentChain>,
+}
+
+/// `GET /api/payments/networks` (public): where and how to pay on each configured network.
+#[utoipa::path(
+    get,
+    path = "/api/payments/networks",
+    tag = "payments",
+    operation_id = "payment_networks",
+    summary = "The networks payments are accepted on",
+    responses(
+        (status = 200, description = "Each configured network: chain id, USDT contract, platform wallet, confirmations", body = PaymentChains),
+    ),
+)]
+pub async fn networks(State(state): State<AppState>) -> Json<PaymentChains> {
+    Json(PaymentChains {
+        networks: state.payment_chains.to_vec(),
+    })
+}
+
 /// `GET /api/subscriptions/plans`
 #[utoipa::path(
     get,

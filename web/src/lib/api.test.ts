@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { api, ApiError, CSRF_HEADER } from './api';
+import { api, ApiError, CSRF_HEADER, query } from './api';
 
 function answer(status: number, body: unknown) {
 	return vi.fn(async () => new Response(JSON.stringify(body), { status }));
@@ -50,5 +50,37 @@ describe('the API client', () => {
 		);
 		const { plans } = await api.plans();
 		expect(plans[0]?.price_per_month).toBe('10.000000');
+	});
+
+	it('reads a pending verification (202) with the confirmations the server counts', async () => {
+		vi.stubGlobal(
+			'fetch',
+			answer(202, {
+				payment: { payment_id: 'p1', amount: '10.000000', status: 'pending' },
+				verification: { status: 'pending', confirmations: 1, required_confirmations: 3 }
+			})
+		);
+		const answered = await api.verifyPayment('p1', '0xabc');
+		expect(answered.verification).toEqual({
+			status: 'pending',
+			confirmations: 1,
+			required_confirmations: 3
+		});
+		expect(answered.payment.amount).toBe('10.000000');
+	});
+
+	it('words a refused verification by its code', async () => {
+		vi.stubGlobal('fetch', answer(422, { error: { code: 'underpaid', message: 'paid 9 of 10' } }));
+		const error = await api.verifyPayment('p1', '0xabc').catch((e: unknown) => e);
+		expect(error).toMatchObject({ status: 422, code: 'underpaid' });
+	});
+});
+
+describe('query', () => {
+	it('keeps only the fields that are set, encoded', () => {
+		expect(query({ q: 'tiny model', kind: '', min_price: '0.5', page: 1, tags: undefined })).toBe(
+			'?q=tiny+model&min_price=0.5&page=1'
+		);
+		expect(query({})).toBe('');
 	});
 });

@@ -197,6 +197,265 @@ export type ConversationChanges = Partial<
 
 export type ExportFormat = 'markdown' | 'json';
 
+/** A USDT payment as the server keeps it (`payments_view`); amounts are decimal strings. */
+export interface Payment {
+	payment_id: string;
+	payer: string;
+	payment_type: string;
+	network: Network;
+	amount: Money;
+	reference: string;
+	/** The platform wallet to send the USDT to. */
+	pay_to: string;
+	status: string;
+	tx_hash: string | null;
+	from_address: string | null;
+	paid: Money | null;
+	platform_fee: Money | null;
+	net: Money | null;
+	fee_schedule_version: number | null;
+	created_at: string;
+	confirmed_at: string | null;
+}
+
+/** What a browser wallet needs to pay on one network (`GET /api/payments/networks`). */
+export interface PaymentChain {
+	network: Network;
+	/** EIP-155 chain id (Ethereum); null on Tron. */
+	chain_id: number | null;
+	usdt_contract: string;
+	decimals: number;
+	platform_wallet: string;
+	confirmations: number;
+}
+
+/** `POST /api/payments/verify`: 200 confirmed, 202 with `verification` while not final. */
+export interface VerifyAnswer {
+	payment: Payment;
+	verification?: { status: 'pending'; confirmations: number; required_confirmations: number };
+}
+
+export type PaymentType = 'job' | 'publishing_fee' | 'listing_fee' | 'model_sale';
+
+export type PricingType = 'monthly' | 'pay_per_request' | 'hybrid';
+
+export type Pricing =
+	| { type: 'monthly'; price_per_month: Money }
+	| {
+			type: 'pay_per_request';
+			price_per_request: Money;
+			price_per_1k_input_tokens: Money;
+			price_per_1k_output_tokens: Money;
+	  }
+	| {
+			type: 'hybrid';
+			price_per_month: Money;
+			included_requests: number;
+			included_tokens: number;
+			price_per_request: Money;
+			price_per_1k_input_tokens: Money;
+			price_per_1k_output_tokens: Money;
+	  };
+
+export interface RateLimits {
+	requests_per_minute?: number | null;
+	requests_per_hour?: number | null;
+	requests_per_day?: number | null;
+	requests_per_month?: number | null;
+	tokens_per_month?: number | null;
+}
+
+/** An API service: a model offered with pricing and limits. */
+export interface Service {
+	id: string;
+	owner: string;
+	model: { id: string; name: string; state: string };
+	name: string;
+	description: string;
+	pricing: Pricing;
+	pricing_version: number;
+	rate_limits: RateLimits;
+	active: boolean;
+	included_in_plans: boolean;
+	subscribers: number;
+	created_at: string;
+	updated_at: string;
+}
+
+export interface ServicesPage {
+	services: Service[];
+	page: number;
+	per_page: number;
+	total: number;
+}
+
+export type MarketplaceSort = 'newest' | 'popular' | 'price';
+
+export interface MarketplaceFilter {
+	search?: string;
+	pricing?: PricingType | '';
+	sort?: MarketplaceSort;
+	page?: number;
+	per_page?: number;
+}
+
+export interface ApiSubscription {
+	id: string;
+	service_id: string;
+	model_id: string;
+	status: string | null;
+	pricing: Pricing;
+	pricing_version: number;
+	amount_due: Money;
+	credit: Money;
+	payment_id: string | null;
+	api_key_hint: string | null;
+	period_end: string | null;
+	requested_at: string;
+	activated_at: string | null;
+	cancelled_at: string | null;
+	/** On the app clock: pending_payment | active | grace | expired | cancelled. */
+	state?: SubscriptionState;
+	grace_until?: string | null;
+	/** The monthly fee a renewal costs (null: nothing to renew). */
+	renewal_price?: Money | null;
+	accepts_top_up?: boolean;
+}
+
+export type SubscriptionState = 'pending_payment' | 'active' | 'grace' | 'expired' | 'cancelled';
+
+/** A renewal or a top-up: the payment to make (null when nothing is due). */
+export interface SubscriptionPayment {
+	subscription: ApiSubscription;
+	amount_due: Money;
+	payment: Payment | null;
+}
+
+/** A new subscription: its key is in this answer only. */
+export interface Subscribed {
+	subscription: ApiSubscription;
+	api_key: string;
+	api_key_notice: string;
+	amount_due: Money;
+	payment: Payment | null;
+}
+
+export interface SubscriptionUsage {
+	subscription_id: string;
+	requests: number;
+	prompt_tokens: number;
+	completion_tokens: number;
+	total_tokens: number;
+	cost: Money;
+	credit: Money;
+	credit_remaining: Money;
+	/** The current period (null for pay-per-request). */
+	period?: { start: string; end: string; requests: number; tokens: number } | null;
+	/** What is left this period; null members are unlimited. */
+	quota?: {
+		requests_per_month: number | null;
+		tokens_per_month: number | null;
+		requests_remaining: number | null;
+		tokens_remaining: number | null;
+	} | null;
+}
+
+export interface Model {
+	id: string;
+	owner: { kind: 'user' | 'group'; id: string };
+	uploaded_by: string;
+	name: string;
+	description: string;
+	tags: string[];
+	sha256: string;
+	cid: string | null;
+	size_bytes: number;
+	storage: string;
+	source: unknown;
+	/** `uploaded`, `listed`, `grace`, `delisted`, … */
+	state: string;
+	published_at: string | null;
+	listed_until: string | null;
+	grace_until: string | null;
+	uploaded_at: string;
+	updated_at: string;
+	/** Null: not for sale. */
+	sale_price?: Money | null;
+	/** The caller bought it. */
+	purchased?: boolean;
+}
+
+/** One result of the marketplace search: a published model, or a service. */
+export interface SearchItem {
+	kind: 'model' | 'service';
+	id: string;
+	model_id: string;
+	name: string;
+	description: string;
+	tags: string[];
+	owner: { kind: 'user' | 'group'; id: string };
+	/** A service's monthly fee or per-request price; a model's sale price. */
+	price: Money | null;
+	pricing_kind: PricingType | null;
+	requests_30d: number;
+	created_at: string;
+}
+
+export type SearchSort = 'newest' | 'popular' | 'price_asc' | 'price_desc';
+
+export interface SearchFilter {
+	q?: string;
+	kind?: 'model' | 'service' | '';
+	pricing?: PricingType | '';
+	min_price?: Money;
+	max_price?: Money;
+	/** Comma-separated; every tag must match. */
+	tags?: string;
+	sort?: SearchSort;
+	page?: number;
+	per_page?: number;
+}
+
+export interface SearchPage {
+	items: SearchItem[];
+	page: number;
+	per_page: number;
+	total: number;
+}
+
+/** A model on the marketplace, with its services and last 30 days of use. */
+export interface MarketplaceModel {
+	model: {
+		id: string;
+		name: string;
+		description: string;
+		tags: string[];
+		size_bytes: number;
+		sha256: string;
+		cid: string | null;
+		owner: { kind: 'user' | 'group'; id: string };
+		state: string;
+		published_at: string | null;
+		sale_price: Money | null;
+	};
+	services: Service[];
+	usage_30d: { requests: number; tokens: number };
+}
+
+export interface Publishing {
+	model_id: string;
+	state: string;
+	published_at: string | null;
+	listed_until: string | null;
+	grace_until: string | null;
+	publishing_fee: Money;
+	first_publication_free_available: boolean;
+	listing_fee: Money;
+	listing_period_days: number;
+	grace_days: number;
+	fee_schedule_version: number;
+}
+
 /** The platform's error shape: `{"error":{"code","message"[,"field"]}}`. */
 export class ApiError extends Error {
 	readonly status: number;
@@ -295,7 +554,7 @@ export const api = {
 	mySubscription: () =>
 		request<{ subscription: PlatformSubscription }>('GET', '/api/subscriptions/my-subscription'),
 	subscribe: (plan: PlanId, network?: Network) =>
-		request<{ subscription: PlatformSubscription; payment?: unknown }>(
+		request<{ subscription: PlatformSubscription; payment?: Payment }>(
 			'POST',
 			'/api/subscriptions/create',
 			network ? { plan, network } : { plan }
@@ -320,8 +579,270 @@ export const api = {
 	deleteConversation: (id: string) =>
 		request<undefined>('DELETE', `/api/conversations/${encodeURIComponent(id)}`),
 	receipt: (requestId: string) =>
-		request<Receipt>('GET', `/api/receipts/${encodeURIComponent(requestId)}`)
+		request<Receipt>('GET', `/api/receipts/${encodeURIComponent(requestId)}`),
+
+	paymentNetworks: () => request<{ networks: PaymentChain[] }>('GET', '/api/payments/networks'),
+	createPayment: (type: PaymentType, network: Network, amount: Money, reference: string) =>
+		request<{ payment: Payment }>('POST', '/api/payments/create', {
+			type,
+			network,
+			amount,
+			reference
+		}),
+	verifyPayment: (paymentId: string, txHash: string) =>
+		request<VerifyAnswer>('POST', '/api/payments/verify', {
+			payment_id: paymentId,
+			tx_hash: txHash
+		}),
+	payment: (paymentId: string) =>
+		request<{ payment: Payment }>('GET', `/api/payments/${encodeURIComponent(paymentId)}`),
+
+	marketplace: (filter: MarketplaceFilter = {}) =>
+		request<ServicesPage>('GET', `/api/marketplace/marketplace${query(filter)}`),
+	service: (id: string) =>
+		request<{ service: Service }>('GET', `/api/marketplace/${encodeURIComponent(id)}`),
+	subscribeToService: (id: string, network: Network, credit?: Money) =>
+		request<Subscribed>(
+			'POST',
+			`/api/marketplace/${encodeURIComponent(id)}/subscribe`,
+			credit ? { network, credit } : { network }
+		),
+	myApiSubscriptions: () =>
+		request<{ subscriptions: ApiSubscription[] }>('GET', '/api/marketplace/my-subscriptions'),
+	apiSubscriptionUsage: (id: string) =>
+		request<SubscriptionUsage>(
+			'GET',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/usage`
+		),
+	regenerateSubscriptionKey: (id: string) =>
+		request<{ subscription_id: string; api_key: string }>(
+			'POST',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/regenerate-key`,
+			{}
+		),
+	cancelApiSubscription: (id: string) =>
+		request<{ subscription: ApiSubscription }>(
+			'POST',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/cancel`,
+			{}
+		),
+
+	model: (id: string) => request<{ model: Model }>('GET', `/api/models/${encodeURIComponent(id)}`),
+	myModels: () => request<{ models: Model[] }>('GET', '/api/models/my-models'),
+	publishing: (id: string) =>
+		request<Publishing>('GET', `/api/publishing/model/${encodeURIComponent(id)}/publishing`),
+	publish: (id: string, paymentId?: string) =>
+		request<{ model: Model }>(
+			'POST',
+			`/api/publishing/model/${encodeURIComponent(id)}/publish`,
+			paymentId ? { payment_id: paymentId } : {}
+		),
+	payListingFee: (id: string, paymentId: string) =>
+		request<{ model: Model }>(
+			'POST',
+			`/api/publishing/model/${encodeURIComponent(id)}/listing-fee`,
+			{ payment_id: paymentId }
+		),
+	myServices: () => request<{ services: Service[] }>('GET', '/api/marketplace/my-services'),
+	createService: (service: NewService) =>
+		request<{ service: Service }>('POST', '/api/marketplace/create', service),
+	search: (filter: SearchFilter = {}) =>
+		request<SearchPage>('GET', `/api/marketplace/search${query(filter)}`),
+	marketplaceModel: (id: string) =>
+		request<MarketplaceModel>('GET', `/api/marketplace/models/${encodeURIComponent(id)}`),
+	buyModel: (id: string, network: Network) =>
+		request<{ model_id: string; price: Money; payment: Payment }>(
+			'POST',
+			`/api/models/${encodeURIComponent(id)}/buy`,
+			{ network }
+		),
+	setSalePrice: (id: string, price: Money | null) =>
+		request<{ model_id: string; sale_price: Money | null }>(
+			'PUT',
+			`/api/models/${encodeURIComponent(id)}/sale`,
+			{ price }
+		),
+	renewSubscription: (id: string, network: Network) =>
+		request<SubscriptionPayment>(
+			'POST',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/renew`,
+			{ network }
+		),
+	topUpSubscription: (id: string, amount: Money, network: Network) =>
+		request<SubscriptionPayment>(
+			'POST',
+			`/api/marketplace/subscriptions/${encodeURIComponent(id)}/top-up`,
+			{ amount, network }
+		),
+	myGroups: () =>
+		request<{ groups: { group: Group; role: GroupRole }[] }>('GET', '/api/groups/my-groups'),
+	group: (id: string) =>
+		request<{ group: Group; members: GroupMember[] }>(
+			'GET',
+			`/api/groups/${encodeURIComponent(id)}`
+		),
+	createGroup: (name: string, description: string) =>
+		request<{ group: Group; members: GroupMember[] }>('POST', '/api/groups', { name, description }),
+	addGroupMember: (id: string, userId: string, role: GroupRole) =>
+		request<unknown>('POST', `/api/groups/${encodeURIComponent(id)}/members`, {
+			user_id: userId,
+			role
+		}),
+	changeGroupRole: (id: string, userId: string, role: GroupRole) =>
+		request<unknown>(
+			'PUT',
+			`/api/groups/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}`,
+			{ role }
+		),
+	removeGroupMember: (id: string, userId: string) =>
+		request<unknown>(
+			'DELETE',
+			`/api/groups/${encodeURIComponent(id)}/members/${encodeURIComponent(userId)}`
+		),
+	transferGroup: (id: string, newOwnerId: string) =>
+		request<unknown>('POST', `/api/groups/${encodeURIComponent(id)}/transfer-ownership`, {
+			new_owner_id: newOwnerId
+		}),
+	modelSplit: (modelId: string) =>
+		request<ModelSplit>('GET', `/api/group-revenue/model/${encodeURIComponent(modelId)}/split`),
+	setModelSplit: (modelId: string, shares: { user_id: string; percent: string }[]) =>
+		request<ModelSplit>('POST', `/api/group-revenue/model/${encodeURIComponent(modelId)}/split`, {
+			shares
+		}),
+	importModel: (source: {
+		repo: string;
+		filename: string;
+		revision?: string;
+		name?: string;
+		description?: string;
+		tags?: string[];
+		group_id?: string;
+	}) => request<{ model: Model }>('POST', '/api/models/import', source),
+	updateService: (id: string, changes: Partial<NewService> & { active?: boolean }) =>
+		request<{ service: Service }>('PUT', `/api/marketplace/${encodeURIComponent(id)}`, changes)
 };
+
+export interface NewService {
+	model_id: string;
+	name: string;
+	description?: string;
+	pricing: Pricing;
+	rate_limits?: RateLimits;
+	included_in_plans?: boolean;
+}
+
+/** `?a=1&b=x` of the fields that are set (empty strings and undefined are left out). */
+export function query(params: object): string {
+	const search = new URLSearchParams();
+	for (const [key, value] of Object.entries(params)) {
+		if (value !== undefined && value !== null && value !== '') {
+			search.set(key, String(value));
+		}
+	}
+	const text = search.toString();
+	return text ? `?${text}` : '';
+}
+
+export interface ModelUploadMeta {
+	name: string;
+	description?: string;
+	/** Comma-separated on the wire. */
+	tags?: string[];
+	group_id?: string;
+	filename?: string;
+}
+
+export type GroupRole = 'OWNER' | 'ADMIN' | 'MEMBER' | 'VIEWER';
+
+export interface Group {
+	group_id: string;
+	name: string;
+	description: string;
+	owner_id: string;
+	created_at: string;
+}
+
+export interface GroupMember {
+	user_id: string;
+	role: GroupRole;
+	joined_at: string;
+}
+
+/** A revenue split: percentages as the server writes them ("33.33"), never parsed to floats. */
+export interface RevenueSplit {
+	version: number;
+	effective_from: string;
+	set_by: string;
+	set_at: string;
+	shares: { user_id: string; percent: string }[];
+}
+
+export interface ModelSplit {
+	model_id: string;
+	group_id: string;
+	current: RevenueSplit | null;
+	pending: RevenueSplit | null;
+}
+
+/** A model upload in flight: its answer, and a way to stop it. */
+export interface Upload {
+	done: Promise<{ model: Model }>;
+	abort(): void;
+}
+
+/**
+ * `POST /api/models` with the file as the raw body. XMLHttpRequest, not fetch, because only it
+ * reports upload progress; the browser streams the File from disk, the page never reads it
+ * into memory. `onprogress` gets bytes sent and the total.
+ */
+export function uploadModel(
+	file: File,
+	meta: ModelUploadMeta,
+	onprogress: (sent: number, total: number) => void
+): Upload {
+	const xhr = new XMLHttpRequest();
+	const done = new Promise<{ model: Model }>((resolve, reject) => {
+		const params = query({
+			name: meta.name,
+			description: meta.description,
+			tags: meta.tags?.join(','),
+			group_id: meta.group_id,
+			filename: meta.filename ?? file.name
+		});
+		xhr.open('POST', `/api/models${params}`);
+		xhr.withCredentials = true;
+		xhr.setRequestHeader('Accept', 'application/json');
+		xhr.setRequestHeader(CSRF_HEADER, '1');
+		xhr.setRequestHeader('Idempotency-Key', crypto.randomUUID());
+		xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+		xhr.upload.onprogress = (event) => {
+			onprogress(event.loaded, event.lengthComputable ? event.total : file.size);
+		};
+		xhr.onload = () => {
+			let body: unknown = undefined;
+			try {
+				body = xhr.responseText ? JSON.parse(xhr.responseText) : undefined;
+			} catch {
+				body = undefined;
+			}
+			if (xhr.status >= 200 && xhr.status < 300) {
+				resolve(body as { model: Model });
+			} else {
+				reject(errorFrom(xhr.status, body));
+			}
+		};
+		xhr.onerror = () =>
+			reject(new ApiError(0, 'network_error', 'The upload was cut off. Try again.'));
+		xhr.onabort = () => reject(new ApiError(0, 'aborted', 'The upload was stopped.'));
+		xhr.send(file);
+	});
+	return { done, abort: () => xhr.abort() };
+}
+
+/** A model's verified download (a GET: the session cookie is enough). */
+export function modelDownloadUrl(id: string): string {
+	return `/api/models/${encodeURIComponent(id)}/download`;
+}
 
 /** The download link of a conversation's export (a GET: the cookie is enough). */
 export function exportUrl(id: string, format: ExportFormat): string {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { showMoney } from './money';
+import { showMoney, toBaseUnits } from './money';
 
 describe('showMoney', () => {
 	it('drops only trailing zeros of the fraction, as text', () => {
@@ -19,5 +19,20 @@ describe('showMoney', () => {
 	it('shows anything that is not a plain decimal as it came', () => {
 		expect(showMoney('1e3')).toBe('1e3');
 		expect(showMoney('')).toBe('');
+	});
+});
+
+describe('toBaseUnits', () => {
+	it('turns the decimal text into the token base units with integers only', () => {
+		expect(toBaseUnits('10.000000', 6)).toBe(10_000_000n);
+		expect(toBaseUnits('0.1', 6)).toBe(100_000n);
+		expect(toBaseUnits('5', 6)).toBe(5_000_000n);
+		expect(toBaseUnits('9007199254740993.000001', 6)).toBe(9_007_199_254_740_993_000_001n);
+	});
+
+	it('refuses what is not an amount or is finer than the token', () => {
+		expect(() => toBaseUnits('-1', 6)).toThrow();
+		expect(() => toBaseUnits('1e3', 6)).toThrow();
+		expect(() => toBaseUnits('0.0000001', 6)).toThrow();
 	});
 });
