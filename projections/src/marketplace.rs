@@ -1065,6 +1065,15 @@ pub async fn find_key(db: &Database, key_sha256: &str) -> Result<Option<KeyRow>,
         .await?))
 }
 
+/// How many models are in each state (`uploaded`, `listed`, `grace`, `delisted`, `deleted`).
+pub async fn models_by_state(db: &Database) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    Ok(on_engine!(db, |pool| sqlx::query_as(
+        "SELECT state, COUNT(*) FROM models_view GROUP BY state ORDER BY state"
+    )
+    .fetch_all(pool)
+    .await?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;
@@ -1074,13 +1083,4 @@ mod tests {
         assert_eq!(like_pattern("Chat"), "%chat%");
         assert_eq!(like_pattern("100%_x\\"), "%100\\%\\_x\\\\%");
     }
-}
-
-/// How many models are in each state (`uploaded`, `listed`, `grace`, `delisted`, `deleted`).
-pub async fn models_by_state(db: &Database) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    Ok(on_engine!(db, |pool| sqlx::query_as(
-        "SELECT state, COUNT(*) FROM models_view GROUP BY state ORDER BY state"
-    )
-    .fetch_all(pool)
-    .await?))
 }
