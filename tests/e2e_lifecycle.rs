@@ -61,7 +61,8 @@ async fn create_service(
     let (status, body) = post_as(
         server,
         "/api/marketplace/create",
-        json!({"model_id": model, "name": name, "description": "", "pricing": pricing}),
+        json!({"model_id": model, "name": name, "description": "", "pricing": pricing,
+               "rate_limits": {"requests_per_month": 1000}}),
         token,
     )
     .await;
@@ -292,6 +293,29 @@ async fn lifecycle_flow(database_url: Option<&str>) {
     assert_eq!(mine["grace_until"], "2026-11-03T00:00:00.000000Z");
     assert_eq!(mine["renewal_price"], "10.000000");
     assert_eq!(mine["accepts_top_up"], false);
+    // "My subscriptions" data: this period's usage (the call above) and the quota left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, usage) = get(
+            &server,
+            &format!("/api/marketplace/subscriptions/{sub}/usage"),
+            Some(&consumer),
+        )
+        .await;
+        assert_eq!(status, 200, "{usage}");
+        if usage["period"]["requests"] == 1 {
+            assert_eq!(usage["period"]["start"], "2026-10-01T00:00:00.000000Z");
+            assert_eq!(usage["period"]["end"], "2026-10-31T00:00:00.000000Z");
+            assert_eq!(usage["quota"]["requests_per_month"], 1000);
+            assert_eq!(usage["quota"]["requests_remaining"], 999);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the usage: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Pay-per-request: 0.5 a call on 1 USDT of credit is two calls, then 429; a top-up on the
     // same subscription makes the same key work again.
@@ -555,15 +579,6 @@ async fn sales_flow(database_url: Option<&str>) {
         other_key.trim_start_matches("0x"),
     );
     let creator = wallet_session(&server, payer_key).await.unwrap();
-    let (creator_id, buyer_id) = {
-        let (_, a) = me(&server, &creator).await;
-        let buyer = wallet_session(&server, other_key).await.unwrap();
-        let (_, b) = me(&server, &buyer).await;
-        (
-            a["id"].as_str().unwrap().to_string(),
-            b["id"].as_str().unwrap().to_string(),
-        )
-    };
     let buyer = wallet_session(&server, other_key).await.unwrap();
     chain.transfer(payer_key, &token, &chain.s("other"), 100_000_000);
     let (_, outsider) = signed_up(&server, "outsider@example.com").await;
@@ -679,6 +694,9 @@ async fn sales_flow(database_url: Option<&str>) {
     .await;
     assert_eq!(status, 200);
     let sale_payment = pay_answer(&chain, &server, &buyer, "other_key", &asked).await;
+    let buyer_id = asked["payment"]["payer"].as_str().unwrap().to_string();
+    let (_, shown) = get(&server, &format!("/api/models/{model}"), Some(&creator)).await;
+    let creator_id = shown["model"]["owner"]["id"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let downloaded = loop {
         let response = client()

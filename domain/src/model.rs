@@ -1236,5 +1236,4 @@ mod split_tests {
             datetime!(2027-01-01 00:00 UTC)
         );
     }
-
 }
