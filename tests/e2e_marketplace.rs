@@ -405,8 +405,10 @@ async fn marketplace_flow(database_url: Option<&str>) {
             &creator,
             &format!("name={name}"),
             // Servable files (upstream model cards): a service needs a model an engine serves.
-            format!("aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: {name}\n")
-                .into_bytes(),
+            format!(
+                "aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: {name}\n"
+            )
+            .into_bytes(),
         )
         .await;
         assert_eq!(status, 201, "{body}");

@@ -55,8 +55,16 @@ fn renamed_architecture(bytes: Vec<u8>, to: &str) -> Vec<u8> {
 
 /// A new creator uploads `bytes` as `filename` (multipart, as the studio does) and publishes it
 /// (a first publication is free): the model and the creator's token.
-async fn uploaded_and_published(server: &Server, filename: &str, bytes: Vec<u8>) -> (Value, String) {
-    let (_, token) = signed_up(server, &format!("{}@example.com", filename.replace('.', "-"))).await;
+async fn uploaded_and_published(
+    server: &Server,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> (Value, String) {
+    let (_, token) = signed_up(
+        server,
+        &format!("{}@example.com", filename.replace('.', "-")),
+    )
+    .await;
     let token = token.as_str();
     let form = reqwest::multipart::Form::new().part(
         "file",
@@ -196,8 +204,10 @@ async fn ask(server: &Server, key: &str, model: &Value, stream: bool) -> (u16, S
     let response = client()
         .post(server.url("/api/v1/chat/completions"))
         .bearer_auth(key)
-        .json(&json!({"model": model["id"], "stream": stream, "max_tokens": 4,
-                      "messages": [{"role": "user", "content": "Say hello."}]}))
+        .json(
+            &json!({"model": model["id"], "stream": stream, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": "Say hello."}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -240,7 +250,10 @@ async fn the_embedded_node_serves_every_servable_model_and_unloads_the_least_rec
     let (status, body) = ask(&server, &key_a, &first, false).await;
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
-    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{body}");
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{body}"
+    );
     let (status, body) = ask(&server, &key_a, &first, true).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("data: [DONE]"), "{body}");
@@ -254,8 +267,14 @@ async fn the_embedded_node_serves_every_servable_model_and_unloads_the_least_rec
         let (status, body) = ask(&server, key, model, false).await;
         assert_eq!(status, 200, "{body}");
         let round = round as u64;
-        assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 2 + round);
-        assert_eq!(metric(&server, "aiforge_local_model_unloads_total").await, 1 + round);
+        assert_eq!(
+            metric(&server, "aiforge_local_model_loads_total").await,
+            2 + round
+        );
+        assert_eq!(
+            metric(&server, "aiforge_local_model_unloads_total").await,
+            1 + round
+        );
         assert_eq!(metric(&server, "aiforge_local_models_loaded").await, 1);
         assert_eq!(
             metric(&server, "aiforge_local_model_memory_bytes").await,

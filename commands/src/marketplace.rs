@@ -666,10 +666,7 @@ impl Marketplace {
             model_id: model_id.to_string(),
             actor_manages_model: model.may_manage(&actor),
             model_on_marketplace: model.state().is_some_and(|s| s.is_on_marketplace()),
-            model_not_servable: model
-                .servability
-                .as_ref()
-                .and_then(|s| s.reason().cloned()),
+            model_not_servable: model.servability.as_ref().and_then(|s| s.reason().cloned()),
             details,
             pricing,
             rate_limits,

@@ -37,7 +37,10 @@ pub enum NotServable {
     #[error("the tokenizer or chat template cannot be used: {detail}")]
     Tokenizer { detail: String },
     #[error("the model needs about {memory_bytes} bytes of memory; the largest node budget here is {budget_bytes}")]
-    TooLarge { memory_bytes: u64, budget_bytes: u64 },
+    TooLarge {
+        memory_bytes: u64,
+        budget_bytes: u64,
+    },
 }
 
 impl NotServable {

@@ -9,7 +9,7 @@
 use std::io::Cursor;
 
 use aiforge_domain::serving::{
-    is_upstream_card, NotServable, ServableModel, Servability, ServingEngine,
+    is_upstream_card, NotServable, Servability, ServableModel, ServingEngine,
 };
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
@@ -98,7 +98,11 @@ where
         let full = prefix.len() >= GGUF_HEADER_BYTES_MAX;
         if ended || full || prefix.len() >= next_try {
             // A stream that ended early is judged as the whole file it turned out to be.
-            let file_bytes = if ended { prefix.len() as u64 } else { file_bytes };
+            let file_bytes = if ended {
+                prefix.len() as u64
+            } else {
+                file_bytes
+            };
             match judge(&prefix, file_bytes) {
                 Judgement::Known(servability) => return Ok(servability),
                 Judgement::NeedMore if ended || full => {
@@ -123,7 +127,10 @@ pub fn judge_content(content: &gguf_file::Content) -> Servability {
 }
 
 fn metadata_u64(content: &gguf_file::Content, key: &str) -> Option<u64> {
-    content.metadata.get(key).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+    content
+        .metadata
+        .get(key)
+        .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
 }
 
 fn servable_on_candle(content: &gguf_file::Content) -> Result<ServableModel, NotServable> {
@@ -144,13 +151,12 @@ fn servable_on_candle(content: &gguf_file::Content) -> Result<ServableModel, Not
     let tokenizer = Tokenizer::from_gguf(content).map_err(|e| NotServable::Tokenizer {
         detail: e.to_string(),
     })?;
-    for control in [
-        crate::candle_engine::IM_START,
-        crate::candle_engine::IM_END,
-    ] {
+    for control in [crate::candle_engine::IM_START, crate::candle_engine::IM_END] {
         if tokenizer.token_id(control).is_none() {
             return Err(NotServable::Tokenizer {
-                detail: format!("the vocabulary has no {control} token of the ChatML chat template"),
+                detail: format!(
+                    "the vocabulary has no {control} token of the ChatML chat template"
+                ),
             });
         }
     }
@@ -162,9 +168,8 @@ fn servable_on_candle(content: &gguf_file::Content) -> Result<ServableModel, Not
         let stored = info.ggml_dtype;
         let loaded = weights.loaded_as(stored);
         let elements = info.shape.elem_count() as u64;
-        let bytes_as = |dtype: GgmlDType| {
-            elements / dtype.block_size() as u64 * dtype.type_size() as u64
-        };
+        let bytes_as =
+            |dtype: GgmlDType| elements / dtype.block_size() as u64 * dtype.type_size() as u64;
         weight_bytes = weight_bytes.saturating_add(bytes_as(loaded));
         match by_type.iter_mut().find(|(t, _)| *t == stored) {
             Some((_, total)) => *total += bytes_as(stored),
@@ -182,7 +187,9 @@ fn servable_on_candle(content: &gguf_file::Content) -> Result<ServableModel, Not
     let context_tokens = trained.min(MAX_SEQ_LEN as u64);
     let layers = metadata_u64(content, &key("block_count")).unwrap_or(0);
     let embedding = metadata_u64(content, &key("embedding_length")).unwrap_or(0);
-    let heads = metadata_u64(content, &key("attention.head_count")).unwrap_or(1).max(1);
+    let heads = metadata_u64(content, &key("attention.head_count"))
+        .unwrap_or(1)
+        .max(1);
     let kv_heads = metadata_u64(content, &key("attention.head_count_kv")).unwrap_or(heads);
     let kv_width = embedding / heads * kv_heads;
     let kv_cache_bytes = layers
@@ -208,9 +215,11 @@ mod tests {
 
     /// A GGUF file with `metadata` and one small F32 tensor, written by candle's own writer.
     fn gguf(metadata: &[(&str, gguf_file::Value)]) -> Vec<u8> {
-        let tensor =
-            QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32)
-                .unwrap();
+        let tensor = QTensor::quantize(
+            &Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            GgmlDType::F32,
+        )
+        .unwrap();
         let metadata: Vec<(&str, &gguf_file::Value)> =
             metadata.iter().map(|(k, v)| (*k, v)).collect();
         let mut out = Cursor::new(Vec::new());
@@ -275,8 +284,7 @@ mod tests {
     #[test]
     fn an_upstream_card_is_served_by_an_upstream() {
         let card = b"aiforge upstream model card\nbase_url: http://x/v1\nmodel: m\n";
-        let Judgement::Known(Servability::Servable(model)) = judge(card, card.len() as u64)
-        else {
+        let Judgement::Known(Servability::Servable(model)) = judge(card, card.len() as u64) else {
             panic!("a card is servable");
         };
         assert_eq!(model.engine, ServingEngine::Upstream);

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on the first unexpected error"
+)]
 //! The servability judgement on the real SmolLM2 file, read as the platform reads an upload: a
 //! stream of chunks of which only the header is consumed.
 
@@ -17,7 +22,7 @@ async fn smollm2_is_judged_servable_on_candle_from_its_header_alone() {
     let chunks = futures::stream::iter(
         bytes
             .chunks(1 << 20)
-            .map(|c| bytes::Bytes::copy_from_slice(c))
+            .map(bytes::Bytes::copy_from_slice)
             .collect::<Vec<_>>(),
     )
     .map(move |c| {
@@ -32,7 +37,11 @@ async fn smollm2_is_judged_servable_on_candle_from_its_header_alone() {
     assert_eq!(model.architecture.as_deref(), Some("llama"));
     assert_eq!(model.quantisation.as_deref(), Some("Q4_1"));
     // Weights re-quantized to Q8_0 are larger than the file; the KV cache comes on top.
-    assert!(model.memory_bytes > size, "{} <= {size}", model.memory_bytes);
+    assert!(
+        model.memory_bytes > size,
+        "{} <= {size}",
+        model.memory_bytes
+    );
     assert!(model.memory_bytes < 4 * size, "{}", model.memory_bytes);
     assert!(
         consumed.load(std::sync::atomic::Ordering::Relaxed) < bytes.len() / 4,

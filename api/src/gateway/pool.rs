@@ -104,11 +104,7 @@ impl ModelPool {
         let mut state = self.state.lock().await;
         state.tick += 1;
         let tick = state.tick;
-        if let Some(loaded) = state
-            .loaded
-            .iter_mut()
-            .find(|l| l.sha256 == target.sha256)
-        {
+        if let Some(loaded) = state.loaded.iter_mut().find(|l| l.sha256 == target.sha256) {
             loaded.last_used = tick;
             return Some(loaded.engine.clone());
         }
