@@ -172,7 +172,10 @@ pub enum AccountCommand {
         at: OffsetDateTime,
     },
     /// Payouts on the wallet's network go to this verified wallet from now on.
-    ChoosePayoutWallet { wallet: Wallet, at: OffsetDateTime },
+    ChoosePayoutWallet {
+        wallet: Wallet,
+        at: OffsetDateTime,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -709,23 +712,6 @@ mod tests {
                     nonce: nonce.into(),
                     at: datetime!(2026-11-23 10:00 UTC),
                 },
-    #[test]
-    fn only_a_verified_wallet_becomes_the_payout_wallet_of_its_network() {
-        let at = datetime!(2026-11-22 10:00 UTC);
-        let wallet = |address: &str| Wallet {
-            network: Network::Ethereum,
-            address: address.into(),
-        };
-        let mut given = registered_events();
-        given.push(AccountEvent::WalletConnected {
-            wallet: wallet("0xA"),
-            verified: false,
-            at,
-        });
-        let choose = |w: Wallet| {
-            (
-                AccountId("u1".into()),
-                AccountCommand::ChoosePayoutWallet { wallet: w, at },
             )
         };
         AccountTest::with(AccountServices)
@@ -759,6 +745,29 @@ mod tests {
                 },
             ))
             .then_expect_error(AccountError::NotDeactivated);
+    }
+
+    #[test]
+    fn only_a_verified_wallet_becomes_the_payout_wallet_of_its_network() {
+        let at = datetime!(2026-11-22 10:00 UTC);
+        let wallet = |address: &str| Wallet {
+            network: Network::Ethereum,
+            address: address.into(),
+        };
+        let mut given = registered_events();
+        given.push(AccountEvent::WalletConnected {
+            wallet: wallet("0xA"),
+            verified: false,
+            at,
+        });
+        let choose = |w: Wallet| {
+            (
+                AccountId("u1".into()),
+                AccountCommand::ChoosePayoutWallet { wallet: w, at },
+            )
+        };
+        AccountTest::with(AccountServices)
+            .given(given.clone())
             .when(choose(wallet("0xA")))
             .then_expect_error(AccountError::WalletNotVerified);
         AccountTest::with(AccountServices)

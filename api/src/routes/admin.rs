@@ -384,11 +384,12 @@ pub async fn user(
                 "ends_at": grant.period.ends_at.map(aiforge_commands::clock::rfc3339),
             })
         });
+    let now = state.clock.now();
     let subscriptions: Vec<serde_json::Value> =
         aiforge_projections::marketplace::subscriptions_of(db, &user_id)
             .await?
             .iter()
-            .map(crate::routes::marketplace::subscription_json)
+            .map(|row| crate::routes::marketplace::subscription_json(row, now))
             .collect();
     let models: Vec<serde_json::Value> = aiforge_projections::marketplace::models_of(db, &user_id)
         .await?
