@@ -583,8 +583,11 @@ async fn sales_flow(database_url: Option<&str>) {
     chain.transfer(payer_key, &token, &chain.s("other"), 100_000_000);
     let (_, outsider) = signed_up(&server, "outsider@example.com").await;
 
-    // A creator's model for sale (no service), bytes that are not text.
-    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // A creator's model for sale, bytes that are not text after an upstream model card's
+    // header (a service needs a model an engine serves; the card makes it servable).
+    let mut bytes: Vec<u8> =
+        b"aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: sold\n".to_vec();
+    bytes.extend((0..200_000u32).map(|i| (i * 7 % 251) as u8));
     let model = upload(
         &server,
         &creator,

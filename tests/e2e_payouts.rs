@@ -255,7 +255,15 @@ async fn model_and_service(
     let response = client()
         .post(server.url(&query))
         .bearer_auth(token)
-        .body(bytes.to_vec())
+        // An upstream model card (a service needs a model an engine serves), named by `bytes`
+        // so that each model is its own file.
+        .body(
+            format!(
+                "aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: {}\n",
+                String::from_utf8_lossy(bytes).replace(' ', "-")
+            )
+            .into_bytes(),
+        )
         .send()
         .await
         .unwrap();
@@ -399,7 +407,10 @@ async fn a_month_pays_out(crash: bool) {
     let response = client()
         .post(server.url(&format!("/api/models?name=m&group_id={group}")))
         .bearer_auth(&tokens[3])
-        .body(b"group model".to_vec())
+        .body(
+            b"aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: group\n"
+                .to_vec(),
+        )
         .send()
         .await
         .unwrap();
