@@ -457,7 +457,9 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		await upload.getByLabel('Model file (GGUF)').setInputFiles({
 			name: 'tiny-second.gguf',
 			mimeType: 'application/octet-stream',
-			buffer: tinyGguf('tiny-second', 64 * 1024)
+			// An upstream model card: a service needs a model an engine serves (a GGUF without
+			// tensors is judged not servable at upload), and the card names the local upstream.
+			buffer: Buffer.from(servedCard().replace(/^model: .*$/m, 'model: tiny-second'))
 		});
 		await upload.getByRole('button', { name: 'Upload' }).click();
 		await textMatches(upload.getByTestId('upload-done'), /^Uploaded tiny-second\.$/);
