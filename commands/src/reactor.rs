@@ -87,6 +87,25 @@ pub async fn step(
     Ok(true)
 }
 
+/// The event, decoded, when it is a `PaymentConfirmed` of `payment_type`; `None` for any other
+/// event (the one test every payment reactor starts with).
+fn confirmed_payment(
+    event: &RecordedEvent,
+    payment_type: PaymentType,
+) -> Result<Option<PaymentEvent>, ReactError> {
+    if event.event_type != "PaymentConfirmed" {
+        return Ok(None);
+    }
+    let payment: PaymentEvent = serde_json::from_str(&event.payload)?;
+    Ok(match &payment {
+        PaymentEvent::PaymentConfirmed {
+            payment_type: confirmed,
+            ..
+        } if *confirmed == payment_type => Some(payment),
+        _ => None,
+    })
+}
+
 /// Activates a platform subscription when its payment confirms.
 pub struct SubscriptionActivation {
     pub payments: Arc<Payments>,
@@ -99,21 +118,14 @@ impl Reactor for SubscriptionActivation {
     }
 
     async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError> {
-        if event.event_type != "PaymentConfirmed" {
-            return Ok(());
-        }
-        let PaymentEvent::PaymentConfirmed {
+        let Some(PaymentEvent::PaymentConfirmed {
             payment_id,
-            payment_type,
             reference,
             ..
-        } = serde_json::from_str::<PaymentEvent>(&event.payload)?
+        }) = confirmed_payment(event, PaymentType::PlatformSubscription)?
         else {
             return Ok(());
         };
-        if payment_type != PaymentType::PlatformSubscription {
-            return Ok(());
-        }
         let Some(user_id) = reference.strip_prefix(SUBSCRIPTION_REFERENCE_PREFIX) else {
             return Ok(());
         };
@@ -137,23 +149,16 @@ impl Reactor for ApiSubscriptionActivation {
     }
 
     async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError> {
-        if event.event_type != "PaymentConfirmed" {
-            return Ok(());
-        }
-        let PaymentEvent::PaymentConfirmed {
+        let Some(PaymentEvent::PaymentConfirmed {
             payment_id,
-            payment_type,
             reference,
             amount,
             confirmed_at,
             ..
-        } = serde_json::from_str::<PaymentEvent>(&event.payload)?
+        }) = confirmed_payment(event, PaymentType::ApiSubscription)?
         else {
             return Ok(());
         };
-        if payment_type != PaymentType::ApiSubscription {
-            return Ok(());
-        }
         use crate::marketplace::{
             API_RENEWAL_REFERENCE_PREFIX, API_SUBSCRIPTION_REFERENCE_PREFIX,
             API_TOP_UP_REFERENCE_PREFIX,
@@ -192,24 +197,17 @@ impl Reactor for ModelPurchases {
     }
 
     async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError> {
-        if event.event_type != "PaymentConfirmed" {
-            return Ok(());
-        }
-        let PaymentEvent::PaymentConfirmed {
+        let Some(PaymentEvent::PaymentConfirmed {
             payment_id,
             payer,
-            payment_type,
             reference,
             amount,
             confirmed_at,
             ..
-        } = serde_json::from_str::<PaymentEvent>(&event.payload)?
+        }) = confirmed_payment(event, PaymentType::ModelSale)?
         else {
             return Ok(());
         };
-        if payment_type != PaymentType::ModelSale {
-            return Ok(());
-        }
         let Some(model_id) =
             reference.strip_prefix(crate::marketplace::MODEL_SALE_REFERENCE_PREFIX)
         else {
