@@ -449,6 +449,8 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		assert.equal(stored.sha256, createHash('sha256').update(gguf).digest('hex'));
 
 		await first.getByRole('link', { name: 'tiny-first' }).click();
+		// A GGUF header without tensors: judged at upload, and its creator is told why.
+		await textMatches(page.getByTestId('model-serving'), /^Not served here: .+\.$/);
 		await page.getByRole('button', { name: 'Publish free' }).click();
 		await textMatches(page.getByTestId('model-state'), /^Listed · \d+ d \d+ h left$/);
 

@@ -654,6 +654,9 @@ pub struct MarketModelBody {
     pub published_at: Option<String>,
     /// Null: not for sale.
     pub sale_price: Option<Usdt>,
+    /// Whether an engine here serves the file (as in `GET /api/models/{id}`).
+    pub servable: Option<bool>,
+    pub serving: Option<ModelServing>,
 }
 
 #[derive(ToSchema)]

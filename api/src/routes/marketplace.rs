@@ -505,6 +505,8 @@ pub async fn model_detail(
         &last_30_days_after(state.clock.now()),
     )
     .await?;
+    // The upload's judgement, worded as `GET /api/models/{id}` words it.
+    let judged = crate::routes::models::model_json(&row);
     Ok(Json(json!({
         "model": {
             "id": row.model_id,
@@ -518,6 +520,8 @@ pub async fn model_detail(
             "state": row.state,
             "published_at": row.published_at,
             "sale_price": row.sale_price,
+            "servable": judged["servable"],
+            "serving": judged["serving"],
         },
         "services": services.iter().map(service_json).collect::<Vec<_>>(),
         "usage_30d": { "requests": requests, "tokens": tokens },

@@ -383,7 +383,22 @@ export interface Model {
 	sale_price?: Money | null;
 	/** The caller bought it. */
 	purchased?: boolean;
+	/** Whether an engine here serves it; null for models recorded before servability was judged. */
+	servable?: boolean | null;
+	serving?: Serving | null;
 }
+
+/** The judgement made at upload: what serves the file, or why nothing here can. */
+export type Serving =
+	| {
+			status: 'servable';
+			engine: 'candle' | 'upstream';
+			architecture: string | null;
+			quantisation: string | null;
+			memory_bytes: number;
+			context_tokens: number | null;
+	  }
+	| { status: 'not_servable'; reason: { code: string; message: string } };
 
 /** One result of the marketplace search: a published model, or a service. */
 export interface SearchItem {
@@ -437,6 +452,8 @@ export interface MarketplaceModel {
 		state: string;
 		published_at: string | null;
 		sale_price: Money | null;
+		servable?: boolean | null;
+		serving?: Serving | null;
 	};
 	services: Service[];
 	usage_30d: { requests: number; tokens: number };
