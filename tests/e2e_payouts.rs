@@ -364,10 +364,7 @@ async fn a_month_pays_out(crash: bool) {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Server::start(&dir, &env)
     };
-    // The month starts in November: had an earlier month held the first events, its close
-    // would request payouts of whatever the payables hold when a pass sees it, racing the
-    // November payments below (a pass also runs every few seconds on its own).
-    let server = start("2026-11-02T12:00:00Z", crash);
+    let server = start("2026-10-20T12:00:00Z", crash);
     let keys: Vec<String> = chain.info["keys"]
         .as_array()
         .unwrap()
@@ -453,6 +450,7 @@ async fn a_month_pays_out(crash: bool) {
     services.push(body["service"]["id"].as_str().unwrap().to_string());
 
     // November: the payer subscribes to the four services.
+    let _ = advance(&server, 13 * 86_400).await;
     let payer = wallet_session(&server, chain.s("payer_key").trim_start_matches("0x"))
         .await
         .unwrap();
