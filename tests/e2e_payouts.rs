@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::chain::{pay, start_chain, wallet_session, Chain, ADMIN_KEY};
+use support::chain::{
+    mined_nonce, pay, pay_in, rpc, start_chain, token_balance, token_balance_of, transfers_from,
+    transfers_from_in, wallet_session, Chain, ADMIN_KEY,
+};
 use support::*;
 
 async fn advance(server: &Server, seconds: i64) -> Value {
@@ -32,28 +35,33 @@ async fn advance(server: &Server, seconds: i64) -> Value {
     body
 }
 
-/// `MonthClosed` events in the SQLite log of a stopped server, by month.
-async fn closes_in_log(dir: &Path) -> Vec<String> {
+/// The payloads of the events of `event_type` in the SQLite log of a server (stopped, or
+/// read beside it), in log order.
+async fn events_in_log(dir: &Path, event_type: &str) -> Vec<Value> {
     let db = dir.join("aiforge.db");
     let connection = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
         .await
         .unwrap();
     let payloads: Vec<String> = sqlx::query_scalar(
-        "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = 'MonthClosed' ORDER BY global_position",
+        "SELECT CAST(payload AS TEXT) FROM events WHERE event_type = ? ORDER BY global_position",
     )
+    .bind(event_type)
     .fetch_all(&connection)
     .await
     .unwrap();
     connection.close().await;
     payloads
         .iter()
-        .map(|p| {
-            let v: Value = serde_json::from_str(p).unwrap();
-            v["MonthClosed"]["distribution"]["month"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|p| serde_json::from_str::<Value>(p).unwrap()[event_type].clone())
+        .collect()
+}
+
+/// `MonthClosed` events in the SQLite log of a stopped server, by month.
+async fn closes_in_log(dir: &Path) -> Vec<String> {
+    events_in_log(dir, "MonthClosed")
+        .await
+        .iter()
+        .map(|v| v["distribution"]["month"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -187,61 +195,6 @@ async fn a_close_killed_midway_is_recorded_exactly_once_after_the_restart() {
 
 // ---- payouts on a real chain ------------------------------------------------------------------
 
-/// `balanceOf(address)` of the chain's USDT, in micro-USDT.
-async fn token_balance(chain: &Chain, address: &str) -> u128 {
-    let data = format!(
-        "0x70a08231{:0>64}",
-        address.trim_start_matches("0x").to_lowercase()
-    );
-    let (_, body) = rpc(
-        chain,
-        "eth_call",
-        json!([{"to": chain.s("token"), "data": data}, "latest"]),
-    )
-    .await;
-    u128::from_str_radix(
-        body["result"].as_str().unwrap().trim_start_matches("0x"),
-        16,
-    )
-    .unwrap()
-}
-
-async fn rpc(chain: &Chain, method: &str, params: Value) -> (u16, Value) {
-    let response = client()
-        .post(chain.s("rpc_url"))
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-/// Recipients of every token `Transfer` sent from `from`, as lower-case hex, in chain order.
-async fn transfers_from(chain: &Chain, from: &str) -> Vec<(String, u128)> {
-    let topic = |a: &str| format!("0x{:0>64}", a.trim_start_matches("0x").to_lowercase());
-    let (_, body) = rpc(
-        chain,
-        "eth_getLogs",
-        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": chain.s("token"),
-                "topics": ["0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef", topic(from)]}]),
-    )
-    .await;
-    body["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|log| {
-            let to = log["topics"][2].as_str().unwrap();
-            (
-                format!("0x{}", &to[26..]),
-                u128::from_str_radix(log["data"].as_str().unwrap().trim_start_matches("0x"), 16)
-                    .unwrap(),
-            )
-        })
-        .collect()
-}
-
 async fn model_and_service(
     server: &Server,
     token: &str,
@@ -334,10 +287,13 @@ async fn payee(server: &Server, key: &str) -> (Payee, String) {
 /// Three creators' API services and a group's (split 50/30/20 from November), each subscribed
 /// once for $100 in November: each creator is owed $90 at once, the group's $90 goes to
 /// its members at November's close. Closes by itself on December 2nd; the payouts go from the
-/// hot wallet (the platform wallet, which received the payments). With `crash`, the first
-/// instance aborts right after recording its first signed transaction, before broadcasting
-/// it; the restart sends that same transaction and the rest.
-async fn a_month_pays_out(crash: bool) {
+/// hot wallet (the platform wallet, which received the payments). With a `crash` failpoint,
+/// the first instance aborts right after recording its first signed transaction
+/// (`after_sign`: before broadcasting it; the restart sends that same transaction and the
+/// rest) or right after broadcasting it (`after_broadcast`: before its confirmation; the
+/// restart follows that same transaction to completion and pays the rest). Either way nothing
+/// is signed twice: six `PayoutTransactionSigned` events, six transactions of the hot wallet.
+async fn a_month_pays_out(crash: Option<&'static str>) {
     let Some(chain) = start_chain() else { return };
     let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
         return;
@@ -345,7 +301,7 @@ async fn a_month_pays_out(crash: bool) {
     let dir = temp_dir();
     let (rpc_url, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
     let hot_key = chain.s("platform_key");
-    let env = |start: &'static str, failpoint: bool| {
+    let env = |start: &'static str, failpoint: Option<&'static str>| {
         let mut env = vec![
             ("AIFORGE_MANUAL_CLOCK_START", start.to_string()),
             ("AIFORGE_ETH_RPC_URL", rpc_url.clone()),
@@ -354,12 +310,12 @@ async fn a_month_pays_out(crash: bool) {
             ("AIFORGE_ETH_HOT_WALLET_KEY", hot_key.clone()),
             ("AIFORGE_ADMIN_WALLETS", admin_address.clone()),
         ];
-        if failpoint {
-            env.push(("AIFORGE_PAYOUT_FAILPOINT", "after_sign".to_string()));
+        if let Some(failpoint) = failpoint {
+            env.push(("AIFORGE_PAYOUT_FAILPOINT", failpoint.to_string()));
         }
         env
     };
-    let start = |start: &'static str, failpoint: bool| {
+    let start = |start: &'static str, failpoint: Option<&'static str>| {
         let env = env(start, failpoint);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Server::start(&dir, &env)
@@ -485,8 +441,8 @@ async fn a_month_pays_out(crash: bool) {
         .json(&json!({"seconds": 30 * 86_400}))
         .send()
         .await;
-    let server = if crash {
-        // The failpoint aborts the process once the first transaction is recorded.
+    let server = if let Some(failpoint) = crash {
+        // The failpoint aborts the process at the first transaction.
         assert!(
             advanced.is_err(),
             "the instance aborted mid-pass: {advanced:?}"
@@ -494,11 +450,15 @@ async fn a_month_pays_out(crash: bool) {
         let mut server = server;
         let _ = server.child.wait();
         drop(server);
-        assert!(
-            transfers_from(&chain, &platform).await.is_empty(),
-            "nothing was broadcast before the crash"
-        );
-        start("2026-12-02T12:00:01Z", false)
+        let sent = transfers_from(&chain, &platform).await;
+        if failpoint == "after_sign" {
+            assert!(sent.is_empty(), "nothing was broadcast before the crash");
+        } else {
+            // ganache mines at once: one block, short of the three confirmations.
+            assert_eq!(sent.len(), 1, "one broadcast before the crash: {sent:?}");
+        }
+        assert_eq!(events_in_log(&dir, "PayoutCompleted").await.len(), 0);
+        start("2026-12-02T12:00:01Z", None)
     } else {
         let body: Value = advanced.unwrap().json().await.unwrap();
         assert_eq!(body["now"], "2026-12-02T12:00:00.000000Z", "{body}");
@@ -549,10 +509,14 @@ async fn a_month_pays_out(crash: bool) {
         assert_eq!(mine.len(), 1, "{mine:?}");
         assert_eq!(mine[0]["state"], "completed");
         assert_eq!(mine[0]["month"], "2026-11");
-        assert!(mine[0]["explorer_url"]
-            .as_str()
-            .unwrap()
-            .ends_with(mine[0]["tx_hash"].as_str().unwrap()));
+        // The default explorer.
+        assert_eq!(
+            mine[0]["explorer_url"].as_str().unwrap(),
+            format!(
+                "https://etherscan.io/tx/{}",
+                mine[0]["tx_hash"].as_str().unwrap()
+            )
+        );
     }
     // The close's receipt: each payee's proof leads to the published root; a changed amount
     // does not.
@@ -597,18 +561,32 @@ async fn a_month_pays_out(crash: bool) {
             assert_eq!(account["balance"], "360.000000", "{account}");
         }
     }
+    // Nothing signed twice: one recorded signature and one hot wallet transaction per payout.
+    assert_eq!(mined_nonce(&chain, &platform).await, 6);
     server.stop();
+    assert_eq!(
+        events_in_log(&dir, "PayoutTransactionSigned").await.len(),
+        6
+    );
+    let receipts = events_in_log(&dir, "PayoutReceiptPublished").await;
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert_eq!(receipts[0]["root"], receipt["root"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_month_pays_every_payee_exactly_their_payable_on_chain() {
-    a_month_pays_out(false).await;
+    a_month_pays_out(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_between_the_recorded_signature_and_the_broadcast_sends_that_same_transaction_once()
 {
-    a_month_pays_out(true).await;
+    a_month_pays_out(Some("after_sign")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_the_broadcast_and_the_confirmation_completes_that_same_transaction_once() {
+    a_month_pays_out(Some("after_broadcast")).await;
 }
 
 /// A creator's $90 payable over a $50 approval threshold, from a hot wallet with no USDT: the
@@ -892,4 +870,347 @@ async fn two_instances_racing_to_pay_one_payout_put_one_transaction_on_chain() {
         &name,
     )
     .await;
+}
+
+/// A creator (chain account `keys[key]`, its payout wallet chosen) whose service a payer
+/// subscribes to once for $100, paid in the token contract `usdt`: a $90 payable.
+async fn creator_with_payable(
+    chain: &Chain,
+    server: &Server,
+    key: usize,
+    usdt: &str,
+) -> (Payee, String) {
+    let key = chain.info["keys"][key].as_str().unwrap().to_string();
+    let (creator, token) = payee(server, &key).await;
+    let service = model_and_service(server, &token, format!("model of {key}").as_bytes(), None)
+        .await;
+    let payer = wallet_session(server, chain.s("payer_key").trim_start_matches("0x"))
+        .await
+        .unwrap();
+    let (status, body) = send(
+        server,
+        Method::POST,
+        &format!("/api/marketplace/{service}/subscribe"),
+        json!({"network": "ethereum"}),
+        Some(&payer),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let payment = body["payment"]["payment_id"].as_str().unwrap().to_string();
+    pay_in(
+        chain,
+        server,
+        &payer,
+        "payer_key",
+        &payment,
+        100_000_000,
+        usdt,
+    )
+    .await;
+    (creator, token)
+}
+
+/// The balance of one ledger account as the admin's ledger shows it ("" when it has none).
+async fn ledger_balance(server: &Server, admin: &str, account: &str) -> String {
+    let (status, ledger) = get(server, "/api/admin/ledger", Some(admin)).await;
+    assert_eq!(status, 200, "{ledger}");
+    assert_eq!(ledger["sum_micros"], "0", "every account balances: {ledger}");
+    ledger["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == account)
+        .map(|a| a["balance"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The caller's payouts' states, oldest first.
+async fn my_states(server: &Server, token: &str) -> (Vec<String>, Value) {
+    let (status, mine) = get(server, "/api/payouts/mine", Some(token)).await;
+    assert_eq!(status, 200, "{mine}");
+    let states = mine["payouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["state"].as_str().unwrap().to_string())
+        .collect();
+    (states, mine)
+}
+
+/// The USDT contract refuses transfers to a payee its owner blocked (USDT's blacklist): the
+/// close's payout is mined and reverts, fails with its reason, and nothing leaves the payable
+/// (every account balances); the pass that saw it fail does not send it again, and the close's
+/// receipt waits for the retry. Unblocked, the next pass asks for a new payout, which pays the
+/// payee exactly once (one Transfer log); the receipt then covers it, and only it. The explorer
+/// link follows the `AIFORGE_ETH_EXPLORER_TX_URL` setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reverted_transfer_fails_the_payout_returns_the_amount_and_a_later_pass_pays_it_once() {
+    let Some(chain) = start_chain() else { return };
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let (usdt, platform) = (chain.s("blocking_token"), chain.s("platform"));
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-20T12:00:00Z"),
+            ("AIFORGE_ETH_RPC_URL", &chain.s("rpc_url")),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_ETH_HOT_WALLET_KEY", &chain.s("platform_key")),
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            // Only the passes this test asks for (and the clock's) run.
+            ("AIFORGE_PAYOUT_PASS_SECS", "3600"),
+            (
+                "AIFORGE_ETH_EXPLORER_TX_URL",
+                "https://explorer.example/eth/tx/{hash}?from=aiforge",
+            ),
+        ],
+    );
+    let (creator, _) = creator_with_payable(&chain, &server, 3, &usdt).await;
+    let payable = format!("creator_payable:{}", creator.user_id);
+    chain.blocklist("block", &creator.address);
+
+    // December 2nd, noon: November closes, its payout is signed, broadcast, mined, reverted.
+    let body = advance(&server, 12 * 86_400).await;
+    assert!(
+        body["months_closed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("2026-11")),
+        "{body}"
+    );
+    assert_eq!(body["payouts"]["sent"], 1, "{body}");
+    let (status, body) = get(&server, "/api/payouts/receipts/2026/11", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("receipt_not_published")),
+        "a payout of the close is in progress: {body}"
+    );
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let (status, report) = run_pass(&server, &admin).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["failed"], &report["requested"], &report["sent"]),
+        (&json!(1), &json!(0), &json!(0)),
+        "the pass that sees it fail does not ask again: {report}"
+    );
+    let token = wallet_session(&server, chain.info["keys"][3].as_str().unwrap().trim_start_matches("0x"))
+        .await
+        .unwrap();
+    let (states, mine) = my_states(&server, &token).await;
+    assert_eq!(states, ["failed"], "{mine}");
+    let failed = &mine["payouts"][0];
+    let failed_id = failed["payout_id"].as_str().unwrap().to_string();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("reverted"),
+        "{failed}"
+    );
+    let reverted = failed["tx_hash"].as_str().unwrap();
+    assert_eq!(
+        failed["explorer_url"],
+        format!("https://explorer.example/eth/tx/{reverted}?from=aiforge")
+    );
+    let (_, receipt) = rpc(&chain, "eth_getTransactionReceipt", json!([reverted])).await;
+    assert_eq!(receipt["result"]["status"], "0x0", "{receipt}");
+    let (_, listed) = get(&server, "/api/admin/payouts?state=failed", Some(&admin)).await;
+    assert_eq!(listed["payouts"][0]["explorer_url"], failed["explorer_url"]);
+    // Nothing left the payable, nothing reached the payee.
+    assert_eq!(ledger_balance(&server, &admin, &payable).await, "90.000000");
+    assert_eq!(ledger_balance(&server, &admin, "hot_wallet:ethereum").await, "");
+    assert_eq!(token_balance_of(&chain, &usdt, &creator.address).await, 0);
+    assert!(transfers_from_in(&chain, &usdt, &platform).await.is_empty());
+    let (status, _) = get(&server, "/api/payouts/receipts/2026/11", None).await;
+    assert_eq!(status, 404, "the receipt waits for the retry");
+
+    // Unblocked: the next pass asks again and pays, once.
+    chain.blocklist("unblock", &creator.address);
+    let (status, report) = run_pass(&server, &admin).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["requested"], &report["sent"]),
+        (&json!(1), &json!(1)),
+        "{report}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        chain.mine(1).await;
+        let (status, report) = run_pass(&server, &admin).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["requested"], 0, "asked for once: {report}");
+        let (states, mine) = my_states(&server, &token).await;
+        if states == ["failed", "completed"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{mine}");
+    }
+    assert_eq!(
+        transfers_from_in(&chain, &usdt, &platform).await,
+        [(creator.address.to_lowercase(), 90_000_000)]
+    );
+    assert_eq!(
+        token_balance_of(&chain, &usdt, &creator.address).await,
+        90_000_000
+    );
+    assert_eq!(ledger_balance(&server, &admin, &payable).await, "0.000000");
+    assert_eq!(
+        ledger_balance(&server, &admin, "hot_wallet:ethereum").await,
+        "90.000000"
+    );
+    // The receipt covers the completed payout; the failed one has no proof.
+    let (status, receipt) = get(&server, "/api/payouts/receipts/2026/11", None).await;
+    assert_eq!((status, receipt["payouts"].as_u64()), (200, Some(1)), "{receipt}");
+    let (_, mine) = get(&server, "/api/payouts/mine", Some(&token)).await;
+    let paid = mine["payouts"][1]["payout_id"].as_str().unwrap();
+    let (status, proof) = get(&server, &format!("/api/payouts/{paid}/proof"), Some(&token)).await;
+    assert_eq!(status, 200, "{proof}");
+    let leaf: aiforge_domain::merkle::ReceiptLeaf =
+        serde_json::from_value(proof["leaf"].clone()).unwrap();
+    assert_eq!(leaf.amount, "90.000000");
+    let steps: Vec<aiforge_domain::merkle::ProofStep> =
+        serde_json::from_value(proof["proof"].clone()).unwrap();
+    assert!(aiforge_domain::merkle::verify(
+        &leaf,
+        &steps,
+        receipt["root"].as_str().unwrap()
+    ));
+    let (status, body) = get(
+        &server,
+        &format!("/api/payouts/{failed_id}/proof"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    server.stop();
+    assert_eq!(events_in_log(&dir, "PayoutFailed").await.len(), 1);
+    assert_eq!(events_in_log(&dir, "PayoutReceiptPublished").await.len(), 1);
+}
+
+/// With the chain's mining stopped, a payout's transaction stays pending; once it has waited
+/// `AIFORGE_PAYOUT_REPLACE_AFTER_SECS` (the default, 600 s, on the app clock) the pass signs a
+/// replacement at the same nonce with a higher gas price, records it, and broadcasts it; never
+/// a transaction at another nonce. Mining again, exactly one of the two is mined (the
+/// replacement, which took the nonce), and the payout completes with its hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_transaction_is_replaced_at_its_nonce_with_a_higher_gas_price_and_paid_once() {
+    let Some(chain) = start_chain() else { return };
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let (usdt, platform) = (chain.s("token"), chain.s("platform"));
+    // The hot wallet is the payer's account, which has sent a transaction (its payment) before
+    // the payout: ganache 7 reads a raw transaction's nonce 0 (RLP's empty bytes) as no nonce
+    // and renumbers it, so a replacement at nonce 0 would be mined as a second transaction, a
+    // ganache bug no Ethereum node has. At nonce 1 it replaces as geth does.
+    let hot = chain.s("payer");
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-20T12:00:00Z"),
+            ("AIFORGE_ETH_RPC_URL", &chain.s("rpc_url")),
+            ("AIFORGE_ETH_USDT_CONTRACT", &usdt),
+            ("AIFORGE_ETH_PLATFORM_WALLET", &platform),
+            ("AIFORGE_ETH_HOT_WALLET_KEY", &chain.s("payer_key")),
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            ("AIFORGE_PAYOUT_PASS_SECS", "3600"),
+        ],
+    );
+    let (creator, token) = creator_with_payable(&chain, &server, 3, &usdt).await;
+    let (_, stopped) = rpc(&chain, "miner_stop", json!([])).await;
+    assert!(stopped.get("error").is_none(), "{stopped}");
+    let (status, body) = send(
+        &server,
+        Method::POST,
+        "/api/payouts/withdraw",
+        json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["payouts"][0]["state"], "in_progress", "{body}");
+    let first = body["payouts"][0]["tx_hash"].as_str().unwrap().to_string();
+    let (_, pending) = rpc(&chain, "eth_getTransactionByHash", json!([first])).await;
+    let pending = pending["result"].clone();
+    assert!(pending["blockNumber"].is_null(), "pending: {pending}");
+    assert_eq!(pending["nonce"], "0x1", "the payer's second transaction: {pending}");
+    let price = u128::from_str_radix(
+        pending["gasPrice"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+
+    // A second short of the setting: the same transaction, broadcast again.
+    let body = advance(&server, 599).await;
+    assert_eq!(body["payouts"]["sent"], 0, "{body}");
+    let (_, mine) = get(&server, "/api/payouts/mine", Some(&token)).await;
+    assert_eq!(mine["payouts"][0]["tx_hash"], first.as_str(), "{mine}");
+    // Ten minutes: replaced.
+    let body = advance(&server, 1).await;
+    assert_eq!(body["payouts"]["sent"], 1, "{body}");
+    let (_, mine) = get(&server, "/api/payouts/mine", Some(&token)).await;
+    let second = mine["payouts"][0]["tx_hash"].as_str().unwrap().to_string();
+    assert_ne!(second, first, "{mine}");
+    assert_eq!(mine["payouts"][0]["state"], "in_progress", "{mine}");
+    let (_, replacement) = rpc(&chain, "eth_getTransactionByHash", json!([second])).await;
+    let replacement = replacement["result"].clone();
+    assert_eq!(replacement["nonce"], "0x1", "at the same nonce: {replacement}");
+    let bumped = u128::from_str_radix(
+        replacement["gasPrice"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(bumped * 100 >= price * 110, "{price} -> {bumped}");
+
+    // Mining again: one of them is mined, the payout completes with its hash.
+    let (_, started) = rpc(&chain, "miner_start", json!([])).await;
+    assert!(started.get("error").is_none(), "{started}");
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let token = wallet_session(&server, chain.info["keys"][3].as_str().unwrap().trim_start_matches("0x"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        chain.mine(1).await;
+        let (status, report) = run_pass(&server, &admin).await;
+        assert_eq!(status, 200, "{report}");
+        let (states, mine) = my_states(&server, &token).await;
+        if states == ["completed"] {
+            break;
+        }
+        assert_eq!(states, ["in_progress"], "{mine}");
+        assert!(Instant::now() < deadline, "{mine}");
+    }
+    let (_, mine) = get(&server, "/api/payouts/mine", Some(&token)).await;
+    let paid = mine["payouts"][0]["tx_hash"].as_str().unwrap().to_string();
+    let mined: Vec<&String> = [&first, &second].into_iter().filter(|h| **h == paid).collect();
+    assert_eq!(mined.len(), 1, "completed with one of its transactions: {mine}");
+    let (_, receipt) = rpc(&chain, "eth_getTransactionReceipt", json!([paid])).await;
+    assert_eq!(receipt["result"]["status"], "0x1", "{receipt}");
+    // One Transfer to the payee in it (read from the receipt: ganache's eth_getLogs misses the
+    // logs of a transaction that replaced another in its pool).
+    let logs = receipt["result"]["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1, "{receipt}");
+    assert_eq!(
+        logs[0]["topics"][2].as_str().unwrap()[26..],
+        creator.address.to_lowercase()[2..],
+        "{receipt}"
+    );
+    let other = if paid == first { &second } else { &first };
+    let (_, receipt) = rpc(&chain, "eth_getTransactionReceipt", json!([other])).await;
+    assert!(receipt["result"].is_null(), "never mined: {receipt}");
+    assert_eq!(token_balance(&chain, &creator.address).await, 90_000_000);
+    assert_eq!(mined_nonce(&chain, &hot).await, 2, "one nonce used by the payout");
+    server.stop();
+    let signed = events_in_log(&dir, "PayoutTransactionSigned").await;
+    assert_eq!(signed.len(), 2, "{signed:?}");
+    assert_eq!(signed[1]["replaces"], first.as_str());
+    assert_eq!(
+        signed[0]["transfer"]["nonce"], signed[1]["transfer"]["nonce"],
+        "{signed:?}"
+    );
 }

@@ -828,7 +828,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let payouts = state.payouts.clone();
         tokio::spawn(aiforge_commands::passes::every(
             scheduler_lease.clone(),
-            Duration::from_secs(aiforge_commands::payouts::PAYOUT_PASS_SECS),
+            Duration::from_secs(settings.payout_pass_secs),
             stopped.clone(),
             "payouts",
             move || {
@@ -984,6 +984,11 @@ pub async fn payouts_of(
             minimum: settings.payout_minimum,
             approval_threshold: settings.payout_approval_threshold,
             abort_after_sign: settings.payout_abort_after_sign,
+            abort_after_broadcast: settings.payout_abort_after_broadcast,
+            replace_after: time::Duration::seconds(
+                i64::try_from(settings.payout_replace_after_secs).unwrap_or(i64::MAX),
+            ),
+            explorer_tx_urls: settings.explorer_tx_urls.clone(),
         },
         hot_wallets,
     ))

@@ -31,6 +31,15 @@ pub const DEFAULT_CLOSE_SETTLE_SECS: u64 = 24 * 3600;
 pub const DEFAULT_PAYOUT_MINIMUM: &str = "10";
 /// A payout above this waits for an admin's approval.
 pub const DEFAULT_PAYOUT_APPROVAL_THRESHOLD: &str = "1000";
+/// How long (app clock) a payout's Ethereum transaction may stay unmined before the pass
+/// replaces it at the same nonce with a higher gas price (README, "Payouts"): ten minutes is
+/// about fifty blocks, far beyond the few blocks a transaction priced at the node's gas price
+/// needs unless fees rose since; replacing sooner would pay more for transactions that were
+/// only waiting their turn.
+pub const DEFAULT_PAYOUT_REPLACE_AFTER_SECS: u64 = 600;
+/// Where people see a transaction (`{hash}` is replaced by its hash).
+pub const DEFAULT_ETH_EXPLORER_TX_URL: &str = "https://etherscan.io/tx/{hash}";
+pub const DEFAULT_TRON_EXPLORER_TX_URL: &str = "https://tronscan.org/#/transaction/{hash}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -187,6 +196,18 @@ pub struct Settings {
     /// `AIFORGE_PAYOUT_FAILPOINT=after_sign` (TESTS ONLY, off by default): the process aborts
     /// right after recording a signed payout transaction, before broadcasting it.
     pub payout_abort_after_sign: bool,
+    /// `AIFORGE_PAYOUT_FAILPOINT=after_broadcast` (TESTS ONLY, off by default): the process
+    /// aborts right after broadcasting a payout's transaction, before its confirmation.
+    pub payout_abort_after_broadcast: bool,
+    /// `AIFORGE_PAYOUT_PASS_SECS` (default 10): how often the lease holder runs the payout pass.
+    pub payout_pass_secs: u64,
+    /// `AIFORGE_PAYOUT_REPLACE_AFTER_SECS`: an unmined payout transaction older than this (app
+    /// clock) is replaced at its nonce with a higher gas price
+    /// ([`DEFAULT_PAYOUT_REPLACE_AFTER_SECS`]).
+    pub payout_replace_after_secs: u64,
+    /// `AIFORGE_ETH_EXPLORER_TX_URL`, `AIFORGE_TRON_EXPLORER_TX_URL`: a transaction's page on
+    /// an explorer, `{hash}` standing for its hash (defaults: etherscan.io, tronscan.org).
+    pub explorer_tx_urls: aiforge_commands::payouts::ExplorerTxUrls,
 }
 
 /// Parses `AIFORGE_PLAN_LIMITS` (`plan=requests/tokens[,…]`).
@@ -439,15 +460,28 @@ impl Settings {
                         reason: format!("'{value}' is not an amount of USDT"),
                     })
             };
-        let payout_abort_after_sign = match env("AIFORGE_PAYOUT_FAILPOINT").as_deref() {
-            None | Some("") | Some("off") => false,
-            Some("after_sign") => true,
-            Some(other) => {
+        let (payout_abort_after_sign, payout_abort_after_broadcast) =
+            match env("AIFORGE_PAYOUT_FAILPOINT").as_deref() {
+                None | Some("") | Some("off") => (false, false),
+                Some("after_sign") => (true, false),
+                Some("after_broadcast") => (false, true),
+                Some(other) => {
+                    return Err(SettingsError::Invalid {
+                        name: "AIFORGE_PAYOUT_FAILPOINT",
+                        reason: format!("'{other}' (expected after_sign, after_broadcast or off)"),
+                    })
+                }
+            };
+        let explorer = |name: &'static str, default: &str| -> Result<String, SettingsError> {
+            let value = env(name).unwrap_or_else(|| default.to_string());
+            let http = value.starts_with("https://") || value.starts_with("http://");
+            if !http || !value.contains("{hash}") || value.chars().any(char::is_whitespace) {
                 return Err(SettingsError::Invalid {
-                    name: "AIFORGE_PAYOUT_FAILPOINT",
-                    reason: format!("'{other}' (expected after_sign or off)"),
-                })
+                    name,
+                    reason: format!("'{value}' is not an http(s) URL with a {{hash}} placeholder"),
+                });
             }
+            Ok(value)
         };
         Ok(Self {
             eth_hot_wallet_key: env("AIFORGE_ETH_HOT_WALLET_KEY").map(SecretString::from),
@@ -457,6 +491,18 @@ impl Settings {
                 DEFAULT_PAYOUT_APPROVAL_THRESHOLD,
             )?,
             payout_abort_after_sign,
+            payout_abort_after_broadcast,
+            payout_pass_secs: parse_count("AIFORGE_PAYOUT_PASS_SECS", env("AIFORGE_PAYOUT_PASS_SECS"))?
+                .unwrap_or(aiforge_commands::payouts::PAYOUT_PASS_SECS),
+            payout_replace_after_secs: parse_count(
+                "AIFORGE_PAYOUT_REPLACE_AFTER_SECS",
+                env("AIFORGE_PAYOUT_REPLACE_AFTER_SECS"),
+            )?
+            .unwrap_or(DEFAULT_PAYOUT_REPLACE_AFTER_SECS),
+            explorer_tx_urls: aiforge_commands::payouts::ExplorerTxUrls {
+                ethereum: explorer("AIFORGE_ETH_EXPLORER_TX_URL", DEFAULT_ETH_EXPLORER_TX_URL)?,
+                tron: explorer("AIFORGE_TRON_EXPLORER_TX_URL", DEFAULT_TRON_EXPLORER_TX_URL)?,
+            },
             plan_limits,
             close_automatic: parse_flag("AIFORGE_CLOSE_AUTOMATIC", env("AIFORGE_CLOSE_AUTOMATIC"))?
                 .unwrap_or(true),

@@ -10,7 +10,13 @@
 //!    it (less what open payouts hold), to the payee's payout wallet;
 //! 3. payouts awaiting payment are signed (Ethereum nonce: the chain's pending nonce or past the
 //!    highest recorded, whichever is higher), the signed transaction is RECORDED, and only then
-//!    broadcast; a hot wallet short of USDT or gas records why the payout waits.
+//!    broadcast; a hot wallet short of USDT or gas records why the payout waits;
+//! 4. a close whose payouts have all ended (and none failed one waits to be asked for again)
+//!    gets its receipt published: the Merkle root of its completed payouts, recorded once
+//!    (`PayoutReceiptPublished`), which the receipt and proof routes serve.
+//!
+//! A payout in progress unmined for `replace_after` (app clock) is replaced at its nonce with a
+//! higher gas price (step 1), recorded before its broadcast like the first transaction.
 //!
 //! Exactly once: a payout's transaction is recorded before it leaves this process, and a
 //! payout in progress is never signed again (the aggregate refuses), so a crash at any point
@@ -27,6 +33,10 @@ use aiforge_domain::payout::{
     payout_id, FailureReason, Payout, PayoutCause, PayoutCommand, PayoutError, PayoutServices,
     PayoutState, SignedTransfer,
 };
+use aiforge_domain::merkle::ReceiptLeaf;
+use aiforge_domain::payout_receipt::{
+    PayoutReceipt, PayoutReceiptCommand, PayoutReceiptError, PayoutReceiptServices, ReceiptEntry,
+};
 use aiforge_domain::revenue_book::Month;
 use aiforge_domain::wallet::{Network, Wallet};
 use aiforge_domain::Usdt;
@@ -39,6 +49,12 @@ use crate::{Clock, CommandError, CommandMeta, Database, Executor};
 pub const PAYOUT_BATCH_MAX: i64 = 200;
 /// How often the lease holder runs the pass on its own.
 pub const PAYOUT_PASS_SECS: u64 = 10;
+/// Payouts the pass makes for one payable after one close, failed ones included: a failed
+/// payout (reverted, dropped) is asked for again by a later pass, since its cause (a token that
+/// refused the payee, gas that rose) may be gone; a cause that stays (a payee the token blocks
+/// for good) costs at most this many reverted transfers' gas. Past it, the payable waits for
+/// its payee's withdraw or the next close.
+pub const PAYOUT_CLOSE_ATTEMPTS_MAX: usize = 3;
 
 /// What the chain says about a payout's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +102,21 @@ pub trait HotWallet: Send + Sync {
         micros: u64,
         nonce: Option<u64>,
     ) -> Result<SignedTransfer, ChainError>;
+    /// Ethereum: signs the same transfer at the nonce of `replaced` (still unmined) with a gas
+    /// price high enough for a node to replace it in its pool; nothing is sent. A network
+    /// whose transactions cannot be replaced (Tron: they expire instead) keeps the default.
+    async fn sign_replacement(
+        &self,
+        replaced: &SignedTransfer,
+        to: &str,
+        micros: u64,
+    ) -> Result<SignedTransfer, ChainError> {
+        let _ = (replaced, to, micros);
+        Err(ChainError::BadResponse {
+            network: self.network(),
+            reason: "transactions on this network are not replaced".into(),
+        })
+    }
     /// Sends the signed transaction (again). A node that already has it is not an error.
     async fn broadcast(&self, transfer: &SignedTransfer) -> Result<(), ChainError>;
     async fn status(&self, hash: &str) -> Result<SentStatus, ChainError>;
@@ -99,7 +130,38 @@ pub struct PayoutSettings {
     /// TEST ONLY (`AIFORGE_PAYOUT_FAILPOINT=after_sign`): abort the process right after a signed
     /// transaction is recorded, before its broadcast (the crash-safety test). Off by default.
     pub abort_after_sign: bool,
+    /// TEST ONLY (`AIFORGE_PAYOUT_FAILPOINT=after_broadcast`): abort the process right after a
+    /// transaction's broadcast, before its confirmation (the crash-safety test). Off by default.
+    pub abort_after_broadcast: bool,
+    /// An unmined transaction older than this (app clock) is replaced at its nonce with a
+    /// higher gas price (Ethereum).
+    pub replace_after: time::Duration,
+    pub explorer_tx_urls: ExplorerTxUrls,
 }
+
+/// A transaction's page on an explorer, per network: `{hash}` stands for its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplorerTxUrls {
+    pub ethereum: String,
+    pub tron: String,
+}
+
+impl ExplorerTxUrls {
+    /// The page of transaction `hash` on `network` (`ethereum`, `tron`).
+    pub fn url(&self, network: &str, hash: &str) -> Option<String> {
+        match network {
+            "ethereum" => Some(self.ethereum.replace("{hash}", hash)),
+            // Tron explorers name a transaction by its bare hex id.
+            "tron" => Some(self.tron.replace("{hash}", hash.trim_start_matches("0x"))),
+            _ => None,
+        }
+    }
+}
+
+/// Replacements of one payout's transaction at most: each pays a higher gas price than the
+/// last, so a bound keeps a stuck payout (a node that never mines it) from bidding without end;
+/// past it the same transaction is broadcast again and the admin's list shows it in progress.
+pub const PAYOUT_REPLACEMENTS_MAX: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutPassError {
@@ -107,6 +169,8 @@ pub enum PayoutPassError {
     Views(#[from] ViewError),
     #[error(transparent)]
     Command(#[from] CommandError<PayoutError>),
+    #[error(transparent)]
+    Receipt(#[from] CommandError<PayoutReceiptError>),
 }
 
 /// What one pass did.
@@ -117,6 +181,8 @@ pub struct PayoutPassReport {
     pub completed: usize,
     pub failed: usize,
     pub waiting: usize,
+    /// Close receipts published (step 4).
+    pub receipts_published: usize,
 }
 
 /// Why a withdraw made no payout.
@@ -139,6 +205,7 @@ pub enum WithdrawError {
 pub struct Payouts {
     pub executor: Executor<Payout>,
     accounts: Executor<Account>,
+    receipts: Executor<PayoutReceipt>,
     clock: Arc<dyn Clock>,
     views: Arc<dyn Views>,
     settings: PayoutSettings,
@@ -183,6 +250,7 @@ impl Payouts {
     ) -> Self {
         Self {
             executor: Executor::new(db.clone(), clock.clone(), PayoutServices),
+            receipts: Executor::new(db.clone(), clock.clone(), PayoutReceiptServices),
             accounts: Executor::new(db, clock.clone(), AccountServices),
             clock,
             views,
@@ -364,11 +432,13 @@ impl Payouts {
             return Ok(report);
         }
         self.views.settle().await;
-        self.follow_in_progress(&mut report).await?;
+        let failed_now = self.follow_in_progress(&mut report).await?;
         self.views.settle().await;
-        self.request_after_close(&mut report).await?;
+        self.request_after_close(&mut report, &failed_now).await?;
         self.views.settle().await;
         self.pay(&mut report).await?;
+        self.views.settle().await;
+        self.publish_receipts(&mut report).await?;
         self.views.settle().await;
         Ok(report)
     }
@@ -389,11 +459,13 @@ impl Payouts {
             .map(drop)
     }
 
-    /// Step 1 (module docs).
+    /// Step 1 (module docs). Returns the payables whose payout failed in this step: the same
+    /// pass does not ask for them again (a cause seconds old is rarely gone; the next pass asks).
     async fn follow_in_progress(
         &self,
         report: &mut PayoutPassReport,
-    ) -> Result<(), PayoutPassError> {
+    ) -> Result<std::collections::HashSet<String>, PayoutPassError> {
+        let mut failed_now = std::collections::HashSet::new();
         for line in self
             .views
             .payouts_in("in_progress", PAYOUT_BATCH_MAX)
@@ -411,11 +483,36 @@ impl Payouts {
                 continue;
             };
             match self.follow(&payout, wallet.as_ref()).await {
+                Ok(Some(PayoutCommand::RecordSigned {
+                    network,
+                    transfer,
+                    at,
+                })) => {
+                    // A replacement: recorded BEFORE its broadcast, like the first.
+                    let record = PayoutCommand::RecordSigned {
+                        network,
+                        transfer: transfer.clone(),
+                        at,
+                    };
+                    if let Err(e) = self.execute(&payout.payout_id, record).await {
+                        tracing::warn!(payout = %payout.payout_id, error = %crate::error_chain(&e), "replacement not recorded; nothing sent");
+                        continue;
+                    }
+                    report.sent += 1;
+                    if let Err(e) = wallet.broadcast(&transfer).await {
+                        tracing::warn!(payout = %payout.payout_id, error = %e, "broadcast of the replacement failed; retried by the next pass");
+                    }
+                }
                 Ok(Some(command)) => {
                     let completed = matches!(command, PayoutCommand::Complete { .. });
                     match self.execute(&payout.payout_id, command).await {
                         Ok(()) if completed => report.completed += 1,
-                        Ok(()) => report.failed += 1,
+                        Ok(()) => {
+                            report.failed += 1;
+                            if let Some(payable) = &payout.payable {
+                                failed_now.insert(payable.name());
+                            }
+                        }
                         Err(e) => {
                             tracing::error!(payout = %payout.payout_id, error = %crate::error_chain(&e), "payout step refused")
                         }
@@ -427,7 +524,7 @@ impl Payouts {
                 }
             }
         }
-        Ok(())
+        Ok(failed_now)
     }
 
     /// What the chain says of one payout in progress, as the command to record (if any).
@@ -488,15 +585,37 @@ impl Payouts {
                 }));
             }
         }
+        // Stuck (unmined for `replace_after` since its last signature): the same transfer at
+        // the same nonce with a higher gas price; whichever of them is mined, the other can
+        // never be (its nonce is taken), so the payee is paid once.
+        if let (Some(_), Some(signed_at)) = (current.nonce, payout.signed_at) {
+            if at - signed_at >= self.settings.replace_after
+                && payout.transfers.len() <= PAYOUT_REPLACEMENTS_MAX
+            {
+                if let Some(to) = payout.wallet.as_ref().map(|w| w.address.clone()) {
+                    let transfer = wallet
+                        .sign_replacement(current, &to, micros_u64(payout.amount))
+                        .await?;
+                    return Ok(Some(PayoutCommand::RecordSigned {
+                        network: wallet.network(),
+                        transfer,
+                        at,
+                    }));
+                }
+            }
+        }
         // Not mined, still valid: the same bytes again (a node that lost it, a restart).
         wallet.broadcast(current).await?;
         Ok(None)
     }
 
-    /// Step 2 (module docs).
+    /// Step 2 (module docs). A payable whose payout of this close failed is asked for again
+    /// (a new payout, the next number), but not in the pass that saw it fail and not past
+    /// [`PAYOUT_CLOSE_ATTEMPTS_MAX`] payouts of the close.
     async fn request_after_close(
         &self,
         report: &mut PayoutPassReport,
+        failed_now: &std::collections::HashSet<String>,
     ) -> Result<(), PayoutPassError> {
         let Some(month) = self.views.last_closed_month().await? else {
             return Ok(());
@@ -505,7 +624,11 @@ impl Payouts {
             return Ok(());
         };
         for line in self.views.payables(PAYOUT_BATCH_MAX).await? {
-            if line.paid_closes.contains(&month) {
+            if line.paid_closes.contains(&month) || failed_now.contains(&line.account) {
+                continue;
+            }
+            let failures = line.failed_closes.iter().filter(|m| **m == month).count();
+            if failures >= PAYOUT_CLOSE_ATTEMPTS_MAX {
                 continue;
             }
             let Some(payable) = parse_payable(&line.account) else {
@@ -525,6 +648,80 @@ impl Payouts {
                 Err(e) => {
                     tracing::warn!(payable = %line.account, error = %e, "payout not requested")
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 4 (module docs). The last close waits while a payable's failed payout of it will
+    /// be asked for again (step 2 of a later pass): its receipt then covers the retry too.
+    async fn publish_receipts(&self, report: &mut PayoutPassReport) -> Result<(), PayoutPassError> {
+        let due = self.views.receipts_due(PAYOUT_BATCH_MAX).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let last = self.views.last_closed_month().await?;
+        let mut retry_pending = false;
+        if let Some(last) = &last {
+            if due.iter().any(|d| &d.month == last) {
+                retry_pending = self
+                    .views
+                    .payables(PAYOUT_BATCH_MAX)
+                    .await?
+                    .iter()
+                    .any(|line| {
+                        let failures = line.failed_closes.iter().filter(|m| *m == last).count();
+                        let available =
+                            usdt_of(line.balance_micros.saturating_sub(line.open_micros));
+                        failures > 0
+                            && failures < PAYOUT_CLOSE_ATTEMPTS_MAX
+                            && !line.paid_closes.contains(last)
+                            && available >= self.settings.minimum
+                    });
+            }
+        }
+        for close in due {
+            if retry_pending && Some(&close.month) == last.as_ref() {
+                continue;
+            }
+            let Ok(month) = close.month.parse::<Month>() else {
+                continue;
+            };
+            let entries = close
+                .completed
+                .iter()
+                .map(|p| ReceiptEntry {
+                    payout_id: p.payout_id.clone(),
+                    leaf: ReceiptLeaf {
+                        payee: p.user_id.clone(),
+                        wallet: format!("{}:{}", p.network, p.address),
+                        amount: usdt_of(p.amount_micros).to_string(),
+                        month: close.month.clone(),
+                    },
+                })
+                .collect();
+            let command = PayoutReceiptCommand::Publish {
+                month,
+                entries,
+                at: self.clock.now(),
+            };
+            match self
+                .receipts
+                .execute(
+                    &close.month,
+                    command,
+                    &meta(format!("receipt:{}", close.month)),
+                    &[],
+                )
+                .await
+            {
+                Ok(_) => report.receipts_published += 1,
+                // Another instance published it first (or is publishing it now).
+                Err(
+                    CommandError::Rejected(PayoutReceiptError::AlreadyPublished { .. })
+                    | CommandError::Conflict,
+                ) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -649,6 +846,10 @@ impl Payouts {
                 if let Err(e) = wallet.broadcast(&transfer).await {
                     // Recorded: the next pass broadcasts it again.
                     tracing::warn!(payout = %payout.payout_id, error = %e, "broadcast failed; retried by the next pass");
+                }
+                if self.settings.abort_after_broadcast {
+                    tracing::error!(payout = %payout.payout_id, "AIFORGE_PAYOUT_FAILPOINT=after_broadcast: aborting before the confirmation");
+                    std::process::abort();
                 }
             }
         }

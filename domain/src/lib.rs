@@ -20,6 +20,7 @@ pub mod node;
 pub mod node_protocol;
 pub mod payment;
 pub mod payout;
+pub mod payout_receipt;
 pub mod platform_key;
 pub mod revenue;
 pub mod revenue_book;

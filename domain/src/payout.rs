@@ -284,6 +284,9 @@ pub struct Payout {
     /// Every transaction signed for it, oldest first (replacements share the first's nonce).
     pub transfers: Vec<SignedTransfer>,
     pub waiting: Option<String>,
+    /// When the latest transaction was signed (a stuck one is replaced some time after).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub signed_at: Option<OffsetDateTime>,
 }
 
 impl Payout {
@@ -516,8 +519,9 @@ impl Aggregate for Payout {
             PayoutEvent::PayoutApproved { .. } => self.state = PayoutState::AwaitingPayment,
             PayoutEvent::PayoutCancelled { .. } => self.state = PayoutState::Cancelled,
             PayoutEvent::PayoutWaiting { reason, .. } => self.waiting = Some(reason),
-            PayoutEvent::PayoutTransactionSigned { transfer, .. } => {
+            PayoutEvent::PayoutTransactionSigned { transfer, at, .. } => {
                 self.transfers.push(transfer);
+                self.signed_at = Some(at);
                 self.waiting = None;
                 self.state = PayoutState::InProgress;
             }

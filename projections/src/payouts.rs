@@ -1,20 +1,28 @@
 //! `payouts_view`: one row per payout (money out, `aiforge_domain::payout`) with its state, the
 //! transaction that pays it, why it waits or failed; copied from the `Payout` events. The ledger
 //! postings of a completed payout are written by the ledger projection (`payments.rs`).
+//! `payout_receipts_view`: each close's published Merkle receipt (`PayoutReceiptPublished`).
 
 use aiforge_commands::clock::rfc3339;
 use aiforge_commands::{Database, RecordedEvent};
 use aiforge_domain::payout::{Payout, PayoutCause, PayoutEvent};
+use aiforge_domain::payout_receipt::{PayoutReceipt, PayoutReceiptEvent, ReceiptEntry};
 use cqrs_es::Aggregate;
 
 use crate::{decode_payload, Projection, ProjectionError, SqlValue, ViewTable, ViewTx};
 
 pub struct PayoutsProjection;
 
-const TABLES: &[ViewTable] = &[ViewTable {
-    name: "payouts_view",
-    order_by: "payout_id",
-}];
+const TABLES: &[ViewTable] = &[
+    ViewTable {
+        name: "payouts_view",
+        order_by: "payout_id",
+    },
+    ViewTable {
+        name: "payout_receipts_view",
+        order_by: "month",
+    },
+];
 
 #[async_trait::async_trait]
 impl Projection for PayoutsProjection {
@@ -27,6 +35,34 @@ impl Projection for PayoutsProjection {
     }
 
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type == PayoutReceipt::TYPE {
+            let PayoutReceiptEvent::PayoutReceiptPublished {
+                month,
+                root,
+                leaves,
+                at,
+            } = decode_payload::<PayoutReceiptEvent>(event)?;
+            let count = i64::try_from(leaves.len()).unwrap_or(i64::MAX);
+            let leaves =
+                serde_json::to_string(&leaves).map_err(|e| ProjectionError::BadEvent {
+                    position: event.position,
+                    event_type: event.event_type.clone(),
+                    reason: e.to_string(),
+                })?;
+            tx.execute(
+                "INSERT INTO payout_receipts_view (month, root, leaves, payouts, published_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    SqlValue::Text(month.to_string()),
+                    SqlValue::Text(root),
+                    SqlValue::Text(leaves),
+                    SqlValue::Int(count),
+                    SqlValue::Text(rfc3339(at)),
+                ],
+            )
+            .await?;
+            return Ok(());
+        }
         if event.aggregate_type != Payout::TYPE {
             return Ok(());
         }
@@ -200,13 +236,14 @@ pub async fn payables(
                (SELECT COUNT(*) FROM payouts_view p WHERE p.payable = b.account), \
                (SELECT CAST(COALESCE(SUM(p.amount_micros), 0) AS bigint) FROM payouts_view p \
                 WHERE p.payable = b.account AND p.state IN ('awaiting_approval', 'awaiting_payment', 'in_progress')), \
-               (SELECT string_agg(p.month, ',') FROM payouts_view p WHERE p.payable = b.account AND p.month IS NOT NULL) \
+               (SELECT string_agg(p.month, ',') FROM payouts_view p WHERE p.payable = b.account AND p.month IS NOT NULL AND p.state <> 'failed'), \
+               (SELECT string_agg(p.month, ',') FROM payouts_view p WHERE p.payable = b.account AND p.month IS NOT NULL AND p.state = 'failed') \
                FROM ledger_balances_view b \
                WHERE b.kind IN ('creator_payable', 'node_payable') AND b.balance_micros > 0 \
                ORDER BY b.account LIMIT $1";
     // SQLite names string_agg group_concat (string_agg only from 3.44).
     let sqlite_sql = sql.replace("string_agg(p.month, ',')", "group_concat(p.month, ',')");
-    let rows: Vec<(String, i64, i64, i64, Option<String>)> = match db.engine() {
+    let rows: Vec<(String, i64, i64, i64, Option<String>, Option<String>)> = match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => {
             sqlx::query_as(&sqlite_sql)
                 .bind(limit)
@@ -219,15 +256,18 @@ pub async fn payables(
     };
     Ok(rows
         .into_iter()
-        .map(|(account, balance_micros, payouts, open_micros, months)| {
+        .map(|(account, balance_micros, payouts, open_micros, months, failed)| {
+            let split = |m: Option<String>| -> Vec<String> {
+                m.map(|m| m.split(',').map(str::to_string).collect())
+                    .unwrap_or_default()
+            };
             aiforge_commands::passes::PayableLine {
                 account,
                 balance_micros,
                 payouts: u64::try_from(payouts).unwrap_or(0),
                 open_micros,
-                paid_closes: months
-                    .map(|m| m.split(',').map(str::to_string).collect())
-                    .unwrap_or_default(),
+                paid_closes: split(months),
+                failed_closes: split(failed),
             }
         })
         .collect())
@@ -259,4 +299,78 @@ pub async fn in_state(
             },
         )
         .collect())
+}
+
+/// A close's published receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedReceipt {
+    pub month: String,
+    pub root: String,
+    /// In payout id order, as published.
+    pub leaves: Vec<ReceiptEntry>,
+    pub published_at: String,
+}
+
+/// The receipt of `month` (`YYYY-MM`), once published.
+pub async fn receipt(db: &Database, month: &str) -> Result<Option<PublishedReceipt>, sqlx::Error> {
+    let sql = "SELECT month, root, leaves, published_at FROM payout_receipts_view WHERE month = $1";
+    let row: Option<(String, String, String, String)> =
+        aiforge_commands::on_engine!(db, |pool| sqlx::query_as(sql)
+            .bind(month)
+            .fetch_optional(pool)
+            .await)?;
+    row.map(|(month, root, leaves, published_at)| {
+        Ok(PublishedReceipt {
+            leaves: serde_json::from_str(&leaves).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            month,
+            root,
+            published_at,
+        })
+    })
+    .transpose()
+}
+
+/// Months whose close made payouts, none of them open any more, and whose receipt is not
+/// published yet, oldest first, each with its completed payouts (the payout pass's read).
+pub async fn receipts_due(
+    db: &Database,
+    limit: i64,
+) -> Result<Vec<aiforge_commands::passes::ClosePayouts>, sqlx::Error> {
+    let months_sql = "SELECT DISTINCT p.month FROM payouts_view p WHERE p.month IS NOT NULL \
+                      AND p.month NOT IN (SELECT month FROM payout_receipts_view) \
+                      AND NOT EXISTS (SELECT 1 FROM payouts_view o WHERE o.month = p.month \
+                        AND o.state IN ('awaiting_approval', 'awaiting_payment', 'in_progress')) \
+                      ORDER BY p.month LIMIT $1";
+    let months: Vec<String> = aiforge_commands::on_engine!(db, |pool| sqlx::query_scalar(
+        months_sql
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await)?;
+    let mut due = Vec::with_capacity(months.len());
+    for month in months {
+        let sql = "SELECT payout_id, user_id, network, address, amount_micros FROM payouts_view \
+                   WHERE month = $1 AND state = 'completed' ORDER BY payout_id";
+        let rows: Vec<(String, String, String, String, i64)> =
+            aiforge_commands::on_engine!(db, |pool| sqlx::query_as(sql)
+                .bind(&month)
+                .fetch_all(pool)
+                .await)?;
+        due.push(aiforge_commands::passes::ClosePayouts {
+            month,
+            completed: rows
+                .into_iter()
+                .map(|(payout_id, user_id, network, address, amount_micros)| {
+                    aiforge_commands::passes::CompletedPayout {
+                        payout_id,
+                        user_id,
+                        network,
+                        address,
+                        amount_micros,
+                    }
+                })
+                .collect(),
+        });
+    }
+    Ok(due)
 }

@@ -90,6 +90,15 @@ impl Views for ProjectedViews {
             .map_err(ViewError::new)
     }
 
+    async fn receipts_due(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<aiforge_commands::passes::ClosePayouts>, ViewError> {
+        crate::payouts::receipts_due(&self.db, limit)
+            .await
+            .map_err(ViewError::new)
+    }
+
     async fn node_owner(&self, node_id: &str) -> Result<Option<String>, ViewError> {
         let sql = "SELECT owner FROM nodes_view WHERE node_id = $1";
         aiforge_commands::on_engine!(self.db, |pool| sqlx::query_scalar(sql)

@@ -81,6 +81,29 @@ impl Chain {
         out["tx_hash"].as_str().unwrap().to_string()
     }
 
+    /// `block` or `unblock` a recipient of the blocking token (`BlockingToken.sol`, owned by
+    /// ganache's account #0, the admin key here).
+    pub fn blocklist(&self, action: &str, address: &str) {
+        let output = Command::new("node")
+            .arg(chain_dir().join("tx.mjs"))
+            .args([
+                &self.s("rpc_url"),
+                ADMIN_KEY,
+                action,
+                &self.s("blocking_token"),
+                address,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "tx.mjs: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(out["status"], 1, "{action} {address}: {out}");
+    }
+
     pub async fn mine(&self, blocks: usize) {
         for _ in 0..blocks {
             client()
@@ -181,14 +204,117 @@ pub async fn pay(
     payment_id: &str,
     amount_micros: u64,
 ) {
+    pay_in(
+        chain,
+        server,
+        token,
+        key_name,
+        payment_id,
+        amount_micros,
+        &chain.s("token"),
+    )
+    .await;
+}
+
+/// [`pay`] in the token contract `usdt` (the one the server accepts as USDT).
+pub async fn pay_in(
+    chain: &Chain,
+    server: &Server,
+    token: &str,
+    key_name: &str,
+    payment_id: &str,
+    amount_micros: u64,
+    usdt: &str,
+) {
     let payer_key = chain.s(key_name);
     let tx = chain.transfer(
         payer_key.trim_start_matches("0x"),
-        &chain.s("token"),
+        usdt,
         &chain.s("platform"),
         amount_micros,
     );
     chain.mine(3).await;
     let (status, body) = verify(server, token, payment_id, &tx).await;
     assert_eq!(status, 200, "{body}");
+}
+
+pub async fn rpc(chain: &Chain, method: &str, params: Value) -> (u16, Value) {
+    let response = client()
+        .post(chain.s("rpc_url"))
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// `balanceOf(address)` of the chain's USDT, in micro-USDT.
+pub async fn token_balance(chain: &Chain, address: &str) -> u128 {
+    token_balance_of(chain, &chain.s("token"), address).await
+}
+
+/// `balanceOf(address)` of the token contract `token`.
+pub async fn token_balance_of(chain: &Chain, token: &str, address: &str) -> u128 {
+    let data = format!(
+        "0x70a08231{:0>64}",
+        address.trim_start_matches("0x").to_lowercase()
+    );
+    let (_, body) = rpc(
+        chain,
+        "eth_call",
+        json!([{"to": token, "data": data}, "latest"]),
+    )
+    .await;
+    u128::from_str_radix(
+        body["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap()
+}
+
+/// Recipients of every USDT `Transfer` sent from `from`, as lower-case hex, in chain order.
+pub async fn transfers_from(chain: &Chain, from: &str) -> Vec<(String, u128)> {
+    transfers_from_in(chain, &chain.s("token"), from).await
+}
+
+/// [`transfers_from`] of the token contract `token`.
+pub async fn transfers_from_in(chain: &Chain, token: &str, from: &str) -> Vec<(String, u128)> {
+    let topic = |a: &str| format!("0x{:0>64}", a.trim_start_matches("0x").to_lowercase());
+    let (_, body) = rpc(
+        chain,
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": token,
+                "topics": ["0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef", topic(from)]}]),
+    )
+    .await;
+    body["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|log| {
+            let to = log["topics"][2].as_str().unwrap();
+            (
+                format!("0x{}", &to[26..]),
+                u128::from_str_radix(log["data"].as_str().unwrap().trim_start_matches("0x"), 16)
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The hot wallet's transactions mined so far (`eth_getTransactionCount` at latest): its next
+/// nonce, so the number of transactions it ever signed that reached the chain.
+pub async fn mined_nonce(chain: &Chain, address: &str) -> u64 {
+    let (_, body) = rpc(
+        chain,
+        "eth_getTransactionCount",
+        json!([address, "latest"]),
+    )
+    .await;
+    u64::from_str_radix(
+        body["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap()
 }

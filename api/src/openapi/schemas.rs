@@ -1397,6 +1397,8 @@ pub struct PayoutReceipt {
     /// Hex SHA-256 (README, "Payout receipts").
     pub root: String,
     pub payouts: u64,
+    /// When the receipt was published (`PayoutReceiptPublished`), RFC 3339.
+    pub published_at: String,
 }
 
 #[derive(ToSchema)]

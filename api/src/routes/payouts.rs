@@ -2,6 +2,7 @@
 //! hot wallet balances and a pass on demand (`/api/admin/payouts/*`). Reads from `payouts_view`;
 //! the commands are `aiforge_commands::payouts`.
 
+use aiforge_commands::payouts::ExplorerTxUrls;
 use aiforge_projections::payouts::{self as views, PayoutFilter, PayoutRow};
 use aiforge_projections::revenue::usdt_text;
 use axum::extract::{Path, Query, State};
@@ -19,19 +20,9 @@ use crate::AppState;
 /// Payouts one answer lists at most.
 pub const PAYOUTS_LIST_MAX: i64 = 500;
 
-/// Where a transaction is shown to people.
-fn explorer(network: &str, hash: &str) -> Option<String> {
-    match network {
-        "ethereum" => Some(format!("https://etherscan.io/tx/{hash}")),
-        "tron" => Some(format!(
-            "https://tronscan.org/#/transaction/{}",
-            hash.trim_start_matches("0x")
-        )),
-        _ => None,
-    }
-}
-
-pub fn payout_json(p: &PayoutRow) -> Value {
+/// A payout as answered, its transaction linked to the explorer of its network (settings
+/// `AIFORGE_ETH_EXPLORER_TX_URL`, `AIFORGE_TRON_EXPLORER_TX_URL`).
+pub fn payout_json(p: &PayoutRow, explorers: &ExplorerTxUrls) -> Value {
     json!({
         "payout_id": p.payout_id,
         "payable": p.payable,
@@ -42,7 +33,7 @@ pub fn payout_json(p: &PayoutRow) -> Value {
         "month": p.month,
         "state": p.state,
         "tx_hash": p.tx_hash,
-        "explorer_url": p.tx_hash.as_deref().and_then(|h| explorer(&p.network, h)),
+        "explorer_url": p.tx_hash.as_deref().and_then(|h| explorers.url(&p.network, h)),
         "reason": p.reason,
         "requested_at": p.requested_at,
         "updated_at": p.updated_at,
@@ -69,7 +60,7 @@ pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<
     )
     .await?;
     Ok(Json(
-        json!({ "payouts": rows.iter().map(payout_json).collect::<Vec<_>>() }),
+        json!({ "payouts": rows.iter().map(|p| payout_json(p, &state.payouts.settings().explorer_tx_urls)).collect::<Vec<_>>() }),
     ))
 }
 
@@ -109,7 +100,7 @@ pub async fn withdraw(
     let made: Vec<Value> = rows
         .iter()
         .filter(|r| made.contains(&r.payout_id))
-        .map(payout_json)
+        .map(|p| payout_json(p, &state.payouts.settings().explorer_tx_urls))
         .collect();
     Ok((StatusCode::CREATED, Json(json!({ "payouts": made }))))
 }
@@ -165,7 +156,7 @@ pub async fn all(
     };
     let rows = views::list(&state.db, filter, PAYOUTS_LIST_MAX).await?;
     Ok(Json(
-        json!({ "payouts": rows.iter().map(payout_json).collect::<Vec<_>>() }),
+        json!({ "payouts": rows.iter().map(|p| payout_json(p, &state.payouts.settings().explorer_tx_urls)).collect::<Vec<_>>() }),
     ))
 }
 
@@ -254,7 +245,9 @@ async fn one(state: &AppState, payout_id: &str) -> Result<Json<Value>, ApiError>
     let row = views::find(&state.db, payout_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such payout"))?;
-    Ok(Json(json!({ "payout": payout_json(&row) })))
+    Ok(Json(
+        json!({ "payout": payout_json(&row, &state.payouts.settings().explorer_tx_urls) }),
+    ))
 }
 
 /// `GET /api/admin/payouts/hot-wallet` (admin): each hot wallet's address and balances.
@@ -319,25 +312,6 @@ pub async fn run(
     Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null)))
 }
 
-/// The receipt's leaves of `month`'s close: its payouts in id order.
-async fn receipt_leaves(
-    state: &AppState,
-    month: &str,
-) -> Result<(Vec<PayoutRow>, Vec<aiforge_domain::merkle::ReceiptLeaf>), ApiError> {
-    let mut rows = views::list(&state.db, PayoutFilter::Month(month), PAYOUTS_LIST_MAX).await?;
-    rows.sort_by(|a, b| a.payout_id.cmp(&b.payout_id));
-    let leaves = rows
-        .iter()
-        .map(|r| aiforge_domain::merkle::ReceiptLeaf {
-            payee: r.user_id.clone(),
-            wallet: format!("{}:{}", r.network, r.address),
-            amount: usdt_text(r.amount_micros),
-            month: month.to_string(),
-        })
-        .collect();
-    Ok((rows, leaves))
-}
-
 /// `GET /api/payouts/receipts/{year}/{month}`: the Merkle root of a close's payouts (public).
 #[utoipa::path(
     get,
@@ -350,7 +324,8 @@ async fn receipt_leaves(
         ("month" = u8, Path, description = "The month, 1-12"),
     ),
     responses(
-        (status = 200, description = "The root (hex SHA-256) over the close's payouts (payee, wallet, amount, month)", body = crate::openapi::schemas::PayoutReceipt),
+        (status = 200, description = "The published root (hex SHA-256) over the close's completed payouts (payee, wallet, amount, month)", body = crate::openapi::schemas::PayoutReceipt),
+        (status = 404, description = "Not published yet: the close's payouts have not all ended (`receipt_not_published`)", body = crate::openapi::schemas::ApiErrorBody),
         (status = 422, description = "Not a month", body = crate::openapi::schemas::ApiErrorBody),
     ),
 )]
@@ -363,11 +338,13 @@ pub async fn receipt(
             ApiError::invalid_field("month", format!("{year}/{month} is not a month (1-12)"))
         })?
         .to_string();
-    let (_, leaves) = receipt_leaves(&state, &month).await?;
-    let (root, _) = aiforge_domain::merkle::root_and_proof(&leaves, None);
-    Ok(Json(
-        json!({ "month": month, "root": root, "payouts": leaves.len() }),
-    ))
+    let published = published(&state, &month).await?;
+    Ok(Json(json!({
+        "month": month,
+        "root": published.root,
+        "payouts": published.leaves.len(),
+        "published_at": published.published_at,
+    })))
 }
 
 /// `GET /api/payouts/{payout_id}/proof` (the payee or an admin): the payout's inclusion proof
@@ -381,7 +358,7 @@ pub async fn receipt(
     params(("payout_id" = String, Path, description = "The payout")),
     responses(
         (status = 200, description = "The leaf, its proof and the root", body = crate::openapi::schemas::PayoutProof),
-        (status = 404, description = "No such payout of the caller's, or one made by a withdraw (no close)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such payout of the caller's, one made by a withdraw (no close), one not completed, or its close's receipt not yet published", body = crate::openapi::schemas::ApiErrorBody),
     ),
     security(("session" = [])),
 )]
@@ -397,16 +374,36 @@ pub async fn proof(
     let month = row
         .month
         .ok_or_else(|| ApiError::not_found("a withdraw's payout is in no close's receipt"))?;
-    let (rows, leaves) = receipt_leaves(&state, &month).await?;
-    let index = rows
+    let published = published(&state, &month).await?;
+    let leaves: Vec<_> = published.leaves.iter().map(|e| e.leaf.clone()).collect();
+    let index = published
+        .leaves
         .iter()
-        .position(|r| r.payout_id == payout_id)
-        .ok_or_else(|| ApiError::not_found("no such payout"))?;
+        .position(|e| e.payout_id == payout_id)
+        .ok_or_else(|| {
+            ApiError::not_found("this payout is not in its close's receipt (it did not complete)")
+        })?;
     let (root, proof) = aiforge_domain::merkle::root_and_proof(&leaves, Some(index));
+    // Built from the published leaves: the same root, or the log was tampered with.
+    debug_assert_eq!(root, published.root);
     Ok(Json(json!({
         "leaf": leaves[index],
         "leaf_text": leaves[index].text(),
         "proof": proof,
-        "root": root,
+        "root": published.root,
     })))
+}
+
+/// The published receipt of `month`'s close, or 404 `receipt_not_published`.
+async fn published(
+    state: &AppState,
+    month: &str,
+) -> Result<views::PublishedReceipt, ApiError> {
+    views::receipt(&state.db, month).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "receipt_not_published",
+            format!("the receipt of {month} is not published: its close's payouts have not all ended"),
+        )
+    })
 }

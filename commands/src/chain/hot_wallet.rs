@@ -85,7 +85,76 @@ fn bad(reason: String) -> ChainError {
     }
 }
 
+/// Nodes replace a pending transaction only by one paying at least 10% more (geth's
+/// `txpool.pricebump`, ganache's `miner.priceBump`); an eighth more clears it with a margin for
+/// rounding.
+pub const REPLACEMENT_PRICE_BUMP_EIGHTHS: u128 = 9;
+
+/// The gas price of a replacement: an eighth above the replaced one (rounded up), or the node's
+/// price if fees rose further.
+pub fn replacement_gas_price(replaced: u128, node: u128) -> u128 {
+    let bumped = replaced
+        .saturating_mul(REPLACEMENT_PRICE_BUMP_EIGHTHS)
+        .div_ceil(8)
+        .max(replaced.saturating_add(1));
+    bumped.max(node)
+}
+
+type Envelope = <alloy_network::Ethereum as alloy_network::Network>::TxEnvelope;
+
+/// The gas price of a transaction this wallet signed (legacy, see `sign_at`).
+fn signed_gas_price(raw: &str) -> Result<u128, ChainError> {
+    use alloy_network::eip2718::Decodable2718;
+    let bytes = alloy_primitives::hex::decode(raw.trim_start_matches("0x"))
+        .map_err(|_| bad("a recorded transaction is not hex".into()))?;
+    match Envelope::decode_2718(&mut bytes.as_slice()) {
+        Ok(Envelope::Legacy(signed)) => Ok(signed.tx().gas_price),
+        Ok(_) => Err(bad("a recorded transaction is not a legacy one".into())),
+        Err(e) => Err(bad(format!("a recorded transaction does not decode: {e}"))),
+    }
+}
+
 impl EthereumHotWallet {
+    /// Signs an ERC-20 `transfer` at `nonce` and gas price `price` (legacy, EIP-155).
+    async fn sign_at(
+        &self,
+        to: &str,
+        micros: u64,
+        nonce: u64,
+        price: u128,
+    ) -> Result<SignedTransfer, ChainError> {
+        let to = parse_eth_address(to)
+            .map(Address::from)
+            .map_err(|e| bad(format!("payee address: {e}")))?;
+        let input = transferCall {
+            to,
+            value: U256::from(micros),
+        }
+        .abi_encode();
+        let request = TransactionRequest::default()
+            .with_from(self.address)
+            .with_to(self.token)
+            .with_input(Bytes::from(input))
+            .with_nonce(nonce)
+            .with_chain_id(self.chain_id().await?)
+            .with_gas_price(price)
+            .with_gas_limit(TRANSFER_GAS_LIMIT);
+        let envelope =
+            <TransactionRequest as NetworkTransactionBuilder<alloy_network::Ethereum>>::build(
+                request,
+                &self.wallet,
+            )
+            .await
+            .map_err(|e| bad(format!("cannot sign: {e}")))?;
+        let raw = envelope.encoded_2718();
+        Ok(SignedTransfer {
+            hash: format!("{:#x}", envelope.tx_hash()),
+            raw: format!("0x{}", alloy_primitives::hex::encode(raw)),
+            nonce: Some(nonce),
+            expires_at: None,
+        })
+    }
+
     /// Connects to the node (its chain id is read once, and signed into every transaction).
     pub async fn connect(
         rpc_url: &SecretString,
@@ -239,39 +308,27 @@ impl HotWallet for EthereumHotWallet {
         nonce: Option<u64>,
     ) -> Result<SignedTransfer, ChainError> {
         let nonce = nonce.ok_or_else(|| bad("an Ethereum transfer needs a nonce".into()))?;
-        let to = parse_eth_address(to)
-            .map(Address::from)
-            .map_err(|e| bad(format!("payee address: {e}")))?;
         let price = self
             .call("eth_gasPrice", self.provider.get_gas_price())
             .await?;
-        let input = transferCall {
-            to,
-            value: U256::from(micros),
-        }
-        .abi_encode();
-        let request = TransactionRequest::default()
-            .with_from(self.address)
-            .with_to(self.token)
-            .with_input(Bytes::from(input))
-            .with_nonce(nonce)
-            .with_chain_id(self.chain_id().await?)
-            .with_gas_price(price)
-            .with_gas_limit(TRANSFER_GAS_LIMIT);
-        let envelope =
-            <TransactionRequest as NetworkTransactionBuilder<alloy_network::Ethereum>>::build(
-                request,
-                &self.wallet,
-            )
+        self.sign_at(to, micros, nonce, price).await
+    }
+
+    async fn sign_replacement(
+        &self,
+        replaced: &SignedTransfer,
+        to: &str,
+        micros: u64,
+    ) -> Result<SignedTransfer, ChainError> {
+        let nonce = replaced
+            .nonce
+            .ok_or_else(|| bad("the replaced transaction has no nonce".into()))?;
+        let old = signed_gas_price(&replaced.raw)?;
+        let node = self
+            .call("eth_gasPrice", self.provider.get_gas_price())
+            .await?;
+        self.sign_at(to, micros, nonce, replacement_gas_price(old, node))
             .await
-            .map_err(|e| bad(format!("cannot sign: {e}")))?;
-        let raw = envelope.encoded_2718();
-        Ok(SignedTransfer {
-            hash: format!("{:#x}", envelope.tx_hash()),
-            raw: format!("0x{}", alloy_primitives::hex::encode(raw)),
-            nonce: Some(nonce),
-            expires_at: None,
-        })
     }
 
     async fn broadcast(&self, transfer: &SignedTransfer) -> Result<(), ChainError> {
@@ -320,5 +377,22 @@ impl HotWallet for EthereumHotWallet {
             block,
             confirmations: latest.saturating_sub(block).saturating_add(1),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replacement_pays_at_least_a_tenth_more_than_the_replaced_and_never_less_than_the_node() {
+        for old in [0u128, 1, 7, 8, 1_000_000_000, 20_000_000_001, u128::MAX / 16] {
+            let new = replacement_gas_price(old, 0);
+            assert!(new > old, "{old} -> {new}");
+            // geth's rule: new * 100 >= old * 110.
+            assert!(new * 100 >= old * 110, "{old} -> {new}");
+        }
+        assert_eq!(replacement_gas_price(8, 1_000), 1_000);
+        assert_eq!(replacement_gas_price(8, 2), 9);
     }
 }

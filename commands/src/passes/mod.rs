@@ -49,8 +49,30 @@ pub struct PayableLine {
     pub payouts: u64,
     /// What its open payouts (awaiting approval or payment, in progress) hold.
     pub open_micros: i64,
-    /// Months whose close already made a payout of this account.
+    /// Months whose close already made a payout of this account that did not fail (open,
+    /// completed or cancelled by an admin: none of them is requested again by the pass).
     pub paid_closes: Vec<String>,
+    /// The month of each failed payout of a close (a month once per failure): the pass asks
+    /// again for a failed close's payout, a bounded number of times.
+    pub failed_closes: Vec<String>,
+}
+
+/// A close whose payouts have all ended and whose receipt is not yet published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosePayouts {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Its completed payouts, in payout id order.
+    pub completed: Vec<CompletedPayout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPayout {
+    pub payout_id: String,
+    pub user_id: String,
+    pub network: String,
+    pub address: String,
+    pub amount_micros: i64,
 }
 
 /// A payout as the pass reads it from the view.
@@ -77,6 +99,9 @@ pub trait Views: Send + Sync {
     async fn payables(&self, limit: i64) -> Result<Vec<PayableLine>, ViewError>;
     /// Payouts in `state` (`awaiting_payment`, `in_progress`), oldest first, at most `limit`.
     async fn payouts_in(&self, state: &str, limit: i64) -> Result<Vec<PayoutLine>, ViewError>;
+    /// Closes whose payouts have all ended (none awaiting or in progress) and whose receipt is
+    /// not published, oldest first, at most `limit`.
+    async fn receipts_due(&self, limit: i64) -> Result<Vec<ClosePayouts>, ViewError>;
     /// The user who owns a compute node.
     async fn node_owner(&self, node_id: &str) -> Result<Option<String>, ViewError>;
     /// The latest month closed (`YYYY-MM`).
