@@ -187,6 +187,12 @@ pub struct Settings {
     /// `AIFORGE_PAYOUT_FAILPOINT=after_sign` (TESTS ONLY, off by default): the process aborts
     /// right after recording a signed payout transaction, before broadcasting it.
     pub payout_abort_after_sign: bool,
+    /// `AIFORGE_TRON_HOT_WALLET_KEY` (environment only, a secret): the private key of the Tron
+    /// hot wallet payouts are sent from; no payouts on Tron without it.
+    pub tron_hot_wallet_key: Option<SecretString>,
+    /// `AIFORGE_TRON_FEE_LIMIT_SUN`: the most TRX (in sun) one Tron payout may burn
+    /// (default `tron_hot_wallet::DEFAULT_FEE_LIMIT_SUN`, 100 TRX).
+    pub tron_fee_limit_sun: u64,
 }
 
 /// Parses `AIFORGE_PLAN_LIMITS` (`plan=requests/tokens[,…]`).
@@ -457,6 +463,12 @@ impl Settings {
                 DEFAULT_PAYOUT_APPROVAL_THRESHOLD,
             )?,
             payout_abort_after_sign,
+            tron_hot_wallet_key: env("AIFORGE_TRON_HOT_WALLET_KEY").map(SecretString::from),
+            tron_fee_limit_sun: parse_count(
+                "AIFORGE_TRON_FEE_LIMIT_SUN",
+                env("AIFORGE_TRON_FEE_LIMIT_SUN"),
+            )?
+            .unwrap_or(aiforge_commands::chain::tron_hot_wallet::DEFAULT_FEE_LIMIT_SUN),
             plan_limits,
             close_automatic: parse_flag("AIFORGE_CLOSE_AUTOMATIC", env("AIFORGE_CLOSE_AUTOMATIC"))?
                 .unwrap_or(true),
