@@ -976,6 +976,19 @@ pub async fn payouts_of(
         tracing::info!(address = %aiforge_commands::payouts::HotWallet::address(&wallet), "payouts on ethereum from the hot wallet");
         hot_wallets.push(Arc::new(wallet));
     }
+    if let (Some(tron), Some(key)) = (&settings.tron, &settings.tron_hot_wallet_key) {
+        let mut config = TronConfig::new(&tron.url, &tron.usdt_contract, &tron.platform_wallet);
+        config.confirmations_min = tron.confirmations;
+        config.api_key = tron.api_key.clone();
+        let wallet = aiforge_commands::chain::tron_hot_wallet::TronHotWallet::new(
+            config,
+            key,
+            settings.tron_fee_limit_sun,
+        )
+        .map_err(|e| StartError::Payments(e.to_string()))?;
+        tracing::info!(address = %aiforge_commands::payouts::HotWallet::address(&wallet), "payouts on tron from the hot wallet");
+        hot_wallets.push(Arc::new(wallet));
+    }
     Ok(aiforge_commands::payouts::Payouts::new(
         db.clone(),
         clock,

@@ -208,6 +208,12 @@ pub struct Settings {
     /// `AIFORGE_ETH_EXPLORER_TX_URL`, `AIFORGE_TRON_EXPLORER_TX_URL`: a transaction's page on
     /// an explorer, `{hash}` standing for its hash (defaults: etherscan.io, tronscan.org).
     pub explorer_tx_urls: aiforge_commands::payouts::ExplorerTxUrls,
+    /// `AIFORGE_TRON_HOT_WALLET_KEY` (environment only, a secret): the private key of the Tron
+    /// hot wallet payouts are sent from; no payouts on Tron without it.
+    pub tron_hot_wallet_key: Option<SecretString>,
+    /// `AIFORGE_TRON_FEE_LIMIT_SUN`: the most TRX (in sun) one Tron payout may burn
+    /// (default `tron_hot_wallet::DEFAULT_FEE_LIMIT_SUN`, 100 TRX).
+    pub tron_fee_limit_sun: u64,
 }
 
 /// Parses `AIFORGE_PLAN_LIMITS` (`plan=requests/tokens[,…]`).
@@ -503,6 +509,12 @@ impl Settings {
                 ethereum: explorer("AIFORGE_ETH_EXPLORER_TX_URL", DEFAULT_ETH_EXPLORER_TX_URL)?,
                 tron: explorer("AIFORGE_TRON_EXPLORER_TX_URL", DEFAULT_TRON_EXPLORER_TX_URL)?,
             },
+            tron_hot_wallet_key: env("AIFORGE_TRON_HOT_WALLET_KEY").map(SecretString::from),
+            tron_fee_limit_sun: parse_count(
+                "AIFORGE_TRON_FEE_LIMIT_SUN",
+                env("AIFORGE_TRON_FEE_LIMIT_SUN"),
+            )?
+            .unwrap_or(aiforge_commands::chain::tron_hot_wallet::DEFAULT_FEE_LIMIT_SUN),
             plan_limits,
             close_automatic: parse_flag("AIFORGE_CLOSE_AUTOMATIC", env("AIFORGE_CLOSE_AUTOMATIC"))?
                 .unwrap_or(true),

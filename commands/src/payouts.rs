@@ -63,6 +63,8 @@ pub enum SentStatus {
     NotMined,
     Reverted {
         block: u64,
+        /// What the chain says of the failure (Tron: `REVERT`, `OUT_OF_ENERGY`, the node's text).
+        detail: String,
     },
     Succeeded {
         block: u64,
@@ -552,11 +554,11 @@ impl Payouts {
                     }
                     return Ok(None);
                 }
-                SentStatus::Reverted { block } => {
+                SentStatus::Reverted { detail, .. } => {
                     return Ok(Some(PayoutCommand::Fail {
                         reason: FailureReason::Reverted {
                             hash: transfer.hash.clone(),
-                            detail: format!("status 0 in block {block}"),
+                            detail,
                         },
                         at,
                     }));

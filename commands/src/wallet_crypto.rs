@@ -297,7 +297,7 @@ fn recover_address_bytes(
 
 /// The last 20 bytes of keccak256 of the uncompressed public key without its 0x04 tag; the same
 /// for Ethereum and Tron, which differ only in how the bytes are written.
-fn address_of_key(key: &VerifyingKey) -> [u8; ADDRESS_LEN_BYTES] {
+pub(crate) fn address_of_key(key: &VerifyingKey) -> [u8; ADDRESS_LEN_BYTES] {
     let point = key.to_encoded_point(false);
     let xy = point.as_bytes().get(1..).unwrap_or_default();
     let hash = keccak256(&[xy]);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub mod chain;
+pub mod tron;
 
 pub const START_TIMEOUT_SECS: u64 = 60;
 

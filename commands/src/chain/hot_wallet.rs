@@ -368,7 +368,10 @@ impl HotWallet for EthereumHotWallet {
             return Ok(SentStatus::NotMined);
         };
         if !receipt.status() {
-            return Ok(SentStatus::Reverted { block });
+            return Ok(SentStatus::Reverted {
+                block,
+                detail: format!("status 0 in block {block}"),
+            });
         }
         let latest = self
             .call("eth_blockNumber", self.provider.get_block_number())

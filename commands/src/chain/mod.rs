@@ -7,6 +7,7 @@
 pub mod ethereum;
 pub mod hot_wallet;
 pub mod tron;
+pub mod tron_hot_wallet;
 
 use aiforge_domain::wallet::Network;
 

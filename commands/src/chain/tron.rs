@@ -166,8 +166,9 @@ impl TronVerifier {
         })
     }
 
-    /// POSTs `body` to `path` and returns the JSON object the node answered.
-    async fn post(&self, path: &str, body: &Value) -> Result<Map<String, Value>, ChainError> {
+    /// POSTs `body` to `path` and returns the JSON object the node answered (also the Tron hot
+    /// wallet's way to its node, `tron_hot_wallet.rs`).
+    pub(super) async fn post(&self, path: &str, body: &Value) -> Result<Map<String, Value>, ChainError> {
         let url = format!("{}{path}", self.base_url);
         let mut response = self
             .client
@@ -217,7 +218,7 @@ impl TronVerifier {
         }
     }
 
-    async fn now_block(&self) -> Result<u64, ChainError> {
+    pub(super) async fn now_block(&self) -> Result<u64, ChainError> {
         let block = self.post("/wallet/getnowblock", &json!({})).await?;
         now_block_number(Value::Object(block))
     }
@@ -275,7 +276,7 @@ impl ChainVerifier for TronVerifier {
 
 /// What `gettransactioninfobyid` says, before the chain head is known.
 #[derive(Debug, PartialEq, Eq)]
-enum Receipt {
+pub(super) enum Receipt {
     NotFound,
     Failed {
         block: u64,
@@ -333,7 +334,7 @@ struct BlockRawData {
     number: u64,
 }
 
-fn read_transaction_info(
+pub(super) fn read_transaction_info(
     info: Map<String, Value>,
     txid: &str,
     token: &[u8; ADDRESS_LEN_BYTES],
@@ -484,7 +485,7 @@ fn now_block_number(block: Value) -> Result<u64, ChainError> {
 }
 
 /// 64 hex digits, optionally after `0x`; returned in lower case, as the node prints txids.
-fn normalize_tx_hash(tx_hash: &str) -> Result<String, ChainError> {
+pub(super) fn normalize_tx_hash(tx_hash: &str) -> Result<String, ChainError> {
     let digits = tx_hash
         .strip_prefix("0x")
         .or_else(|| tx_hash.strip_prefix("0X"))
@@ -502,14 +503,14 @@ fn normalize_tx_hash(tx_hash: &str) -> Result<String, ChainError> {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-fn bad_response(reason: impl Into<String>) -> ChainError {
+pub(super) fn bad_response(reason: impl Into<String>) -> ChainError {
     ChainError::BadResponse {
         network: Network::Tron,
         reason: reason.into(),
     }
 }
 
-fn unavailable(reason: impl Into<String>) -> ChainError {
+pub(super) fn unavailable(reason: impl Into<String>) -> ChainError {
     ChainError::Unavailable {
         network: Network::Tron,
         reason: reason.into(),
@@ -549,7 +550,7 @@ fn excerpt(bytes: &[u8]) -> String {
 }
 
 /// `resMessage` is hex of a text (e.g. "REVERT opcode executed"); shown as text when it is one.
-fn hex_text(s: &str) -> String {
+pub(super) fn hex_text(s: &str) -> String {
     hex::decode(s)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
