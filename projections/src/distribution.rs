@@ -883,7 +883,27 @@ mod tests {
     }
 
     fn pool_payment(position: i64, micros: i64, at: OffsetDateTime) -> RecordedEvent {
-        let schedule = FeeTable::genesis().at(at).clone();
+        pool_payment_under(&FeeTable::genesis().at(at).clone(), position, micros, at)
+    }
+
+    /// Version 1 with the platform subscription at `percent`, as version 2.
+    fn subscriptions_at(percent: u32) -> FeeSchedule {
+        let mut schedule = aiforge_domain::fees::genesis();
+        schedule.version = 2;
+        schedule
+            .rates
+            .platform_percent
+            .insert(PaymentType::PlatformSubscription, percent);
+        schedule
+    }
+
+    fn pool_payment_under(
+        schedule: &FeeSchedule,
+        position: i64,
+        micros: i64,
+        at: OffsetDateTime,
+    ) -> RecordedEvent {
+        let schedule = schedule.clone();
         let amount = Usdt::from_micros(micros).unwrap_or(Usdt::ZERO);
         let postings = payment_postings(
             &schedule,
@@ -960,6 +980,74 @@ mod tests {
 
     fn usdt(s: &str) -> Usdt {
         Usdt::parse(s).unwrap_or(Usdt::ZERO)
+    }
+
+    fn fold_with(
+        events: &[RecordedEvent],
+        basis: FeeBasis,
+    ) -> (MonthDistribution, MonthFees) {
+        let month: Month = "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}"));
+        let through = LogPoint {
+            tx: 0,
+            position: i64::MAX,
+        };
+        let mut fold = MonthFold::with_basis(month, through, vec![], POOL_RULE_CURRENT, basis);
+        for event in events {
+            fold.feed(event).unwrap_or_else(|e| panic!("{e}"));
+        }
+        fold.finish_with_fees().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The what-if's promise, at the fold: a month paid at 30% and folded under a 40% proposal
+    /// distributes exactly what the same month paid at 40% distributes as recorded; only the
+    /// digest of its inputs differs (they are other events).
+    #[test]
+    fn a_month_folded_under_a_proposal_equals_the_month_paid_at_its_rate() {
+        let nov = datetime!(2026-11-10 00:00 UTC);
+        let forty = subscriptions_at(40);
+        let month = |paid_under: Option<&FeeSchedule>| {
+            let payment = |position, micros| match paid_under {
+                Some(schedule) => pool_payment_under(schedule, position, micros, nov),
+                None => pool_payment(position, micros, nov),
+            };
+            vec![
+                uploaded(1, "m1", "u1"),
+                uploaded(2, "m2", "u2"),
+                payment(3, 100_000_000),
+                payment(4, 33_333_333),
+                call(5, "m1", 200, nov),
+                call(6, "m2", 100, nov),
+            ]
+        };
+        let (what_if, what_if_fees) =
+            fold_with(&month(None), FeeBasis::Proposed(forty.clone()));
+        let (paid, paid_fees) = fold_with(&month(Some(&forty)), FeeBasis::Recorded);
+        let without_digests = |mut d: MonthDistribution| {
+            d.input_digest.clear();
+            d.digest.clear();
+            d
+        };
+        assert_eq!(without_digests(what_if.clone()), without_digests(paid));
+        assert_eq!(what_if_fees, paid_fees);
+        assert_eq!(what_if.pool_total, usdt("80"), "60% of $133.333333");
+        assert_eq!(what_if.fee_schedule_versions, vec![2]);
+        assert_eq!(
+            what_if_fees.platform_fees[&PaymentType::PlatformSubscription],
+            usdt("53.333333")
+        );
+        // As recorded, the same 30% month: $93.333333 to the pool, version 1.
+        let (actual, actual_fees) = fold_with(&month(None), FeeBasis::Recorded);
+        assert_eq!(actual.pool_total, usdt("93.333333"));
+        assert_eq!(actual.fee_schedule_versions, vec![1]);
+        assert_eq!(
+            actual_fees.platform_fees[&PaymentType::PlatformSubscription],
+            usdt("40")
+        );
+        assert_eq!(
+            actual,
+            fold("2026-11", i64::MAX, vec![], &month(None)),
+            "the recorded basis is the close's fold"
+        );
     }
 
     #[test]

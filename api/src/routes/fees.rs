@@ -67,12 +67,11 @@ impl From<WhatIfError> for ApiError {
 
 /// Rates as a request names them: every field optional, taken from the latest adopted version
 /// when absent (a proposal usually changes one rate).
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RatesRequest {
     /// The platform's share by payment type (`platform_subscription`, `api_subscription`,
     /// `job`, `model_sale`, `publishing_fee`, `listing_fee`), in whole percent 0-100.
-    #[schema(value_type = Option<BTreeMap<String, u32>>, example = json!({"platform_subscription": 40}))]
     #[serde(default)]
     platform_percent: Option<BTreeMap<String, u32>>,
     #[schema(value_type = Option<String>, example = "5")]
@@ -118,14 +117,38 @@ impl RatesRequest {
     }
 }
 
+/// A proposal: the rates (as `RatesRequest`, its fields at the top level) and the date. Not a
+/// `#[serde(flatten)]` of `RatesRequest`: serde refuses unknown fields only without flatten,
+/// and a misspelt rate must be refused, not ignored.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposeRequest {
     /// When the version starts (RFC 3339); must lie in the future on the platform's clock.
     #[schema(example = "2026-12-01T00:00:00Z")]
     effective_from: String,
-    #[serde(flatten)]
-    rates: RatesRequest,
+    /// As in `RatesRequest`: whole percent 0-100 by payment type.
+    #[serde(default)]
+    platform_percent: Option<BTreeMap<String, u32>>,
+    #[schema(value_type = Option<String>, example = "5")]
+    #[serde(default)]
+    publishing_fee: Option<String>,
+    #[schema(value_type = Option<String>, example = "2")]
+    #[serde(default)]
+    listing_fee: Option<String>,
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    compute_per_1k_tokens: Option<String>,
+}
+
+impl ProposeRequest {
+    fn rates(&self) -> RatesRequest {
+        RatesRequest {
+            platform_percent: self.platform_percent.clone(),
+            publishing_fee: self.publishing_fee.clone(),
+            listing_fee: self.listing_fee.clone(),
+            compute_per_1k_tokens: self.compute_per_1k_tokens.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -273,7 +296,7 @@ pub async fn propose(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let effective_from = parse_instant("effective_from", &body.effective_from)?;
     let book = load_book(&state).await?;
-    let rates = body.rates.over(&book.table().latest().rates)?;
+    let rates = body.rates().over(&book.table().latest().rates)?;
     meta.actor = Some(admin.user_id.clone());
     let (proposal_id, outcome) = state
         .fees
