@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aiforge_commands::{CommandMeta, Database, Executor, ManualClock};
-use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::fees::{FeeTable, PaymentType};
 use aiforge_domain::ledger::{month_key, payment_postings, Beneficiary};
 use aiforge_domain::model::{BlobRef, ModelEvent, ModelMetadata, ModelOwner, ModelSource};
 use aiforge_domain::payment::PaymentEvent;
@@ -130,10 +130,10 @@ async fn generate(db: &Database) -> BenchResult {
     }
     for p in 0..PAYMENTS {
         let at = datetime!(2026-11-01 00:00 UTC) + time::Duration::minutes(p as i64 * 40);
-        let schedule = FeeSchedule::at(at);
+        let schedule = FeeTable::genesis().at(at).clone();
         let amount = Usdt::from_whole(30)?;
         let postings = payment_postings(
-            schedule,
+            &schedule,
             PaymentType::PlatformSubscription,
             &format!("payer-{p}"),
             amount,

@@ -345,6 +345,7 @@ impl From<PaymentError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "wrong_network", message)
             }
             PaymentError::Ledger(e) => ApiError::internal(e),
+            PaymentError::Fees(e) => ApiError::unavailable(e),
         }
     }
 }
@@ -661,6 +662,7 @@ impl From<aiforge_domain::job::JobError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "timeout_too_early", message)
             }
             E::Ledger(e) => ApiError::internal(e),
+            E::Fees(e) => ApiError::unavailable(e),
         }
     }
 }

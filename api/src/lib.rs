@@ -102,6 +102,8 @@ pub struct AppState {
     pub platform_keys: Arc<aiforge_commands::platform_keys::PlatformKeys>,
     /// The web chat's conversations (plain tables, not events).
     pub conversations: Arc<aiforge_commands::conversations::Conversations>,
+    /// The fee book: versions of the fee schedule, read from the store (`routes::fees`).
+    pub fees: Arc<aiforge_commands::fees::Fees>,
 }
 
 pub fn router(state: AppState, body_bytes_max: usize) -> Router {
@@ -333,6 +335,18 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             get(routes::openai::service_model),
         )
         .route("/api/ops/clock/advance", post(routes::ops::advance_clock))
+        .route("/api/admin/fees", get(routes::fees::book))
+        .route("/api/fees/current", get(routes::fees::current))
+        .route("/api/admin/fees/proposals", post(routes::fees::propose))
+        .route(
+            "/api/admin/fees/proposals/{id}/adopt",
+            post(routes::fees::adopt),
+        )
+        .route(
+            "/api/admin/fees/proposals/{id}/withdraw",
+            post(routes::fees::withdraw),
+        )
+        .route("/api/admin/fees/what-if", post(routes::fees::what_if))
         .route("/api/nodes/register", post(routes::compute::register))
         .route("/api/nodes/my-nodes", get(routes::compute::my_nodes))
         .route("/api/nodes/{node_id}", get(routes::compute::get_node))
@@ -803,6 +817,10 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         )),
         conversations: Arc::new(aiforge_commands::conversations::Conversations::new(
             db.clone(),
+        )),
+        fees: Arc::new(aiforge_commands::fees::Fees::new(
+            db.clone(),
+            state_clock.clone(),
         )),
     };
     // The scheduled close (README, "The monthly close"), on the lease holder.

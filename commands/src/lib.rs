@@ -10,6 +10,7 @@ pub mod chain;
 pub mod clock;
 pub mod compute;
 pub mod conversations;
+pub mod fees;
 pub mod framework;
 pub mod gateway;
 pub mod groups;

@@ -13,7 +13,7 @@ use aiforge_domain::api_subscription::{
     amount_due, ApiSubscription, ApiSubscriptionCommand, ApiSubscriptionError,
     ApiSubscriptionEvent, ApiSubscriptionServices, AwaitedPayment, KeyDigest, ServiceTerms,
 };
-use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::fees::{FeeSource, PaymentType};
 use aiforge_domain::group::{Group, GroupError, GroupServices};
 use aiforge_domain::ledger::Beneficiary;
 use aiforge_domain::model::{
@@ -158,6 +158,8 @@ pub struct Marketplace {
     payment_store: Executor<Payment>,
     payments: Arc<Payments>,
     clock: Arc<dyn Clock>,
+    /// The fee schedule in force (the publishing fee due), read from the store.
+    fees: Arc<dyn FeeSource>,
 }
 
 /// Who receives the net of a payment for a model's API service or for the model itself: a group
@@ -194,7 +196,12 @@ impl Marketplace {
             services: Executor::new(db.clone(), clock.clone(), ServiceServices),
             subscriptions: Executor::new(db.clone(), clock.clone(), ApiSubscriptionServices),
             groups: Executor::new(db.clone(), clock.clone(), GroupServices),
-            payment_store: Executor::new(db, clock.clone(), PaymentServices),
+            payment_store: Executor::new(
+                db.clone(),
+                clock.clone(),
+                PaymentServices::new(crate::fees::StoreFees::source(db.clone(), clock.clone())),
+            ),
+            fees: crate::fees::StoreFees::source(db, clock.clone()),
             payments,
             clock,
         }
@@ -406,7 +413,12 @@ impl Marketplace {
     ) -> Result<Outcome, MarketplaceError> {
         let (_, actor) = self.model_actor(model_id, user_id).await?;
         let at = self.clock.now();
-        let fee_due = FeeSchedule::at(at).publishing_fee();
+        let fee_due = self
+            .fees
+            .schedule_at(at)
+            .await
+            .map_err(|e| MarketplaceError::Internal(e.to_string()))?
+            .publishing_fee();
         let command = |fee| ModelCommand::Publish {
             actor: actor.clone(),
             fee,

@@ -117,7 +117,11 @@ impl Payments {
         networks: HashMap<Network, PaymentNetwork>,
     ) -> Self {
         Self {
-            payments: Executor::new(db.clone(), clock.clone(), PaymentServices),
+            payments: Executor::new(
+                db.clone(),
+                clock.clone(),
+                PaymentServices::new(crate::fees::StoreFees::source(db.clone(), clock.clone())),
+            ),
             subscriptions: Executor::new(db.clone(), clock.clone(), SubscriptionServices),
             accounts: Executor::new(db, clock.clone(), AccountServices),
             networks,

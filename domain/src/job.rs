@@ -59,7 +59,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::fees::FeeSchedule;
+use crate::fees::{FeeSchedule, FeeSource, FeeSourceError, FeeTable};
 use crate::ledger::{job_settlement_postings, Earned, JobSettlement, LedgerError};
 use crate::money::Usdt;
 use crate::node;
@@ -497,6 +497,8 @@ pub enum JobError {
     DuplicateOutput(String),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Fees(#[from] FeeSourceError),
 }
 
 impl JobError {
@@ -728,7 +730,22 @@ pub struct Job {
     pub started_at: Option<OffsetDateTime>,
 }
 
-pub struct JobServices;
+/// The job's port: the fee schedule in force when its escrow settles.
+#[derive(Clone)]
+pub struct JobServices {
+    pub fees: std::sync::Arc<dyn FeeSource>,
+}
+
+impl JobServices {
+    pub fn new(fees: std::sync::Arc<dyn FeeSource>) -> Self {
+        Self { fees }
+    }
+
+    /// Only version 1 (tests).
+    pub fn genesis() -> Self {
+        Self::new(std::sync::Arc::new(FeeTable::genesis()))
+    }
+}
 
 /// What a decision needs to know about a submitted job.
 struct Submitted {
@@ -787,10 +804,10 @@ fn settle(
     job: &Submitted,
     node_id: Option<&str>,
     earned: Earned,
-    at: OffsetDateTime,
+    schedule: &FeeSchedule,
 ) -> Result<JobSettlement, JobError> {
     Ok(job_settlement_postings(
-        FeeSchedule::at(at),
+        schedule,
         &job.job_id,
         &job.creator,
         node_id,
@@ -809,7 +826,7 @@ impl Aggregate for Job {
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         let event = match command {
@@ -882,7 +899,7 @@ impl Aggregate for Job {
                     validate_outputs(&outputs)?;
                 }
                 // Completed or failed by its own code, the node earns all of it.
-                let settlement = settle(&job, Some(&node_id), Earned::ALL, at)?;
+                let settlement = settle(&job, Some(&node_id), Earned::ALL, &services.fees.schedule_at(at).await?)?;
                 if exit_code == 0 {
                     JobEvent::JobCompleted {
                         job_id: job.job_id,
@@ -918,9 +935,9 @@ impl Aggregate for Job {
                     if job.status != JobStatus::Running {
                         return Err(JobError::NotRunning { status: job.status });
                     }
-                    settle(&job, Some(&node_id), Earned::ALL, at)?
+                    settle(&job, Some(&node_id), Earned::ALL, &services.fees.schedule_at(at).await?)?
                 } else {
-                    settle(&job, None, Earned::NOTHING, at)?
+                    settle(&job, None, Earned::NOTHING, &services.fees.schedule_at(at).await?)?
                 };
                 JobEvent::JobFailed {
                     settlement,
@@ -951,7 +968,7 @@ impl Aggregate for Job {
                     });
                 }
                 JobEvent::JobTimedOut {
-                    settlement: settle(&job, Some(&node_id), Earned::ALL, at)?,
+                    settlement: settle(&job, Some(&node_id), Earned::ALL, &services.fees.schedule_at(at).await?)?,
                     job_id: job.job_id,
                     node_id,
                     attempt,
@@ -967,7 +984,7 @@ impl Aggregate for Job {
                 let job = self.reported_by(&node_id, attempt)?;
                 if attempt >= ATTEMPTS_MAX {
                     JobEvent::JobFailed {
-                        settlement: settle(&job, None, Earned::NOTHING, at)?,
+                        settlement: settle(&job, None, Earned::NOTHING, &services.fees.schedule_at(at).await?)?,
                         job_id: job.job_id,
                         message: format!(
                             "attempt {attempt} of {ATTEMPTS_MAX} ended: {} (node {node_id})",
@@ -1002,7 +1019,7 @@ impl Aggregate for Job {
                     status => return Err(JobError::AlreadyEnded { status }),
                 };
                 JobEvent::JobCancelled {
-                    settlement: settle(&job, self.node_id.as_deref(), earned, at)?,
+                    settlement: settle(&job, self.node_id.as_deref(), earned, &services.fees.schedule_at(at).await?)?,
                     job_id: job.job_id,
                     by,
                     node_id: self.node_id.clone(),
@@ -1201,7 +1218,7 @@ mod tests {
 
     #[test]
     fn a_paid_valid_job_is_submitted_pending() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given_no_previous_events()
             .when(submit(spec()))
             .then_expect_events(vec![submitted()]);
@@ -1209,7 +1226,7 @@ mod tests {
             state_after(vec![submitted()]).status(),
             Some(JobStatus::Pending)
         );
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted()])
             .when(submit(spec()))
             .then_expect_error(JobError::AlreadyExists);
@@ -1217,7 +1234,7 @@ mod tests {
 
     #[test]
     fn a_job_whose_escrow_is_not_its_price_is_rejected() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given_no_previous_events()
             .when(JobCommand::Submit {
                 job_id: "j1".into(),
@@ -1379,7 +1396,7 @@ mod tests {
         ];
         for (spec, error) in cases {
             assert!(error.field().is_some(), "{error}");
-            JobTest::with(JobServices)
+            JobTest::with(JobServices::genesis())
                 .given_no_previous_events()
                 .when(submit(spec))
                 .then_expect_error(error);
@@ -1388,14 +1405,14 @@ mod tests {
 
     #[test]
     fn a_pending_job_is_assigned_as_attempt_one_and_only_once() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted()])
             .when(JobCommand::Assign {
                 node_id: "n1".into(),
                 at: AT,
             })
             .then_expect_events(vec![assigned("n1", 1)]);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(JobCommand::Assign {
                 node_id: "n2".into(),
@@ -1413,22 +1430,22 @@ mod tests {
             attempt: 1,
             at: AT,
         };
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(start("n1"))
             .then_expect_events(vec![started("n1", 1)]);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(start("n1"))
             .then_expect_events(vec![]);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(start("n2"))
             .then_expect_error(JobError::StaleReport {
                 node_id: "n2".into(),
                 attempt: 1,
             });
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted()])
             .when(start("n1"))
             .then_expect_error(JobError::StaleReport {
@@ -1439,7 +1456,7 @@ mod tests {
 
     #[test]
     fn exit_code_zero_completes_and_pays_the_node_95_percent() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(exit("n1", 1, 0))
             .then_expect_events(vec![JobEvent::JobCompleted {
@@ -1455,7 +1472,7 @@ mod tests {
 
     #[test]
     fn a_non_zero_exit_fails_the_job_and_still_pays_the_node() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(exit("n1", 1, 137))
             .then_expect_events(vec![JobEvent::JobFailed {
@@ -1472,7 +1489,7 @@ mod tests {
 
     #[test]
     fn an_exit_before_the_start_or_with_bad_outputs_is_rejected() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(exit("n1", 1, 0))
             .then_expect_error(JobError::NotRunning {
@@ -1485,14 +1502,14 @@ mod tests {
             outputs,
             at: AT,
         };
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(with_outputs(vec![Output {
                 name: "../etc/passwd".into(),
                 ..output()
             }]))
             .then_expect_error(JobError::InvalidOutput("../etc/passwd".into()));
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(with_outputs(vec![output(), output()]))
             .then_expect_error(JobError::DuplicateOutput("model.safetensors".into()));
@@ -1500,7 +1517,7 @@ mod tests {
 
     #[test]
     fn an_image_pull_failure_refunds_the_creator_in_full() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(JobCommand::ReportFailure {
                 node_id: "n1".into(),
@@ -1530,7 +1547,7 @@ mod tests {
             message: "2000000 bytes of output, the limit is 1048576".into(),
             at: AT + Duration::minutes(10),
         };
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(too_large.clone())
             .then_expect_events(vec![JobEvent::JobFailed {
@@ -1543,7 +1560,7 @@ mod tests {
                 settlement: paid_in_full(),
                 at: AT + Duration::minutes(10),
             }]);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(too_large)
             .then_expect_error(JobError::NotRunning {
@@ -1558,14 +1575,14 @@ mod tests {
             attempt: 1,
             at: AT + Duration::minutes(minutes),
         };
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(timeout(30))
             .then_expect_error(JobError::TimeoutTooEarly {
                 ran_secs: 1800,
                 max_runtime_secs: 3600,
             });
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(timeout(59))
             .then_expect_events(vec![JobEvent::JobTimedOut {
@@ -1575,7 +1592,7 @@ mod tests {
                 settlement: paid_in_full(),
                 at: AT + Duration::minutes(59),
             }]);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(timeout(61))
             .then_expect_error(JobError::NotRunning {
@@ -1591,7 +1608,7 @@ mod tests {
             reason: RequeueReason::NodeLost,
             at: AT,
         };
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(requeue)
             .then_expect_events(vec![requeued("n1", 1)]);
@@ -1602,14 +1619,14 @@ mod tests {
             (job.status(), job.node_id.clone()),
             (Some(JobStatus::Pending), None)
         );
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(after.clone())
             .when(exit("n1", 1, 0))
             .then_expect_error(JobError::StaleReport {
                 node_id: "n1".into(),
                 attempt: 1,
             });
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(after.clone())
             .when(JobCommand::Assign {
                 node_id: "n2".into(),
@@ -1618,14 +1635,14 @@ mod tests {
             .then_expect_events(vec![assigned("n2", 2)]);
         after.extend([assigned("n1", 2), started("n1", 2)]);
         // Even the same node, once reassigned, may not report for its earlier attempt.
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(after.clone())
             .when(exit("n1", 1, 0))
             .then_expect_error(JobError::StaleReport {
                 node_id: "n1".into(),
                 attempt: 1,
             });
-        let result = JobTest::with(JobServices)
+        let result = JobTest::with(JobServices::genesis())
             .given(after)
             .when(exit("n1", 2, 0))
             .inspect_result()
@@ -1643,7 +1660,7 @@ mod tests {
             history.extend([assigned("n1", attempt), requeued("n1", attempt)]);
         }
         history.push(assigned("n1", ATTEMPTS_MAX));
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(history)
             .when(JobCommand::Requeue {
                 node_id: "n1".into(),
@@ -1669,11 +1686,11 @@ mod tests {
             by: by.into(),
             at: AT,
         };
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted()])
             .when(cancel("u2"))
             .then_expect_error(JobError::NotCreator);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted()])
             .when(cancel("u1"))
             .then_expect_events(vec![JobEvent::JobCancelled {
@@ -1684,7 +1701,7 @@ mod tests {
                 settlement: full_refund(),
                 at: AT,
             }]);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(vec![submitted(), assigned("n1", 1)])
             .when(cancel("u1"))
             .then_expect_events(vec![JobEvent::JobCancelled {
@@ -1700,7 +1717,7 @@ mod tests {
     #[test]
     fn a_job_cancelled_while_running_pays_the_node_for_the_seconds_it_ran() {
         // Half of the hour it was allowed: 10 USDT earned (9.50 node, 0.50 fee), 10 refunded.
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(running())
             .when(JobCommand::Cancel {
                 by: "u1".into(),
@@ -1732,13 +1749,13 @@ mod tests {
             state_after(completed.clone()).status(),
             Some(JobStatus::Completed)
         );
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(completed.clone())
             .when(exit("n1", 1, 0))
             .then_expect_error(JobError::AlreadyEnded {
                 status: JobStatus::Completed,
             });
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(completed.clone())
             .when(JobCommand::Cancel {
                 by: "u1".into(),
@@ -1747,7 +1764,7 @@ mod tests {
             .then_expect_error(JobError::AlreadyEnded {
                 status: JobStatus::Completed,
             });
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given(completed)
             .when(JobCommand::Assign {
                 node_id: "n2".into(),
@@ -1760,14 +1777,14 @@ mod tests {
 
     #[test]
     fn commands_to_an_unsubmitted_job_are_rejected() {
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given_no_previous_events()
             .when(JobCommand::Assign {
                 node_id: "n1".into(),
                 at: AT,
             })
             .then_expect_error(JobError::NotFound);
-        JobTest::with(JobServices)
+        JobTest::with(JobServices::genesis())
             .given_no_previous_events()
             .when(exit("n1", 1, 0))
             .then_expect_error(JobError::NotFound);

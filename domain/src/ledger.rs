@@ -319,8 +319,10 @@ mod tests {
     use std::collections::BTreeMap;
     use time::macros::datetime;
 
-    fn v1() -> &'static FeeSchedule {
-        FeeSchedule::at(datetime!(2026-11-21 00:00 UTC))
+    fn v1() -> FeeSchedule {
+        crate::fees::FeeTable::genesis()
+            .at(datetime!(2026-11-21 00:00 UTC))
+            .clone()
     }
 
     fn usdt(s: &str) -> Usdt {
@@ -330,7 +332,7 @@ mod tests {
     #[test]
     fn a_platform_subscription_goes_thirty_percent_to_fees_and_the_rest_to_the_month_pool() {
         let postings = payment_postings(
-            v1(),
+            &v1(),
             PaymentType::PlatformSubscription,
             "u1",
             usdt("30"),
@@ -358,7 +360,7 @@ mod tests {
     #[test]
     fn a_publishing_fee_is_all_platform_and_needs_no_beneficiary() {
         let postings = payment_postings(
-            v1(),
+            &v1(),
             PaymentType::PublishingFee,
             "u1",
             usdt("5"),
@@ -369,7 +371,7 @@ mod tests {
         assert_eq!(postings.len(), 2);
         assert!(matches!(
             payment_postings(
-                v1(),
+                &v1(),
                 PaymentType::ModelSale,
                 "u1",
                 usdt("5"),
@@ -383,7 +385,7 @@ mod tests {
     #[test]
     fn a_job_payment_is_held_whole_in_escrow() {
         let postings = payment_postings(
-            v1(),
+            &v1(),
             PaymentType::Job,
             "u1",
             usdt("20"),
@@ -406,7 +408,7 @@ mod tests {
                 .collect()
         };
         let all =
-            job_settlement_postings(v1(), "j1", "u1", Some("n1"), usdt("20"), Earned::ALL).unwrap();
+            job_settlement_postings(&v1(), "j1", "u1", Some("n1"), usdt("20"), Earned::ALL).unwrap();
         assert_eq!(
             named(&all),
             [
@@ -416,7 +418,7 @@ mod tests {
             ]
         );
         let none =
-            job_settlement_postings(v1(), "j1", "u1", None, usdt("20"), Earned::NOTHING).unwrap();
+            job_settlement_postings(&v1(), "j1", "u1", None, usdt("20"), Earned::NOTHING).unwrap();
         assert_eq!(
             named(&none),
             [
@@ -425,7 +427,7 @@ mod tests {
             ]
         );
         let quarter = job_settlement_postings(
-            v1(),
+            &v1(),
             "j1",
             "u1",
             Some("n1"),
@@ -440,7 +442,7 @@ mod tests {
         // Earnings are capped at all of the price.
         assert_eq!(
             job_settlement_postings(
-                v1(),
+                &v1(),
                 "j1",
                 "u1",
                 Some("n1"),
@@ -454,11 +456,11 @@ mod tests {
     #[test]
     fn earnings_without_a_node_or_a_price_that_is_not_positive_are_refused() {
         assert_eq!(
-            job_settlement_postings(v1(), "j1", "u1", None, usdt("20"), Earned::ALL),
+            job_settlement_postings(&v1(), "j1", "u1", None, usdt("20"), Earned::ALL),
             Err(LedgerError::MissingBeneficiary(PaymentType::Job))
         );
         assert!(matches!(
-            job_settlement_postings(v1(), "j1", "u1", Some("n1"), Usdt::ZERO, Earned::ALL),
+            job_settlement_postings(&v1(), "j1", "u1", Some("n1"), Usdt::ZERO, Earned::ALL),
             Err(LedgerError::Money(MoneyError::NotPositive(_)))
         ));
     }
@@ -486,7 +488,7 @@ mod tests {
                 let t = PaymentType::ALL[t];
                 let amount = Usdt::from_micros(micros).unwrap();
                 let month = format!("2026-{:02}", n % 12 + 1);
-                let postings = payment_postings(v1(), t, &format!("p{payer}"), amount, &beneficiary_for(t, n), &month).unwrap();
+                let postings = payment_postings(&v1(), t, &format!("p{payer}"), amount, &beneficiary_for(t, n), &month).unwrap();
                 balanced(&postings).unwrap();
                 all.extend(postings);
             }
@@ -512,7 +514,7 @@ mod tests {
         ) {
             let price = Usdt::from_micros(price).unwrap();
             for earned in [Earned::ALL, Earned::NOTHING, Earned::part(used, allowed)] {
-                let s = job_settlement_postings(v1(), "j1", "u1", Some("n1"), price, earned).unwrap();
+                let s = job_settlement_postings(&v1(), "j1", "u1", Some("n1"), price, earned).unwrap();
                 balanced(&s.postings).unwrap();
                 let parts = s.node_net.to_micros() + s.platform_fee.to_micros() + s.refund.to_micros();
                 prop_assert_eq!(parts, price.to_micros());
@@ -522,10 +524,10 @@ mod tests {
                 let earned_micros = s.node_net.to_micros() + s.platform_fee.to_micros();
                 prop_assert!((s.node_net.to_micros() * 100 - earned_micros * 95).abs() < 100);
             }
-            let all = job_settlement_postings(v1(), "j1", "u1", Some("n1"), price, Earned::ALL).unwrap();
+            let all = job_settlement_postings(&v1(), "j1", "u1", Some("n1"), price, Earned::ALL).unwrap();
             prop_assert_eq!((all.platform_fee, all.node_net), v1().split(PaymentType::Job, price).unwrap());
             prop_assert_eq!(all.refund, Usdt::ZERO);
-            let none = job_settlement_postings(v1(), "j1", "u1", None, price, Earned::NOTHING).unwrap();
+            let none = job_settlement_postings(&v1(), "j1", "u1", None, price, Earned::NOTHING).unwrap();
             prop_assert_eq!(none.refund, price);
         }
     }

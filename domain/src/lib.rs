@@ -9,6 +9,7 @@ pub mod admission;
 pub mod api_subscription;
 pub mod blob;
 pub mod cid;
+pub mod fee_book;
 pub mod fees;
 pub mod group;
 pub mod job;

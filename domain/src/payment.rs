@@ -17,7 +17,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::fees::{FeeSchedule, PaymentType};
+use crate::fees::{FeeSchedule, FeeSource, FeeSourceError, FeeTable, PaymentType};
 use crate::ledger::{payment_postings, Beneficiary, LedgerError, Posting};
 use crate::money::Usdt;
 use crate::wallet::Network;
@@ -84,6 +84,8 @@ pub enum PaymentError {
     WrongNetwork { expected: Network, found: Network },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Fees(#[from] FeeSourceError),
 }
 
 impl PaymentError {
@@ -207,7 +209,23 @@ pub fn fixed_amount(schedule: &FeeSchedule, payment_type: PaymentType) -> Option
     }
 }
 
-pub struct PaymentServices;
+/// The payment's port: the fee schedule in force when it is created (fixed fees) and when it
+/// confirms (the split), read from the store by the real adapter.
+#[derive(Clone)]
+pub struct PaymentServices {
+    pub fees: std::sync::Arc<dyn FeeSource>,
+}
+
+impl PaymentServices {
+    pub fn new(fees: std::sync::Arc<dyn FeeSource>) -> Self {
+        Self { fees }
+    }
+
+    /// Only version 1 (tests, and tools that never confirm).
+    pub fn genesis() -> Self {
+        Self::new(std::sync::Arc::new(FeeTable::genesis()))
+    }
+}
 
 impl Aggregate for Payment {
     const TYPE: &'static str = "payment";
@@ -219,7 +237,7 @@ impl Aggregate for Payment {
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         match command {
@@ -240,7 +258,8 @@ impl Aggregate for Payment {
                 if !amount.is_positive() {
                     return Err(PaymentError::AmountNotPositive);
                 }
-                if let Some(expected) = fixed_amount(FeeSchedule::at(at), payment_type) {
+                let schedule = services.fees.schedule_at(at).await?;
+                if let Some(expected) = fixed_amount(&schedule, payment_type) {
                     if amount != expected {
                         return Err(PaymentError::WrongAmount {
                             payment_type: payment_type.as_str(),
@@ -354,7 +373,7 @@ impl Aggregate for Payment {
                     // Right transfer, not final yet: pending, the client polls.
                     return Ok(());
                 }
-                let schedule = FeeSchedule::at(at);
+                let schedule = services.fees.schedule_at(at).await?;
                 let (platform_fee, net) = match &beneficiary {
                     // Held whole until the job ends.
                     Beneficiary::JobEscrow { .. } => (Usdt::ZERO, amount),
@@ -363,7 +382,7 @@ impl Aggregate for Payment {
                         .map_err(LedgerError::from)?,
                 };
                 let postings = payment_postings(
-                    schedule,
+                    &schedule,
                     payment_type,
                     &payer,
                     amount,
@@ -462,7 +481,7 @@ mod tests {
 
     #[test]
     fn an_exact_confirmed_transfer_confirms_with_the_fee_split_and_balanced_postings() {
-        let result = PaymentTest::with(PaymentServices)
+        let result = PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(3, vec![(PAYER_WALLET, 30_000_000)]))
             .inspect_result()
@@ -486,7 +505,7 @@ mod tests {
 
     #[test]
     fn two_confirmations_are_pending_and_append_nothing() {
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(2, vec![(PAYER_WALLET, 30_000_000)]))
             .then_expect_events(vec![]);
@@ -494,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_transaction_not_yet_visible_is_pending() {
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(PaymentCommand::Verify {
                 network: Network::Ethereum,
@@ -509,7 +528,7 @@ mod tests {
 
     #[test]
     fn paying_too_little_is_refused() {
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(5, vec![(PAYER_WALLET, 29_999_999)]))
             .then_expect_error(PaymentError::Underpaid {
@@ -520,7 +539,7 @@ mod tests {
 
     #[test]
     fn a_transfer_from_a_wallet_the_payer_has_not_proven_is_refused() {
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(5, vec![("0xSOMEONEELSE", 30_000_000)]))
             .then_expect_error(PaymentError::SenderNotPayerWallet {
@@ -530,11 +549,11 @@ mod tests {
 
     #[test]
     fn no_transfer_to_the_platform_and_a_reverted_transaction_are_refused() {
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(5, vec![]))
             .then_expect_error(PaymentError::NoTransferToPlatform);
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(PaymentCommand::Verify {
                 network: Network::Ethereum,
@@ -549,7 +568,7 @@ mod tests {
 
     #[test]
     fn overpaying_confirms_and_records_the_excess() {
-        let result = PaymentTest::with(PaymentServices)
+        let result = PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(3, vec![(PAYER_WALLET, 31_500_000)]))
             .inspect_result()
@@ -571,7 +590,7 @@ mod tests {
 
     #[test]
     fn a_confirmed_payment_cannot_be_paid_by_another_transaction() {
-        let confirm = PaymentTest::with(PaymentServices)
+        let confirm = PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription()])
             .when(verify(3, vec![(PAYER_WALLET, 30_000_000)]))
             .inspect_result()
@@ -580,13 +599,13 @@ mod tests {
         if let PaymentCommand::Verify { tx_hash, .. } = &mut other {
             *tx_hash = "0xdef".into();
         }
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription(), confirm[0].clone()])
             .when(other)
             .then_expect_error(PaymentError::AlreadyConfirmed {
                 tx_hash: "0xabc".into(),
             });
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given(vec![subscription(), confirm[0].clone()])
             .when(verify(3, vec![(PAYER_WALLET, 30_000_000)]))
             .then_expect_events(vec![]);
@@ -594,7 +613,7 @@ mod tests {
 
     #[test]
     fn fixed_price_payments_must_be_the_schedule_price() {
-        PaymentTest::with(PaymentServices)
+        PaymentTest::with(PaymentServices::genesis())
             .given_no_previous_events()
             .when(PaymentCommand::Create {
                 payment_id: "p1".into(),

@@ -13,7 +13,7 @@
 //! created, ownership transfers) up to `through`. Changing any byte of those events' payloads
 //! changes the digest, so a replay of a tampered log differs from the recorded close.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::sync::Arc;
 
@@ -22,7 +22,8 @@ use aiforge_commands::{
     CommandError, CommandMeta, Database, Executor, LogPosition, Outcome, RecordedEvent,
 };
 use aiforge_domain::group::GroupEvent;
-use aiforge_domain::ledger::AccountKind;
+use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::ledger::{AccountKind, Posting};
 use aiforge_domain::model::{ModelEvent, ModelOwner, RevenueSplit};
 use aiforge_domain::payment::PaymentEvent;
 use aiforge_domain::revenue_book::{
@@ -97,9 +98,32 @@ fn point(event: &RecordedEvent) -> LogPoint {
     }
 }
 
+/// Which fee schedule the fold splits the month's payments by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeeBasis {
+    /// As they were split: the postings each `PaymentConfirmed` recorded under the version in
+    /// force at its confirmation. Every close and every audit replay.
+    Recorded,
+    /// As `schedule` would have split them: each payment's amount split again by it, into the
+    /// same accounts (the what-if of a proposal). Nothing else of the fold changes.
+    Proposed(FeeSchedule),
+}
+
+/// What the month's payments paid beside the distribution: the platform's fees by payment
+/// type and each creator's direct revenue (API subscriptions and sales of their own models),
+/// under the fold's `FeeBasis`. Not part of the distribution nor of its digests (a close
+/// records only what it distributes), so adding it changed no recorded close.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonthFees {
+    pub platform_fees: BTreeMap<PaymentType, Usdt>,
+    pub creators: BTreeMap<String, Usdt>,
+}
+
 /// The streaming fold of one month (module docs).
 pub struct MonthFold {
     month: Month,
+    basis: FeeBasis,
+    fees: MonthFees,
     /// Which calls' tokens split the pool (`revenue_book::POOL_RULE_*`).
     pool_rule: u32,
     through: LogPoint,
@@ -112,10 +136,24 @@ pub struct MonthFold {
 }
 
 impl MonthFold {
-    /// A fold under `pool_rule` (a close: `POOL_RULE_CURRENT`; a replay: the recorded close's).
+    /// A fold under `pool_rule` (a close: `POOL_RULE_CURRENT`; a replay: the recorded close's),
+    /// with payments as recorded.
     pub fn new(month: Month, through: LogPoint, prior: Vec<ClosedMonth>, pool_rule: u32) -> Self {
+        Self::with_basis(month, through, prior, pool_rule, FeeBasis::Recorded)
+    }
+
+    /// A fold whose payments are split by `basis`.
+    pub fn with_basis(
+        month: Month,
+        through: LogPoint,
+        prior: Vec<ClosedMonth>,
+        pool_rule: u32,
+        basis: FeeBasis,
+    ) -> Self {
         Self {
             month,
+            basis,
+            fees: MonthFees::default(),
             pool_rule,
             through,
             prior,
@@ -199,9 +237,12 @@ impl MonthFold {
                 if aggregate == aiforge_domain::payment::Payment::TYPE =>
             {
                 let PaymentEvent::PaymentConfirmed {
-                    postings,
+                    mut postings,
                     confirmed_at,
-                    fee_schedule_version,
+                    mut fee_schedule_version,
+                    payment_type,
+                    amount,
+                    mut platform_fee,
                     ..
                 } = decode_payload::<PaymentEvent>(event)?
                 else {
@@ -210,6 +251,23 @@ impl MonthFold {
                 if !self.counts(confirmed_at, event) {
                     return Ok(true);
                 }
+                if let FeeBasis::Proposed(schedule) = &self.basis {
+                    platform_fee = resplit(schedule, payment_type, amount, &mut postings)
+                        .map_err(|reason| ProjectionError::BadEvent {
+                            position: event.position,
+                            event_type: event.event_type.clone(),
+                            reason,
+                        })?;
+                    fee_schedule_version = schedule.version;
+                }
+                add(
+                    self.fees
+                        .platform_fees
+                        .entry(payment_type)
+                        .or_insert(Usdt::ZERO),
+                    platform_fee,
+                    event,
+                )?;
                 let mut used = false;
                 for posting in postings {
                     match posting.account.kind {
@@ -240,6 +298,14 @@ impl MonthFold {
                             add(slot, posting.amount, event)?;
                             used = true;
                         }
+                        AccountKind::CreatorPayable => add(
+                            self.fees
+                                .creators
+                                .entry(posting.account.key.clone())
+                                .or_insert(Usdt::ZERO),
+                            posting.amount,
+                            event,
+                        )?,
                         _ => {}
                     }
                 }
@@ -283,7 +349,17 @@ impl MonthFold {
     }
 
     /// The month's distribution, with its digests.
-    pub fn finish(mut self) -> Result<MonthDistribution, RevenueBookError> {
+    pub fn finish(self) -> Result<MonthDistribution, RevenueBookError> {
+        Ok(self.finish_with_fees()?.0)
+    }
+
+    /// The distribution and what the month's payments paid beside it.
+    pub fn finish_with_fees(mut self) -> Result<(MonthDistribution, MonthFees), RevenueBookError> {
+        let fees = std::mem::take(&mut self.fees);
+        Ok((self.distribute()?, fees))
+    }
+
+    fn distribute(mut self) -> Result<MonthDistribution, RevenueBookError> {
         let models: Vec<String> = self
             .totals
             .tokens
@@ -322,6 +398,39 @@ impl MonthFold {
     }
 }
 
+/// Splits a confirmed payment again by `schedule`: the platform's fee posting and the
+/// beneficiary's net posting (pool, group revenue, creator) take the new parts; the payer's
+/// posting and a job's escrow (whole until the job ends) stay. Returns the new platform fee.
+/// The postings stay balanced, as `ledger::payment_postings` would have made them.
+fn resplit(
+    schedule: &FeeSchedule,
+    payment_type: PaymentType,
+    amount: Usdt,
+    postings: &mut [Posting],
+) -> Result<Usdt, String> {
+    if postings
+        .iter()
+        .any(|p| p.account.kind == AccountKind::JobEscrow)
+    {
+        return Ok(Usdt::ZERO);
+    }
+    let (fee, net) = schedule
+        .split(payment_type, amount)
+        .map_err(|e| e.to_string())?;
+    for posting in postings.iter_mut() {
+        match posting.account.kind {
+            AccountKind::PlatformFees => posting.amount = fee,
+            AccountKind::SubscriptionPool
+            | AccountKind::GroupRevenue
+            | AccountKind::CreatorPayable => {
+                posting.amount = net
+            }
+            _ => {}
+        }
+    }
+    Ok(fee)
+}
+
 fn add(slot: &mut Usdt, amount: Usdt, event: &RecordedEvent) -> Result<(), ProjectionError> {
     *slot = slot
         .checked_add(amount)
@@ -354,6 +463,76 @@ pub async fn fold_live(
     })
     .await?;
     Ok(fold.finish()?)
+}
+
+/// A closed month folded twice in one pass over the log, with the same inputs as its close
+/// (the same `through`, earlier closes and pool rule): as recorded, and under a proposed
+/// schedule.
+#[derive(Debug)]
+pub struct WhatIf {
+    pub month: Month,
+    pub actual: (MonthDistribution, MonthFees),
+    pub proposed: (MonthDistribution, MonthFees),
+    /// The recorded close, which `actual.0` equals when the log is intact.
+    pub recorded: MonthDistribution,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhatIfError {
+    #[error("no month is closed yet: a what-if replays a closed month")]
+    NothingClosed,
+    #[error("{0} is not closed: a what-if replays a closed month")]
+    NotClosed(Month),
+    #[error(transparent)]
+    Distribution(#[from] DistributionError),
+}
+
+/// Replays `month` (by default the last closed one) under `proposed`, beside what was paid.
+/// The same fold as the close (`MonthFold`), only its `FeeBasis` differs.
+pub async fn what_if(
+    db: &Database,
+    month: Option<Month>,
+    proposed: FeeSchedule,
+) -> Result<WhatIf, WhatIfError> {
+    let closes = recorded_closes(db).await?;
+    let recorded = match month {
+        Some(month) => closes
+            .iter()
+            .find(|(_, d)| d.month == month)
+            .ok_or(WhatIfError::NotClosed(month))?,
+        None => closes.last().ok_or(WhatIfError::NothingClosed)?,
+    }
+    .1
+    .clone();
+    let month = recorded.month;
+    let prior = prior_of(&closes, month);
+    let fold = |basis| {
+        MonthFold::with_basis(
+            month,
+            recorded.through,
+            prior.clone(),
+            recorded.pool_rule_version,
+            basis,
+        )
+    };
+    let mut actual = fold(FeeBasis::Recorded);
+    let mut proposal = fold(FeeBasis::Proposed(proposed));
+    db.fold_log_through(to_log(recorded.through), |event| {
+        let more = actual.feed(&event)?;
+        proposal.feed(&event)?;
+        Ok::<bool, DistributionError>(more)
+    })
+    .await?;
+    Ok(WhatIf {
+        month,
+        actual: actual
+            .finish_with_fees()
+            .map_err(DistributionError::from)?,
+        proposed: proposal
+            .finish_with_fees()
+            .map_err(DistributionError::from)?,
+        recorded,
+    })
 }
 
 /// The closes recorded in the live store, oldest first.
@@ -593,7 +772,7 @@ pub fn replay_export(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aiforge_domain::fees::{FeeSchedule, PaymentType};
+    use aiforge_domain::fees::{FeeTable, PaymentType};
     use aiforge_domain::ledger::{month_key, payment_postings, Beneficiary};
     use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
     use aiforge_domain::revenue_book::PayoutSource;
@@ -704,10 +883,30 @@ mod tests {
     }
 
     fn pool_payment(position: i64, micros: i64, at: OffsetDateTime) -> RecordedEvent {
-        let schedule = FeeSchedule::at(at);
+        pool_payment_under(&FeeTable::genesis().at(at).clone(), position, micros, at)
+    }
+
+    /// Version 1 with the platform subscription at `percent`, as version 2.
+    fn subscriptions_at(percent: u32) -> FeeSchedule {
+        let mut schedule = aiforge_domain::fees::genesis();
+        schedule.version = 2;
+        schedule
+            .rates
+            .platform_percent
+            .insert(PaymentType::PlatformSubscription, percent);
+        schedule
+    }
+
+    fn pool_payment_under(
+        schedule: &FeeSchedule,
+        position: i64,
+        micros: i64,
+        at: OffsetDateTime,
+    ) -> RecordedEvent {
+        let schedule = schedule.clone();
         let amount = Usdt::from_micros(micros).unwrap_or(Usdt::ZERO);
         let postings = payment_postings(
-            schedule,
+            &schedule,
             PaymentType::PlatformSubscription,
             "payer",
             amount,
@@ -781,6 +980,74 @@ mod tests {
 
     fn usdt(s: &str) -> Usdt {
         Usdt::parse(s).unwrap_or(Usdt::ZERO)
+    }
+
+    fn fold_with(
+        events: &[RecordedEvent],
+        basis: FeeBasis,
+    ) -> (MonthDistribution, MonthFees) {
+        let month: Month = "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}"));
+        let through = LogPoint {
+            tx: 0,
+            position: i64::MAX,
+        };
+        let mut fold = MonthFold::with_basis(month, through, vec![], POOL_RULE_CURRENT, basis);
+        for event in events {
+            fold.feed(event).unwrap_or_else(|e| panic!("{e}"));
+        }
+        fold.finish_with_fees().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The what-if's promise, at the fold: a month paid at 30% and folded under a 40% proposal
+    /// distributes exactly what the same month paid at 40% distributes as recorded; only the
+    /// digest of its inputs differs (they are other events).
+    #[test]
+    fn a_month_folded_under_a_proposal_equals_the_month_paid_at_its_rate() {
+        let nov = datetime!(2026-11-10 00:00 UTC);
+        let forty = subscriptions_at(40);
+        let month = |paid_under: Option<&FeeSchedule>| {
+            let payment = |position, micros| match paid_under {
+                Some(schedule) => pool_payment_under(schedule, position, micros, nov),
+                None => pool_payment(position, micros, nov),
+            };
+            vec![
+                uploaded(1, "m1", "u1"),
+                uploaded(2, "m2", "u2"),
+                payment(3, 100_000_000),
+                payment(4, 33_333_333),
+                call(5, "m1", 200, nov),
+                call(6, "m2", 100, nov),
+            ]
+        };
+        let (what_if, what_if_fees) =
+            fold_with(&month(None), FeeBasis::Proposed(forty.clone()));
+        let (paid, paid_fees) = fold_with(&month(Some(&forty)), FeeBasis::Recorded);
+        let without_digests = |mut d: MonthDistribution| {
+            d.input_digest.clear();
+            d.digest.clear();
+            d
+        };
+        assert_eq!(without_digests(what_if.clone()), without_digests(paid));
+        assert_eq!(what_if_fees, paid_fees);
+        assert_eq!(what_if.pool_total, usdt("80"), "60% of $133.333333");
+        assert_eq!(what_if.fee_schedule_versions, vec![2]);
+        assert_eq!(
+            what_if_fees.platform_fees[&PaymentType::PlatformSubscription],
+            usdt("53.333333")
+        );
+        // As recorded, the same 30% month: $93.333333 to the pool, version 1.
+        let (actual, actual_fees) = fold_with(&month(None), FeeBasis::Recorded);
+        assert_eq!(actual.pool_total, usdt("93.333333"));
+        assert_eq!(actual.fee_schedule_versions, vec![1]);
+        assert_eq!(
+            actual_fees.platform_fees[&PaymentType::PlatformSubscription],
+            usdt("40")
+        );
+        assert_eq!(
+            actual,
+            fold("2026-11", i64::MAX, vec![], &month(None)),
+            "the recorded basis is the close's fold"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn spec(gpus: u32, price: &str) -> JobSpec {
 
 /// A confirmed job payment for a fresh job id: (job id, payment id).
 async fn paid(db: &Database, clock: Arc<ManualClock>, micros: u64) -> (String, String) {
-    let payments = Executor::<Payment>::new(db.clone(), clock.clone(), PaymentServices);
+    let payments = Executor::<Payment>::new(db.clone(), clock.clone(), PaymentServices::genesis());
     let job_id = uuid::Uuid::new_v4().to_string();
     let payment_id = uuid::Uuid::now_v7().to_string();
     let at = aiforge_commands::Clock::now(clock.as_ref());

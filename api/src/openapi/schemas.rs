@@ -1409,3 +1409,116 @@ pub struct PayoutProof {
     pub proof: Vec<aiforge_domain::merkle::ProofStep>,
     pub root: String,
 }
+
+// ---- fees ------------------------------------------------------------------------------------
+
+/// One version of the fee schedule (`aiforge_domain::fees::FeeSchedule`).
+#[derive(ToSchema)]
+pub struct FeeScheduleBody {
+    pub version: u32,
+    /// Payments confirmed at or after this instant are split by this version.
+    pub effective_from: String,
+    /// The platform's share by payment type, whole percent.
+    pub platform_percent: BTreeMap<String, u32>,
+    pub publishing_fee: Usdt,
+    pub listing_fee: Usdt,
+    /// Null until inference nodes earn.
+    pub compute_per_1k_tokens: Option<Usdt>,
+}
+
+#[derive(ToSchema)]
+pub struct FeeRatesBody {
+    pub platform_percent: BTreeMap<String, u32>,
+    pub publishing_fee: Usdt,
+    pub listing_fee: Usdt,
+    pub compute_per_1k_tokens: Option<Usdt>,
+}
+
+#[derive(ToSchema)]
+pub struct FeeProposalBody {
+    pub proposal_id: String,
+    /// `proposed`, `adopted` or `withdrawn`.
+    pub state: String,
+    /// The version number, once adopted.
+    pub version: Option<u32>,
+    pub effective_from: String,
+    pub rates: FeeRatesBody,
+    pub proposed_by: String,
+    pub proposed_at: String,
+}
+
+#[derive(ToSchema)]
+pub struct FeeProposalAnswer {
+    pub proposal: FeeProposalBody,
+}
+
+#[derive(ToSchema)]
+pub struct FeeBookAnswer {
+    /// The platform's clock.
+    pub now: String,
+    /// The version in force now.
+    pub in_force: u32,
+    /// Genesis first; each with its version fields and `state`.
+    pub versions: Vec<Value>,
+    pub proposals: Vec<FeeProposalBody>,
+}
+
+#[derive(ToSchema)]
+pub struct CurrentFees {
+    pub current: FeeScheduleBody,
+    pub next: Option<FeeScheduleBody>,
+}
+
+/// One side of a what-if.
+#[derive(ToSchema)]
+pub struct FeesWhatIfSide {
+    pub fee_schedule_versions: Vec<u32>,
+    pub pool_total: Usdt,
+    pub group_api_total: Usdt,
+    /// The platform's fees on the month's payments (all types).
+    pub platform_fee: Usdt,
+    /// By payment type.
+    pub platform_fees: BTreeMap<String, Usdt>,
+    /// The whole distribution, as a close would record it.
+    pub distribution: MonthDistributionBody,
+}
+
+#[derive(ToSchema)]
+pub struct FeesWhatIfModel {
+    pub model_id: String,
+    pub tokens: u64,
+    pub usage_percent: String,
+    pub actual_pool_amount: Usdt,
+    pub proposed_pool_amount: Usdt,
+    pub actual_group_api_amount: Usdt,
+    pub proposed_group_api_amount: Usdt,
+}
+
+#[derive(ToSchema)]
+pub struct FeesWhatIfCreator {
+    pub user_id: String,
+    pub actual_pool: Usdt,
+    pub proposed_pool: Usdt,
+    pub actual_group_api: Usdt,
+    pub proposed_group_api: Usdt,
+    /// API subscriptions and sales of their own models, net of the platform's fee.
+    pub actual_direct: Usdt,
+    pub proposed_direct: Usdt,
+    pub actual_total: Usdt,
+    pub proposed_total: Usdt,
+}
+
+#[derive(ToSchema)]
+pub struct FeesWhatIf {
+    #[schema(example = "2026-11")]
+    pub month: String,
+    /// Null when the what-if was of rates given inline.
+    pub proposal_id: Option<String>,
+    pub schedule: FeeScheduleBody,
+    /// Whether the "as paid" side equals the recorded close (it does unless the log changed).
+    pub actual_matches_recorded_close: bool,
+    pub actual: FeesWhatIfSide,
+    pub proposed: FeesWhatIfSide,
+    pub models: Vec<FeesWhatIfModel>,
+    pub creators: Vec<FeesWhatIfCreator>,
+}

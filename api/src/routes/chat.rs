@@ -6,7 +6,7 @@
 
 use aiforge_commands::conversations::ChatEntitlement;
 use aiforge_commands::gateway::index::lock;
-use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::fees::PaymentType;
 use aiforge_domain::ledger::LedgerAccount;
 use aiforge_domain::model::ModelOwner;
 use aiforge_domain::revenue_book::Month;
@@ -354,7 +354,14 @@ pub async fn receipt(
     }
     let (prompt_tokens, completion_tokens) = (call.prompt_tokens, call.completion_tokens);
     let tokens = call.total_tokens();
-    let schedule = FeeSchedule::at(call.at);
+    let schedule = state
+        .fees
+        .book()
+        .await
+        .map_err(crate::error::command_error)?
+        .table()
+        .at(call.at)
+        .clone();
     let mut shares = Vec::new();
     let (cost, entitlement, pool_share) = match &call.entitlement {
         CallEntitlement::Plan { plan, .. } => {

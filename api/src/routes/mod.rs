@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod chat;
 pub mod compute;
 pub mod conversations;
+pub mod fees;
 pub mod group_revenue;
 pub mod groups;
 pub mod marketplace;

@@ -4,7 +4,6 @@
 
 use aiforge_commands::blob::import::HfSource;
 use aiforge_commands::blob::StoredBlob;
-use aiforge_domain::fees::FeeSchedule;
 use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
 use aiforge_domain::serving::Servability;
 use aiforge_projections::marketplace::ModelRow;
@@ -606,7 +605,14 @@ pub async fn publishing(
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = visible_model(&state, &model_id, &user.user_id).await?;
-    let schedule = FeeSchedule::at(state.clock.now());
+    let schedule = state
+        .fees
+        .book()
+        .await
+        .map_err(crate::error::command_error)?
+        .table()
+        .at(state.clock.now())
+        .clone();
     let free = state
         .marketplace
         .has_free_publication(&user.user_id)

@@ -883,3 +883,128 @@ export function describeError(error: unknown): string {
 	}
 	return 'Something went wrong.';
 }
+
+// ---- the fee schedule (admin: /admin/fees) ------------------------------------------------------
+
+export type FeePaymentType =
+	| 'platform_subscription'
+	| 'api_subscription'
+	| 'job'
+	| 'model_sale'
+	| 'publishing_fee'
+	| 'listing_fee';
+
+export const FEE_PAYMENT_TYPES: FeePaymentType[] = [
+	'platform_subscription',
+	'api_subscription',
+	'job',
+	'model_sale',
+	'publishing_fee',
+	'listing_fee'
+];
+
+export interface FeeRates {
+	platform_percent: Record<FeePaymentType, number>;
+	publishing_fee: Money;
+	listing_fee: Money;
+	compute_per_1k_tokens: Money | null;
+}
+
+export interface FeeSchedule extends FeeRates {
+	version: number;
+	effective_from: string;
+}
+
+export interface FeeVersion extends FeeSchedule {
+	state: 'in_force' | 'adopted' | 'superseded';
+}
+
+export interface FeeProposal {
+	proposal_id: string;
+	state: 'proposed' | 'adopted' | 'withdrawn';
+	version: number | null;
+	effective_from: string;
+	rates: FeeRates;
+	proposed_by: string;
+	proposed_at: string;
+}
+
+export interface FeeBook {
+	now: string;
+	in_force: number;
+	versions: FeeVersion[];
+	proposals: FeeProposal[];
+}
+
+/** What a proposal changes; absent fields keep the latest version's. */
+export interface FeeRatesChange {
+	platform_percent?: Partial<Record<FeePaymentType, number>>;
+	publishing_fee?: Money;
+	listing_fee?: Money;
+	compute_per_1k_tokens?: Money;
+}
+
+export interface FeesWhatIfSide {
+	fee_schedule_versions: number[];
+	pool_total: Money;
+	group_api_total: Money;
+	platform_fee: Money;
+	platform_fees: Partial<Record<FeePaymentType, Money>>;
+}
+
+export interface FeesWhatIf {
+	month: string;
+	proposal_id: string | null;
+	schedule: FeeSchedule;
+	actual_matches_recorded_close: boolean;
+	actual: FeesWhatIfSide;
+	proposed: FeesWhatIfSide;
+	models: {
+		model_id: string;
+		tokens: number;
+		usage_percent: string;
+		actual_pool_amount: Money;
+		proposed_pool_amount: Money;
+		actual_group_api_amount: Money;
+		proposed_group_api_amount: Money;
+	}[];
+	creators: {
+		user_id: string;
+		actual_pool: Money;
+		proposed_pool: Money;
+		actual_group_api: Money;
+		proposed_group_api: Money;
+		actual_direct: Money;
+		proposed_direct: Money;
+		actual_total: Money;
+		proposed_total: Money;
+	}[];
+}
+
+export const feesApi = {
+	current: () => request<{ current: FeeSchedule; next: FeeSchedule | null }>('GET', '/api/fees/current'),
+	book: () => request<FeeBook>('GET', '/api/admin/fees'),
+	propose: (effectiveFrom: string, rates: FeeRatesChange) =>
+		request<{ proposal: FeeProposal }>('POST', '/api/admin/fees/proposals', {
+			effective_from: effectiveFrom,
+			...rates
+		}),
+	adopt: (id: string) =>
+		request<{ proposal: FeeProposal }>(
+			'POST',
+			`/api/admin/fees/proposals/${encodeURIComponent(id)}/adopt`,
+			{}
+		),
+	withdraw: (id: string) =>
+		request<{ proposal: FeeProposal }>(
+			'POST',
+			`/api/admin/fees/proposals/${encodeURIComponent(id)}/withdraw`,
+			{}
+		),
+	whatIf: (proposalId: string, month?: string) =>
+		request<FeesWhatIf>(
+			'POST',
+			'/api/admin/fees/what-if',
+			month ? { proposal_id: proposalId, month } : { proposal_id: proposalId }
+		)
+};
