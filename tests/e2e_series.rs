@@ -78,7 +78,12 @@ async fn chat(server: &Server, key: &str, model: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn subscribe(server: &Server, token: &str, service: &str, network: bool) -> (String, String, Value) {
+async fn subscribe(
+    server: &Server,
+    token: &str,
+    service: &str,
+    network: bool,
+) -> (String, String, Value) {
     let body = if network {
         json!({"network": "ethereum"})
     } else {
@@ -200,7 +205,11 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
         return;
     };
-    let (_mock, line) = start_sibling("aiforge-mock-openai", &["--reply", "Hello there"], "listening on ");
+    let (_mock, line) = start_sibling(
+        "aiforge-mock-openai",
+        &["--reply", "Hello there"],
+        "listening on ",
+    );
     let mock_url = format!("{}/v1", line.trim_start_matches("listening on "));
     let node = format!("upstream:{mock_url}#mock");
     let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
@@ -231,7 +240,10 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     let response = client()
         .post(server.url("/api/models?name=served"))
         .bearer_auth(&creator)
-        .body(format!("aiforge upstream model card\nbase_url: {mock_url}\nmodel: mock\n").into_bytes())
+        .body(
+            format!("aiforge upstream model card\nbase_url: {mock_url}\nmodel: mock\n")
+                .into_bytes(),
+        )
         .send()
         .await
         .unwrap();
@@ -267,43 +279,109 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     let (status, monthly) = get(&server, "/api/revenue/monthly/2026/11", Some(&admin)).await;
     assert_eq!(status, 200, "{monthly}");
     let month = "bucket=month&from=2026-11-01&to=2026-11-30";
-    let (status, revenue) = series(&server, Some(&admin), &format!("metric=revenue&scope=platform&group_by=type&{month}")).await;
+    let (status, revenue) = series(
+        &server,
+        Some(&admin),
+        &format!("metric=revenue&scope=platform&group_by=type&{month}"),
+    )
+    .await;
     assert_eq!(status, 200, "{revenue}");
     assert_eq!(revenue["unit"], "usdt");
     let types = monthly["by_type"].as_array().unwrap();
-    assert_eq!(revenue["series"].as_array().unwrap().len(), 6, "the six payment types: {revenue}");
+    assert_eq!(
+        revenue["series"].as_array().unwrap().len(),
+        6,
+        "the six payment types: {revenue}"
+    );
     for t in types {
         let key = t["type"].as_str().unwrap();
-        assert_eq!(at(&revenue, key, "2026-11-01"), t["gross"].as_str().unwrap(), "{key}");
+        assert_eq!(
+            at(&revenue, key, "2026-11-01"),
+            t["gross"].as_str().unwrap(),
+            "{key}"
+        );
     }
     assert_eq!(at(&revenue, "api_subscription", "2026-11-01"), "100.000000");
     assert_eq!(at(&revenue, "job", "2026-11-01"), "10.000000");
-    let (_, total) = series(&server, Some(&admin), &format!("metric=revenue&scope=platform&{month}")).await;
-    assert_eq!(at(&total, "total", "2026-11-01"), monthly["total_revenue"].as_str().unwrap());
-    let (_, fees) = series(&server, Some(&admin), &format!("metric=fees&scope=platform&{month}")).await;
-    assert_eq!(at(&fees, "total", "2026-11-01"), monthly["platform_fees"].as_str().unwrap());
+    let (_, total) = series(
+        &server,
+        Some(&admin),
+        &format!("metric=revenue&scope=platform&{month}"),
+    )
+    .await;
+    assert_eq!(
+        at(&total, "total", "2026-11-01"),
+        monthly["total_revenue"].as_str().unwrap()
+    );
+    let (_, fees) = series(
+        &server,
+        Some(&admin),
+        &format!("metric=fees&scope=platform&{month}"),
+    )
+    .await;
+    assert_eq!(
+        at(&fees, "total", "2026-11-01"),
+        monthly["platform_fees"].as_str().unwrap()
+    );
 
     // The creator's earnings by kind equal my-earnings.
-    let (status, mine) = get(&server, "/api/revenue/my-earnings?year=2026&month=11", Some(&creator)).await;
+    let (status, mine) = get(
+        &server,
+        "/api/revenue/my-earnings?year=2026&month=11",
+        Some(&creator),
+    )
+    .await;
     assert_eq!(status, 200, "{mine}");
-    let (status, earnings) = series(&server, Some(&creator), &format!("metric=earnings&scope=creator&id=me&group_by=kind&{month}")).await;
+    let (status, earnings) = series(
+        &server,
+        Some(&creator),
+        &format!("metric=earnings&scope=creator&id=me&group_by=kind&{month}"),
+    )
+    .await;
     assert_eq!(status, 200, "{earnings}");
     let by_month = &mine["by_month"][0];
-    assert_eq!(at(&earnings, "api_subscription", "2026-11-01"), by_month["api_and_sales"].as_str().unwrap());
-    assert_eq!(at(&earnings, "pool_share", "2026-11-01"), by_month["subscription_pool"].as_str().unwrap());
-    assert_eq!(at(&earnings, "group_split", "2026-11-01"), by_month["group_api"].as_str().unwrap());
+    assert_eq!(
+        at(&earnings, "api_subscription", "2026-11-01"),
+        by_month["api_and_sales"].as_str().unwrap()
+    );
+    assert_eq!(
+        at(&earnings, "pool_share", "2026-11-01"),
+        by_month["subscription_pool"].as_str().unwrap()
+    );
+    assert_eq!(
+        at(&earnings, "group_split", "2026-11-01"),
+        by_month["group_api"].as_str().unwrap()
+    );
     assert_eq!(at(&earnings, "api_subscription", "2026-11-01"), "90.000000");
 
     // A subscription's usage equals the usage route's; the plan key is absent (no plan calls).
-    let (status, usage) = series(&server, Some(&payer), &format!("metric=requests&scope=consumer&group_by=subscription&{month}")).await;
+    let (status, usage) = series(
+        &server,
+        Some(&payer),
+        &format!("metric=requests&scope=consumer&group_by=subscription&{month}"),
+    )
+    .await;
     assert_eq!(status, 200, "{usage}");
-    let (_, tokens) = series(&server, Some(&payer), &format!("metric=tokens&scope=consumer&id={payer_id}&group_by=subscription&{month}")).await;
+    let (_, tokens) = series(
+        &server,
+        Some(&payer),
+        &format!("metric=tokens&scope=consumer&id={payer_id}&group_by=subscription&{month}"),
+    )
+    .await;
     for (sub, calls) in [(&paid_sub, "4"), (&free_sub, "2")] {
-        let (status, route) = get(&server, &format!("/api/marketplace/subscriptions/{sub}/usage"), Some(&payer)).await;
+        let (status, route) = get(
+            &server,
+            &format!("/api/marketplace/subscriptions/{sub}/usage"),
+            Some(&payer),
+        )
+        .await;
         assert_eq!(status, 200, "{route}");
         assert_eq!(at(&usage, sub, "2026-11-01"), route["requests"].to_string());
         assert_eq!(at(&usage, sub, "2026-11-01"), calls);
-        assert_eq!(at(&tokens, sub, "2026-11-01"), route["total_tokens"].to_string());
+        assert_eq!(
+            at(&tokens, sub, "2026-11-01"),
+            route["total_tokens"].to_string()
+        );
         assert!(route["total_tokens"].as_i64().unwrap() > 0, "{route}");
     }
     assert_eq!(usage["unit"], "count");
@@ -311,32 +389,71 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     // A node's earnings equal its payable (no payout yet): 95% of the job.
     let (status, detail) = get(&server, &format!("/api/nodes/{node}"), Some(&miner)).await;
     assert_eq!(status, 200, "{detail}");
-    let (status, node_earnings) = series(&server, Some(&miner), &format!("metric=earnings&scope=node&id={node}&{month}")).await;
+    let (status, node_earnings) = series(
+        &server,
+        Some(&miner),
+        &format!("metric=earnings&scope=node&id={node}&{month}"),
+    )
+    .await;
     assert_eq!(status, 200, "{node_earnings}");
-    assert_eq!(at(&node_earnings, "total", "2026-11-01"), detail["node"]["earnings"]["payable"].as_str().unwrap());
+    assert_eq!(
+        at(&node_earnings, "total", "2026-11-01"),
+        detail["node"]["earnings"]["payable"].as_str().unwrap()
+    );
     assert_eq!(at(&node_earnings, "total", "2026-11-01"), "9.500000");
 
     // Day buckets: every day of the range, zero-filled; the model's calls by service per day.
     let days = "from=2026-11-09&to=2026-11-12";
-    let (status, by_day) = series(&server, Some(&creator), &format!("metric=requests&scope=model&id={model}&group_by=service&{days}")).await;
+    let (status, by_day) = series(
+        &server,
+        Some(&creator),
+        &format!("metric=requests&scope=model&id={model}&group_by=service&{days}"),
+    )
+    .await;
     assert_eq!(status, 200, "{by_day}");
     assert_eq!(
         line(&by_day, &paid_service),
-        [("2026-11-09", "0"), ("2026-11-10", "3"), ("2026-11-11", "1"), ("2026-11-12", "0")]
-            .map(|(t, v)| (t.to_string(), v.to_string()))
+        [
+            ("2026-11-09", "0"),
+            ("2026-11-10", "3"),
+            ("2026-11-11", "1"),
+            ("2026-11-12", "0")
+        ]
+        .map(|(t, v)| (t.to_string(), v.to_string()))
     );
     assert_eq!(at(&by_day, &free_service, "2026-11-10"), "2");
-    let (_, creator_usage) = series(&server, Some(&creator), &format!("metric=requests&scope=creator&{days}")).await;
+    let (_, creator_usage) = series(
+        &server,
+        Some(&creator),
+        &format!("metric=requests&scope=creator&{days}"),
+    )
+    .await;
     assert_eq!(at(&creator_usage, "total", "2026-11-10"), "5");
-    let (_, service_usage) = series(&server, Some(&creator), &format!("metric=requests&scope=service&id={paid_service}&{days}")).await;
+    let (_, service_usage) = series(
+        &server,
+        Some(&creator),
+        &format!("metric=requests&scope=service&id={paid_service}&{days}"),
+    )
+    .await;
     assert_eq!(at(&service_usage, "total", "2026-11-11"), "1");
     // Defaults: the last 30 days on the app clock (now November 11th).
     let (status, default) = series(&server, Some(&admin), "metric=requests&scope=platform").await;
     assert_eq!(status, 200, "{default}");
-    assert_eq!((default["from"].as_str(), default["to"].as_str()), (Some("2026-10-13"), Some("2026-11-11")));
+    assert_eq!(
+        (default["from"].as_str(), default["to"].as_str()),
+        (Some("2026-10-13"), Some("2026-11-11"))
+    );
     assert_eq!(line(&default, "total").len(), 30);
-    let (_, default) = series(&server, Some(&admin), "metric=requests&scope=platform&bucket=month").await;
-    assert_eq!((default["from"].as_str(), default["to"].as_str()), (Some("2025-12-01"), Some("2026-11-01")));
+    let (_, default) = series(
+        &server,
+        Some(&admin),
+        "metric=requests&scope=platform&bucket=month",
+    )
+    .await;
+    assert_eq!(
+        (default["from"].as_str(), default["to"].as_str()),
+        (Some("2025-12-01"), Some("2026-11-01"))
+    );
     assert_eq!(at(&default, "total", "2026-11-01"), "6");
 
     // Who may see what: others get 404 (the scope's existence is not revealed), no session 401.
@@ -356,9 +473,19 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
         let (status, body) = series(&server, Some(&admin), query).await;
         assert_eq!(status, 200, "the admin sees {query}: {body}");
     }
-    let (status, _) = series(&server, Some(&outsider), &format!("metric=requests&scope=model&id=no-such-model&{days}")).await;
+    let (status, _) = series(
+        &server,
+        Some(&outsider),
+        &format!("metric=requests&scope=model&id=no-such-model&{days}"),
+    )
+    .await;
     assert_eq!(status, 404, "an unknown model answers as a hidden one");
-    let (status, _) = series(&server, Some(&creator), &format!("metric=requests&scope=platform&{days}")).await;
+    let (status, _) = series(
+        &server,
+        Some(&creator),
+        &format!("metric=requests&scope=platform&{days}"),
+    )
+    .await;
     assert_eq!(status, 404, "the platform is the admin's");
 
     // Bad values: 400 with the field named, or range_too_large.
@@ -367,23 +494,39 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
         ("metric=requests&scope=galaxy", "scope"),
         ("metric=requests&scope=platform&bucket=week", "bucket"),
         ("metric=requests&scope=platform&from=2026-13-01", "from"),
-        ("metric=requests&scope=platform&from=2026-11-12&to=2026-11-10", "from"),
+        (
+            "metric=requests&scope=platform&from=2026-11-12&to=2026-11-10",
+            "from",
+        ),
         ("metric=revenue&scope=model&id=x", "scope"),
         ("metric=revenue&scope=platform&group_by=model", "group_by"),
         ("metric=requests&scope=model", "id"),
         ("scope=platform", "metric"),
     ] {
         let (status, body) = series(&server, Some(&admin), query).await;
-        assert_eq!((status, body["error"]["field"].as_str()), (400, Some(field)), "{query}: {body}");
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{query}: {body}"
+        );
     }
     for query in [
         "metric=requests&scope=platform&from=2025-11-01&to=2026-11-11",
         "metric=requests&scope=platform&bucket=month&from=2016-01-01&to=2026-11-11",
     ] {
         let (status, body) = series(&server, Some(&admin), query).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("range_too_large")), "{query}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("range_too_large")),
+            "{query}: {body}"
+        );
     }
-    let (status, _) = series(&server, Some(&admin), "metric=requests&scope=platform&from=2025-11-11&to=2026-11-11").await;
+    let (status, _) = series(
+        &server,
+        Some(&admin),
+        "metric=requests&scope=platform&from=2025-11-11&to=2026-11-11",
+    )
+    .await;
     assert_eq!(status, 200, "366 days is a year with a leap day's room");
 
     server.stop();
@@ -405,5 +548,9 @@ async fn series_on_postgresql_equal_the_routes_figures_and_show_only_their_owner
         }
     };
     series_equal_the_routes_figures(Some(&url)).await;
-    aiforge_commands::testing::drop_postgres_database(&aiforge_commands::testing::postgres_admin_url(), &name).await;
+    aiforge_commands::testing::drop_postgres_database(
+        &aiforge_commands::testing::postgres_admin_url(),
+        &name,
+    )
+    .await;
 }

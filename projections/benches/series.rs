@@ -80,8 +80,9 @@ async fn generate(db: &Database, count: u64) -> Result<(), BoxError> {
         let rows: Vec<(String, String, i64)> = (n..end)
             .map(|i| {
                 let c = call(i, count);
-                let payload =
-                    serde_json::to_string(&serde_json::to_value(ApiCallEvent::ApiCallMetered(c.clone()))?)?;
+                let payload = serde_json::to_string(&serde_json::to_value(
+                    ApiCallEvent::ApiCallMetered(c.clone()),
+                )?)?;
                 Ok((c.request_id, payload, i64::try_from(i + 1)?))
             })
             .collect::<Result<_, BoxError>>()?;
@@ -126,7 +127,9 @@ async fn generate(db: &Database, count: u64) -> Result<(), BoxError> {
         n = end;
     }
     if let Engine::Postgres(pool) = db.engine() {
-        sqlx::raw_sql("VACUUM (ANALYZE) events").execute(pool).await?;
+        sqlx::raw_sql("VACUUM (ANALYZE) events")
+            .execute(pool)
+            .await?;
     }
     Ok(())
 }
@@ -156,12 +159,42 @@ async fn run(engine: &str, db: &Database, count: u64, runs: u64) -> Result<(), B
         dim,
     };
     let queries: Vec<(&str, &str, Rows, Bucket)> = vec![
-        ("platform requests by day, a year", "requests", scope("platform", "", ""), Bucket::Day),
-        ("platform tokens by month by model, a year", "tokens", scope("platform", "", "model"), Bucket::Month),
-        ("platform requests by day by model, a year", "requests", scope("platform", "", "model"), Bucket::Day),
-        ("a model's tokens by day by service, a year", "tokens", scope("model", "model-007", "service"), Bucket::Day),
-        ("a node's requests by day, a year", "requests", scope("node", "node-03", ""), Bucket::Day),
-        ("a consumer's requests by day by subscription, a year", "requests", scope("consumer", "u-00042", "subscription"), Bucket::Day),
+        (
+            "platform requests by day, a year",
+            "requests",
+            scope("platform", "", ""),
+            Bucket::Day,
+        ),
+        (
+            "platform tokens by month by model, a year",
+            "tokens",
+            scope("platform", "", "model"),
+            Bucket::Month,
+        ),
+        (
+            "platform requests by day by model, a year",
+            "requests",
+            scope("platform", "", "model"),
+            Bucket::Day,
+        ),
+        (
+            "a model's tokens by day by service, a year",
+            "tokens",
+            scope("model", "model-007", "service"),
+            Bucket::Day,
+        ),
+        (
+            "a node's requests by day, a year",
+            "requests",
+            scope("node", "node-03", ""),
+            Bucket::Day,
+        ),
+        (
+            "a consumer's requests by day by subscription, a year",
+            "requests",
+            scope("consumer", "u-00042", "subscription"),
+            Bucket::Day,
+        ),
     ];
     for (name, metric, rows, bucket) in &queries {
         let mut times = Vec::new();
@@ -181,7 +214,15 @@ async fn run(engine: &str, db: &Database, count: u64, runs: u64) -> Result<(), B
         );
     }
     // The whole year's requests add up to the calls generated: the rollup lost nothing.
-    let all = series::points(db, "requests", &scope("platform", "", ""), Bucket::Month, "2026-01-01", "2026-12-31").await?;
+    let all = series::points(
+        db,
+        "requests",
+        &scope("platform", "", ""),
+        Bucket::Month,
+        "2026-01-01",
+        "2026-12-31",
+    )
+    .await?;
     let sum: i64 = all.iter().map(|p| p.2).sum();
     if u64::try_from(sum)? != count {
         return Err(format!("the year's requests sum to {sum}, wanted {count}").into());
@@ -193,7 +234,8 @@ async fn run(engine: &str, db: &Database, count: u64, runs: u64) -> Result<(), B
 async fn main() -> Result<(), BoxError> {
     let count = env_u64("AIFORGE_BENCH_SERIES_CALLS", 1_000_000);
     let runs = env_u64("AIFORGE_BENCH_SERIES_RUNS", 20).max(1);
-    let engines = std::env::var("AIFORGE_BENCH_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let engines =
+        std::env::var("AIFORGE_BENCH_ENGINES").unwrap_or_else(|_| "sqlite,postgres".into());
     for engine in engines.split(',').map(str::trim) {
         let test_db = match engine {
             "sqlite" => TestDatabase::sqlite().await?,

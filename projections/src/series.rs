@@ -56,27 +56,8 @@ type Cell = (
 struct Rollup(BTreeMap<Cell, i64>);
 
 impl Rollup {
-    fn add(
-        &mut self,
-        metric: &'static str,
-        scope: &'static str,
-        scope_id: &str,
-        dim: &'static str,
-        dim_key: &str,
-        day: &str,
-        value: i64,
-    ) {
-        *self
-            .0
-            .entry((
-                metric,
-                scope,
-                scope_id.to_string(),
-                dim,
-                dim_key.to_string(),
-                day.to_string(),
-            ))
-            .or_default() += value;
+    fn add(&mut self, cell: Cell, value: i64) {
+        *self.0.entry(cell).or_default() += value;
     }
 
     /// A fact counted in a scope's total and in each of its breakdowns.
@@ -89,9 +70,19 @@ impl Rollup {
         day: &str,
         value: i64,
     ) {
-        self.add(metric, scope, scope_id, "", "", day, value);
+        let cell = |dim: &'static str, key: &str| {
+            (
+                metric,
+                scope,
+                scope_id.to_string(),
+                dim,
+                key.to_string(),
+                day.to_string(),
+            )
+        };
+        self.add(cell("", ""), value);
         for (dim, key) in dims {
-            self.add(metric, scope, scope_id, dim, key, day, value);
+            self.add(cell(dim, key), value);
         }
     }
 }
@@ -121,7 +112,14 @@ fn metered(rollup: &mut Rollup, event: &RecordedEvent) -> Result<(), ProjectionE
         );
         rollup.fan(metric, "model", model, &[("service", service)], &day, value);
         rollup.fan(metric, "service", service, &[], &day, value);
-        rollup.fan(metric, "node", &call.node_id, &[("model", model)], &day, value);
+        rollup.fan(
+            metric,
+            "node",
+            &call.node_id,
+            &[("model", model)],
+            &day,
+            value,
+        );
         rollup.fan(
             metric,
             "consumer",
@@ -351,7 +349,8 @@ pub async fn points(
             *dim,
         ),
         Rows::ModelsOf { owner, by_model } => (
-            if *by_model { "scope_id" } else { "''" },
+            // The total's rows have the key '' (dim '' and dim_key ''): no constant to group by.
+            if *by_model { "scope_id" } else { "dim_key" },
             "scope = 'model' AND scope_id IN (SELECT model_id FROM models_view \
              WHERE owner_kind = 'user' AND owner_id = $2)"
                 .to_string(),

@@ -66,12 +66,17 @@ fn one_of<'a>(
 ) -> Result<Option<&'a str>, ApiError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => allowed.iter().find(|a| **a == v).copied().map(Some).ok_or_else(|| {
-            bad(
-                field,
-                format!("{field} is one of: {} (got '{v}')", allowed.join(", ")),
-            )
-        }),
+        Some(v) => allowed
+            .iter()
+            .find(|a| **a == v)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                bad(
+                    field,
+                    format!("{field} is one of: {} (got '{v}')", allowed.join(", ")),
+                )
+            }),
     }
 }
 
@@ -80,9 +85,12 @@ fn day(field: &'static str, text: Option<&str>) -> Result<Option<Date>, ApiError
         return Ok(None);
     };
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(text, &format)
-        .map(Some)
-        .map_err(|_| bad(field, format!("{field} is a day, YYYY-MM-DD (got '{text}')")))
+    Date::parse(text, format).map(Some).map_err(|_| {
+        bad(
+            field,
+            format!("{field} is a day, YYYY-MM-DD (got '{text}')"),
+        )
+    })
 }
 
 fn first_of_month(d: Date) -> Date {
@@ -142,7 +150,11 @@ async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
 }
 
 /// Whether the caller owns the model or belongs to its group.
-async fn manages_model(state: &AppState, user: &AuthUser, model_id: &str) -> Result<bool, ApiError> {
+async fn manages_model(
+    state: &AppState,
+    user: &AuthUser,
+    model_id: &str,
+) -> Result<bool, ApiError> {
     let Some(row) = aiforge_projections::marketplace::find_model(&state.db, model_id).await? else {
         return Ok(false);
     };
@@ -249,7 +261,12 @@ pub async fn series(
         query.metric.as_deref(),
         &["requests", "tokens", "revenue", "fees", "earnings"],
     )?
-    .ok_or_else(|| bad("metric", "metric is required: requests, tokens, revenue, fees or earnings"))?;
+    .ok_or_else(|| {
+        bad(
+            "metric",
+            "metric is required: requests, tokens, revenue, fees or earnings",
+        )
+    })?;
     let bucket = match one_of("bucket", query.bucket.as_deref(), &["day", "month"])? {
         Some("month") => Bucket::Month,
         _ => Bucket::Day,
@@ -257,7 +274,9 @@ pub async fn series(
     let scope = one_of(
         "scope",
         query.scope.as_deref(),
-        &["platform", "model", "service", "creator", "node", "consumer"],
+        &[
+            "platform", "model", "service", "creator", "node", "consumer",
+        ],
     )?
     .ok_or_else(|| {
         bad(
@@ -271,7 +290,12 @@ pub async fn series(
             format!("{metric} has no {scope} series (revenue and fees are platform-wide; earnings are a creator's or a node's)"),
         )
     })?;
-    let group_by = match query.group_by.as_deref().map(str::trim).filter(|g| !g.is_empty()) {
+    let group_by = match query
+        .group_by
+        .as_deref()
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
         None => None,
         Some(g) => Some(groups.iter().find(|a| **a == g).copied().ok_or_else(|| {
             bad(
@@ -279,14 +303,17 @@ pub async fn series(
                 if groups.is_empty() {
                     format!("a {scope} series of {metric} has no breakdown")
                 } else {
-                    format!("a {scope} series of {metric} is grouped by: {}", groups.join(", "))
+                    format!(
+                        "a {scope} series of {metric} is grouped by: {}",
+                        groups.join(", ")
+                    )
                 },
             )
         })?),
     };
 
     // The range, on the app clock by default.
-    let today = state.clock.now().date();
+    let today = state.clock.now().to_offset(time::UtcOffset::UTC).date();
     let to = day("to", query.to.as_deref())?.unwrap_or(today);
     let from = day("from", query.from.as_deref())?;
     let (from, to) = match bucket {
@@ -303,7 +330,10 @@ pub async fn series(
         }
     };
     if from > to {
-        return Err(bad("from", format!("from ({}) is after to ({})", ymd(from), ymd(to))));
+        return Err(bad(
+            "from",
+            format!("from ({}) is after to ({})", ymd(from), ymd(to)),
+        ));
     }
     let too_large = match bucket {
         Bucket::Day => (to - from).whole_days() + 1 > SERIES_DAYS_MAX,
@@ -398,13 +428,23 @@ pub async fn series(
     // Fixed breakdowns show every key, zeros included, in the platform's order.
     let fixed: Vec<&str> = match (group_by, scope) {
         (Some("type"), _) => PaymentType::ALL.iter().map(|t| t.as_str()).collect(),
-        (Some("kind"), "creator") => vec!["api_subscription", "model_sale", "pool_share", "group_split"],
+        (Some("kind"), "creator") => vec![
+            "api_subscription",
+            "model_sale",
+            "pool_share",
+            "group_split",
+        ],
         (Some("kind"), _) => vec![PaymentType::Job.as_str()],
         (None, _) => vec![""],
         _ => Vec::new(),
     };
     let mut keys: Vec<String> = fixed.iter().map(|k| k.to_string()).collect();
-    keys.extend(by_key.keys().filter(|k| !fixed.contains(&k.as_str())).cloned());
+    keys.extend(
+        by_key
+            .keys()
+            .filter(|k| !fixed.contains(&k.as_str()))
+            .cloned(),
+    );
 
     let usdt = !COUNT_METRICS.contains(&metric);
     let slots = buckets(bucket, from, to);
@@ -461,14 +501,23 @@ mod tests {
                 "2026-02-01/2026-02"
             ]
         );
-        assert_eq!(add_months(to, -12), Date::from_calendar_date(2025, Month::February, 1).unwrap());
+        assert_eq!(
+            add_months(to, -12),
+            Date::from_calendar_date(2025, Month::February, 1).unwrap()
+        );
     }
 
     #[test]
     fn day_buckets_include_both_ends() {
         let from = Date::from_calendar_date(2024, Month::February, 27).unwrap();
         let to = Date::from_calendar_date(2024, Month::March, 1).unwrap();
-        let days: Vec<String> = buckets(Bucket::Day, from, to).into_iter().map(|b| b.0).collect();
-        assert_eq!(days, ["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01"]);
+        let days: Vec<String> = buckets(Bucket::Day, from, to)
+            .into_iter()
+            .map(|b| b.0)
+            .collect();
+        assert_eq!(
+            days,
+            ["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01"]
+        );
     }
 }

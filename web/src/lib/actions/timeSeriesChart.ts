@@ -23,7 +23,7 @@ function options(series: Series, width: number): uPlot.Options {
 		tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), 'Etc/UTC'),
 		scales: { x: { time: true } },
 		axes: [
-			{ values: month ? '{MMM} {YYYY}' : undefined, stroke: 'currentColor' },
+			month ? { values: '{MMM} {YYYY}', stroke: 'currentColor' } : { stroke: 'currentColor' },
 			{ stroke: 'currentColor', size: 60 }
 		],
 		legend: { show: series.series.length > 1 },
