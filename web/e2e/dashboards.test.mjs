@@ -67,7 +67,10 @@ async function apiFromPage(page, path, init = {}) {
 
 async function ok(page, path, init = {}, status = [200, 201]) {
 	const answer = await apiFromPage(page, path, init);
-	assert.ok(status.includes(answer.status), `${path}: ${answer.status} ${JSON.stringify(answer.body)}`);
+	assert.ok(
+		status.includes(answer.status),
+		`${path}: ${answer.status} ${JSON.stringify(answer.body)}`
+	);
 	return answer.body;
 }
 
@@ -157,7 +160,10 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 				headers: { 'content-type': 'application/octet-stream' }
 			})
 		).model.id;
-		await ok(creator.page, `/api/publishing/model/${model}/publish`, { method: 'POST', body: '{}' });
+		await ok(creator.page, `/api/publishing/model/${model}/publish`, {
+			method: 'POST',
+			body: '{}'
+		});
 		const service = (
 			await ok(creator.page, '/api/marketplace/create', {
 				method: 'POST',
@@ -285,16 +291,21 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 			await chartCell(adminPage.page, 'platform-fees', MONTH, 'total'),
 			monthly.platform_fees
 		);
-		await until('the month figures', async () =>
-			(await adminPage.page.locator('[data-figure="total_revenue"]').textContent())?.trim() ===
-			monthly.total_revenue
+		await until(
+			'the month figures',
+			async () =>
+				(await adminPage.page.locator('[data-figure="total_revenue"]').textContent())?.trim() ===
+				monthly.total_revenue
 		);
 		await adminPage.page.screenshot({
 			path: artifactPath('desktop-admin-revenue.png'),
 			fullPage: true
 		});
 		await adminPage.page.setViewportSize(PHONE);
-		await adminPage.page.screenshot({ path: artifactPath('phone-admin-revenue.png'), fullPage: true });
+		await adminPage.page.screenshot({
+			path: artifactPath('phone-admin-revenue.png'),
+			fullPage: true
+		});
 		assert.deepEqual(adminPage.problems, []);
 		await adminPage.context.close();
 
@@ -307,9 +318,15 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 		);
 		assert.equal(earnings.by_month[0].api_and_sales, '18.000000');
 		assert.equal(await chartCell(creator.page, 'requests-by-model', '2026-11-12', model), '3');
-		await creator.page.screenshot({ path: artifactPath('desktop-studio-earnings.png'), fullPage: true });
+		await creator.page.screenshot({
+			path: artifactPath('desktop-studio-earnings.png'),
+			fullPage: true
+		});
 		await creator.page.setViewportSize(PHONE);
-		await creator.page.screenshot({ path: artifactPath('phone-studio-earnings.png'), fullPage: true });
+		await creator.page.screenshot({
+			path: artifactPath('phone-studio-earnings.png'),
+			fullPage: true
+		});
 
 		await creator.page.setViewportSize(DESKTOP);
 		const detail = await ok(creator.page, `/api/nodes/${node}`);
@@ -320,7 +337,9 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 		);
 		assert.equal(detail.node.earnings.payable, '9.500000');
 		assert.equal(
-			(await creator.page.locator(`[data-node="${node}"] [data-figure="payable"]`).textContent())?.trim(),
+			(
+				await creator.page.locator(`[data-node="${node}"] [data-figure="payable"]`).textContent()
+			)?.trim(),
 			`${detail.node.earnings.payable} USDT`
 		);
 		await creator.page.screenshot({ path: artifactPath('desktop-nodes.png'), fullPage: true });

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use aiforge_domain::admin::ADMIN_WHITELIST_ID;
 use aiforge_domain::fees::PaymentType;
-use aiforge_domain::model::ModelOwner;
 use aiforge_projections::revenue::usdt_text;
 use aiforge_projections::series::{self, Bucket, Rows, PLAN_KEY};
 use axum::extract::{Query, State};

@@ -1013,7 +1013,7 @@ export interface ComputeNode {
 }
 
 export const dashboards = {
-	series: (request: SeriesRequest) => request<Series>('GET', `/api/series${query(request)}`),
+	series: (wanted: SeriesRequest) => request<Series>('GET', `/api/series${query(wanted)}`),
 	monthlyRevenue: (year: number, month: number) =>
 		request<MonthlyRevenue>('GET', `/api/revenue/monthly/${year}/${month}`),
 	revenueSummary: () => request<RevenueSummary>('GET', '/api/revenue/summary'),

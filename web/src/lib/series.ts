@@ -13,20 +13,7 @@ export interface SeriesTable {
 	rows: { t: string; period: string; values: string[] }[];
 }
 
-const MONTHS = [
-	'Jan',
-	'Feb',
-	'Mar',
-	'Apr',
-	'May',
-	'Jun',
-	'Jul',
-	'Aug',
-	'Sep',
-	'Oct',
-	'Nov',
-	'Dec'
-];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
 /** "2026-11-01" as "Nov 2026" (month buckets) or "2026-11-01" (days), from the text alone. */
 export function periodLabel(t: string, bucket: Series['bucket']): string {
