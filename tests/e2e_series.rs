@@ -205,16 +205,16 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
         return;
     };
-    let (_mock, line) = start_sibling(
+    let (_mock, listening) = start_sibling(
         "aiforge-mock-openai",
         &["--reply", "Hello there"],
         "listening on ",
     );
-    let mock_url = format!("{}/v1", line.trim_start_matches("listening on "));
+    let mock_url = format!("{}/v1", listening.trim_start_matches("listening on "));
     let node = format!("upstream:{mock_url}#mock");
     let (rpc, usdt, platform) = (chain.s("rpc_url"), chain.s("token"), chain.s("platform"));
     let mut env = vec![
-        ("AIFORGE_MANUAL_CLOCK_START", "2026-11-10T20:00:00Z"),
+        ("AIFORGE_MANUAL_CLOCK_START", "2026-11-10T22:00:00Z"),
         ("AIFORGE_LOCAL_NODE", node.as_str()),
         ("AIFORGE_DEMO", "off"),
         ("AIFORGE_ETH_RPC_URL", rpc.as_str()),

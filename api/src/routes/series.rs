@@ -418,7 +418,13 @@ pub async fn series(
             dim: group_by.unwrap_or(""),
         }
     };
-    let points = series::points(&state.db, metric, &rows, bucket, &ymd(from), &ymd(to)).await?;
+    // The last day read: `to` itself, or (month buckets, whose `to` is the month's first day)
+    // the month's end; day texts compare in date order, and no day is after the 31st.
+    let last = match bucket {
+        Bucket::Day => ymd(to),
+        Bucket::Month => format!("{}-31", &ymd(to)[..7]),
+    };
+    let points = series::points(&state.db, metric, &rows, bucket, &ymd(from), &last).await?;
 
     let mut by_key: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for (key, slot, value) in points {
