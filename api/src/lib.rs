@@ -303,6 +303,7 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             "/api/revenue/my-earnings",
             get(routes::revenue::my_earnings),
         )
+        .route("/api/series", get(routes::series::series))
         .route("/api/chat/models", get(routes::chat::models))
         .route("/api/plan/usage", get(routes::chat::plan_usage))
         .route(

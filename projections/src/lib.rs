@@ -21,6 +21,7 @@ pub mod payments;
 pub mod payouts;
 pub mod revenue;
 pub mod seals;
+pub mod series;
 pub mod usage;
 pub mod users;
 pub mod views;
@@ -241,6 +242,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(compute::ComputeProjection),
         Arc::new(payouts::PayoutsProjection),
         Arc::new(seals::SealsProjection),
+        Arc::new(series::SeriesProjection),
     ]
 }
 

@@ -1521,4 +1521,35 @@ pub struct FeesWhatIf {
     pub proposed: FeesWhatIfSide,
     pub models: Vec<FeesWhatIfModel>,
     pub creators: Vec<FeesWhatIfCreator>,
+/// One bucket of a series: its first day and its value (a count as an integer string, or USDT).
+#[derive(ToSchema)]
+pub struct SeriesPoint {
+    /// The bucket's first day, YYYY-MM-DD.
+    pub t: String,
+    pub value: String,
+}
+
+#[derive(ToSchema)]
+pub struct SeriesLine {
+    /// `total`, or the breakdown's key (a payment type, an earnings kind, a model, service or
+    /// subscription id; `plan` for a plan's calls).
+    pub key: String,
+    pub label: String,
+    pub points: Vec<SeriesPoint>,
+}
+
+#[derive(ToSchema)]
+pub struct Series {
+    pub metric: String,
+    /// day | month
+    pub bucket: String,
+    pub scope: String,
+    /// The scope's id (null for the platform).
+    pub id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub group_by: Option<String>,
+    /// count | usdt
+    pub unit: String,
+    pub series: Vec<SeriesLine>,
 }

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod payments;
 pub mod payouts;
 pub mod revenue;
+pub mod series;
 pub mod wallets;
 
 use std::time::Duration;

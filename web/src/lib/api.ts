@@ -1007,4 +1007,160 @@ export const feesApi = {
 			'/api/admin/fees/what-if',
 			month ? { proposal_id: proposalId, month } : { proposal_id: proposalId }
 		)
+// ---------- Dashboards: time series and the figures beside them ----------
+
+export type SeriesMetric = 'requests' | 'tokens' | 'revenue' | 'fees' | 'earnings';
+export type SeriesScope = 'platform' | 'model' | 'service' | 'creator' | 'node' | 'consumer';
+
+export interface SeriesRequest {
+	metric: SeriesMetric;
+	scope: SeriesScope;
+	bucket?: 'day' | 'month';
+	/** The scope's id; `me` for creator and consumer (the default); none for platform. */
+	id?: string;
+	/** YYYY-MM-DD, both included. */
+	from?: string;
+	to?: string;
+	group_by?: 'type' | 'kind' | 'model' | 'service' | 'subscription';
+}
+
+/** One bucket: its first day and the server's value (a count, or USDT text), never parsed here. */
+export interface SeriesPoint {
+	t: string;
+	value: string;
+}
+
+export interface SeriesLine {
+	key: string;
+	label: string;
+	points: SeriesPoint[];
+}
+
+/** `GET /api/series` (api/src/routes/series.rs): every bucket present, zero-filled. */
+export interface Series {
+	metric: SeriesMetric;
+	bucket: 'day' | 'month';
+	scope: SeriesScope;
+	id: string | null;
+	from: string;
+	to: string;
+	group_by: string | null;
+	unit: 'count' | 'usdt';
+	series: SeriesLine[];
+}
+
+export interface RevenueTypeLine {
+	type: string;
+	count: number;
+	gross: Money;
+	platform_fee: Money;
+	net: Money;
+}
+
+export interface MonthlyRevenue {
+	month: string;
+	total_revenue: Money;
+	platform_fees: Money;
+	by_type: RevenueTypeLine[];
+	closed: boolean;
+	digest: string | null;
+}
+
+export interface RevenueSummary {
+	total_revenue: Money;
+	platform_fees: Money;
+	net_to_others: Money;
+	by_type: RevenueTypeLine[];
+	distribution: {
+		months_closed: number;
+		last_closed: string | null;
+		pool_distributed: Money;
+		group_api_distributed: Money;
+	};
+	balances: {
+		platform_fees: Money;
+		subscription_pools_undistributed: Money;
+		group_revenue_undistributed: Money;
+		creator_payables: Money;
+	};
+}
+
+/** A closed month as recorded (`MonthDistribution`, the fields a dashboard shows). */
+export interface RecordedDistribution {
+	month: string;
+	closed_by: string;
+	closed_at: string;
+	distribution: {
+		month: string;
+		pool_total: Money;
+		pool_distributed: Money;
+		group_api_total: Money;
+		tokens_total: number;
+		digest: string;
+		models: {
+			model_id: string;
+			tokens: number;
+			requests: number;
+			usage_percent: string;
+			pool_amount: Money;
+			group_api_amount: Money;
+		}[];
+		payouts: { user_id: string; model_id: string; source: string; amount: Money }[];
+	};
+}
+
+export interface MyEarnings {
+	user_id: string;
+	month: string | null;
+	total: Money;
+	payable_balance: Money;
+	by_month: {
+		month: string;
+		api_and_sales: Money;
+		subscription_pool: Money;
+		group_api: Money;
+		total: Money;
+	}[];
+}
+
+export interface ComputeNode {
+	id: string;
+	owner: string;
+	name: string;
+	owner_wallet: string;
+	resources: {
+		cpu_cores: number;
+		memory_mb: number;
+		disk_gb: number;
+		gpus: { model: string; memory_mb: number }[];
+		max_concurrent_jobs: number;
+	};
+	status: string;
+	offline_reason: string | null;
+	/** The last heartbeat only: heartbeats are not events, and no history of them is kept. */
+	last_heartbeat: {
+		at: string;
+		metrics: {
+			cpu_percent?: number;
+			memory_used_mb?: number;
+			disk_used_gb?: number;
+			running_jobs?: number;
+		};
+	} | null;
+	registered_at: string;
+	updated_at: string;
+	earnings?: { payable: Money; jobs_paid: number };
+}
+
+export const dashboards = {
+	series: (wanted: SeriesRequest) => request<Series>('GET', `/api/series${query(wanted)}`),
+	monthlyRevenue: (year: number, month: number) =>
+		request<MonthlyRevenue>('GET', `/api/revenue/monthly/${year}/${month}`),
+	revenueSummary: () => request<RevenueSummary>('GET', '/api/revenue/summary'),
+	distribution: (year: number, month: number) =>
+		request<RecordedDistribution>('GET', `/api/revenue/distribution/${year}/${month}`),
+	myEarnings: () => request<MyEarnings>('GET', '/api/revenue/my-earnings'),
+	myNodes: () => request<{ nodes: ComputeNode[] }>('GET', '/api/nodes/my-nodes'),
+	node: (id: string) =>
+		request<{ node: ComputeNode }>('GET', `/api/nodes/${encodeURIComponent(id)}`)
 };
