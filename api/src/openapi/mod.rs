@@ -164,6 +164,8 @@ use crate::error::ApiError;
         crate::routes::payouts::run,
         crate::routes::payouts::receipt,
         crate::routes::payouts::proof,
+        crate::routes::audit::verify,
+        crate::routes::audit::replay,
         crate::routes::ops::advance_clock,
         crate::routes::ops::healthz,
         crate::routes::ops::readyz,
