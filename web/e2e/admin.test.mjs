@@ -88,13 +88,22 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		await boss.page.getByRole('link', { name: 'Admin', exact: true }).click();
 		await boss.page.waitForURL(server.url('/admin'));
 		const stats = (await apiFromPage(boss.page, '/api/admin/stats')).body;
-		await textMatches(boss.page.getByTestId('stat-users-total'), new RegExp(`^${stats.users.total}$`));
+		await textMatches(
+			boss.page.getByTestId('stat-users-total'),
+			new RegExp(`^${stats.users.total}$`)
+		);
 		assert.equal(stats.users.total, 3, 'the payer, Dana and the admin');
 		await textMatches(boss.page.getByTestId('stat-users-deactivated'), /^0$/);
-		await boss.page.screenshot({ path: artifactPath('desktop-admin-overview.png'), fullPage: true });
+		await boss.page.screenshot({
+			path: artifactPath('desktop-admin-overview.png'),
+			fullPage: true
+		});
 
 		// Users: open Dana, deactivate her; a reason is required.
-		await boss.page.getByRole('navigation', { name: 'Administration' }).getByRole('link', { name: 'Users', exact: true }).click();
+		await boss.page
+			.getByRole('navigation', { name: 'Administration' })
+			.getByRole('link', { name: 'Users', exact: true })
+			.click();
 		await boss.page.getByTestId('users-filter').fill('dana');
 		await boss.page.getByRole('link', { name: 'dana', exact: true }).click();
 		await boss.page.waitForURL(server.url(`/admin/users/${danaId}`));
@@ -105,9 +114,18 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		await textMatches(boss.page.getByRole('alert'), /Give a reason/);
 		await boss.page.getByTestId('deactivate-reason').fill('chargeback under review');
 		await boss.page.getByTestId('deactivate-user').click();
-		await textMatches(boss.page.getByTestId('admin-user-notice'), /Deactivated: .*chargeback under review/);
-		await textMatches(boss.page.getByTestId('admin-user-state'), /Deactivated since .*: chargeback under review/);
-		await boss.page.screenshot({ path: artifactPath('desktop-admin-user-deactivated.png'), fullPage: true });
+		await textMatches(
+			boss.page.getByTestId('admin-user-notice'),
+			/Deactivated: .*chargeback under review/
+		);
+		await textMatches(
+			boss.page.getByTestId('admin-user-state'),
+			/Deactivated since .*: chargeback under review/
+		);
+		await boss.page.screenshot({
+			path: artifactPath('desktop-admin-user-deactivated.png'),
+			fullPage: true
+		});
 
 		// Dana's open page: her next action is refused at once, and says why.
 		await dana.page.getByTestId('withdraw').click();
@@ -120,7 +138,10 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		await textMatches(boss.page.getByTestId('admin-user-state'), /^Active$/);
 		assert.equal((await apiFromPage(dana.page, '/api/auth/me')).status, 200);
 		await dana.page.getByTestId('withdraw').click();
-		await textMatches(dana.page.getByRole('alert'), /Payouts are not available on this platform yet/);
+		await textMatches(
+			dana.page.getByRole('alert'),
+			/Payouts are not available on this platform yet/
+		);
 		assert.doesNotMatch(await textOf(dana.page.getByRole('alert')), /deactivated/);
 
 		// Payments: filters in the URL; the table is the API's answer for the same filter.
@@ -148,7 +169,10 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		assert.equal(await boss.page.getByLabel('User id').inputValue(), danaId);
 		const api = await apiFromPage(boss.page, `/api/admin/payments?state=pending&user_id=${danaId}`);
 		assert.equal(api.body.total, 1);
-		await boss.page.screenshot({ path: artifactPath('desktop-admin-payments.png'), fullPage: true });
+		await boss.page.screenshot({
+			path: artifactPath('desktop-admin-payments.png'),
+			fullPage: true
+		});
 
 		// December: the admin (signed in again: sessions last a day) closes November on the page.
 		await advanceClock(server, 12 * 86_400);
@@ -156,7 +180,10 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		await boss.page.goto(server.url('/admin/closes?month=2026-11'));
 		await textMatches(boss.page.getByTestId('close-not-closed'), /2026-11 is not closed/);
 		await boss.page.getByTestId('run-close').click();
-		const notice = await textMatches(boss.page.getByTestId('close-notice'), /^2026-11 is closed: digest [0-9a-f]{64}\.$/);
+		const notice = await textMatches(
+			boss.page.getByTestId('close-notice'),
+			/^2026-11 is closed: digest [0-9a-f]{64}\.$/
+		);
 		const recorded = await apiFromPage(boss.page, '/api/revenue/distribution/2026/11');
 		assert.equal(recorded.status, 200);
 		const digest = recorded.body.distribution.digest;
@@ -169,8 +196,14 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 			new RegExp(`MATCHES the recorded close of 2026-11 \\(digest ${digest}\\)`)
 		);
 		await boss.page.getByTestId('audit-verify').click();
-		await textMatches(boss.page.getByTestId('audit-verify-result'), /^event log intact: \d+ events match their seals$/);
-		assert.equal(await boss.page.getByTestId('audit-verify-result').getAttribute('data-intact'), 'true');
+		await textMatches(
+			boss.page.getByTestId('audit-verify-result'),
+			/^event log intact: \d+ events match their seals$/
+		);
+		assert.equal(
+			await boss.page.getByTestId('audit-verify-result').getAttribute('data-intact'),
+			'true'
+		);
 		await boss.page.screenshot({ path: artifactPath('desktop-admin-closes.png'), fullPage: true });
 
 		// The same pages at phone width.
@@ -179,7 +212,10 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		await textMatches(phone.page.getByTestId('admin-user-state'), /^Active$/);
 		await phone.page.screenshot({ path: artifactPath('phone-admin-user.png'), fullPage: true });
 		await phone.page.goto(server.url('/admin/closes?month=2026-11'));
-		await until('the close shown', async () => (await phone.page.getByTestId('close-digest').count()) > 0);
+		await until(
+			'the close shown',
+			async () => (await phone.page.getByTestId('close-digest').count()) > 0
+		);
 		await phone.page.screenshot({ path: artifactPath('phone-admin-closes.png'), fullPage: true });
 
 		for (const who of [payer, dana, boss, phone]) {

@@ -24,7 +24,8 @@ import { artifactPath, launchBrowser, skipReason, startServer } from './support.
 
 const skip = skipReason() ?? chainSkipReason();
 /** An upstream model card: a model an engine can serve, so a service may offer it. */
-const CARD = 'aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: payouts-journey\n';
+const CARD =
+	'aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: payouts-journey\n';
 
 describe('a creator is paid out from the pages', { skip: skip ?? false }, () => {
 	let chain;
@@ -133,10 +134,7 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 		// The creator chooses their verified wallet for payouts, and withdraws.
 		await creator.page.reload();
 		const select = creator.page.getByTestId('payout-wallet-select-ethereum');
-		assert.equal(
-			(await select.inputValue()).toLowerCase(),
-			creatorWallet.address.toLowerCase()
-		);
+		assert.equal((await select.inputValue()).toLowerCase(), creatorWallet.address.toLowerCase());
 		await creator.page.getByTestId('choose-payout-wallet-ethereum').click();
 		await textMatches(
 			creator.page.getByTestId('current-payout-wallet-ethereum'),
@@ -163,7 +161,10 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 			mine[0].explorer_url ?? `https://etherscan.io/tx/${txHash}`
 		);
 		assert.equal((await chain.balance(creatorWallet.address)) - before, usdt('90'));
-		await creator.page.screenshot({ path: artifactPath('desktop-payouts-withdrawn.png'), fullPage: true });
+		await creator.page.screenshot({
+			path: artifactPath('desktop-payouts-withdrawn.png'),
+			fullPage: true
+		});
 
 		// $200 more in November: the creator is owed $180, over the approval threshold.
 		await subscribe(services['Two hundred']);
@@ -182,11 +183,16 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 		await until('the payout awaiting approval', async () => (await pending.count()) === 1);
 		await textMatches(pending, /180 USDT to .* \(close of 2026-11\)/);
 		await textMatches(boss.page.getByTestId('hot-wallets'), /ethereum .* USDT, gas/);
-		await boss.page.screenshot({ path: artifactPath('desktop-admin-payouts-pending.png'), fullPage: true });
+		await boss.page.screenshot({
+			path: artifactPath('desktop-admin-payouts-pending.png'),
+			fullPage: true
+		});
 
 		// It waits for the admin: nothing is sent.
 		await creator.page.goto(server.url('/payouts'));
-		const waiting = creator.page.locator('[data-testid="my-payout"][data-state="awaiting_approval"]');
+		const waiting = creator.page.locator(
+			'[data-testid="my-payout"][data-state="awaiting_approval"]'
+		);
 		await textMatches(waiting, /180 USDT Awaiting approval close of 2026-11/);
 		const middle = await chain.balance(creatorWallet.address);
 		assert.equal(middle - before, usdt('90'));
@@ -216,14 +222,23 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 		const receipt = await (await fetch(server.url('/api/payouts/receipts/2026/11'))).json();
 		await textMatches(paid.getByTestId('receipt-root'), new RegExp(`^${receipt.root}$`));
 		await paid.getByTestId('verify-proof').click();
-		await textMatches(paid.getByTestId('proof-verdict'), /^Verified: your payout is in the published receipt/);
+		await textMatches(
+			paid.getByTestId('proof-verdict'),
+			/^Verified: your payout is in the published receipt/
+		);
 		assert.equal(await paid.getByTestId('proof-verdict').getAttribute('data-verified'), 'true');
-		await creator.page.screenshot({ path: artifactPath('desktop-payouts-verified.png'), fullPage: true });
+		await creator.page.screenshot({
+			path: artifactPath('desktop-payouts-verified.png'),
+			fullPage: true
+		});
 
 		// At phone width.
 		const phone = await signedInWithWallet(browser, server, chain, creatorWallet, PHONE);
 		await phone.page.goto(server.url('/payouts'));
-		await until('the payouts listed', async () => (await phone.page.getByTestId('my-payout').count()) === 2);
+		await until(
+			'the payouts listed',
+			async () => (await phone.page.getByTestId('my-payout').count()) === 2
+		);
 		assert.match(await textOf(phone.page.getByTestId('my-payout').first()), /180 USDT Completed/);
 		await phone.page.screenshot({ path: artifactPath('phone-payouts.png'), fullPage: true });
 

@@ -1030,12 +1030,7 @@ export interface AuditReplay {
 }
 
 export type PayoutState =
-	| 'awaiting_approval'
-	| 'awaiting_payment'
-	| 'in_progress'
-	| 'completed'
-	| 'cancelled'
-	| 'failed';
+	'awaiting_approval' | 'awaiting_payment' | 'in_progress' | 'completed' | 'cancelled' | 'failed';
 
 export interface Payout {
 	payout_id: string;
@@ -1126,8 +1121,13 @@ export const adminApi = {
 			`/api/admin/nodes/${path(id)}/jobs${query({ page })}`
 		),
 	setNodeActive: (id: string, active: boolean) =>
-		request<unknown>('POST', `/api/admin/nodes/${path(id)}/${active ? 'activate' : 'deactivate'}`, {}),
-	ledger: () => request<{ accounts: LedgerAccount[]; sum_micros: string }>('GET', '/api/admin/ledger'),
+		request<unknown>(
+			'POST',
+			`/api/admin/nodes/${path(id)}/${active ? 'activate' : 'deactivate'}`,
+			{}
+		),
+	ledger: () =>
+		request<{ accounts: LedgerAccount[]; sum_micros: string }>('GET', '/api/admin/ledger'),
 	ledgerAccount: (account: string) =>
 		request<{ account: string; postings: LedgerPosting[] }>(
 			'GET',
@@ -1141,10 +1141,7 @@ export const adminApi = {
 			closed_by: string;
 			closed_at: string;
 			distribution: MonthDistribution;
-		}>(
-			'GET',
-			`/api/revenue/distribution/${year}/${month}`
-		),
+		}>('GET', `/api/revenue/distribution/${year}/${month}`),
 	auditVerify: () => request<AuditVerdict>('POST', '/api/admin/audit/verify', {}),
 	auditReplay: (year: number, month: number) =>
 		request<AuditReplay>('POST', `/api/admin/audit/replay/${year}/${month}`, {}),

@@ -40,7 +40,11 @@ describe('payment filters in the URL', () => {
 	});
 
 	it('sends days as RFC 3339, the end day included', () => {
-		const api = paymentFilterToApi({ ...emptyPaymentFilter(), from: '2026-11-01', to: '2026-11-30' });
+		const api = paymentFilterToApi({
+			...emptyPaymentFilter(),
+			from: '2026-11-01',
+			to: '2026-11-30'
+		});
 		expect(api.from).toBe('2026-11-01T00:00:00Z');
 		expect(api.to).toBe('2026-12-01T00:00:00Z');
 		expect(api.type).toBeUndefined();

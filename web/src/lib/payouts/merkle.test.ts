@@ -4,7 +4,12 @@ import { fromHex, leafText, rootFromProof, verifyProof } from './merkle';
 // Three leaves of one close; the hashes were computed with Python's hashlib from the rules of
 // domain/src/merkle.rs (leaf 0x00 ‖ text, node 0x01 ‖ left ‖ right, the odd leaf carried up).
 const leaves = [
-	{ payee: 'user-0', wallet: `ethereum:0x${'0'.repeat(40)}`, amount: '45.000000', month: '2026-11' },
+	{
+		payee: 'user-0',
+		wallet: `ethereum:0x${'0'.repeat(40)}`,
+		amount: '45.000000',
+		month: '2026-11'
+	},
 	{
 		payee: 'user-1',
 		wallet: `ethereum:0x${'0'.repeat(39)}1`,
