@@ -447,7 +447,7 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
         &dir,
         &[
             ("AIFORGE_ADMIN_WALLETS", &admin_address),
-            ("AIFORGE_MANUAL_CLOCK_START", "2026-12-10T12:00:00Z"),
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-20T12:00:00Z"),
             ("AIFORGE_CLOSE_AUTOMATIC", "false"),
         ],
     );
@@ -497,6 +497,26 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
     );
     assert_eq!(before["computed"]["month"], "2026-11", "{before}");
 
+    // December: November may close (the admin signs in again: sessions last a day).
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        "/api/ops/clock/advance",
+        json!({"seconds": 12 * 86_400}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let replay = |month: &'static str| {
+        send(
+            &server,
+            Method::POST,
+            month,
+            json!({}),
+            Some(&admin),
+        )
+    };
     let (status, closed) = send(
         &server,
         Method::POST,
