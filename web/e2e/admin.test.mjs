@@ -108,7 +108,7 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 		await boss.page.getByRole('link', { name: 'dana', exact: true }).click();
 		await boss.page.waitForURL(server.url(`/admin/users/${danaId}`));
 		await textMatches(boss.page.getByTestId('admin-user-state'), /^Active$/);
-		await textMatches(boss.page.locator('main'), /pro/);
+		await textMatches(boss.page.locator('main'), /Payments 1 in all/);
 		await boss.page.getByTestId('deactivate-reason').fill('   ');
 		await boss.page.getByTestId('deactivate-user').click();
 		await textMatches(boss.page.getByRole('alert'), /Give a reason/);

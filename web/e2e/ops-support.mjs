@@ -131,6 +131,7 @@ export async function advanceClock(server, seconds) {
 		headers: { 'content-type': 'application/json' },
 		body: JSON.stringify({ seconds })
 	});
-	assert.equal(response.status, 200, await response.text());
-	return response.json();
+	const text = await response.text();
+	assert.equal(response.status, 200, text);
+	return JSON.parse(text);
 }
