@@ -473,15 +473,7 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
         "{verdict}"
     );
 
-    let replay = |month: &'static str| {
-        send(
-            &server,
-            Method::POST,
-            month,
-            json!({}),
-            Some(&admin),
-        )
-    };
+    let replay = |month: &'static str| send(&server, Method::POST, month, json!({}), Some(&admin));
     let (status, body) = replay("/api/admin/audit/replay/2026/13").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -508,15 +500,7 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
     .await;
     assert_eq!(status, 200);
     let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
-    let replay = |month: &'static str| {
-        send(
-            &server,
-            Method::POST,
-            month,
-            json!({}),
-            Some(&admin),
-        )
-    };
+    let replay = |month: &'static str| send(&server, Method::POST, month, json!({}), Some(&admin));
     let (status, closed) = send(
         &server,
         Method::POST,
@@ -529,7 +513,10 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
     let (status, after) = replay("/api/admin/audit/replay/2026/11").await;
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["matches"], true, "{after}");
-    assert_eq!(after["recorded_digest"], closed["closed"]["digest"], "{after}");
+    assert_eq!(
+        after["recorded_digest"], closed["closed"]["digest"],
+        "{after}"
+    );
     assert_eq!(after["computed"]["digest"], closed["closed"]["digest"]);
     assert_eq!(after["differences"], json!([]));
 
@@ -542,7 +529,11 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
         Some(&admin),
     )
     .await;
-    assert_eq!((status, &verdict["intact"]), (200, &json!(true)), "{verdict}");
+    assert_eq!(
+        (status, &verdict["intact"]),
+        (200, &json!(true)),
+        "{verdict}"
+    );
     let db = dir.join("aiforge.db");
     let connection = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
         .await

@@ -166,8 +166,36 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 			fullPage: true
 		});
 
-		// $200 more in November: the creator is owed $180, over the approval threshold.
+		// $200 more in November: the creator is owed $180, over the approval threshold. A second
+		// creator is owed $45, so the close's receipt has two leaves and the proof a sibling.
 		await subscribe(services['Two hundred']);
+		const second = await signedInWithWallet(browser, server, chain, ethers.Wallet.createRandom());
+		const secondModel = await apiFromPage(second.page, '/api/models?name=Second', {
+			method: 'POST',
+			body: CARD.replace('payouts-journey', 'second-creator'),
+			headers: { 'content-type': 'application/octet-stream' }
+		});
+		assert.equal(secondModel.status, 201, JSON.stringify(secondModel.body));
+		const secondId = secondModel.body.model.id;
+		await apiFromPage(second.page, `/api/publishing/model/${secondId}/publish`, {
+			method: 'POST',
+			body: '{}'
+		});
+		const fifty = await apiFromPage(second.page, '/api/marketplace/create', {
+			method: 'POST',
+			body: JSON.stringify({
+				model_id: secondId,
+				name: 'Fifty',
+				pricing: { type: 'monthly', price_per_month: '50' }
+			})
+		});
+		assert.equal(fifty.status, 201, JSON.stringify(fifty.body));
+		const chosen = await apiFromPage(second.page, '/api/wallets/payout', {
+			method: 'POST',
+			body: JSON.stringify({ network: 'ethereum', address: second.wallet.address })
+		});
+		assert.equal(chosen.status, 200, JSON.stringify(chosen.body));
+		await subscribe(fifty.body.service.id);
 
 		// December 2nd: the admin closes November on the page and runs a payout pass.
 		await advanceClock(server, 12 * 86_400);
@@ -178,7 +206,7 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 		await textMatches(boss.page.getByTestId('close-notice'), /^2026-11 is closed/);
 		await boss.page.goto(server.url('/admin/payouts'));
 		await boss.page.getByTestId('run-payouts').click();
-		await textMatches(boss.page.getByTestId('payouts-notice'), /^Pass done: 1 requested/);
+		await textMatches(boss.page.getByTestId('payouts-notice'), /^Pass done: 2 requested/);
 		const pending = boss.page.getByTestId('pending-payout');
 		await until('the payout awaiting approval', async () => (await pending.count()) === 1);
 		await textMatches(pending, /180 USDT to .* \(close of 2026-11\)/);
@@ -220,6 +248,11 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 		await textMatches(paid.getByTestId('payout-tx'), /^0x[0-9a-f]{64}$/);
 		await paid.getByTestId('show-proof').click();
 		const receipt = await (await fetch(server.url('/api/payouts/receipts/2026/11'))).json();
+		assert.equal(receipt.payouts, 2, JSON.stringify(receipt));
+		await textMatches(
+			paid.getByTestId('payout-proof'),
+			/sibling on the (left|right): [0-9a-f]{64}/
+		);
 		await textMatches(paid.getByTestId('receipt-root'), new RegExp(`^${receipt.root}$`));
 		await paid.getByTestId('verify-proof').click();
 		await textMatches(
@@ -242,7 +275,7 @@ describe('a creator is paid out from the pages', { skip: skip ?? false }, () => 
 		assert.match(await textOf(phone.page.getByTestId('my-payout').first()), /180 USDT Completed/);
 		await phone.page.screenshot({ path: artifactPath('phone-payouts.png'), fullPage: true });
 
-		for (const who of [creator, payer, boss, phone]) {
+		for (const who of [creator, payer, second, boss, phone]) {
 			assert.deepEqual(who.problems, []);
 			await who.context.close();
 		}
