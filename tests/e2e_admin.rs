@@ -433,3 +433,134 @@ async fn deactivation_refuses_session_key_and_node_token_on_every_instance_until
     b.stop();
     drop_postgres_database(&postgres_admin_url(), &name).await;
 }
+
+/// The auditor's checks from the admin's page: `POST /api/admin/audit/verify` says the log is
+/// intact, then names the position of a payload changed behind the server's back; a month's
+/// replay has nothing to compare before its close, and matches the recorded digest after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+            ("AIFORGE_MANUAL_CLOCK_START", "2026-11-20T12:00:00Z"),
+            ("AIFORGE_CLOSE_AUTOMATIC", "false"),
+        ],
+    );
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    signed_up(&server, "audited@example.com").await;
+
+    let (status, verdict) = send(
+        &server,
+        Method::POST,
+        "/api/admin/audit/verify",
+        json!({}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    assert!(verdict["sealed"].as_i64().unwrap() > 0, "{verdict}");
+    assert!(
+        verdict["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("event log intact: "),
+        "{verdict}"
+    );
+
+    let replay = |month: &'static str| send(&server, Method::POST, month, json!({}), Some(&admin));
+    let (status, body) = replay("/api/admin/audit/replay/2026/13").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{body}"
+    );
+    let (status, before) = replay("/api/admin/audit/replay/2026/11").await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(
+        (&before["closed"], &before["matches"]),
+        (&json!(false), &json!(false)),
+        "{before}"
+    );
+    assert_eq!(before["computed"]["month"], "2026-11", "{before}");
+
+    // December: November may close (the admin signs in again: sessions last a day).
+    let (status, _) = send(
+        &server,
+        Method::POST,
+        "/api/ops/clock/advance",
+        json!({"seconds": 12 * 86_400}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let replay = |month: &'static str| send(&server, Method::POST, month, json!({}), Some(&admin));
+    let (status, closed) = send(
+        &server,
+        Method::POST,
+        "/api/revenue/close/2026/11",
+        json!({}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 201, "{closed}");
+    let (status, after) = replay("/api/admin/audit/replay/2026/11").await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["matches"], true, "{after}");
+    assert_eq!(
+        after["recorded_digest"], closed["closed"]["digest"],
+        "{after}"
+    );
+    assert_eq!(after["computed"]["digest"], closed["closed"]["digest"]);
+    assert_eq!(after["differences"], json!([]));
+
+    // One changed byte in a sealed event: the verdict names its position.
+    let (status, verdict) = send(
+        &server,
+        Method::POST,
+        "/api/admin/audit/verify",
+        json!({}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(
+        (status, &verdict["intact"]),
+        (200, &json!(true)),
+        "{verdict}"
+    );
+    let db = dir.join("aiforge.db");
+    let connection = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    let position: i64 = sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE event_type = 'UserRegistered' ORDER BY global_position LIMIT 1",
+    )
+    .fetch_one(&connection)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE events SET payload = replace(payload, 'audited@', 'altered@') WHERE global_position = $1")
+        .bind(position)
+        .execute(&connection)
+        .await
+        .unwrap();
+    connection.close().await;
+    let (status, verdict) = send(
+        &server,
+        Method::POST,
+        "/api/admin/audit/verify",
+        json!({}),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["intact"], false, "{verdict}");
+    assert_eq!(verdict["position"], position, "{verdict}");
+    server.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

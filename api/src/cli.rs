@@ -471,7 +471,10 @@ fn print_distribution(d: &MonthDistribution) {
 }
 
 /// The top-level fields that differ between two distributions, for the auditor.
-fn differences(recorded: &MonthDistribution, replayed: &MonthDistribution) -> Vec<String> {
+pub(crate) fn differences(
+    recorded: &MonthDistribution,
+    replayed: &MonthDistribution,
+) -> Vec<String> {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (
         serde_json::to_value(recorded),
         serde_json::to_value(replayed),

@@ -145,6 +145,11 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             get(routes::payouts::hot_wallet),
         )
         .route("/api/admin/payouts/run", post(routes::payouts::run))
+        .route("/api/admin/audit/verify", post(routes::audit::verify))
+        .route(
+            "/api/admin/audit/replay/{year}/{month}",
+            post(routes::audit::replay),
+        )
         .route("/api/admin/wallets", get(routes::admin::wallets))
         .route("/api/admin/wallets/add", post(routes::admin::add_wallet))
         .route(

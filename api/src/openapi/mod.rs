@@ -171,6 +171,8 @@ use crate::error::ApiError;
         crate::routes::fees::withdraw,
         crate::routes::fees::what_if,
         crate::routes::series::series,
+        crate::routes::audit::verify,
+        crate::routes::audit::replay,
         crate::routes::ops::advance_clock,
         crate::routes::ops::healthz,
         crate::routes::ops::readyz,

@@ -1552,4 +1552,43 @@ pub struct Series {
     /// count | usdt
     pub unit: String,
     pub series: Vec<SeriesLine>,
+/// `POST /api/admin/audit/verify`: the event log against its seals.
+#[derive(ToSchema)]
+pub struct AuditVerdict {
+    pub intact: bool,
+    /// Events checked (when intact).
+    pub sealed: Option<i64>,
+    /// The first altered event's global position (when not).
+    pub position: Option<i64>,
+    /// Its place in log order (when not).
+    pub seq: Option<i64>,
+    /// The verdict in a sentence, as the CLI prints it.
+    pub message: String,
+}
+
+/// `POST /api/admin/audit/replay/{year}/{month}`: a month recomputed from the raw events.
+#[derive(ToSchema)]
+pub struct AuditReplay {
+    #[schema(example = "2026-11")]
+    pub month: String,
+    /// Whether the month has a recorded close to compare with.
+    pub closed: bool,
+    /// Whether the recomputed distribution equals the recorded one, digest included.
+    pub matches: bool,
+    pub recorded_digest: Option<String>,
+    pub computed: MonthDistributionBody,
+    /// The top-level fields that differ: `field: recorded … / replayed …`.
+    pub differences: Vec<String>,
+    /// The verdict in a sentence, as the CLI prints it.
+    pub message: String,
+}
+
+/// `GET /api/payouts/mine`.
+#[derive(ToSchema)]
+pub struct MyPayouts {
+    pub payouts: Vec<PayoutEntry>,
+    /// `AIFORGE_PAYOUT_MINIMUM`: a payable below it waits.
+    pub minimum: Usdt,
+    /// `AIFORGE_PAYOUT_APPROVAL_THRESHOLD`: a payout above it waits for an admin.
+    pub approval_threshold: Usdt,
 }

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit;
 pub mod blobs;
 pub mod chat;
 pub mod compute;

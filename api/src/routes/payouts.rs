@@ -48,7 +48,7 @@ pub fn payout_json(p: &PayoutRow, explorers: &ExplorerTxUrls) -> Value {
     operation_id = "my_payouts",
     summary = "My payouts",
     responses(
-        (status = 200, description = "The caller's payouts: state, transaction and its explorer link, amount, month", body = crate::openapi::schemas::PayoutList),
+        (status = 200, description = "The caller's payouts: state, transaction and its explorer link, amount, month; and the platform's minimum and approval threshold", body = crate::openapi::schemas::MyPayouts),
     ),
     security(("session" = [])),
 )]
@@ -59,9 +59,16 @@ pub async fn mine(State(state): State<AppState>, user: AuthUser) -> Result<Json<
         PAYOUTS_LIST_MAX,
     )
     .await?;
-    Ok(Json(
-        json!({ "payouts": rows.iter().map(|p| payout_json(p, &state.payouts.settings().explorer_tx_urls)).collect::<Vec<_>>() }),
-    ))
+    // The page states the rules the withdraw applies (the server still enforces them).
+    let settings = state.payouts.settings();
+    Ok(Json(json!({
+        "payouts": rows
+            .iter()
+            .map(|p| payout_json(p, &settings.explorer_tx_urls))
+            .collect::<Vec<_>>(),
+        "minimum": settings.minimum.to_string(),
+        "approval_threshold": settings.approval_threshold.to_string(),
+    })))
 }
 
 /// `POST /api/payouts/withdraw`: the caller's payables at or above the minimum become payouts now.

@@ -20,6 +20,8 @@ export interface WalletRecord {
 	verified: boolean;
 	connected_at: string | null;
 	verified_at: string | null;
+	/** This network's payouts go to this wallet. */
+	payout?: boolean;
 }
 
 export interface Me {
@@ -1047,6 +1049,24 @@ export interface Series {
 	group_by: string | null;
 	unit: 'count' | 'usdt';
 	series: SeriesLine[];
+// ---- Operating the platform (`/api/admin/*`) and money out (`/api/payouts/*`) ----
+
+/** `users_view` as the admin reads it. */
+export interface AdminUserRow {
+	user_id: string;
+	email: string | null;
+	username: string | null;
+	wallet: string | null;
+	registered_at: string;
+	deactivated_at: string | null;
+	deactivation_reason: string | null;
+}
+
+export interface AdminUsersPage {
+	users: AdminUserRow[];
+	page: number;
+	per_page: number;
+	total: number;
 }
 
 export interface RevenueTypeLine {
@@ -1163,4 +1183,279 @@ export const dashboards = {
 	myNodes: () => request<{ nodes: ComputeNode[] }>('GET', '/api/nodes/my-nodes'),
 	node: (id: string) =>
 		request<{ node: ComputeNode }>('GET', `/api/nodes/${encodeURIComponent(id)}`)
+/** `GET /api/admin/stats`: counts as the server computes them. */
+export interface PlatformStats {
+	users: {
+		total: number;
+		with_email: number;
+		created_by_wallet: number;
+		active_30d: number;
+		deactivated: number;
+	};
+	plans_active: Record<string, number>;
+	api_subscriptions_active: number;
+	models: Record<string, number>;
+	revenue_this_month: { month: string; by_type: RevenueTypeLine[] };
+	wallets: { connected: number; verified: number };
+	admin_wallets: number;
+	groups: number;
+	payments: { total: number; confirmed: number; platform_fees: Money };
+	compute: {
+		nodes: Record<string, number>;
+		jobs: Record<string, number>;
+		job_revenue: { gross: Money; platform_fee: Money; to_nodes: Money };
+		job_money: { in_escrow: Money; owed_to_nodes: Money };
+	};
+	events: number;
+}
+
+/** `GET /api/admin/payments` filters (every field optional; dates RFC 3339). */
+export interface PaymentFilter {
+	type?: string;
+	state?: string;
+	network?: string;
+	user_id?: string;
+	from?: string;
+	to?: string;
+	page?: number;
+	per_page?: number;
+}
+
+export interface AdminPaymentsPage {
+	payments: Payment[];
+	page: number;
+	per_page: number;
+	total: number;
+}
+
+export interface AdminUserDetails {
+	user: AdminUserRow;
+	wallets: WalletRecord[];
+	plan: { plan: PlanId; starts_at: string; ends_at: string | null } | null;
+	api_subscriptions: ApiSubscription[];
+	models: Model[];
+	groups: { group: Group; role: GroupRole }[];
+	nodes: { id: string; name: string; status: string; registered_at: string }[];
+	payments: Payment[];
+	payments_total: number;
+}
+
+export interface AdminNode {
+	id: string;
+	owner: string;
+	name: string;
+	owner_wallet: string | null;
+	resources: Record<string, unknown> | null;
+	status: string;
+	offline_reason: string | null;
+	last_heartbeat: { at: string; metrics: Record<string, unknown> | null } | null;
+	registered_at: string;
+	updated_at: string;
+}
+
+export interface NodeJob {
+	id: string;
+	creator: string;
+	type: string;
+	price: Money;
+	status: string;
+	attempt: number | null;
+	exit_code: number | null;
+	failure_reason: string | null;
+	settlement: { node_net: Money; platform_fee: Money | null; refund: Money | null } | null;
+	submitted_at: string;
+	ended_at: string | null;
+}
+
+export interface LedgerAccount {
+	account: string;
+	kind: string;
+	balance: Money;
+	postings: number;
+}
+
+export interface LedgerPosting {
+	position: number;
+	idx: number;
+	payment_id: string;
+	account: string;
+	kind: string;
+	/** Integer micro-USDT (the view's column); shown through `microsToUsdt`, never a float. */
+	amount_micros: number;
+	recorded_at: string;
+}
+
+/** A month's close (`MonthDistribution`): its main fields typed, the rest shown as recorded. */
+export interface MonthDistribution {
+	month: string;
+	pool_total: Money;
+	pool_distributed: Money;
+	tokens_total: number;
+	group_api_total: Money;
+	input_digest: string;
+	digest: string;
+	[field: string]: unknown;
+}
+
+export interface AuditVerdict {
+	intact: boolean;
+	sealed?: number;
+	position?: number;
+	seq?: number;
+	message: string;
+}
+
+export interface AuditReplay {
+	month: string;
+	closed: boolean;
+	matches: boolean;
+	recorded_digest: string | null;
+	computed: MonthDistribution;
+	differences: string[];
+	message: string;
+}
+
+export type PayoutState =
+	'awaiting_approval' | 'awaiting_payment' | 'in_progress' | 'completed' | 'cancelled' | 'failed';
+
+export interface Payout {
+	payout_id: string;
+	payable: string;
+	user_id: string;
+	network: Network;
+	address: string;
+	amount: Money;
+	/** `YYYY-MM` of the close that made it; null for a withdraw. */
+	month: string | null;
+	state: PayoutState;
+	tx_hash: string | null;
+	explorer_url?: string | null;
+	/** Why it waits, failed or was cancelled. */
+	reason: string | null;
+	requested_at: string;
+	updated_at: string;
+}
+
+export interface MyPayouts {
+	payouts: Payout[];
+	minimum?: Money;
+	approval_threshold?: Money;
+}
+
+export interface HotWallet {
+	network: Network;
+	address: string;
+	usdt?: Money;
+	gas?: string;
+	transfers_gas_pays?: number;
+	error?: string;
+}
+
+export interface PayoutPassReport {
+	requested: number;
+	sent: number;
+	completed: number;
+	failed: number;
+	waiting: number;
+}
+
+export interface ReceiptLeaf {
+	payee: string;
+	wallet: string;
+	amount: string;
+	month: string;
+}
+
+export interface ProofStep {
+	sibling: string;
+	left: boolean;
+}
+
+export interface PayoutProof {
+	leaf: ReceiptLeaf;
+	leaf_text: string;
+	proof: ProofStep[];
+	root: string;
+}
+
+export interface PayoutReceipt {
+	month: string;
+	root: string;
+	payouts: number;
+}
+
+const path = encodeURIComponent;
+
+export const adminApi = {
+	stats: () => request<PlatformStats>('GET', '/api/admin/stats'),
+	payments: (filter: PaymentFilter) =>
+		request<AdminPaymentsPage>('GET', `/api/admin/payments${query(filter)}`),
+	users: (page: number, perPage = 50) =>
+		request<AdminUsersPage>('GET', `/api/admin/users${query({ page, per_page: perPage })}`),
+	user: (id: string) => request<AdminUserDetails>('GET', `/api/admin/users/${path(id)}`),
+	deactivate: (id: string, reason: string) =>
+		request<{ user: AdminUserRow }>('POST', `/api/admin/users/${path(id)}/deactivate`, {
+			reason
+		}),
+	reactivate: (id: string) =>
+		request<{ user: AdminUserRow }>('POST', `/api/admin/users/${path(id)}/reactivate`, {}),
+	nodes: () =>
+		request<{ nodes: AdminNode[]; by_status: Record<string, number> }>('GET', '/api/admin/nodes'),
+	nodeJobs: (id: string, page = 1) =>
+		request<{ node: AdminNode; jobs: NodeJob[]; page: number; per_page: number; total: number }>(
+			'GET',
+			`/api/admin/nodes/${path(id)}/jobs${query({ page })}`
+		),
+	setNodeActive: (id: string, active: boolean) =>
+		request<unknown>(
+			'POST',
+			`/api/admin/nodes/${path(id)}/${active ? 'activate' : 'deactivate'}`,
+			{}
+		),
+	ledger: () =>
+		request<{ accounts: LedgerAccount[]; sum_micros: string }>('GET', '/api/admin/ledger'),
+	ledgerAccount: (account: string) =>
+		request<{ account: string; postings: LedgerPosting[] }>(
+			'GET',
+			`/api/admin/ledger/${path(account)}`
+		),
+	close: (year: number, month: number) =>
+		request<{ closed: MonthDistribution }>('POST', `/api/revenue/close/${year}/${month}`, {}),
+	distribution: (year: number, month: number) =>
+		request<{
+			month: string;
+			closed_by: string;
+			closed_at: string;
+			distribution: MonthDistribution;
+		}>('GET', `/api/revenue/distribution/${year}/${month}`),
+	auditVerify: () => request<AuditVerdict>('POST', '/api/admin/audit/verify', {}),
+	auditReplay: (year: number, month: number) =>
+		request<AuditReplay>('POST', `/api/admin/audit/replay/${year}/${month}`, {}),
+	payouts: (state?: PayoutState) =>
+		request<{ payouts: Payout[] }>('GET', `/api/admin/payouts${query({ state })}`),
+	approvePayout: (id: string) =>
+		request<{ payout: Payout }>('POST', `/api/admin/payouts/${path(id)}/approve`, {}),
+	cancelPayout: (id: string, reason: string) =>
+		request<{ payout: Payout }>('POST', `/api/admin/payouts/${path(id)}/cancel`, { reason }),
+	hotWallets: () => request<{ hot_wallets: HotWallet[] }>('GET', '/api/admin/payouts/hot-wallet'),
+	runPayouts: () => request<PayoutPassReport>('POST', '/api/admin/payouts/run', {})
+};
+
+export const payoutsApi = {
+	mine: () => request<MyPayouts>('GET', '/api/payouts/mine'),
+	withdraw: () => request<{ payouts: Payout[] }>('POST', '/api/payouts/withdraw', {}),
+	choosePayoutWallet: (network: Network, address: string) =>
+		request<{ payout_wallet: { network: Network; address: string } }>(
+			'POST',
+			'/api/wallets/payout',
+			{ network, address }
+		),
+	receipt: (month: string) => {
+		const [year, number] = month.split('-');
+		return request<PayoutReceipt>(
+			'GET',
+			`/api/payouts/receipts/${path(year ?? '')}/${Number(number ?? '0')}`
+		);
+	},
+	proof: (id: string) => request<PayoutProof>('GET', `/api/payouts/${path(id)}/proof`)
 };
