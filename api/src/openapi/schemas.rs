@@ -1521,6 +1521,8 @@ pub struct FeesWhatIf {
     pub proposed: FeesWhatIfSide,
     pub models: Vec<FeesWhatIfModel>,
     pub creators: Vec<FeesWhatIfCreator>,
+}
+
 /// One bucket of a series: its first day and its value (a count as an integer string, or USDT).
 #[derive(ToSchema)]
 pub struct SeriesPoint {
@@ -1552,6 +1554,8 @@ pub struct Series {
     /// count | usdt
     pub unit: String,
     pub series: Vec<SeriesLine>,
+}
+
 /// `POST /api/admin/audit/verify`: the event log against its seals.
 #[derive(ToSchema)]
 pub struct AuditVerdict {
