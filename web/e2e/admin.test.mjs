@@ -174,6 +174,20 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 			fullPage: true
 		});
 
+		// The ledger: every account, the balances summing to zero, an account's postings.
+		await boss.page.goto(server.url('/admin/ledger'));
+		await textMatches(boss.page.getByTestId('ledger-sum'), /balances sum to 0\.000000 USDT/);
+		const ledger = (await apiFromPage(boss.page, '/api/admin/ledger')).body;
+		const fees = ledger.accounts.find((a) => a.kind === 'platform_fees');
+		assert.ok(fees, JSON.stringify(ledger));
+		await boss.page.getByRole('link', { name: fees.account, exact: true }).click();
+		await boss.page.waitForURL(
+			server.url(`/admin/ledger?account=${encodeURIComponent(fees.account)}`)
+		);
+		const postings = boss.page.getByTestId('ledger-postings').locator('tbody tr');
+		await until('the postings listed', async () => (await postings.count()) === fees.postings);
+		await textMatches(postings.first(), new RegExp(confirmed.payment_id));
+
 		// December: the admin (signed in again: sessions last a day) closes November on the page.
 		await advanceClock(server, 12 * 86_400);
 		await signInAgain(boss.page, server);
