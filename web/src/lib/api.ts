@@ -984,7 +984,8 @@ export interface FeesWhatIf {
 }
 
 export const feesApi = {
-	current: () => request<{ current: FeeSchedule; next: FeeSchedule | null }>('GET', '/api/fees/current'),
+	current: () =>
+		request<{ current: FeeSchedule; next: FeeSchedule | null }>('GET', '/api/fees/current'),
 	book: () => request<FeeBook>('GET', '/api/admin/fees'),
 	propose: (effectiveFrom: string, rates: FeeRatesChange) =>
 		request<{ proposal: FeeProposal }>('POST', '/api/admin/fees/proposals', {
@@ -1009,6 +1010,8 @@ export const feesApi = {
 			'/api/admin/fees/what-if',
 			month ? { proposal_id: proposalId, month } : { proposal_id: proposalId }
 		)
+};
+
 // ---------- Dashboards: time series and the figures beside them ----------
 
 export type SeriesMetric = 'requests' | 'tokens' | 'revenue' | 'fees' | 'earnings';
@@ -1049,6 +1052,8 @@ export interface Series {
 	group_by: string | null;
 	unit: 'count' | 'usdt';
 	series: SeriesLine[];
+}
+
 // ---- Operating the platform (`/api/admin/*`) and money out (`/api/payouts/*`) ----
 
 /** `users_view` as the admin reads it. */
@@ -1183,6 +1188,8 @@ export const dashboards = {
 	myNodes: () => request<{ nodes: ComputeNode[] }>('GET', '/api/nodes/my-nodes'),
 	node: (id: string) =>
 		request<{ node: ComputeNode }>('GET', `/api/nodes/${encodeURIComponent(id)}`)
+};
+
 /** `GET /api/admin/stats`: counts as the server computes them. */
 export interface PlatformStats {
 	users: {
