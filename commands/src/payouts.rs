@@ -310,7 +310,25 @@ impl Payouts {
         payable: &LedgerAccount,
         cause: PayoutCause,
     ) -> Result<Option<String>, WithdrawError> {
-        let available = usdt_of(line.balance_micros.saturating_sub(line.open_micros));
+        // A close pays what was owed when its month ended: money credited since (a payment
+        // confirmed today) waits for its own month's close, or the payee's withdraw.
+        let held_back = match &cause {
+            PayoutCause::Close { month } => self
+                .views
+                .payable_credits_since(
+                    &line.account,
+                    &crate::clock::rfc3339(month.end()),
+                    &format!("revenue:{month}"),
+                )
+                .await
+                .map_err(WithdrawError::Views)?,
+            _ => 0,
+        };
+        let available = usdt_of(
+            line.balance_micros
+                .saturating_sub(line.open_micros)
+                .saturating_sub(held_back),
+        );
         if available < self.settings.minimum || !available.is_positive() {
             return Err(WithdrawError::BelowMinimum {
                 available,

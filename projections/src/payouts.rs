@@ -227,6 +227,36 @@ pub async fn list(
     })
 }
 
+/// Micro-USDT credited to `account` at or after `since`, except by `except_reference`'s
+/// postings (`Views::payable_credits_since`). Debits (completed payouts) are not counted.
+pub async fn credits_since(
+    db: &Database,
+    account: &str,
+    since: &str,
+    except_reference: &str,
+) -> Result<i64, sqlx::Error> {
+    let sql = "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS bigint) FROM ledger_postings_view \
+               WHERE account = $1 AND amount_micros > 0 AND recorded_at >= $2 AND payment_id <> $3";
+    match db.engine() {
+        aiforge_commands::store::Engine::Sqlite(pool) => {
+            sqlx::query_scalar(sql)
+                .bind(account)
+                .bind(since)
+                .bind(except_reference)
+                .fetch_one(pool)
+                .await
+        }
+        aiforge_commands::store::Engine::Postgres(pool) => {
+            sqlx::query_scalar(sql)
+                .bind(account)
+                .bind(since)
+                .bind(except_reference)
+                .fetch_one(pool)
+                .await
+        }
+    }
+}
+
 /// Payable accounts with a positive balance and their payouts (the payout pass's read).
 pub async fn payables(
     db: &Database,

@@ -80,6 +80,17 @@ impl Views for ProjectedViews {
             .map_err(ViewError::new)
     }
 
+    async fn payable_credits_since(
+        &self,
+        account: &str,
+        since: &str,
+        except_reference: &str,
+    ) -> Result<i64, ViewError> {
+        crate::payouts::credits_since(&self.db, account, since, except_reference)
+            .await
+            .map_err(ViewError::new)
+    }
+
     async fn payouts_in(
         &self,
         state: &str,

@@ -97,6 +97,15 @@ pub trait Views: Send + Sync {
     async fn pending_jobs(&self, limit: i64) -> Result<Vec<PendingJob>, ViewError>;
     /// Payable accounts with a positive balance, at most `limit`.
     async fn payables(&self, limit: i64) -> Result<Vec<PayableLine>, ViewError>;
+    /// Micro-USDT credited to `account` at or after `since` (RFC 3339, the app clock), except by
+    /// the postings of `except_reference` (a close's `revenue:YYYY-MM`): money earned after a
+    /// month ended, which that month's close does not pay.
+    async fn payable_credits_since(
+        &self,
+        account: &str,
+        since: &str,
+        except_reference: &str,
+    ) -> Result<i64, ViewError>;
     /// Payouts in `state` (`awaiting_payment`, `in_progress`), oldest first, at most `limit`.
     async fn payouts_in(&self, state: &str, limit: i64) -> Result<Vec<PayoutLine>, ViewError>;
     /// Closes whose payouts have all ended (none awaiting or in progress) and whose receipt is
