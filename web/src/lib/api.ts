@@ -965,7 +965,8 @@ export interface FeesWhatIf {
 }
 
 export const feesApi = {
-	current: () => request<{ current: FeeSchedule; next: FeeSchedule | null }>('GET', '/api/fees/current'),
+	current: () =>
+		request<{ current: FeeSchedule; next: FeeSchedule | null }>('GET', '/api/fees/current'),
 	book: () => request<FeeBook>('GET', '/api/admin/fees'),
 	propose: (effectiveFrom: string, rates: FeeRatesChange) =>
 		request<{ proposal: FeeProposal }>('POST', '/api/admin/fees/proposals', {
