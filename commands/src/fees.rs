@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use aiforge_domain::fee_book::{FeeBook, FeeBookCommand, FeeBookError, FeeBookServices, FEE_BOOK_ID};
+use aiforge_domain::fee_book::{
+    FeeBook, FeeBookCommand, FeeBookError, FeeBookServices, FEE_BOOK_ID,
+};
 use aiforge_domain::fees::{FeeLookup, FeeRates, FeeSource, FeeSourceError, FeeTable};
 use time::OffsetDateTime;
 

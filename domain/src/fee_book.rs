@@ -93,7 +93,10 @@ pub enum FeeBookError {
     #[error("the proposal is {state}, not proposed")]
     NotPending { state: &'static str },
     #[error("the proposal must start after version {version}, in force from {effective_from}")]
-    NotAfterLatest { version: u32, effective_from: String },
+    NotAfterLatest {
+        version: u32,
+        effective_from: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

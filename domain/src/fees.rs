@@ -70,7 +70,6 @@ impl std::str::FromStr for PaymentType {
     }
 }
 
-
 /// One version of the fee schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeeSchedule {
@@ -137,9 +136,7 @@ impl RatesError {
     /// The request field at fault.
     pub fn field(&self) -> &'static str {
         match self {
-            RatesError::MissingType(_) | RatesError::PercentOutOfRange { .. } => {
-                "platform_percent"
-            }
+            RatesError::MissingType(_) | RatesError::PercentOutOfRange { .. } => "platform_percent",
             RatesError::Negative { field } => field,
         }
     }
@@ -284,7 +281,9 @@ mod tests {
 
     #[test]
     fn version_one_holds_the_published_rates() {
-        let v1 = FeeTable::genesis().at(datetime!(2026-11-21 00:00 UTC)).clone();
+        let v1 = FeeTable::genesis()
+            .at(datetime!(2026-11-21 00:00 UTC))
+            .clone();
         assert_eq!(v1.version, 1);
         assert_eq!(
             v1.split(PaymentType::PlatformSubscription, usdt("1000"))
@@ -317,7 +316,9 @@ mod tests {
 
     #[test]
     fn an_odd_micro_is_split_exactly() {
-        let v1 = FeeTable::genesis().at(datetime!(2026-11-21 00:00 UTC)).clone();
+        let v1 = FeeTable::genesis()
+            .at(datetime!(2026-11-21 00:00 UTC))
+            .clone();
         let (fee, net) = v1
             .split(PaymentType::ApiSubscription, usdt("0.000001"))
             .unwrap();

@@ -899,7 +899,12 @@ impl Aggregate for Job {
                     validate_outputs(&outputs)?;
                 }
                 // Completed or failed by its own code, the node earns all of it.
-                let settlement = settle(&job, Some(&node_id), Earned::ALL, &services.fees.schedule_at(at).await?)?;
+                let settlement = settle(
+                    &job,
+                    Some(&node_id),
+                    Earned::ALL,
+                    &services.fees.schedule_at(at).await?,
+                )?;
                 if exit_code == 0 {
                     JobEvent::JobCompleted {
                         job_id: job.job_id,
@@ -935,9 +940,19 @@ impl Aggregate for Job {
                     if job.status != JobStatus::Running {
                         return Err(JobError::NotRunning { status: job.status });
                     }
-                    settle(&job, Some(&node_id), Earned::ALL, &services.fees.schedule_at(at).await?)?
+                    settle(
+                        &job,
+                        Some(&node_id),
+                        Earned::ALL,
+                        &services.fees.schedule_at(at).await?,
+                    )?
                 } else {
-                    settle(&job, None, Earned::NOTHING, &services.fees.schedule_at(at).await?)?
+                    settle(
+                        &job,
+                        None,
+                        Earned::NOTHING,
+                        &services.fees.schedule_at(at).await?,
+                    )?
                 };
                 JobEvent::JobFailed {
                     settlement,
@@ -968,7 +983,12 @@ impl Aggregate for Job {
                     });
                 }
                 JobEvent::JobTimedOut {
-                    settlement: settle(&job, Some(&node_id), Earned::ALL, &services.fees.schedule_at(at).await?)?,
+                    settlement: settle(
+                        &job,
+                        Some(&node_id),
+                        Earned::ALL,
+                        &services.fees.schedule_at(at).await?,
+                    )?,
                     job_id: job.job_id,
                     node_id,
                     attempt,
@@ -984,7 +1004,12 @@ impl Aggregate for Job {
                 let job = self.reported_by(&node_id, attempt)?;
                 if attempt >= ATTEMPTS_MAX {
                     JobEvent::JobFailed {
-                        settlement: settle(&job, None, Earned::NOTHING, &services.fees.schedule_at(at).await?)?,
+                        settlement: settle(
+                            &job,
+                            None,
+                            Earned::NOTHING,
+                            &services.fees.schedule_at(at).await?,
+                        )?,
                         job_id: job.job_id,
                         message: format!(
                             "attempt {attempt} of {ATTEMPTS_MAX} ended: {} (node {node_id})",
@@ -1019,7 +1044,12 @@ impl Aggregate for Job {
                     status => return Err(JobError::AlreadyEnded { status }),
                 };
                 JobEvent::JobCancelled {
-                    settlement: settle(&job, self.node_id.as_deref(), earned, &services.fees.schedule_at(at).await?)?,
+                    settlement: settle(
+                        &job,
+                        self.node_id.as_deref(),
+                        earned,
+                        &services.fees.schedule_at(at).await?,
+                    )?,
                     job_id: job.job_id,
                     by,
                     node_id: self.node_id.clone(),

@@ -407,8 +407,8 @@ mod tests {
                 .map(|p| (p.account.name(), p.amount.to_string()))
                 .collect()
         };
-        let all =
-            job_settlement_postings(&v1(), "j1", "u1", Some("n1"), usdt("20"), Earned::ALL).unwrap();
+        let all = job_settlement_postings(&v1(), "j1", "u1", Some("n1"), usdt("20"), Earned::ALL)
+            .unwrap();
         assert_eq!(
             named(&all),
             [

@@ -21,8 +21,8 @@ use aiforge_commands::clock::Clock;
 use aiforge_commands::{
     CommandError, CommandMeta, Database, Executor, LogPosition, Outcome, RecordedEvent,
 };
-use aiforge_domain::group::GroupEvent;
 use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::group::GroupEvent;
 use aiforge_domain::ledger::{AccountKind, Posting};
 use aiforge_domain::model::{ModelEvent, ModelOwner, RevenueSplit};
 use aiforge_domain::payment::PaymentEvent;
@@ -252,12 +252,13 @@ impl MonthFold {
                     return Ok(true);
                 }
                 if let FeeBasis::Proposed(schedule) = &self.basis {
-                    platform_fee = resplit(schedule, payment_type, amount, &mut postings)
-                        .map_err(|reason| ProjectionError::BadEvent {
+                    platform_fee = resplit(schedule, payment_type, amount, &mut postings).map_err(
+                        |reason| ProjectionError::BadEvent {
                             position: event.position,
                             event_type: event.event_type.clone(),
                             reason,
-                        })?;
+                        },
+                    )?;
                     fee_schedule_version = schedule.version;
                 }
                 add(
@@ -422,9 +423,7 @@ fn resplit(
             AccountKind::PlatformFees => posting.amount = fee,
             AccountKind::SubscriptionPool
             | AccountKind::GroupRevenue
-            | AccountKind::CreatorPayable => {
-                posting.amount = net
-            }
+            | AccountKind::CreatorPayable => posting.amount = net,
             _ => {}
         }
     }
@@ -525,9 +524,7 @@ pub async fn what_if(
     .await?;
     Ok(WhatIf {
         month,
-        actual: actual
-            .finish_with_fees()
-            .map_err(DistributionError::from)?,
+        actual: actual.finish_with_fees().map_err(DistributionError::from)?,
         proposed: proposal
             .finish_with_fees()
             .map_err(DistributionError::from)?,
@@ -982,10 +979,7 @@ mod tests {
         Usdt::parse(s).unwrap_or(Usdt::ZERO)
     }
 
-    fn fold_with(
-        events: &[RecordedEvent],
-        basis: FeeBasis,
-    ) -> (MonthDistribution, MonthFees) {
+    fn fold_with(events: &[RecordedEvent], basis: FeeBasis) -> (MonthDistribution, MonthFees) {
         let month: Month = "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}"));
         let through = LogPoint {
             tx: 0,
@@ -1019,8 +1013,7 @@ mod tests {
                 call(6, "m2", 100, nov),
             ]
         };
-        let (what_if, what_if_fees) =
-            fold_with(&month(None), FeeBasis::Proposed(forty.clone()));
+        let (what_if, what_if_fees) = fold_with(&month(None), FeeBasis::Proposed(forty.clone()));
         let (paid, paid_fees) = fold_with(&month(Some(&forty)), FeeBasis::Recorded);
         let without_digests = |mut d: MonthDistribution| {
             d.input_digest.clear();

@@ -191,8 +191,10 @@ impl Projection for RevenueProjection {
         }
         for (idx, payout) in d.payouts.iter().enumerate() {
             tx.execute(
+                // The cast: a missing split version is bound as an untyped (text) NULL,
+                // which PostgreSQL refuses for a bigint column (SQLite takes it as is).
                 "INSERT INTO revenue_payouts_view (month, idx, user_id, model_id, source, \
-                 amount_micros, split_version) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 amount_micros, split_version) VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT))",
                 &[
                     SqlValue::Text(month.clone()),
                     SqlValue::Int(idx as i64),

@@ -62,7 +62,10 @@ describe('the fee schedule page in Chromium', { skip: skip ?? false }, () => {
 		await page.waitForURL(server.url('/account'));
 		await page.goto(server.url('/admin/fees'));
 		const versions = page.getByTestId('fee-version');
-		await textMatches(versions.first(), /^\s*1\s*2026-01-01.*in force\s*30%\s*10%\s*5%\s*5%\s*100%\s*100%\s*\$5/);
+		await textMatches(
+			versions.first(),
+			/^\s*1\s*2026-01-01.*in force\s*30%\s*10%\s*5%\s*5%\s*100%\s*100%\s*\$5/
+		);
 
 		// Back-dated: the server's refusal, shown at the date field; nothing proposed.
 		await page.getByLabel('Effective from (UTC; must lie in the future)').fill('2026-11-01T00:00');

@@ -166,8 +166,12 @@ pub struct WhatIfRequest {
 }
 
 fn parse_instant(field: &'static str, text: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ApiError::invalid_field(field, format!("{field} must be an RFC 3339 instant, e.g. 2026-12-01T00:00:00Z")))
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| {
+        ApiError::invalid_field(
+            field,
+            format!("{field} must be an RFC 3339 instant, e.g. 2026-12-01T00:00:00Z"),
+        )
+    })
 }
 
 fn instant(at: OffsetDateTime) -> String {
@@ -328,7 +332,10 @@ async fn decide(
     let outcome = if adopt {
         state.fees.adopt(proposal_id, &admin.user_id, &meta).await
     } else {
-        state.fees.withdraw(proposal_id, &admin.user_id, &meta).await
+        state
+            .fees
+            .withdraw(proposal_id, &admin.user_id, &meta)
+            .await
     }
     .map_err(command_error)?;
     read_your_writes(state, outcome.last).await;
@@ -428,9 +435,9 @@ fn per_creator(
         Ok(())
     };
     for payout in &distribution.payouts {
-        let entry = out
-            .entry(payout.user_id.clone())
-            .or_insert((Usdt::ZERO, Usdt::ZERO, Usdt::ZERO));
+        let entry =
+            out.entry(payout.user_id.clone())
+                .or_insert((Usdt::ZERO, Usdt::ZERO, Usdt::ZERO));
         match payout.source {
             PayoutSource::Pool => bump(&mut entry.0, payout.amount)?,
             PayoutSource::GroupApi => bump(&mut entry.1, payout.amount)?,
@@ -467,19 +474,19 @@ pub async fn what_if(
     let month = body
         .month
         .as_deref()
-        .map(|m| m.parse::<Month>().map_err(|e| ApiError::invalid_field("month", e)))
+        .map(|m| {
+            m.parse::<Month>()
+                .map_err(|e| ApiError::invalid_field("month", e))
+        })
         .transpose()?;
     let book = load_book(&state).await?;
     let version = book.next_version();
     let (proposal_id, schedule) = match (&body.proposal_id, &body.rates) {
         (Some(id), None) => {
-            let proposal = book
-                .proposals
-                .get(id)
-                .ok_or_else(|| ApiError {
-                    field: Some("proposal_id"),
-                    ..ApiError::not_found("no such fee proposal")
-                })?;
+            let proposal = book.proposals.get(id).ok_or_else(|| ApiError {
+                field: Some("proposal_id"),
+                ..ApiError::not_found("no such fee proposal")
+            })?;
             let version = match proposal.state {
                 ProposalState::Adopted { version } => version,
                 _ => version,
