@@ -386,7 +386,15 @@ mod tests {
 
     #[test]
     fn a_replacement_pays_at_least_a_tenth_more_than_the_replaced_and_never_less_than_the_node() {
-        for old in [0u128, 1, 7, 8, 1_000_000_000, 20_000_000_001, u128::MAX / 16] {
+        for old in [
+            0u128,
+            1,
+            7,
+            8,
+            1_000_000_000,
+            20_000_000_001,
+            u128::MAX / 16,
+        ] {
             let new = replacement_gas_price(old, 0);
             assert!(new > old, "{old} -> {new}");
             // geth's rule: new * 100 >= old * 110.
