@@ -309,6 +309,9 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
             ("AIFORGE_ETH_PLATFORM_WALLET", platform.clone()),
             ("AIFORGE_ETH_HOT_WALLET_KEY", hot_key.clone()),
             ("AIFORGE_ADMIN_WALLETS", admin_address.clone()),
+            // Only the passes the test drives (the clock's, `run`): a timed pass between
+            // November's payments would pay them under October's close, before November's.
+            ("AIFORGE_PAYOUT_PASS_SECS", "3600".to_string()),
         ];
         if let Some(failpoint) = failpoint {
             env.push(("AIFORGE_PAYOUT_FAILPOINT", failpoint.to_string()));
