@@ -797,6 +797,15 @@ async fn two_instances_racing_to_pay_one_payout_put_one_transaction_on_chain() {
         .await
         .unwrap();
     let hot = chain.s("other");
+    // The hot wallet's nonce 0 is used up first: ganache 7 reads a raw transaction's nonce 0 as
+    // "no nonce", so the other instance's rebroadcast of a nonce-0 payout racing its first
+    // broadcast would be run again at the next nonce (and revert), a ganache bug.
+    chain.transfer(
+        chain.s("other_key").trim_start_matches("0x"),
+        &chain.s("token"),
+        &chain.s("payer"),
+        0,
+    );
     let env = [
         ("AIFORGE_DATABASE_URL", url.clone()),
         (
@@ -864,8 +873,15 @@ async fn two_instances_racing_to_pay_one_payout_put_one_transaction_on_chain() {
         }
         assert!(Instant::now() < deadline, "{mine}");
     }
+    // The zero transfer that used nonce 0, then the one payout.
     let sent = transfers_from(&chain, &hot).await;
-    assert_eq!(sent, [(creator.address.to_lowercase(), 90_000_000)]);
+    assert_eq!(
+        sent,
+        [
+            (chain.s("payer").to_lowercase(), 0),
+            (creator.address.to_lowercase(), 90_000_000)
+        ]
+    );
     a.stop();
     b.stop();
     aiforge_commands::testing::drop_postgres_database(
