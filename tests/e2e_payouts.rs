@@ -309,6 +309,9 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
             ("AIFORGE_ETH_PLATFORM_WALLET", platform.clone()),
             ("AIFORGE_ETH_HOT_WALLET_KEY", hot_key.clone()),
             ("AIFORGE_ADMIN_WALLETS", admin_address.clone()),
+            // Only the passes the test drives (the clock's, `run`): a timed pass between
+            // November's payments would pay them under October's close, before November's.
+            ("AIFORGE_PAYOUT_PASS_SECS", "3600".to_string()),
         ];
         if let Some(failpoint) = failpoint {
             env.push(("AIFORGE_PAYOUT_FAILPOINT", failpoint.to_string()));
@@ -794,6 +797,15 @@ async fn two_instances_racing_to_pay_one_payout_put_one_transaction_on_chain() {
         .await
         .unwrap();
     let hot = chain.s("other");
+    // The hot wallet's nonce 0 is used up first: ganache 7 reads a raw transaction's nonce 0 as
+    // "no nonce", so the other instance's rebroadcast of a nonce-0 payout racing its first
+    // broadcast would be run again at the next nonce (and revert), a ganache bug.
+    chain.transfer(
+        chain.s("other_key").trim_start_matches("0x"),
+        &chain.s("token"),
+        &chain.s("payer"),
+        0,
+    );
     let env = [
         ("AIFORGE_DATABASE_URL", url.clone()),
         (
@@ -861,8 +873,15 @@ async fn two_instances_racing_to_pay_one_payout_put_one_transaction_on_chain() {
         }
         assert!(Instant::now() < deadline, "{mine}");
     }
+    // The zero transfer that used nonce 0, then the one payout.
     let sent = transfers_from(&chain, &hot).await;
-    assert_eq!(sent, [(creator.address.to_lowercase(), 90_000_000)]);
+    assert_eq!(
+        sent,
+        [
+            (chain.s("payer").to_lowercase(), 0),
+            (creator.address.to_lowercase(), 90_000_000)
+        ]
+    );
     a.stop();
     b.stop();
     aiforge_commands::testing::drop_postgres_database(
@@ -882,8 +901,8 @@ async fn creator_with_payable(
 ) -> (Payee, String) {
     let key = chain.info["keys"][key].as_str().unwrap().to_string();
     let (creator, token) = payee(server, &key).await;
-    let service = model_and_service(server, &token, format!("model of {key}").as_bytes(), None)
-        .await;
+    let service =
+        model_and_service(server, &token, format!("model of {key}").as_bytes(), None).await;
     let payer = wallet_session(server, chain.s("payer_key").trim_start_matches("0x"))
         .await
         .unwrap();
@@ -914,7 +933,10 @@ async fn creator_with_payable(
 async fn ledger_balance(server: &Server, admin: &str, account: &str) -> String {
     let (status, ledger) = get(server, "/api/admin/ledger", Some(admin)).await;
     assert_eq!(status, 200, "{ledger}");
-    assert_eq!(ledger["sum_micros"], "0", "every account balances: {ledger}");
+    assert_eq!(
+        ledger["sum_micros"], "0",
+        "every account balances: {ledger}"
+    );
     ledger["accounts"]
         .as_array()
         .unwrap()
@@ -996,9 +1018,15 @@ async fn a_reverted_transfer_fails_the_payout_returns_the_amount_and_a_later_pas
         (&json!(1), &json!(0), &json!(0)),
         "the pass that sees it fail does not ask again: {report}"
     );
-    let token = wallet_session(&server, chain.info["keys"][3].as_str().unwrap().trim_start_matches("0x"))
-        .await
-        .unwrap();
+    let token = wallet_session(
+        &server,
+        chain.info["keys"][3]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .await
+    .unwrap();
     let (states, mine) = my_states(&server, &token).await;
     assert_eq!(states, ["failed"], "{mine}");
     let failed = &mine["payouts"][0];
@@ -1018,7 +1046,10 @@ async fn a_reverted_transfer_fails_the_payout_returns_the_amount_and_a_later_pas
     assert_eq!(listed["payouts"][0]["explorer_url"], failed["explorer_url"]);
     // Nothing left the payable, nothing reached the payee.
     assert_eq!(ledger_balance(&server, &admin, &payable).await, "90.000000");
-    assert_eq!(ledger_balance(&server, &admin, "hot_wallet:ethereum").await, "");
+    assert_eq!(
+        ledger_balance(&server, &admin, "hot_wallet:ethereum").await,
+        ""
+    );
     assert_eq!(token_balance_of(&chain, &usdt, &creator.address).await, 0);
     assert!(transfers_from_in(&chain, &usdt, &platform).await.is_empty());
     let (status, _) = get(&server, "/api/payouts/receipts/2026/11", None).await;
@@ -1060,7 +1091,11 @@ async fn a_reverted_transfer_fails_the_payout_returns_the_amount_and_a_later_pas
     );
     // The receipt covers the completed payout; the failed one has no proof.
     let (status, receipt) = get(&server, "/api/payouts/receipts/2026/11", None).await;
-    assert_eq!((status, receipt["payouts"].as_u64()), (200, Some(1)), "{receipt}");
+    assert_eq!(
+        (status, receipt["payouts"].as_u64()),
+        (200, Some(1)),
+        "{receipt}"
+    );
     let (_, mine) = get(&server, "/api/payouts/mine", Some(&token)).await;
     let paid = mine["payouts"][1]["payout_id"].as_str().unwrap();
     let (status, proof) = get(&server, &format!("/api/payouts/{paid}/proof"), Some(&token)).await;
@@ -1134,9 +1169,15 @@ async fn a_stuck_transaction_is_replaced_at_its_nonce_with_a_higher_gas_price_an
     let (_, pending) = rpc(&chain, "eth_getTransactionByHash", json!([first])).await;
     let pending = pending["result"].clone();
     assert!(pending["blockNumber"].is_null(), "pending: {pending}");
-    assert_eq!(pending["nonce"], "0x1", "the payer's second transaction: {pending}");
+    assert_eq!(
+        pending["nonce"], "0x1",
+        "the payer's second transaction: {pending}"
+    );
     let price = u128::from_str_radix(
-        pending["gasPrice"].as_str().unwrap().trim_start_matches("0x"),
+        pending["gasPrice"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
         16,
     )
     .unwrap();
@@ -1155,7 +1196,10 @@ async fn a_stuck_transaction_is_replaced_at_its_nonce_with_a_higher_gas_price_an
     assert_eq!(mine["payouts"][0]["state"], "in_progress", "{mine}");
     let (_, replacement) = rpc(&chain, "eth_getTransactionByHash", json!([second])).await;
     let replacement = replacement["result"].clone();
-    assert_eq!(replacement["nonce"], "0x1", "at the same nonce: {replacement}");
+    assert_eq!(
+        replacement["nonce"], "0x1",
+        "at the same nonce: {replacement}"
+    );
     let bumped = u128::from_str_radix(
         replacement["gasPrice"]
             .as_str()
@@ -1170,9 +1214,15 @@ async fn a_stuck_transaction_is_replaced_at_its_nonce_with_a_higher_gas_price_an
     let (_, started) = rpc(&chain, "miner_start", json!([])).await;
     assert!(started.get("error").is_none(), "{started}");
     let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
-    let token = wallet_session(&server, chain.info["keys"][3].as_str().unwrap().trim_start_matches("0x"))
-        .await
-        .unwrap();
+    let token = wallet_session(
+        &server,
+        chain.info["keys"][3]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         chain.mine(1).await;
@@ -1187,8 +1237,15 @@ async fn a_stuck_transaction_is_replaced_at_its_nonce_with_a_higher_gas_price_an
     }
     let (_, mine) = get(&server, "/api/payouts/mine", Some(&token)).await;
     let paid = mine["payouts"][0]["tx_hash"].as_str().unwrap().to_string();
-    let mined: Vec<&String> = [&first, &second].into_iter().filter(|h| **h == paid).collect();
-    assert_eq!(mined.len(), 1, "completed with one of its transactions: {mine}");
+    let mined: Vec<&String> = [&first, &second]
+        .into_iter()
+        .filter(|h| **h == paid)
+        .collect();
+    assert_eq!(
+        mined.len(),
+        1,
+        "completed with one of its transactions: {mine}"
+    );
     let (_, receipt) = rpc(&chain, "eth_getTransactionReceipt", json!([paid])).await;
     assert_eq!(receipt["result"]["status"], "0x1", "{receipt}");
     // One Transfer to the payee in it (read from the receipt: ganache's eth_getLogs misses the
@@ -1204,7 +1261,11 @@ async fn a_stuck_transaction_is_replaced_at_its_nonce_with_a_higher_gas_price_an
     let (_, receipt) = rpc(&chain, "eth_getTransactionReceipt", json!([other])).await;
     assert!(receipt["result"].is_null(), "never mined: {receipt}");
     assert_eq!(token_balance(&chain, &creator.address).await, 90_000_000);
-    assert_eq!(mined_nonce(&chain, &hot).await, 2, "one nonce used by the payout");
+    assert_eq!(
+        mined_nonce(&chain, &hot).await,
+        2,
+        "one nonce used by the payout"
+    );
     server.stop();
     let signed = events_in_log(&dir, "PayoutTransactionSigned").await;
     assert_eq!(signed.len(), 2, "{signed:?}");

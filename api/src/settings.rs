@@ -498,8 +498,11 @@ impl Settings {
             )?,
             payout_abort_after_sign,
             payout_abort_after_broadcast,
-            payout_pass_secs: parse_count("AIFORGE_PAYOUT_PASS_SECS", env("AIFORGE_PAYOUT_PASS_SECS"))?
-                .unwrap_or(aiforge_commands::payouts::PAYOUT_PASS_SECS),
+            payout_pass_secs: parse_count(
+                "AIFORGE_PAYOUT_PASS_SECS",
+                env("AIFORGE_PAYOUT_PASS_SECS"),
+            )?
+            .unwrap_or(aiforge_commands::payouts::PAYOUT_PASS_SECS),
             payout_replace_after_secs: parse_count(
                 "AIFORGE_PAYOUT_REPLACE_AFTER_SECS",
                 env("AIFORGE_PAYOUT_REPLACE_AFTER_SECS"),

@@ -29,11 +29,11 @@ use std::sync::Arc;
 
 use aiforge_domain::account::{Account, AccountServices};
 use aiforge_domain::ledger::{AccountKind, LedgerAccount};
+use aiforge_domain::merkle::ReceiptLeaf;
 use aiforge_domain::payout::{
     payout_id, FailureReason, Payout, PayoutCause, PayoutCommand, PayoutError, PayoutServices,
     PayoutState, SignedTransfer,
 };
-use aiforge_domain::merkle::ReceiptLeaf;
 use aiforge_domain::payout_receipt::{
     PayoutReceipt, PayoutReceiptCommand, PayoutReceiptError, PayoutReceiptServices, ReceiptEntry,
 };

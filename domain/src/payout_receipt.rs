@@ -109,7 +109,9 @@ impl Aggregate for PayoutReceipt {
                     });
                 }
                 entries.sort_by(|a, b| a.payout_id.cmp(&b.payout_id));
-                if let Some(pair) = entries.windows(2).find(|w| w[0].payout_id == w[1].payout_id)
+                if let Some(pair) = entries
+                    .windows(2)
+                    .find(|w| w[0].payout_id == w[1].payout_id)
                 {
                     return Err(PayoutReceiptError::Duplicate {
                         payout_id: pair[0].payout_id.clone(),
@@ -169,7 +171,10 @@ mod tests {
 
     #[test]
     fn a_receipt_is_published_once_in_payout_id_order_and_its_root_checks_every_leaf() {
-        let given = vec![entry("b.0", "b", "27.000000"), entry("a.0", "a", "90.000000")];
+        let given = vec![
+            entry("b.0", "b", "27.000000"),
+            entry("a.0", "a", "90.000000"),
+        ];
         let sorted = vec![given[1].clone(), given[0].clone()];
         let leaves: Vec<ReceiptLeaf> = sorted.iter().map(|e| e.leaf.clone()).collect();
         let (root, _) = root_and_proof(&leaves, None);

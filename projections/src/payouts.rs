@@ -43,12 +43,11 @@ impl Projection for PayoutsProjection {
                 at,
             } = decode_payload::<PayoutReceiptEvent>(event)?;
             let count = i64::try_from(leaves.len()).unwrap_or(i64::MAX);
-            let leaves =
-                serde_json::to_string(&leaves).map_err(|e| ProjectionError::BadEvent {
-                    position: event.position,
-                    event_type: event.event_type.clone(),
-                    reason: e.to_string(),
-                })?;
+            let leaves = serde_json::to_string(&leaves).map_err(|e| ProjectionError::BadEvent {
+                position: event.position,
+                event_type: event.event_type.clone(),
+                reason: e.to_string(),
+            })?;
             tx.execute(
                 "INSERT INTO payout_receipts_view (month, root, leaves, payouts, published_at) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -257,6 +256,9 @@ pub async fn credits_since(
     }
 }
 
+/// account, balance, payouts, open micros, months of payouts that did not fail, of failed ones.
+type PayableRow = (String, i64, i64, i64, Option<String>, Option<String>);
+
 /// Payable accounts with a positive balance and their payouts (the payout pass's read).
 pub async fn payables(
     db: &Database,
@@ -273,7 +275,7 @@ pub async fn payables(
                ORDER BY b.account LIMIT $1";
     // SQLite names string_agg group_concat (string_agg only from 3.44).
     let sqlite_sql = sql.replace("string_agg(p.month, ',')", "group_concat(p.month, ',')");
-    let rows: Vec<(String, i64, i64, i64, Option<String>, Option<String>)> = match db.engine() {
+    let rows: Vec<PayableRow> = match db.engine() {
         aiforge_commands::store::Engine::Sqlite(pool) => {
             sqlx::query_as(&sqlite_sql)
                 .bind(limit)
@@ -286,20 +288,22 @@ pub async fn payables(
     };
     Ok(rows
         .into_iter()
-        .map(|(account, balance_micros, payouts, open_micros, months, failed)| {
-            let split = |m: Option<String>| -> Vec<String> {
-                m.map(|m| m.split(',').map(str::to_string).collect())
-                    .unwrap_or_default()
-            };
-            aiforge_commands::passes::PayableLine {
-                account,
-                balance_micros,
-                payouts: u64::try_from(payouts).unwrap_or(0),
-                open_micros,
-                paid_closes: split(months),
-                failed_closes: split(failed),
-            }
-        })
+        .map(
+            |(account, balance_micros, payouts, open_micros, months, failed)| {
+                let split = |m: Option<String>| -> Vec<String> {
+                    m.map(|m| m.split(',').map(str::to_string).collect())
+                        .unwrap_or_default()
+                };
+                aiforge_commands::passes::PayableLine {
+                    account,
+                    balance_micros,
+                    payouts: u64::try_from(payouts).unwrap_or(0),
+                    open_micros,
+                    paid_closes: split(months),
+                    failed_closes: split(failed),
+                }
+            },
+        )
         .collect())
 }
 
@@ -371,12 +375,11 @@ pub async fn receipts_due(
                       AND NOT EXISTS (SELECT 1 FROM payouts_view o WHERE o.month = p.month \
                         AND o.state IN ('awaiting_approval', 'awaiting_payment', 'in_progress')) \
                       ORDER BY p.month LIMIT $1";
-    let months: Vec<String> = aiforge_commands::on_engine!(db, |pool| sqlx::query_scalar(
-        months_sql
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await)?;
+    let months: Vec<String> =
+        aiforge_commands::on_engine!(db, |pool| sqlx::query_scalar(months_sql)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
     let mut due = Vec::with_capacity(months.len());
     for month in months {
         let sql = "SELECT payout_id, user_id, network, address, amount_micros FROM payouts_view \

@@ -306,12 +306,7 @@ pub async fn transfers_from_in(chain: &Chain, token: &str, from: &str) -> Vec<(S
 /// The hot wallet's transactions mined so far (`eth_getTransactionCount` at latest): its next
 /// nonce, so the number of transactions it ever signed that reached the chain.
 pub async fn mined_nonce(chain: &Chain, address: &str) -> u64 {
-    let (_, body) = rpc(
-        chain,
-        "eth_getTransactionCount",
-        json!([address, "latest"]),
-    )
-    .await;
+    let (_, body) = rpc(chain, "eth_getTransactionCount", json!([address, "latest"])).await;
     u64::from_str_radix(
         body["result"].as_str().unwrap().trim_start_matches("0x"),
         16,

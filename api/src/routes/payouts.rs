@@ -402,15 +402,14 @@ pub async fn proof(
 }
 
 /// The published receipt of `month`'s close, or 404 `receipt_not_published`.
-async fn published(
-    state: &AppState,
-    month: &str,
-) -> Result<views::PublishedReceipt, ApiError> {
+async fn published(state: &AppState, month: &str) -> Result<views::PublishedReceipt, ApiError> {
     views::receipt(&state.db, month).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "receipt_not_published",
-            format!("the receipt of {month} is not published: its close's payouts have not all ended"),
+            format!(
+                "the receipt of {month} is not published: its close's payouts have not all ended"
+            ),
         )
     })
 }

@@ -88,14 +88,13 @@ fn bad(reason: String) -> ChainError {
 /// Nodes replace a pending transaction only by one paying at least 10% more (geth's
 /// `txpool.pricebump`, ganache's `miner.priceBump`); an eighth more clears it with a margin for
 /// rounding.
-pub const REPLACEMENT_PRICE_BUMP_EIGHTHS: u128 = 9;
+pub const REPLACEMENT_PRICE_BUMP_DIVISOR: u128 = 8;
 
 /// The gas price of a replacement: an eighth above the replaced one (rounded up), or the node's
 /// price if fees rose further.
 pub fn replacement_gas_price(replaced: u128, node: u128) -> u128 {
     let bumped = replaced
-        .saturating_mul(REPLACEMENT_PRICE_BUMP_EIGHTHS)
-        .div_ceil(8)
+        .saturating_add(replaced.div_ceil(REPLACEMENT_PRICE_BUMP_DIVISOR))
         .max(replaced.saturating_add(1));
     bumped.max(node)
 }
@@ -389,7 +388,15 @@ mod tests {
 
     #[test]
     fn a_replacement_pays_at_least_a_tenth_more_than_the_replaced_and_never_less_than_the_node() {
-        for old in [0u128, 1, 7, 8, 1_000_000_000, 20_000_000_001, u128::MAX / 16] {
+        for old in [
+            0u128,
+            1,
+            7,
+            8,
+            1_000_000_000,
+            20_000_000_001,
+            10u128.pow(30),
+        ] {
             let new = replacement_gas_price(old, 0);
             assert!(new > old, "{old} -> {new}");
             // geth's rule: new * 100 >= old * 110.
