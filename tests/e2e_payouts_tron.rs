@@ -342,8 +342,8 @@ async fn a_crash_after_the_recorded_signature_broadcasts_that_same_tron_transact
         .send()
         .await;
     wait_exit(&mut scene.server);
-    scene.server = scene.start_server(START, false);
     assert_eq!(scene.node.accepted().await, 1, "only the payment went out");
+    scene.server = scene.start_server(START, false);
     let payout = scene.payout(&scene.server, &id).await;
     assert_eq!(payout["state"], "in_progress", "{payout}");
     let hash = payout["tx_hash"].as_str().unwrap().to_string();
@@ -378,6 +378,7 @@ async fn an_expired_unbroadcast_tron_transaction_fails_the_payout_and_the_amount
     scene.node.mine(1200).await;
     let later = "2026-11-20T13:00:00Z";
     wait_exit(&mut scene.server);
+    assert_eq!(scene.node.accepted().await, 1, "only the payment went out");
     scene.server = scene.start_server(later, false);
     let server = &scene.server;
     let payout = until_state(&scene, server, &id, "failed", 0).await;
