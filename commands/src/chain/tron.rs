@@ -168,7 +168,11 @@ impl TronVerifier {
 
     /// POSTs `body` to `path` and returns the JSON object the node answered (also the Tron hot
     /// wallet's way to its node, `tron_hot_wallet.rs`).
-    pub(super) async fn post(&self, path: &str, body: &Value) -> Result<Map<String, Value>, ChainError> {
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<Map<String, Value>, ChainError> {
         let url = format!("{}{path}", self.base_url);
         let mut response = self
             .client

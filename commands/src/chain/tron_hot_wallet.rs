@@ -148,7 +148,11 @@ impl TronHotWallet {
     /// The node's answer to a contract call: `result.result` true, else its code and message.
     fn call_result(path: &str, answer: &Map<String, Value>) -> Result<(), ChainError> {
         let result = answer.get("result").and_then(Value::as_object);
-        if result.and_then(|r| r.get("result")).and_then(Value::as_bool) == Some(true) {
+        if result
+            .and_then(|r| r.get("result"))
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             return Ok(());
         }
         let code = result
@@ -317,8 +321,8 @@ mod protobuf {
             let value = match wire {
                 0 => Wire::Varint(varint(buf, &mut at)?),
                 2 => {
-                    let len = usize::try_from(varint(buf, &mut at)?)
-                        .map_err(|_| "length too large")?;
+                    let len =
+                        usize::try_from(varint(buf, &mut at)?).map_err(|_| "length too large")?;
                     let end = at.checked_add(len).ok_or("length too large")?;
                     let bytes = buf.get(at..end).ok_or("truncated field")?;
                     at = end;
