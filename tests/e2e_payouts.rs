@@ -426,6 +426,13 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
         let payment = body["payment"]["payment_id"].as_str().unwrap().to_string();
         pay(&chain, &server, &payer, "payer_key", &payment, 100_000_000).await;
     }
+    // October closed at the advance above; its close does not pay November's money: a pass
+    // now asks for nothing, and each payable waits for November's close.
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let (status, report) = run_pass(&server, &admin).await;
+    assert_eq!(status, 200, "{report}");
+    let (_, list) = get(&server, "/api/admin/payouts", Some(&admin)).await;
+    assert_eq!(list["payouts"], json!([]), "{list}");
     let expected: Vec<u128> = vec![90, 90, 90, 45, 27, 18]
         .into_iter()
         .map(|d| d * 1_000_000)
