@@ -62,7 +62,8 @@ fn call(n: u64, count: u64) -> ApiCallMetered {
         prompt_tokens: u32::try_from(20 + n % 200).unwrap_or(20),
         completion_tokens: u32::try_from(50 + n % 300).unwrap_or(50),
         usage_exact: true,
-        cost: Usdt::from_micros(1_000 + i64::try_from(n % 5_000).unwrap_or(0)).unwrap_or(Usdt::ZERO),
+        cost: Usdt::from_micros(1_000 + i64::try_from(n % 5_000).unwrap_or(0))
+            .unwrap_or(Usdt::ZERO),
         pricing_version: 1,
         streamed: n.is_multiple_of(2),
         latency_ms: 100 + n % 900,
