@@ -50,7 +50,7 @@ fn call(n: u64, count: u64) -> ApiCallMetered {
     let consumer = (n * 7919) % CONSUMERS;
     ApiCallMetered {
         request_id: format!("req-{n:09}"),
-        subscription_id: if consumer % 4 == 0 {
+        subscription_id: if consumer.is_multiple_of(4) {
             format!("plan:u-{consumer:05}:2026-01-01")
         } else {
             format!("sub-{consumer:05}-{service:03}")
@@ -62,9 +62,10 @@ fn call(n: u64, count: u64) -> ApiCallMetered {
         prompt_tokens: u32::try_from(20 + n % 200).unwrap_or(20),
         completion_tokens: u32::try_from(50 + n % 300).unwrap_or(50),
         usage_exact: true,
-        cost: Usdt::from_micros(1_000 + n % 5_000).unwrap_or(Usdt::ZERO),
+        cost: Usdt::from_micros(1_000 + i64::try_from(n % 5_000).unwrap_or(0))
+            .unwrap_or(Usdt::ZERO),
         pricing_version: 1,
-        streamed: n % 2 == 0,
+        streamed: n.is_multiple_of(2),
         latency_ms: 100 + n % 900,
         outcome: CallOutcome::Completed,
         at,
