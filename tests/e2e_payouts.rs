@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::chain::{
-    mined_nonce, pay, pay_in, rpc, start_chain, token_balance, token_balance_of, transfers_from,
-    transfers_from_in, wallet_session, Chain, ADMIN_KEY,
+    mined_nonce, node_runs_a_paid_job, pay, pay_in, rpc, start_chain, token_balance,
+    token_balance_of, transfers_from, transfers_from_in, wallet_session, Chain, ADMIN_KEY,
 };
 use support::*;
 
@@ -426,6 +426,19 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
         let payment = body["payment"]["payment_id"].as_str().unwrap().to_string();
         pay(&chain, &server, &payer, "payer_key", &payment, 100_000_000).await;
     }
+    // A seventh payee's node runs a paid $20 job; its owner is owed 95%, at their verified
+    // payout wallet (the wallet typed at the node's registration is another: not proof).
+    let (miner, miner_token) = payee(&server, &keys[2]).await;
+    node_runs_a_paid_job(
+        &chain,
+        &server,
+        &payer,
+        &miner_token,
+        20_000_000,
+        b"a job paid out at the close\n",
+    )
+    .await;
+    payees.push(miner);
     // October closed at the advance above; its close does not pay November's money: a pass
     // now asks for nothing, and each payable waits for November's close.
     let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
@@ -433,7 +446,7 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
     assert_eq!(status, 200, "{report}");
     let (_, list) = get(&server, "/api/admin/payouts", Some(&admin)).await;
     assert_eq!(list["payouts"], json!([]), "{list}");
-    let expected: Vec<u128> = vec![90, 90, 90, 45, 27, 18]
+    let expected: Vec<u128> = vec![90, 90, 90, 45, 27, 18, 19]
         .into_iter()
         .map(|d| d * 1_000_000)
         .collect();
@@ -489,14 +502,14 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
         .await;
         assert_eq!(status, 200, "{body}");
         let (_, list) = get(&server, "/api/admin/payouts?state=completed", Some(&admin)).await;
-        if list["payouts"].as_array().unwrap().len() == 6 {
+        if list["payouts"].as_array().unwrap().len() == 7 {
             break;
         }
-        assert!(Instant::now() < deadline, "six payouts complete: {list}");
+        assert!(Instant::now() < deadline, "seven payouts complete: {list}");
     }
     // Sessions last a day on the app clock: the payees sign in again.
     let mut tokens = Vec::new();
-    for key in &keys[3..9] {
+    for key in keys[3..9].iter().chain([&keys[2]]) {
         tokens.push(
             wallet_session(&server, key.trim_start_matches("0x"))
                 .await
@@ -505,7 +518,7 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
     }
     // Each payee paid exactly once, exactly their payable.
     let sent = transfers_from(&chain, &platform).await;
-    assert_eq!(sent.len(), 6, "{sent:?}");
+    assert_eq!(sent.len(), 7, "{sent:?}");
     for (i, p) in payees.iter().enumerate() {
         let after = token_balance(&chain, &p.address).await;
         assert_eq!(after - before[i], expected[i], "payee {i}");
@@ -533,7 +546,7 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
     let (status, receipt) = get(&server, "/api/payouts/receipts/2026/11", None).await;
     assert_eq!(
         (status, receipt["payouts"].as_u64()),
-        (200, Some(6)),
+        (200, Some(7)),
         "{receipt}"
     );
     for (i, token) in tokens.iter().enumerate() {
@@ -564,19 +577,22 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
     assert_eq!(ledger["sum_micros"], "0", "{ledger}");
     for account in ledger["accounts"].as_array().unwrap() {
         let name = account["account"].as_str().unwrap();
-        if name.starts_with("creator_payable:") || name.starts_with("group_revenue:") {
+        if name.starts_with("creator_payable:")
+            || name.starts_with("node_payable:")
+            || name.starts_with("group_revenue:")
+        {
             assert_eq!(account["balance"], "0.000000", "{account}");
         }
         if name == "hot_wallet:ethereum" {
-            assert_eq!(account["balance"], "360.000000", "{account}");
+            assert_eq!(account["balance"], "379.000000", "{account}");
         }
     }
     // Nothing signed twice: one recorded signature and one hot wallet transaction per payout.
-    assert_eq!(mined_nonce(&chain, &platform).await, 6);
+    assert_eq!(mined_nonce(&chain, &platform).await, 7);
     server.stop();
     assert_eq!(
         events_in_log(&dir, "PayoutTransactionSigned").await.len(),
-        6
+        7
     );
     let receipts = events_in_log(&dir, "PayoutReceiptPublished").await;
     assert_eq!(receipts.len(), 1, "{receipts:?}");

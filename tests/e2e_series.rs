@@ -16,7 +16,7 @@ mod support;
 use aiforge_commands::testing::TestDatabase;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::chain::{create_payment, pay, start_chain, wallet_session, Chain, ADMIN_KEY};
+use support::chain::{node_runs_a_paid_job, pay, start_chain, wallet_session, ADMIN_KEY};
 use support::*;
 
 const INPUT: &[u8] = b"series input\n";
@@ -128,78 +128,6 @@ async fn user_id(server: &Server, token: &str) -> String {
         .to_string()
 }
 
-/// A paid job of $10 run to the end by `miner`'s node over HTTP: returns the node's id.
-async fn node_runs_a_paid_job(chain: &Chain, server: &Server, payer: &str, miner: &str) -> String {
-    let (status, body) = send(
-        server,
-        Method::POST,
-        "/api/nodes/register",
-        json!({"name": "rig", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
-               "resources": {"cpu_cores": 4, "memory_mb": 8192, "disk_gb": 100, "gpus": [],
-                             "max_concurrent_jobs": 1}}),
-        Some(miner),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let node = body["node"]["id"].as_str().unwrap().to_string();
-    let node_token = body["node_token"].as_str().unwrap().to_string();
-    let (status, body) = send(
-        server,
-        Method::POST,
-        &format!("/api/nodes/{node}/heartbeat"),
-        json!({"cpu_percent": 12, "memory_used_mb": 2048, "disk_used_gb": 10, "running_jobs": 0}),
-        Some(&node_token),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let response = client()
-        .post(server.url("/api/blobs"))
-        .bearer_auth(payer)
-        .body(INPUT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let job_id = uuid::Uuid::new_v4().to_string();
-    let payment = create_payment(server, payer, "job", "10.000000", &job_id).await;
-    pay(chain, server, payer, "payer_key", &payment, 10_000_000).await;
-    let (status, body) = send(
-        server,
-        Method::POST,
-        "/api/jobs",
-        json!({"payment_id": payment, "type": "training", "image": "localhost/aiforge-job:busybox",
-               "command": ["sh", "-c", "true"], "env": {},
-               "inputs": [aiforge_domain::cid::cid_v0(INPUT)],
-               "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": 0, "gpu_memory_mb": 0},
-               "max_runtime_secs": 600, "price": "10"}),
-        Some(payer),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let response = client()
-        .get(server.url(&format!("/api/nodes/{node}/jobs/next")))
-        .bearer_auth(&node_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    for (what, body) in [
-        ("started", json!({"attempt": 1})),
-        ("finished", json!({"attempt": 1, "exit_code": 0})),
-    ] {
-        let (status, answer) = send(
-            server,
-            Method::POST,
-            &format!("/api/nodes/{node}/jobs/{job_id}/{what}"),
-            body,
-            Some(&node_token),
-        )
-        .await;
-        assert_eq!(status, 200, "{what}: {answer}");
-    }
-    node
-}
-
 async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     let Some(chain) = start_chain() else { return };
     let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
@@ -273,7 +201,7 @@ async fn series_equal_the_routes_figures(database_url: Option<&str>) {
     }
     advance(&server, 3 * 3600).await;
     chat(&server, &paid_key, &model).await;
-    let node = node_runs_a_paid_job(&chain, &server, &payer, &miner).await;
+    let node = node_runs_a_paid_job(&chain, &server, &payer, &miner, 10_000_000, INPUT).await;
 
     // Revenue by type for November equals the monthly route's, and so do platform fees.
     let (status, monthly) = get(&server, "/api/revenue/monthly/2026/11", Some(&admin)).await;

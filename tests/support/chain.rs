@@ -313,3 +313,89 @@ pub async fn mined_nonce(chain: &Chain, address: &str) -> u64 {
     )
     .unwrap()
 }
+
+/// A paid job of `price_micros` run to the end by `miner`'s node over HTTP (the test plays
+/// the node: heartbeat, next job, started, finished), its input `input` uploaded by the payer:
+/// returns the node's id. The node's owner is then owed the node's share of the price.
+pub async fn node_runs_a_paid_job(
+    chain: &Chain,
+    server: &Server,
+    payer: &str,
+    miner: &str,
+    price_micros: u64,
+    input: &'static [u8],
+) -> String {
+    let price = format!(
+        "{}.{:06}",
+        price_micros / 1_000_000,
+        price_micros % 1_000_000
+    );
+    let (status, body) = send(
+        server,
+        Method::POST,
+        "/api/nodes/register",
+        json!({"name": "rig", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
+               "resources": {"cpu_cores": 4, "memory_mb": 8192, "disk_gb": 100, "gpus": [],
+                             "max_concurrent_jobs": 1}}),
+        Some(miner),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let node = body["node"]["id"].as_str().unwrap().to_string();
+    let node_token = body["node_token"].as_str().unwrap().to_string();
+    let (status, body) = send(
+        server,
+        Method::POST,
+        &format!("/api/nodes/{node}/heartbeat"),
+        json!({"cpu_percent": 12, "memory_used_mb": 2048, "disk_used_gb": 10, "running_jobs": 0}),
+        Some(&node_token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let response = client()
+        .post(server.url("/api/blobs"))
+        .bearer_auth(payer)
+        .body(input)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let payment = create_payment(server, payer, "job", &price, &job_id).await;
+    pay(chain, server, payer, "payer_key", &payment, price_micros).await;
+    let (status, body) = send(
+        server,
+        Method::POST,
+        "/api/jobs",
+        json!({"payment_id": payment, "type": "training", "image": "localhost/aiforge-job:busybox",
+               "command": ["sh", "-c", "true"], "env": {},
+               "inputs": [aiforge_domain::cid::cid_v0(input)],
+               "needs": {"cpu_cores": 1, "memory_mb": 256, "gpus": 0, "gpu_memory_mb": 0},
+               "max_runtime_secs": 600, "price": price}),
+        Some(payer),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let response = client()
+        .get(server.url(&format!("/api/nodes/{node}/jobs/next")))
+        .bearer_auth(&node_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for (what, body) in [
+        ("started", json!({"attempt": 1})),
+        ("finished", json!({"attempt": 1, "exit_code": 0})),
+    ] {
+        let (status, answer) = send(
+            server,
+            Method::POST,
+            &format!("/api/nodes/{node}/jobs/{job_id}/{what}"),
+            body,
+            Some(&node_token),
+        )
+        .await;
+        assert_eq!(status, 200, "{what}: {answer}");
+    }
+    node
+}

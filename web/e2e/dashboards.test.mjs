@@ -19,51 +19,12 @@ import {
 	startServer,
 	watchProblems
 } from './support.mjs';
+import { apiFromPage, DESKTOP, PHONE, until } from './ops-support.mjs';
 
 const skip = skipReason() ?? chainSkipReason();
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 const PASSWORD = 'difference engine';
 /** The month everything happens in (the manual clock starts in it). */
 const MONTH = '2026-11-01';
-
-/** Polls `check` until it returns a truthy value; fails with `what` at the deadline. */
-async function until(what, check, timeoutMs = 15_000) {
-	const deadline = Date.now() + timeoutMs;
-	let last;
-	while (Date.now() < deadline) {
-		last = await check();
-		if (last) return last;
-		await new Promise((r) => setTimeout(r, 100));
-	}
-	assert.fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
-
-/** The API as the page's cookie session sees it. */
-async function apiFromPage(page, path, init = {}) {
-	return page.evaluate(
-		async ([path, init]) => {
-			const response = await fetch(path, {
-				...init,
-				headers: {
-					'x-aiforge-csrf': '1',
-					'content-type': 'application/json',
-					'idempotency-key': crypto.randomUUID(),
-					...init.headers
-				}
-			});
-			const text = await response.text();
-			let body = null;
-			try {
-				body = JSON.parse(text);
-			} catch {
-				body = text;
-			}
-			return { status: response.status, body };
-		},
-		[path, init]
-	);
-}
 
 async function ok(page, path, init = {}, status = [200, 201]) {
 	const answer = await apiFromPage(page, path, init);

@@ -18,10 +18,9 @@ import {
 	startServer,
 	watchProblems
 } from './support.mjs';
+import { apiFromPage, DESKTOP, PHONE, textMatches, textOf, until } from './ops-support.mjs';
 
 const skip = skipReason() ?? chainSkipReason();
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 const PASSWORD = 'analytical engine';
 const MOCK_REPLY = 'Hello from the marketplace model';
 /** The official OpenAI Python SDK, when scripts/python-sdk installed it (else plain fetch). */
@@ -53,39 +52,6 @@ async function chatWithKey(base, key, model) {
 	});
 	assert.equal(response.status, 200, await response.clone().text());
 	return (await response.json()).choices[0].message.content;
-}
-
-/** Polls `check` until it returns a truthy value; fails with `what` at the deadline. */
-async function until(what, check, timeoutMs = 15_000) {
-	const deadline = Date.now() + timeoutMs;
-	let last;
-	while (Date.now() < deadline) {
-		last = await check();
-		if (last) return last;
-		await new Promise((r) => setTimeout(r, 100));
-	}
-	assert.fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
-
-/** The text a person reads: whitespace of the markup collapsed. */
-async function textOf(locator) {
-	const text =
-		(await locator
-			.first()
-			.textContent({ timeout: 5_000 })
-			.catch(() => '')) ?? '';
-	return text.replace(/\s+/g, ' ').trim();
-}
-
-async function textMatches(locator, pattern, timeoutMs = 15_000) {
-	const deadline = Date.now() + timeoutMs;
-	let text = '';
-	while (Date.now() < deadline) {
-		text = await textOf(locator);
-		if (pattern.test(text)) return text;
-		await new Promise((r) => setTimeout(r, 100));
-	}
-	assert.fail(`expected ${pattern} in ${JSON.stringify(text)}`);
 }
 
 /** One chat completion by plain HTTP: the status and the body (OpenAI's error shape on refusal). */
@@ -131,32 +97,6 @@ function tinyGguf(name, size) {
 	const file = Buffer.alloc(Math.max(size, header.length));
 	header.copy(file);
 	return file;
-}
-
-/** The API as the page's cookie session sees it. */
-async function apiFromPage(page, path, init = {}) {
-	return page.evaluate(
-		async ([path, init]) => {
-			const response = await fetch(path, {
-				...init,
-				headers: {
-					'x-aiforge-csrf': '1',
-					'content-type': 'application/json',
-					'idempotency-key': crypto.randomUUID(),
-					...init.headers
-				}
-			});
-			const text = await response.text();
-			let body = null;
-			try {
-				body = JSON.parse(text);
-			} catch {
-				body = text;
-			}
-			return { status: response.status, body };
-		},
-		[path, init]
-	);
 }
 
 describe('paying from the wallet in the page', { skip: skip ?? false }, () => {

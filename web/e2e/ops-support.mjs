@@ -1,4 +1,4 @@
-// Shared by the operations journeys (admin.test.mjs, payouts.test.mjs): signing in from the
+// Shared by the journeys (admin, payouts, market, dashboards): signing in from the
 // page with an injected wallet, the API as a page's cookie session sees it, paying a payment
 // on the local chain, and polling a condition with a deadline (never a sleep as synchronisation).
 import assert from 'node:assert/strict';
