@@ -327,7 +327,7 @@ describe('paying from the wallet in the page', { skip: skip ?? false }, () => {
 		const item = page.getByTestId('subscription-item');
 		await textMatches(item.getByTestId('subscription-state'), /^Active$/);
 		await textMatches(item.getByTestId('subscription-usage'), /^1 requests?,/);
-		await textMatches(item.getByTestId('subscription-period-usage'), /^1 requests, \d+ tokens$/);
+		await textMatches(item.getByTestId('subscription-period-usage'), /^1 request, \d+ tokens$/);
 		await page.screenshot({ path: artifactPath('desktop-subscriptions.png'), fullPage: true });
 
 		// The same pages at phone width.
