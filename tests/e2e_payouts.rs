@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::chain::{
-    mined_nonce, node_runs_a_paid_job, pay, pay_in, rpc, start_chain, token_balance,
-    token_balance_of, transfers_from, transfers_from_in, wallet_session, Chain, ADMIN_KEY,
+    mined_nonce, monthly_service_on_card, node_runs_a_paid_job, pay, pay_in, rpc, start_chain,
+    token_balance, token_balance_of, transfers_from, transfers_from_in, wallet_session, Chain,
+    ADMIN_KEY,
 };
 use support::*;
 
@@ -195,56 +196,6 @@ async fn a_close_killed_midway_is_recorded_exactly_once_after_the_restart() {
 
 // ---- payouts on a real chain ------------------------------------------------------------------
 
-async fn model_and_service(
-    server: &Server,
-    token: &str,
-    bytes: &[u8],
-    group: Option<&str>,
-) -> String {
-    let query = match group {
-        Some(group) => format!("/api/models?name=m&group_id={group}"),
-        None => "/api/models?name=m".to_string(),
-    };
-    let response = client()
-        .post(server.url(&query))
-        .bearer_auth(token)
-        // An upstream model card (a service needs a model an engine serves), named by `bytes`
-        // so that each model is its own file.
-        .body(
-            format!(
-                "aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: {}\n",
-                String::from_utf8_lossy(bytes).replace(' ', "-")
-            )
-            .into_bytes(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let model: Value = response.json().await.unwrap();
-    let model = model["model"]["id"].as_str().unwrap().to_string();
-    let (status, body) = send(
-        server,
-        Method::POST,
-        &format!("/api/publishing/model/{model}/publish"),
-        json!({}),
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = send(
-        server,
-        Method::POST,
-        "/api/marketplace/create",
-        json!({"model_id": model, "name": "Served", "description": "",
-               "pricing": {"type": "monthly", "price_per_month": "100"}, "rate_limits": {}}),
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["service"]["id"].as_str().unwrap().to_string()
-}
-
 async fn run_pass(server: &Server, admin: &str) -> (u16, Value) {
     send(
         server,
@@ -360,8 +311,7 @@ async fn a_month_pays_out(crash: Option<&'static str>) {
     }
     let mut services = Vec::new();
     for (i, token) in tokens.iter().take(3).enumerate() {
-        services
-            .push(model_and_service(&server, token, format!("model {i}").as_bytes(), None).await);
+        services.push(monthly_service_on_card(&server, token, &format!("model {i}")).await);
     }
     let response = client()
         .post(server.url(&format!("/api/models?name=m&group_id={group}")))
@@ -645,7 +595,7 @@ async fn a_payout_over_the_threshold_waits_for_approval_and_a_short_hot_wallet_s
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
     let (creator, token) = payee(&server, &keys[3]).await;
-    let service = model_and_service(&server, &token, b"one model", None).await;
+    let service = monthly_service_on_card(&server, &token, "one model").await;
     let payer = wallet_session(&server, chain.s("payer_key").trim_start_matches("0x"))
         .await
         .unwrap();
@@ -851,7 +801,7 @@ async fn two_instances_racing_to_pay_one_payout_put_one_transaction_on_chain() {
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
     let (creator, token) = payee(&a, &keys[3]).await;
-    let service = model_and_service(&a, &token, b"raced model", None).await;
+    let service = monthly_service_on_card(&a, &token, "raced model").await;
     let payer = wallet_session(&a, chain.s("payer_key").trim_start_matches("0x"))
         .await
         .unwrap();
@@ -924,8 +874,7 @@ async fn creator_with_payable(
 ) -> (Payee, String) {
     let key = chain.info["keys"][key].as_str().unwrap().to_string();
     let (creator, token) = payee(server, &key).await;
-    let service =
-        model_and_service(server, &token, format!("model of {key}").as_bytes(), None).await;
+    let service = monthly_service_on_card(server, &token, &format!("model of {key}")).await;
     let payer = wallet_session(server, chain.s("payer_key").trim_start_matches("0x"))
         .await
         .unwrap();

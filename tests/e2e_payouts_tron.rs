@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use aiforge_commands::payouts::HotWallet;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::chain::{verify, wallet_session, ADMIN_KEY};
+use support::chain::{monthly_service_on_card, verify, wallet_session, ADMIN_KEY};
 use support::tron::{address_of, hot_key, payer_key, start_tron, test_key, tron_session, TronNode};
 use support::*;
 
@@ -38,43 +38,6 @@ async fn run_pass(server: &Server, admin: &str) -> (u16, Value) {
         Some(admin),
     )
     .await
-}
-
-/// A creator's API service on an upstream model card, $100 a month.
-async fn model_and_service(server: &Server, token: &str) -> String {
-    let response = client()
-        .post(server.url("/api/models?name=m"))
-        .bearer_auth(token)
-        .body(
-            b"aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: tron-model\n"
-                .to_vec(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let model: Value = response.json().await.unwrap();
-    let model = model["model"]["id"].as_str().unwrap().to_string();
-    let (status, body) = send(
-        server,
-        Method::POST,
-        &format!("/api/publishing/model/{model}/publish"),
-        json!({}),
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = send(
-        server,
-        Method::POST,
-        "/api/marketplace/create",
-        json!({"model_id": model, "name": "Served", "description": "",
-               "pricing": {"type": "monthly", "price_per_month": "100"}, "rate_limits": {}}),
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["service"]["id"].as_str().unwrap().to_string()
 }
 
 /// A creator paid $100 on Tron for a subscription: the node, a server on it, the creator's Tron
@@ -222,7 +185,7 @@ async fn scene(failpoint: bool) -> Option<Scene> {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let service = model_and_service(&server, &creator).await;
+    let service = monthly_service_on_card(&server, &creator, "tron model").await;
 
     let payer_token = tron_session(&server, &payer_key()).await;
     let (status, body) = send(

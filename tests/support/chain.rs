@@ -399,3 +399,45 @@ pub async fn node_runs_a_paid_job(
     }
     node
 }
+
+/// A creator's published model, an upstream model card named `model` (a service needs a model
+/// an engine serves; each name its own file), and its API service at $100 a month: the
+/// service's id.
+pub async fn monthly_service_on_card(server: &Server, token: &str, model: &str) -> String {
+    let response = client()
+        .post(server.url("/api/models?name=m"))
+        .bearer_auth(token)
+        .body(
+            format!(
+                "aiforge upstream model card\nbase_url: http://127.0.0.1:9/v1\nmodel: {}\n",
+                model.replace(' ', "-")
+            )
+            .into_bytes(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let model: Value = response.json().await.unwrap();
+    let model = model["model"]["id"].as_str().unwrap().to_string();
+    let (status, body) = send(
+        server,
+        Method::POST,
+        &format!("/api/publishing/model/{model}/publish"),
+        json!({}),
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        server,
+        Method::POST,
+        "/api/marketplace/create",
+        json!({"model_id": model, "name": "Served", "description": "",
+               "pricing": {"type": "monthly", "price_per_month": "100"}, "rate_limits": {}}),
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["service"]["id"].as_str().unwrap().to_string()
+}
