@@ -571,3 +571,235 @@ fn sha256_hex(path: &std::path::Path) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
+
+/// Ganache's deterministic account #0: the admin's wallet here (only its key is used, no chain).
+const ADMIN_KEY: &str = "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d";
+
+/// Polls the instance's view of its NATS nodes until `ready` holds for it.
+async fn until_nodes(server: &Server, admin: &str, what: &str, ready: impl Fn(&[Value]) -> bool) {
+    for _ in 0..400 {
+        let (status, body) = get(server, "/api/admin/inference-nodes", Some(admin)).await;
+        assert_eq!(status, 200, "{body}");
+        if ready(body["nodes"].as_array().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the nodes never showed {what}");
+}
+
+/// The node ids serving `target` that show no load, here or announced.
+fn idle_nodes(nodes: &[Value], target: &str) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| n["targets"].as_array().unwrap().iter().any(|t| t == target))
+        .filter(|n| n["in_flight_here"] == 0 && n["in_flight_announced"] == 0)
+        .map(|n| n["node_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn retries(server: &Server) -> u64 {
+    metric(server, "aiforge_node_retries_total").await
+}
+
+/// A streamed call held open until its first word: which node answers it (each node's
+/// upstream says its own name first), and the rest of the stream.
+async fn first_word(
+    v1: &str,
+    key: &str,
+    model: &str,
+) -> (
+    String,
+    impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>,
+) {
+    let mut body = question(model, 64);
+    body["stream"] = json!(true);
+    let response = client()
+        .post(format!("{v1}/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    loop {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+        for word in ["Alpha", "Bravo", "Charlie", "Delta"] {
+            if seen.contains(&format!("\"content\":\"{word}")) {
+                return (word.to_string(), stream);
+            }
+        }
+    }
+}
+
+/// Reads a held stream to its end; it must end normally.
+async fn finish(mut stream: impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin) {
+    let mut rest = String::new();
+    while let Some(piece) = stream.next().await {
+        rest.push_str(&String::from_utf8_lossy(&piece.unwrap()));
+    }
+    assert!(rest.contains("[DONE]"), "{rest}");
+}
+
+/// Nodes over NATS that serve the same model: a call goes to the least loaded; a node killed
+/// without a word (no responders on its subject), a node whose engine fails and a node that
+/// stays silent before its first token each have the call retried once on another node, and
+/// the client sees a normal answer; a node that stops cleanly is no longer chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_go_to_the_least_loaded_node_and_a_node_failing_before_the_first_token_is_retried_once(
+) {
+    let nats = "nats://127.0.0.1:4222";
+    if tokio::net::TcpStream::connect("127.0.0.1:4222")
+        .await
+        .is_err()
+    {
+        skip_or_fail("NATS", "nothing answers on 127.0.0.1:4222");
+        return;
+    }
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        skip_or_fail("wallets", "the wallet fixtures are not installed");
+        return;
+    };
+    let dir = temp_dir();
+    let server = Server::start(
+        &dir,
+        &[
+            ("AIFORGE_NATS_URL", nats),
+            ("AIFORGE_NODE_IDLE_TIMEOUT_SECS", "2"),
+            ("AIFORGE_ADMIN_WALLETS", &admin_address),
+        ],
+    );
+    let admin = support::chain::wallet_session(&server, ADMIN_KEY)
+        .await
+        .unwrap();
+    let v1 = server.url("/api/v1");
+    // One upstream per node, each saying its node's name first, a word every 50 ms.
+    let mock = |reply: &str, extra: &[&str]| {
+        let mut args = vec!["--reply", reply, "--chunk-delay-ms", "50"];
+        args.extend_from_slice(extra);
+        let (child, line) = start_sibling("aiforge-mock-openai", &args, "listening on ");
+        (
+            child,
+            format!("{}/v1", line.trim_start_matches("listening on ")),
+        )
+    };
+    let (_alpha_up, alpha_url) = mock("Alpha one two three four five", &[]);
+    let (_bravo_up, bravo_url) = mock("Bravo one two three four five", &[]);
+    let (model, creator) = published_model(
+        &server,
+        "routed@example.com",
+        format!("aiforge upstream model card\nbase_url: {alpha_url}\nmodel: mock\n").into_bytes(),
+    )
+    .await;
+    let consumer = register_and_sign_in(&server, "routed-caller@example.com").await;
+    let (_, key) = subscribed(&server, &creator, &model, &consumer).await;
+    let target = aiforge_inference::remote::model_target(&model);
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let node = |name: &str, url: &str| {
+        let id = format!("routed-{name}-{suffix}");
+        let (child, _) = start_sibling(
+            "node-agent",
+            &[
+                "serve",
+                "--nats-url",
+                nats,
+                "--node-id",
+                &id,
+                "--upstream",
+                url,
+                "--upstream-model",
+                "mock",
+                "--serve-as",
+                &model,
+            ],
+            &format!("node-agent {id} serving"),
+        );
+        (child, id)
+    };
+    let mut nodes = vec![node("alpha", &alpha_url), node("bravo", &bravo_url)];
+    until_nodes(&server, &admin, "both nodes idle", |n| {
+        idle_nodes(n, &target).len() == 2
+    })
+    .await;
+
+    // The least loaded: while the first call streams on one node, the next goes to the other.
+    let (first, held) = first_word(&v1, &key, &model).await;
+    let (second, other) = first_word(&v1, &key, &model).await;
+    assert_ne!(first, second, "the busy node was not chosen");
+    finish(Box::pin(held)).await;
+    finish(Box::pin(other)).await;
+    assert_eq!(retries(&server).await, 0);
+    until_nodes(&server, &admin, "both nodes idle again", |n| {
+        idle_nodes(n, &target).len() == 2
+    })
+    .await;
+
+    // Killed without a word: the directory still lists it, and it is the next choice (chosen
+    // longest ago); no responders on its subject, so the call goes to the other at once.
+    let killed = usize::from(first != "Alpha");
+    let survivor_word = second.clone();
+    {
+        let (child, _) = &mut nodes[killed];
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+    }
+    let (status, answer, _) = chat(&v1, &key, question(&model, 16)).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with(&survivor_word), "{answer}");
+    assert_eq!(retries(&server).await, 1);
+    let killed_id = nodes[killed].1.clone();
+    until_nodes(&server, &admin, "the killed node forgotten", |n| {
+        n.iter().all(|node| node["node_id"] != killed_id.as_str())
+    })
+    .await;
+
+    // A node whose upstream fails (HTTP 500) before any token: never chosen yet, so chosen
+    // first; the call is retried once on the survivor and answered.
+    let (_charlie_up, charlie_url) = mock("Charlie", &["--fail-status", "500"]);
+    let charlie = node("charlie", &charlie_url);
+    let charlie_id = charlie.1.clone();
+    until_nodes(&server, &admin, "the failing node", |n| {
+        idle_nodes(n, &target).contains(&charlie_id)
+    })
+    .await;
+    let (status, answer, _) = chat(&v1, &key, question(&model, 16)).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with(&survivor_word), "{answer}");
+    assert_eq!(retries(&server).await, 2);
+
+    // Stopped cleanly (SIGINT): it says so, and is not chosen again.
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &charlie.0 .0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until_nodes(&server, &admin, "the stopped node gone", |n| {
+        n.iter().all(|node| node["node_id"] != charlie_id.as_str())
+    })
+    .await;
+    drop(charlie);
+
+    // Silent before its first token (an upstream that takes a minute): after the idle timeout
+    // the call goes to the survivor; streamed, the client sees one normal stream.
+    let (_delta_up, delta_url) = mock("Delta", &["--delay-ms", "60000"]);
+    let delta = node("delta", &delta_url);
+    let delta_id = delta.1.clone();
+    until_nodes(&server, &admin, "the silent node", |n| {
+        idle_nodes(n, &target).contains(&delta_id)
+    })
+    .await;
+    let (streamed, usage, done) = chat_stream(&v1, &key, question(&model, 16)).await;
+    assert!(done);
+    assert!(streamed.starts_with(&survivor_word), "{streamed}");
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(retries(&server).await, 3);
+    drop((delta, nodes));
+    server.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

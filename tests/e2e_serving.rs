@@ -165,22 +165,6 @@ async fn a_model_larger_than_the_serving_memory_is_not_servable_and_says_how_lar
     assert_eq!(status, 422, "{body}");
 }
 
-async fn metric(server: &Server, name: &str) -> u64 {
-    let text = client()
-        .get(server.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in {text}"))
-        .parse()
-        .unwrap()
-}
-
 /// A free service on `model` by its creator and a new consumer's key to it.
 async fn subscribed_key(server: &Server, creator: &str, model: &Value, consumer: &str) -> String {
     let (status, body) = create_service(server, creator, model).await;

@@ -53,6 +53,10 @@ use crate::settings::Settings;
 
 /// A request that takes longer than this is answered 408 and its work dropped.
 pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// How long a start waits for the read models to include the log as it found it before it
+/// serves (a restart after a crash: the first read sees what the last process wrote).
+pub const STARTUP_CATCH_UP_SECS: u64 = 60;
 /// On SIGTERM, background readers get this long to finish the batch in hand.
 pub const SHUTDOWN_GRACE_SECS: u64 = 10;
 /// How often the scheduler lease's holder deletes expired admission holds.
@@ -381,6 +385,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             post(routes::compute::failed),
         )
         .route("/api/admin/nodes", get(routes::compute::admin_nodes))
+        .route(
+            "/api/admin/inference-nodes",
+            get(routes::inference_nodes::inference_nodes),
+        )
         .route(
             "/api/admin/nodes/{node_id}/jobs",
             get(routes::compute::admin_node_jobs),
@@ -746,14 +754,19 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     // in-process node's pool, which loads any other servable model on its first call (last, so
     // a model a NATS node already serves is not loaded here too).
     let mut transports: Vec<Arc<dyn gateway::nodes::NodeTransport>> = vec![local_nodes];
+    let mut nats_directory = None;
     if let Some(url) = &settings.nats_url {
         let client = async_nats::connect(url.as_str())
             .await
             .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;
-        transports.push(Arc::new(gateway::nats::NatsNodes::new(
+        let nats_nodes = gateway::nats::NatsNodes::connect(
             client,
             Duration::from_secs(settings.node_idle_timeout_secs),
-        )));
+        )
+        .await
+        .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;
+        nats_directory = Some(nats_nodes.directory());
+        transports.push(Arc::new(nats_nodes));
     }
     if settings.local_node != settings::LocalNode::Off {
         transports.push(Arc::new(gateway::pool::ModelPool::new(
@@ -776,6 +789,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         admission,
         recorder: aiforge_commands::metering::UsageRecorder::start(db.clone(), clock.clone()),
         nodes: Arc::new(gateway::nodes::FirstAvailable(transports)),
+        nats_directory,
     });
 
     let revenue_book = Arc::new(Executor::new(
@@ -890,6 +904,21 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         .catch_up(&state.db)
         .await
         .map_err(|e| StartError::Gateway(e.to_string()))?;
+    // The read models include every event written before this start (a restart after a crash
+    // finds events its predecessor appended but never projected): the first read after a
+    // restart sees them. Bounded: a very long catch-up serves meanwhile and says so.
+    let head = state
+        .db
+        .log_head()
+        .await
+        .map_err(|e| StartError::Gateway(e.to_string()))?;
+    if let Err(e) = state
+        .projector
+        .wait_for(head, Duration::from_secs(STARTUP_CATCH_UP_SECS))
+        .await
+    {
+        tracing::warn!(error = %e, position = ?head, "the read models are still catching up with the log; serving meanwhile");
+    }
     let web_app = web::WebApp::locate(settings.web_dir.as_deref()).map_err(StartError::Web)?;
     match &web_app {
         Some(app) => tracing::info!(dir = %app.dir().display(), "serving the web app at /"),

@@ -13,11 +13,18 @@
 //!    or `{"error": {"kind", "message"}}`.
 //! 3. A gateway whose client went away publishes anything to `S.cancel`; the node stops the
 //!    generation and still ends with `done` (the completion counts what was delivered).
-//! 4. Nodes announce what they serve on `aiforge.nodes.announce` at start and every
-//!    `ANNOUNCE_SECS`: `{"node_id", "targets": [...]}`.
+//! 4. Nodes announce what they serve and how busy they are on `aiforge.nodes.announce`:
+//!    `{"node_id", "targets": [...], "in_flight": n}`, at start, every `ANNOUNCE_SECS`, when a
+//!    gateway asks on `aiforge.nodes.discover` (it does at its start), when their load changes
+//!    (coalesced: at most one every `LOAD_ANNOUNCE_MILLIS`), and with no targets when they stop.
+//! 5. Each node also takes requests for each of its targets on its own subject,
+//!    `aiforge.infer.node.<node>.<target>` (no queue group): a gateway that knows the nodes from
+//!    their announcements sends a call to the least loaded one, and a node that refuses, fails
+//!    or goes silent before the first token is retried once on another (`api/src/gateway/nats.rs`).
 //!
 //! A node that dies mid-stream sends nothing more; the gateway gives up after its idle timeout.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +36,11 @@ use crate::engine::{ChatRequest, Completion, Delta, Engine, EngineError};
 
 pub const SUBJECT_PREFIX: &str = "aiforge.infer";
 pub const ANNOUNCE_SUBJECT: &str = "aiforge.nodes.announce";
+/// A gateway asks every node to announce itself at once (an empty message).
+pub const DISCOVER_SUBJECT: &str = "aiforge.nodes.discover";
 pub const ANNOUNCE_SECS: u64 = 30;
+/// A node's load announcements are coalesced: at most one this often.
+pub const LOAD_ANNOUNCE_MILLIS: u64 = 200;
 
 /// The subject of a model's content (its file's SHA-256).
 pub fn content_target(sha256: &str) -> String {
@@ -43,6 +54,16 @@ pub fn model_target(model_id: &str) -> String {
 
 pub fn subject(target: &str) -> String {
     format!("{SUBJECT_PREFIX}.{target}")
+}
+
+/// The subject on which one node takes requests for one of its targets.
+pub fn node_subject(node_id: &str, target: &str) -> String {
+    format!("{SUBJECT_PREFIX}.node.{}.{target}", subject_token(node_id))
+}
+
+/// A node id as one NATS subject token (no separators or wildcards).
+fn subject_token(node_id: &str) -> String {
+    node_id.replace(['.', '*', '>', ' ', '\t', '\r', '\n'], "_")
 }
 
 pub fn queue_group(target: &str) -> String {
@@ -77,10 +98,13 @@ pub enum StreamMessage {
     Error(RemoteError),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     pub node_id: String,
     pub targets: Vec<String>,
+    /// Requests the node is generating now (absent from nodes older than load routing: 0).
+    #[serde(default)]
+    pub in_flight: u32,
 }
 
 fn remote_error(err: &EngineError) -> RemoteError {
@@ -109,18 +133,37 @@ pub async fn serve(
     node_id: String,
     engines: Vec<(String, Arc<dyn Engine>)>,
 ) -> Result<(), async_nats::Error> {
+    serve_with_ready(client, node_id, engines, || {}).await
+}
+
+/// [`serve`], calling `ready` once every subscription is in place at the server (a node that
+/// says it serves can be called at once).
+pub async fn serve_with_ready(
+    client: async_nats::Client,
+    node_id: String,
+    engines: Vec<(String, Arc<dyn Engine>)>,
+    ready: impl FnOnce() + Send,
+) -> Result<(), async_nats::Error> {
     let targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
+    let load = Arc::new(Load::default());
     let mut tasks = tokio::task::JoinSet::new();
     for (target, engine) in engines {
-        let mut requests = client
+        // The queue group (any node of the target) and this node's own subject (a gateway's
+        // choice of the least loaded node) lead to the same answer.
+        let shared = client
             .queue_subscribe(subject(&target), queue_group(&target))
             .await?;
+        let own = client.subscribe(node_subject(&node_id, &target)).await?;
+        let mut requests = futures::stream::select(shared, own);
         let client = client.clone();
         let node_id = node_id.clone();
+        let load = load.clone();
         tasks.spawn(async move {
             while let Some(message) = requests.next().await {
                 let (client, node_id, engine) = (client.clone(), node_id.clone(), engine.clone());
+                let busy = load.clone().start();
                 tokio::spawn(async move {
+                    let _busy = busy;
                     if let Err(err) = answer(client, node_id, engine, message).await {
                         tracing::warn!(error = %err, "an inference request failed on this node");
                     }
@@ -128,29 +171,84 @@ pub async fn serve(
             }
         });
     }
+    let mut discover = client.subscribe(DISCOVER_SUBJECT).await?;
     client.flush().await?;
-    let announce = serde_json::to_vec(&Announce {
-        node_id: node_id.clone(),
-        targets,
-    })?;
+    ready();
     tasks.spawn({
         let client = client.clone();
+        let (node_id, targets, load) = (node_id.clone(), targets.clone(), load.clone());
         async move {
+            let mut every = tokio::time::interval(Duration::from_secs(ANNOUNCE_SECS));
+            every.tick().await; // the first tick is now: the loop announces at once anyway
             loop {
-                if client
-                    .publish(ANNOUNCE_SUBJECT, announce.clone().into())
-                    .await
-                    .is_err()
-                {
+                let announce = Announce {
+                    node_id: node_id.clone(),
+                    targets: targets.clone(),
+                    in_flight: load.in_flight.load(Ordering::Relaxed),
+                };
+                let Ok(body) = serde_json::to_vec(&announce) else {
+                    return;
+                };
+                if client.publish(ANNOUNCE_SUBJECT, body.into()).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_secs(ANNOUNCE_SECS)).await;
+                tokio::select! {
+                    _ = every.tick() => {}
+                    asked = discover.next() => {
+                        if asked.is_none() {
+                            return;
+                        }
+                    }
+                    () = load.changed.notified() => {
+                        // Coalesce a burst of starts and ends into one announcement.
+                        tokio::time::sleep(Duration::from_millis(LOAD_ANNOUNCE_MILLIS)).await;
+                    }
+                }
             }
         }
     });
     tracing::info!(%node_id, "serving models over NATS");
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Says on NATS that this node serves nothing any more (a clean stop), so gateways stop
+/// choosing it before its announcements expire.
+pub async fn withdraw(client: &async_nats::Client, node_id: &str) {
+    let gone = Announce {
+        node_id: node_id.to_string(),
+        targets: Vec::new(),
+        in_flight: 0,
+    };
+    if let Ok(body) = serde_json::to_vec(&gone) {
+        let _ = client.publish(ANNOUNCE_SUBJECT, body.into()).await;
+        let _ = client.flush().await;
+    }
+}
+
+/// The requests this node is generating, and a signal when that changes.
+#[derive(Default)]
+struct Load {
+    in_flight: AtomicU32,
+    changed: tokio::sync::Notify,
+}
+
+impl Load {
+    fn start(self: Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_one();
+        Busy(self)
+    }
+}
+
+/// One request in flight; its end is counted when it drops.
+struct Busy(Arc<Load>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_one();
+    }
 }
 
 async fn answer(

@@ -204,12 +204,25 @@ async fn run(cli: Cli) -> Result<(), String> {
         .await
         .map_err(|e| format!("nats {nats_url}: {e}"))?;
     let targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
-    // A fixed line on stdout, so scripts and tests know the node is ready.
-    let serving = aiforge_inference::remote::serve(client, node_id.clone(), engines);
-    println!("node-agent {node_id} serving {}", targets.join(" "));
+    // A fixed line on stdout once every subscription is in place, so scripts and tests know
+    // the node can be called.
+    let ready_line = format!("node-agent {node_id} serving {}", targets.join(" "));
+    let serving = aiforge_inference::remote::serve_with_ready(
+        client.clone(),
+        node_id.clone(),
+        engines,
+        move || {
+            println!("{ready_line}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        },
+    );
     tokio::select! {
         result = serving => result.map_err(|e| e.to_string()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            // Gateways stop choosing this node now, not when its announcements expire.
+            aiforge_inference::remote::withdraw(&client, &node_id).await;
+            Ok(())
+        }
     }
 }
 

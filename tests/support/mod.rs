@@ -351,3 +351,20 @@ pub fn start_sibling(name: &str, args: &[&str], ready: &str) -> (Killed, String)
         .unwrap_or_else(|_| panic!("{name} did not start"));
     (child, line)
 }
+
+/// A counter or gauge of the server's `/metrics`.
+pub async fn metric(server: &Server, name: &str) -> u64 {
+    let text = client()
+        .get(server.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+        .parse()
+        .unwrap()
+}

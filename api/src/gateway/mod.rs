@@ -40,4 +40,6 @@ pub struct Gateway {
     pub admission: Arc<Admission>,
     pub recorder: UsageRecorder,
     pub nodes: Arc<dyn nodes::NodeTransport>,
+    /// The NATS nodes this instance routes to (NATS configured).
+    pub nats_directory: Option<Arc<nats::Directory>>,
 }

@@ -142,6 +142,7 @@ use crate::error::ApiError;
         crate::routes::compute::failed,
         crate::routes::compute::node_logs,
         crate::routes::compute::admin_nodes,
+        crate::routes::inference_nodes::inference_nodes,
         crate::routes::compute::admin_node_jobs,
         crate::routes::compute::activate,
         crate::routes::compute::deactivate,

@@ -12,6 +12,7 @@ pub mod conversations;
 pub mod fees;
 pub mod group_revenue;
 pub mod groups;
+pub mod inference_nodes;
 pub mod marketplace;
 pub mod models;
 pub mod openai;

@@ -108,6 +108,16 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_node_retries_total Calls sent to a second node after the first refused, failed, was gone or went silent before the first token."
+    );
+    let _ = writeln!(out, "# TYPE aiforge_node_retries_total counter");
+    let _ = writeln!(
+        out,
+        "aiforge_node_retries_total {}",
+        crate::gateway::nats::NODE_RETRIES_TOTAL.load(Ordering::Relaxed)
+    );
     let status = state.projector.status().await.map_err(ApiError::internal)?;
     let _ = writeln!(
         out,
