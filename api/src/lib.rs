@@ -753,6 +753,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         transports.push(Arc::new(gateway::nats::NatsNodes::new(
             client,
             Duration::from_secs(settings.node_idle_timeout_secs),
+            index.clone(),
         )));
     }
     if settings.local_node != settings::LocalNode::Off {

@@ -2,8 +2,15 @@
 //! streamed back on an inbox subject (protocol in `aiforge_inference::remote`). A request goes
 //! to the model's content subject first (any node with the same file), then to the subject of
 //! nodes configured for the platform model id; "no responders" on both is `NoNode`.
+//!
+//! The node id a call is metered under is the key index's word (`KeyIndex::metered_node_id`):
+//! a registered node's id only when its reply carried that node's token, checked against the
+//! digest the index folded from `NodeRegistered` (no database query on the call's path).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use aiforge_commands::gateway::KeyIndex;
 
 use aiforge_inference::remote::{
     content_target, engine_error, model_target, subject, InferRequest, Reply, StreamMessage,
@@ -23,13 +30,15 @@ pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 30;
 pub struct NatsNodes {
     client: async_nats::Client,
     idle_timeout: Duration,
+    index: Arc<KeyIndex>,
 }
 
 impl NatsNodes {
-    pub fn new(client: async_nats::Client, idle_timeout: Duration) -> Self {
+    pub fn new(client: async_nats::Client, idle_timeout: Duration, index: Arc<KeyIndex>) -> Self {
         Self {
             client,
             idle_timeout,
+            index,
         }
     }
 
@@ -49,7 +58,11 @@ impl NatsNodes {
             Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => Ok(None),
             Ok(Err(err)) => Err(lost(err.to_string())),
             Ok(Ok(reply)) => match serde_json::from_slice::<Reply>(&reply.payload) {
-                Ok(Reply::Accepted(node_id)) => Ok(Some(node_id)),
+                Ok(Reply::Accepted(node_id)) => Ok(Some(self.index.metered_node_id(&node_id, None))),
+                Ok(Reply::AcceptedBy(node)) => Ok(Some(
+                    self.index
+                        .metered_node_id(&node.node_id, Some(&node.token)),
+                )),
                 Ok(Reply::Refused(message)) => Err(NodeError::Engine {
                     node_id: format!("nats:{target}"),
                     source: aiforge_inference::EngineError::InvalidRequest(message),
