@@ -23,10 +23,14 @@
 //!   remainder, ties in the split's order); a group model with no split in force pays its
 //!   group's OWNER (as of `through`), whole.
 //!
+//! - **Inference nodes** (close rule 3, [`POOL_RULE_COMPUTE_PAY`]): registered nodes are paid
+//!   for the tokens they served at the fee schedule's compute rate, out of the platform's fee
+//!   (`crate::inference_pay`); nothing above changes.
+//!
 //! Closes go in order: the first close may be any month that has ended (earlier facts are its
 //! corrections); after it, only the month after the last closed one. A closed month cannot be
 //! closed again. The close's ledger postings (pool and group revenue accounts -> creator
-//! payables) are in the event and sum to zero.
+//! payables; platform fees -> node payables) are in the event and sum to zero.
 
 use std::collections::BTreeMap;
 

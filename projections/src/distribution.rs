@@ -111,7 +111,8 @@ pub enum FeeBasis {
     /// force at its confirmation. Every close and every audit replay.
     Recorded,
     /// As `schedule` would have split them: each payment's amount split again by it, into the
-    /// same accounts (the what-if of a proposal). Nothing else of the fold changes.
+    /// same accounts, and (close rule 3) each registered node's calls priced at its compute
+    /// rate (the what-if of a proposal). Nothing else of the fold changes.
     Proposed(FeeSchedule),
 }
 
@@ -213,7 +214,11 @@ impl MonthFold {
         if self.pool_rule < POOL_RULE_COMPUTE_PAY || !self.registered_nodes.contains(node_id) {
             return false;
         }
-        let schedule = self.fee_table.at(at);
+        // A what-if prices every call at the proposal's rate, as it splits every payment.
+        let schedule = match &self.basis {
+            FeeBasis::Recorded => self.fee_table.at(at),
+            FeeBasis::Proposed(schedule) => schedule,
+        };
         let Some(rate) = schedule.rates.compute_per_1k_tokens else {
             return false;
         };
