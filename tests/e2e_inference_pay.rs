@@ -72,7 +72,12 @@ fn serve_node(mock_url: &str, model: &str, node_id: &str, token: Option<&str>) -
     if let Some(token) = token {
         args.extend(["--node-token", token]);
     }
-    start_sibling("node-agent", &args, &format!("node-agent {node_id} serving")).0
+    start_sibling(
+        "node-agent",
+        &args,
+        &format!("node-agent {node_id} serving"),
+    )
+    .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -129,7 +134,10 @@ async fn a_registered_node_is_paid_rate_times_tokens_out_of_the_platforms_fee_an
     let response = client()
         .post(server.url("/api/models?name=capitals"))
         .bearer_auth(&creator)
-        .body(format!("aiforge upstream model card\nbase_url: {mock_url}\nmodel: mock\n").into_bytes())
+        .body(
+            format!("aiforge upstream model card\nbase_url: {mock_url}\nmodel: mock\n")
+                .into_bytes(),
+        )
         .send()
         .await
         .unwrap();
@@ -167,7 +175,10 @@ async fn a_registered_node_is_paid_rate_times_tokens_out_of_the_platforms_fee_an
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let proposal = body["proposal"]["proposal_id"].as_str().unwrap().to_string();
+    let proposal = body["proposal"]["proposal_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, body) = send(
         &server,
         Method::POST,
@@ -244,7 +255,10 @@ async fn a_registered_node_is_paid_rate_times_tokens_out_of_the_platforms_fee_an
     );
     assert_eq!(closed["compute_total"], expected.as_str());
     assert!(tokens_served > paid_tokens);
-    assert_eq!(closed["tokens_total"], tokens_served, "every plan call splits the pool");
+    assert_eq!(
+        closed["tokens_total"], tokens_served,
+        "every plan call splits the pool"
+    );
 
     // The node's owner sees it beside its job earnings.
     let (status, detail) = get(&server, &format!("/api/nodes/{node}"), Some(&provider)).await;

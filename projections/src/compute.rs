@@ -994,7 +994,8 @@ pub async fn node_earnings(
     .fetch_one(pool)
     .await)?;
     // Credits only: a payout's posting is a debit of the payable.
-    let (jobs_micros, inference_micros): (i64, i64) = on_engine!(db, |pool| sqlx::query_as(
+    let (jobs_micros, inference_micros): (i64, i64) = on_engine!(db, |pool| {
+        sqlx::query_as(
         "SELECT \
          CAST(COALESCE(SUM(CASE WHEN payment_id NOT LIKE 'revenue:%' THEN amount_micros ELSE 0 END), 0) AS BIGINT), \
          CAST(COALESCE(SUM(CASE WHEN payment_id LIKE 'revenue:%' THEN amount_micros ELSE 0 END), 0) AS BIGINT) \
@@ -1002,7 +1003,8 @@ pub async fn node_earnings(
     )
     .bind(&account)
     .fetch_one(pool)
-    .await)?;
+    .await
+    })?;
     Ok(NodeEarnings {
         payable_micros: payable.unwrap_or(0),
         jobs_paid,

@@ -25,10 +25,10 @@ use aiforge_commands::{
 };
 use aiforge_domain::fee_book::FeeBookEvent;
 use aiforge_domain::fees::{FeeSchedule, FeeTable, PaymentType};
-use aiforge_domain::node::NodeEvent;
 use aiforge_domain::group::GroupEvent;
 use aiforge_domain::ledger::{AccountKind, Posting};
 use aiforge_domain::model::{ModelEvent, ModelOwner, RevenueSplit};
+use aiforge_domain::node::NodeEvent;
 use aiforge_domain::payment::PaymentEvent;
 use aiforge_domain::revenue_book::{
     counted_by, distribute, ClosedMonth, LogPoint, Month, MonthDistribution, MonthTotals,
@@ -1329,7 +1329,10 @@ mod tests {
         let close = fold("2026-11", 9, vec![], &events);
         assert_eq!(close.compute.len(), 1);
         let line = &close.compute[0];
-        assert_eq!((line.node_id.as_str(), line.fee_schedule_version), ("n1", 2));
+        assert_eq!(
+            (line.node_id.as_str(), line.fee_schedule_version),
+            ("n1", 2)
+        );
         assert_eq!((line.tokens, line.calls), (2_501, 2));
         // 2501 × 0.002 / 1000 = 0.005002.
         assert_eq!(line.amount, usdt("0.005002"));

@@ -58,10 +58,11 @@ impl NatsNodes {
             Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => Ok(None),
             Ok(Err(err)) => Err(lost(err.to_string())),
             Ok(Ok(reply)) => match serde_json::from_slice::<Reply>(&reply.payload) {
-                Ok(Reply::Accepted(node_id)) => Ok(Some(self.index.metered_node_id(&node_id, None))),
+                Ok(Reply::Accepted(node_id)) => {
+                    Ok(Some(self.index.metered_node_id(&node_id, None)))
+                }
                 Ok(Reply::AcceptedBy(node)) => Ok(Some(
-                    self.index
-                        .metered_node_id(&node.node_id, Some(&node.token)),
+                    self.index.metered_node_id(&node.node_id, Some(&node.token)),
                 )),
                 Ok(Reply::Refused(message)) => Err(NodeError::Engine {
                     node_id: format!("nats:{target}"),

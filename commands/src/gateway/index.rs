@@ -839,8 +839,11 @@ mod tests {
     #[test]
     fn a_registered_nodes_id_is_metered_only_with_its_own_token() {
         let index = KeyIndex::default();
-        apply(&mut write(&index.state), &registered("n1", "aiforge_node_secret"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        apply(
+            &mut write(&index.state),
+            &registered("n1", "aiforge_node_secret"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             index.metered_node_id("n1", Some("aiforge_node_secret")),
             "n1"
