@@ -227,8 +227,21 @@ async fn a_registered_node_is_paid_rate_times_tokens_out_of_the_platforms_fee_an
     tokens_served += call(&server, &key, &model, 99).await;
     drop(impostor);
 
-    let (_, before) = get(&server, "/api/revenue/summary", Some(&admin)).await;
+    // Sessions expire on the app clock: the admin signs in again after the two days.
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let (status, before) = get(&server, "/api/revenue/summary", Some(&admin)).await;
+    assert_eq!(status, 200, "{before}");
     advance(&server, 30 * 86_400).await;
+    // And after the month.
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let (status, body) = login(
+        &server,
+        "provider@example.com",
+        "correct horse battery staple",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let provider = body["access_token"].as_str().unwrap().to_string();
     let (status, closed) = send(
         &server,
         Method::POST,
