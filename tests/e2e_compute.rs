@@ -1209,7 +1209,7 @@ async fn node_agents_run_jobs_in_containers_over_jetstream_and_a_killed_node_los
     assert_eq!(status, 200, "{view}");
     assert_eq!(
         view["node"]["earnings"],
-        json!({"payable": "9.500000", "jobs_paid": 1})
+        json!({"payable": "9.500000", "jobs_paid": 1, "jobs": "9.500000", "inference": "0.000000"})
     );
     // Its agent's heartbeats (over NATS) carry the machine's use.
     let metrics = &view["node"]["last_heartbeat"]["metrics"];

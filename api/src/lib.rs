@@ -762,6 +762,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         let nats_nodes = gateway::nats::NatsNodes::connect(
             client,
             Duration::from_secs(settings.node_idle_timeout_secs),
+            index.clone(),
         )
         .await
         .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;

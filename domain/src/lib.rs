@@ -12,6 +12,7 @@ pub mod cid;
 pub mod fee_book;
 pub mod fees;
 pub mod group;
+pub mod inference_pay;
 pub mod job;
 pub mod ledger;
 pub mod merkle;

@@ -23,10 +23,14 @@
 //!   remainder, ties in the split's order); a group model with no split in force pays its
 //!   group's OWNER (as of `through`), whole.
 //!
+//! - **Inference nodes** (close rule 3, [`POOL_RULE_COMPUTE_PAY`]): registered nodes are paid
+//!   for the tokens they served at the fee schedule's compute rate, out of the platform's fee
+//!   (`crate::inference_pay`); nothing above changes.
+//!
 //! Closes go in order: the first close may be any month that has ended (earlier facts are its
 //! corrections); after it, only the month after the last closed one. A closed month cannot be
 //! closed again. The close's ledger postings (pool and group revenue accounts -> creator
-//! payables) are in the event and sum to zero.
+//! payables; platform fees -> node payables) are in the event and sum to zero.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +39,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::inference_pay::{self, ComputePay, Served};
 use crate::ledger::{balanced, LedgerAccount, LedgerError, Posting};
 use crate::model::{ModelOwner, RevenueSplit};
 use crate::money::Usdt;
@@ -48,9 +53,13 @@ pub const POOL_RULE_ALL_TOKENS: u32 = 1;
 /// Pool rule 2: the pool is split by the tokens used under platform plans only; calls under an
 /// API subscription are paid by that subscription and do not draw on the pool.
 pub const POOL_RULE_PLAN_TOKENS: u32 = 2;
+/// Close rule 3: rule 2's pool, and registered inference nodes are paid for the tokens they
+/// served at the fee schedule's compute rate, out of the platform's fee
+/// (`crate::inference_pay`). Closes under rules 1 and 2 pay no node and replay as recorded.
+pub const POOL_RULE_COMPUTE_PAY: u32 = 3;
 /// The rule a close made now applies (recorded in its `MonthDistribution::pool_rule_version`;
 /// a replay applies the recorded one).
-pub const POOL_RULE_CURRENT: u32 = POOL_RULE_PLAN_TOKENS;
+pub const POOL_RULE_CURRENT: u32 = POOL_RULE_COMPUTE_PAY;
 
 fn pool_rule_all_tokens() -> u32 {
     POOL_RULE_ALL_TOKENS
@@ -209,6 +218,13 @@ pub struct MonthTotals {
         skip_serializing_if = "is_pool_rule_all_tokens"
     )]
     pub pool_rule_version: u32,
+    /// Tokens and calls served by registered nodes, by node, then by the fee version in force
+    /// at each call (rule 3; only versions with a compute rate are gathered).
+    #[serde(default)]
+    pub compute_served: BTreeMap<String, BTreeMap<u32, Served>>,
+    /// The compute rate per 1K tokens of each version in `compute_served`.
+    #[serde(default)]
+    pub compute_rates: BTreeMap<u32, Usdt>,
 }
 
 impl Default for MonthTotals {
@@ -225,6 +241,8 @@ impl Default for MonthTotals {
             usage_events: 0,
             payments: 0,
             pool_rule_version: POOL_RULE_CURRENT,
+            compute_served: BTreeMap::new(),
+            compute_rates: BTreeMap::new(),
         }
     }
 }
@@ -309,6 +327,18 @@ pub struct MonthDistribution {
         skip_serializing_if = "is_pool_rule_all_tokens"
     )]
     pub pool_rule_version: u32,
+    /// What registered inference nodes are paid (rule 3), by node and fee version; the postings
+    /// above include `platform_fees:platform -> node_payable:<node>` for them. Absent (empty)
+    /// in closes that paid no node, so closes recorded before the rule keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compute: Vec<ComputePay>,
+    /// The sum of `compute`: what the platform's fee paid nodes this close.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compute_total: Usdt,
+}
+
+fn is_zero(amount: &Usdt) -> bool {
+    *amount == Usdt::ZERO
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -500,6 +530,14 @@ pub fn distribute(
             amount: unpaid,
         });
     }
+    let compute = if totals.pool_rule_version >= POOL_RULE_COMPUTE_PAY {
+        inference_pay::compute_pay(&totals.compute_served, &totals.compute_rates)
+            .map_err(RevenueError::from)?
+    } else {
+        Vec::new()
+    };
+    let compute_total = inference_pay::total(&compute).map_err(RevenueError::from)?;
+    postings.extend(inference_pay::postings(&compute).map_err(RevenueError::from)?);
     balanced(&postings)?;
     let pool_distributed = if shares.is_empty() {
         Usdt::ZERO
@@ -550,6 +588,8 @@ pub fn distribute(
         input_digest: String::new(),
         digest: String::new(),
         pool_rule_version: totals.pool_rule_version,
+        compute,
+        compute_total,
     })
 }
 
@@ -829,9 +869,13 @@ mod tests {
     fn a_close_records_its_pool_rule_and_a_rule_one_close_keeps_its_bytes() {
         let m = month("2026-10");
         let d = distribute(m, LogPoint::default(), vec![], &seeds_totals(m)).unwrap();
-        assert_eq!(d.pool_rule_version, POOL_RULE_PLAN_TOKENS);
+        assert_eq!(d.pool_rule_version, POOL_RULE_CURRENT);
         let json = serde_json::to_value(&d).unwrap();
-        assert_eq!(json["pool_rule_version"], 2);
+        assert_eq!(json["pool_rule_version"], POOL_RULE_CURRENT);
+        assert!(
+            json.get("compute").is_none() && json.get("compute_total").is_none(),
+            "a close that paid no node writes no compute fields"
+        );
         // A close recorded before the rule had a version: read as rule 1, written back without
         // the field, so its canonical bytes (and so its digest) are unchanged.
         let mut old = json.clone();
@@ -839,6 +883,53 @@ mod tests {
         let read: MonthDistribution = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(read.pool_rule_version, POOL_RULE_ALL_TOKENS);
         assert_eq!(serde_json::to_value(&read).unwrap(), old);
+    }
+
+    #[test]
+    fn registered_nodes_are_paid_from_the_platforms_fee_and_creators_keep_their_shares() {
+        let m = month("2026-10");
+        let mut totals = seeds_totals(m);
+        totals.compute_served = BTreeMap::from([(
+            "node-1".to_string(),
+            BTreeMap::from([
+                (
+                    2,
+                    Served {
+                        tokens: 12_345,
+                        calls: 4,
+                    },
+                ),
+                (
+                    3,
+                    Served {
+                        tokens: 1_000,
+                        calls: 1,
+                    },
+                ),
+            ]),
+        )]);
+        totals.compute_rates = BTreeMap::from([(2, usdt("0.002")), (3, usdt("0.01"))]);
+        let without = distribute(m, LogPoint::default(), vec![], &seeds_totals(m)).unwrap();
+        let with = distribute(m, LogPoint::default(), vec![], &totals).unwrap();
+        // 12345 × 0.002 / 1000 = 0.02469; 1000 × 0.01 / 1000 = 0.01.
+        assert_eq!(with.compute_total, usdt("0.03469"));
+        assert_eq!(with.compute.len(), 2);
+        assert_eq!(
+            with.payouts, without.payouts,
+            "creators' and groups' shares unchanged"
+        );
+        assert_eq!(with.models, without.models);
+        balanced(&with.postings).unwrap();
+        let extra: Vec<&Posting> = with.postings[without.postings.len()..].iter().collect();
+        assert_eq!(extra[0].account, LedgerAccount::platform_fees());
+        assert_eq!(extra[0].amount, usdt("-0.03469"));
+        assert_eq!(extra[1].account, LedgerAccount::node("node-1"));
+        assert_eq!(extra[1].amount, usdt("0.03469"));
+        // A close under rule 2 (recorded before nodes earned) pays no node from the same totals.
+        totals.pool_rule_version = POOL_RULE_PLAN_TOKENS;
+        let old = distribute(m, LogPoint::default(), vec![], &totals).unwrap();
+        assert!(old.compute.is_empty());
+        assert_eq!(old.postings, without.postings);
     }
 
     #[test]

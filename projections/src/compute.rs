@@ -959,15 +959,30 @@ pub async fn held_by(
         .await)
 }
 
-/// What a node has earned: its payable balance in the ledger (micros) and how many jobs paid it.
+/// What a node has earned, in micro-USDT, as the ledger holds it for its owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeEarnings {
+    /// The payable's balance (earned, less what was paid out).
+    pub payable_micros: i64,
+    /// How many jobs paid it.
+    pub jobs_paid: i64,
+    /// Its share of the jobs it ran (settlements' postings to its payable).
+    pub jobs_micros: i64,
+    /// What monthly closes paid it for the tokens it served (`inference_pay`; postings named
+    /// `revenue:YYYY-MM`).
+    pub inference_micros: i64,
+}
+
+/// What a node has earned (`NodeEarnings`).
 pub async fn node_earnings(
     db: &aiforge_commands::Database,
     node_id: &str,
-) -> Result<(i64, i64), sqlx::Error> {
+) -> Result<NodeEarnings, sqlx::Error> {
+    let account = format!("node_payable:{node_id}");
     let payable: Option<i64> = on_engine!(db, |pool| sqlx::query_scalar(
         "SELECT CAST(balance_micros AS BIGINT) FROM ledger_balances_view WHERE account = $1"
     )
-    .bind(format!("node_payable:{node_id}"))
+    .bind(&account)
     .fetch_optional(pool)
     .await)?;
     let jobs_paid: i64 = on_engine!(db, |pool| sqlx::query_scalar(
@@ -978,7 +993,24 @@ pub async fn node_earnings(
     .bind(node_id)
     .fetch_one(pool)
     .await)?;
-    Ok((payable.unwrap_or(0), jobs_paid))
+    // Credits only: a payout's posting is a debit of the payable.
+    let (jobs_micros, inference_micros): (i64, i64) = on_engine!(db, |pool| {
+        sqlx::query_as(
+        "SELECT \
+         CAST(COALESCE(SUM(CASE WHEN payment_id NOT LIKE 'revenue:%' THEN amount_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN payment_id LIKE 'revenue:%' THEN amount_micros ELSE 0 END), 0) AS BIGINT) \
+         FROM ledger_postings_view WHERE account = $1 AND amount_micros > 0"
+    )
+    .bind(&account)
+    .fetch_one(pool)
+    .await
+    })?;
+    Ok(NodeEarnings {
+        payable_micros: payable.unwrap_or(0),
+        jobs_paid,
+        jobs_micros,
+        inference_micros,
+    })
 }
 
 /// The jobs a node ran or holds, newest first, and their total count (the admin's job history

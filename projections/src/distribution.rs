@@ -10,7 +10,9 @@
 //! The input digest is SHA-256 over each event the fold used, in log order, as
 //! `tx \n position \n aggregate_type \n aggregate_id \n event_type \n payload \n`: the calls and
 //! payments counted, and the ownership facts read (models uploaded, revenue splits, groups
-//! created, ownership transfers) up to `through`. Changing any byte of those events' payloads
+//! created, ownership transfers) up to `through`; under close rule 3 also the fee versions
+//! adopted and the nodes registered (what the inference pay is computed from) and every call
+//! a registered node was paid for. Changing any byte of those events' payloads
 //! changes the digest, so a replay of a tampered log differs from the recorded close.
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,15 +23,17 @@ use aiforge_commands::clock::Clock;
 use aiforge_commands::{
     CommandError, CommandMeta, Database, Executor, LogPosition, Outcome, RecordedEvent,
 };
-use aiforge_domain::fees::{FeeSchedule, PaymentType};
+use aiforge_domain::fee_book::FeeBookEvent;
+use aiforge_domain::fees::{FeeSchedule, FeeTable, PaymentType};
 use aiforge_domain::group::GroupEvent;
 use aiforge_domain::ledger::{AccountKind, Posting};
 use aiforge_domain::model::{ModelEvent, ModelOwner, RevenueSplit};
+use aiforge_domain::node::NodeEvent;
 use aiforge_domain::payment::PaymentEvent;
 use aiforge_domain::revenue_book::{
     counted_by, distribute, ClosedMonth, LogPoint, Month, MonthDistribution, MonthTotals,
     RevenueBook, RevenueBookCommand, RevenueBookError, RevenueBookEvent, MONTH_CLOSED,
-    POOL_RULE_CURRENT, POOL_RULE_PLAN_TOKENS, REVENUE_BOOK_ID,
+    POOL_RULE_COMPUTE_PAY, POOL_RULE_CURRENT, POOL_RULE_PLAN_TOKENS, REVENUE_BOOK_ID,
 };
 use aiforge_domain::usage::{API_CALL_AGGREGATE, API_CALL_METERED};
 use aiforge_domain::Usdt;
@@ -70,6 +74,8 @@ impl From<CommandError<RevenueBookError>> for DistributionError {
 struct MeteredCall<'a> {
     #[serde(borrow)]
     model_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    node_id: std::borrow::Cow<'a, str>,
     prompt_tokens: u32,
     completion_tokens: u32,
     #[serde(with = "time::serde::rfc3339")]
@@ -105,7 +111,8 @@ pub enum FeeBasis {
     /// force at its confirmation. Every close and every audit replay.
     Recorded,
     /// As `schedule` would have split them: each payment's amount split again by it, into the
-    /// same accounts (the what-if of a proposal). Nothing else of the fold changes.
+    /// same accounts, and (close rule 3) each registered node's calls priced at its compute
+    /// rate (the what-if of a proposal). Nothing else of the fold changes.
     Proposed(FeeSchedule),
 }
 
@@ -132,6 +139,12 @@ pub struct MonthFold {
     owners: HashMap<String, ModelOwner>,
     splits: HashMap<String, Vec<RevenueSplit>>,
     group_owners: HashMap<String, String>,
+    /// Rule 3: the fee versions adopted so far (a call's compute rate is the one in force at
+    /// its `at`; an adoption is refused once its date has come, so it precedes every call it
+    /// prices in the log) and the registered nodes (registration precedes serving).
+    fee_versions: Vec<FeeSchedule>,
+    fee_table: FeeTable,
+    registered_nodes: std::collections::HashSet<String>,
     hasher: Sha256,
 }
 
@@ -164,6 +177,9 @@ impl MonthFold {
             owners: HashMap::new(),
             splits: HashMap::new(),
             group_owners: HashMap::new(),
+            fee_versions: Vec::new(),
+            fee_table: FeeTable::genesis(),
+            registered_nodes: std::collections::HashSet::new(),
             hasher: Sha256::new(),
         }
     }
@@ -192,6 +208,34 @@ impl MonthFold {
         at < self.month.end() && !counted_by(&self.prior, at, point(event))
     }
 
+    /// Rule 3: counts a call's tokens for its node when the node is registered and the fee
+    /// version in force at `at` has a compute rate. Whether it did.
+    fn serve_for_pay(&mut self, node_id: &str, at: OffsetDateTime, tokens: u64) -> bool {
+        if self.pool_rule < POOL_RULE_COMPUTE_PAY || !self.registered_nodes.contains(node_id) {
+            return false;
+        }
+        // A what-if prices every call at the proposal's rate, as it splits every payment.
+        let schedule = match &self.basis {
+            FeeBasis::Recorded => self.fee_table.at(at),
+            FeeBasis::Proposed(schedule) => schedule,
+        };
+        let Some(rate) = schedule.rates.compute_per_1k_tokens else {
+            return false;
+        };
+        let version = schedule.version;
+        self.totals.compute_rates.insert(version, rate);
+        let served = self
+            .totals
+            .compute_served
+            .entry(node_id.to_string())
+            .or_default()
+            .entry(version)
+            .or_default();
+        served.tokens = served.tokens.saturating_add(tokens);
+        served.calls += 1;
+        true
+    }
+
     /// Feeds the next event in log order. Returns `false` (and uses nothing) once past
     /// `through`: the caller stops there.
     pub fn feed(&mut self, event: &RecordedEvent) -> Result<bool, ProjectionError> {
@@ -209,12 +253,16 @@ impl MonthFold {
                 if !self.counts(call.at, event) {
                     return Ok(true);
                 }
+                let tokens = u64::from(call.prompt_tokens) + u64::from(call.completion_tokens);
+                let paid_node = self.serve_for_pay(&call.node_id, call.at, tokens);
                 // Rule 2: only calls under a platform plan draw on the pool.
                 let plan_call = call.entitlement.as_ref().is_some_and(|e| e.kind == "plan");
                 if self.pool_rule >= POOL_RULE_PLAN_TOKENS && !plan_call {
+                    if paid_node {
+                        self.hash(event);
+                    }
                     return Ok(true);
                 }
-                let tokens = u64::from(call.prompt_tokens) + u64::from(call.completion_tokens);
                 let by_month = match self.totals.tokens.get_mut(call.model_id.as_ref()) {
                     Some(by_month) => by_month,
                     None => self
@@ -232,6 +280,29 @@ impl MonthFold {
                 }
                 self.totals.usage_events += 1;
                 self.hash(event);
+            }
+            (aggregate, "FeeScheduleAdopted")
+                if aggregate == aiforge_domain::fee_book::FeeBook::TYPE
+                    && self.pool_rule >= POOL_RULE_COMPUTE_PAY =>
+            {
+                if let FeeBookEvent::FeeScheduleAdopted { schedule, .. } =
+                    decode_payload::<FeeBookEvent>(event)?
+                {
+                    self.fee_versions.push(schedule);
+                    self.fee_table = FeeTable::with_adopted(self.fee_versions.iter().cloned());
+                    self.hash(event);
+                }
+            }
+            (aggregate, "NodeRegistered")
+                if aggregate == aiforge_domain::node::Node::TYPE
+                    && self.pool_rule >= POOL_RULE_COMPUTE_PAY =>
+            {
+                if let NodeEvent::NodeRegistered { node_id, .. } =
+                    decode_payload::<NodeEvent>(event)?
+                {
+                    self.registered_nodes.insert(node_id);
+                    self.hash(event);
+                }
             }
             (aggregate, "PaymentConfirmed")
                 if aggregate == aiforge_domain::payment::Payment::TYPE =>
@@ -1137,7 +1208,7 @@ mod tests {
         events.push(api_call(10, "m4", 90_000, nov));
         events.push(api_call(11, "m3", 5_000, nov));
         let close = fold("2026-11", 11, vec![], &events);
-        assert_eq!(close.pool_rule_version, POOL_RULE_PLAN_TOKENS);
+        assert_eq!(close.pool_rule_version, POOL_RULE_CURRENT);
         assert_eq!(close.pool_total, usdt("700"));
         assert_eq!(close.tokens_total, 10_000);
         let pools: Vec<(String, Usdt)> = close
@@ -1180,6 +1251,139 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let replay = replay.unwrap_or_else(|e| panic!("{e}"));
         assert!(replay.matches(), "a rule-1 close replays exactly");
+    }
+
+    /// A call served by `node` (the helpers' calls are the platform's node, `local`).
+    fn on_node(mut event: RecordedEvent, node: &str) -> RecordedEvent {
+        event.payload = event
+            .payload
+            .replace("\"node_id\":\"local\"", &format!("\"node_id\":\"{node}\""));
+        event
+    }
+
+    fn node_registered(position: i64, node: &str) -> RecordedEvent {
+        let event = NodeEvent::NodeRegistered {
+            node_id: node.into(),
+            owner: "provider".into(),
+            name: node.into(),
+            owner_wallet: "0xprovider".into(),
+            resources: aiforge_domain::node::Resources {
+                cpu_cores: 2,
+                memory_mb: 1024,
+                disk_gb: 10,
+                gpus: vec![],
+                max_concurrent_jobs: 1,
+            },
+            token_digest: "00".repeat(32),
+            at: datetime!(2026-10-01 00:00 UTC),
+        };
+        let mut event = recorded(
+            position,
+            aiforge_domain::node::Node::TYPE,
+            "NodeRegistered",
+            serde_json::to_string(&event).unwrap_or_default(),
+        );
+        event.aggregate_id = node.into();
+        event
+    }
+
+    fn compute_rate_adopted(position: i64, rate: &str, from: OffsetDateTime) -> RecordedEvent {
+        let mut schedule = aiforge_domain::fees::genesis();
+        schedule.version = 2;
+        schedule.effective_from = from;
+        schedule.rates.compute_per_1k_tokens = Some(usdt(rate));
+        let event = FeeBookEvent::FeeScheduleAdopted {
+            proposal_id: "p".into(),
+            schedule,
+            adopted_by: "admin".into(),
+            at: datetime!(2026-11-01 00:00 UTC),
+        };
+        recorded(
+            position,
+            aiforge_domain::fee_book::FeeBook::TYPE,
+            "FeeScheduleAdopted",
+            serde_json::to_string(&event).unwrap_or_default(),
+        )
+    }
+
+    /// Rule 3 at the fold: a registered node is paid for the tokens of its calls (plan and API
+    /// subscription alike) timed once a rate is in force, rounded down once per version; an
+    /// anonymous node is not; the pool and the creators' payouts are those of the same month
+    /// without nodes; the replay of an export matches; a rule-2 replay pays nobody.
+    #[test]
+    fn registered_nodes_are_paid_by_the_rate_in_force_at_each_call() {
+        let before = datetime!(2026-11-03 00:00 UTC);
+        let after = datetime!(2026-11-10 00:00 UTC);
+        let base = vec![
+            uploaded(1, "m1", "u1"),
+            node_registered(2, "n1"),
+            compute_rate_adopted(3, "0.002", datetime!(2026-11-05 00:00 UTC)),
+            pool_payment(4, 100_000_000, after),
+        ];
+        let mut events = base.clone();
+        events.push(on_node(call(5, "m1", 500, before), "n1")); // no rate yet
+        events.push(on_node(call(6, "m1", 1_501, after), "n1"));
+        events.push(on_node(api_call(7, "m1", 1_000, after), "n1"));
+        events.push(on_node(call(8, "m1", 700, after), "anonymous"));
+        events.push(call(9, "m1", 300, after)); // the platform's own node
+        let close = fold("2026-11", 9, vec![], &events);
+        assert_eq!(close.compute.len(), 1);
+        let line = &close.compute[0];
+        assert_eq!(
+            (line.node_id.as_str(), line.fee_schedule_version),
+            ("n1", 2)
+        );
+        assert_eq!((line.tokens, line.calls), (2_501, 2));
+        // 2501 × 0.002 / 1000 = 0.005002.
+        assert_eq!(line.amount, usdt("0.005002"));
+        assert_eq!(close.compute_total, usdt("0.005002"));
+        aiforge_domain::ledger::balanced(&close.postings).unwrap_or_else(|e| panic!("{e}"));
+        let node_paid: Vec<&Posting> = close
+            .postings
+            .iter()
+            .filter(|p| p.account.kind == AccountKind::NodePayable)
+            .collect();
+        assert_eq!(node_paid.len(), 1);
+        assert_eq!(node_paid[0].amount, usdt("0.005002"));
+        // The creators' side is what the same calls on the platform's node give.
+        let platform_only: Vec<RecordedEvent> = base
+            .iter()
+            .cloned()
+            .chain([
+                call(5, "m1", 500, before),
+                call(6, "m1", 1_501, after),
+                api_call(7, "m1", 1_000, after),
+                call(8, "m1", 700, after),
+                call(9, "m1", 300, after),
+            ])
+            .collect();
+        let unpaid = fold("2026-11", 9, vec![], &platform_only);
+        assert!(unpaid.compute.is_empty());
+        assert_eq!(unpaid.payouts, close.payouts);
+        assert_eq!(unpaid.pool_total, close.pool_total);
+        // The auditor's replay of an export recomputes it exactly.
+        let path = std::env::temp_dir().join(format!(
+            "aiforge-replay-compute-{}.jsonl",
+            uuid::Uuid::now_v7()
+        ));
+        export_with_close(&events, &close, &path);
+        let open = || -> std::io::Result<Box<dyn BufRead>> {
+            Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+                &path,
+            )?)))
+        };
+        let month: Month = "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}"));
+        let replay = replay_export(&open, month);
+        let _ = std::fs::remove_file(&path);
+        assert!(replay.unwrap_or_else(|e| panic!("{e}")).matches());
+        // A change of the node's tokens changes the digest.
+        let mut tampered = events.clone();
+        tampered[5].payload = tampered[5].payload.replace("750", "751");
+        assert_ne!(fold("2026-11", 9, vec![], &tampered).digest, close.digest);
+        // Under rule 2 (closes recorded before nodes earned) the same log pays no node.
+        let old = fold_by("2026-11", 9, vec![], &events, POOL_RULE_PLAN_TOKENS);
+        assert!(old.compute.is_empty());
+        assert_eq!(old.postings, unpaid.postings);
     }
 
     fn export_with_close(

@@ -362,6 +362,19 @@ pub async fn direct_earnings(
         .await)
 }
 
+/// What monthly closes paid inference nodes out of the platform's fees, in micros: the
+/// closes' (`revenue:YYYY-MM`) postings to node payables, of one month's close or of all.
+pub async fn compute_paid(db: &Database, month: Option<&str>) -> Result<i64, sqlx::Error> {
+    let sql = "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS bigint) FROM ledger_postings_view \
+        WHERE kind = 'node_payable' AND payment_id LIKE 'revenue:%' \
+        AND ($1 = '' OR payment_id = $1)";
+    let reference = month.map(|m| format!("revenue:{m}")).unwrap_or_default();
+    on_engine!(db, |pool| sqlx::query_scalar(sql)
+        .bind(reference)
+        .fetch_one(pool)
+        .await)
+}
+
 /// One ledger account's balance in micros (0 when it has no postings).
 pub async fn balance(db: &Database, account: &str) -> Result<i64, sqlx::Error> {
     sum_of_balances(db, "account", account).await

@@ -10,7 +10,8 @@
 //! settlement, not while in escrow); a creator's direct earnings are the payment postings to their
 //! payable (what `direct_earnings` counts); pool shares and group splits are a close's payouts,
 //! dated to the first day of the month they distribute (as my-earnings files them); a node's
-//! earnings are its settlements' postings to its payable.
+//! earnings are its settlements' postings to its payable (kind `job`) and a close's postings to
+//! it for the tokens it served (kind `inference`, dated as the close's payouts).
 
 use std::collections::BTreeMap;
 
@@ -235,6 +236,22 @@ fn close(rollup: &mut Rollup, event: &RecordedEvent) -> Result<(), ProjectionErr
             &[("kind", kind)],
             &day,
             micros(payout.amount, event)?,
+        );
+    }
+    // What the close paid inference nodes for the tokens they served (its postings to their
+    // payables), dated as the payouts are.
+    for posting in distribution
+        .postings
+        .iter()
+        .filter(|p| p.account.kind == AccountKind::NodePayable && p.amount.is_positive())
+    {
+        rollup.fan(
+            "earnings",
+            "node",
+            &posting.account.key,
+            &[("kind", "inference")],
+            &day,
+            micros(posting.amount, event)?,
         );
     }
     Ok(())

@@ -275,13 +275,18 @@ async fn a_paid_job_is_scheduled_run_settled_and_rebuilt_identically(db: Databas
         aiforge_projections::compute::node_earnings(&db, &cpu.node_id)
             .await
             .unwrap(),
-        (9_500_000, 1)
+        aiforge_projections::compute::NodeEarnings {
+            payable_micros: 9_500_000,
+            jobs_paid: 1,
+            jobs_micros: 9_500_000,
+            inference_micros: 0,
+        }
     );
     assert_eq!(
         aiforge_projections::compute::node_earnings(&db, &gpu.node_id)
             .await
             .unwrap(),
-        (0, 0),
+        aiforge_projections::compute::NodeEarnings::default(),
         "its job was handed back, unpaid"
     );
     assert_eq!(balance(&db, &format!("job_escrow:{cpu_job}")).await, 0);

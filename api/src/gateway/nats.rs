@@ -14,12 +14,17 @@
 //! Load is what the node last announced or what this gateway has in flight to it, whichever is
 //! larger: one instance sees its own calls at once, and the others' through the announcements
 //! (coalesced, a few a second at most).
+//!
+//! The node id a call is metered under is the key index's word (`KeyIndex::metered_node_id`):
+//! a registered node's id only when its reply carried that node's token, checked against the
+//! digest the index folded from `NodeRegistered` (no database query on the call's path).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aiforge_commands::gateway::KeyIndex;
 use aiforge_inference::remote::{
     content_target, engine_error, model_target, node_subject, subject, Announce, Reply,
     StreamMessage, ANNOUNCE_SECS, ANNOUNCE_SUBJECT, DISCOVER_SUBJECT,
@@ -49,6 +54,7 @@ pub struct NatsNodes {
     client: async_nats::Client,
     idle_timeout: Duration,
     directory: Arc<Directory>,
+    index: Arc<KeyIndex>,
 }
 
 impl NatsNodes {
@@ -64,6 +70,7 @@ impl NatsNodes {
     pub async fn connect(
         client: async_nats::Client,
         idle_timeout: Duration,
+        index: Arc<KeyIndex>,
     ) -> Result<Self, async_nats::Error> {
         let directory = Arc::new(Directory::default());
         let mut announcements = client.subscribe(ANNOUNCE_SUBJECT).await?;
@@ -86,6 +93,7 @@ impl NatsNodes {
             client,
             idle_timeout,
             directory,
+            index,
         })
     }
 
@@ -143,7 +151,11 @@ impl NatsNodes {
                 Ok(Err(e)) => return Err(fail(lost(e.to_string()), true)),
                 Ok(Ok(reply)) => match serde_json::from_slice::<Reply>(&reply.payload) {
                     Ok(Reply::Accepted(id)) => {
-                        node_id = Some(id);
+                        node_id = Some(self.index.metered_node_id(&id, None));
+                        break;
+                    }
+                    Ok(Reply::AcceptedBy(node)) => {
+                        node_id = Some(self.index.metered_node_id(&node.node_id, Some(&node.token)));
                         break;
                     }
                     Ok(Reply::Refused(message)) => {

@@ -823,6 +823,12 @@ pub struct MonthDistributionBody {
     pub payments: u64,
     pub input_digest: String,
     pub digest: String,
+    /// The close's rule (`POOL_RULE_*`: 3 pays registered inference nodes); absent = 1.
+    pub pool_rule_version: Option<u32>,
+    /// What registered inference nodes are paid, by node and fee version (absent when none).
+    pub compute: Option<Vec<Value>>,
+    /// The sum of `compute`, paid out of the platform's fees (absent when zero).
+    pub compute_total: Option<Usdt>,
 }
 
 #[derive(ToSchema)]
@@ -860,6 +866,10 @@ pub struct RevenueBalances {
 pub struct RevenueSummary {
     pub total_revenue: Usdt,
     pub platform_fees: Usdt,
+    /// What monthly closes paid inference nodes out of the platform's fees.
+    pub compute_paid: Usdt,
+    /// `platform_fees` less `compute_paid`.
+    pub platform_net: Usdt,
     pub net_to_others: Usdt,
     pub by_type: Vec<RevenueTypeLine>,
     pub distribution: DistributionTotals,
@@ -871,6 +881,10 @@ pub struct MonthlyRevenue {
     pub month: String,
     pub total_revenue: Usdt,
     pub platform_fees: Usdt,
+    /// What the month's close paid inference nodes (0 until it is closed).
+    pub compute_paid: Usdt,
+    /// `platform_fees` less `compute_paid`.
+    pub platform_net: Usdt,
     pub by_type: Vec<RevenueTypeLine>,
     pub closed: bool,
     pub digest: Option<String>,
@@ -1164,8 +1178,14 @@ pub struct NodeHistoryEntry {
 
 #[derive(ToSchema)]
 pub struct NodeEarnings {
+    /// What the ledger owes the node's owner now (earned, less payouts).
     pub payable: Usdt,
     pub jobs_paid: i64,
+    /// Its share of the jobs it ran, all time.
+    pub jobs: Usdt,
+    /// What monthly closes paid it for the tokens it served (the compute rate of the fee
+    /// schedule), all time.
+    pub inference: Usdt,
 }
 
 /// A node with its state history and earnings (`GET /api/nodes/{node_id}`): every field of
@@ -1175,7 +1195,7 @@ pub struct NodeDetail {
     #[serde(flatten)]
     pub node: NodeBody,
     pub history: Vec<NodeHistoryEntry>,
-    /// 95% of every job it ran, as the ledger holds it for the node's owner.
+    /// Its share of every job it ran and its inference pay, as the ledger holds them.
     pub earnings: NodeEarnings,
 }
 

@@ -448,16 +448,21 @@ pub async fn get_node(
         .iter()
         .map(|h| json!({"event": h.event_type, "status": h.status, "detail": parsed(&h.detail), "at": h.at}))
         .collect();
-    let (payable, jobs_paid) =
-        aiforge_projections::compute::node_earnings(&state.db, &node_id).await?;
+    let earned = aiforge_projections::compute::node_earnings(&state.db, &node_id).await?;
     let mut node = node_json(&state, &row).await?;
     node["history"] = json!(history);
-    // 95% of every job it ran, as the ledger holds it for the node's owner.
+    let usdt = |micros: i64| {
+        aiforge_domain::Usdt::from_micros(micros)
+            .map(|u| u.to_string())
+            .map_err(ApiError::internal)
+    };
+    // The node's share of every job it ran and what monthly closes paid it for the tokens it
+    // served, as the ledger holds them for the node's owner.
     node["earnings"] = json!({
-        "payable": aiforge_domain::Usdt::from_micros(payable)
-            .map_err(ApiError::internal)?
-            .to_string(),
-        "jobs_paid": jobs_paid,
+        "payable": usdt(earned.payable_micros)?,
+        "jobs_paid": earned.jobs_paid,
+        "jobs": usdt(earned.jobs_micros)?,
+        "inference": usdt(earned.inference_micros)?,
     });
     Ok(Json(json!({ "node": node })))
 }

@@ -1,4 +1,5 @@
-//! Revenue: the admin's views (`/api/revenue/summary`, `monthly`, `distribution`, `model`), the
+//! Revenue: the admin's views (`/api/revenue/summary`, `monthly`, `distribution`, `model`; the
+//! platform's fees, what closes paid inference nodes out of them, and the platform's net), the
 //! monthly close (`POST /api/revenue/close/{year}/{month}`), a creator's earnings
 //! (`/api/revenue/my-earnings`) and a group model's distribution (`/api/group-revenue/...`).
 //! Everything is read from projections; the close is the one command here
@@ -125,6 +126,7 @@ pub async fn summary(
 ) -> Result<Json<Value>, ApiError> {
     let by_type = views::by_type(&state.db, None).await?;
     let closes = views::closes_summary(&state.db).await?;
+    let compute = views::compute_paid(&state.db, None).await?;
     let (gross, fees, net) = by_type.iter().fold((0i64, 0i64, 0i64), |acc, t| {
         (
             acc.0 + t.gross_micros,
@@ -135,6 +137,8 @@ pub async fn summary(
     Ok(Json(json!({
         "total_revenue": usdt_text(gross),
         "platform_fees": usdt_text(fees),
+        "compute_paid": usdt_text(compute),
+        "platform_net": usdt_text(fees - compute),
         "net_to_others": usdt_text(net),
         "by_type": type_lines(&by_type),
         "distribution": {
@@ -195,6 +199,7 @@ pub async fn monthly(
     let key = month.to_string();
     let by_type = views::by_type(&state.db, Some(&key)).await?;
     let close = views::close_of(&state.db, &key).await?;
+    let compute = views::compute_paid(&state.db, Some(&key)).await?;
     let (gross, fees) = by_type.iter().fold((0i64, 0i64), |acc, t| {
         (acc.0 + t.gross_micros, acc.1 + t.fee_micros)
     });
@@ -202,6 +207,8 @@ pub async fn monthly(
         "month": key,
         "total_revenue": usdt_text(gross),
         "platform_fees": usdt_text(fees),
+        "compute_paid": usdt_text(compute),
+        "platform_net": usdt_text(fees - compute),
         "by_type": type_lines(&by_type),
         "closed": close.is_some(),
         "digest": close.map(|c| c.digest),

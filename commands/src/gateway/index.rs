@@ -27,6 +27,9 @@ use aiforge_domain::Usdt;
 use time::OffsetDateTime;
 
 pub const INDEX_POLL_MILLIS: u64 = 250;
+/// What a call is metered under when its node claimed an id it could not prove
+/// (`KeyIndex::metered_node_id`).
+pub const UNPROVEN_NODE_PREFIX: &str = "unproven:";
 pub const INDEX_BATCH_EVENTS_MAX: i64 = 2000;
 /// Quota periods are 30 days from activation, like subscription periods.
 pub const QUOTA_PERIOD_DAYS: i64 = 30;
@@ -188,6 +191,9 @@ struct State {
     platform_keys: HashMap<String, String>,
     /// Accounts an admin has deactivated: every key of theirs is refused.
     deactivated: HashSet<String>,
+    /// Registered compute nodes: id -> SHA-256 of the node token (`NodeRegistered`), so a
+    /// serving node's claim to be one is checked without a database query.
+    nodes: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -330,6 +336,27 @@ impl KeyIndex {
     /// Whether an admin has deactivated the account (its keys are refused).
     pub fn is_deactivated(&self, user_id: &str) -> bool {
         read(&self.state).deactivated.contains(user_id)
+    }
+
+    /// The node id a call is metered under when the node that answered said it is `node_id`
+    /// and showed `token` (registered nodes do, `aiforge_inference::remote`). Registered nodes
+    /// are paid for what they serve (`aiforge_domain::inference_pay`), so a registered node's
+    /// id is used only with that node's own token; an anonymous node keeps the name it gave,
+    /// unless the name is a registered node's: then `unproven:<name>`, which no close pays.
+    pub fn metered_node_id(&self, node_id: &str, token: Option<&str>) -> String {
+        let state = read(&self.state);
+        match (state.nodes.get(node_id), token) {
+            (None, None) => node_id.to_string(),
+            (Some(digest), Some(token))
+                if crate::wallet_auth::constant_time_eq(
+                    crate::compute::token_sha256(token.trim()).as_bytes(),
+                    digest.as_bytes(),
+                ) =>
+            {
+                node_id.to_string()
+            }
+            _ => format!("{UNPROVEN_NODE_PREFIX}{node_id}"),
+        }
     }
 
     /// The user whose live platform key has this SHA-256 (hex), if any.
@@ -476,6 +503,16 @@ fn apply(state: &mut State, event: &RecordedEvent) -> Result<(), IndexError> {
         }
         "api_service" => apply_service(state, decode(event)?),
         "model" => apply_model(state, decode(event)?),
+        "node" if event.event_type == "NodeRegistered" => {
+            if let aiforge_domain::node::NodeEvent::NodeRegistered {
+                node_id,
+                token_digest,
+                ..
+            } = decode(event)?
+            {
+                state.nodes.insert(node_id, token_digest);
+            }
+        }
         // Only the two events that matter here are decoded (an account's other events are
         // frequent and, one of them, secret).
         "account"
@@ -761,5 +798,66 @@ fn apply_model(state: &mut State, event: ModelEvent) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aiforge_domain::node::{NodeEvent, Resources};
+
+    fn registered(node_id: &str, token: &str) -> RecordedEvent {
+        let event = NodeEvent::NodeRegistered {
+            node_id: node_id.into(),
+            owner: "provider".into(),
+            name: "rig".into(),
+            owner_wallet: "0xprovider".into(),
+            resources: Resources {
+                cpu_cores: 2,
+                memory_mb: 1024,
+                disk_gb: 10,
+                gpus: vec![],
+                max_concurrent_jobs: 1,
+            },
+            token_digest: crate::compute::token_sha256(token),
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        RecordedEvent {
+            position: 1,
+            tx: 0,
+            aggregate_type: "node".into(),
+            aggregate_id: node_id.into(),
+            sequence: 1,
+            event_type: "NodeRegistered".into(),
+            event_version: "1.0".into(),
+            payload: serde_json::to_string(&event).unwrap_or_default(),
+            metadata: "{}".into(),
+            recorded_at: "2026-11-01T00:00:00.000000Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_registered_nodes_id_is_metered_only_with_its_own_token() {
+        let index = KeyIndex::default();
+        apply(
+            &mut write(&index.state),
+            &registered("n1", "aiforge_node_secret"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            index.metered_node_id("n1", Some("aiforge_node_secret")),
+            "n1"
+        );
+        assert_eq!(
+            index.metered_node_id("n1", Some("aiforge_node_other")),
+            "unproven:n1"
+        );
+        assert_eq!(index.metered_node_id("n1", None), "unproven:n1");
+        // Anonymous nodes keep their own names; a token for no registered node proves nothing.
+        assert_eq!(index.metered_node_id("node-abc", None), "node-abc");
+        assert_eq!(
+            index.metered_node_id("node-abc", Some("aiforge_node_secret")),
+            "unproven:node-abc"
+        );
     }
 }

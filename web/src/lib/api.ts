@@ -1086,6 +1086,10 @@ export interface MonthlyRevenue {
 	month: string;
 	total_revenue: Money;
 	platform_fees: Money;
+	/** What the month's close paid inference nodes out of the platform's fees. */
+	compute_paid: Money;
+	/** `platform_fees` less `compute_paid`. */
+	platform_net: Money;
 	by_type: RevenueTypeLine[];
 	closed: boolean;
 	digest: string | null;
@@ -1094,6 +1098,10 @@ export interface MonthlyRevenue {
 export interface RevenueSummary {
 	total_revenue: Money;
 	platform_fees: Money;
+	/** What monthly closes paid inference nodes out of the platform's fees. */
+	compute_paid: Money;
+	/** `platform_fees` less `compute_paid`. */
+	platform_net: Money;
 	net_to_others: Money;
 	by_type: RevenueTypeLine[];
 	distribution: {
@@ -1174,7 +1182,8 @@ export interface ComputeNode {
 	} | null;
 	registered_at: string;
 	updated_at: string;
-	earnings?: { payable: Money; jobs_paid: number };
+	/** Its share of jobs and what monthly closes paid it for the tokens it served. */
+	earnings?: { payable: Money; jobs_paid: number; jobs: Money; inference: Money };
 }
 
 export const dashboards = {
