@@ -566,6 +566,13 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `GET /api/admin/users?{query}` as the admin, which must answer 200.
+async fn users_page(server: &Server, admin: &str, query: String) -> Value {
+    let (status, page) = get(server, &format!("/api/admin/users?{query}"), Some(admin)).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page
+}
+
 /// The admin's user search, on one engine: email, username and wallet address, any case, a `%`
 /// or `_` typed matched as itself, paged with the count of matches.
 async fn the_admin_searches_users(database_url: Option<&str>) {
@@ -592,38 +599,29 @@ async fn the_admin_searches_users(database_url: Option<&str>) {
             .map(|u| u["user_id"].as_str().unwrap().to_string())
             .collect()
     };
-    let search = |q: String| {
-        let server = &server;
-        let admin = &admin;
-        async move {
-            let (status, page) = get(server, &format!("/api/admin/users?{q}"), Some(admin)).await;
-            assert_eq!(status, 200, "{q}: {page}");
-            page
-        }
-    };
 
     // By email, in another case; by username; by a piece of the wallet address in upper case.
-    let page = search("q=UMA%40EXAMPLE".into()).await;
+    let page = users_page(&server, &admin, "q=UMA%40EXAMPLE".into()).await;
     assert_eq!((ids(&page), page["total"].as_i64()), (vec![uma_id.clone()], Some(1)));
     assert_eq!(page["q"], "UMA@EXAMPLE");
-    let page = search("q=%20Uma%20".into()).await;
+    let page = users_page(&server, &admin, "q=%20Uma%20".into()).await;
     assert_eq!(ids(&page), vec![uma_id.clone()], "trimmed: {page}");
     let fragment = admin_address.trim_start_matches("0x")[4..14].to_uppercase();
-    let page = search(format!("q={fragment}")).await;
+    let page = users_page(&server, &admin, format!("q={fragment}")).await;
     assert_eq!(ids(&page), vec![admin_id.clone()], "{page}");
     // `_` is a character, not LIKE's any-one-character: a_b, not axb.
-    let page = search("q=a_b".into()).await;
+    let page = users_page(&server, &admin, "q=a_b".into()).await;
     assert_eq!(ids(&page), vec![under_id.clone()], "{page}");
-    let page = search("q=%25".into()).await;
+    let page = users_page(&server, &admin, "q=%25".into()).await;
     assert_eq!(page["total"], 0, "no one's text holds a %: {page}");
     // Paged in registration order, the total counting every match.
-    let page = search("q=example.org&per_page=1&page=2".into()).await;
+    let page = users_page(&server, &admin, "q=example.org&per_page=1&page=2".into()).await;
     assert_eq!((ids(&page), page["total"].as_i64()), (vec![plain_id.clone()], Some(2)));
-    let page = search("q=nobody-like-this".into()).await;
+    let page = users_page(&server, &admin, "q=nobody-like-this".into()).await;
     assert_eq!((ids(&page), page["total"].as_i64()), (vec![], Some(0)));
     // No search (or a blank one) lists everyone, as before.
     for query in ["", "q=%20%20"] {
-        let page = search(query.into()).await;
+        let page = users_page(&server, &admin, query.into()).await;
         assert_eq!(page["total"], 4, "{query}: {page}");
         assert_eq!(page["q"], Value::Null);
     }
