@@ -602,7 +602,10 @@ async fn the_admin_searches_users(database_url: Option<&str>) {
 
     // By email, in another case; by username; by a piece of the wallet address in upper case.
     let page = users_page(&server, &admin, "q=UMA%40EXAMPLE".into()).await;
-    assert_eq!((ids(&page), page["total"].as_i64()), (vec![uma_id.clone()], Some(1)));
+    assert_eq!(
+        (ids(&page), page["total"].as_i64()),
+        (vec![uma_id.clone()], Some(1))
+    );
     assert_eq!(page["q"], "UMA@EXAMPLE");
     let page = users_page(&server, &admin, "q=%20Uma%20".into()).await;
     assert_eq!(ids(&page), vec![uma_id.clone()], "trimmed: {page}");
@@ -616,7 +619,10 @@ async fn the_admin_searches_users(database_url: Option<&str>) {
     assert_eq!(page["total"], 0, "no one's text holds a %: {page}");
     // Paged in registration order, the total counting every match.
     let page = users_page(&server, &admin, "q=example.org&per_page=1&page=2".into()).await;
-    assert_eq!((ids(&page), page["total"].as_i64()), (vec![plain_id.clone()], Some(2)));
+    assert_eq!(
+        (ids(&page), page["total"].as_i64()),
+        (vec![plain_id.clone()], Some(2))
+    );
     let page = users_page(&server, &admin, "q=nobody-like-this".into()).await;
     assert_eq!((ids(&page), page["total"].as_i64()), (vec![], Some(0)));
     // No search (or a blank one) lists everyone, as before.
@@ -627,7 +633,11 @@ async fn the_admin_searches_users(database_url: Option<&str>) {
     }
     let long = "x".repeat(201);
     let (status, body) = get(&server, &format!("/api/admin/users?q={long}"), Some(&admin)).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("q")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("q")),
+        "{body}"
+    );
     server.stop();
     let _ = std::fs::remove_dir_all(dir);
 }

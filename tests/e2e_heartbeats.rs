@@ -149,7 +149,10 @@ async fn heartbeat_history_is_sampled_per_minute_and_pruned(database_url: Option
     // Anyone else learns nothing; bad ranges are refused.
     assert_eq!(history(&server, &node, "", Some(&outsider)).await.0, 404);
     assert_eq!(history(&server, &node, "", None).await.0, 401);
-    assert_eq!(history(&server, "no-such-node", "", Some(&admin)).await.0, 404);
+    assert_eq!(
+        history(&server, "no-such-node", "", Some(&admin)).await.0,
+        404
+    );
     for query in [
         "?from=yesterday",
         "?from=2026-11-10T11:00:00Z&to=2026-11-10T10:00:00Z",

@@ -350,7 +350,8 @@ impl MonthFold {
                 }
             }
             (JOB_AGGREGATE, "JobCompleted" | "JobFailed" | "JobTimedOut" | "JobCancelled") => {
-                let Some((_, settlement, at)) = decode_payload::<JobEvent>(event)?.into_settlement()
+                let Some((_, settlement, at)) =
+                    decode_payload::<JobEvent>(event)?.into_settlement()
                 else {
                     return Ok(true);
                 };
@@ -1234,7 +1235,14 @@ mod tests {
         let v1 = aiforge_domain::fees::genesis();
         let (v2, v3) = (subscriptions_at(40), jobs_at(3, 12));
         let (settled, _) = job_settled(&v3, 5, "n1", 20_000_000, (1, 1), nov);
-        let (december, _) = job_settled(&v3, 7, "n1", 20_000_000, (1, 1), datetime!(2026-12-02 00:00 UTC));
+        let (december, _) = job_settled(
+            &v3,
+            7,
+            "n1",
+            20_000_000,
+            (1, 1),
+            datetime!(2026-12-02 00:00 UTC),
+        );
         let creator = Beneficiary::Creator {
             user_id: "u1".into(),
         };
@@ -1242,7 +1250,14 @@ mod tests {
             uploaded(1, "m1", "u1"),
             pool_payment_under(&v1, 2, 100_000_000, nov),
             call(3, "m1", 100, nov),
-            payment_under(&v2, PaymentType::ApiSubscription, &creator, 4, 10_000_000, nov),
+            payment_under(
+                &v2,
+                PaymentType::ApiSubscription,
+                &creator,
+                4,
+                10_000_000,
+                nov,
+            ),
             settled,
             payment_under(
                 &v2,
@@ -1260,11 +1275,19 @@ mod tests {
         assert_eq!(close.fee_schedule_versions, vec![1], "the pool's payments");
         assert_eq!(close.fee_schedule_versions_used, Some(vec![1, 2, 3]));
         let json = serde_json::to_value(&close).unwrap_or_default();
-        assert_eq!(json["fee_schedule_versions_used"], serde_json::json!([1, 2, 3]));
+        assert_eq!(
+            json["fee_schedule_versions_used"],
+            serde_json::json!([1, 2, 3])
+        );
         // The settlement is an input of the close: a changed byte changes its digest.
         let mut tampered = events.clone();
-        tampered[4].payload = tampered[4].payload.replace("\"attempt\":1", "\"attempt\":2");
-        assert_ne!(fold("2026-11", i64::MAX, vec![], &tampered).digest, close.digest);
+        tampered[4].payload = tampered[4]
+            .payload
+            .replace("\"attempt\":1", "\"attempt\":2");
+        assert_ne!(
+            fold("2026-11", i64::MAX, vec![], &tampered).digest,
+            close.digest
+        );
 
         // A close of before: the fold under its rule leaves the field out and reads the same
         // inputs as a log without the other payments and the settlements.
@@ -1287,7 +1310,10 @@ mod tests {
         let old = before(&events);
         assert_eq!(old.fee_schedule_versions_used, None);
         let old_json = serde_json::to_value(&old).unwrap_or_default();
-        assert!(old_json.get("fee_schedule_versions_used").is_none(), "{old_json}");
+        assert!(
+            old_json.get("fee_schedule_versions_used").is_none(),
+            "{old_json}"
+        );
         assert_eq!(old.digest, before(&events[..3]).digest);
         assert_eq!(old.pool_total, close.pool_total);
         // Each replays as recorded.
@@ -1342,9 +1368,16 @@ mod tests {
         let (_, proposed) = fold_with(&events, FeeBasis::Proposed(proposal.clone()));
         assert_eq!(
             proposed.platform_fees[&PaymentType::Job],
-            sum(&[fresh_a.platform_fee, fresh_b.platform_fee, fresh_c.platform_fee])
+            sum(&[
+                fresh_a.platform_fee,
+                fresh_b.platform_fee,
+                fresh_c.platform_fee
+            ])
         );
-        assert_eq!(proposed.nodes["n1"], sum(&[fresh_a.node_net, fresh_b.node_net]));
+        assert_eq!(
+            proposed.nodes["n1"],
+            sum(&[fresh_a.node_net, fresh_b.node_net])
+        );
         assert_eq!(proposed.nodes["n2"], fresh_c.node_net);
         // $15 earned of $20 at 12%: $1.80 to the platform, $13.20 to the node (was $0.75 and
         // $14.25 at 5%).
@@ -1355,7 +1388,11 @@ mod tests {
         assert_eq!(paid_a.platform_fee, usdt("0.75"));
         assert_eq!(
             actual.platform_fees[&PaymentType::Job],
-            sum(&[paid_a.platform_fee, paid_b.platform_fee, paid_c.platform_fee])
+            sum(&[
+                paid_a.platform_fee,
+                paid_b.platform_fee,
+                paid_c.platform_fee
+            ])
         );
         assert_eq!(actual.nodes["n1"], sum(&[paid_a.node_net, paid_b.node_net]));
         assert_eq!(actual.nodes["n2"], paid_c.node_net);
