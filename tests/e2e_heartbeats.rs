@@ -167,6 +167,15 @@ async fn heartbeat_history_is_sampled_per_minute_and_pruned(database_url: Option
     // pass the clock's move runs deletes them; the one of 10:03 stays, read in a 30-day range
     // that would still hold the others.
     advance(&server, 30 * 24 * 3600 - 35).await;
+    // Sessions expire on the app clock too: the owner signs in again.
+    let (status, body) = login(
+        &server,
+        "operator@example.com",
+        "correct horse battery staple",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let owner = body["access_token"].as_str().unwrap().to_string();
     let (status, body) = history(
         &server,
         &node,
