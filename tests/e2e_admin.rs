@@ -1,6 +1,7 @@
 //! Operating the platform, through the real `aiforge` binary: every admin route refuses a
 //! request without a session (401) and an email session (403); an admin lists payments with
-//! filters, sees a user in full, a node's job history and the platform's counts; and
+//! filters, searches users (email, username, wallet address, any case), sees a user in full, a
+//! node's job history and the platform's counts; and
 //! deactivating a user refuses their session, API key and node token on two instances of one
 //! PostgreSQL database, while reactivating restores them.
 
@@ -563,4 +564,95 @@ async fn the_admin_runs_audit_verify_and_replay_over_http_as_the_cli_does() {
     assert_eq!(verdict["position"], position, "{verdict}");
     server.stop();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `GET /api/admin/users?{query}` as the admin, which must answer 200.
+async fn users_page(server: &Server, admin: &str, query: String) -> Value {
+    let (status, page) = get(server, &format!("/api/admin/users?{query}"), Some(admin)).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    page
+}
+
+/// The admin's user search, on one engine: email, username and wallet address, any case, a `%`
+/// or `_` typed matched as itself, paged with the count of matches.
+async fn the_admin_searches_users(database_url: Option<&str>) {
+    let Some((admin_address, _)) = wallet_sign("ethereum", ADMIN_KEY, "probe") else {
+        return;
+    };
+    let dir = temp_dir();
+    let mut env = vec![("AIFORGE_ADMIN_WALLETS", admin_address.as_str())];
+    if let Some(url) = database_url {
+        env.push(("AIFORGE_DATABASE_URL", url));
+    }
+    let server = Server::start(&dir, &env);
+    let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
+    let (_, me) = get(&server, "/api/auth/me", Some(&admin)).await;
+    let admin_id = me["id"].as_str().unwrap().to_string();
+    let (uma_id, _) = signed_up(&server, "uma@example.com").await;
+    let (under_id, _) = signed_up(&server, "a_b@example.org").await;
+    let (plain_id, _) = signed_up(&server, "axb@example.org").await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["user_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // By email, in another case; by username; by a piece of the wallet address in upper case.
+    let page = users_page(&server, &admin, "q=UMA%40EXAMPLE".into()).await;
+    assert_eq!(
+        (ids(&page), page["total"].as_i64()),
+        (vec![uma_id.clone()], Some(1))
+    );
+    assert_eq!(page["q"], "UMA@EXAMPLE");
+    let page = users_page(&server, &admin, "q=%20Uma%20".into()).await;
+    assert_eq!(ids(&page), vec![uma_id.clone()], "trimmed: {page}");
+    let fragment = admin_address.trim_start_matches("0x")[4..14].to_uppercase();
+    let page = users_page(&server, &admin, format!("q={fragment}")).await;
+    assert_eq!(ids(&page), vec![admin_id.clone()], "{page}");
+    // `_` is a character, not LIKE's any-one-character: a_b, not axb.
+    let page = users_page(&server, &admin, "q=a_b".into()).await;
+    assert_eq!(ids(&page), vec![under_id.clone()], "{page}");
+    let page = users_page(&server, &admin, "q=%25".into()).await;
+    assert_eq!(page["total"], 0, "no one's text holds a %: {page}");
+    // Paged in registration order, the total counting every match.
+    let page = users_page(&server, &admin, "q=example.org&per_page=1&page=2".into()).await;
+    assert_eq!(
+        (ids(&page), page["total"].as_i64()),
+        (vec![plain_id.clone()], Some(2))
+    );
+    let page = users_page(&server, &admin, "q=nobody-like-this".into()).await;
+    assert_eq!((ids(&page), page["total"].as_i64()), (vec![], Some(0)));
+    // No search (or a blank one) lists everyone, as before.
+    for query in ["", "q=%20%20"] {
+        let page = users_page(&server, &admin, query.into()).await;
+        assert_eq!(page["total"], 4, "{query}: {page}");
+        assert_eq!(page["q"], Value::Null);
+    }
+    let long = "x".repeat(201);
+    let (status, body) = get(&server, &format!("/api/admin/users?q={long}"), Some(&admin)).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("q")),
+        "{body}"
+    );
+    server.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_searches_users_by_email_username_and_wallet_in_any_case_on_sqlite() {
+    the_admin_searches_users(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_searches_users_by_email_username_and_wallet_in_any_case_on_postgresql() {
+    let Some((url, name)) = postgres_url().await else {
+        aiforge_commands::testing::skip_or_fail("PostgreSQL", "cannot create a database");
+        return;
+    };
+    the_admin_searches_users(Some(&url)).await;
+    drop_postgres_database(&postgres_admin_url(), &name).await;
 }

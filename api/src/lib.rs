@@ -365,6 +365,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             post(routes::compute::heartbeat),
         )
         .route(
+            "/api/nodes/{node_id}/heartbeats",
+            get(routes::compute::node_heartbeats),
+        )
+        .route(
             "/api/nodes/{node_id}/offline",
             post(routes::compute::offline),
         )

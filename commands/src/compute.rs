@@ -356,6 +356,25 @@ impl Compute {
             .map_err(|e| ComputeError::Internal(e.to_string()))
     }
 
+    /// A node's heartbeat samples (one a minute at most) whose minute lies in `from..=to`.
+    pub async fn heartbeat_samples(
+        &self,
+        node_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Heartbeat>, ComputeError> {
+        crate::liveness::samples(self.database(), node_id, from, to)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))
+    }
+
+    /// Deletes heartbeat samples past their keep (`liveness::HEARTBEAT_SAMPLES_KEEP_SECS`).
+    pub async fn prune_heartbeat_samples(&self, now: OffsetDateTime) -> Result<u64, ComputeError> {
+        crate::liveness::prune(self.database(), now)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))
+    }
+
     /// Of the nodes the log says are online, those silent for the heartbeat timeout at `now`
     /// (a node never heard of counts from when this process started).
     pub async fn expired(

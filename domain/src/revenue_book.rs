@@ -203,6 +203,10 @@ pub struct MonthTotals {
     pub group_api: BTreeMap<String, BTreeMap<Month, Usdt>>,
     /// Fee schedule versions of the pool's payments.
     pub fee_schedule_versions: Vec<u32>,
+    /// Fee schedule versions of every payment and job settlement the month counts; `None`
+    /// when folding for a close made before closes named them (`MonthDistribution`).
+    #[serde(default)]
+    pub fee_schedule_versions_used: Option<Vec<u32>>,
     /// Who owns each model that appears above.
     pub owners: BTreeMap<String, ModelOwner>,
     /// The split in force at the month's start, for group models that have one.
@@ -235,6 +239,7 @@ impl Default for MonthTotals {
             requests: BTreeMap::new(),
             group_api: BTreeMap::new(),
             fee_schedule_versions: Vec::new(),
+            fee_schedule_versions_used: Some(Vec::new()),
             owners: BTreeMap::new(),
             splits: BTreeMap::new(),
             group_owners: BTreeMap::new(),
@@ -309,7 +314,13 @@ pub struct MonthDistribution {
     pub pool_distributed: Usdt,
     pub tokens_total: u64,
     pub group_api_total: Usdt,
+    /// The fee schedule versions of the pool's payments (what the pool was split from).
     pub fee_schedule_versions: Vec<u32>,
+    /// Every fee schedule version the month used: of each payment and each job settlement it
+    /// counts (by the membership rule), sorted, once each. Absent in closes made before closes
+    /// named them; those replay without it, byte for byte (the fold follows the recorded close).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_schedule_versions_used: Option<Vec<u32>>,
     pub models: Vec<ModelLine>,
     pub payouts: Vec<Payout>,
     pub corrections: Vec<Correction>,
@@ -570,6 +581,11 @@ pub fn distribute(
     let mut fee_schedule_versions = totals.fee_schedule_versions.clone();
     fee_schedule_versions.sort_unstable();
     fee_schedule_versions.dedup();
+    let fee_schedule_versions_used = totals.fee_schedule_versions_used.clone().map(|mut v| {
+        v.sort_unstable();
+        v.dedup();
+        v
+    });
     Ok(MonthDistribution {
         month,
         through,
@@ -579,6 +595,7 @@ pub fn distribute(
         tokens_total,
         group_api_total,
         fee_schedule_versions,
+        fee_schedule_versions_used,
         models,
         payouts,
         corrections,

@@ -9,10 +9,12 @@
 //!
 //! The input digest is SHA-256 over each event the fold used, in log order, as
 //! `tx \n position \n aggregate_type \n aggregate_id \n event_type \n payload \n`: the calls and
-//! payments counted, and the ownership facts read (models uploaded, revenue splits, groups
-//! created, ownership transfers) up to `through`; under close rule 3 also the fee versions
-//! adopted and the nodes registered (what the inference pay is computed from) and every call
-//! a registered node was paid for. Changing any byte of those events' payloads
+//! payments counted, the job settlements and other payments whose fee versions the close names
+//! (closes that name every version, `fee_schedule_versions_used`), and the ownership facts read
+//! (models uploaded, revenue splits, groups created, ownership transfers) up to `through`; under
+//! close rule 3 also the fee versions adopted and the nodes registered (what the inference pay
+//! is computed from) and every call a registered node was paid for. Changing any byte of those
+//! events' payloads
 //! changes the digest, so a replay of a tampered log differs from the recorded close.
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +28,7 @@ use aiforge_commands::{
 use aiforge_domain::fee_book::FeeBookEvent;
 use aiforge_domain::fees::{FeeSchedule, FeeTable, PaymentType};
 use aiforge_domain::group::GroupEvent;
+use aiforge_domain::job::{Job, JobEvent};
 use aiforge_domain::ledger::{AccountKind, Posting};
 use aiforge_domain::model::{ModelEvent, ModelOwner, RevenueSplit};
 use aiforge_domain::node::NodeEvent;
@@ -97,6 +100,8 @@ enum MeteredEvent<'a> {
     ApiCallMetered(MeteredCall<'a>),
 }
 
+const JOB_AGGREGATE: &str = <Job as Aggregate>::TYPE;
+
 fn point(event: &RecordedEvent) -> LogPoint {
     LogPoint {
         tx: event.tx,
@@ -111,8 +116,10 @@ pub enum FeeBasis {
     /// force at its confirmation. Every close and every audit replay.
     Recorded,
     /// As `schedule` would have split them: each payment's amount split again by it, into the
-    /// same accounts, and (close rule 3) each registered node's calls priced at its compute
-    /// rate (the what-if of a proposal). Nothing else of the fold changes.
+    /// same accounts; each job settlement's earned part (its node's net and platform fee)
+    /// split again by its job rate, as a settlement under it would; and (close rule 3) each
+    /// registered node's calls priced at its compute rate (the what-if of a proposal). Nothing
+    /// else of the fold changes.
     Proposed(FeeSchedule),
 }
 
@@ -124,6 +131,8 @@ pub enum FeeBasis {
 pub struct MonthFees {
     pub platform_fees: BTreeMap<PaymentType, Usdt>,
     pub creators: BTreeMap<String, Usdt>,
+    /// Each node's net of the month's job settlements (`node_payable:<node>`).
+    pub nodes: BTreeMap<String, Usdt>,
 }
 
 /// The streaming fold of one month (module docs).
@@ -181,6 +190,28 @@ impl MonthFold {
             fee_table: FeeTable::genesis(),
             registered_nodes: std::collections::HashSet::new(),
             hasher: Sha256::new(),
+        }
+    }
+
+    /// Whether the close names every fee version it used (`fee_schedule_versions_used`): every
+    /// close from now on does; a replay follows the recorded close, so one made before replays
+    /// without it (and without hashing the events read only for it).
+    pub fn naming_every_fee_version(mut self, named: bool) -> Self {
+        self.totals.fee_schedule_versions_used = named.then(Vec::new);
+        self
+    }
+
+    /// Notes a fee version the month used, when the close names them; returns whether it did
+    /// (then the event is an input of the close).
+    fn used_version(&mut self, version: u32) -> bool {
+        match &mut self.totals.fee_schedule_versions_used {
+            Some(versions) => {
+                if !versions.contains(&version) {
+                    versions.push(version);
+                }
+                true
+            }
+            None => false,
         }
     }
 
@@ -385,6 +416,62 @@ impl MonthFold {
                     self.totals.payments += 1;
                     self.totals.fee_schedule_versions.sort_unstable();
                     self.totals.fee_schedule_versions.dedup();
+                }
+                if self.used_version(fee_schedule_version) || used {
+                    self.hash(event);
+                }
+            }
+            (JOB_AGGREGATE, "JobCompleted" | "JobFailed" | "JobTimedOut" | "JobCancelled") => {
+                let Some((_, settlement, at)) =
+                    decode_payload::<JobEvent>(event)?.into_settlement()
+                else {
+                    return Ok(true);
+                };
+                if !self.counts(at, event) {
+                    return Ok(true);
+                }
+                let bad = |reason: String| ProjectionError::BadEvent {
+                    position: event.position,
+                    event_type: event.event_type.clone(),
+                    reason,
+                };
+                let node = settlement
+                    .postings
+                    .iter()
+                    .find(|p| p.account.kind == AccountKind::NodePayable)
+                    .map(|p| p.account.key.clone());
+                let (mut platform_fee, mut node_net, mut version) = (
+                    settlement.platform_fee,
+                    settlement.node_net,
+                    settlement.fee_schedule_version,
+                );
+                if let FeeBasis::Proposed(schedule) = &self.basis {
+                    // The earned part is what the settlement split (the refund stays the
+                    // creator's); `ledger::job_settlement_postings` splits it by the job rate.
+                    let earned = platform_fee
+                        .checked_add(node_net)
+                        .map_err(|e| bad(e.to_string()))?;
+                    (platform_fee, node_net) = schedule
+                        .split(PaymentType::Job, earned)
+                        .map_err(|e| bad(e.to_string()))?;
+                    version = schedule.version;
+                }
+                add(
+                    self.fees
+                        .platform_fees
+                        .entry(PaymentType::Job)
+                        .or_insert(Usdt::ZERO),
+                    platform_fee,
+                    event,
+                )?;
+                if let Some(node) = node {
+                    add(
+                        self.fees.nodes.entry(node).or_insert(Usdt::ZERO),
+                        node_net,
+                        event,
+                    )?;
+                }
+                if self.used_version(version) {
                     self.hash(event);
                 }
             }
@@ -519,7 +606,7 @@ fn to_log(point: LogPoint) -> LogPosition {
     }
 }
 
-/// Folds the live log from its start up to `through`.
+/// Folds the live log from its start up to `through`, naming every fee version (a close now).
 pub async fn fold_live(
     db: &Database,
     month: Month,
@@ -527,7 +614,20 @@ pub async fn fold_live(
     prior: Vec<ClosedMonth>,
     pool_rule: u32,
 ) -> Result<MonthDistribution, DistributionError> {
-    let mut fold = MonthFold::new(month, through, prior, pool_rule);
+    fold_live_under(db, month, through, prior, pool_rule, true).await
+}
+
+/// [`fold_live`] under a recorded close's rules (`MonthFold::naming_every_fee_version`).
+async fn fold_live_under(
+    db: &Database,
+    month: Month,
+    through: LogPoint,
+    prior: Vec<ClosedMonth>,
+    pool_rule: u32,
+    names_every_fee_version: bool,
+) -> Result<MonthDistribution, DistributionError> {
+    let mut fold = MonthFold::new(month, through, prior, pool_rule)
+        .naming_every_fee_version(names_every_fee_version);
     db.fold_log_through(to_log(through), |event| {
         fold.feed(&event).map_err(DistributionError::from)
     })
@@ -584,6 +684,7 @@ pub async fn what_if(
             recorded.pool_rule_version,
             basis,
         )
+        .naming_every_fee_version(recorded.fee_schedule_versions_used.is_some())
     };
     let mut actual = fold(FeeBasis::Recorded);
     let mut proposal = fold(FeeBasis::Proposed(proposed));
@@ -769,7 +870,18 @@ pub async fn replay_live(db: &Database, month: Month) -> Result<Replay, Distribu
     let pool_rule = recorded
         .as_ref()
         .map_or(POOL_RULE_CURRENT, |d| d.pool_rule_version);
-    let computed = fold_live(db, month, through, prior_of(&closes, month), pool_rule).await?;
+    let names_every_fee_version = recorded
+        .as_ref()
+        .is_none_or(|d| d.fee_schedule_versions_used.is_some());
+    let computed = fold_live_under(
+        db,
+        month,
+        through,
+        prior_of(&closes, month),
+        pool_rule,
+        names_every_fee_version,
+    )
+    .await?;
     Ok(Replay { computed, recorded })
 }
 
@@ -816,6 +928,11 @@ pub fn replay_export(
         recorded
             .as_ref()
             .map_or(POOL_RULE_CURRENT, |d| d.pool_rule_version),
+    )
+    .naming_every_fee_version(
+        recorded
+            .as_ref()
+            .is_none_or(|d| d.fee_schedule_versions_used.is_some()),
     );
     let mut head = LogPoint::default();
     for (n, line) in open()?.lines().enumerate() {
@@ -971,24 +1088,45 @@ mod tests {
         micros: i64,
         at: OffsetDateTime,
     ) -> RecordedEvent {
+        payment_under(
+            schedule,
+            PaymentType::PlatformSubscription,
+            &Beneficiary::Pool,
+            position,
+            micros,
+            at,
+        )
+    }
+
+    fn payment_under(
+        schedule: &FeeSchedule,
+        payment_type: PaymentType,
+        beneficiary: &Beneficiary,
+        position: i64,
+        micros: i64,
+        at: OffsetDateTime,
+    ) -> RecordedEvent {
         let schedule = schedule.clone();
         let amount = Usdt::from_micros(micros).unwrap_or(Usdt::ZERO);
         let postings = payment_postings(
             &schedule,
-            PaymentType::PlatformSubscription,
+            payment_type,
             "payer",
             amount,
-            &Beneficiary::Pool,
+            beneficiary,
             &month_key(at),
         )
         .unwrap_or_default();
-        let (platform_fee, net) = schedule
-            .split(PaymentType::PlatformSubscription, amount)
-            .unwrap_or((Usdt::ZERO, Usdt::ZERO));
+        let (platform_fee, net) = match beneficiary {
+            Beneficiary::JobEscrow { .. } => (Usdt::ZERO, amount),
+            _ => schedule
+                .split(payment_type, amount)
+                .unwrap_or((Usdt::ZERO, Usdt::ZERO)),
+        };
         let event = PaymentEvent::PaymentConfirmed {
             payment_id: format!("p{position}"),
             payer: "payer".into(),
-            payment_type: PaymentType::PlatformSubscription,
+            payment_type,
             reference: "subscription:payer".into(),
             network: Network::Ethereum,
             tx_hash: format!("0x{position:064x}"),
@@ -1112,6 +1250,225 @@ mod tests {
             fold("2026-11", i64::MAX, vec![], &month(None)),
             "the recorded basis is the close's fold"
         );
+    }
+
+    /// Version 1 with the job rate at `percent`, as `version`.
+    fn jobs_at(version: u32, percent: u32) -> FeeSchedule {
+        let mut schedule = aiforge_domain::fees::genesis();
+        schedule.version = version;
+        schedule
+            .rates
+            .platform_percent
+            .insert(PaymentType::Job, percent);
+        schedule
+    }
+
+    /// A job of `price_micros` on node `node` that timed out having earned `used` of `allowed`,
+    /// settled under `schedule`; returns the event and its settlement.
+    fn job_settled(
+        schedule: &FeeSchedule,
+        position: i64,
+        node: &str,
+        price_micros: i64,
+        (used, allowed): (u64, u64),
+        at: OffsetDateTime,
+    ) -> (RecordedEvent, aiforge_domain::ledger::JobSettlement) {
+        let settlement = aiforge_domain::ledger::job_settlement_postings(
+            schedule,
+            &format!("job{position}"),
+            "creator",
+            Some(node),
+            Usdt::from_micros(price_micros).unwrap_or(Usdt::ZERO),
+            aiforge_domain::ledger::Earned::part(used, allowed),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let event = JobEvent::JobTimedOut {
+            job_id: format!("job{position}"),
+            node_id: node.into(),
+            attempt: 1,
+            settlement: settlement.clone(),
+            at,
+        };
+        let recorded = recorded(
+            position,
+            JOB_AGGREGATE,
+            "JobTimedOut",
+            serde_json::to_string(&event).unwrap_or_default(),
+        );
+        (recorded, settlement)
+    }
+
+    /// A close names the fee version of every payment and job settlement it counts, not only the
+    /// pool's; a close made before it did (no `fee_schedule_versions_used`) folds and replays as
+    /// it was recorded, byte for byte, with the same input digest as without those events.
+    #[test]
+    fn a_close_names_the_fee_version_of_every_payment_and_job_settlement_of_its_month() {
+        let nov = datetime!(2026-11-10 00:00 UTC);
+        let v1 = aiforge_domain::fees::genesis();
+        let (v2, v3) = (subscriptions_at(40), jobs_at(3, 12));
+        let (settled, _) = job_settled(&v3, 5, "n1", 20_000_000, (1, 1), nov);
+        let (december, _) = job_settled(
+            &v3,
+            7,
+            "n1",
+            20_000_000,
+            (1, 1),
+            datetime!(2026-12-02 00:00 UTC),
+        );
+        let creator = Beneficiary::Creator {
+            user_id: "u1".into(),
+        };
+        let events = vec![
+            uploaded(1, "m1", "u1"),
+            pool_payment_under(&v1, 2, 100_000_000, nov),
+            call(3, "m1", 100, nov),
+            payment_under(
+                &v2,
+                PaymentType::ApiSubscription,
+                &creator,
+                4,
+                10_000_000,
+                nov,
+            ),
+            settled,
+            payment_under(
+                &v2,
+                PaymentType::Job,
+                &Beneficiary::JobEscrow {
+                    job_id: "job9".into(),
+                },
+                6,
+                20_000_000,
+                nov,
+            ),
+            december,
+        ];
+        let close = fold("2026-11", i64::MAX, vec![], &events);
+        assert_eq!(close.fee_schedule_versions, vec![1], "the pool's payments");
+        assert_eq!(close.fee_schedule_versions_used, Some(vec![1, 2, 3]));
+        let json = serde_json::to_value(&close).unwrap_or_default();
+        assert_eq!(
+            json["fee_schedule_versions_used"],
+            serde_json::json!([1, 2, 3])
+        );
+        // The settlement is an input of the close: a changed byte changes its digest.
+        let mut tampered = events.clone();
+        tampered[4].payload = tampered[4]
+            .payload
+            .replace("\"attempt\":1", "\"attempt\":2");
+        assert_ne!(
+            fold("2026-11", i64::MAX, vec![], &tampered).digest,
+            close.digest
+        );
+
+        // A close of before: the fold under its rule leaves the field out and reads the same
+        // inputs as a log without the other payments and the settlements.
+        let before = |events: &[RecordedEvent]| {
+            let mut fold = MonthFold::new(
+                "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}")),
+                LogPoint {
+                    tx: 0,
+                    position: i64::MAX,
+                },
+                vec![],
+                POOL_RULE_CURRENT,
+            )
+            .naming_every_fee_version(false);
+            for event in events {
+                fold.feed(event).unwrap_or_else(|e| panic!("{e}"));
+            }
+            fold.finish().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let old = before(&events);
+        assert_eq!(old.fee_schedule_versions_used, None);
+        let old_json = serde_json::to_value(&old).unwrap_or_default();
+        assert!(
+            old_json.get("fee_schedule_versions_used").is_none(),
+            "{old_json}"
+        );
+        assert_eq!(old.digest, before(&events[..3]).digest);
+        assert_eq!(old.pool_total, close.pool_total);
+        // Each replays as recorded.
+        for recorded_close in [&close, &old] {
+            let path = std::env::temp_dir().join(format!(
+                "aiforge-replay-versions-{}.jsonl",
+                uuid::Uuid::now_v7()
+            ));
+            export_with_close(&events, recorded_close, &path);
+            let open = || -> std::io::Result<Box<dyn BufRead>> {
+                Ok(Box::new(std::io::BufReader::new(std::fs::File::open(
+                    &path,
+                )?)))
+            };
+            let replay = replay_export(
+                &open,
+                "2026-11".parse().unwrap_or_else(|e: String| panic!("{e}")),
+            );
+            let _ = std::fs::remove_file(&path);
+            assert!(replay.unwrap_or_else(|e| panic!("{e}")).matches());
+        }
+    }
+
+    /// The what-if re-splits job settlements under the proposal's job rate: the platform fee and
+    /// each node's net are what a settlement of the same earned part under it computes; the
+    /// refund and everything else stay.
+    #[test]
+    fn a_proposal_with_another_job_rate_resplits_settlements_as_a_fresh_settlement_would() {
+        let nov = datetime!(2026-11-10 00:00 UTC);
+        let v1 = aiforge_domain::fees::genesis();
+        let proposal = jobs_at(2, 12);
+        let (a, paid_a) = job_settled(&v1, 1, "n1", 20_000_000, (3, 4), nov);
+        let (b, paid_b) = job_settled(&v1, 2, "n1", 33_333_333, (1, 1), nov);
+        let (c, paid_c) = job_settled(&v1, 3, "n2", 7_777_777, (2, 3), nov);
+        let (refunded, _) = job_settled(&v1, 4, "n2", 5_000_000, (0, 1), nov);
+        let events = vec![a, b, c, refunded];
+        let fresh = |position, node, price, earned| {
+            job_settled(&proposal, position, node, price, earned, nov).1
+        };
+        let (fresh_a, fresh_b, fresh_c) = (
+            fresh(1, "n1", 20_000_000, (3, 4)),
+            fresh(2, "n1", 33_333_333, (1, 1)),
+            fresh(3, "n2", 7_777_777, (2, 3)),
+        );
+        let sum = |parts: &[Usdt]| {
+            parts
+                .iter()
+                .try_fold(Usdt::ZERO, |t, p| t.checked_add(*p))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+
+        let (_, proposed) = fold_with(&events, FeeBasis::Proposed(proposal.clone()));
+        assert_eq!(
+            proposed.platform_fees[&PaymentType::Job],
+            sum(&[
+                fresh_a.platform_fee,
+                fresh_b.platform_fee,
+                fresh_c.platform_fee
+            ])
+        );
+        assert_eq!(
+            proposed.nodes["n1"],
+            sum(&[fresh_a.node_net, fresh_b.node_net])
+        );
+        assert_eq!(proposed.nodes["n2"], fresh_c.node_net);
+        // $15 earned of $20 at 12%: $1.80 to the platform, $13.20 to the node (was $0.75 and
+        // $14.25 at 5%).
+        assert_eq!(fresh_a.platform_fee, usdt("1.8"));
+        assert_eq!(fresh_a.node_net, usdt("13.2"));
+
+        let (_, actual) = fold_with(&events, FeeBasis::Recorded);
+        assert_eq!(paid_a.platform_fee, usdt("0.75"));
+        assert_eq!(
+            actual.platform_fees[&PaymentType::Job],
+            sum(&[
+                paid_a.platform_fee,
+                paid_b.platform_fee,
+                paid_c.platform_fee
+            ])
+        );
+        assert_eq!(actual.nodes["n1"], sum(&[paid_a.node_net, paid_b.node_net]));
+        assert_eq!(actual.nodes["n2"], paid_c.node_net);
+        assert_ne!(actual.nodes["n1"], proposed.nodes["n1"]);
     }
 
     #[test]

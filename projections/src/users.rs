@@ -256,6 +256,56 @@ pub async fn find(
     }
 }
 
+/// The longest search text [`search`] takes, in characters.
+pub const USER_SEARCH_CHARS_MAX: usize = 200;
+
+/// `text` as a LIKE pattern matching it anywhere, lower-cased, with LIKE's wildcards escaped
+/// (`\` is the escape character of the statements below): a `%` or `_` typed is matched as itself.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Accounts whose email, username, sign-up wallet or any connected wallet's address contains
+/// `text` (case-insensitive), in registration order, `limit` from `offset`, and how many match.
+/// A scan of `users_view` (and `wallets_view` per account), bounded by the page: the admin's
+/// search, not a hot path. The caller bounds `text` ([`USER_SEARCH_CHARS_MAX`]).
+pub async fn search(
+    db: &aiforge_commands::Database,
+    text: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
+    const MATCHES: &str = "WHERE LOWER(COALESCE(email, '')) LIKE $1 ESCAPE '\\' \
+        OR LOWER(COALESCE(username, '')) LIKE $1 ESCAPE '\\' \
+        OR LOWER(COALESCE(wallet, '')) LIKE $1 ESCAPE '\\' \
+        OR EXISTS (SELECT 1 FROM wallets_view w WHERE w.user_id = users_view.user_id \
+                   AND LOWER(w.address) LIKE $1 ESCAPE '\\')";
+    let pattern = contains_pattern(text);
+    let sql = format!("{SELECT_USER} {MATCHES} ORDER BY registered_at, user_id LIMIT $2 OFFSET $3");
+    let count_sql = format!("SELECT COUNT(*) FROM users_view {MATCHES}");
+    aiforge_commands::on_engine!(db, |pool| Ok((
+        sqlx::query_as(&sql)
+            .bind(&pattern)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?,
+        sqlx::query_scalar(&count_sql)
+            .bind(&pattern)
+            .fetch_one(pool)
+            .await?,
+    )))
+}
+
 /// Accounts in registration order, `limit` from `offset`, and the total count.
 pub async fn page(
     db: &aiforge_commands::Database,

@@ -104,7 +104,22 @@ describe('operating the platform from the admin pages', { skip: skip ?? false },
 			.getByRole('navigation', { name: 'Administration' })
 			.getByRole('link', { name: 'Users', exact: true })
 			.click();
-		await boss.page.getByTestId('users-filter').fill('dana');
+		// The server searches (any case): the page lists exactly the API's matches.
+		await boss.page.getByTestId('users-search').fill('DANA@');
+		await boss.page.getByTestId('users-search-submit').click();
+		await boss.page.waitForURL(server.url('/admin/users?q=DANA%40'));
+		const found = (await apiFromPage(boss.page, '/api/admin/users?q=DANA%40')).body;
+		assert.deepEqual(
+			found.users.map((u) => u.user_id),
+			[danaId]
+		);
+		await textMatches(boss.page.getByTestId('users-count'), /^1 user match “DANA@”/);
+		await until('the search result rows to be the API answer', async () => {
+			const rows = await boss.page
+				.getByTestId('user-row')
+				.evaluateAll((found) => found.map((r) => r.getAttribute('data-user-id')));
+			return JSON.stringify(rows) === JSON.stringify([danaId]);
+		});
 		await boss.page.getByRole('link', { name: 'dana', exact: true }).click();
 		await boss.page.waitForURL(server.url(`/admin/users/${danaId}`));
 		await textMatches(boss.page.getByTestId('admin-user-state'), /^Active$/);

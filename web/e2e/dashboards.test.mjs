@@ -3,7 +3,7 @@
 // known figures (an API subscription paid on chain, metered calls, a paid job a node runs), then
 // the admin (signed in with a whitelisted wallet in the page), the creator and the node operator
 // each see their chart, and the chart's data table equals the existing API's figure for the same
-// thing. Screenshots at desktop and phone width go to the artifacts.
+// thing; the node's heartbeat charts (operator's page and admin's node view) equal its samples. Screenshots at desktop and phone width go to the artifacts.
 //   cd web && npm run test:e2e   (after `npm run build`, `cargo build --bins`,
 //   `npm ci --prefix fixtures/chain`)
 import assert from 'node:assert/strict';
@@ -19,7 +19,7 @@ import {
 	startServer,
 	watchProblems
 } from './support.mjs';
-import { apiFromPage, DESKTOP, PHONE, until } from './ops-support.mjs';
+import { advanceClock, apiFromPage, DESKTOP, PHONE, until } from './ops-support.mjs';
 
 const skip = skipReason() ?? chainSkipReason();
 const PASSWORD = 'difference engine';
@@ -33,6 +33,38 @@ async function ok(page, path, init = {}, status = [200, 201]) {
 		`${path}: ${answer.status} ${JSON.stringify(answer.body)}`
 	);
 	return answer.body;
+}
+
+/**
+ * The node's heartbeat charts (`heartbeat-load-…`, `heartbeat-memory-…`) hold every sample of
+ * `GET /api/nodes/{id}/heartbeats`, each metric as the API's number; returns the API's samples.
+ */
+async function heartbeatChartsEqualTheApi(page, node) {
+	const history = await ok(page, `/api/nodes/${node}/heartbeats`);
+	assert.deepEqual(
+		history.samples.map((s) => [s.at, s.metrics.cpu_percent, s.metrics.memory_used_mb]),
+		[
+			['2026-11-12T09:00:00.000000Z', 7, 1024],
+			['2026-11-12T09:01:15.000000Z', 63, 3000]
+		]
+	);
+	for (const sample of history.samples) {
+		for (const [chart, key] of [
+			[`heartbeat-load-${node}`, 'cpu_percent'],
+			[`heartbeat-load-${node}`, 'running_jobs'],
+			[`heartbeat-memory-${node}`, 'memory_used_mb'],
+			[`heartbeat-memory-${node}`, 'disk_used_gb']
+		]) {
+			assert.equal(
+				await chartCell(page, chart, sample.at, key),
+				String(sample.metrics[key]),
+				`${chart} ${key} at ${sample.at}`
+			);
+		}
+	}
+	const rows = await page.locator(`[data-chart="heartbeat-load-${node}"] tbody tr`).count();
+	assert.equal(rows, history.samples.length, 'one table row per sample');
+	return history;
 }
 
 /** A chart's data-table cell: the figure at bucket `t` of the line `key`. */
@@ -164,6 +196,15 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 			running_jobs: 0
 		});
 		assert.equal(beat.status, 200, beat.body);
+		// A minute and a bit later, another sample of the node's heartbeat metrics.
+		await advanceClock(server, 75);
+		const secondBeat = await nodeApi('POST', `/api/nodes/${node}/heartbeat`, {
+			cpu_percent: 63,
+			memory_used_mb: 3000,
+			disk_used_gb: 4,
+			running_jobs: 1
+		});
+		assert.equal(secondBeat.status, 200, secondBeat.body);
 
 		// The consumer pays the service on chain and calls it three times; then pays a $10 job.
 		const consumer = await walletPage(chain.wallet(chain.payer_key));
@@ -272,6 +313,14 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 			path: artifactPath('phone-admin-revenue.png'),
 			fullPage: true
 		});
+		// The admin's node view draws the node's heartbeats from the same samples.
+		await adminPage.page.setViewportSize(DESKTOP);
+		await adminPage.page.goto(server.url(`/admin/nodes?node=${node}`));
+		await heartbeatChartsEqualTheApi(adminPage.page, node);
+		await adminPage.page.screenshot({
+			path: artifactPath('desktop-admin-node.png'),
+			fullPage: true
+		});
 		assert.deepEqual(adminPage.problems, []);
 		await adminPage.context.close();
 
@@ -302,6 +351,7 @@ describe('dashboards with charts', { skip: skip ?? false }, () => {
 			detail.node.earnings.payable
 		);
 		assert.equal(detail.node.earnings.payable, '9.500000');
+		await heartbeatChartsEqualTheApi(creator.page, node);
 		assert.equal(
 			(
 				await creator.page.locator(`[data-node="${node}"] [data-figure="payable"]`).textContent()

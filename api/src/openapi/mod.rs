@@ -134,6 +134,7 @@ use crate::error::ApiError;
         crate::routes::compute::register,
         crate::routes::compute::my_nodes,
         crate::routes::compute::get_node,
+        crate::routes::compute::node_heartbeats,
         crate::routes::compute::heartbeat,
         crate::routes::compute::offline,
         crate::routes::compute::next_job,

@@ -198,6 +198,8 @@ pub struct AdminWalletRemoved {
 #[derive(ToSchema)]
 pub struct UsersPage {
     pub users: Vec<UserRow>,
+    /// The search, trimmed; null when every account is listed.
+    pub q: Option<String>,
     pub page: i64,
     pub per_page: i64,
     pub total: i64,
@@ -814,7 +816,12 @@ pub struct MonthDistributionBody {
     pub pool_distributed: Usdt,
     pub tokens_total: u64,
     pub group_api_total: Usdt,
+    /// The fee versions of the pool's payments.
     pub fee_schedule_versions: Vec<u32>,
+    /// Every fee version of the month's payments and job settlements, sorted; absent in closes
+    /// made before closes named them.
+    #[schema(nullable = false)]
+    pub fee_schedule_versions_used: Option<Vec<u32>>,
     pub models: Vec<Value>,
     pub payouts: Vec<Value>,
     pub corrections: Vec<Value>,
@@ -1133,6 +1140,21 @@ pub struct ClockAdvanced {
 pub struct LastHeartbeat {
     pub at: String,
     pub metrics: aiforge_commands::compute::NodeMetrics,
+}
+
+/// A node's heartbeat metrics over time (`routes::compute::node_heartbeats`).
+#[derive(ToSchema)]
+pub struct HeartbeatHistory {
+    pub node_id: String,
+    /// The range asked for (RFC 3339, both included).
+    pub from: String,
+    pub to: String,
+    /// At most one sample per this many seconds (the first heartbeat of each UTC minute).
+    pub sample_secs: i64,
+    /// How long samples are kept, in seconds (30 days).
+    pub keep_secs: i64,
+    /// Oldest first.
+    pub samples: Vec<LastHeartbeat>,
 }
 
 /// A node (`routes::compute::node_json`).
@@ -1514,6 +1536,14 @@ pub struct FeesWhatIfModel {
     pub proposed_group_api_amount: Usdt,
 }
 
+/// A node's net of the month's job settlements, as paid and under the proposal's job rate.
+#[derive(ToSchema)]
+pub struct FeesWhatIfNode {
+    pub node_id: String,
+    pub actual_net: Usdt,
+    pub proposed_net: Usdt,
+}
+
 #[derive(ToSchema)]
 pub struct FeesWhatIfCreator {
     pub user_id: String,
@@ -1540,6 +1570,9 @@ pub struct FeesWhatIf {
     pub actual: FeesWhatIfSide,
     pub proposed: FeesWhatIfSide,
     pub models: Vec<FeesWhatIfModel>,
+    /// Each node paid by the month's job settlements (its net re-split by the proposal's job
+    /// rate as a settlement under it would).
+    pub nodes: Vec<FeesWhatIfNode>,
     pub creators: Vec<FeesWhatIfCreator>,
 }
 

@@ -136,30 +136,58 @@ pub async fn wallets(
     Ok(Json(json!({"wallets": rows})))
 }
 
+/// `?q=&page=&per_page=` of the admin's user list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
+    /// Text an account's email, username or a wallet address contains (case-insensitive, at
+    /// most 200 characters); absent or blank: every account.
+    q: Option<String>,
+    /// From 1 (the default).
+    page: Option<i64>,
+    /// Items per page, 1-200 (default 50).
+    per_page: Option<i64>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/admin/users",
     tag = "admin",
     operation_id = "admin_users",
-    summary = "Every account, paged",
+    summary = "Every account, or those a search matches, paged",
     params(
-        crate::extract::PageQuery,
+        UsersQuery,
     ),
     responses(
-        (status = 200, description = "A page of users", body = crate::openapi::schemas::UsersPage),
-        (status = 422, description = "`page` or `per_page` out of range (per_page 1-200, default 50)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 200, description = "A page of users (`total`: how many match)", body = crate::openapi::schemas::UsersPage),
+        (status = 422, description = "`page` or `per_page` out of range (per_page 1-200, default 50), or `q` over 200 characters", body = crate::openapi::schemas::ApiErrorBody),
     ),
     security(("admin_session" = [])),
 )]
 pub async fn users(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<UsersQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (page, per_page, offset) = query.resolve(50, USERS_PAGE_MAX)?;
-    let (rows, total) = aiforge_projections::users::page(&state.db, offset, per_page).await?;
+    let (page, per_page, offset) =
+        PageQuery::new(query.page, query.per_page).resolve(50, USERS_PAGE_MAX)?;
+    let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let (rows, total) = match q {
+        Some(q) => {
+            let max = aiforge_projections::users::USER_SEARCH_CHARS_MAX;
+            if q.chars().count() > max {
+                return Err(ApiError::invalid_field(
+                    "q",
+                    format!("a search is at most {max} characters"),
+                ));
+            }
+            aiforge_projections::users::search(&state.db, q, offset, per_page).await?
+        }
+        None => aiforge_projections::users::page(&state.db, offset, per_page).await?,
+    };
     Ok(Json(
-        json!({"users": rows, "page": page, "per_page": per_page, "total": total}),
+        json!({"users": rows, "q": q, "page": page, "per_page": per_page, "total": total}),
     ))
 }
 

@@ -467,6 +467,95 @@ pub async fn get_node(
     Ok(Json(json!({ "node": node })))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HeartbeatRange {
+    /// RFC 3339; default: 24 hours before `to`.
+    from: Option<String>,
+    /// RFC 3339; default: now.
+    to: Option<String>,
+}
+
+/// The longest range one request may ask for: everything that is kept.
+const HEARTBEAT_RANGE_SECS_MAX: i64 = aiforge_commands::liveness::HEARTBEAT_SAMPLES_KEEP_SECS;
+/// The range when none is asked for.
+const HEARTBEAT_RANGE_SECS_DEFAULT: i64 = 24 * 3600;
+
+fn instant(field: &'static str, text: &str) -> Result<time::OffsetDateTime, ApiError> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| ApiError::invalid_field(field, format!("an RFC 3339 time is wanted: {e}")))
+}
+
+/// `GET /api/nodes/{id}/heartbeats`: the node's heartbeat metrics over time, for its owner and
+/// the admins (anyone else: 404).
+#[utoipa::path(
+    get,
+    path = "/api/nodes/{node_id}/heartbeats",
+    tag = "nodes",
+    operation_id = "node_heartbeats",
+    summary = "A node's heartbeat metrics over time (its owner, admins)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        HeartbeatRange,
+    ),
+    responses(
+        (status = 200, description = "One sample per minute at most, oldest first", body = crate::openapi::schemas::HeartbeatHistory),
+        (status = 422, description = "A time that is not RFC 3339, `from` after `to`, or a range over 30 days (`invalid_field`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No such node of the caller's (an admin sees every node)", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn node_heartbeats(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(node_id): Path<String>,
+    Query(range): Query<HeartbeatRange>,
+) -> Result<impl IntoResponse, ApiError> {
+    let to = match &range.to {
+        Some(text) => instant("to", text)?,
+        None => state.clock.now(),
+    };
+    let from = match &range.from {
+        Some(text) => instant("from", text)?,
+        None => to - time::Duration::seconds(HEARTBEAT_RANGE_SECS_DEFAULT),
+    };
+    if from > to {
+        return Err(ApiError::invalid_field("from", "`from` is after `to`"));
+    }
+    if (to - from).whole_seconds() > HEARTBEAT_RANGE_SECS_MAX {
+        return Err(ApiError::invalid_field(
+            "from",
+            format!("a range is at most {HEARTBEAT_RANGE_SECS_MAX} seconds (what is kept)"),
+        ));
+    }
+    let row = node_row(&state, &node_id).await?;
+    if row.owner != user.user_id && !crate::routes::series::is_admin(&state, &user).await? {
+        return Err(ApiError::not_found("no such node"));
+    }
+    let samples: Vec<Value> = state
+        .compute
+        .commands
+        .heartbeat_samples(&node_id, from, to)
+        .await?
+        .into_iter()
+        .map(|beat| {
+            json!({
+                "at": aiforge_commands::clock::rfc3339(beat.at),
+                "metrics": beat.metrics,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "node_id": node_id,
+        "from": aiforge_commands::clock::rfc3339(from),
+        "to": aiforge_commands::clock::rfc3339(to),
+        "sample_secs": aiforge_commands::liveness::HEARTBEAT_SAMPLE_SECS,
+        "keep_secs": aiforge_commands::liveness::HEARTBEAT_SAMPLES_KEEP_SECS,
+        "samples": samples,
+    })))
+}
+
 /// `GET /api/nodes/my-nodes`
 #[utoipa::path(
     get,

@@ -461,7 +461,7 @@ fn per_creator(
     summary = "Replay a closed month under a proposed schedule, beside what was paid",
     request_body = WhatIfRequest,
     responses(
-        (status = 200, description = "`actual` and `proposed` (each: pool, platform fee by type, the whole distribution), then `models` and `creators` side by side; money as strings. Nothing is recorded.", body = crate::openapi::schemas::FeesWhatIf),
+        (status = 200, description = "`actual` and `proposed` (each: pool, platform fee by type, the whole distribution), then `models`, `nodes` (job settlements) and `creators` side by side; money as strings. Nothing is recorded.", body = crate::openapi::schemas::FeesWhatIf),
         (status = 404, description = "No such proposal, or the month is not closed (`month_not_closed`)", body = crate::openapi::schemas::ApiErrorBody),
     ),
     security(("admin_session" = [])),
@@ -545,6 +545,17 @@ pub async fn what_if(
             "proposed_total": total([p.0, p.1, p.2])?,
         }));
     }
+    let mut nodes = Vec::new();
+    for node in actual_fees.nodes.keys().chain(proposed_fees.nodes.keys()) {
+        if nodes.iter().any(|n: &Value| n["node_id"] == *node) {
+            continue;
+        }
+        nodes.push(json!({
+            "node_id": node,
+            "actual_net": actual_fees.nodes.get(node).copied().unwrap_or(Usdt::ZERO),
+            "proposed_net": proposed_fees.nodes.get(node).copied().unwrap_or(Usdt::ZERO),
+        }));
+    }
     Ok(Json(json!({
         "month": found.month,
         "proposal_id": proposal_id,
@@ -553,6 +564,7 @@ pub async fn what_if(
         "actual": side_json(actual, actual_fees)?,
         "proposed": side_json(proposed, proposed_fees)?,
         "models": models.into_values().collect::<Vec<_>>(),
+        "nodes": nodes,
         "creators": creators,
     })))
 }

@@ -136,7 +136,8 @@ fn buckets(bucket: Bucket, from: Date, to: Date) -> Vec<(String, String)> {
     out
 }
 
-async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
+/// Whether the caller's wallet is on the admin whitelist (a session without one: no).
+pub(crate) async fn is_admin(state: &AppState, user: &AuthUser) -> Result<bool, ApiError> {
     let Some(wallet) = &user.wallet else {
         return Ok(false);
     };

@@ -10,7 +10,9 @@
 //! 2. jobs assigned to or running on a node that is not online go back to pending (or fail on
 //!    their last attempt: the `Job` aggregate's rule);
 //! 3. `aiforge_domain::scheduler::schedule` over the pending jobs and the online nodes with
-//!    their load; each assignment is a `JobCommand::Assign`.
+//!    their load; each assignment is a `JobCommand::Assign`;
+//! 4. once per minute of the clock, heartbeat samples past their keep are deleted
+//!    (`liveness::prune`; a delete is a write, so not on every pass).
 
 use std::sync::Arc;
 
@@ -54,6 +56,8 @@ pub struct ComputeNetwork {
     pub logs: JobLogs,
     views: Arc<dyn Views>,
     pass: tokio::sync::Mutex<()>,
+    /// The clock's minute (Unix seconds) of the last prune of heartbeat samples.
+    pruned_minute: std::sync::Mutex<Option<i64>>,
     /// Passes asked for by submissions and not yet started (bounded).
     pub queued: Arc<tokio::sync::Semaphore>,
 }
@@ -65,6 +69,7 @@ impl ComputeNetwork {
             logs: JobLogs::new(db),
             views,
             pass: tokio::sync::Mutex::new(()),
+            pruned_minute: std::sync::Mutex::new(None),
             queued: Arc::new(tokio::sync::Semaphore::new(SUBMISSION_PASSES_MAX)),
         }
     }
@@ -137,6 +142,33 @@ impl ComputeNetwork {
             }
             views.settle().await;
         }
+        self.prune_samples().await;
         Ok(report)
+    }
+}
+
+impl ComputeNetwork {
+    /// Step 4: prunes heartbeat samples when the clock's minute changed since the last prune. A
+    /// failure is logged and retried by the next minute's pass (the samples only wait longer).
+    async fn prune_samples(&self) {
+        let now = self.commands.now();
+        let minute = crate::liveness::sample_minute(now);
+        {
+            let mut pruned = self
+                .pruned_minute
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *pruned == Some(minute) {
+                return;
+            }
+            *pruned = Some(minute);
+        }
+        match self.commands.prune_heartbeat_samples(now).await {
+            Ok(0) => {}
+            Ok(gone) => tracing::debug!(gone, "heartbeat samples past their keep deleted"),
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "cannot prune heartbeat samples")
+            }
+        }
     }
 }

@@ -970,6 +970,9 @@ export interface FeesWhatIf {
 		actual_group_api_amount: Money;
 		proposed_group_api_amount: Money;
 	}[];
+	/** Each node's net of the month's job settlements, as paid and re-split by the proposal's
+	 * job rate. */
+	nodes: { node_id: string; actual_net: Money; proposed_net: Money }[];
 	creators: {
 		user_id: string;
 		actual_pool: Money;
@@ -1041,6 +1044,19 @@ export interface SeriesLine {
 	points: SeriesPoint[];
 }
 
+/**
+ * What a chart draws (`TimeSeriesChart`): lines of points keyed by their bucket's `t`. A
+ * `minute` bucket's `t` is an RFC 3339 instant (a heartbeat sample's); `mixed` units are named
+ * in each line's label.
+ */
+export interface ChartSeries {
+	bucket: 'day' | 'month' | 'minute';
+	from: string;
+	to: string;
+	unit: 'count' | 'usdt' | 'mixed';
+	series: SeriesLine[];
+}
+
 /** `GET /api/series` (api/src/routes/series.rs): every bucket present, zero-filled. */
 export interface Series {
 	metric: SeriesMetric;
@@ -1069,6 +1085,8 @@ export interface AdminUserRow {
 
 export interface AdminUsersPage {
 	users: AdminUserRow[];
+	/** The search as the server applied it (trimmed); null when every account is listed. */
+	q: string | null;
 	page: number;
 	per_page: number;
 	total: number;
@@ -1170,20 +1188,33 @@ export interface ComputeNode {
 	};
 	status: string;
 	offline_reason: string | null;
-	/** The last heartbeat only: heartbeats are not events, and no history of them is kept. */
-	last_heartbeat: {
-		at: string;
-		metrics: {
-			cpu_percent?: number;
-			memory_used_mb?: number;
-			disk_used_gb?: number;
-			running_jobs?: number;
-		};
-	} | null;
+	/** The last heartbeat (its history: `dashboards.nodeHeartbeats`). */
+	last_heartbeat: NodeHeartbeat | null;
 	registered_at: string;
 	updated_at: string;
 	/** Its share of jobs and what monthly closes paid it for the tokens it served. */
 	earnings?: { payable: Money; jobs_paid: number; jobs: Money; inference: Money };
+}
+
+export interface NodeHeartbeat {
+	at: string;
+	metrics: {
+		cpu_percent?: number;
+		memory_used_mb?: number;
+		disk_used_gb?: number;
+		gpus?: { utilization_percent: number; memory_used_mb: number }[];
+		running_jobs?: number;
+	};
+}
+
+/** `GET /api/nodes/{id}/heartbeats`: one sample per minute at most, oldest first. */
+export interface HeartbeatHistory {
+	node_id: string;
+	from: string;
+	to: string;
+	sample_secs: number;
+	keep_secs: number;
+	samples: NodeHeartbeat[];
 }
 
 export const dashboards = {
@@ -1196,7 +1227,13 @@ export const dashboards = {
 	myEarnings: () => request<MyEarnings>('GET', '/api/revenue/my-earnings'),
 	myNodes: () => request<{ nodes: ComputeNode[] }>('GET', '/api/nodes/my-nodes'),
 	node: (id: string) =>
-		request<{ node: ComputeNode }>('GET', `/api/nodes/${encodeURIComponent(id)}`)
+		request<{ node: ComputeNode }>('GET', `/api/nodes/${encodeURIComponent(id)}`),
+	/** The node's heartbeat samples (its owner or an admin); by default the last 24 hours. */
+	nodeHeartbeats: (id: string, range: { from?: string; to?: string } = {}) =>
+		request<HeartbeatHistory>(
+			'GET',
+			`/api/nodes/${encodeURIComponent(id)}/heartbeats${query(range)}`
+		)
 };
 
 /** `GET /api/admin/stats`: counts as the server computes them. */
@@ -1308,6 +1345,11 @@ export interface MonthDistribution {
 	pool_distributed: Money;
 	tokens_total: number;
 	group_api_total: Money;
+	/** The fee versions of the pool's payments. */
+	fee_schedule_versions: number[];
+	/** Every fee version of the month's payments and job settlements; absent in closes made
+	 * before closes named them. */
+	fee_schedule_versions_used?: number[];
 	input_digest: string;
 	digest: string;
 	[field: string]: unknown;
@@ -1406,8 +1448,10 @@ export const adminApi = {
 	stats: () => request<PlatformStats>('GET', '/api/admin/stats'),
 	payments: (filter: PaymentFilter) =>
 		request<AdminPaymentsPage>('GET', `/api/admin/payments${query(filter)}`),
-	users: (page: number, perPage = 50) =>
-		request<AdminUsersPage>('GET', `/api/admin/users${query({ page, per_page: perPage })}`),
+	/** A page of accounts; with `q`, those whose email, username or a wallet address contains it
+	 * (case-insensitive, matched by the server). */
+	users: (page: number, perPage = 50, q?: string) =>
+		request<AdminUsersPage>('GET', `/api/admin/users${query({ q, page, per_page: perPage })}`),
 	user: (id: string) => request<AdminUserDetails>('GET', `/api/admin/users/${path(id)}`),
 	deactivate: (id: string, reason: string) =>
 		request<{ user: AdminUserRow }>('POST', `/api/admin/users/${path(id)}/deactivate`, {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { Series } from './api';
-import { periodLabel, plotColumns, seriesTable } from './series';
+import type { HeartbeatHistory, Series } from './api';
+import { heartbeatSeries, periodLabel, plotColumns, seriesTable } from './series';
 
 const revenue: Series = {
 	metric: 'revenue',
@@ -51,5 +51,48 @@ describe('series tables', () => {
 		expect(x).toEqual([Date.UTC(2026, 9, 1) / 1000, Date.UTC(2026, 10, 1) / 1000]);
 		expect(api).toEqual([0, 100]);
 		expect(job?.[0]).toBeCloseTo(12.345678);
+	});
+});
+
+const beats: HeartbeatHistory = {
+	node_id: 'n1',
+	from: '2026-11-11T09:00:00.000000Z',
+	to: '2026-11-12T09:00:00.000000Z',
+	sample_secs: 60,
+	keep_secs: 2592000,
+	samples: [
+		{
+			at: '2026-11-12T08:58:00.000000Z',
+			metrics: { cpu_percent: 7, memory_used_mb: 1024, disk_used_gb: 3, running_jobs: 0 }
+		},
+		{ at: '2026-11-12T08:59:15.000000Z', metrics: { cpu_percent: 63, running_jobs: 1 } }
+	]
+};
+
+describe('heartbeat series', () => {
+	it('have one row per sample at its instant, the metrics written out as sent', () => {
+		const load = heartbeatSeries(beats, ['cpu_percent', 'running_jobs']);
+		expect(load.bucket).toBe('minute');
+		expect(seriesTable(load)).toEqual({
+			columns: [
+				{ key: 'cpu_percent', label: 'CPU %' },
+				{ key: 'running_jobs', label: 'Running jobs' }
+			],
+			rows: [
+				{ t: '2026-11-12T08:58:00.000000Z', period: '2026-11-12 08:58:00 UTC', values: ['7', '0'] },
+				{ t: '2026-11-12T08:59:15.000000Z', period: '2026-11-12 08:59:15 UTC', values: ['63', '1'] }
+			]
+		});
+	});
+
+	it('leave a metric not sent empty in the table and a gap in the chart', () => {
+		const memory = heartbeatSeries(beats, ['memory_used_mb', 'disk_used_gb']);
+		expect(seriesTable(memory).rows[1]?.values).toEqual(['', '']);
+		const [x, used] = plotColumns(memory);
+		expect(x).toEqual([
+			Date.UTC(2026, 10, 12, 8, 58) / 1000,
+			Date.UTC(2026, 10, 12, 8, 59, 15) / 1000
+		]);
+		expect(used).toEqual([1024, null]);
 	});
 });

@@ -7,14 +7,14 @@
 import type { Action } from 'svelte/action';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import type { Series } from '$lib/api';
+import type { ChartSeries } from '$lib/api';
 import { plotColumns } from '$lib/series';
 
 /** Line colours that keep their contrast on the light and the dark theme. */
 const COLOURS = ['#2563eb', '#d97706', '#059669', '#dc2626', '#7c3aed', '#0891b2', '#be185d'];
 const HEIGHT_PX = 260;
 
-function options(series: Series, width: number): uPlot.Options {
+function options(series: ChartSeries, width: number): uPlot.Options {
 	const month = series.bucket === 'month';
 	return {
 		width,
@@ -28,7 +28,7 @@ function options(series: Series, width: number): uPlot.Options {
 		],
 		legend: { show: series.series.length > 1 },
 		series: [
-			{ label: month ? 'Month' : 'Day' },
+			{ label: month ? 'Month' : series.bucket === 'minute' ? 'Time' : 'Day' },
 			...series.series.map((line, index) => ({
 				label: line.label,
 				stroke: COLOURS[index % COLOURS.length],
@@ -39,7 +39,7 @@ function options(series: Series, width: number): uPlot.Options {
 	};
 }
 
-export const timeSeriesChart: Action<HTMLElement, Series> = (node, initial) => {
+export const timeSeriesChart: Action<HTMLElement, ChartSeries> = (node, initial) => {
 	let series = initial;
 	let plot: uPlot | undefined;
 	const width = () => Math.max(node.clientWidth, 240);
@@ -52,7 +52,7 @@ export const timeSeriesChart: Action<HTMLElement, Series> = (node, initial) => {
 	const resized = new ResizeObserver(() => plot?.setSize({ width: width(), height: HEIGHT_PX }));
 	resized.observe(node);
 	return {
-		update(next: Series) {
+		update(next: ChartSeries) {
 			series = next;
 			draw();
 		},
