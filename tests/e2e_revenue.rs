@@ -543,7 +543,8 @@ async fn a_month_is_closed_once_by_the_seeds_rules_and_replayed_exactly() {
         d["usage_events"], 10,
         "the ten plan calls, not the API subscriptions'"
     );
-    assert_eq!(d["pool_rule_version"], 2);
+    // Rule 3: rule 2's pool, and registered inference nodes paid (none here).
+    assert_eq!(d["pool_rule_version"], 3);
     let pool_of = |model: &str| {
         d["models"]
             .as_array()
