@@ -155,7 +155,8 @@ impl NatsNodes {
                         break;
                     }
                     Ok(Reply::AcceptedBy(node)) => {
-                        node_id = Some(self.index.metered_node_id(&node.node_id, Some(&node.token)));
+                        node_id =
+                            Some(self.index.metered_node_id(&node.node_id, Some(&node.token)));
                         break;
                     }
                     Ok(Reply::Refused(message)) => {
