@@ -75,9 +75,14 @@ describe('the fee schedule page in Chromium', { skip: skip ?? false }, () => {
 		assert.equal(await page.getByTestId('fee-proposal').count(), 0);
 
 		await page.getByLabel('Effective from (UTC; must lie in the future)').fill('2026-12-01T00:00');
+		// Version 1 pays no node for inference; this proposal does, per 1,000 tokens served.
+		const compute = page.getByLabel(/Compute rate, USDT per 1,000 tokens/);
+		await textMatches(page.locator('label', { has: compute }), /now none/);
+		await compute.fill('0.002');
 		await page.getByRole('button', { name: 'Propose' }).click();
 		const proposal = page.getByTestId('fee-proposal');
-		await textMatches(proposal, /Platform subscriptions 40%[\s\S]*proposed/);
+		await textMatches(proposal, /Platform subscriptions 40%[\s\S]*compute \$0\.002[\s\S]*proposed/);
+		assert.equal(await compute.inputValue(), '', 'the form is cleared once proposed');
 		await page.screenshot({ path: artifactPath('desktop-admin-fees.png'), fullPage: true });
 
 		// No month is closed yet: the what-if says so instead of inventing figures.
@@ -91,6 +96,15 @@ describe('the fee schedule page in Chromium', { skip: skip ?? false }, () => {
 		assert.equal(current.current.version, 1);
 		assert.equal(current.next.version, 2);
 		assert.equal(current.next.platform_percent.platform_subscription, 40);
+		assert.equal(current.next.compute_per_1k_tokens, '0.002000');
+		assert.equal(
+			(await versions.nth(1).locator('[data-key="compute_per_1k_tokens"]').textContent())?.trim(),
+			`$${current.next.compute_per_1k_tokens.replace(/0+$/, '')}`
+		);
+		assert.equal(
+			(await versions.first().locator('[data-key="compute_per_1k_tokens"]').textContent())?.trim(),
+			'none'
+		);
 
 		await page.setViewportSize(PHONE);
 		await page.screenshot({ path: artifactPath('phone-admin-fees.png'), fullPage: true });
