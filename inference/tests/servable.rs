@@ -60,19 +60,24 @@ async fn gemma3_header() -> candle_core::quantized::gguf_file::Content {
 #[tokio::test]
 async fn gemma3_is_servable_on_llama_cpp_and_not_on_candle() {
     let content = gemma3_header().await;
-    let Servability::Servable(model) = servable::judge_content_for(&content, ServingEngine::LlamaCpp)
+    let Servability::Servable(model) =
+        servable::judge_content_for(&content, ServingEngine::LlamaCpp)
     else {
         panic!("Gemma 3 is servable on llama.cpp");
     };
     assert_eq!(model.engine, ServingEngine::LlamaCpp);
     assert_eq!(model.architecture.as_deref(), Some("gemma3"));
     assert!(model.quantisation.is_some());
-    assert_eq!(model.context_tokens, Some(servable::LLAMA_CONTEXT_TOKENS_MAX));
+    assert_eq!(
+        model.context_tokens,
+        Some(servable::LLAMA_CONTEXT_TOKENS_MAX)
+    );
     // The weights as stored (about 240 MB) plus an f16 KV cache of 18 layers x 8192 tokens x
     // one 256-wide key and value head (about 150 MB).
     let kv_cache_bytes = 18 * 8192 * (256 + 256) * 2;
     assert!(
-        model.memory_bytes > 200_000_000 + kv_cache_bytes && model.memory_bytes < 300_000_000 + kv_cache_bytes,
+        model.memory_bytes > 200_000_000 + kv_cache_bytes
+            && model.memory_bytes < 300_000_000 + kv_cache_bytes,
         "{}",
         model.memory_bytes
     );
