@@ -66,10 +66,13 @@ fn greedy(question: &str, max_tokens: u32) -> ChatRequest {
 /// cut at `max_tokens` counted exactly that many: one token fewer gives a prefix of its text.
 async fn answers_with_exact_usage(
     engine: &LlamaCppEngine,
-    question: &str,
+    messages: Vec<ChatMessage>,
     limit: u32,
 ) -> (String, FinishReason) {
-    let request = greedy(question, limit);
+    let request = ChatRequest {
+        messages,
+        ..greedy("", limit)
+    };
     let prompt = engine.encode_chat(&request.messages).unwrap();
     let (deltas, completion) = common::collect(engine, request.clone()).await;
     let text = deltas.concat();
@@ -104,8 +107,15 @@ async fn answers_with_exact_usage(
 #[tokio::test]
 async fn smollm2_answers_with_exact_usage() {
     let engine = smollm2().await;
-    let (text, finish) =
-        answers_with_exact_usage(&engine, "What is the capital of France?", 64).await;
+    let (text, finish) = answers_with_exact_usage(
+        &engine,
+        vec![
+            ChatMessage::system("You are a helpful assistant."),
+            ChatMessage::user("What is the capital of France?"),
+        ],
+        64,
+    )
+    .await;
     assert!(text.contains("Paris"), "answer: {text:?}");
     assert_eq!(finish, FinishReason::Stop, "answer: {text:?}");
 }
@@ -115,7 +125,12 @@ async fn gemma3_answers_with_exact_usage() {
     // The file is Gemma 3's base (not instruction-tuned) model: its answers ramble, so only what
     // the engine guarantees is checked.
     let engine = gemma3().await;
-    answers_with_exact_usage(&engine, "What is the capital of France?", 16).await;
+    answers_with_exact_usage(
+        &engine,
+        vec![ChatMessage::user("What is the capital of France?")],
+        16,
+    )
+    .await;
 }
 
 #[tokio::test]

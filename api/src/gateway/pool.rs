@@ -202,7 +202,7 @@ impl ModelPool {
         if let Err(e) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %e, "model pool: cannot remove the loaded file");
         }
-        Ok(loaded?)
+        loaded
     }
 }
 
