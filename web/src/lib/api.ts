@@ -394,7 +394,7 @@ export interface Model {
 export type Serving =
 	| {
 			status: 'servable';
-			engine: 'candle' | 'upstream';
+			engine: 'candle' | 'llama_cpp' | 'upstream';
 			architecture: string | null;
 			quantisation: string | null;
 			memory_bytes: number;
