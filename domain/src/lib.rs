@@ -23,6 +23,7 @@ pub mod node_protocol;
 pub mod payment;
 pub mod payout;
 pub mod payout_receipt;
+pub mod placement;
 pub mod platform_key;
 pub mod revenue;
 pub mod revenue_book;

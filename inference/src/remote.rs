@@ -25,8 +25,16 @@
 //!    their announcements sends a call to the least loaded one, and a node that refuses, fails
 //!    or goes silent before the first token is retried once on another (`api/src/gateway/nats.rs`).
 //!
+//! 6. A node started with `serve --auto` also says how much memory it gives to placed models
+//!    (`capacity_bytes`), what it is loading and what it failed to load, and answers placement
+//!    requests on `aiforge.placements.<node>`: the coordinator sends the whole set of model
+//!    files it is to hold ([`Placement`]); the node answers with its announcement at once, then
+//!    downloads, verifies and loads what is new and unloads what is no longer listed.
+//!    "No responders" there tells the coordinator the node is gone.
+//!
 //! A node that dies mid-stream sends nothing more; the gateway gives up after its idle timeout.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +50,8 @@ pub const ANNOUNCE_SUBJECT: &str = "aiforge.nodes.announce";
 /// A gateway asks every node to announce itself at once (an empty message).
 pub const DISCOVER_SUBJECT: &str = "aiforge.nodes.discover";
 pub const ANNOUNCE_SECS: u64 = 30;
+/// `aiforge.placements.<node>`: a node's placements (`placement_subject`).
+pub const PLACEMENT_PREFIX: &str = "aiforge.placements";
 /// A node's load announcements are coalesced: at most one this often.
 pub const LOAD_ANNOUNCE_MILLIS: u64 = 200;
 
@@ -141,13 +151,51 @@ pub enum StreamMessage {
     Error(RemoteError),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Announce {
     pub node_id: String,
     pub targets: Vec<String>,
     /// Requests the node is generating now (absent from nodes older than load routing: 0).
     #[serde(default)]
     pub in_flight: u32,
+    /// A node that takes placements (`serve --auto`): the memory it gives to placed models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_bytes: Option<u64>,
+    /// Model files (SHA-256) it was given and is downloading or loading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loading: Vec<String>,
+    /// Model files it could not load, and why (not given to it again while it says so).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<LoadFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailure {
+    pub sha256: String,
+    pub reason: String,
+}
+
+/// The subject on which the coordinator gives one node its placements (a request: the node
+/// answers with its [`Announce`]).
+pub fn placement_subject(node_id: &str) -> String {
+    format!("{PLACEMENT_PREFIX}.{}", subject_token(node_id))
+}
+
+/// Every model file one node is to hold now; what it holds and is not listed, it unloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub models: Vec<PlacedModel>,
+}
+
+/// One model file placed on a node: where to get it and how to check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedModel {
+    pub sha256: String,
+    pub cid: String,
+    pub size_bytes: u64,
+    pub memory_bytes: u64,
+    /// The platform models this file is (for the node's log).
+    pub model_ids: Vec<String>,
 }
 
 fn remote_error(err: &EngineError) -> RemoteError {
@@ -178,23 +226,92 @@ pub async fn serve(
     engines: Vec<(String, Arc<dyn Engine>)>,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), async_nats::Error> {
-    let node_id = identity.node_id().to_string();
-    let identity = Arc::new(identity);
-    let targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
-    let load = Arc::new(Load::default());
-    let mut tasks = tokio::task::JoinSet::new();
+    let server = NodeServer::new(client, identity, None);
     for (target, engine) in engines {
+        server.add(target, engine).await?;
+    }
+    server.announcements(ready).await
+}
+
+/// A node's serving side: the targets it serves now (added and removed while it runs, as
+/// placements come and go), its load, and its announcements.
+pub struct NodeServer {
+    client: async_nats::Client,
+    identity: Arc<NodeIdentity>,
+    load: Arc<Load>,
+    /// The memory it gives to placed models (`serve --auto`); `None`: takes no placements.
+    capacity_bytes: Option<u64>,
+    state: std::sync::Mutex<ServerState>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    /// Each served target's request loop.
+    serving: BTreeMap<String, tokio::task::AbortHandle>,
+    loading: BTreeSet<String>,
+    /// Targets that could not be loaded: why, and until when that is said.
+    failed: BTreeMap<String, (String, std::time::Instant)>,
+}
+
+impl ServerState {
+    fn forget_old_failures(&mut self) {
+        let now = std::time::Instant::now();
+        self.failed.retain(|_, (_, until)| *until > now);
+    }
+}
+
+/// How long a node says a model failed to load (and is not given it again): after it, a
+/// placement may try it once more.
+pub const FAILED_FOR_SECS: u64 = 300;
+
+impl NodeServer {
+    pub fn new(
+        client: async_nats::Client,
+        identity: NodeIdentity,
+        capacity_bytes: Option<u64>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            identity: Arc::new(identity),
+            load: Arc::new(Load::default()),
+            capacity_bytes,
+            state: std::sync::Mutex::new(ServerState::default()),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.identity.node_id()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ServerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `target` with `engine` from now on (a request sent after it returns reaches this
+    /// node), in place of any engine it had.
+    pub async fn add(
+        &self,
+        target: String,
+        engine: Arc<dyn Engine>,
+    ) -> Result<(), async_nats::Error> {
         // The queue group (any node of the target) and this node's own subject (a gateway's
         // choice of the least loaded node) lead to the same answer.
-        let shared = client
+        let shared = self
+            .client
             .queue_subscribe(subject(&target), queue_group(&target))
             .await?;
-        let own = client.subscribe(node_subject(&node_id, &target)).await?;
+        let own = self
+            .client
+            .subscribe(node_subject(self.node_id(), &target))
+            .await?;
+        self.client.flush().await?;
         let mut requests = futures::stream::select(shared, own);
-        let client = client.clone();
-        let identity = identity.clone();
-        let load = load.clone();
-        tasks.spawn(async move {
+        let (client, identity, load) = (
+            self.client.clone(),
+            self.identity.clone(),
+            self.load.clone(),
+        );
+        let task = tokio::spawn(async move {
             while let Some(message) = requests.next().await {
                 let (client, identity, engine) = (client.clone(), identity.clone(), engine.clone());
                 let busy = load.clone().start();
@@ -206,48 +323,112 @@ pub async fn serve(
                 });
             }
         });
+        let mut state = self.state();
+        state.loading.remove(&target);
+        state.failed.remove(&target);
+        if let Some(old) = state.serving.insert(target, task.abort_handle()) {
+            old.abort();
+        }
+        drop(state);
+        self.load.changed.notify_one();
+        Ok(())
     }
-    let mut discover = client.subscribe(DISCOVER_SUBJECT).await?;
-    client.flush().await?;
-    if let Some(ready) = ready {
-        let _ = ready.send(());
+
+    /// Stops taking requests for `target` (calls already generating finish).
+    pub fn remove(&self, target: &str) {
+        let mut state = self.state();
+        if let Some(task) = state.serving.remove(target) {
+            task.abort();
+        }
+        state.loading.remove(target);
+        drop(state);
+        self.load.changed.notify_one();
     }
-    tasks.spawn({
-        let client = client.clone();
-        let (node_id, targets, load) = (node_id.clone(), targets.clone(), load.clone());
-        async move {
-            let mut every = tokio::time::interval(Duration::from_secs(ANNOUNCE_SECS));
-            every.tick().await; // the first tick is now: the loop announces at once anyway
-            loop {
-                let announce = Announce {
-                    node_id: node_id.clone(),
-                    targets: targets.clone(),
-                    in_flight: load.in_flight.load(Ordering::Relaxed),
-                };
-                let Ok(body) = serde_json::to_vec(&announce) else {
-                    return;
-                };
-                if client.publish(ANNOUNCE_SUBJECT, body.into()).await.is_err() {
-                    return;
+
+    /// Says what it is loading now (announced with what it serves).
+    pub fn set_loading(&self, loading: BTreeSet<String>) {
+        self.state().loading = loading;
+        self.load.changed.notify_one();
+    }
+
+    /// Says a target could not be loaded, and why.
+    pub fn set_failed(&self, target: &str, reason: String) {
+        let mut state = self.state();
+        state.loading.remove(target);
+        let until = std::time::Instant::now() + Duration::from_secs(FAILED_FOR_SECS);
+        state.failed.insert(target.to_string(), (reason, until));
+        drop(state);
+        self.load.changed.notify_one();
+    }
+
+    pub fn serving(&self) -> BTreeSet<String> {
+        self.state().serving.keys().cloned().collect()
+    }
+
+    /// The targets that failed to load lately, and why.
+    pub fn failed(&self) -> BTreeMap<String, String> {
+        let mut state = self.state();
+        state.forget_old_failures();
+        state
+            .failed
+            .iter()
+            .map(|(target, (reason, _))| (target.clone(), reason.clone()))
+            .collect()
+    }
+
+    /// What this node says about itself now.
+    pub fn announcement(&self) -> Announce {
+        let mut state = self.state();
+        state.forget_old_failures();
+        Announce {
+            node_id: self.node_id().to_string(),
+            targets: state.serving.keys().cloned().collect(),
+            in_flight: self.load.in_flight.load(Ordering::Relaxed),
+            capacity_bytes: self.capacity_bytes,
+            loading: state.loading.iter().cloned().collect(),
+            failed: state
+                .failed
+                .iter()
+                .map(|(sha256, (reason, _))| LoadFailure {
+                    sha256: sha256.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Announces this node at once, every `ANNOUNCE_SECS`, when a gateway asks and when its
+    /// load or targets change (coalesced), until the connection closes. `ready` is told once
+    /// it listens for gateways' questions.
+    pub async fn announcements(
+        &self,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), async_nats::Error> {
+        let mut discover = self.client.subscribe(DISCOVER_SUBJECT).await?;
+        self.client.flush().await?;
+        if let Some(ready) = ready {
+            let _ = ready.send(());
+        }
+        tracing::info!(node_id = %self.node_id(), "serving models over NATS");
+        let mut every = tokio::time::interval(Duration::from_secs(ANNOUNCE_SECS));
+        every.tick().await; // the first tick is now: the loop announces at once anyway
+        loop {
+            let body = serde_json::to_vec(&self.announcement())?;
+            self.client.publish(ANNOUNCE_SUBJECT, body.into()).await?;
+            tokio::select! {
+                _ = every.tick() => {}
+                asked = discover.next() => {
+                    if asked.is_none() {
+                        return Ok(());
+                    }
                 }
-                tokio::select! {
-                    _ = every.tick() => {}
-                    asked = discover.next() => {
-                        if asked.is_none() {
-                            return;
-                        }
-                    }
-                    () = load.changed.notified() => {
-                        // Coalesce a burst of starts and ends into one announcement.
-                        tokio::time::sleep(Duration::from_millis(LOAD_ANNOUNCE_MILLIS)).await;
-                    }
+                () = self.load.changed.notified() => {
+                    // Coalesce a burst of starts and ends into one announcement.
+                    tokio::time::sleep(Duration::from_millis(LOAD_ANNOUNCE_MILLIS)).await;
                 }
             }
         }
-    });
-    tracing::info!(%node_id, "serving models over NATS");
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    }
 }
 
 /// Says on NATS that this node serves nothing any more (a clean stop), so gateways stop
@@ -255,8 +436,7 @@ pub async fn serve(
 pub async fn withdraw(client: &async_nats::Client, node_id: &str) {
     let gone = Announce {
         node_id: node_id.to_string(),
-        targets: Vec::new(),
-        in_flight: 0,
+        ..Announce::default()
     };
     if let Ok(body) = serde_json::to_vec(&gone) {
         let _ = client.publish(ANNOUNCE_SUBJECT, body.into()).await;

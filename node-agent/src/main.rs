@@ -1,7 +1,8 @@
 //! `node-agent`: the process a compute provider runs. `node-agent serve` connects to NATS and
 //! serves models for the gateway: GGUF files on the built-in engine (candle, or llama.cpp when
 //! built with the `llama` feature; served by their content, SHA-256) and OpenAI-compatible
-//! upstreams (served for one platform model id).
+//! upstreams (served for one platform model id); with `--auto`, the models the coordinator
+//! places on it (`aiforge_node_agent::placement`).
 //! `node-agent run` is the compute side: heartbeats, assignments (JetStream or polling),
 //! container jobs through bollard, outputs to the blob store, reports (`worker`).
 
@@ -10,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiforge_inference::fetch::{load_served, GgufOptions, ServedSource};
-use aiforge_inference::remote::{content_target, model_target, NodeIdentity, RegisteredNode};
+use aiforge_inference::remote::{
+    content_target, model_target, NodeIdentity, NodeServer, RegisteredNode,
+};
 use aiforge_inference::{Engine, UpstreamConfig, UpstreamEngine};
+use aiforge_node_agent::placement::AutoConfig;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -70,6 +74,21 @@ struct ServeArgs {
     /// The platform model id the upstream serves.
     #[arg(long)]
     serve_as: Option<String>,
+    /// Serve what the coordinator places on this node: model files downloaded by CID from the
+    /// coordinator, verified, loaded, and unloaded when no longer placed here. Needs a
+    /// registered node (`--node-id`, `--node-token`) and `--coordinator`.
+    #[arg(long, requires_all = ["coordinator", "node_token"])]
+    auto: bool,
+    /// The coordinator's base URL (`--auto` downloads model files from it).
+    #[arg(long, env = "AIFORGE_COORDINATOR_URL")]
+    coordinator: Option<String>,
+    /// With `--auto`: the memory this node gives to placed models, in bytes (default: half of
+    /// the machine's memory). The coordinator never places more on it.
+    #[arg(long)]
+    capacity_bytes: Option<u64>,
+    /// With `--auto`: where placed model files are kept while they are placed here.
+    #[arg(long, default_value = "node-agent-models")]
+    models_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -195,9 +214,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         upstream,
         upstream_model,
         serve_as,
+        auto,
+        coordinator,
+        capacity_bytes,
+        models_dir,
     } = args;
     let node_id = node_id.unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
-    let identity = match node_token {
+    let identity = match node_token.clone() {
         Some(token) => NodeIdentity::Registered(RegisteredNode {
             node_id: node_id.clone(),
             token: token.trim().to_string(),
@@ -215,8 +238,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("upstream: {e}"))?;
         engines.push((model_target(&platform_model), Arc::new(engine)));
     }
-    if engines.is_empty() {
-        return Err("nothing to serve: give --gguf and/or --upstream".into());
+    if engines.is_empty() && !auto {
+        return Err("nothing to serve: give --gguf, --upstream and/or --auto".into());
     }
     let client = async_nats::ConnectOptions::new()
         .name(&node_id)
@@ -224,14 +247,41 @@ async fn run(cli: Cli) -> Result<(), String> {
         .connect(nats_url.as_str())
         .await
         .map_err(|e| format!("nats {nats_url}: {e}"))?;
-    let targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
+    let capacity = auto.then(|| capacity_bytes.unwrap_or_else(half_of_memory));
+    let server = NodeServer::new(client.clone(), identity, capacity);
+    let mut targets: Vec<String> = engines.iter().map(|(t, _)| t.clone()).collect();
+    for (target, engine) in engines {
+        server
+            .add(target, engine)
+            .await
+            .map_err(|e| format!("nats {nats_url}: {e}"))?;
+    }
+    let mut placements = match (auto, coordinator, node_token) {
+        (true, Some(coordinator), Some(token)) => {
+            targets.push(format!(
+                "placements (up to {} bytes)",
+                capacity.unwrap_or(0)
+            ));
+            let config = AutoConfig {
+                coordinator,
+                node_id: node_id.clone(),
+                token: token.trim().to_string(),
+                models_dir,
+                threads,
+            };
+            tokio::spawn(aiforge_node_agent::placement::run(
+                client.clone(),
+                server.clone(),
+                config,
+            ))
+        }
+        _ => tokio::spawn(std::future::pending::<Result<(), String>>()),
+    };
     let (ready, subscribed) = tokio::sync::oneshot::channel();
-    let mut serving = tokio::spawn(aiforge_inference::remote::serve(
-        client.clone(),
-        identity,
-        engines,
-        Some(ready),
-    ));
+    let mut serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.announcements(Some(ready)).await }
+    });
     // A fixed line on stdout once requests reach this node, so scripts and tests know it is
     // ready.
     tokio::select! {
@@ -240,12 +290,28 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     tokio::select! {
         ended = &mut serving => ended_serving(ended),
+        ended = &mut placements => match ended {
+            Ok(result) => result,
+            Err(join) => Err(join.to_string()),
+        },
         _ = tokio::signal::ctrl_c() => {
             // Gateways stop choosing this node now, not when its announcements expire.
             aiforge_inference::remote::withdraw(&client, &node_id).await;
             Ok(())
         }
     }
+}
+
+/// Half of the machine's memory (`/proc/meminfo`), or 1 GiB where it cannot be read.
+fn half_of_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kb| kb * 1024 / 2)
 }
 
 fn ended_serving(

@@ -858,7 +858,7 @@ async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// SHA-256 (hex), CIDv0 and size of a file, read once.
-async fn digest_file(path: &Path) -> Result<(String, String, u64), String> {
+pub(crate) async fn digest_file(path: &Path) -> Result<(String, String, u64), String> {
     use tokio::io::AsyncReadExt;
     let mut file = tokio::fs::File::open(path)
         .await

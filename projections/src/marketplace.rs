@@ -661,6 +661,19 @@ pub async fn find_model(db: &Database, model_id: &str) -> Result<Option<ModelRow
         .await?))
 }
 
+/// Models that must be served: an active service (plans' models included) and not deleted or
+/// delisted; whether each is servable is its `servability` (placement reads it).
+pub async fn models_to_serve(db: &Database) -> Result<Vec<ModelRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {MODEL_COLUMNS} FROM models_view WHERE state NOT IN ('deleted', 'delisted') \
+         AND model_id IN (SELECT model_id FROM services_view WHERE active = 1) \
+         ORDER BY model_id"
+    );
+    Ok(on_engine!(db, |pool| sqlx::query_as(&sql)
+        .fetch_all(pool)
+        .await?))
+}
+
 /// Models the user owns or that belong to a group they are in (deleted ones left out).
 pub async fn models_of(db: &Database, user_id: &str) -> Result<Vec<ModelRow>, sqlx::Error> {
     let sql = format!(

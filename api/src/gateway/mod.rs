@@ -9,6 +9,7 @@ pub mod completions;
 pub mod local;
 pub mod nats;
 pub mod nodes;
+pub mod placement;
 pub mod pool;
 
 use std::sync::Arc;
@@ -42,4 +43,6 @@ pub struct Gateway {
     pub nodes: Arc<dyn nodes::NodeTransport>,
     /// The NATS nodes this instance routes to (NATS configured).
     pub nats_directory: Option<Arc<nats::Directory>>,
+    /// Whether the in-process node's pool serves any servable model on its first call.
+    pub in_process_pool: bool,
 }

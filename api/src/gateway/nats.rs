@@ -25,9 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aiforge_commands::gateway::KeyIndex;
+use aiforge_domain::placement::NodeRoom;
 use aiforge_inference::remote::{
-    content_target, engine_error, model_target, node_subject, subject, Announce, Reply,
-    StreamMessage, ANNOUNCE_SECS, ANNOUNCE_SUBJECT, DISCOVER_SUBJECT,
+    content_target, engine_error, model_target, node_subject, subject, Announce, LoadFailure,
+    Reply, StreamMessage, ANNOUNCE_SECS, ANNOUNCE_SUBJECT, DISCOVER_SUBJECT,
 };
 use aiforge_inference::{ChatRequest, Delta};
 use async_trait::async_trait;
@@ -322,6 +323,10 @@ pub struct Directory {
 #[derive(Debug)]
 struct NodeState {
     targets: HashSet<String>,
+    /// A node that takes placements: its room, what it loads, what it failed to load.
+    capacity_bytes: Option<u64>,
+    loading: Vec<String>,
+    failed: Vec<LoadFailure>,
     /// Requests in flight as the node last announced.
     announced: u32,
     seen: Instant,
@@ -332,23 +337,54 @@ struct NodeState {
 }
 
 impl Directory {
-    /// A node's announcement: its targets and load; no targets means it stopped.
+    /// A node's announcement: its targets, load and room; no targets and no room means it
+    /// stopped.
     pub fn heard(&self, announce: Announce, at: Instant) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        if announce.targets.is_empty() {
+        if announce.targets.is_empty() && announce.capacity_bytes.is_none() {
             nodes.remove(&announce.node_id);
             return;
         }
         let node = nodes.entry(announce.node_id).or_insert(NodeState {
             targets: HashSet::new(),
+            capacity_bytes: None,
+            loading: Vec::new(),
+            failed: Vec::new(),
             announced: 0,
             seen: at,
             ours: 0,
             last_pick: 0,
         });
         node.targets = announce.targets.into_iter().collect();
+        node.capacity_bytes = announce.capacity_bytes;
+        node.loading = announce.loading;
+        node.failed = announce.failed;
         node.announced = announce.in_flight;
         node.seen = at;
+    }
+
+    /// The live nodes that take placements, as placement sees them.
+    pub fn rooms(&self, now: Instant) -> Vec<NodeRoom> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let expiry = Duration::from_secs(NODE_EXPIRY_SECS);
+        nodes
+            .iter()
+            .filter(|(_, node)| now.saturating_duration_since(node.seen) < expiry)
+            .filter_map(|(id, node)| {
+                Some(NodeRoom {
+                    node_id: id.clone(),
+                    capacity_bytes: node.capacity_bytes?,
+                    holds: node
+                        .targets
+                        .iter()
+                        .chain(node.loading.iter())
+                        .cloned()
+                        .collect(),
+                    failed: node.failed.iter().map(|f| f.sha256.clone()).collect(),
+                    in_flight: node.ours.max(node.announced),
+                })
+            })
+            .collect()
     }
 
     /// A node that did not answer on its own subject: not chosen until it announces again.
@@ -408,6 +444,13 @@ impl Directory {
                 NodeSeen {
                     node_id: id.clone(),
                     targets,
+                    capacity_bytes: node.capacity_bytes,
+                    loading: node.loading.clone(),
+                    failed: node
+                        .failed
+                        .iter()
+                        .map(|f| (f.sha256.clone(), f.reason.clone()))
+                        .collect(),
                     in_flight_announced: node.announced,
                     in_flight_here: node.ours,
                     seen_secs_ago: now.saturating_duration_since(node.seen).as_secs(),
@@ -434,6 +477,12 @@ pub struct NodeSeen {
     pub node_id: String,
     /// What it serves: model file SHA-256s and `id.<model id>` for upstream engines.
     pub targets: Vec<String>,
+    /// A node that takes placements (`serve --auto`): the memory it gives to placed models.
+    pub capacity_bytes: Option<u64>,
+    /// Model files placed on it that it is downloading or loading.
+    pub loading: Vec<String>,
+    /// Model files it failed to load lately (SHA-256 -> why).
+    pub failed: std::collections::BTreeMap<String, String>,
     /// Requests in flight as the node last announced (every gateway's).
     pub in_flight_announced: u32,
     /// This instance's calls to it now.
@@ -469,6 +518,7 @@ mod tests {
             node_id: node.into(),
             targets: targets.iter().map(|t| t.to_string()).collect(),
             in_flight,
+            ..Announce::default()
         }
     }
 

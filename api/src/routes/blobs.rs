@@ -228,6 +228,49 @@ pub async fn node_input(
     blob_response(&state, stored(&row)).await
 }
 
+/// `GET /api/nodes/{id}/models/{cid}` (node token): the file of a model that must be served
+/// (`node-agent serve --auto` downloads what is placed on it). A registered, active node may
+/// read the file of any model sold as a service, since placement may give it any of them;
+/// other model files (sold only as downloads, or without a service) are 404.
+#[utoipa::path(
+    get,
+    path = "/api/nodes/{node_id}/models/{cid}",
+    tag = "nodes",
+    operation_id = "node_model_file",
+    summary = "The file of a model to serve (node token)",
+    params(
+        ("node_id" = String, Path, description = "The node's id"),
+        ("cid" = String, Path, description = "The model file's CID (CIDv0)"),
+    ),
+    responses(
+        (status = 200, description = "The model file, verified as it streams", body = crate::openapi::schemas::Binary, content_type = "application/octet-stream", headers(("ETag" = String, description = "`\"sha256:<hex>\"` of the content"))),
+        (status = 403, description = "Not this node's token, or the node is deactivated (`forbidden`, `node_deactivated`)", body = crate::openapi::schemas::ApiErrorBody),
+        (status = 404, description = "No model to serve has this CID", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("node_token" = [])),
+)]
+pub async fn node_model(
+    State(state): State<AppState>,
+    Path((node_id, cid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticated_node(&state, &node_id, &headers).await?;
+    let model = crate::gateway::placement::to_serve(&state.db)
+        .await?
+        .into_values()
+        .find(|m| m.cid == cid)
+        .ok_or_else(|| ApiError::not_found("no model to serve has this CID"))?;
+    blob_response(
+        &state,
+        StoredBlob {
+            sha256: model.sha256,
+            cid: model.cid,
+            size_bytes: model.size_bytes,
+        },
+    )
+    .await
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

@@ -2,6 +2,9 @@
 //! NATS, as their announcements describe them (what each serves, its load, when it was last
 //! heard), so an operator sees which node serves which model. Each instance keeps its own
 //! directory from the same announcements; the answer is this instance's.
+//!
+//! `GET /api/admin/placements`: which node serves or loads which model, what each node was
+//! given within its room, and why a model waits (`crate::gateway::placement`).
 
 use std::time::Instant;
 
@@ -50,4 +53,29 @@ pub async fn inference_nodes(
         },
     };
     Ok(Json(answer))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/admin/placements",
+    tag = "admin",
+    operation_id = "admin_placements",
+    summary = "Which inference node serves which model, and why a model waits",
+    responses(
+        (status = 200, description = "Every model to serve with its nodes or its reason to wait, and every node that takes placements with what it was given", body = crate::gateway::placement::Placements),
+    ),
+    security(("admin_session" = [])),
+)]
+pub async fn placements(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let view = crate::gateway::placement::view(
+        &state.db,
+        state.gateway.nats_directory.as_deref(),
+        state.scheduler_lease.is_held(),
+        state.gateway.in_process_pool,
+    )
+    .await?;
+    Ok(Json(view))
 }

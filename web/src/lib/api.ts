@@ -1293,6 +1293,28 @@ export interface AdminUserDetails {
 	payments_total: number;
 }
 
+/** `GET /api/admin/placements`: which inference node serves which model, and why one waits. */
+export interface Placements {
+	placing: boolean;
+	in_process: boolean;
+	models: {
+		sha256: string;
+		model_ids: string[];
+		memory_bytes: number;
+		serving_on: string[];
+		loading_on: string[];
+		placed_on: string[];
+		waiting: { code: string; reason: string } | null;
+	}[];
+	nodes: {
+		node_id: string;
+		capacity_bytes: number;
+		placed_bytes: number;
+		placed: string[];
+		failed: Record<string, string>;
+	}[];
+}
+
 export interface AdminNode {
 	id: string;
 	owner: string;
@@ -1466,6 +1488,7 @@ export const adminApi = {
 			'GET',
 			`/api/admin/nodes/${path(id)}/jobs${query({ page })}`
 		),
+	placements: () => request<Placements>('GET', '/api/admin/placements'),
 	setNodeActive: (id: string, active: boolean) =>
 		request<unknown>(
 			'POST',
