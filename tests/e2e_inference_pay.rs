@@ -115,19 +115,7 @@ async fn a_registered_node_is_paid_rate_times_tokens_out_of_the_platforms_fee_an
 
     // A provider registers a node: its id and token.
     let (provider_id, provider) = signed_up(&server, "provider@example.com").await;
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/nodes/register",
-        json!({"name": "inference rig", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
-               "resources": {"cpu_cores": 4, "memory_mb": 8192, "disk_gb": 100, "gpus": [],
-                             "max_concurrent_jobs": 1}}),
-        Some(&provider),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let node = body["node"]["id"].as_str().unwrap().to_string();
-    let token = body["node_token"].as_str().unwrap().to_string();
+    let (node, token) = registered_node(&server, &provider, "inference rig").await;
 
     // A creator's upstream model card, published, with a service included in plans.
     let (_, creator) = signed_up(&server, "creator@example.com").await;
@@ -166,51 +154,13 @@ async fn a_registered_node_is_paid_rate_times_tokens_out_of_the_platforms_fee_an
     assert_eq!(status, 201, "{body}");
 
     // Version 2 brings a compute rate from tomorrow.
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/admin/fees/proposals",
-        json!({"effective_from": "2026-11-03T00:00:00Z", "compute_per_1k_tokens": RATE}),
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let proposal = body["proposal"]["proposal_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        &format!("/api/admin/fees/proposals/{proposal}/adopt"),
-        json!({}),
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["proposal"]["version"], 2, "{body}");
+    assert_eq!(
+        adopted_compute_rate(&server, &admin, "2026-11-03T00:00:00Z", RATE).await,
+        2
+    );
 
     // A consumer on the Free plan, with a platform key.
-    let (_, consumer) = signed_up(&server, "consumer@example.com").await;
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/subscriptions/create",
-        json!({"plan": "free"}),
-        Some(&consumer),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/account/api-key",
-        json!({}),
-        Some(&consumer),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let key = body["key"].as_str().unwrap().to_string();
+    let key = free_plan_key(&server, "consumer@example.com").await;
 
     // The registered node serves; its first call is before the rate is in force.
     let registered = serve_node(&mock_url, &model, &node, Some(&token));

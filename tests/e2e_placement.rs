@@ -67,10 +67,11 @@ async fn placements(server: &Server, admin: &str) -> Value {
     body
 }
 
-/// Polls the placement view until `ready` holds for it (passes run every 2 s; bounded).
+/// Polls the placement view until `ready` holds for it (passes run every 2 s; a load of the
+/// model in a debug build under a loaded CI takes a while: bounded at 150 s or more).
 async fn until(server: &Server, admin: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
-    for _ in 0..600 {
+    for _ in 0..1500 {
         last = placements(server, admin).await;
         // What no node may ever break, on every view seen.
         for node in last["nodes"].as_array().unwrap() {
@@ -127,25 +128,6 @@ async fn sold(server: &Server, filename: &str, bytes: Vec<u8>) -> (String, Strin
     (
         model["id"].as_str().unwrap().to_string(),
         model["sha256"].as_str().unwrap().to_string(),
-    )
-}
-
-/// A node registered by `provider`: its id and token.
-async fn registered_node(server: &Server, provider: &str, name: &str) -> (String, String) {
-    let (status, body) = send(
-        server,
-        Method::POST,
-        "/api/nodes/register",
-        json!({"name": name, "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
-               "resources": {"cpu_cores": 2, "memory_mb": 4096, "disk_gb": 10, "gpus": [],
-                             "max_concurrent_jobs": 1}}),
-        Some(provider),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    (
-        body["node"]["id"].as_str().unwrap().to_string(),
-        body["node_token"].as_str().unwrap().to_string(),
     )
 }
 
@@ -218,28 +200,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     let admin = wallet_session(&server, ADMIN_KEY).await.unwrap();
 
     // A compute rate from a minute on (so every call below is paid at it).
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/admin/fees/proposals",
-        json!({"effective_from": "2026-11-02T00:01:00Z", "compute_per_1k_tokens": RATE}),
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let proposal = body["proposal"]["proposal_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        &format!("/api/admin/fees/proposals/{proposal}/adopt"),
-        json!({}),
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    adopted_compute_rate(&server, &admin, "2026-11-02T00:01:00Z", RATE).await;
     let (status, body) = send(
         &server,
         Method::POST,
@@ -263,26 +224,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     .await;
 
     // A consumer on the Free plan, with a platform key.
-    let (_, consumer) = signed_up(&server, "consumer@example.com").await;
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/subscriptions/create",
-        json!({"plan": "free"}),
-        Some(&consumer),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = send(
-        &server,
-        Method::POST,
-        "/api/account/api-key",
-        json!({}),
-        Some(&consumer),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let key = body["key"].as_str().unwrap().to_string();
+    let key = free_plan_key(&server, "consumer@example.com").await;
 
     // A new model is placed on one node, downloaded, loaded and answered: nobody started a
     // node for it.

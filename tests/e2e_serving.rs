@@ -12,7 +12,6 @@
 
 mod support;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
 
@@ -23,18 +22,6 @@ fn renamed_architecture(bytes: Vec<u8>, to: &str) -> Vec<u8> {
         assert_eq!(value.len(), to.len(), "same length");
         value.copy_from_slice(to.as_bytes());
     })
-}
-
-async fn create_service(server: &Server, token: &str, model: &Value) -> (u16, Value) {
-    send(
-        server,
-        Method::POST,
-        "/api/marketplace/create",
-        json!({"model_id": model["id"], "name": "Chat", "description": "",
-               "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}}),
-        Some(token),
-    )
-    .await
 }
 
 #[tokio::test]
@@ -94,24 +81,6 @@ async fn a_model_larger_than_the_serving_memory_is_not_servable_and_says_how_lar
     assert!(reason["memory_bytes"].as_u64().unwrap() > budget, "{model}");
     let (status, body) = create_service(&server, &token, &model).await;
     assert_eq!(status, 422, "{body}");
-}
-
-/// A free service on `model` by its creator and a new consumer's key to it.
-async fn subscribed_key(server: &Server, creator: &str, model: &Value, consumer: &str) -> String {
-    let (status, body) = create_service(server, creator, model).await;
-    assert_eq!(status, 201, "{body}");
-    let service = body["service"]["id"].as_str().unwrap();
-    let (_, token) = signed_up(server, consumer).await;
-    let (status, body) = send(
-        server,
-        Method::POST,
-        &format!("/api/marketplace/{service}/subscribe"),
-        json!({}),
-        Some(&token),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["api_key"].as_str().unwrap().to_string()
 }
 
 /// A short chat completion through the OpenAI-compatible API: status and body.

@@ -26,38 +26,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 use support::*;
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
 /// A free service on `model`, a consumer's key to it and calls until the first answer: the
 /// time from just before the service's creation to that answer.
-async fn first_answer(server: &Server, creator: &str, model: &str, consumer: &str) -> Duration {
+async fn first_answer(server: &Server, creator: &str, model: &Value, consumer: &str) -> Duration {
     let started = Instant::now();
-    let (status, body) = send(
-        server,
-        Method::POST,
-        "/api/marketplace/create",
-        json!({"model_id": model, "name": "Chat", "description": "",
-               "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}}),
-        Some(creator),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let service = body["service"]["id"].as_str().unwrap().to_string();
-    let (_, token) = signed_up(server, consumer).await;
-    let (status, body) = send(
-        server,
-        Method::POST,
-        &format!("/api/marketplace/{service}/subscribe"),
-        json!({}),
-        Some(&token),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let key = body["api_key"].as_str().unwrap().to_string();
+    let key = subscribed_key(server, creator, model, consumer).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
@@ -66,7 +44,7 @@ async fn first_answer(server: &Server, creator: &str, model: &str, consumer: &st
         let response = http
             .post(server.url("/api/v1/chat/completions"))
             .bearer_auth(&key)
-            .json(&json!({"model": model, "max_tokens": 1,
+            .json(&json!({"model": model["id"], "max_tokens": 1,
                           "messages": [{"role": "user", "content": "Hello"}]}))
             .send()
             .await
@@ -91,19 +69,7 @@ async fn case(file: &[u8], name: &str, nats: bool, run: usize) -> Duration {
     let server = Server::start(&dir, &env);
     let node = if nats {
         let (_, provider) = signed_up(&server, &format!("provider-{run}@example.com")).await;
-        let (status, body) = send(
-            &server,
-            Method::POST,
-            "/api/nodes/register",
-            json!({"name": "bench rig", "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
-                   "resources": {"cpu_cores": 2, "memory_mb": 4096, "disk_gb": 10, "gpus": [],
-                                 "max_concurrent_jobs": 1}}),
-            Some(&provider),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-        let node = body["node"]["id"].as_str().unwrap().to_string();
-        let token = body["node_token"].as_str().unwrap().to_string();
+        let (node, token) = registered_node(&server, &provider, "bench rig").await;
         let models = dir.join("node-models");
         let (child, _) = start_sibling(
             "node-agent",
@@ -133,7 +99,7 @@ async fn case(file: &[u8], name: &str, nats: bool, run: usize) -> Duration {
     let took = first_answer(
         &server,
         &creator,
-        model["id"].as_str().unwrap(),
+        &model,
         &format!("consumer-{run}@example.com"),
     )
     .await;

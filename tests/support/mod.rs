@@ -436,3 +436,115 @@ pub async fn uploaded_and_published(
     assert_eq!(status, 200, "{body}");
     (body["model"].clone(), token.to_string())
 }
+
+/// A free monthly service on `model` by its creator.
+pub async fn create_service(server: &Server, token: &str, model: &Value) -> (u16, Value) {
+    send(
+        server,
+        reqwest::Method::POST,
+        "/api/marketplace/create",
+        json!({"model_id": model["id"], "name": "Chat", "description": "",
+               "pricing": {"type": "monthly", "price_per_month": "0"}, "rate_limits": {}}),
+        Some(token),
+    )
+    .await
+}
+
+/// A free service on `model` by its creator and a new consumer's key to it.
+pub async fn subscribed_key(
+    server: &Server,
+    creator: &str,
+    model: &Value,
+    consumer: &str,
+) -> String {
+    let (status, body) = create_service(server, creator, model).await;
+    assert_eq!(status, 201, "{body}");
+    let service = body["service"]["id"].as_str().unwrap();
+    let (_, token) = signed_up(server, consumer).await;
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/marketplace/{service}/subscribe"),
+        json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["api_key"].as_str().unwrap().to_string()
+}
+
+/// A node registered by `provider` (`POST /api/nodes/register`): its id and token.
+pub async fn registered_node(server: &Server, provider: &str, name: &str) -> (String, String) {
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        "/api/nodes/register",
+        json!({"name": name, "owner_wallet": "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1",
+               "resources": {"cpu_cores": 4, "memory_mb": 8192, "disk_gb": 100, "gpus": [],
+                             "max_concurrent_jobs": 1}}),
+        Some(provider),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["node"]["id"].as_str().unwrap().to_string(),
+        body["node_token"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The admin proposes and adopts a fee version with `compute_per_1k_tokens` = `rate` from
+/// `effective_from`; its version number.
+pub async fn adopted_compute_rate(
+    server: &Server,
+    admin: &str,
+    effective_from: &str,
+    rate: &str,
+) -> u64 {
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        "/api/admin/fees/proposals",
+        json!({"effective_from": effective_from, "compute_per_1k_tokens": rate}),
+        Some(admin),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let proposal = body["proposal"]["proposal_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/admin/fees/proposals/{proposal}/adopt"),
+        json!({}),
+        Some(admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["proposal"]["version"].as_u64().unwrap()
+}
+
+/// A new user on the Free plan with a platform key: the key.
+pub async fn free_plan_key(server: &Server, email: &str) -> String {
+    let (_, consumer) = signed_up(server, email).await;
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        "/api/subscriptions/create",
+        json!({"plan": "free"}),
+        Some(&consumer),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = send(
+        server,
+        reqwest::Method::POST,
+        "/api/account/api-key",
+        json!({}),
+        Some(&consumer),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["key"].as_str().unwrap().to_string()
+}
