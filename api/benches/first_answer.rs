@@ -7,7 +7,7 @@
 //!
 //! The clock starts just before `POST /api/marketplace/create` and stops when the first
 //! non-streamed answer (one token) arrives; the consumer subscribes in between and calls again
-//! at once on 503 (the model not placed yet), as a client retrying would. Each case runs in a
+//! 20 ms after a 503 (the model not placed yet), as a client retrying would. Each case runs in a
 //! fresh data dir and model directory, so nothing is cached but the model file on disk.
 //!
 //!   cargo build --release -p aiforge-node-agent [--features llama]   (the NATS node)
@@ -51,7 +51,8 @@ async fn first_answer(server: &Server, creator: &str, model: &Value, consumer: &
             .unwrap();
         match response.status().as_u16() {
             200 => return started.elapsed(),
-            503 => continue, // no node holds it yet
+            // No node holds it yet: a client retrying after 20 ms (the figure's resolution).
+            503 => tokio::time::sleep(Duration::from_millis(20)).await,
             other => panic!("{other}: {}", response.text().await.unwrap()),
         }
     }
