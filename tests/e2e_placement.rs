@@ -5,7 +5,8 @@
 //! files). A second model goes to the node with the most room; after a `kill -9` of the first
 //! node its model is placed on the survivor and answered again, with the manual clock never
 //! moved past the heartbeat timeout; a third model that fits nowhere waits with its reason and
-//! no node is ever given more than the room it announced. The month's close pays each node for
+//! no node is ever given more than the room it announced, nor is a node this platform does not
+//! know (a third `serve --auto` under an unregistered id). The month's close pays each node for
 //! the tokens it served, the killed one included.
 
 #![allow(
@@ -73,8 +74,13 @@ async fn until(server: &Server, admin: &str, what: &str, ready: impl Fn(&Value) 
     let mut last = Value::Null;
     for _ in 0..1500 {
         last = placements(server, admin).await;
-        // What no node may ever break, on every view seen.
+        // What no node may ever break, on every view seen; and a node this platform does not
+        // know (registered nowhere) is never given anything.
         for node in last["nodes"].as_array().unwrap() {
+            assert!(
+                !node["node_id"].as_str().unwrap().starts_with("stranger-"),
+                "{last}"
+            );
             assert!(
                 node["placed_bytes"].as_u64().unwrap() <= node["capacity_bytes"].as_u64().unwrap(),
                 "a node was given more than its room: {last}"
@@ -178,10 +184,14 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     else {
         panic!("SmolLM2 is servable");
     };
-    // The same weights under other names: other files, other models.
+    // The same weights under names of this run's own: files no other test's node serves on the
+    // shared NATS (nodes serve by content).
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let renamed = |first: u8| {
         changed_string(smollm2.clone(), "general.name", |value| {
-            value.make_ascii_uppercase();
+            for (byte, random) in value.iter_mut().zip(run.bytes().cycle()) {
+                *byte = random.to_ascii_uppercase();
+            }
             value[0] = first;
         })
     };
@@ -218,6 +228,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     let (id_b, token_b) = registered_node(&server, &provider, "rig b").await;
     let mut node_a = Some(auto_node(&server, &id_a, &token_a, room));
     let mut node_b = Some(auto_node(&server, &id_b, &token_b, room));
+    let _stranger = auto_node(&server, &format!("stranger-{run}"), "not-a-token", room);
     until(&server, &admin, "both nodes", |v| {
         v["nodes"].as_array().unwrap().len() == 2
     })
@@ -228,7 +239,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
 
     // A new model is placed on one node, downloaded, loaded and answered: nobody started a
     // node for it.
-    let (first, first_sha) = sold(&server, "first.gguf", smollm2.clone()).await;
+    let (first, first_sha) = sold(&server, "first.gguf", renamed(b'Z')).await;
     let view = until(&server, &admin, "the first model served", |v| {
         serving_on(v, &first_sha).len() == 1
     })

@@ -787,16 +787,12 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             client,
             directory,
             db: db.clone(),
+            index: index.clone(),
         });
-        placement_task = Some(tokio::spawn(aiforge_commands::passes::every(
+        placement_task = Some(tokio::spawn(placer.run(
             scheduler_lease.clone(),
-            Duration::from_secs(gateway::placement::PLACEMENT_PASS_SECS),
+            event_bus.clone(),
             stopped.clone(),
-            "placement",
-            move || {
-                let placer = placer.clone();
-                async move { placer.run_once().await.map(drop) }
-            },
         )));
     }
     if settings.local_node != settings::LocalNode::Off {

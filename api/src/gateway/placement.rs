@@ -1,9 +1,11 @@
 //! Placement on NATS inference nodes (`node-agent serve --auto`): every model that must be
 //! served (a servable GGUF model with an active service; plans' models are services too) is
 //! kept on at least one node that takes placements, within each node's announced room
-//! (`aiforge_domain::placement`, the rule).
+//! (`aiforge_domain::placement`, the rule). Only nodes registered on this platform (its key
+//! index knows their ids) are given models: another platform's nodes on the same NATS are not.
 //!
-//! The scheduler lease's holder runs the pass every [`PLACEMENT_PASS_SECS`]: it plans from the
+//! The scheduler lease's holder runs the pass every [`PLACEMENT_PASS_SECS`], and at once when a
+//! service or a model changes (the event bus, which carries every instance's events): it plans from the
 //! nodes' announcements (what each holds and loads, its room and load) and sends every node its
 //! whole set on `aiforge.placements.<node>` as a NATS request. The node's answer (its
 //! announcement, with what it now loads) updates the directory at once; "no responders" means
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aiforge_commands::gateway::KeyIndex;
 use aiforge_commands::Database;
 use aiforge_domain::placement::{plan, Plan, Waiting, WantedModel};
 use aiforge_domain::serving::{Servability, ServingEngine};
@@ -89,14 +92,60 @@ pub struct Placer {
     pub client: async_nats::Client,
     pub directory: Arc<Directory>,
     pub db: Database,
+    pub index: Arc<KeyIndex>,
+}
+
+/// The live nodes that take placements and are registered here (nodes on the same NATS that
+/// this platform does not know are left alone).
+fn rooms(directory: &Directory, index: &KeyIndex) -> Vec<aiforge_domain::placement::NodeRoom> {
+    let mut rooms = directory.rooms(Instant::now());
+    rooms.retain(|room| index.is_registered_node(&room.node_id));
+    rooms
 }
 
 impl Placer {
+    /// Runs a pass every [`PLACEMENT_PASS_SECS`] while this instance holds the scheduler lease,
+    /// and at once when a service or a model changes (a new service's model is placed without
+    /// waiting for the next tick), until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        lease: Arc<aiforge_commands::lease::Lease>,
+        bus: aiforge_commands::bus::EventBus,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut events = bus.subscribe();
+        loop {
+            if lease.is_held() {
+                if let Err(e) = self.run_once().await {
+                    tracing::error!(pass = "placement", error = %aiforge_domain::error_chain(&e), "periodic pass failed");
+                }
+            }
+            let next = tokio::time::Instant::now() + Duration::from_secs(PLACEMENT_PASS_SECS);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => break,
+                    _ = shutdown.changed() => return,
+                    event = events.recv() => match event {
+                        Ok(event) if matches!(event.aggregate_type.as_str(), "api_service" | "model") => break,
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep_until(next).await;
+                            break;
+                        }
+                    },
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
     /// One pass: plan, send each node its set; a node gone is dropped and the plan made again.
     pub async fn run_once(&self) -> Result<Plan, sqlx::Error> {
         let models = to_serve(&self.db).await?;
         let wanted = wanted(&models);
-        let mut current = plan(&wanted, &self.directory.rooms(Instant::now()));
+        let mut current = plan(&wanted, &rooms(&self.directory, &self.index));
         // Each round drops at least one node, so this ends.
         loop {
             let mut gone = false;
@@ -139,7 +188,7 @@ impl Placer {
             if !gone {
                 return Ok(current);
             }
-            current = plan(&wanted, &self.directory.rooms(Instant::now()));
+            current = plan(&wanted, &rooms(&self.directory, &self.index));
         }
     }
 }
@@ -193,12 +242,13 @@ pub struct NodePlacement {
 pub async fn view(
     db: &Database,
     directory: Option<&Directory>,
+    index: &KeyIndex,
     placing: bool,
     in_process: bool,
 ) -> Result<Placements, sqlx::Error> {
     let models = to_serve(db).await?;
     let now = Instant::now();
-    let rooms = directory.map(|d| d.rooms(now)).unwrap_or_default();
+    let rooms = directory.map(|d| rooms(d, index)).unwrap_or_default();
     let seen = directory.map(|d| d.snapshot(now)).unwrap_or_default();
     let current = plan(&wanted(&models), &rooms);
     let models_out = models

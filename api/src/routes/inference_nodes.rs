@@ -73,6 +73,7 @@ pub async fn placements(
     let view = crate::gateway::placement::view(
         &state.db,
         state.gateway.nats_directory.as_deref(),
+        &state.gateway.index,
         state.scheduler_lease.is_held(),
         state.gateway.in_process_pool,
     )

@@ -359,6 +359,12 @@ impl KeyIndex {
         }
     }
 
+    /// Whether `node_id` is a node registered on this platform: placement gives models only to
+    /// those (a node another platform's coordinator knows on the same NATS is never given any).
+    pub fn is_registered_node(&self, node_id: &str) -> bool {
+        read(&self.state).nodes.contains_key(node_id)
+    }
+
     /// The user whose live platform key has this SHA-256 (hex), if any.
     pub fn platform_key_user(&self, key_sha256: &str) -> Option<String> {
         read(&self.state).platform_keys.get(key_sha256).cloned()
