@@ -138,8 +138,15 @@ async fn sold(server: &Server, filename: &str, bytes: Vec<u8>) -> (String, Strin
 }
 
 /// `node-agent serve --auto` as the registered node, with `capacity` bytes for placed models.
-fn auto_node(server: &Server, node: &str, token: &str, capacity: u64) -> Killed {
-    let models_dir = temp_dir();
+fn auto_node(
+    server: &Server,
+    dir: &std::path::Path,
+    node: &str,
+    token: &str,
+    capacity: u64,
+) -> Killed {
+    // Inside the test's data dir, removed with it.
+    let models_dir = dir.join(format!("models-{node}"));
     start_sibling(
         "node-agent",
         &[
@@ -226,9 +233,15 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     let room = one.memory_bytes * 5 / 2;
     let (id_a, token_a) = registered_node(&server, &provider, "rig a").await;
     let (id_b, token_b) = registered_node(&server, &provider, "rig b").await;
-    let mut node_a = Some(auto_node(&server, &id_a, &token_a, room));
-    let mut node_b = Some(auto_node(&server, &id_b, &token_b, room));
-    let _stranger = auto_node(&server, &format!("stranger-{run}"), "not-a-token", room);
+    let mut node_a = Some(auto_node(&server, &dir, &id_a, &token_a, room));
+    let mut node_b = Some(auto_node(&server, &dir, &id_b, &token_b, room));
+    let _stranger = auto_node(
+        &server,
+        &dir,
+        &format!("stranger-{run}"),
+        "not-a-token",
+        room,
+    );
     until(&server, &admin, "both nodes", |v| {
         v["nodes"].as_array().unwrap().len() == 2
     })

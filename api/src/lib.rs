@@ -788,6 +788,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             directory,
             db: db.clone(),
             index: index.clone(),
+            projector: projector.clone(),
         });
         placement_task = Some(tokio::spawn(placer.run(
             scheduler_lease.clone(),

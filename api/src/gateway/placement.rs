@@ -93,6 +93,8 @@ pub struct Placer {
     pub directory: Arc<Directory>,
     pub db: Database,
     pub index: Arc<KeyIndex>,
+    /// The pass reads the views: after a service or model event, it waits for them to include it.
+    pub projector: aiforge_projections::Projector,
 }
 
 /// The live nodes that take placements and are registered here (nodes on the same NATS that
@@ -126,7 +128,17 @@ impl Placer {
                     () = tokio::time::sleep_until(next) => break,
                     _ = shutdown.changed() => return,
                     event = events.recv() => match event {
-                        Ok(event) if matches!(event.aggregate_type.as_str(), "api_service" | "model") => break,
+                        Ok(event) if matches!(event.aggregate_type.as_str(), "api_service" | "model") => {
+                            // The pass reads the views: once they include the event.
+                            if let Err(e) = self
+                                .projector
+                                .wait_for(event.log_position(), Duration::from_secs(PLACEMENT_PASS_SECS))
+                                .await
+                            {
+                                tracing::debug!(error = %e, "placement: the views lag behind an event");
+                            }
+                            break;
+                        }
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             tokio::time::sleep_until(next).await;
