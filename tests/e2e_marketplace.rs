@@ -724,15 +724,29 @@ async fn marketplace_flow(database_url: Option<&str>) {
         active,
         "the subscription activates when its payment confirms"
     );
-    let (_, mine) = get(
-        &server,
-        "/api/marketplace/my-subscriptions",
-        Some(&consumer),
-    )
-    .await;
+    // The key index saw the activation; the read models follow it (asynchronously, on
+    // PostgreSQL a moment later under load): bounded wait for them.
+    let mut mine = Value::Null;
+    for _ in 0..100 {
+        mine = get(
+            &server,
+            "/api/marketplace/my-subscriptions",
+            Some(&consumer),
+        )
+        .await
+        .1;
+        let subscriptions = mine["subscriptions"].as_array().unwrap();
+        if subscriptions.iter().all(|s| s["status"] == "active") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let subscriptions = mine["subscriptions"].as_array().unwrap();
     assert_eq!(subscriptions.len(), 2);
-    assert!(subscriptions.iter().all(|s| s["status"] == "active"));
+    assert!(
+        subscriptions.iter().all(|s| s["status"] == "active"),
+        "{mine}"
+    );
     let (_, popular) = get(&server, "/api/marketplace/marketplace?sort=popular", None).await;
     assert_eq!(popular["services"][0]["subscribers"], 1);
 

@@ -116,8 +116,9 @@ fn serving_on(view: &Value, sha256: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A published model with a service included in plans: its id and file's SHA-256.
-async fn sold(server: &Server, filename: &str, bytes: Vec<u8>) -> (String, String) {
+/// A published model with a service included in plans: its id, its file's SHA-256 and its
+/// creator's session.
+async fn sold(server: &Server, filename: &str, bytes: Vec<u8>) -> (String, String, String) {
     let (model, creator) = uploaded_and_published(server, filename, bytes).await;
     assert_eq!(model["servable"], true, "{model}");
     let (status, body) = send(
@@ -134,6 +135,7 @@ async fn sold(server: &Server, filename: &str, bytes: Vec<u8>) -> (String, Strin
     (
         model["id"].as_str().unwrap().to_string(),
         model["sha256"].as_str().unwrap().to_string(),
+        creator,
     )
 }
 
@@ -252,7 +254,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
 
     // A new model is placed on one node, downloaded, loaded and answered: nobody started a
     // node for it.
-    let (first, first_sha) = sold(&server, "first.gguf", renamed(b'Z')).await;
+    let (first, first_sha, _) = sold(&server, "first.gguf", renamed(b'Z')).await;
     let view = until(&server, &admin, "the first model served", |v| {
         serving_on(v, &first_sha).len() == 1
     })
@@ -263,7 +265,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     *tokens.entry(first_node.clone()).or_default() += call(&server, &key, &first, true).await;
 
     // A second model goes to the node with more room: the other one.
-    let (second, second_sha) = sold(&server, "second.gguf", renamed(b'Y')).await;
+    let (second, second_sha, _) = sold(&server, "second.gguf", renamed(b'Y')).await;
     let view = until(&server, &admin, "the second model served", |v| {
         serving_on(v, &second_sha).len() == 1
     })
@@ -292,7 +294,7 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     *tokens.entry(second_node.clone()).or_default() += call(&server, &key, &first, false).await;
 
     // A third model fits nowhere now (the survivor holds two): it waits, and says why.
-    let (_, third_sha) = sold(&server, "third.gguf", renamed(b'X')).await;
+    let (third, third_sha, creator) = sold(&server, "third.gguf", renamed(b'X')).await;
     let view = until(&server, &admin, "the third model waiting", |v| {
         model_entry(v, &third_sha)["waiting"]["code"] == "no_room"
     })
@@ -306,6 +308,23 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
         "{view}"
     );
     assert!(serving_on(&view, &third_sha).is_empty(), "{view}");
+    // Its creator sees the same reason on the model; nobody else sees the model's placement.
+    let (status, mine) = get(
+        &server,
+        &format!("/api/models/{third}/placement"),
+        Some(&creator),
+    )
+    .await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["placement"]["waiting"], *waiting, "{mine}");
+    assert_eq!(mine["in_process"], false, "{mine}");
+    let (status, _) = get(
+        &server,
+        &format!("/api/models/{third}/placement"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 404);
     let survivor = &view["nodes"][0];
     assert_eq!(survivor["node_id"], second_node.as_str());
     assert_eq!(survivor["placed_bytes"], 2 * one.memory_bytes, "{view}");

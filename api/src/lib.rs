@@ -218,6 +218,10 @@ pub fn router(state: AppState, body_bytes_max: usize) -> Router {
                 .delete(routes::models::delete),
         )
         .route(
+            "/api/models/{model_id}/placement",
+            get(routes::models::placement),
+        )
+        .route(
             "/api/publishing/model/{model_id}/publishing",
             get(routes::models::publishing),
         )

@@ -98,6 +98,17 @@ impl NatsNodes {
         })
     }
 
+    /// A chosen node that did not accept in time: a node killed a moment ago can still hold its
+    /// subscription on a busy NATS server (the request then times out instead of finding no
+    /// responders), and a live node that cannot accept is no better a choice. Not chosen again
+    /// until it announces (its next announcement, at the latest `ANNOUNCE_SECS` later).
+    fn forget_unresponsive(&self, route: &Route) {
+        if let Some(node) = &route.node {
+            tracing::warn!(%node, "a node did not accept a request in time; not chosen until it announces again");
+            self.directory.forget(node);
+        }
+    }
+
     /// Tells the node generating on `stream` to stop.
     async fn cancel(&self, stream: &str) {
         let _ = self
@@ -137,10 +148,11 @@ impl NatsNodes {
             let offer = self.client.request(subject.clone(), payload.clone());
             match tokio::time::timeout(Duration::from_secs(ACCEPT_TIMEOUT_SECS), offer).await {
                 Err(_) => {
+                    self.forget_unresponsive(route);
                     return Err(fail(
                         lost("no node accepted the request in time".into()),
                         true,
-                    ))
+                    ));
                 }
                 Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                     if let Some(node) = &route.node {
@@ -149,7 +161,12 @@ impl NatsNodes {
                     }
                     continue;
                 }
-                Ok(Err(e)) => return Err(fail(lost(e.to_string()), true)),
+                Ok(Err(e)) => {
+                    if e.kind() == async_nats::RequestErrorKind::TimedOut {
+                        self.forget_unresponsive(route);
+                    }
+                    return Err(fail(lost(e.to_string()), true));
+                }
                 Ok(Ok(reply)) => match serde_json::from_slice::<Reply>(&reply.payload) {
                     Ok(Reply::Accepted(id)) => {
                         node_id = Some(self.index.metered_node_id(&id, None));

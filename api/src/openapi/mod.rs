@@ -78,6 +78,7 @@ use crate::error::ApiError;
         crate::routes::models::import,
         crate::routes::models::mine,
         crate::routes::models::get,
+        crate::routes::models::placement,
         crate::routes::models::edit,
         crate::routes::models::delete,
         crate::routes::models::download,

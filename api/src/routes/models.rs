@@ -445,6 +445,61 @@ pub async fn get(
     Ok(Json(json!({ "model": model })))
 }
 
+/// A model's placement, as its owner sees it (`GET /api/models/{id}/placement`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ModelPlacementAnswer {
+    pub model_id: String,
+    /// Whether the in-process node of the instance also serves it on a first call.
+    pub in_process: bool,
+    /// Its nodes, or why it waits; `null` when it is not placed on nodes at all (no active
+    /// service, not a servable GGUF file, or an upstream model card).
+    pub placement: Option<crate::gateway::placement::ModelPlacement>,
+}
+
+/// `GET /api/models/{id}/placement`: which inference nodes serve the model now, or why it waits.
+#[utoipa::path(
+    get,
+    path = "/api/models/{model_id}/placement",
+    tag = "models",
+    operation_id = "model_placement",
+    summary = "Which inference nodes serve a model, or why it waits (owners, group members)",
+    params(
+        ("model_id" = String, Path, description = "The model's id"),
+    ),
+    responses(
+        (status = 200, description = "The model's placement", body = ModelPlacementAnswer),
+        (status = 404, description = "No such model of the caller's", body = crate::openapi::schemas::ApiErrorBody),
+    ),
+    security(("session" = [])),
+)]
+pub async fn placement(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(model_id): Path<String>,
+) -> Result<Json<ModelPlacementAnswer>, ApiError> {
+    let row = live_model(&state, &model_id).await?;
+    if !member_of_owner(&state, &row, &user.user_id).await? {
+        return Err(ApiError::not_found("no such model"));
+    }
+    let view = crate::gateway::placement::view(
+        &state.db,
+        state.gateway.nats_directory.as_deref(),
+        &state.gateway.index,
+        state.scheduler_lease.is_held(),
+        state.gateway.in_process_pool,
+    )
+    .await?;
+    let placement = view
+        .models
+        .into_iter()
+        .find(|m| m.model_ids.contains(&model_id));
+    Ok(Json(ModelPlacementAnswer {
+        model_id,
+        in_process: view.in_process,
+        placement,
+    }))
+}
+
 /// `GET /api/models/{id}/download`: the file, streamed from the blob store and verified as it
 /// goes; a blob that no longer matches its SHA-256 ends the transfer with an error instead of
 /// completing it.

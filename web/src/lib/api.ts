@@ -647,6 +647,9 @@ export const api = {
 		),
 
 	model: (id: string) => request<{ model: Model }>('GET', `/api/models/${encodeURIComponent(id)}`),
+	/** Which inference nodes serve the model now, or why it waits (owners and group members). */
+	modelPlacement: (id: string) =>
+		request<ModelPlacementAnswer>('GET', `/api/models/${encodeURIComponent(id)}/placement`),
 	myModels: () => request<{ models: Model[] }>('GET', '/api/models/my-models'),
 	publishing: (id: string) =>
 		request<Publishing>('GET', `/api/publishing/model/${encodeURIComponent(id)}/publishing`),
@@ -1293,19 +1296,29 @@ export interface AdminUserDetails {
 	payments_total: number;
 }
 
+/** One model file's placement on inference nodes: its nodes, or why it waits. */
+export interface ModelPlacement {
+	sha256: string;
+	model_ids: string[];
+	memory_bytes: number;
+	serving_on: string[];
+	loading_on: string[];
+	placed_on: string[];
+	waiting: { code: string; reason: string } | null;
+}
+
+/** `GET /api/models/{id}/placement`; `placement` is null for a model not placed on nodes. */
+export interface ModelPlacementAnswer {
+	model_id: string;
+	in_process: boolean;
+	placement: ModelPlacement | null;
+}
+
 /** `GET /api/admin/placements`: which inference node serves which model, and why one waits. */
 export interface Placements {
 	placing: boolean;
 	in_process: boolean;
-	models: {
-		sha256: string;
-		model_ids: string[];
-		memory_bytes: number;
-		serving_on: string[];
-		loading_on: string[];
-		placed_on: string[];
-		waiting: { code: string; reason: string } | null;
-	}[];
+	models: ModelPlacement[];
 	nodes: {
 		node_id: string;
 		capacity_bytes: number;
