@@ -139,41 +139,6 @@ async fn sold(server: &Server, filename: &str, bytes: Vec<u8>) -> (String, Strin
     )
 }
 
-/// `node-agent serve --auto` as the registered node, with `capacity` bytes for placed models.
-fn auto_node(
-    server: &Server,
-    dir: &std::path::Path,
-    node: &str,
-    token: &str,
-    capacity: u64,
-) -> Killed {
-    // Inside the test's data dir, removed with it.
-    let models_dir = dir.join(format!("models-{node}"));
-    start_sibling(
-        "node-agent",
-        &[
-            "serve",
-            "--auto",
-            "--nats-url",
-            NATS,
-            "--coordinator",
-            &server.url(""),
-            "--node-id",
-            node,
-            "--node-token",
-            token,
-            "--capacity-bytes",
-            &capacity.to_string(),
-            "--models-dir",
-            models_dir.to_str().unwrap(),
-            "--threads",
-            "1",
-        ],
-        &format!("node-agent {node} serving"),
-    )
-    .0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room_and_paid() {
     if tokio::net::TcpStream::connect("127.0.0.1:4222")
@@ -233,16 +198,18 @@ async fn models_are_placed_on_auto_nodes_moved_off_a_killed_one_kept_within_room
     // A provider's two nodes, each with room for two of these models, not three.
     let (_, provider) = signed_up(&server, "provider@example.com").await;
     let room = one.memory_bytes * 5 / 2;
+    let room_bytes = room.to_string();
+    let limits = ["--capacity-bytes", room_bytes.as_str(), "--threads", "1"];
     let (id_a, token_a) = registered_node(&server, &provider, "rig a").await;
     let (id_b, token_b) = registered_node(&server, &provider, "rig b").await;
-    let mut node_a = Some(auto_node(&server, &dir, &id_a, &token_a, room));
-    let mut node_b = Some(auto_node(&server, &dir, &id_b, &token_b, room));
+    let mut node_a = Some(auto_node(&server, &dir, &id_a, &token_a, &limits));
+    let mut node_b = Some(auto_node(&server, &dir, &id_b, &token_b, &limits));
     let _stranger = auto_node(
         &server,
         &dir,
         &format!("stranger-{run}"),
         "not-a-token",
-        room,
+        &limits,
     );
     until(&server, &admin, "both nodes", |v| {
         v["nodes"].as_array().unwrap().len() == 2

@@ -71,26 +71,7 @@ async fn case(file: &[u8], name: &str, nats: bool, run: usize) -> Duration {
     let node = if nats {
         let (_, provider) = signed_up(&server, &format!("provider-{run}@example.com")).await;
         let (node, token) = registered_node(&server, &provider, "bench rig").await;
-        let models = dir.join("node-models");
-        let (child, _) = start_sibling(
-            "node-agent",
-            &[
-                "serve",
-                "--auto",
-                "--nats-url",
-                NATS,
-                "--coordinator",
-                &server.url(""),
-                "--node-id",
-                &node,
-                "--node-token",
-                &token,
-                "--models-dir",
-                models.to_str().unwrap(),
-            ],
-            &format!("node-agent {node} serving"),
-        );
-        Some(child)
+        Some(auto_node(&server, &dir, &node, &token, &[]))
     } else {
         None
     };

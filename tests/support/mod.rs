@@ -548,3 +548,26 @@ pub async fn free_plan_key(server: &Server, email: &str) -> String {
     assert_eq!(status, 201, "{body}");
     body["key"].as_str().unwrap().to_string()
 }
+
+/// `node-agent serve --auto` on the shared NATS as the registered `node` of `server`, its model
+/// files under `dir` (removed with it), with `extra` arguments (`--capacity-bytes`, `--threads`).
+pub fn auto_node(server: &Server, dir: &Path, node: &str, token: &str, extra: &[&str]) -> Killed {
+    let models_dir = dir.join(format!("models-{node}"));
+    let coordinator = server.url("");
+    let mut args = vec![
+        "serve",
+        "--auto",
+        "--nats-url",
+        "nats://127.0.0.1:4222",
+        "--coordinator",
+        &coordinator,
+        "--node-id",
+        node,
+        "--node-token",
+        token,
+        "--models-dir",
+        models_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    start_sibling("node-agent", &args, &format!("node-agent {node} serving")).0
+}

@@ -250,6 +250,18 @@ pub struct NodePlacement {
     pub failed: BTreeMap<String, String>,
 }
 
+/// [`view`] with this instance's database, directory, key index and lease.
+pub async fn view_of(state: &crate::AppState) -> Result<Placements, sqlx::Error> {
+    view(
+        &state.db,
+        state.gateway.nats_directory.as_deref(),
+        &state.gateway.index,
+        state.scheduler_lease.is_held(),
+        state.gateway.in_process_pool,
+    )
+    .await
+}
+
 /// The placement view: the rule run on this instance's directory.
 pub async fn view(
     db: &Database,

@@ -70,13 +70,6 @@ pub async fn placements(
     State(state): State<AppState>,
     _admin: AdminUser,
 ) -> Result<impl IntoResponse, ApiError> {
-    let view = crate::gateway::placement::view(
-        &state.db,
-        state.gateway.nats_directory.as_deref(),
-        &state.gateway.index,
-        state.scheduler_lease.is_held(),
-        state.gateway.in_process_pool,
-    )
-    .await?;
+    let view = crate::gateway::placement::view_of(&state).await?;
     Ok(Json(view))
 }

@@ -481,14 +481,7 @@ pub async fn placement(
     if !member_of_owner(&state, &row, &user.user_id).await? {
         return Err(ApiError::not_found("no such model"));
     }
-    let view = crate::gateway::placement::view(
-        &state.db,
-        state.gateway.nats_directory.as_deref(),
-        &state.gateway.index,
-        state.scheduler_lease.is_held(),
-        state.gateway.in_process_pool,
-    )
-    .await?;
+    let view = crate::gateway::placement::view_of(&state).await?;
     let placement = view
         .models
         .into_iter()
