@@ -22,8 +22,8 @@ use crate::engine::{
     FinishReason, ModelInfo, Usage,
 };
 use crate::sampling::Sampler;
-use crate::stop::StopMatcher;
-use crate::tokenizer::{Tokenizer, TokenizerError, Utf8Stream};
+use crate::stop::{Ended, TokenText};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 pub(crate) const IM_START: &str = "<|im_start|>";
 pub(crate) const IM_END: &str = "<|im_end|>";
@@ -342,11 +342,9 @@ impl Engine for CandleEngine {
             tokenizer: Arc::clone(&self.tokenizer),
             end_ids: Arc::clone(&self.end_ids),
             prompt,
-            completion_max,
             prefill_chunk_tokens: self.prefill_chunk_tokens,
             sampler: Sampler::new(request.temperature, request.top_p, request.seed),
-            stops: StopMatcher::new(&request.stop),
-            deltas,
+            text: TokenText::new(&request.stop, completion_max, deltas),
         };
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
@@ -367,30 +365,28 @@ struct Generation {
     tokenizer: Arc<Tokenizer>,
     end_ids: Arc<Vec<u32>>,
     prompt: Vec<u32>,
-    completion_max: u32,
     prefill_chunk_tokens: usize,
     sampler: Sampler,
-    stops: StopMatcher,
-    deltas: mpsc::Sender<Delta>,
+    text: TokenText,
 }
 
 impl Generation {
     fn run(mut self, model: &mut ModelWeights) -> Result<Completion, EngineError> {
         let device = Device::Cpu;
         let prompt_tokens = u32::try_from(self.prompt.len()).unwrap_or(u32::MAX);
-        let finish = |reason, completion_tokens| Completion {
-            finish_reason: reason,
+        let finish = |ended: Ended| Completion {
+            finish_reason: ended.reason,
             usage: Usage {
                 prompt_tokens,
-                completion_tokens,
+                completion_tokens: ended.completion_tokens,
             },
             usage_exact: true,
         };
         // Position 0 also discards the previous request's KV cache; later chunks extend it.
         let mut logits = None;
         for (i, chunk) in self.prompt.chunks(self.prefill_chunk_tokens).enumerate() {
-            if self.deltas.is_closed() {
-                return Ok(finish(FinishReason::Cancelled, 0));
+            if let Some(ended) = self.text.cancelled() {
+                return Ok(finish(ended));
             }
             let input = Tensor::new(chunk, &device)
                 .and_then(|t| t.unsqueeze(0))
@@ -401,13 +397,9 @@ impl Generation {
         let Some(mut logits) = logits else {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         };
-        let mut utf8 = Utf8Stream::default();
-        let mut generated: u32 = 0;
-        // Tokens whose text has reached the receiver in full (none of it held back).
-        let mut delivered: u32 = 0;
         loop {
-            if self.deltas.is_closed() {
-                return Ok(finish(FinishReason::Cancelled, delivered));
+            if let Some(ended) = self.text.cancelled() {
+                return Ok(finish(ended));
             }
             let logits_vec: Vec<f32> = logits
                 .squeeze(0)
@@ -415,64 +407,22 @@ impl Generation {
                 .and_then(|l| l.to_vec1())
                 .map_err(inference_error)?;
             let next = self.sampler.sample(&logits_vec);
-            generated += 1;
-
             if self.end_ids.contains(&next) {
-                let tail = utf8.finish();
-                return Ok(match self.flush(&tail) {
-                    Ok(_) => finish(FinishReason::Stop, generated),
-                    Err(()) => finish(FinishReason::Cancelled, delivered),
-                });
+                return Ok(finish(self.text.end()));
             }
-
             let bytes = self.tokenizer.token_bytes(next).map_err(|e| {
                 EngineError::Inference(Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })?;
-            let piece = utf8.push(&bytes);
-            let step = self.stops.push(&piece);
-            if !step.emit.is_empty()
-                && self
-                    .deltas
-                    .blocking_send(Delta { text: step.emit })
-                    .is_err()
-            {
-                return Ok(finish(FinishReason::Cancelled, delivered));
-            }
-            if step.stopped {
-                return Ok(finish(FinishReason::Stop, generated));
-            }
-            if !self.stops.is_holding() && !utf8.is_pending() {
-                delivered = generated;
-            }
-            if generated >= self.completion_max {
-                let tail = utf8.finish();
-                return Ok(match self.flush(&tail) {
-                    // The held-back text completed a stop sequence after all.
-                    Ok(true) => finish(FinishReason::Stop, generated),
-                    Ok(false) => finish(FinishReason::Length, generated),
-                    Err(()) => finish(FinishReason::Cancelled, delivered),
-                });
+            if let Some(ended) = self.text.token(&bytes) {
+                return Ok(finish(ended));
             }
 
-            let position = self.prompt.len() + usize::try_from(generated - 1).unwrap_or(0);
+            let position =
+                self.prompt.len() + usize::try_from(self.text.generated() - 1).unwrap_or(0);
             let input = Tensor::new(&[next], &device)
                 .and_then(|t| t.unsqueeze(0))
                 .map_err(inference_error)?;
             logits = model.forward(&input, position).map_err(inference_error)?;
         }
-    }
-
-    /// Sends the text still held back at the end of generation. `Ok(true)` if it completed a
-    /// stop sequence, `Err` if the receiver is gone.
-    fn flush(&mut self, tail: &str) -> Result<bool, ()> {
-        let step = self.stops.push(tail);
-        let mut text = step.emit;
-        if !step.stopped {
-            text.push_str(&self.stops.finish());
-        }
-        if !text.is_empty() && self.deltas.blocking_send(Delta { text }).is_err() {
-            return Err(());
-        }
-        Ok(step.stopped)
     }
 }

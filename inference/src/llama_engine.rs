@@ -32,8 +32,7 @@ use crate::engine::{
     validate_request, ChatMessage, ChatRequest, Completion, Delta, Engine, EngineError,
     FinishReason, ModelInfo, Usage,
 };
-use crate::stop::StopMatcher;
-use crate::tokenizer::Utf8Stream;
+use crate::stop::{Ended, TokenText};
 
 /// Most tokens one request may generate unless `LlamaCppOptions` says otherwise.
 pub const COMPLETION_TOKENS_MAX_DEFAULT: u32 = 2048;
@@ -264,8 +263,7 @@ impl Engine for LlamaCppEngine {
             prefill_chunk_tokens: self.prefill_chunk_tokens,
             threads: self.threads,
             sampler: sampler(&request),
-            stops: StopMatcher::new(&request.stop),
-            deltas,
+            text: TokenText::new(&request.stop, completion_max, deltas),
         };
         tokio::task::spawn_blocking(move || {
             let result = job.run();
@@ -308,18 +306,17 @@ struct Generation {
     prefill_chunk_tokens: u32,
     threads: i32,
     sampler: LlamaSampler,
-    stops: StopMatcher,
-    deltas: mpsc::Sender<Delta>,
+    text: TokenText,
 }
 
 impl Generation {
     fn run(mut self) -> Result<Completion, EngineError> {
         let prompt_tokens = u32::try_from(self.prompt.len()).unwrap_or(u32::MAX);
-        let finish = |reason, completion_tokens| Completion {
-            finish_reason: reason,
+        let finish = |ended: Ended| Completion {
+            finish_reason: ended.reason,
             usage: Usage {
                 prompt_tokens,
-                completion_tokens,
+                completion_tokens: ended.completion_tokens,
             },
             usage_exact: true,
         };
@@ -344,8 +341,8 @@ impl Generation {
         let mut position: i32 = 0;
         let last = self.prompt.len().saturating_sub(1);
         for (c, tokens) in self.prompt.chunks(chunk).enumerate() {
-            if self.deltas.is_closed() {
-                return Ok(finish(FinishReason::Cancelled, 0));
+            if let Some(ended) = self.text.cancelled() {
+                return Ok(finish(ended));
             }
             batch.clear();
             for (j, &token) in tokens.iter().enumerate() {
@@ -358,50 +355,18 @@ impl Generation {
             ctx.decode(&mut batch).map_err(inference_error)?;
         }
 
-        let mut utf8 = Utf8Stream::default();
-        let mut generated: u32 = 0;
-        // Tokens whose text has reached the receiver in full (none of it held back).
-        let mut delivered: u32 = 0;
         loop {
-            if self.deltas.is_closed() {
-                return Ok(finish(FinishReason::Cancelled, delivered));
+            if let Some(ended) = self.text.cancelled() {
+                return Ok(finish(ended));
             }
             let next = self.sampler.sample(&ctx, batch.n_tokens() - 1);
-            generated += 1;
-
             if vocab.is_eog(next) {
-                let tail = utf8.finish();
-                return Ok(match self.flush(&tail) {
-                    Ok(_) => finish(FinishReason::Stop, generated),
-                    Err(()) => finish(FinishReason::Cancelled, delivered),
-                });
+                return Ok(finish(self.text.end()));
             }
-
             // Control tokens (a stray turn marker) have no text for the client.
             let bytes = vocab.token_to_piece(next, false, None);
-            let piece = utf8.push(&bytes);
-            let step = self.stops.push(&piece);
-            if !step.emit.is_empty()
-                && self
-                    .deltas
-                    .blocking_send(Delta { text: step.emit })
-                    .is_err()
-            {
-                return Ok(finish(FinishReason::Cancelled, delivered));
-            }
-            if step.stopped {
-                return Ok(finish(FinishReason::Stop, generated));
-            }
-            if !self.stops.is_holding() && !utf8.is_pending() {
-                delivered = generated;
-            }
-            if generated >= self.completion_max {
-                let tail = utf8.finish();
-                return Ok(match self.flush(&tail) {
-                    Ok(true) => finish(FinishReason::Stop, generated),
-                    Ok(false) => finish(FinishReason::Length, generated),
-                    Err(()) => finish(FinishReason::Cancelled, delivered),
-                });
+            if let Some(ended) = self.text.token(&bytes) {
+                return Ok(finish(ended));
             }
 
             batch.clear();
@@ -411,19 +376,5 @@ impl Generation {
             position += 1;
             ctx.decode(&mut batch).map_err(inference_error)?;
         }
-    }
-
-    /// Sends the text still held back at the end of generation. `Ok(true)` if it completed a
-    /// stop sequence, `Err` if the receiver is gone.
-    fn flush(&mut self, tail: &str) -> Result<bool, ()> {
-        let step = self.stops.push(tail);
-        let mut text = step.emit;
-        if !step.stopped {
-            text.push_str(&self.stops.finish());
-        }
-        if !text.is_empty() && self.deltas.blocking_send(Delta { text }).is_err() {
-            return Err(());
-        }
-        Ok(step.stopped)
     }
 }
