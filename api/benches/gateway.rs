@@ -3,7 +3,8 @@
 //! the gateway pinned to core 0 and the load generator and the mock to core 1. Reports, as
 //! gateway minus direct in the same run: p50/p99 latency at 1 request in flight, requests/s at 10
 //! and 50 in flight, time to first token when streaming, and the gateway's peak RSS. When LiteLLM
-//! is installed (`$AIFORGE_TOOLS_DIR/litellm/bin/litellm`), the same for LiteLLM's proxy.
+//! is installed (`scripts/litellm install`: `$AIFORGE_TOOLS_DIR/litellm/bin/litellm`), the same
+//! for LiteLLM's proxy.
 //!
 //!   cargo build --release -p aiforge-inference --bin aiforge-mock-openai
 //!   cargo bench -p aiforge-api --bench gateway
@@ -14,7 +15,8 @@
 //! in-memory limiter above. Skipped when PostgreSQL does not answer.
 //!
 //! Settings: BENCH_SECS (throughput window, default 5), BENCH_LATENCY_N (default 2000),
-//! BENCH_INSTANCES (default `1,2,3`; empty skips the shared-limits part).
+//! BENCH_INSTANCES (default `1,2,3`; empty skips the shared-limits part), BENCH_PROFILE (a
+//! directory: also profile the SQLite gateway with `perf` at 1 and at 50 in flight).
 
 #![allow(
     clippy::unwrap_used,
@@ -273,6 +275,53 @@ async fn measure(client: &reqwest::Client, target: Target) -> Measured {
     m
 }
 
+/// With `BENCH_PROFILE=<dir>`: `perf record` (sampling the gateway's process at 1999 Hz) while
+/// it serves calls one at a time, then 50 at a time, for `BENCH_SECS` each; prints where its CPU
+/// went (self time by binary and symbol, above 0.5%) and keeps the data in `<dir>` for
+/// `perf report -i`.
+async fn profile(client: &reqwest::Client, target: Arc<Target>, pid: u32, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let secs = env_u64("BENCH_SECS", 5);
+    for in_flight in [1, 50] {
+        let data = dir.join(format!("gateway-{in_flight}-in-flight.perf.data"));
+        let mut perf = Command::new("perf")
+            .args(["record", "-F", "1999", "-p", &pid.to_string(), "-o"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf (linux-perf) is installed");
+        // perf is attached once it has written the data file's header.
+        for _ in 0..100 {
+            if std::fs::metadata(&data).is_ok_and(|m| m.len() > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rps = throughput(client, target.clone(), in_flight, secs).await;
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+        let report = Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "--sort", "dso,sym"])
+            .args(["--percent-limit", "0.5", "-i"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        println!(
+            "profile at {in_flight} in flight ({rps:.0} req/s under perf; {}):",
+            data.display()
+        );
+        for line in String::from_utf8_lossy(&report.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            println!("  {}", line.trim_end());
+        }
+    }
+}
+
 fn added(name: &str, direct: &Measured, via: &Measured) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
@@ -342,6 +391,10 @@ fn main() {
         .await;
         added("aiforge", &direct, &via);
         println!("aiforge peak RSS: {:.1} MiB", peak_rss_mib(gateway.id()));
+        if let Ok(dir) = std::env::var("BENCH_PROFILE") {
+            let target = Target::new("aiforge", vec![format!("{gateway_url}/api/v1")], &key, &model);
+            profile(&client, Arc::new(target), gateway.id(), std::path::Path::new(&dir)).await;
+        }
 
         let tools = std::env::var("AIFORGE_TOOLS_DIR").unwrap_or_else(|_| "/var/cache/aiforge/tools".into());
         let litellm = std::path::Path::new(&tools).join("litellm/bin/litellm");
@@ -358,6 +411,8 @@ fn main() {
             let mut proxy = Command::new("taskset")
                 .args(["-c", "0", litellm.to_str().unwrap(), "--config", config.to_str().unwrap(), "--port", port])
                 .env("LITELLM_MASTER_KEY", LITELLM_KEY)
+                // The model cost map from the package (fetching it needs the internet).
+                .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -63,7 +63,10 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
     }
 }
 
-/// One batch; true when it made progress.
+/// One batch; true when the batch was full (more may be waiting). The checkpoint is written
+/// once per batch, after the last event reacted to (or, when one fails, after the one before
+/// it), without an fsync of its own (`Database::save_checkpoint`): a checkpoint lost to a power
+/// cut only makes the reactor see some events again, and every command it sends is idempotent.
 pub async fn step(
     db: &Database,
     reactor: &dyn Reactor,
@@ -71,20 +74,23 @@ pub async fn step(
 ) -> Result<bool, ReactorError> {
     let from = db.load_checkpoint(checkpoint).await?;
     let batch = db.read_log_after(from, REACTOR_BATCH_EVENTS_MAX).await?;
-    if batch.is_empty() {
-        return Ok(false);
-    }
+    let mut done = from;
     for event in &batch {
-        reactor
-            .react(event)
-            .await
-            .map_err(|source| ReactorError::React {
+        if let Err(source) = reactor.react(event).await {
+            if done != from {
+                db.save_checkpoint(checkpoint, done).await?;
+            }
+            return Err(ReactorError::React {
                 position: format!("{:?}", event.log_position()),
                 source,
-            })?;
-        db.save_checkpoint(checkpoint, event.log_position()).await?;
+            });
+        }
+        done = event.log_position();
     }
-    Ok(true)
+    if done != from {
+        db.save_checkpoint(checkpoint, done).await?;
+    }
+    Ok(batch.len() as i64 == REACTOR_BATCH_EVENTS_MAX)
 }
 
 /// The event, decoded, when it is a `PaymentConfirmed` of `payment_type`; `None` for any other

@@ -25,6 +25,10 @@ impl Projection for AdminWalletsProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == AdminWhitelist::TYPE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.aggregate_type != AdminWhitelist::TYPE {
             return Ok(());

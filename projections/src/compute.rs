@@ -567,6 +567,10 @@ impl Projection for ComputeProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        [Node::TYPE, Job::TYPE, Blob::TYPE].contains(&event.aggregate_type.as_str())
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.aggregate_type == Node::TYPE {
             self.apply_node(tx, event).await

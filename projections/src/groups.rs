@@ -81,6 +81,10 @@ impl Projection for GroupsProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == Group::TYPE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.aggregate_type != Group::TYPE {
             return Ok(());

@@ -46,6 +46,10 @@ pub const PROJECTION_POLL_MILLIS: u64 = 250;
 pub const INSERT_VALUES_MAX: usize = 5000;
 /// After a failing batch, wait this long before trying again.
 pub const PROJECTION_RETRY_MILLIS: u64 = 1000;
+/// A projection's checkpoint moved only past events it does not project (a call's usage event
+/// for the users projection) is kept in memory and written at most this often, instead of one
+/// write transaction per batch: skipping such events again after a restart changes nothing.
+pub const PROJECTION_IDLE_CHECKPOINT_MILLIS: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -214,6 +218,14 @@ pub trait Projection: Send + Sync {
     /// about are ignored (the checkpoint still moves past them).
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError>;
 
+    /// Whether `apply` may write anything for this event (true unless the projection says
+    /// otherwise). A batch with no such event costs no view transaction: the checkpoint moves
+    /// past it in memory (see `PROJECTION_IDLE_CHECKPOINT_MILLIS`). Decided from the envelope
+    /// only (aggregate and event type), never from the payload.
+    fn cares(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
+
     /// Applies a batch in log order. The default applies event by event; a projection whose
     /// writes can be grouped (many inserts into one table) overrides it to send fewer statements,
     /// with the same resulting rows.
@@ -265,6 +277,19 @@ pub struct Projector {
     db: Database,
     projections: Vec<Arc<dyn Projection>>,
     positions: Arc<HashMap<&'static str, watch::Sender<LogPosition>>>,
+    /// Per projection, how far it moved past events it does not project without writing its
+    /// checkpoint (see [`Skipped`]).
+    skipped: Arc<std::sync::Mutex<HashMap<&'static str, Skipped>>>,
+}
+
+/// A checkpoint moved in memory only: every event after `stored` up to `at` is one the
+/// projection does not project. Valid only while the stored checkpoint is still `stored` (a
+/// rebuild or another instance that moves it makes this process read from the stored one).
+#[derive(Debug, Clone, Copy)]
+struct Skipped {
+    stored: LogPosition,
+    at: LogPosition,
+    since: std::time::Instant,
 }
 
 impl Projector {
@@ -277,6 +302,7 @@ impl Projector {
             db,
             projections,
             positions: Arc::new(positions),
+            skipped: Arc::default(),
         }
     }
 
@@ -298,7 +324,9 @@ impl Projector {
         projection: &dyn Projection,
     ) -> Result<Option<LogPosition>, ProjectionError> {
         let name = checkpoint_name(projection);
-        let from = self.db.load_checkpoint(&name).await?;
+        let stored = self.db.load_checkpoint(&name).await?;
+        let skipped = self.skipped_from(projection.name(), stored);
+        let from = skipped.map_or(stored, |s| s.at);
         let batch = self
             .db
             .read_log_after(from, PROJECTION_BATCH_EVENTS_MAX)
@@ -307,6 +335,22 @@ impl Projector {
             self.publish(projection.name(), from);
             return Ok(None);
         };
+        let projects = batch.iter().any(|event| projection.cares(event));
+        if !projects {
+            let since = skipped.map_or_else(std::time::Instant::now, |s| s.since);
+            if since.elapsed() < Duration::from_millis(PROJECTION_IDLE_CHECKPOINT_MILLIS) {
+                self.set_skipped(
+                    projection.name(),
+                    Some(Skipped {
+                        stored,
+                        at: last,
+                        since,
+                    }),
+                );
+                self.publish(projection.name(), last);
+                return Ok(Some(last));
+            }
+        }
         let mut tx = ViewTx::begin(&self.db).await?;
         // Moving the checkpoint first takes its row lock and proves nobody (another instance, a
         // rebuild) moved it since we read it; if somebody did, drop this batch and re-read.
@@ -318,8 +362,8 @@ impl Projector {
                     SqlValue::Int(last.tx),
                     SqlValue::Int(last.position),
                     SqlValue::Text(name.clone()),
-                    SqlValue::Int(from.tx),
-                    SqlValue::Int(from.position),
+                    SqlValue::Int(stored.tx),
+                    SqlValue::Int(stored.position),
                 ],
             )
             .await?;
@@ -335,15 +379,45 @@ impl Projector {
                     ],
                 )
                 .await?;
-            if inserted == 0 || from != LogPosition::START {
+            if inserted == 0 || stored != LogPosition::START {
                 drop(tx);
+                self.set_skipped(projection.name(), None);
                 return Ok(Some(self.db.load_checkpoint(&name).await?));
             }
         }
-        projection.apply_batch(&mut tx, &batch).await?;
+        if projects {
+            projection.apply_batch(&mut tx, &batch).await?;
+        }
         tx.commit().await?;
+        self.set_skipped(projection.name(), None);
         self.publish(projection.name(), last);
         Ok(Some(last))
+    }
+
+    /// The in-memory skip of `name`, if it still starts at the stored checkpoint.
+    fn skipped_from(&self, name: &str, stored: LogPosition) -> Option<Skipped> {
+        let skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        skipped.get(name).copied().filter(|s| s.stored == stored)
+    }
+
+    fn set_skipped(&self, name: &'static str, to: Option<Skipped>) {
+        let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        match to {
+            Some(s) => skipped.insert(name, s),
+            None => skipped.remove(name),
+        };
+    }
+
+    /// Where the projection stands: its stored checkpoint, or further when it moved past events
+    /// it does not project since.
+    async fn checkpoint(&self, projection: &dyn Projection) -> Result<LogPosition, StoreError> {
+        let stored = self
+            .db
+            .load_checkpoint(&checkpoint_name(projection))
+            .await?;
+        Ok(self
+            .skipped_from(projection.name(), stored)
+            .map_or(stored, |s| s.at))
     }
 
     fn publish(&self, name: &str, at: LogPosition) {
@@ -363,10 +437,7 @@ impl Projector {
     ) -> Result<LogPosition, ProjectionError> {
         loop {
             if self.step(projection).await?.is_none() {
-                return Ok(self
-                    .db
-                    .load_checkpoint(&checkpoint_name(projection))
-                    .await?);
+                return Ok(self.checkpoint(projection).await?);
             }
         }
     }
@@ -378,6 +449,7 @@ impl Projector {
         projection: &dyn Projection,
     ) -> Result<LogPosition, ProjectionError> {
         let name = checkpoint_name(projection);
+        self.set_skipped(projection.name(), None);
         let mut tx = ViewTx::begin(&self.db).await?;
         // Checkpoint first: its row lock orders this reset after any batch in flight.
         tx.execute(
@@ -463,10 +535,7 @@ impl Projector {
         let head = self.db.log_head().await?;
         let mut out = Vec::new();
         for projection in &self.projections {
-            let at = self
-                .db
-                .load_checkpoint(&checkpoint_name(projection.as_ref()))
-                .await?;
+            let at = self.checkpoint(projection.as_ref()).await?;
             let behind = self.db.count_log_after(at).await?;
             out.push(ProjectionStatus {
                 name: projection.name().to_string(),

@@ -611,6 +611,11 @@ impl Projection for MarketplaceProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        [Model::TYPE, ApiService::TYPE, ApiSubscription::TYPE]
+            .contains(&event.aggregate_type.as_str())
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         match event.aggregate_type.as_str() {
             Model::TYPE => apply_model(tx, decode_payload(event)?).await,

@@ -58,6 +58,16 @@ impl Projection for PaymentsProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        [
+            RevenueBook::TYPE,
+            Job::TYPE,
+            aiforge_domain::payout::Payout::TYPE,
+            Payment::TYPE,
+        ]
+        .contains(&event.aggregate_type.as_str())
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.aggregate_type == RevenueBook::TYPE {
             // A month's close moves the pool and group revenue to creators' payables.

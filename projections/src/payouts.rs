@@ -34,6 +34,10 @@ impl Projection for PayoutsProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == PayoutReceipt::TYPE || event.aggregate_type == Payout::TYPE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.aggregate_type == PayoutReceipt::TYPE {
             let PayoutReceiptEvent::PayoutReceiptPublished {

@@ -57,6 +57,12 @@ impl Projection for RevenueProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        (event.aggregate_type == Payment::TYPE && event.event_type == "PaymentConfirmed")
+            || event.aggregate_type == Job::TYPE
+            || event.aggregate_type == RevenueBook::TYPE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         if event.aggregate_type == Payment::TYPE && event.event_type == "PaymentConfirmed" {
             let PaymentEvent::PaymentConfirmed {

@@ -270,6 +270,13 @@ impl Projection for SeriesProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == API_CALL_AGGREGATE
+            || (event.aggregate_type == Payment::TYPE && event.event_type == "PaymentConfirmed")
+            || event.aggregate_type == Job::TYPE
+            || event.aggregate_type == RevenueBook::TYPE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }

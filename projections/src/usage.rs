@@ -60,6 +60,10 @@ impl Projection for UsageProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == API_CALL_AGGREGATE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }

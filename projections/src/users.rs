@@ -31,6 +31,10 @@ impl Projection for UsersProjection {
         TABLES
     }
 
+    fn cares(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == Account::TYPE
+    }
+
     async fn apply(&self, tx: &mut ViewTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }

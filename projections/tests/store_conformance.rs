@@ -521,6 +521,54 @@ async fn metered_calls_are_group_committed_once_and_projected(db: Database) {
     assert_eq!(totals.cost_micros, (1..=200).sum::<i64>());
 }
 
+/// A projection moves past events it does not project (calls' usage events, for the users
+/// projection) without a view transaction: its stored checkpoint stays, yet waiting for those
+/// positions returns and its status is caught up. The next event it projects is applied and
+/// stores the checkpoint past all of them; a rebuild meanwhile still replays every event.
+async fn a_projection_skips_events_it_does_not_project_without_writing(db: Database) {
+    use aiforge_commands::metering::UsageRecorder;
+    register_many(&db, 0, 3).await;
+    let projector = Projector::new(db.clone(), vec![Arc::new(UsersProjection)]);
+    let caught_up = projector.catch_up(&UsersProjection).await.unwrap();
+    assert_eq!(caught_up, db.log_head().await.unwrap());
+    assert!(UsersProjection.cares(&read_all(&db).await[0]));
+
+    let recorder = UsageRecorder::start(db.clone(), clock());
+    for n in 1..=20 {
+        recorder.record(metered(n, "sub-skip")).await.unwrap();
+    }
+    let head = db.log_head().await.unwrap();
+    assert!(head > caught_up);
+    let calls = read_all(&db).await;
+    assert!(!UsersProjection.cares(calls.last().unwrap()));
+    assert_eq!(projector.step(&UsersProjection).await.unwrap(), Some(head));
+    assert_eq!(projector.step(&UsersProjection).await.unwrap(), None);
+    assert_eq!(
+        db.load_checkpoint("projection:users").await.unwrap(),
+        caught_up,
+        "no write for events the projection does not project"
+    );
+    projector
+        .wait_for(head, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let status = projector.status().await.unwrap();
+    assert_eq!((status[0].checkpoint, status[0].behind), (head, 0));
+
+    // A rebuild by another process resets the stored checkpoint: this one reads from there
+    // again, and the views hold every user.
+    let other = Projector::new(db.clone(), vec![Arc::new(UsersProjection)]);
+    other.rebuild(&UsersProjection).await.unwrap();
+    assert_eq!(users_count(&db).await, 3);
+
+    // A user after the calls: applied, and the stored checkpoint moves past everything.
+    register_many(&db, 3, 4).await;
+    let head = db.log_head().await.unwrap();
+    assert_eq!(projector.catch_up(&UsersProjection).await.unwrap(), head);
+    assert_eq!(db.load_checkpoint("projection:users").await.unwrap(), head);
+    assert_eq!(users_count(&db).await, 4);
+}
+
 /// The month fold over the live log (the close's read): every call up to `through` counted,
 /// none after it, in one streamed read, the same on both engines.
 async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
@@ -677,6 +725,7 @@ conformance!(
     a_rebuilt_view_equals_the_live_view_byte_for_byte,
     waiting_for_projections_returns_once_the_position_is_applied,
     metered_calls_are_group_committed_once_and_projected,
+    a_projection_skips_events_it_does_not_project_without_writing,
     an_altered_event_breaks_the_seal_chain_at_its_position,
     the_month_fold_reads_the_live_log_through_its_point,
 );

@@ -633,7 +633,13 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         .recorder
         .record_settling(call.clone(), settlement)
         .await;
-    gateway.admission.settled(&admitted, &call);
+    match &recorded {
+        Ok(()) => gateway.admission.settled(&admitted, &call),
+        // Not metered: the call is not billed, so its hold goes and it counts toward no limit
+        // here. Should the commit have landed after all (an ambiguous error), the key index
+        // counts it when it reads the event, as it does for another instance's calls.
+        Err(_) => gateway.admission.release(&admitted, &call.request_id).await,
+    }
     let piece = match (recorded, failure) {
         (Err(err), _) => {
             let error = OpenAiError::internal(err);

@@ -322,18 +322,23 @@ impl Database {
         )
     }
 
-    /// Records where a reader stands, for readers with no view of their own (the bus publisher).
+    /// Records where a reader with no view of its own stands (the reactors, the bus publisher).
+    /// Such readers are at-least-once (what they do for an event is idempotent), so on SQLite
+    /// the write takes its turn with the other writers and goes through the view pool: no fsync
+    /// of its own (the next event commit makes it durable), and never a busy wait against a
+    /// metering commit.
     pub async fn save_checkpoint(&self, name: &str, at: LogPosition) -> Result<(), StoreError> {
         let sql = "INSERT INTO checkpoints (name, last_tx, last_position) VALUES ($1, $2, $3) \
                    ON CONFLICT (name) DO UPDATE SET last_tx = excluded.last_tx, \
                    last_position = excluded.last_position";
         match &self.engine {
             Engine::Sqlite(pool) => {
+                let _turn = self.write_turn().await;
                 sqlx::query(sql)
                     .bind(name)
                     .bind(at.tx)
                     .bind(at.position)
-                    .execute(pool)
+                    .execute(self.views.as_ref().unwrap_or(pool))
                     .await?;
             }
             Engine::Postgres(pool) => {
