@@ -7,39 +7,16 @@
     reason = "a test fails loudly on the first broken assumption"
 )]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use aiforge_commands::bus::{self, EventBus, NatsTarget};
 use aiforge_commands::testing::TestDatabase;
-use aiforge_commands::{CommandMeta, Database, Executor, LogPosition, ManualClock};
-use aiforge_domain::account::{Account, AccountCommand, AccountId, AccountServices};
+use aiforge_commands::{Database, LogPosition};
+use common::register;
 use futures::StreamExt;
-use time::macros::datetime;
 use tokio::sync::watch;
-
-async fn register(db: &Database, n: usize) {
-    let exec: Executor<Account> = Executor::new(
-        db.clone(),
-        Arc::new(ManualClock::new(datetime!(2026-11-21 10:00 UTC))),
-        AccountServices,
-    );
-    let id = format!("user-{n}");
-    let command = AccountCommand::Register {
-        email: format!("u{n}@example.com"),
-        username: format!("user{n}"),
-        password_hash: "$argon2id$secret-hash".into(),
-        at: datetime!(2026-11-21 10:00 UTC),
-    };
-    exec.execute(
-        &id,
-        (AccountId(id.clone()), command),
-        &CommandMeta::generated(None),
-        &[],
-    )
-    .await
-    .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_subscribers_receive_committed_events_in_order_with_secrets_withheld() {

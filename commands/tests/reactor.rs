@@ -8,36 +8,14 @@
     reason = "a test fails loudly on the first broken assumption"
 )]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Mutex;
 
 use aiforge_commands::reactor::{self, ReactError, Reactor, REACTOR_BATCH_EVENTS_MAX};
 use aiforge_commands::testing::TestDatabase;
-use aiforge_commands::{CommandMeta, Database, Executor, LogPosition, ManualClock, RecordedEvent};
-use aiforge_domain::account::{Account, AccountCommand, AccountId, AccountServices};
-use time::macros::datetime;
-
-async fn register(db: &Database, n: usize) {
-    let exec: Executor<Account> = Executor::new(
-        db.clone(),
-        Arc::new(ManualClock::new(datetime!(2026-11-21 10:00 UTC))),
-        AccountServices,
-    );
-    let id = format!("user-{n}");
-    let command = AccountCommand::Register {
-        email: format!("u{n}@example.com"),
-        username: format!("user{n}"),
-        password_hash: "$argon2id$secret-hash".into(),
-        at: datetime!(2026-11-21 10:00 UTC),
-    };
-    exec.execute(
-        &id,
-        (AccountId(id.clone()), command),
-        &CommandMeta::generated(None),
-        &[],
-    )
-    .await
-    .unwrap();
-}
+use aiforge_commands::{LogPosition, RecordedEvent};
+use common::register;
 
 /// Remembers every position it reacts to; fails once at `fail_at`.
 struct Recording {

@@ -1,5 +1,5 @@
-//! Shared by the blob store tests: a reader that generates content without holding it, free
-//! ports, and child processes that die with the test.
+//! Shared by the command tests: a reader that generates content without holding it, free
+//! ports, child processes that die with the test, and accounts registered to fill a log.
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of this module"
@@ -165,4 +165,31 @@ pub async fn hash_all(
         sha.update(&chunk);
     }
     Ok((size, hex::encode(sha.finalize())))
+}
+
+/// Registers the account `user-{n}`: one command, its events appended to the log.
+pub async fn register(db: &aiforge_commands::Database, n: usize) {
+    use aiforge_commands::{CommandMeta, Executor, ManualClock};
+    use aiforge_domain::account::{Account, AccountCommand, AccountId, AccountServices};
+    use time::macros::datetime;
+    let exec: Executor<Account> = Executor::new(
+        db.clone(),
+        std::sync::Arc::new(ManualClock::new(datetime!(2026-11-21 10:00 UTC))),
+        AccountServices,
+    );
+    let id = format!("user-{n}");
+    let command = AccountCommand::Register {
+        email: format!("u{n}@example.com"),
+        username: format!("user{n}"),
+        password_hash: "$argon2id$secret-hash".into(),
+        at: datetime!(2026-11-21 10:00 UTC),
+    };
+    exec.execute(
+        &id,
+        (AccountId(id.clone()), command),
+        &CommandMeta::generated(None),
+        &[],
+    )
+    .await
+    .unwrap();
 }
