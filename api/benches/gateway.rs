@@ -14,6 +14,9 @@
 //! round-robin over the instances, all of them on core 0), beside the single SQLite instance's
 //! in-memory limiter above. Skipped when PostgreSQL does not answer.
 //!
+//! Then where a call's time goes: the gateway's stage counters (`aiforge_stage_*` on its
+//! `/metrics`) read around calls one at a time and 50 at a time, per call and per stage.
+//!
 //! Settings: BENCH_SECS (throughput window, default 5), BENCH_LATENCY_N (default 2000),
 //! BENCH_INSTANCES (default `1,2,3`; empty skips the shared-limits part), BENCH_PROFILE (a
 //! directory: also profile the SQLite gateway with `perf` at 1 and at 50 in flight).
@@ -24,6 +27,7 @@
     reason = "a benchmark stops on the first broken assumption"
 )]
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -322,6 +326,84 @@ async fn profile(client: &reqwest::Client, target: Arc<Target>, pid: u32, dir: &
     }
 }
 
+/// The gateway's own stage counters (`aiforge_stage_*` on `/metrics`), by stage.
+async fn read_stages(client: &reqwest::Client, metrics: &str) -> BTreeMap<String, (f64, f64)> {
+    let text = client
+        .get(metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut stages: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((name, stage)) = series.split_once("{stage=\"") else {
+            continue;
+        };
+        let stage = stage.trim_end_matches("\"}").to_string();
+        let value: f64 = value.parse().unwrap_or(0.0);
+        match name {
+            "aiforge_stage_runs_total" => stages.entry(stage).or_default().0 = value,
+            "aiforge_stage_seconds_total" => stages.entry(stage).or_default().1 = value,
+            _ => {}
+        }
+    }
+    stages
+}
+
+/// Where a call's time goes, stage by stage: the gateway's stage counters read before and after
+/// `BENCH_LATENCY_N` calls one at a time, then `BENCH_SECS` of calls 50 at a time. For each
+/// stage: its runs per call and its mean time per run and per call (wall time, waits included).
+async fn stages(client: &reqwest::Client, target: Arc<Target>, metrics: &str) {
+    let order = [
+        "auth",
+        "parse",
+        "resolve",
+        "admit",
+        "generate",
+        "meter",
+        "call",
+        "meter_commit",
+        "log_read_db",
+        "projections",
+        "key_index",
+        "reactors",
+    ];
+    for in_flight in [1u64, 50] {
+        let before = read_stages(client, metrics).await;
+        if in_flight == 1 {
+            latencies(client, &target, env_u64("BENCH_LATENCY_N", 2000)).await;
+        } else {
+            throughput(client, target.clone(), in_flight, env_u64("BENCH_SECS", 5)).await;
+        }
+        let after = read_stages(client, metrics).await;
+        let delta = |stage: &str| {
+            let (r0, s0) = before.get(stage).copied().unwrap_or_default();
+            let (r1, s1) = after.get(stage).copied().unwrap_or_default();
+            (r1 - r0, s1 - s0)
+        };
+        let calls = delta("call").0.max(1.0);
+        println!("stages at {in_flight} in flight ({calls:.0} calls): runs per call, mean µs per run, µs per call");
+        for stage in order {
+            let (runs, seconds) = delta(stage);
+            if runs == 0.0 {
+                println!("  {stage:<13} none");
+                continue;
+            }
+            println!(
+                "  {stage:<13} {:>7.3} {:>9.1} {:>9.1}",
+                runs / calls,
+                seconds * 1e6 / runs,
+                seconds * 1e6 / calls
+            );
+        }
+    }
+}
+
 fn added(name: &str, direct: &Measured, via: &Measured) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
@@ -363,8 +445,16 @@ fn main() {
             "--bind",
             "127.0.0.1:0",
         ],
-        &[("AIFORGE_LOCAL_NODE", spec.as_str()), ("RUST_LOG", "error")],
+        &[
+            ("AIFORGE_LOCAL_NODE", spec.as_str()),
+            ("RUST_LOG", "error"),
+            ("AIFORGE_METRICS_BIND", "127.0.0.1:0"),
+        ],
         "aiforge listening on ",
+    );
+    let metrics = format!(
+        "{}/metrics",
+        printed(&lines, "aiforge metrics listening on ")
     );
     let key = printed(&lines, "demo key (shown once): ");
     let model = printed(&lines, "demo model: ");
@@ -391,6 +481,8 @@ fn main() {
         .await;
         added("aiforge", &direct, &via);
         println!("aiforge peak RSS: {:.1} MiB", peak_rss_mib(gateway.id()));
+        let target = Arc::new(Target::new("aiforge", vec![format!("{gateway_url}/api/v1")], &key, &model));
+        stages(&client, target, &metrics).await;
         if let Ok(dir) = std::env::var("BENCH_PROFILE") {
             let target = Target::new("aiforge", vec![format!("{gateway_url}/api/v1")], &key, &model);
             profile(&client, Arc::new(target), gateway.id(), std::path::Path::new(&dir)).await;

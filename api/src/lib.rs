@@ -64,8 +64,20 @@ pub const HOLD_SWEEP_SECS: u64 = 60;
 /// How often the lease holder looks for a month whose scheduled close is due.
 pub const CLOSE_PASS_SECS: u64 = 60;
 
+/// Everything a handler reaches, behind one `Arc`: axum clones the state for every extractor of
+/// every request, and a clone is then one reference count, not thirty.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub db: Database,
     pub accounts: Arc<Accounts>,
     pub wallets: Arc<WalletAuth>,
@@ -832,7 +844,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
     ));
     let payouts = Arc::new(payouts_of(&settings, &db, clock.clone(), views.clone()).await?);
     let state_clock = clock.clone();
-    let state = AppState {
+    let state = AppState(Arc::new(AppParts {
         payouts,
         gateway,
         revenue_book,
@@ -875,7 +887,7 @@ pub async fn serve(settings: Settings) -> Result<(), StartError> {
             db.clone(),
             state_clock.clone(),
         )),
-    };
+    }));
     // The scheduled close (README, "The monthly close"), on the lease holder.
     let close_task = state.close_settle.map(|settle| {
         let (book, clock) = (state.revenue_book.clone(), state.clock.clone());

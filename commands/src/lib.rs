@@ -25,6 +25,7 @@ pub mod payouts;
 pub mod platform_keys;
 pub mod reactor;
 pub mod sign_in_throttle;
+pub mod stages;
 pub mod store;
 pub mod testing;
 pub mod wallet_auth;

@@ -111,11 +111,15 @@ async fn commit(
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let began = std::time::Instant::now();
         match db
             .append_fresh_settling(API_CALL_AGGREGATE, batch, clock.now(), settlements)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                crate::stages::METER_COMMIT.since(began);
+                return Ok(());
+            }
             Err(err) if attempt < METERING_ATTEMPTS_MAX => {
                 tracing::warn!(error = %err, attempt, "usage batch not committed; retrying");
                 let backoff = METERING_RETRY_BASE_MILLIS << attempt;

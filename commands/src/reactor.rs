@@ -4,14 +4,14 @@
 //! the event, so a repeat after a crash is an idempotent replay: exactly-once in effect.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aiforge_domain::fees::PaymentType;
 use aiforge_domain::payment::PaymentEvent;
 use tokio::sync::watch;
 
 use crate::payments::{Payments, SUBSCRIPTION_REFERENCE_PREFIX};
-use crate::store::{Database, RecordedEvent};
+use crate::store::{Database, LogPosition, RecordedEvent};
 
 pub const REACTOR_BATCH_EVENTS_MAX: i64 = 200;
 pub const REACTOR_POLL_MILLIS: u64 = 250;
@@ -40,12 +40,21 @@ pub trait Reactor: Send + Sync {
     async fn react(&self, event: &RecordedEvent) -> Result<(), ReactError>;
 }
 
+/// A running reactor writes its checkpoint at most this often (and when it stops, or when a
+/// reaction fails): its position is kept in memory between batches, and a checkpoint written
+/// late only makes it see some events again after a crash, which its idempotent commands absorb.
+/// Without this, every metered call would cost each reactor a write transaction.
+pub const REACTOR_CHECKPOINT_MILLIS: u64 = 1000;
+
 /// Runs a reactor until `shutdown` turns true.
 pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::Receiver<bool>) {
-    let checkpoint = format!("reactor:{}", reactor.name());
+    let mut cursor = Cursor::new(
+        format!("reactor:{}", reactor.name()),
+        Duration::from_millis(REACTOR_CHECKPOINT_MILLIS),
+    );
     let mut appended = db.subscribe_appends();
     loop {
-        match step(&db, reactor.as_ref(), &checkpoint).await {
+        match cursor.advance(&db, reactor.as_ref()).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => {
@@ -54,6 +63,9 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
             }
         }
         if *shutdown.borrow() {
+            if let Err(e) = cursor.save(&db).await {
+                tracing::warn!(reactor = reactor.name(), error = %e, "the reactor's checkpoint was not saved at shutdown");
+            }
             return;
         }
         tokio::select! {
@@ -63,34 +75,92 @@ pub async fn run(db: Database, reactor: Arc<dyn Reactor>, mut shutdown: watch::R
     }
 }
 
-/// One batch; true when the batch was full (more may be waiting). The checkpoint is written
-/// once per batch, after the last event reacted to (or, when one fails, after the one before
-/// it), without an fsync of its own (`Database::save_checkpoint`): a checkpoint lost to a power
-/// cut only makes the reactor see some events again, and every command it sends is idempotent.
+/// One batch, from the stored checkpoint; true when the batch was full (more may be waiting).
+/// The checkpoint is written once, after the last event reacted to (or, when one fails, after
+/// the one before it), without an fsync of its own (`Database::save_checkpoint`): a checkpoint
+/// lost to a power cut only makes the reactor see some events again, and every command it sends
+/// is idempotent.
 pub async fn step(
     db: &Database,
     reactor: &dyn Reactor,
     checkpoint: &str,
 ) -> Result<bool, ReactorError> {
-    let from = db.load_checkpoint(checkpoint).await?;
-    let batch = db.read_log_after(from, REACTOR_BATCH_EVENTS_MAX).await?;
-    let mut done = from;
-    for event in &batch {
-        if let Err(source) = reactor.react(event).await {
-            if done != from {
-                db.save_checkpoint(checkpoint, done).await?;
-            }
-            return Err(ReactorError::React {
-                position: format!("{:?}", event.log_position()),
-                source,
-            });
+    Cursor::new(checkpoint.to_string(), Duration::ZERO)
+        .advance(db, reactor)
+        .await
+}
+
+/// Where a reactor stands: in memory, and as last stored.
+struct Cursor {
+    checkpoint: String,
+    /// `None` until read from the stored checkpoint.
+    at: Option<LogPosition>,
+    stored: LogPosition,
+    stored_when: Instant,
+    save_every: Duration,
+}
+
+impl Cursor {
+    fn new(checkpoint: String, save_every: Duration) -> Self {
+        Self {
+            checkpoint,
+            at: None,
+            stored: LogPosition::START,
+            stored_when: Instant::now(),
+            save_every,
         }
-        done = event.log_position();
     }
-    if done != from {
-        db.save_checkpoint(checkpoint, done).await?;
+
+    /// Reacts to the next batch; true when it was full.
+    async fn advance(
+        &mut self,
+        db: &Database,
+        reactor: &dyn Reactor,
+    ) -> Result<bool, ReactorError> {
+        let from = match self.at {
+            Some(at) => at,
+            None => {
+                let stored = db.load_checkpoint(&self.checkpoint).await?;
+                self.stored = stored;
+                self.at = Some(stored);
+                stored
+            }
+        };
+        let batch = db.read_log_after(from, REACTOR_BATCH_EVENTS_MAX).await?;
+        let began = Instant::now();
+        let mut failed = None;
+        for event in &batch {
+            if let Err(source) = reactor.react(event).await {
+                failed = Some(ReactorError::React {
+                    position: format!("{:?}", event.log_position()),
+                    source,
+                });
+                break;
+            }
+            self.at = Some(event.log_position());
+        }
+        if failed.is_some() || self.stored_when.elapsed() >= self.save_every {
+            self.save(db).await?;
+        }
+        if !batch.is_empty() {
+            crate::stages::REACTORS.since(began);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(batch.len() as i64 == REACTOR_BATCH_EVENTS_MAX),
+        }
     }
-    Ok(batch.len() as i64 == REACTOR_BATCH_EVENTS_MAX)
+
+    /// Writes the position reached, if it moved since the last write.
+    async fn save(&mut self, db: &Database) -> Result<(), ReactorError> {
+        let Some(at) = self.at.filter(|at| *at != self.stored) else {
+            return Ok(());
+        };
+        db.save_checkpoint(&self.checkpoint, at).await?;
+        self.stored = at;
+        self.stored_when = Instant::now();
+        Ok(())
+    }
 }
 
 /// The event, decoded, when it is a `PaymentConfirmed` of `payment_type`; `None` for any other

@@ -11,6 +11,8 @@ pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/
 
 pub struct TestDatabase {
     pub db: Database,
+    /// What `db` was opened with, for a second handle on the same database (another process).
+    pub url: String,
     drop_pg: Option<(String, String)>,
     sqlite_file: Option<PathBuf>,
 }
@@ -49,10 +51,12 @@ impl TestDatabase {
         let dir = std::env::temp_dir().join("aiforge-tests");
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let file = dir.join(format!("{}.db", uuid::Uuid::now_v7()));
-        let db = Database::open_sqlite_file(&file).await?;
+        let url = format!("sqlite:{}", file.display());
+        let db = Database::connect(&url).await?;
         db.migrate().await?;
         Ok(Self {
             db,
+            url,
             drop_pg: None,
             sqlite_file: Some(file),
         })
@@ -98,6 +102,7 @@ impl TestDatabase {
         db.migrate().await?;
         Ok(Self {
             db,
+            url,
             drop_pg: Some((postgres_admin_url(), name)),
             sqlite_file: None,
         })

@@ -68,6 +68,12 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     /// Generation stops before any of these strings; none of it is emitted.
     pub stop: Vec<String>,
+    /// The caller takes the answer only once it is whole (a non-streamed API call): an engine
+    /// that forwards to another server may then ask for it in one piece and send it as one
+    /// delta. All or nothing: if the caller leaves first, no completion token is counted, as
+    /// none reached it.
+    #[serde(default)]
+    pub whole: bool,
 }
 
 impl ChatRequest {

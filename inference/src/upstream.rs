@@ -1,6 +1,8 @@
 //! An engine that forwards to any OpenAI-compatible server (vLLM, llama.cpp's server, Ollama,
 //! OpenAI itself): `POST {base_url}/chat/completions` with `stream: true` and
-//! `stream_options.include_usage`, reading the server-sent events into deltas.
+//! `stream_options.include_usage`, reading the server-sent events into deltas; or, when the
+//! caller takes the answer only whole (`ChatRequest::whole`), with `stream: false` and one
+//! JSON body, sent on as one delta.
 //!
 //! Usage is the upstream's: the chunk it sends after the last choice. An upstream that sends no
 //! usage is an error (`UpstreamProtocol`), after the text has streamed: this crate cannot count
@@ -25,6 +27,10 @@ use crate::engine::{
 pub const CONNECT_TIMEOUT_SECS_DEFAULT: u64 = 10;
 pub const RESPONSE_TIMEOUT_SECS_DEFAULT: u64 = 120;
 pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 60;
+/// A whole (non-streamed) answer is waited for this long: OpenAI's SDKs' own default.
+pub const ANSWER_TIMEOUT_SECS_DEFAULT: u64 = 600;
+/// The longest whole answer read.
+const ANSWER_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The most an error body is read, and the longest one server-sent event may be.
 const ERROR_BODY_BYTES_MAX: usize = 64 * 1024;
 const EVENT_BYTES_MAX: usize = 1024 * 1024;
@@ -44,6 +50,9 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Longest wait for the next piece of the stream.
     pub idle_timeout: Duration,
+    /// Longest wait for a whole answer (`ChatRequest::whole`), from sending the request to its
+    /// last byte: a server answers such a request only once it has generated all of it.
+    pub answer_timeout: Duration,
 }
 
 impl UpstreamConfig {
@@ -57,6 +66,7 @@ impl UpstreamConfig {
             connect_timeout: Duration::from_secs(CONNECT_TIMEOUT_SECS_DEFAULT),
             response_timeout: Duration::from_secs(RESPONSE_TIMEOUT_SECS_DEFAULT),
             idle_timeout: Duration::from_secs(IDLE_TIMEOUT_SECS_DEFAULT),
+            answer_timeout: Duration::from_secs(ANSWER_TIMEOUT_SECS_DEFAULT),
         }
     }
 }
@@ -100,7 +110,8 @@ struct UpstreamRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     stream: bool,
-    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +157,37 @@ struct Chunk {
     usage: Option<ChunkUsage>,
     #[serde(default)]
     error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize, Default)]
+struct AnswerMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnswerChoice {
+    #[serde(default)]
+    message: AnswerMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+/// A whole `chat.completion`: only what this engine reads of it.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    choices: Vec<AnswerChoice>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "length" => FinishReason::Length,
+        // "stop", and "content_filter" or "tool_calls", which end the turn too.
+        _ => FinishReason::Stop,
+    }
 }
 
 #[derive(Deserialize)]
@@ -244,13 +286,16 @@ impl Engine for UpstreamEngine {
         deltas: mpsc::Sender<Delta>,
     ) -> Result<Completion, EngineError> {
         validate_request(&request)?;
+        if request.whole {
+            return self.generate_whole(&request, deltas).await;
+        }
         let body = UpstreamRequest {
             model: &self.config.model,
             messages: &request.messages,
             stream: true,
-            stream_options: StreamOptions {
+            stream_options: Some(StreamOptions {
                 include_usage: true,
-            },
+            }),
             max_tokens: request.max_tokens,
             temperature: request.temperature,
             top_p: request.top_p,
@@ -323,11 +368,7 @@ impl Engine for UpstreamEngine {
                         delivered += 1;
                     }
                     if let Some(reason) = choice.finish_reason {
-                        finish = Some(match reason.as_str() {
-                            "length" => FinishReason::Length,
-                            // "stop", and "content_filter" or "tool_calls", which end the turn too.
-                            _ => FinishReason::Stop,
-                        });
+                        finish = Some(finish_reason(&reason));
                     }
                 }
             }
@@ -343,6 +384,88 @@ impl Engine for UpstreamEngine {
         Ok(Completion {
             finish_reason: finish.unwrap_or(FinishReason::Stop),
             usage,
+            usage_exact: true,
+        })
+    }
+}
+
+impl UpstreamEngine {
+    /// A whole answer: one request with `stream: false`, one JSON body, one delta. Nothing is
+    /// delivered before the end, so a caller that leaves first is told nothing and nothing is
+    /// counted (`usage_exact: false`, like any call cut short).
+    async fn generate_whole(
+        &self,
+        request: &ChatRequest,
+        deltas: mpsc::Sender<Delta>,
+    ) -> Result<Completion, EngineError> {
+        let body = UpstreamRequest {
+            model: &self.config.model,
+            messages: &request.messages,
+            stream: false,
+            stream_options: None,
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            seed: request.seed,
+            stop: &request.stop,
+        };
+        let mut call = self.client.post(&self.url).json(&body);
+        if let Some(key) = &self.config.api_key {
+            call = call.bearer_auth(key.expose_secret());
+        }
+        let limit = self.config.answer_timeout;
+        let idle = self.config.idle_timeout;
+        let answer = async {
+            let response = call
+                .send()
+                .await
+                .map_err(|e| transport(e, "response", limit))?;
+            if !response.status().is_success() {
+                return Err(status_error(response, idle).await);
+            }
+            let mut stream = response.bytes_stream();
+            let mut body = Vec::new();
+            while let Some(piece) = stream.next().await {
+                body.extend_from_slice(&piece.map_err(|e| transport(e, "response", limit))?);
+                if body.len() > ANSWER_BYTES_MAX {
+                    return Err(EngineError::UpstreamProtocol(format!(
+                        "the answer is longer than {ANSWER_BYTES_MAX} bytes"
+                    )));
+                }
+            }
+            serde_json::from_slice::<Answer>(&body).map_err(|e| {
+                EngineError::UpstreamProtocol(format!("the answer is not a chat completion: {e}"))
+            })
+        };
+        let answer = tokio::select! {
+            biased;
+            _ = deltas.closed() => return Ok(cancelled(None, 0)),
+            answer = tokio::time::timeout(limit, answer) => match answer {
+                Err(_) => return Err(timed_out("response", limit)),
+                Ok(answer) => answer?,
+            },
+        };
+        let Some(usage) = answer.usage else {
+            return Err(EngineError::UpstreamProtocol(
+                "the upstream's answer has no usage".into(),
+            ));
+        };
+        // One choice is asked for (no `n`); choice 0 is the answer.
+        let choice = answer.choices.into_iter().next();
+        let finish = choice
+            .as_ref()
+            .and_then(|c| c.finish_reason.as_deref())
+            .map_or(FinishReason::Stop, finish_reason);
+        let text = choice.and_then(|c| c.message.content).unwrap_or_default();
+        if !text.is_empty() && deltas.send(Delta { text }).await.is_err() {
+            return Ok(cancelled(None, 0));
+        }
+        Ok(Completion {
+            finish_reason: finish,
+            usage: Usage {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+            },
             usage_exact: true,
         })
     }

@@ -217,6 +217,83 @@ async fn dropping_the_receiver_closes_the_upstream_stream() {
     assert!((3..=4).contains(&completion.usage.completion_tokens));
 }
 
+/// A caller that takes the answer only whole (a non-streamed API call): one request with
+/// `stream: false`, one JSON body, one delta, the upstream's own usage and finish reason.
+#[tokio::test]
+async fn a_whole_answer_is_read_in_one_piece_with_the_upstream_usage() {
+    let base = start_mock(mock(REPLY)).await;
+    let engine = UpstreamEngine::new(UpstreamConfig::new(base, "m")).unwrap();
+    let whole = |max_tokens| ChatRequest {
+        whole: true,
+        max_tokens,
+        ..request()
+    };
+    let (deltas, completion) = common::collect(&engine, whole(None)).await;
+    assert_eq!(deltas, [REPLY], "one delta: {deltas:?}");
+    assert_eq!(completion.finish_reason, FinishReason::Stop);
+    assert_eq!(
+        (
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens
+        ),
+        (6, 9)
+    );
+    assert!(completion.usage_exact);
+
+    let (deltas, completion) = common::collect(&engine, whole(Some(3))).await;
+    assert_eq!(deltas, ["The quick brown"]);
+    assert_eq!(completion.finish_reason, FinishReason::Length);
+    assert_eq!(completion.usage.completion_tokens, 3);
+}
+
+/// All or nothing: a caller that leaves before a whole answer arrives was told nothing, and
+/// nothing of the completion is counted; an upstream error is the same typed error as streamed.
+#[tokio::test]
+async fn a_caller_gone_before_a_whole_answer_counts_nothing() {
+    let base = start_mock(MockConfig {
+        delay: Duration::from_secs(30),
+        ..mock(REPLY)
+    })
+    .await;
+    let engine = UpstreamEngine::new(UpstreamConfig::new(base, "m")).unwrap();
+    let (tx, rx) = mpsc::channel::<Delta>(1);
+    let generation = engine.generate(
+        ChatRequest {
+            whole: true,
+            ..request()
+        },
+        tx,
+    );
+    let leaving = async move { drop(rx) };
+    let (completion, ()) = tokio::join!(generation, leaving);
+    let completion = completion.unwrap();
+    assert_eq!(completion.finish_reason, FinishReason::Cancelled);
+    assert_eq!(completion.usage.completion_tokens, 0);
+    assert!(!completion.usage_exact);
+
+    let base = start_mock(MockConfig {
+        fail_status: Some(503),
+        ..mock(REPLY)
+    })
+    .await;
+    let engine = UpstreamEngine::new(UpstreamConfig::new(base, "m")).unwrap();
+    let (tx, _rx) = mpsc::channel::<Delta>(8);
+    let error = engine
+        .generate(
+            ChatRequest {
+                whole: true,
+                ..request()
+            },
+            tx,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, EngineError::UpstreamStatus { status: 503, .. }),
+        "{error:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_mock_binary_serves_an_upstream_engine() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_aiforge-mock-openai"))

@@ -44,6 +44,8 @@ pub const PROJECTION_POLL_MILLIS: u64 = 250;
 /// Bound values per multi-row INSERT (`ViewTx::insert_rows`), well under SQLite's 32,766 and
 /// PostgreSQL's 65,535.
 pub const INSERT_VALUES_MAX: usize = 5000;
+/// Rows per multi-row INSERT at most (`ViewTx::insert_rows`).
+pub const INSERT_ROWS_MAX: usize = 64;
 /// After a failing batch, wait this long before trying again.
 pub const PROJECTION_RETRY_MILLIS: u64 = 1000;
 /// A projection's checkpoint moved only past events it does not project (a call's usage event
@@ -134,9 +136,13 @@ impl ViewTx {
     }
 
     /// Inserts rows of `width` values each (`values` holds them one after another) with
-    /// multi-row INSERTs of at most `INSERT_VALUES_MAX` bound values: `head` is
-    /// `INSERT INTO table (columns) VALUES`, `tail` follows the rows (an `ON CONFLICT` clause or
-    /// nothing). One statement per chunk instead of one per row.
+    /// multi-row INSERTs: `head` is `INSERT INTO table (columns) VALUES`, `tail` follows the rows
+    /// (an `ON CONFLICT` clause without parameters, or nothing). One statement per chunk instead
+    /// of one per row. Chunks hold a power of two of rows, at most `INSERT_ROWS_MAX` (and
+    /// `INSERT_VALUES_MAX` values), so a table's inserts are a handful of distinct statements
+    /// that stay prepared in the connection's cache. On SQLite the placeholders are anonymous
+    /// (`?`, numbered in order like `$n`): SQLite finds a named one by a linear search, which
+    /// sqlx does for every value bound, so a statement of n named values cost O(n²).
     pub async fn insert_rows(
         &mut self,
         head: &str,
@@ -144,19 +150,39 @@ impl ViewTx {
         values: &[SqlValue],
         tail: &str,
     ) -> Result<(), sqlx::Error> {
+        use std::fmt::Write as _;
         let width = width.max(1);
-        let rows_per_statement = (INSERT_VALUES_MAX / width).max(1);
-        for chunk in values.chunks(rows_per_statement * width) {
-            let rows: Vec<String> = (0..chunk.len() / width)
-                .map(|row| {
-                    let cells: Vec<String> = (1..=width)
-                        .map(|cell| format!("${}", row * width + cell))
-                        .collect();
-                    format!("({})", cells.join(", "))
-                })
-                .collect();
-            let sql = format!("{head} {} {tail}", rows.join(", "));
+        let most = INSERT_ROWS_MAX.min((INSERT_VALUES_MAX / width).max(1));
+        let anonymous = matches!(self, ViewTx::Sqlite(..));
+        let mut rest = values;
+        while rest.len() >= width {
+            let rows_left = rest.len() / width;
+            let rows = if rows_left >= most {
+                most
+            } else {
+                1 << rows_left.ilog2()
+            };
+            let (chunk, after) = rest.split_at(rows * width);
+            let mut sql = String::with_capacity(head.len() + tail.len() + rows * width * 5 + 8);
+            sql.push_str(head);
+            for row in 0..rows {
+                sql.push_str(if row == 0 { " (" } else { ", (" });
+                for cell in 0..width {
+                    if cell > 0 {
+                        sql.push_str(", ");
+                    }
+                    if anonymous {
+                        sql.push('?');
+                    } else {
+                        let _ = write!(sql, "${}", row * width + cell + 1);
+                    }
+                }
+                sql.push(')');
+            }
+            sql.push(' ');
+            sql.push_str(tail);
             self.execute(&sql, chunk).await?;
+            rest = after;
         }
         Ok(())
     }
@@ -280,6 +306,41 @@ pub struct Projector {
     /// Per projection, how far it moved past events it does not project without writing its
     /// checkpoint (see [`Skipped`]).
     skipped: Arc<std::sync::Mutex<HashMap<&'static str, Skipped>>>,
+    /// Per projection, its stored checkpoint as this process last read or wrote it, so a step
+    /// does not read it again. Only a guess: every write of a checkpoint is conditional on the
+    /// stored value being this one, and a write that finds another (a rebuild, another
+    /// instance) reads it again and starts from there.
+    stored: Arc<std::sync::Mutex<HashMap<&'static str, LogPosition>>>,
+}
+
+/// What `Projector::step_together` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stepped {
+    /// Some projection moved (wrote a batch, or moved past events in memory).
+    pub moved: bool,
+    /// Some projection read a full batch: more may be waiting now.
+    pub more: bool,
+}
+
+/// A projection's next step (`Projector::next_batch`).
+enum Next {
+    CaughtUp,
+    /// Moved in memory past events it does not project, to here; `full` when the batch read was
+    /// as long as a batch may be (more may be waiting).
+    Skipped {
+        at: LogPosition,
+        full: bool,
+    },
+    Write(Batch),
+}
+
+/// A batch to write: the checkpoint moves from `stored` to `last`; `events` is `None` when the
+/// projection projects none of them (only its idle checkpoint is written).
+struct Batch {
+    stored: LogPosition,
+    last: LogPosition,
+    full: bool,
+    events: Option<Vec<RecordedEvent>>,
 }
 
 /// A checkpoint moved in memory only: every event after `stored` up to `at` is one the
@@ -303,6 +364,7 @@ impl Projector {
             projections,
             positions: Arc::new(positions),
             skipped: Arc::default(),
+            stored: Arc::default(),
         }
     }
 
@@ -323,19 +385,128 @@ impl Projector {
         &self,
         projection: &dyn Projection,
     ) -> Result<Option<LogPosition>, ProjectionError> {
-        let name = checkpoint_name(projection);
-        let stored = self.db.load_checkpoint(&name).await?;
+        let batch = match self.next_batch(projection).await? {
+            Next::CaughtUp => return Ok(None),
+            Next::Skipped { at, .. } => return Ok(Some(at)),
+            Next::Write(batch) => batch,
+        };
+        let mut tx = ViewTx::begin(&self.db).await?;
+        match self.write(&mut tx, projection, &batch).await {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(tx);
+                return Ok(Some(self.load_stored(projection).await?));
+            }
+            Err(e) => {
+                // The stored checkpoint is unknown until the rollback is seen: read it again.
+                self.forget_stored(projection.name());
+                return Err(e);
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            self.forget_stored(projection.name());
+            return Err(e.into());
+        }
+        self.written(projection, &batch);
+        Ok(Some(batch.last))
+    }
+
+    /// One batch for every projection with something to write, in ONE view transaction: a
+    /// metered call is projected by the usage, series and seals projections, and one commit
+    /// (one write turn, one WAL append) serves them all. Says whether any projection moved, and
+    /// whether one read a full batch (more is waiting now).
+    /// Should the shared batch fail (a projection's error, a checkpoint another instance moved),
+    /// nothing of it stays and each of those projections takes its own step, so one failing
+    /// projection never holds the others back.
+    pub async fn step_together(&self) -> Result<Stepped, ProjectionError> {
+        let mut stepped = Stepped::default();
+        let mut batches = Vec::new();
+        for projection in &self.projections {
+            match self.next_batch(projection.as_ref()).await? {
+                Next::CaughtUp => {}
+                Next::Skipped { full, .. } => {
+                    stepped.moved = true;
+                    stepped.more |= full;
+                }
+                Next::Write(batch) => {
+                    stepped.moved = true;
+                    stepped.more |= batch.full;
+                    batches.push((projection.clone(), batch));
+                }
+            }
+        }
+        if batches.is_empty() {
+            return Ok(stepped);
+        }
+        let began = std::time::Instant::now();
+        let mut tx = ViewTx::begin(&self.db).await?;
+        let mut together = true;
+        for (projection, batch) in &batches {
+            if !matches!(
+                self.write(&mut tx, projection.as_ref(), batch).await,
+                Ok(true)
+            ) {
+                together = false;
+                break;
+            }
+        }
+        // Ended before any projection steps alone: it holds the write turn until it ends.
+        let committed = if together {
+            tx.commit().await.is_ok()
+        } else {
+            drop(tx);
+            false
+        };
+        if committed {
+            aiforge_commands::stages::PROJECTIONS.since(began);
+            for (projection, batch) in &batches {
+                self.written(projection.as_ref(), batch);
+            }
+            return Ok(stepped);
+        }
+        let mut failed = None;
+        for (projection, _) in &batches {
+            self.forget_stored(projection.name());
+            if let Err(e) = self.step(projection.as_ref()).await {
+                tracing::error!(projection = projection.name(), error = %e, "projection batch failed");
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            // Some batch was dropped (a checkpoint moved by somebody else): read again now.
+            None => Ok(Stepped {
+                moved: true,
+                more: true,
+            }),
+        }
+    }
+
+    /// What the projection's next step is: nothing (caught up), a move in memory past events
+    /// it does not project (done here), or a batch to write.
+    async fn next_batch(&self, projection: &dyn Projection) -> Result<Next, ProjectionError> {
+        let known = self
+            .stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(projection.name())
+            .copied();
+        let stored = match known {
+            Some(stored) => stored,
+            None => self.load_stored(projection).await?,
+        };
         let skipped = self.skipped_from(projection.name(), stored);
         let from = skipped.map_or(stored, |s| s.at);
-        let batch = self
+        let events = self
             .db
             .read_log_after(from, PROJECTION_BATCH_EVENTS_MAX)
             .await?;
-        let Some(last) = batch.last().map(RecordedEvent::log_position) else {
+        let Some(last) = events.last().map(RecordedEvent::log_position) else {
             self.publish(projection.name(), from);
-            return Ok(None);
+            return Ok(Next::CaughtUp);
         };
-        let projects = batch.iter().any(|event| projection.cares(event));
+        let full = events.len() as i64 >= PROJECTION_BATCH_EVENTS_MAX;
+        let projects = events.iter().any(|event| projection.cares(event));
         if !projects {
             let since = skipped.map_or_else(std::time::Instant::now, |s| s.since);
             if since.elapsed() < Duration::from_millis(PROJECTION_IDLE_CHECKPOINT_MILLIS) {
@@ -348,10 +519,28 @@ impl Projector {
                     }),
                 );
                 self.publish(projection.name(), last);
-                return Ok(Some(last));
+                return Ok(Next::Skipped { at: last, full });
             }
         }
-        let mut tx = ViewTx::begin(&self.db).await?;
+        Ok(Next::Write(Batch {
+            stored,
+            last,
+            full,
+            events: projects.then_some(events),
+        }))
+    }
+
+    /// Moves the checkpoint and applies the batch inside `tx`. `Ok(false)`: somebody else (a
+    /// rebuild, another instance) moved the stored checkpoint since it was read; nothing of this
+    /// batch may be committed.
+    async fn write(
+        &self,
+        tx: &mut ViewTx,
+        projection: &dyn Projection,
+        batch: &Batch,
+    ) -> Result<bool, ProjectionError> {
+        let name = checkpoint_name(projection);
+        let (stored, last) = (batch.stored, batch.last);
         // Moving the checkpoint first takes its row lock and proves nobody (another instance, a
         // rebuild) moved it since we read it; if somebody did, drop this batch and re-read.
         let moved = tx
@@ -373,25 +562,52 @@ impl Projector {
                     "INSERT INTO checkpoints (name, last_tx, last_position) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO NOTHING",
                     &[
-                        SqlValue::Text(name.clone()),
+                        SqlValue::Text(name),
                         SqlValue::Int(last.tx),
                         SqlValue::Int(last.position),
                     ],
                 )
                 .await?;
             if inserted == 0 || stored != LogPosition::START {
-                drop(tx);
                 self.set_skipped(projection.name(), None);
-                return Ok(Some(self.db.load_checkpoint(&name).await?));
+                return Ok(false);
             }
         }
-        if projects {
-            projection.apply_batch(&mut tx, &batch).await?;
+        if let Some(events) = &batch.events {
+            projection.apply_batch(tx, events).await?;
         }
-        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// After the commit of `batch`.
+    fn written(&self, projection: &dyn Projection, batch: &Batch) {
+        self.set_stored(projection.name(), batch.last);
         self.set_skipped(projection.name(), None);
-        self.publish(projection.name(), last);
-        Ok(Some(last))
+        self.publish(projection.name(), batch.last);
+    }
+
+    /// Reads the projection's stored checkpoint and remembers it.
+    async fn load_stored(&self, projection: &dyn Projection) -> Result<LogPosition, StoreError> {
+        let stored = self
+            .db
+            .load_checkpoint(&checkpoint_name(projection))
+            .await?;
+        self.set_stored(projection.name(), stored);
+        Ok(stored)
+    }
+
+    fn set_stored(&self, name: &'static str, at: LogPosition) {
+        self.stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, at);
+    }
+
+    fn forget_stored(&self, name: &str) {
+        self.stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 
     /// The in-memory skip of `name`, if it still starts at the stored checkpoint.
@@ -411,10 +627,7 @@ impl Projector {
     /// Where the projection stands: its stored checkpoint, or further when it moved past events
     /// it does not project since.
     async fn checkpoint(&self, projection: &dyn Projection) -> Result<LogPosition, StoreError> {
-        let stored = self
-            .db
-            .load_checkpoint(&checkpoint_name(projection))
-            .await?;
+        let stored = self.load_stored(projection).await?;
         Ok(self
             .skipped_from(projection.name(), stored)
             .map_or(stored, |s| s.at))
@@ -450,6 +663,7 @@ impl Projector {
     ) -> Result<LogPosition, ProjectionError> {
         let name = checkpoint_name(projection);
         self.set_skipped(projection.name(), None);
+        self.forget_stored(projection.name());
         let mut tx = ViewTx::begin(&self.db).await?;
         // Checkpoint first: its row lock orders this reset after any batch in flight.
         tx.execute(
@@ -463,37 +677,25 @@ impl Projector {
                 .await?;
         }
         tx.commit().await?;
+        self.set_stored(projection.name(), LogPosition::START);
         self.publish(projection.name(), LogPosition::START);
         self.catch_up(projection).await
     }
 
-    /// Runs every projection until `shutdown` turns true. A failing batch is logged and retried;
-    /// the other projections go on.
-    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
-        let mut tasks = Vec::new();
-        for projection in &self.projections {
-            let projector = self.clone();
-            let projection = projection.clone();
-            let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                projector.run_one(projection.as_ref(), shutdown).await;
-            }));
-        }
-        for task in tasks {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "projection task ended abnormally");
-            }
-        }
-    }
-
-    async fn run_one(&self, projection: &dyn Projection, mut shutdown: watch::Receiver<bool>) {
+    /// Runs every projection until `shutdown` turns true, their batches written together
+    /// (`step_together`). A failing batch is logged and retried; the other projections go on.
+    /// After a batch that was not full, it waits for the next append (and the coalescing delay
+    /// after it) rather than reading again at once: views are written about once per
+    /// `APPEND_COALESCE_MILLIS` under load, not back to back, so the write turn stays free for
+    /// metering commits most of the time.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let mut appended = self.db.subscribe_appends();
         loop {
-            match self.step(projection).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
+            match self.step_together().await {
+                Ok(Stepped { more: true, .. }) => continue,
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(projection = projection.name(), error = %e, "projection batch failed");
+                    tracing::error!(error = %e, "a projection batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(PROJECTION_RETRY_MILLIS)).await;
                 }
             }

@@ -126,7 +126,8 @@ pub async fn verify(db: &Database) -> Result<Verdict, ProjectionError> {
     let mut seq = 0i64;
     let mut after = LogPosition::START;
     loop {
-        let events = db.read_log_after(after, VERIFY_BATCH).await?;
+        // The stored bytes, not this process's copy of them: an alteration must show.
+        let events = db.read_log_after_uncached(after, VERIFY_BATCH).await?;
         if events.is_empty() {
             break;
         }

@@ -73,11 +73,12 @@ async fn register_many(db: &Database, from: usize, to: usize) {
     }
 }
 
+/// The whole log as the database returns it (not this process's kept stretch of it).
 async fn read_all(db: &Database) -> Vec<RecordedEvent> {
     let mut out = Vec::new();
     let mut at = LogPosition::START;
     loop {
-        let batch = db.read_log_after(at, 97).await.unwrap();
+        let batch = db.read_log_after_uncached(at, 97).await.unwrap();
         let Some(last) = batch.last() else { return out };
         at = last.log_position();
         out.extend(batch);
@@ -569,6 +570,57 @@ async fn a_projection_skips_events_it_does_not_project_without_writing(db: Datab
     assert_eq!(users_count(&db).await, 4);
 }
 
+/// A running projector writes every projection's batch in one transaction
+/// (`Projector::step_together`). One projection that fails there keeps its checkpoint before the
+/// failing batch and writes nothing, while the others move on; once it no longer fails, all of
+/// them move together again.
+async fn projections_write_together_and_a_failing_one_holds_no_other_back(db: Database) {
+    use aiforge_projections::seals::{verify, SealsProjection, Verdict};
+    register_many(&db, 0, 5).await;
+    let fail_at = read_all(&db).await[2].position;
+    let projector = Projector::new(
+        db.clone(),
+        vec![
+            Arc::new(FailingAt {
+                inner: UsersProjection,
+                fail_at,
+            }),
+            Arc::new(SealsProjection),
+        ],
+    );
+    assert!(projector.step_together().await.is_err());
+    let head = db.log_head().await.unwrap();
+    assert_eq!(db.load_checkpoint("projection:seals").await.unwrap(), head);
+    assert_eq!(
+        db.load_checkpoint("projection:users").await.unwrap(),
+        LogPosition::START
+    );
+    assert_eq!(users_count(&db).await, 0);
+
+    let projector = Projector::new(
+        db.clone(),
+        vec![Arc::new(UsersProjection), Arc::new(SealsProjection)],
+    );
+    register_many(&db, 5, 7).await;
+    let stepped = projector.step_together().await.unwrap();
+    assert!(stepped.moved && !stepped.more, "{stepped:?}");
+    assert_eq!(
+        projector.step_together().await.unwrap(),
+        aiforge_projections::Stepped::default(),
+        "caught up"
+    );
+    let head = db.log_head().await.unwrap();
+    for name in ["projection:users", "projection:seals"] {
+        assert_eq!(db.load_checkpoint(name).await.unwrap(), head, "{name}");
+    }
+    assert_eq!(users_count(&db).await, 7);
+    let events = i64::try_from(read_all(&db).await.len()).unwrap();
+    assert_eq!(
+        verify(&db).await.unwrap(),
+        Verdict::Intact { sealed: events }
+    );
+}
+
 /// The month fold over the live log (the close's read): every call up to `through` counted,
 /// none after it, in one streamed read, the same on both engines.
 async fn the_month_fold_reads_the_live_log_through_its_point(db: Database) {
@@ -726,9 +778,133 @@ conformance!(
     waiting_for_projections_returns_once_the_position_is_applied,
     metered_calls_are_group_committed_once_and_projected,
     a_projection_skips_events_it_does_not_project_without_writing,
+    projections_write_together_and_a_failing_one_holds_no_other_back,
     an_altered_event_breaks_the_seal_chain_at_its_position,
     the_month_fold_reads_the_live_log_through_its_point,
 );
+
+/// The log's followers in one process share one read ([`Database::read_log_after`] keeps the
+/// stretch read last): whatever stretch, limit or start a follower asks for, it gets exactly what
+/// the database holds, and after the stretch has let its oldest events go. Events appended by
+/// another process are found by a follower's next poll (a read that found nothing is trusted
+/// for `LOG_TAIL_QUIET_MILLIS` when this process appended nothing since).
+async fn followers_read_the_log_the_database_holds_whoever_appended_it(db: Database, url: &str) {
+    use aiforge_commands::metering::UsageRecorder;
+    // The log as the database holds it, read by a statement of this test.
+    async fn stored(db: &Database) -> Vec<i64> {
+        aiforge_commands::on_engine!(db, |pool| sqlx::query_scalar(
+            "SELECT global_position FROM events ORDER BY global_position"
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap())
+    }
+    fn positions(events: &[RecordedEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.position).collect()
+    }
+    register_many(&db, 0, 10).await;
+    // Twelve followers woken by the same append, all from the start.
+    let reads =
+        futures::future::join_all((0..12).map(|_| db.read_log_after(LogPosition::START, 1000)))
+            .await;
+    let all = stored(&db).await;
+    assert!(all.len() >= 10);
+    for read in reads {
+        assert_eq!(positions(&read.unwrap()), all);
+    }
+    // From inside the stretch, with limits that end inside it and past its end.
+    let events = read_all(&db).await;
+    for (i, event) in events.iter().enumerate() {
+        for limit in [1, 3, 20] {
+            let read = db
+                .read_log_after(event.log_position(), limit)
+                .await
+                .unwrap();
+            let want: Vec<i64> = all[i + 1..].iter().take(limit as usize).copied().collect();
+            assert_eq!(positions(&read), want, "after {i}, {limit} at most");
+        }
+    }
+
+    // Another process appends: a follower caught up here, polling as followers do, reads its
+    // events.
+    let other = Database::connect(url).await.unwrap();
+    assert!(db
+        .read_log_after(events.last().unwrap().log_position(), 1000)
+        .await
+        .unwrap()
+        .is_empty());
+    register_many(&other, 10, 13).await;
+    let head = events.last().unwrap().log_position();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        let read = db.read_log_after(head, 1000).await.unwrap();
+        if !read.is_empty() || std::time::Instant::now() > deadline {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(
+            aiforge_commands::store::log::LOG_TAIL_QUIET_MILLIS / 5,
+        ))
+        .await;
+    };
+    let before = events.len();
+    let all = stored(&db).await;
+    assert!(all.len() > before);
+    assert_eq!(positions(&read), all[before..].to_vec());
+    let ids: BTreeSet<&str> = read.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["user-000010", "user-000011", "user-000012"])
+    );
+
+    // More events than the stretch keeps: read in batches, then again from the start (before
+    // the stretch), every event comes back once and in order.
+    let recorder = UsageRecorder::start(other.clone(), clock());
+    let calls = aiforge_commands::store::log::LOG_TAIL_EVENTS_MAX + 500;
+    let recorded = futures::future::join_all((1..=calls).map(|n| {
+        let recorder = recorder.clone();
+        async move { recorder.record(metered(n, "sub-tail")).await }
+    }))
+    .await;
+    assert!(recorded.iter().all(Result::is_ok));
+    let all = stored(&db).await;
+    assert_eq!(all.len(), before + read.len() + calls);
+    let mut at = LogPosition::START;
+    let mut seen = Vec::new();
+    while seen.len() < all.len() && std::time::Instant::now() < deadline + Duration::from_secs(10) {
+        let batch = db.read_log_after(at, 1000).await.unwrap();
+        let Some(last) = batch.last() else {
+            // Nothing new to this process yet: the next poll.
+            tokio::time::sleep(Duration::from_millis(
+                aiforge_commands::store::log::LOG_TAIL_QUIET_MILLIS / 5,
+            ))
+            .await;
+            continue;
+        };
+        at = last.log_position();
+        seen.extend(positions(&batch));
+    }
+    assert_eq!(seen, all);
+    assert_eq!(positions(&read_all(&db).await), all);
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_followers_read_the_log_the_database_holds_whoever_appended_it() {
+    let test_db = TestDatabase::sqlite().await.unwrap();
+    followers_read_the_log_the_database_holds_whoever_appended_it(test_db.db.clone(), &test_db.url)
+        .await;
+    test_db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_followers_read_the_log_the_database_holds_whoever_appended_it() {
+    let Some(test_db) = TestDatabase::postgres().await else {
+        return;
+    };
+    followers_read_the_log_the_database_holds_whoever_appended_it(test_db.db.clone(), &test_db.url)
+        .await;
+    test_db.cleanup().await;
+}
 
 /// PostgreSQL only: identity values commit out of order. A transaction that took a lower
 /// position but commits after a higher one must still be read, and before it.

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 use aiforge_commands::gateway::index::{lock, ModelEntry};
 use aiforge_commands::gateway::{AdmissionError, Admitted, CallTerms};
+use aiforge_commands::stages;
 use aiforge_domain::admission::{prompt_tokens_bound, CallEstimate, Refusal};
 use aiforge_domain::usage::CallEntitlement;
 
@@ -335,6 +336,8 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, OpenAiError> {
         top_p,
         seed,
         stop,
+        // A non-streamed caller reads the answer only whole: an upstream is asked for it so.
+        whole: !stream,
     };
     Ok(Parsed {
         model,
@@ -522,6 +525,7 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         }
     };
     let (deltas, mut received) = mpsc::channel(DELTA_BUFFER);
+    let generating = Instant::now();
     let nodes = state.gateway.nodes.clone();
     let generation = tokio::spawn({
         let target = target.clone();
@@ -545,6 +549,7 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
             reason: join.to_string(),
         }),
     };
+    stages::GENERATE.since(generating);
     let (node_id, completion, failure) = match result {
         Ok(done) => (done.node_id, done.completion, None),
         Err(err) => {
@@ -629,10 +634,12 @@ async fn run_call(call: Call, out: mpsc::Sender<Piece>) {
         .admission
         .is_shared()
         .then(|| admitted.settlement(&call));
+    let metering = Instant::now();
     let recorded = gateway
         .recorder
         .record_settling(call.clone(), settlement)
         .await;
+    stages::METER.since(metering);
     match &recorded {
         Ok(()) => gateway.admission.settled(&admitted, &call),
         // Not metered: the call is not billed, so its hold goes and it counts toward no limit
@@ -818,12 +825,14 @@ pub async fn start(
     };
     let entitlement = terms.entitlement.clone();
     let model_id = terms.model_id.clone();
-    let admitted = match state
+    let admitting = Instant::now();
+    let admitted = state
         .gateway
         .admission
         .admit_under(terms, &request_id, estimate)
-        .await
-    {
+        .await;
+    stages::ADMIT.since(admitting);
+    let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(err) => return Err(refused(err, &entitlement)),
     };
@@ -868,16 +877,21 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let parsed = match parse(&body) {
+    let parsed = parse(&body);
+    stages::PARSE.since(started);
+    let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(err) => return err.into_response(),
     };
-    let (terms, model) = match resolve(
+    let resolving = Instant::now();
+    let resolved = resolve(
         &state,
         &entitlement,
         &parsed.model,
         service_scope.as_deref(),
-    ) {
+    );
+    stages::RESOLVE.since(resolving);
+    let (terms, model) = match resolved {
         Ok(resolved) => resolved,
         Err(err) => return err.into_response(),
     };
@@ -910,7 +924,7 @@ pub async fn handle(
                     finish_reason,
                     usage,
                 } => {
-                    return Json(json!({
+                    let response = Json(json!({
                         "id": request_id,
                         "object": "chat.completion",
                         "created": created,
@@ -925,6 +939,8 @@ pub async fn handle(
                         "system_fingerprint": null,
                     }))
                     .into_response();
+                    stages::CALL.since(started);
+                    return response;
                 }
             }
         }

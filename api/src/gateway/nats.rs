@@ -283,6 +283,12 @@ impl NodeTransport for NatsNodes {
         request: ChatRequest,
         deltas: mpsc::Sender<Delta>,
     ) -> Result<NodeCompletion, NodeError> {
+        // A remote node streams every answer: its deltas are what tells this gateway it is still
+        // alive (`idle_timeout`), and what it delivered before dying is what gets billed.
+        let request = ChatRequest {
+            whole: false,
+            ..request
+        };
         let targets = [
             content_target(&target.sha256),
             model_target(&target.model_id),

@@ -578,6 +578,8 @@ pub async fn post_message(
         top_p: None,
         seed: None,
         stop: Vec::new(),
+        // The chat page shows the answer as it is written.
+        whole: false,
     };
     let (finished_tx, finished_rx) = oneshot::channel();
     let Started {

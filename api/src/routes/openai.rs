@@ -213,6 +213,16 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let began = std::time::Instant::now();
+        let auth = authenticate(parts, state);
+        aiforge_commands::stages::AUTH.since(began);
+        auth
+    }
+}
+
+/// The caller of an OpenAI-compatible route, by its key's digest in the key index.
+fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyAuth, OpenAiError> {
+    {
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

@@ -113,6 +113,71 @@ async fn pg_safe_bound(pool: &sqlx::PgPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(PG_SAFE_BOUND).fetch_one(pool).await?)
 }
 
+/// Events kept by [`LogTail`]: a few batches of every follower, so one that falls a little
+/// behind the others is still answered from memory.
+pub const LOG_TAIL_EVENTS_MAX: usize = 4096;
+/// A read that found nothing after the kept stretch is trusted this long by the followers that
+/// ask next, as long as this process appended nothing since: followers caught up together ask
+/// the database once, not once each. Appends by other processes are found by the followers'
+/// polls (every 250 ms), each of which comes after this has run out.
+pub const LOG_TAIL_QUIET_MILLIS: u64 = 50;
+
+/// The stretch of the log this process read last: every event after `from` up to and including
+/// `to`, in global order, with none missing (each read returns the whole prefix of the log after
+/// its start, and a read from `to` continues it). Oldest events leave first.
+#[derive(Debug, Default)]
+pub(crate) struct LogTail {
+    from: LogPosition,
+    to: LogPosition,
+    events: std::collections::VecDeque<RecordedEvent>,
+    /// The last read from `to` found nothing: when, and this process's append count before it.
+    nothing_after: Option<(u64, std::time::Instant)>,
+}
+
+impl LogTail {
+    /// Whether a read from `to` found nothing lately, with no local append since.
+    fn nothing_new(&self, appends: u64) -> bool {
+        self.nothing_after.is_some_and(|(count, at)| {
+            count == appends
+                && at.elapsed() < std::time::Duration::from_millis(LOG_TAIL_QUIET_MILLIS)
+        })
+    }
+
+    fn found_nothing(&mut self, appends: u64) {
+        self.nothing_after = Some((appends, std::time::Instant::now()));
+    }
+
+    /// Up to `want` kept events after `after` (which lies in `from..=to`).
+    fn after(&self, after: LogPosition, want: usize) -> Vec<RecordedEvent> {
+        let first = self.events.partition_point(|e| e.log_position() <= after);
+        self.events.range(first..).take(want).cloned().collect()
+    }
+
+    /// Appends what a read from `to` returned.
+    fn extend(&mut self, events: &[RecordedEvent]) {
+        let Some(last) = events.last() else {
+            return;
+        };
+        self.nothing_after = None;
+        self.to = last.log_position();
+        self.events.extend(events.iter().cloned());
+        while self.events.len() > LOG_TAIL_EVENTS_MAX {
+            if let Some(oldest) = self.events.pop_front() {
+                self.from = oldest.log_position();
+            }
+        }
+    }
+
+    /// Starts over at `after` with what a read from there returned.
+    fn restart(&mut self, after: LogPosition, events: &[RecordedEvent]) {
+        self.from = after;
+        self.to = after;
+        self.nothing_after = None;
+        self.events.clear();
+        self.extend(events);
+    }
+}
+
 impl Database {
     /// Events behind which no event can still appear, counted after `at` (projection lag).
     pub async fn count_log_after(&self, at: LogPosition) -> Result<i64, StoreError> {
@@ -140,7 +205,65 @@ impl Database {
 
     /// Up to `limit` events strictly after `after`, in global order, none of which can ever be
     /// preceded by an event not yet visible.
+    ///
+    /// Every follower of the log in this process (projections, reactors, the bus, the gateway's
+    /// key index) wakes on the same append and asks for the same events: the stretch of the log
+    /// read last is kept ([`LogTail`]), so one of them reads the database and the others are
+    /// answered from memory. A read that starts before the kept stretch (a rebuild, an export)
+    /// goes to the database and leaves the stretch alone.
     pub async fn read_log_after(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let want = usize::try_from(limit).unwrap_or(0);
+        if want == 0 {
+            return Ok(Vec::new());
+        }
+        // Taken before reading: an append committed during the read moves it, so an empty read
+        // is never trusted past an append it may have missed.
+        let appends = *self.appended.borrow();
+        // Held across the read below: followers woken together wait for the one read instead of
+        // each sending their own.
+        let mut tail = self.tail.lock().await;
+        if after < tail.from {
+            drop(tail);
+            return self.read_log_after_uncached(after, limit).await;
+        }
+        if after > tail.to {
+            // Ahead of the stretch (it was never read this far here): start a new one.
+            let events = self.read_log_after_uncached(after, limit).await?;
+            tail.restart(after, &events);
+            return Ok(events);
+        }
+        let mut out = tail.after(after, want);
+        if out.len() < want && !tail.nothing_new(appends) {
+            let more = self
+                .read_log_after_uncached(tail.to, i64::try_from(want - out.len()).unwrap_or(limit))
+                .await?;
+            if more.is_empty() {
+                tail.found_nothing(appends);
+            }
+            tail.extend(&more);
+            out.extend(more);
+        }
+        Ok(out)
+    }
+
+    /// [`Database::read_log_after`] from the database itself, never from memory: what an audit
+    /// reads (the seal chain's verification must see the stored bytes, altered or not).
+    pub async fn read_log_after_uncached(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let began = std::time::Instant::now();
+        let read = self.read_log_after_from_db(after, limit).await;
+        crate::stages::LOG_READ_DB.since(began);
+        read
+    }
+
+    async fn read_log_after_from_db(
         &self,
         after: LogPosition,
         limit: i64,

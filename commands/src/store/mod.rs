@@ -46,6 +46,41 @@ pub async fn appended_or_polled(appended: &mut watch::Receiver<u64>, poll: Durat
     }
 }
 
+/// SQLite: after appends, the WAL is checkpointed (copied into the database file) this long
+/// after the first of them, by `checkpoint_wal`; and at least this often when idle.
+pub const WAL_CHECKPOINT_MILLIS: u64 = 200;
+pub const WAL_CHECKPOINT_IDLE_SECS: u64 = 5;
+
+/// SQLite's WAL checkpoints, off the commit path: a PASSIVE checkpoint neither waits for nor
+/// blocks writers and readers, so a commit never pays for one; the WAL stays small because this
+/// runs shortly after every burst of appends. Ends when the pool closes or the database handle
+/// is dropped.
+async fn checkpoint_wal(pool: SqlitePool, mut appended: watch::Receiver<u64>) {
+    loop {
+        tokio::select! {
+            changed = appended.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(WAL_CHECKPOINT_MILLIS)).await;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(WAL_CHECKPOINT_IDLE_SECS)) => {}
+        }
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "the WAL checkpoint failed; trying again after the next append");
+        }
+    }
+}
+
 /// Runs `$body` with `$pool` bound to the engine's pool: the one engine dispatch of the
 /// workspace (queries written once, in the `$1` placeholder style both engines accept).
 #[macro_export]
@@ -84,6 +119,8 @@ pub struct Database {
     views: Option<SqlitePool>,
     /// SQLite only: write transactions of this process take turns here (see `write_turn`).
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The stretch of the log read last, shared by this process's followers (`read_log_after`).
+    tail: Arc<tokio::sync::Mutex<log::LogTail>>,
 }
 
 #[derive(Clone)]
@@ -115,7 +152,11 @@ impl Database {
                 // FULL: a committed event survives power loss, not only a process crash.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // The WAL is copied back into the database file by a task of its own
+                // (`checkpoint_wal`), not by whichever commit crosses SQLite's 1000-page mark:
+                // that copy and its fsync would otherwise land inside a metered call.
+                .pragma("wal_autocheckpoint", "0");
             let pool = SqlitePoolOptions::new()
                 .test_before_acquire(false)
                 .max_connections(SQLITE_POOL_CONNECTIONS_MAX)
@@ -135,11 +176,15 @@ impl Database {
             return Err(StoreError::UnsupportedUrl);
         };
         let (appended, _) = watch::channel(0);
+        if let Engine::Sqlite(pool) = &engine {
+            tokio::spawn(checkpoint_wal(pool.clone(), appended.subscribe()));
+        }
         Ok(Self {
             engine,
             appended: Arc::new(appended),
             views,
             write_gate: Arc::default(),
+            tail: Arc::default(),
         })
     }
 
