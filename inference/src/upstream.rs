@@ -289,23 +289,7 @@ impl Engine for UpstreamEngine {
         if request.whole {
             return self.generate_whole(&request, deltas).await;
         }
-        let body = UpstreamRequest {
-            model: &self.config.model,
-            messages: &request.messages,
-            stream: true,
-            stream_options: Some(StreamOptions {
-                include_usage: true,
-            }),
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            seed: request.seed,
-            stop: &request.stop,
-        };
-        let mut call = self.client.post(&self.url).json(&body);
-        if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key.expose_secret());
-        }
+        let call = self.post(&request, true);
         let response_timeout = self.config.response_timeout;
         let response = tokio::select! {
             biased;
@@ -390,6 +374,28 @@ impl Engine for UpstreamEngine {
 }
 
 impl UpstreamEngine {
+    /// The request to the upstream: streamed with the usage chunk asked for, or whole.
+    fn post(&self, request: &ChatRequest, stream: bool) -> reqwest::RequestBuilder {
+        let body = UpstreamRequest {
+            model: &self.config.model,
+            messages: &request.messages,
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            seed: request.seed,
+            stop: &request.stop,
+        };
+        let call = self.client.post(&self.url).json(&body);
+        match &self.config.api_key {
+            Some(key) => call.bearer_auth(key.expose_secret()),
+            None => call,
+        }
+    }
+
     /// A whole answer: one request with `stream: false`, one JSON body, one delta. Nothing is
     /// delivered before the end, so a caller that leaves first is told nothing and nothing is
     /// counted (`usage_exact: false`, like any call cut short).
@@ -398,21 +404,7 @@ impl UpstreamEngine {
         request: &ChatRequest,
         deltas: mpsc::Sender<Delta>,
     ) -> Result<Completion, EngineError> {
-        let body = UpstreamRequest {
-            model: &self.config.model,
-            messages: &request.messages,
-            stream: false,
-            stream_options: None,
-            max_tokens: request.max_tokens,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            seed: request.seed,
-            stop: &request.stop,
-        };
-        let mut call = self.client.post(&self.url).json(&body);
-        if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key.expose_secret());
-        }
+        let call = self.post(request, false);
         let limit = self.config.answer_timeout;
         let idle = self.config.idle_timeout;
         let answer = async {
