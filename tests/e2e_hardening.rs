@@ -390,6 +390,19 @@ async fn a_services_rate_limit_binds_the_subscriber_however_many_keys_they_hold(
         vec![200, 429, 429],
         "one request a minute for the subscriber, not per key"
     );
+    // Each stage of a call is counted on /metrics: three keys checked and admitted (or not),
+    // one call generated, metered (its group commit durable first) and answered.
+    let runs = |stage: &str| format!("aiforge_stage_runs_total{{stage=\"{stage}\"}}");
+    for (stage, expected) in [
+        ("auth", 3),
+        ("admit", 3),
+        ("generate", 1),
+        ("meter", 1),
+        ("meter_commit", 1),
+        ("call", 1),
+    ] {
+        assert_eq!(metric(&server, &runs(stage)).await, expected, "{stage}");
+    }
     server.stop();
 }
 

@@ -144,6 +144,15 @@ struct ChunkUsage {
     completion_tokens: u32,
 }
 
+impl From<ChunkUsage> for Usage {
+    fn from(u: ChunkUsage) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     message: Option<String>,
@@ -338,10 +347,7 @@ impl Engine for UpstreamEngine {
                     )));
                 }
                 if let Some(u) = chunk.usage {
-                    usage = Some(Usage {
-                        prompt_tokens: u.prompt_tokens,
-                        completion_tokens: u.completion_tokens,
-                    });
+                    usage = Some(u.into());
                 }
                 // One choice is asked for (no `n`); choice 0 is the answer.
                 if let Some(choice) = chunk.choices.into_iter().next() {
@@ -454,10 +460,7 @@ impl UpstreamEngine {
         }
         Ok(Completion {
             finish_reason: finish,
-            usage: Usage {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-            },
+            usage: usage.into(),
             usage_exact: true,
         })
     }

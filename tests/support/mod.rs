@@ -197,19 +197,7 @@ pub async fn me(server: &Server, token: &str) -> (u16, Value) {
 }
 
 pub async fn event_count(server: &Server) -> u64 {
-    let text = client()
-        .get(server.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("aiforge_log_head_position "))
-        .unwrap()
-        .parse()
-        .unwrap()
+    metric(server, "aiforge_log_head_position").await
 }
 
 pub fn cli(data_dir: &Path, args: &[&str]) -> String {

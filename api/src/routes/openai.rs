@@ -222,35 +222,33 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
 
 /// The caller of an OpenAI-compatible route, by its key's digest in the key index.
 fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyAuth, OpenAiError> {
-    {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| k.starts_with(API_KEY_PREFIX))
-            .ok_or_else(OpenAiError::invalid_key)?;
-        let digest = key_sha256(presented);
-        let index = &state.gateway.index;
-        if let Some(user_id) = index.platform_key_user(&digest) {
-            if index.is_deactivated(&user_id) {
-                return Err(account_deactivated());
-            }
-            return Ok(ApiKeyAuth {
-                entitlement: Entitlement::Plan { user_id },
-            });
-        }
-        let subscription = index.by_key(&digest).ok_or_else(OpenAiError::invalid_key)?;
-        let consumer = lock(&subscription).consumer.clone();
-        if index.is_deactivated(&consumer) {
+    let presented = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| k.starts_with(API_KEY_PREFIX))
+        .ok_or_else(OpenAiError::invalid_key)?;
+    let digest = key_sha256(presented);
+    let index = &state.gateway.index;
+    if let Some(user_id) = index.platform_key_user(&digest) {
+        if index.is_deactivated(&user_id) {
             return Err(account_deactivated());
         }
-        check_access(&subscription, state.clock.now())?;
-        Ok(ApiKeyAuth {
-            entitlement: Entitlement::Subscription(subscription),
-        })
+        return Ok(ApiKeyAuth {
+            entitlement: Entitlement::Plan { user_id },
+        });
     }
+    let subscription = index.by_key(&digest).ok_or_else(OpenAiError::invalid_key)?;
+    let consumer = lock(&subscription).consumer.clone();
+    if index.is_deactivated(&consumer) {
+        return Err(account_deactivated());
+    }
+    check_access(&subscription, state.clock.now())?;
+    Ok(ApiKeyAuth {
+        entitlement: Entitlement::Subscription(subscription),
+    })
 }
 
 fn model_object(state: &AppState, model_id: &str) -> Option<Value> {

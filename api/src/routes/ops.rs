@@ -118,19 +118,32 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "aiforge_node_retries_total {}",
         crate::gateway::nats::NODE_RETRIES_TOTAL.load(Ordering::Relaxed)
     );
-    for (name, kind, help) in [
-        ("aiforge_stage_runs_total", "counter", "Runs of each stage of a gateway call, and of what its event costs after it (README, \"Gateway overhead\")."),
-        ("aiforge_stage_seconds_total", "counter", "Time spent in each stage, in all."),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for stage in aiforge_commands::stages::ALL {
-            if name == "aiforge_stage_runs_total" {
-                let _ = writeln!(out, "{name}{{stage=\"{}\"}} {}", stage.name, stage.runs());
-            } else {
-                let _ = writeln!(out, "{name}{{stage=\"{}\"}} {:.9}", stage.name, stage.seconds());
-            }
-        }
+    let stages = aiforge_commands::stages::ALL;
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_stage_runs_total Runs of each stage of a gateway call, and of what its event costs after it (README, \"Gateway overhead\")."
+    );
+    let _ = writeln!(out, "# TYPE aiforge_stage_runs_total counter");
+    for stage in stages {
+        let _ = writeln!(
+            out,
+            "aiforge_stage_runs_total{{stage=\"{}\"}} {}",
+            stage.name,
+            stage.runs()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP aiforge_stage_seconds_total Time spent in each stage, in all."
+    );
+    let _ = writeln!(out, "# TYPE aiforge_stage_seconds_total counter");
+    for stage in stages {
+        let _ = writeln!(
+            out,
+            "aiforge_stage_seconds_total{{stage=\"{}\"}} {:.9}",
+            stage.name,
+            stage.seconds()
+        );
     }
     let status = state.projector.status().await.map_err(ApiError::internal)?;
     let _ = writeln!(
